@@ -1,0 +1,235 @@
+"""Integration events: the facts services publish on ``<prefix>.<type>``.
+
+Each model is the ``data`` of an :class:`~contracts.envelope.Envelope`. Models are
+versioned (``__data_version__``); changes are additive (new optional fields only), a
+breaking change is a new model with a new version registered beside the old one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+import msgspec
+
+from contracts.models import EnvironmentClass, EnvironmentPlan, PolicyReason, RequestSpec
+
+
+class Attestation(msgspec.Struct, frozen=True, kw_only=True):
+    """Proof that ``approver`` approved ``request_id`` at ``generation`` for ``class_name``.
+
+    ``signature`` is HMAC-SHA256 (hex) by the approval service over the other fields,
+    verified again before anything approval-gated is published.
+    """
+
+    request_id: str
+    generation: int
+    approver: str
+    class_name: str = msgspec.field(name="class")
+    decided_at: datetime
+    signature: str
+
+
+class RequestSubmitted(msgspec.Struct, frozen=True, kw_only=True):
+    __data_version__ = 1
+    request_id: str
+    spec: RequestSpec
+    created_by: str
+    created_at: datetime
+
+
+class RequestPolicyEvaluated(msgspec.Struct, frozen=True, kw_only=True):
+    __data_version__ = 1
+    request_id: str
+    outcome: Literal["allowed", "rejected"]
+    reasons: list[PolicyReason] = []
+    requires_approval: bool = False
+    approvals_required: int = 0
+    auto_reconcile: bool = False
+    created_by: str = ""
+    class_name: str = msgspec.field(name="class", default="")
+    plan: EnvironmentPlan | None = None
+
+
+class RequestApproved(msgspec.Struct, frozen=True, kw_only=True):
+    __data_version__ = 1
+    request_id: str
+    automatic: bool
+    approvals: list[Attestation] = []
+    approved_by: list[str] = []
+
+
+class RequestRejected(msgspec.Struct, frozen=True, kw_only=True):
+    __data_version__ = 1
+    request_id: str
+    rejected_by: str
+    reasons: list[PolicyReason] = []
+
+
+class RequestReconcileRequested(msgspec.Struct, frozen=True, kw_only=True):
+    __data_version__ = 1
+    request_id: str
+    generation: int
+    spec: RequestSpec
+    plan: EnvironmentPlan
+    approvals: list[Attestation] = []
+    requested_by: str
+    reason: Literal["auto", "manual", "retry"] = "auto"
+
+
+class RenderedFile(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    content: str
+
+
+class RequestRendered(msgspec.Struct, frozen=True, kw_only=True):
+    __data_version__ = 1
+    request_id: str
+    generation: int
+    gitops_path: str
+    namespace: str
+    digest: str
+    files: list[RenderedFile]
+    spec: RequestSpec
+    approvals: list[Attestation] = []
+    estimated_monthly_cost_usd: float = 0.0
+    requires_approval: bool = False
+
+
+class RequestPromotionOpened(msgspec.Struct, frozen=True, kw_only=True):
+    __data_version__ = 1
+    request_id: str
+    generation: int
+    promotion_branch: str
+    promotion_url: str
+
+
+class RequestPublished(msgspec.Struct, frozen=True, kw_only=True):
+    __data_version__ = 1
+    request_id: str
+    generation: int
+    gitops_path: str
+    namespace: str
+    region: str
+    commit_sha: str
+    branch: str
+    mode: Literal["direct", "pull_request"] = "direct"
+    promotion_branch: str | None = None
+    promotion_url: str | None = None
+    files: list[RenderedFile] = []
+
+
+class DriftItem(msgspec.Struct, frozen=True, kw_only=True):
+    kind: str
+    name: str
+    field: str
+    expected: Any = None
+    actual: Any = None
+
+
+class RequestBootstrapped(msgspec.Struct, frozen=True, kw_only=True):
+    __data_version__ = 1
+    request_id: str
+    generation: int
+    cluster_status: Literal["not_applied", "applied", "apply_failed", "deleted"]
+    drift_status: Literal["not_checked", "in_sync", "drift_corrected", "drifted"]
+    drift_summary: list[DriftItem] = []
+    commit_sha: str | None = None
+
+
+class RequestDriftDetected(msgspec.Struct, frozen=True, kw_only=True):
+    __data_version__ = 1
+    request_id: str
+    generation: int
+    drift_status: Literal["in_sync", "drift_corrected", "drifted"]
+    drift_summary: list[DriftItem] = []
+
+
+class RequestFailed(msgspec.Struct, frozen=True, kw_only=True):
+    __data_version__ = 1
+    request_id: str
+    generation: int
+    stage: str
+    error: str
+    attempts: int
+
+
+class RequestTeardownRequested(msgspec.Struct, frozen=True, kw_only=True):
+    __data_version__ = 1
+    request_id: str
+    generation: int
+    spec: RequestSpec
+    gitops_path: str
+    namespace: str
+    requested_by: str
+    reason: Literal["deleted", "expired"] = "deleted"
+
+
+class RequestUnpublished(msgspec.Struct, frozen=True, kw_only=True):
+    __data_version__ = 1
+    request_id: str
+    generation: int
+    gitops_path: str
+    namespace: str
+    region: str
+    commit_sha: str | None = None
+    branch: str
+
+
+class RequestTornDown(msgspec.Struct, frozen=True, kw_only=True):
+    __data_version__ = 1
+    request_id: str
+    generation: int
+    cluster_status: Literal["not_applied", "deleted"]
+
+
+class ClassUpserted(msgspec.Struct, frozen=True, kw_only=True):
+    __data_version__ = 1
+    environment_class: EnvironmentClass = msgspec.field(name="class")
+    revision: int
+    updated_by: str
+    updated_at: datetime
+
+
+EventData = (
+    RequestSubmitted
+    | RequestPolicyEvaluated
+    | RequestApproved
+    | RequestRejected
+    | RequestReconcileRequested
+    | RequestRendered
+    | RequestPromotionOpened
+    | RequestPublished
+    | RequestBootstrapped
+    | RequestDriftDetected
+    | RequestFailed
+    | RequestTeardownRequested
+    | RequestUnpublished
+    | RequestTornDown
+    | ClassUpserted
+)
+
+# Event type -> model. The type is also the subject suffix: <prefix>.<type>.
+EVENT_TYPES: dict[str, type[Any]] = {
+    "request.submitted": RequestSubmitted,
+    "request.policy_evaluated": RequestPolicyEvaluated,
+    "request.approved": RequestApproved,
+    "request.rejected": RequestRejected,
+    "request.reconcile_requested": RequestReconcileRequested,
+    "request.rendered": RequestRendered,
+    "request.promotion_opened": RequestPromotionOpened,
+    "request.published": RequestPublished,
+    "request.bootstrapped": RequestBootstrapped,
+    "request.drift_detected": RequestDriftDetected,
+    "request.failed": RequestFailed,
+    "request.teardown_requested": RequestTeardownRequested,
+    "request.unpublished": RequestUnpublished,
+    "request.torn_down": RequestTornDown,
+    "class.upserted": ClassUpserted,
+}
+
+EVENT_MODELS: dict[tuple[str, int], type[Any]] = {
+    (name, model.__data_version__): model for name, model in EVENT_TYPES.items()
+}
+
+EVENT_TYPE_OF: dict[type[Any], str] = {model: name for name, model in EVENT_TYPES.items()}

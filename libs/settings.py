@@ -1,0 +1,252 @@
+"""Typed, read-once settings from ``PLATFORM_*`` environment variables.
+
+Every process builds exactly one settings object at start-up with :func:`load_settings`.
+A field is declared with :func:`setting`, which names its environment variable and
+documents it. Secrets also accept ``<NAME>_FILE`` (the file's content, stripped of the
+trailing newline); an unreadable file is a start-up error, never a silent fallback.
+A value that does not parse is a start-up error naming the variable. All problems are
+collected and reported together so an operator fixes them in one round.
+
+No other module reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_TRUE = {"1", "true", "yes", "on", "y", "t"}
+_FALSE = {"0", "false", "no", "off", "n", "f"}
+
+
+class SettingsError(Exception):
+    """Start-up configuration is invalid; the message names every offending variable."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration: " + "; ".join(problems))
+
+
+def setting(env: str, default: Any = MISSING, *, doc: str, secret: bool = False) -> Any:
+    """Declare a settings field bound to environment variable ``env``."""
+    metadata = {"env": env, "doc": doc, "secret": secret}
+    if isinstance(default, list | dict):
+        frozen = tuple(default) if isinstance(default, list) else default
+        return field(default_factory=lambda: list(frozen), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def parse_bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"expected a boolean (true/false, yes/no, on/off, 1/0), got {raw!r}")
+
+
+def _parse(raw: str, annotation: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if raw.strip() == "":
+            return None
+        return _parse(raw, inner[0])
+    if annotation is bool:
+        return parse_bool(raw)
+    if annotation is int:
+        try:
+            return int(raw.strip())
+        except ValueError:
+            raise ValueError(f"expected an integer, got {raw!r}") from None
+    if annotation is float:
+        try:
+            return float(raw.strip())
+        except ValueError:
+            raise ValueError(f"expected a number, got {raw!r}") from None
+    if annotation is Path:
+        return Path(raw.strip()).expanduser()
+    if origin is list:
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    if origin is dict:
+        pairs: dict[str, str] = {}
+        for item in raw.split(","):
+            if not item.strip():
+                continue
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"expected key=value pairs separated by commas, got {item!r}")
+            pairs[key.strip()] = value.strip()
+        return pairs
+    return raw
+
+
+def _read_secret_file(path: str) -> str:
+    with open(path, encoding="utf-8") as handle:
+        return handle.read().rstrip("\n")
+
+
+def load_settings(cls: type[T], environ: Mapping[str, str] | None = None) -> T:
+    """Build ``cls`` (a dataclass of :func:`setting` fields) from the environment.
+
+    Raises :class:`SettingsError` listing every variable that is unreadable or does not parse.
+    """
+    env = os.environ if environ is None else environ
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for spec in dataclasses.fields(cls):  # type: ignore[arg-type]
+        name = spec.metadata.get("env")
+        if name is None:
+            continue
+        raw: str | None = env.get(name)
+        file_var = f"{name}_FILE"
+        if spec.metadata.get("secret") and env.get(file_var):
+            if raw is not None:
+                problems.append(f"{name} and {file_var} are both set; set only one")
+                continue
+            try:
+                raw = _read_secret_file(env[file_var])
+            except OSError as exc:
+                problems.append(f"{file_var}: cannot read the file ({exc.strerror or 'unreadable'})")
+                continue
+        if raw is None:
+            continue
+        try:
+            values[spec.name] = _parse(raw, hints[spec.name])
+        except ValueError as exc:
+            problems.append(f"{name}: {exc}")
+    missing = [
+        spec.metadata["env"]
+        for spec in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if "env" in spec.metadata
+        and spec.name not in values
+        and spec.default is MISSING
+        and spec.default_factory is MISSING
+    ]
+    problems.extend(f"{name} is required" for name in missing)
+    if problems:
+        raise SettingsError(problems)
+    instance = cls(**values)
+    validate = getattr(instance, "validate", None)
+    if validate is not None:
+        extra = validate()
+        if extra:
+            raise SettingsError(list(extra))
+    return instance
+
+
+def describe_settings(cls: type[Any]) -> list[tuple[str, str, str]]:
+    """(variable, default, doc) for every field: used by ``platformd config`` and the docs."""
+    rows = []
+    for spec in dataclasses.fields(cls):
+        if "env" not in spec.metadata:
+            continue
+        if spec.default is not MISSING:
+            default = "" if spec.default is None else str(spec.default)
+        elif spec.default_factory is not MISSING:
+            default = ",".join(map(str, spec.default_factory()))
+        else:
+            default = "(required)"
+        if spec.metadata.get("secret"):
+            default = "(secret)" if default else default
+        rows.append((spec.metadata["env"], default, spec.metadata["doc"]))
+    return rows
+
+
+@dataclass(frozen=True)
+class PlatformSettings:
+    """Settings every platform process shares: bus, database, telemetry, runtime."""
+
+    service_name: str = setting("PLATFORM_SERVICE_NAME", "platform", doc="Name used in logs and metrics.")
+    environment: str = setting("PLATFORM_ENV", "dev", doc="Deployment environment; `prod` implies strict mode.")
+    strict_production: bool = setting(
+        "PLATFORM_STRICT_PRODUCTION", False, doc="Refuse to start with weak or missing security settings."
+    )
+    nats_url: str = setting(
+        "PLATFORM_NATS_URL", "nats://127.0.0.1:4222", doc="NATS server URL(s), comma separated.", secret=True
+    )
+    postgres_dsn: str | None = setting(
+        "PLATFORM_POSTGRES_DSN", None, doc="Postgres connection string (libpq URI or key=value).", secret=True
+    )
+    postgres_pool_max: int = setting("PLATFORM_POSTGRES_POOL_MAX", 10, doc="Connections per process.")
+    auto_migrate: bool = setting("PLATFORM_AUTO_MIGRATE", False, doc="Apply pending migrations on start.")
+    stream_name: str = setting("PLATFORM_EVENTS_STREAM", "PLATFORM_EVENTS", doc="JetStream stream for events.")
+    subject_prefix: str = setting(
+        "PLATFORM_EVENTS_SUBJECT_PREFIX", "platform.events", doc="Subject prefix of domain events."
+    )
+    rpc_prefix: str = setting("PLATFORM_RPC_SUBJECT_PREFIX", "platform.rpc", doc="Subject prefix of RPC endpoints.")
+    stream_max_age_days: float = setting("PLATFORM_EVENTS_MAX_AGE_DAYS", 30.0, doc="Event retention for replay.")
+    stream_replicas: int = setting("PLATFORM_EVENTS_REPLICAS", 1, doc="Stream replicas (3 in production).")
+    stream_duplicate_window_seconds: float = setting(
+        "PLATFORM_EVENTS_DUPLICATE_WINDOW_SECONDS",
+        900.0,
+        doc="Server-side dedup window; must exceed the relay's worst retry gap.",
+    )
+    consumer_max_attempts: int = setting(
+        "PLATFORM_RECONCILE_MAX_ATTEMPTS", 5, doc="Deliveries of one event before it is dead-lettered."
+    )
+    consumer_backoff_seconds: float = setting(
+        "PLATFORM_RECONCILE_RETRY_BACKOFF_SECONDS", 1.0, doc="First retry delay; doubles per attempt."
+    )
+    consumer_max_backoff_seconds: float = setting(
+        "PLATFORM_RECONCILE_MAX_BACKOFF_SECONDS", 60.0, doc="Upper bound of the retry delay."
+    )
+    consumer_ack_wait_seconds: float = setting(
+        "PLATFORM_RECONCILE_TIMEOUT_SECONDS", 30.0, doc="Lease of one delivery (kept alive while working)."
+    )
+    consumer_concurrency: int = setting(
+        "PLATFORM_RECONCILE_WORKERS", 8, doc="Events handled concurrently per consumer."
+    )
+    outbox_poll_seconds: float = setting(
+        "PLATFORM_OUTBOX_POLL_SECONDS", 1.0, doc="Relay polling interval (NOTIFY wakes it sooner)."
+    )
+    health_address: str = setting(
+        "PLATFORM_HEALTH_ADDRESS", "127.0.0.1:9100", doc="host:port for /healthz, /readyz and /metrics."
+    )
+    shutdown_timeout_seconds: float = setting(
+        "PLATFORM_SHUTDOWN_TIMEOUT_SECONDS", 20.0, doc="Drain time for in-flight work on SIGTERM."
+    )
+    log_level: str = setting("PLATFORM_LOG_LEVEL", "INFO", doc="Log level.")
+    otlp_endpoint: str | None = setting(
+        "PLATFORM_OTLP_ENDPOINT", None, doc="OTLP/HTTP collector URL; tracing export is off when unset."
+    )
+    otel_service_name: str | None = setting(
+        "PLATFORM_OTEL_SERVICE_NAME", None, doc="Overrides the service name in traces."
+    )
+    prometheus_enabled: bool = setting("PLATFORM_PROMETHEUS_ENABLED", True, doc="Serve /metrics.")
+
+    @property
+    def is_strict(self) -> bool:
+        return self.strict_production or self.environment.lower() in {"prod", "production"}
+
+    def validate(self) -> list[str]:
+        problems = []
+        if self.consumer_max_attempts < 1:
+            problems.append("PLATFORM_RECONCILE_MAX_ATTEMPTS must be at least 1")
+        if self.consumer_concurrency < 1:
+            problems.append("PLATFORM_RECONCILE_WORKERS must be at least 1")
+        if self.is_strict and not self.postgres_dsn:
+            problems.append("PLATFORM_POSTGRES_DSN is required in strict production mode")
+        return problems
+
+    def require_dsn(self) -> str:
+        if not self.postgres_dsn:
+            raise SettingsError(["PLATFORM_POSTGRES_DSN is required"])
+        return self.postgres_dsn
+
+
+def split_address(address: str, variable: str) -> tuple[str, int]:
+    """Parse ``host:port`` (or ``:port``) for listeners; errors name ``variable``."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise SettingsError([f"{variable}: expected host:port, got {address!r}"])
+    return (host or "0.0.0.0"), int(port)  # noqa: S104 - an empty host means all interfaces

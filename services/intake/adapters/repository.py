@@ -1,0 +1,221 @@
+"""Postgres persistence of requests, timeline, idempotency keys and the class replica.
+
+All functions take the caller's connection: the service layer owns the transaction.
+Updates are guarded by the record's ``version`` (optimistic concurrency), so two writers
+that both read version N cannot both win.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+
+from contracts.envelope import Envelope
+from contracts.events import Attestation
+from contracts.models import EnvironmentClass, EnvironmentPlan, RequestSpec
+from libs.errors import Conflict, ValidationFailed
+from services.intake.domain.model import EnvironmentRequest, Status
+
+Conn = AsyncConnection[Any]
+
+_COLUMNS = (
+    "status generation version created_at created_by updated_at expires_at approved_at approved_by approvals"
+    " queued_at last_reconciled_at last_error namespace gitops_path git_commit_sha git_branch git_promotion_mode"
+    " git_promotion_branch git_promotion_url cluster_status drift_status drift_summary quota_profile policy_packs"
+    " estimated_monthly_cost_usd policy_decision requires_approval approvals_required auto_reconcile plan"
+    " attestations"
+).split()
+_JSON_COLUMNS = {"approvals", "drift_summary", "policy_packs", "policy_decision", "plan", "attestations"}
+
+
+def _column_value(request: EnvironmentRequest, column: str) -> Any:
+    value = getattr(request, column)
+    if column == "status":
+        return str(value)
+    if column in {"plan", "attestations"}:
+        return Jsonb(msgspec.to_builtins(value)) if value is not None else None
+    if column in _JSON_COLUMNS:
+        return Jsonb(value) if value is not None else None
+    return value
+
+
+def _from_row(row: dict[str, Any]) -> EnvironmentRequest:
+    spec = RequestSpec(
+        app=row["app"],
+        team=row["team"],
+        class_name=row["class"],
+        region=row["region"],
+        ttl_hours=row["ttl_hours"],
+        owner=row["owner"],
+        repository=row["repository"],
+        revision=row["revision"],
+        labels=row["labels"],
+    )
+    values = {column: row[column] for column in _COLUMNS}
+    values["status"] = Status(row["status"])
+    values["plan"] = msgspec.convert(row["plan"], EnvironmentPlan) if row["plan"] is not None else None
+    values["attestations"] = msgspec.convert(row["attestations"], list[Attestation])
+    return EnvironmentRequest(id=row["id"], spec=spec, **values)
+
+
+async def get(conn: Conn, request_id: str, *, for_update: bool = False) -> EnvironmentRequest | None:
+    query = "SELECT * FROM requests WHERE id = %s" + (" FOR UPDATE" if for_update else "")
+    cursor = await conn.execute(query, [request_id])
+    row = await cursor.fetchone()
+    return _from_row(row) if row else None
+
+
+async def add(conn: Conn, request: EnvironmentRequest) -> None:
+    spec = request.spec
+    columns = ["id", "app", "team", "class", "region", "ttl_hours", "owner", "repository", "revision", "labels"]
+    values: list[Any] = [
+        request.id, spec.app, spec.team, spec.class_name, spec.region, spec.ttl_hours, spec.owner,
+        spec.repository, spec.revision, Jsonb(spec.labels),
+    ]
+    columns += _COLUMNS
+    values += [_column_value(request, column) for column in _COLUMNS]
+    placeholders = ", ".join(["%s"] * len(columns))
+    await conn.execute(f"INSERT INTO requests ({', '.join(columns)}) VALUES ({placeholders})", values)  # noqa: S608
+
+
+async def save(conn: Conn, request: EnvironmentRequest) -> None:
+    """Write ``request`` back if nobody changed it since it was read; bumps ``version``."""
+    expected = request.version
+    request.version += 1
+    assignments = ", ".join(f"{column} = %s" for column in _COLUMNS)
+    values = [_column_value(request, column) for column in _COLUMNS]
+    cursor = await conn.execute(
+        f"UPDATE requests SET {assignments} WHERE id = %s AND version = %s",  # noqa: S608
+        [*values, request.id, expected],
+    )
+    if cursor.rowcount != 1:
+        request.version = expected
+        raise Conflict(f"request {request.id} was changed concurrently; retry")
+
+
+def encode_cursor(created_at: datetime, request_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{request_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created_at, request_id = raw.split("|", 1)
+        return datetime.fromisoformat(created_at), request_id
+    except (ValueError, UnicodeDecodeError):
+        raise ValidationFailed(
+            "invalid cursor", details=[{"field": "cursor", "message": "not a cursor from next_cursor"}]
+        ) from None
+
+
+async def list_requests(
+    conn: Conn,
+    *,
+    team: str | None,
+    status: str | None,
+    class_name: str | None,
+    teams_in_scope: list[str] | None,
+    cursor: str | None,
+    limit: int,
+) -> tuple[list[EnvironmentRequest], str | None]:
+    """Newest first; ``next_cursor`` is None on the last page."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in (("team", team), ("status", status), ("class", class_name)):
+        if value is not None:
+            clauses.append(f"{column} = %s")
+            params.append(value)
+    if teams_in_scope is not None:
+        clauses.append("team = ANY(%s)")
+        params.append(teams_in_scope)
+    if cursor:
+        created_at, request_id = decode_cursor(cursor)
+        clauses.append("(created_at, id) < (%s, %s)")
+        params += [created_at, request_id]
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    rows_cursor = await conn.execute(
+        f"SELECT * FROM requests {where} ORDER BY created_at DESC, id DESC LIMIT %s",  # noqa: S608
+        [*params, limit + 1],
+    )
+    rows = await rows_cursor.fetchall()
+    page = [_from_row(row) for row in rows[:limit]]
+    next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if len(rows) > limit and page else None
+    return page, next_cursor
+
+
+async def append_timeline(
+    conn: Conn, request_id: str, envelope: Envelope, data: Any, *, applied: bool, status_after: str
+) -> None:
+    await conn.execute(
+        "INSERT INTO request_timeline (request_id, event_id, event_type, source, occurred_at, generation,"
+        " applied, status_after, data) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (event_id) DO NOTHING",
+        [
+            request_id,
+            envelope.id,
+            envelope.type,
+            envelope.source,
+            envelope.time,
+            getattr(data, "generation", None),
+            applied,
+            status_after,
+            Jsonb(msgspec.to_builtins(data)),
+        ],
+    )
+
+
+async def timeline(conn: Conn, request_id: str) -> list[dict[str, Any]]:
+    cursor = await conn.execute(
+        "SELECT event_id, event_type, source, occurred_at, generation, applied, status_after, data"
+        " FROM request_timeline WHERE request_id = %s ORDER BY seq",
+        [request_id],
+    )
+    return list(await cursor.fetchall())
+
+
+async def upsert_class(conn: Conn, environment_class: EnvironmentClass, revision: int) -> bool:
+    """Keep the newest revision only: replays and reordering cannot roll a class back."""
+    cursor = await conn.execute(
+        "INSERT INTO environment_classes (name, definition, revision, updated_at) VALUES (%s, %s, %s, now())"
+        " ON CONFLICT (name) DO UPDATE SET definition = EXCLUDED.definition, revision = EXCLUDED.revision,"
+        " updated_at = now() WHERE environment_classes.revision < EXCLUDED.revision",
+        [environment_class.name, Jsonb(msgspec.to_builtins(environment_class)), revision],
+    )
+    return cursor.rowcount == 1
+
+
+async def classes(conn: Conn) -> dict[str, EnvironmentClass]:
+    cursor = await conn.execute("SELECT definition FROM environment_classes")
+    return {
+        definition.name: definition
+        for definition in (msgspec.convert(row["definition"], EnvironmentClass) for row in await cursor.fetchall())
+    }
+
+
+async def count_classes(conn: Conn) -> int:
+    cursor = await conn.execute("SELECT count(*) AS n FROM environment_classes")
+    row = await cursor.fetchone()
+    return int(row["n"]) if row else 0
+
+
+async def find_idempotency_key(conn: Conn, actor: str, key: str) -> tuple[str, str] | None:
+    cursor = await conn.execute(
+        "SELECT body_hash, request_id FROM idempotency_keys WHERE actor = %s AND key = %s", [actor, key]
+    )
+    row = await cursor.fetchone()
+    return (row["body_hash"], row["request_id"]) if row else None
+
+
+async def claim_idempotency_key(conn: Conn, actor: str, key: str, body_hash: str, request_id: str) -> bool:
+    """Record the key; False when a concurrent call claimed it first."""
+    cursor = await conn.execute(
+        "INSERT INTO idempotency_keys (actor, key, body_hash, request_id) VALUES (%s, %s, %s, %s)"
+        " ON CONFLICT DO NOTHING",
+        [actor, key, body_hash, request_id],
+    )
+    return cursor.rowcount == 1

@@ -1,0 +1,18 @@
+"""Composition root of the intake service."""
+
+from __future__ import annotations
+
+from libs.service_kit import ServiceKit
+from services.intake.entrypoints.bus import register
+from services.intake.service_layer.handlers import IntakeService
+from services.intake.settings import IntakeSettings
+
+SCHEMA = "intake"
+
+
+async def bootstrap(settings: IntakeSettings) -> ServiceKit:
+    kit = await ServiceKit.open(service="intake", schema=SCHEMA, settings=settings, package="services.intake")
+    service = IntakeService(pool=kit.pool, outbox=kit.outbox)
+    register(kit, service)
+    kit.readiness["class_catalog"] = service.catalog_replicated
+    return kit

@@ -1,0 +1,41 @@
+"""Intake's bus entrypoints: RPC verbs for the gateway and event consumers."""
+
+from __future__ import annotations
+
+from contracts.rpc import CreateRequest, GetRequest, ListRequests
+from libs.service_kit import ServiceKit
+from services.intake.service_layer.handlers import IntakeService
+
+
+def register(kit: ServiceKit, service: IntakeService) -> None:
+    kit.route("create_request", CreateRequest, service.create_request)
+    kit.route("get_request", GetRequest, service.get_request)
+    kit.route("list_requests", ListRequests, service.list_requests)
+    kit.route("list_events", GetRequest, service.list_events)
+    kit.consume("classes", "class.upserted", {"class.upserted": service.on_class_upserted})
+    # Every request event: intake projects the lifecycle status from all of them. Events
+    # of one request are applied in stream order (ordered by subject).
+    kit.consume(
+        "requests",
+        "request.>",
+        dict.fromkeys(REQUEST_EVENTS, service.on_request_event),
+        ordered_by_subject=True,
+    )
+
+
+REQUEST_EVENTS = (
+    "request.submitted",
+    "request.policy_evaluated",
+    "request.approved",
+    "request.rejected",
+    "request.reconcile_requested",
+    "request.rendered",
+    "request.promotion_opened",
+    "request.published",
+    "request.bootstrapped",
+    "request.drift_detected",
+    "request.failed",
+    "request.teardown_requested",
+    "request.unpublished",
+    "request.torn_down",
+)

@@ -1,0 +1,90 @@
+"""``platformd``: run a service, migrate a schema, or start the whole stack locally.
+
+    platformd <service>              run one service (intake, policy, approval, renderer,
+                                     git-publisher, cluster-bootstrapper, gateway)
+    platformd migrate <service|all>  apply pending migrations and exit
+    platformd dev                    embedded NATS + Postgres and all seven services
+    platformd config <service>       list the service's settings and their defaults
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+from typing import Any
+
+from libs.migrations import discover, migrate
+from libs.service_runner import run as run_service
+from libs.settings import SettingsError, describe_settings, load_settings
+from services.platformd.registry import BACKEND_SERVICES, SERVICES, service_entry
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"platformd: {message}", file=sys.stderr)
+    return code
+
+
+def _entry(name: str) -> Any:
+    try:
+        return service_entry(name)
+    except KeyError:
+        known = ", ".join(s.replace("_", "-") for s in SERVICES)
+        raise SystemExit(_fail(f"unknown service {name!r} (known: {known})")) from None
+
+
+def run(name: str) -> int:
+    entry = _entry(name)
+    settings = load_settings(entry.settings_class)
+    bootstrap_module = importlib.import_module(f"{entry.package}.bootstrap")
+    custom_run = getattr(bootstrap_module, "run", None)
+    if custom_run is not None:
+        custom_run(settings)
+    else:
+        run_service(entry.name, settings, bootstrap_module.bootstrap)
+    return 0
+
+
+def migrate_command(target: str) -> int:
+    names = BACKEND_SERVICES if target == "all" else (_entry(target).name,)
+    for name in names:
+        entry = _entry(name)
+        if entry.schema is None:
+            continue
+        settings = load_settings(entry.settings_class)
+        applied = asyncio.run(migrate(settings.require_dsn(), entry.schema, discover(entry.package)))
+        print(f"{name}: {'applied ' + ', '.join(applied) if applied else 'up to date'}")
+    return 0
+
+
+def config_command(name: str) -> int:
+    entry = _entry(name)
+    for variable, default, doc in describe_settings(entry.settings_class):
+        print(f"{variable:48} {default or '-':28} {doc}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="platformd", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("command", help="a service name, or migrate / dev / config")
+    parser.add_argument("target", nargs="?", help="service for migrate/config (migrate accepts 'all')")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "dev":
+            from services.platformd.dev_stack import run_dev_stack
+
+            return run_dev_stack()
+        if args.command in ("migrate", "config"):
+            if not args.target:
+                return _fail(f"{args.command} needs a service name")
+            return migrate_command(args.target) if args.command == "migrate" else config_command(args.target)
+        return run(args.command)
+    except SettingsError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+"""The kit's delivery guarantees against real Postgres and NATS JetStream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import nats
+import pytest
+from msgspec.structs import replace
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from contracts.envelope import Envelope, cloudevents_headers, decode_envelope, encode_envelope, new_event
+from contracts.events import RequestFailed
+from libs.bus import Subjects, ensure_stream
+from libs.database import open_pool
+from libs.inbox import EventConsumer, RetryPolicy, Tx
+from libs.migrations import discover, migrate
+from libs.outbox import Outbox, OutboxRelay
+from libs.settings import PlatformSettings, load_settings
+
+pytestmark = pytest.mark.integration
+
+SCHEMA = "kit_test"
+
+
+@pytest.fixture
+def settings(platform_env: dict[str, str]) -> PlatformSettings:
+    return load_settings(PlatformSettings, platform_env)
+
+
+@pytest.fixture
+async def kit_db(settings: PlatformSettings) -> AsyncIterator[Any]:
+    dsn = settings.require_dsn()
+    await migrate(dsn, SCHEMA, discover(None))
+    pool = await open_pool(dsn, SCHEMA, "kit-test")
+    async with pool.connection() as conn:
+        await conn.execute("CREATE TABLE effects (event_id text PRIMARY KEY, request_id text NOT NULL)")
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def js(settings: PlatformSettings) -> AsyncIterator[Any]:
+    nc = await nats.connect(settings.nats_url)
+    jetstream = nc.jetstream()
+    await ensure_stream(jetstream, settings)
+    yield jetstream
+    await nc.close()
+
+
+def failure(n: int, generation: int = 1) -> RequestFailed:
+    return RequestFailed(request_id=f"req-{n:016x}", generation=generation, stage="test", error="x", attempts=1)
+
+
+async def stream_envelopes(js: Any, settings: PlatformSettings) -> list[Envelope]:
+    """Every message in the test's stream, read with an ephemeral consumer."""
+    info = await js.stream_info(settings.stream_name)
+    count = info.state.messages
+    if count == 0:
+        return []
+    sub = await js.pull_subscribe(
+        f"{settings.subject_prefix}.>",
+        stream=settings.stream_name,
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, inactive_threshold=30),
+    )
+    envelopes: list[Envelope] = []
+    while len(envelopes) < count:
+        for message in await sub.fetch(count - len(envelopes), timeout=5):
+            envelopes.append(decode_envelope(message.data))
+            await message.ack()
+    await sub.unsubscribe()
+    return envelopes
+
+
+async def wait_until(predicate: Any, timeout: float = 15.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def test_two_relays_publish_every_event_exactly_once(settings: PlatformSettings, kit_db: Any, js: Any) -> None:
+    subjects = Subjects.from_settings(settings)
+    outbox = Outbox(SCHEMA, "kit-test", subjects)
+    staged: list[str] = []
+    for batch in range(20):
+        async with kit_db.connection() as conn, conn.transaction():
+            for n in range(25):
+                staged.append((await outbox.add(conn, "req-x", failure(batch * 25 + n))).id)
+    second_pool = await open_pool(settings.require_dsn(), SCHEMA, "kit-test-2")
+    relays = [
+        OutboxRelay(pool, js, dsn=settings.require_dsn(), schema=SCHEMA, stream=settings.stream_name,
+                    poll_seconds=0.05, batch_size=16)
+        for pool in (kit_db, second_pool)
+    ]
+    for relay in relays:
+        await relay.start()
+
+    async def all_marked() -> bool:
+        async with kit_db.connection() as conn:
+            row = await (await conn.execute("SELECT count(*) AS n FROM outbox WHERE published_at IS NULL")).fetchone()
+            return bool(row["n"] == 0)
+
+    await wait_until(all_marked)
+    for relay in relays:
+        await relay.stop()
+    await second_pool.close()
+
+    envelopes = await stream_envelopes(js, settings)
+    assert sorted(e.id for e in envelopes) == sorted(staged)
+
+
+async def test_event_published_before_a_crash_is_deduplicated_by_the_stream(
+    settings: PlatformSettings, kit_db: Any, js: Any
+) -> None:
+    """Relay died after the PubAck but before marking the row: the re-publish is dropped."""
+    outbox = Outbox(SCHEMA, "kit-test", Subjects.from_settings(settings))
+    async with kit_db.connection() as conn, conn.transaction():
+        envelope = await outbox.add(conn, "req-x", failure(1))
+    # What the dead relay managed to do: publish, with the event id as Nats-Msg-Id.
+    ack = await js.publish(
+        f"{settings.subject_prefix}.request.failed", encode_envelope(envelope), headers=cloudevents_headers(envelope)
+    )
+    assert not ack.duplicate
+    relay = OutboxRelay(kit_db, js, dsn=settings.require_dsn(), schema=SCHEMA, stream=settings.stream_name)
+    assert await relay.publish_pending() == 1
+    envelopes = await stream_envelopes(js, settings)
+    assert [e.id for e in envelopes] == [envelope.id]
+
+
+async def test_rolled_back_transaction_publishes_nothing(settings: PlatformSettings, kit_db: Any, js: Any) -> None:
+    outbox = Outbox(SCHEMA, "kit-test", Subjects.from_settings(settings))
+    with pytest.raises(RuntimeError):
+        async with kit_db.connection() as conn, conn.transaction():
+            await outbox.add(conn, "req-x", failure(1))
+            raise RuntimeError("the state change failed")
+    relay = OutboxRelay(kit_db, js, dsn=settings.require_dsn(), schema=SCHEMA, stream=settings.stream_name)
+    assert await relay.publish_pending() == 0
+    assert await stream_envelopes(js, settings) == []
+
+
+class Recorder:
+    """A handler that records its effect in Postgres and emits one event, optionally failing first."""
+
+    def __init__(self, fail_times: int = 0) -> None:
+        self.fail_times = fail_times
+        self.calls = 0
+
+    async def __call__(self, envelope: Envelope, data: Any, tx: Tx) -> None:
+        self.calls += 1
+        await tx.conn.execute("INSERT INTO effects (event_id, request_id) VALUES (%s, %s)", [envelope.id, data.request_id])
+        await tx.emit(data.request_id, replace(data, stage="echo"))
+        if self.calls <= self.fail_times:
+            raise RuntimeError("transient failure")
+
+
+def make_consumer(settings: PlatformSettings, pool: Any, js: Any, handler: Any, max_attempts: int = 5) -> EventConsumer:
+    subjects = Subjects.from_settings(settings)
+    return EventConsumer(
+        name="kit-test-consumer",
+        event_filter="request.failed",
+        handlers={"request.failed": handler},
+        pool=pool,
+        js=js,
+        outbox=Outbox(SCHEMA, "kit-test", subjects),
+        subjects=subjects,
+        stream=settings.stream_name,
+        retry=RetryPolicy(max_attempts=max_attempts, backoff_seconds=0.1, max_backoff_seconds=0.2, ack_wait_seconds=5),
+        concurrency=4,
+    )
+
+
+async def count(pool: Any, query: str) -> int:
+    async with pool.connection() as conn:
+        row = await (await conn.execute(query)).fetchone()
+        return int(row["n"])
+
+
+async def publish_raw(js: Any, settings: PlatformSettings, envelope: Envelope, msg_id: str) -> None:
+    headers = cloudevents_headers(envelope)
+    headers["Nats-Msg-Id"] = msg_id
+    await js.publish(f"{settings.subject_prefix}.{envelope.type}", encode_envelope(envelope), headers=headers)
+
+
+async def test_redelivered_event_changes_nothing(settings: PlatformSettings, kit_db: Any, js: Any) -> None:
+    recorder = Recorder()
+    consumer = make_consumer(settings, kit_db, js, recorder)
+    await consumer.start()
+    envelope = new_event("request.failed", "test", "req-1", failure(1))
+    # The same event delivered twice (as after a lost ack), bypassing the stream's dedup.
+    await publish_raw(js, settings, envelope, "first-delivery")
+    await publish_raw(js, settings, envelope, "second-delivery")
+
+    async def both_seen() -> bool:
+        info = await js.consumer_info(settings.stream_name, "kit-test-consumer")
+        return bool(info.num_ack_pending == 0 and info.num_pending == 0 and info.delivered.stream_seq >= 2)
+
+    await wait_until(both_seen)
+    await consumer.stop()
+    assert recorder.calls == 1
+    assert await count(kit_db, "SELECT count(*) AS n FROM effects") == 1
+    assert await count(kit_db, "SELECT count(*) AS n FROM outbox") == 1
+
+
+async def test_handler_error_leads_to_redelivery_not_loss(settings: PlatformSettings, kit_db: Any, js: Any) -> None:
+    recorder = Recorder(fail_times=2)
+    consumer = make_consumer(settings, kit_db, js, recorder)
+    await consumer.start()
+    envelope = new_event("request.failed", "test", "req-1", failure(7))
+    await publish_raw(js, settings, envelope, envelope.id)
+
+    async def effect_committed() -> bool:
+        return await count(kit_db, "SELECT count(*) AS n FROM effects") == 1
+
+    await wait_until(effect_committed)
+    await consumer.stop()
+    # Two failed attempts rolled back their effect and event; the third committed both once.
+    assert recorder.calls == 3
+    assert await count(kit_db, "SELECT count(*) AS n FROM outbox") == 1
+    assert await count(kit_db, "SELECT count(*) AS n FROM dead_letters") == 0
+
+
+async def test_exhausted_retries_dead_letter_and_report_failure(
+    settings: PlatformSettings, kit_db: Any, js: Any
+) -> None:
+    recorder = Recorder(fail_times=100)
+    consumer = make_consumer(settings, kit_db, js, recorder, max_attempts=3)
+    await consumer.start()
+    envelope = new_event("request.failed", "test", "req-00000000000000aa", failure(0xAA, generation=4))
+    await publish_raw(js, settings, envelope, envelope.id)
+
+    async def dead_lettered() -> bool:
+        return await count(kit_db, "SELECT count(*) AS n FROM dead_letters") == 1
+
+    await wait_until(dead_lettered)
+    await asyncio.sleep(0.6)  # longer than the backoff: a further redelivery would show up
+    await consumer.stop()
+    assert recorder.calls == 3
+    assert await count(kit_db, "SELECT count(*) AS n FROM effects") == 0
+    async with kit_db.connection() as conn:
+        letter = await (await conn.execute("SELECT event_id, attempts, error FROM dead_letters")).fetchone()
+        staged = await (await conn.execute("SELECT event_type, payload FROM outbox")).fetchall()
+    assert str(letter["event_id"]) == envelope.id
+    assert letter["attempts"] == 3
+    assert letter["error"] == "internal error (RuntimeError)"
+    assert [row["event_type"] for row in staged] == ["request.failed"]
+    reported = json.loads(bytes(staged[0]["payload"]))["data"]
+    assert reported == {
+        "request_id": "req-00000000000000aa",
+        "generation": 4,
+        "stage": "kit-test",
+        "error": "internal error (RuntimeError)",
+        "attempts": 3,
+    }
