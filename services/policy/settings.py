@@ -1,0 +1,15 @@
+"""Settings of the policy service."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from libs.settings import PlatformSettings, setting
+
+
+@dataclass(frozen=True)
+class PolicySettings(PlatformSettings):
+    service_name: str = setting("PLATFORM_SERVICE_NAME", "policy", doc="Name used in logs and metrics.")
+    health_address: str = setting(
+        "PLATFORM_HEALTH_ADDRESS", "127.0.0.1:9102", doc="host:port for /healthz, /readyz and /metrics."
+    )

@@ -1,0 +1,127 @@
+"""Intake, policy and approval together: a request travels from RPC to reconcile_requested."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import nats
+import pytest
+
+from contracts.models import Actor
+from contracts.rpc import CreateRequest, GetRequest, ListClasses, ListRequests
+from libs.rpc import RpcClient, RpcError
+from tests.support.bus import stream_events, wait_until
+from tests.support.services import running_services
+
+pytestmark = pytest.mark.integration
+
+ALICE = Actor(subject="alice", actor="alice@example.com", role="requester", teams=["payments"])
+PREVIEW = {
+    "app": "payments-api",
+    "team": "payments",
+    "class": "preview",
+    "region": "us-east-1",
+    "ttl_hours": 24,
+    "owner": "alice@example.com",
+    "repository": "https://github.com/example/payments-api.git",
+    "labels": {"pr": "42"},
+}
+
+
+@pytest.fixture
+async def rpc(platform_env: dict[str, str]) -> Any:
+    nc = await nats.connect(platform_env["PLATFORM_NATS_URL"])
+    yield RpcClient(nc, platform_env["PLATFORM_RPC_SUBJECT_PREFIX"], timeout=5)
+    await nc.close()
+
+
+async def catalog_ready(rpc: RpcClient) -> bool:
+    try:
+        return bool((await rpc.call("intake", "ping", {}))["ready"])
+    except RpcError:
+        return False
+
+
+async def test_preview_request_is_evaluated_approved_and_queued(platform_env: dict[str, str], rpc: RpcClient) -> None:
+    async with running_services(["policy", "intake", "approval"], platform_env) as kits:
+        await wait_until(lambda: catalog_ready(rpc), what="class catalog replicated to intake")
+        classes = await rpc.call("policy", "list_classes", ListClasses())
+        assert [c["name"] for c in classes["items"]] == ["preview", "production", "shared-staging"]
+
+        created = await rpc.call("intake", "create_request", CreateRequest(body=PREVIEW, actor=ALICE))
+        assert created["created"] is True
+        request = created["request"]
+        assert request["status"] == "submitted"
+        assert request["created_by"] == "alice@example.com"
+
+        async def queued() -> Any:
+            current = await rpc.call("intake", "get_request", GetRequest(id=request["id"], actor=ALICE))
+            return current if current["status"] == "queued" else None
+
+        current = await wait_until(queued, what="request queued")
+        assert current["generation"] == 1
+        assert current["quota_profile"] == "small"
+        assert current["policy_packs"] == ["baseline-security", "preview-networking", "cost-guardrails"]
+        assert current["estimated_monthly_cost_usd"] == 150
+        assert current["approved_by"] == "system:auto-approval"
+        assert current["policy_decision"]["outcome"] == "allowed"
+
+        js = kits["intake"].js
+        events = await stream_events(js, platform_env["PLATFORM_EVENTS_STREAM"], platform_env["PLATFORM_EVENTS_SUBJECT_PREFIX"], "request.>")
+        types = [e.type for e in events if e.subject == request["id"]]
+        assert types == ["request.submitted", "request.policy_evaluated", "request.approved", "request.reconcile_requested"]
+        reconcile = events[types.index("request.reconcile_requested")].decode_data()
+        assert reconcile.plan.resource_quota == {
+            "limits.cpu": "4",
+            "limits.memory": "8Gi",
+            "persistentvolumeclaims": "4",
+            "pods": "10",
+            "requests.cpu": "2",
+            "requests.memory": "4Gi",
+            "services": "4",
+        }
+
+        timeline = await rpc.call("intake", "list_events", GetRequest(id=request["id"], actor=ALICE))
+        assert [entry["type"] for entry in timeline["items"]] == types
+
+
+async def test_production_request_waits_for_approval(platform_env: dict[str, str], rpc: RpcClient) -> None:
+    async with running_services(["policy", "intake", "approval"], platform_env):
+        await wait_until(lambda: catalog_ready(rpc), what="class catalog replicated to intake")
+        body = {**PREVIEW, "class": "production", "ttl_hours": 12}
+        created = await rpc.call("intake", "create_request", CreateRequest(body=body, actor=ALICE))
+
+        async def pending() -> Any:
+            current = await rpc.call("intake", "get_request", GetRequest(id=created["request"]["id"], actor=ALICE))
+            return current if current["status"] == "pending_approval" else None
+
+        current = await wait_until(pending, what="pending_approval")
+        assert current["quota_profile"] == "large"
+        assert current["generation"] == 0
+
+
+async def test_invalid_request_names_every_field(platform_env: dict[str, str], rpc: RpcClient) -> None:
+    async with running_services(["policy", "intake"], platform_env):
+        await wait_until(lambda: catalog_ready(rpc), what="class catalog replicated to intake")
+        body = {**PREVIEW, "team": "../etc", "ttl_hours": 500, "region": "eu-west-1", "colour": "red"}
+        with pytest.raises(RpcError) as failure:
+            await rpc.call("intake", "create_request", CreateRequest(body=body, actor=ALICE))
+        assert failure.value.code == "validation"
+        assert {d["field"] for d in failure.value.details} == {"team", "ttl_hours", "region", "colour"}
+        listed = await rpc.call("intake", "list_requests", ListRequests(actor=ALICE))
+        assert listed == {"items": [], "next_cursor": None}
+
+
+async def test_idempotency_key_returns_the_first_request(platform_env: dict[str, str], rpc: RpcClient) -> None:
+    async with running_services(["policy", "intake"], platform_env):
+        await wait_until(lambda: catalog_ready(rpc), what="class catalog replicated to intake")
+        command = CreateRequest(body=PREVIEW, actor=ALICE, idempotency_key="k-1")
+        first = await rpc.call("intake", "create_request", command)
+        second = await rpc.call("intake", "create_request", command)
+        assert first["created"] and not second["created"]
+        assert second["request"]["id"] == first["request"]["id"]
+        different = msgspec.structs.replace(command, body={**PREVIEW, "ttl_hours": 12})
+        with pytest.raises(RpcError) as failure:
+            await rpc.call("intake", "create_request", different)
+        assert failure.value.code == "conflict"

@@ -1,0 +1,76 @@
+"""Test helpers to put events on a test's stream and read back what services published."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from contracts.envelope import Envelope, cloudevents_headers, decode_envelope, encode_envelope, new_event
+from contracts.events import EVENT_TYPE_OF, EventData
+
+
+async def publish_event(
+    js: JetStreamContext,
+    events_prefix: str,
+    subject: str,
+    data: EventData,
+    *,
+    source: str = "test",
+    msg_id: str | None = None,
+    envelope: Envelope | None = None,
+) -> Envelope:
+    """Publish ``data`` (or a prepared ``envelope``) as a real event; ``msg_id`` overrides dedup."""
+    if envelope is None:
+        envelope = new_event(EVENT_TYPE_OF[type(data)], source, subject, data)
+    headers = cloudevents_headers(envelope)
+    if msg_id is not None:
+        headers["Nats-Msg-Id"] = msg_id
+    await js.publish(f"{events_prefix}.{envelope.type}", encode_envelope(envelope), headers=headers)
+    return envelope
+
+
+async def stream_events(js: JetStreamContext, stream: str, events_prefix: str, event_type: str = ">") -> list[Envelope]:
+    """Every event currently in ``stream`` matching ``event_type`` (a subject suffix or wildcard)."""
+    info = await js.stream_info(stream)
+    if info.state.messages == 0:
+        return []
+    subscription = await js.pull_subscribe(
+        f"{events_prefix}.{event_type}",
+        stream=stream,
+        config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, inactive_threshold=30),
+    )
+    envelopes: list[Envelope] = []
+    try:
+        while True:
+            try:
+                messages = await subscription.fetch(256, timeout=0.5)
+            except TimeoutError:
+                break
+            for message in messages:
+                envelopes.append(decode_envelope(message.data))
+                await message.ack()
+            pending = (await subscription.consumer_info()).num_pending
+            if not pending:
+                break
+    finally:
+        await subscription.unsubscribe()
+    return envelopes
+
+
+async def wait_until(
+    predicate: Callable[[], Awaitable[Any]], timeout: float = 20.0, interval: float = 0.05, what: str = "condition"
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy; return that value."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = await predicate()
+        if result:
+            return result
+        if loop.time() > deadline:
+            raise AssertionError(f"{what} not met within {timeout}s")
+        await asyncio.sleep(interval)
