@@ -1,0 +1,1 @@
+"""git-publisher: commits rendered bundles to the GitOps repository and pushes them."""

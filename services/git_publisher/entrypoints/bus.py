@@ -1,0 +1,22 @@
+"""git-publisher's bus entrypoints: one consumer for the events that change the GitOps tree."""
+
+from __future__ import annotations
+
+from libs.service_kit import ServiceKit
+from services.git_publisher.service_layer.handlers import GitPublisherService
+
+
+def register(kit: ServiceKit, service: GitPublisherService) -> None:
+    # One consumer for both event types, ordered by request: a teardown must never be
+    # overtaken by that request's rendered bundle (or an older bundle by a newer one), or
+    # the branch would end up holding a directory that should be gone or stale. Other
+    # request events match the filter too and are acknowledged without a handler.
+    kit.consume(
+        "requests",
+        "request.>",
+        {
+            "request.rendered": service.on_rendered,
+            "request.teardown_requested": service.on_teardown_requested,
+        },
+        ordered_by_subject=True,
+    )

@@ -1,0 +1,110 @@
+"""Settings of the git-publisher service."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from libs.settings import PlatformSettings, setting
+
+# A conservative branch name: what `git check-ref-format --branch` accepts, minus oddities.
+_BRANCH = re.compile(r"^(?!/)(?!.*//)(?!.*\.\.)(?!.*/$)(?!.*\.lock$)[A-Za-z0-9._/-]{1,200}$")
+_IDENTITY_FORBIDDEN = re.compile(r"[<>\x00-\x1f]")
+MIN_STRICT_SECRET_BYTES = 32
+
+
+@dataclass(frozen=True)
+class GitPublisherSettings(PlatformSettings):
+    service_name: str = setting(
+        "PLATFORM_SERVICE_NAME", "git_publisher", doc="Name used in logs and metrics."
+    )
+    health_address: str = setting(
+        "PLATFORM_HEALTH_ADDRESS", "127.0.0.1:9105", doc="host:port for /healthz, /readyz and /metrics."
+    )
+    # Every in-flight handler holds its transaction (one connection) while it waits for the
+    # batch push, so the pool must be at least as large as the consumer's concurrency.
+    postgres_pool_max: int = setting(
+        "PLATFORM_POSTGRES_POOL_MAX", 20, doc="Connections per process (>= PLATFORM_RECONCILE_WORKERS)."
+    )
+    gitops_repo_url: str | None = setting(
+        "PLATFORM_GITOPS_REPO_URL",
+        None,
+        doc="GitOps remote (https, ssh, file URL or a path); unset: commits stay in the local repository.",
+        secret=True,
+    )
+    gitops_repo_path: Path = setting(  # noqa: RUF009 - setting() builds the field; a Path default is immutable
+        "PLATFORM_GITOPS_REPO_PATH",
+        Path("./state/gitops-repo"),
+        doc="Where the service keeps its own bare repository (created when missing).",
+    )
+    git_push_enabled: bool = setting(
+        "PLATFORM_GIT_PUSH_ENABLED", False, doc="Push commits to the remote; needs PLATFORM_GITOPS_REPO_URL."
+    )
+    git_branch: str = setting("PLATFORM_GIT_BRANCH", "main", doc="Branch that environments are committed to.")
+    git_author_name: str = setting(
+        "PLATFORM_GIT_AUTHOR_NAME", "platform-control-plane", doc="Author and committer name of commits."
+    )
+    git_author_email: str = setting(
+        "PLATFORM_GIT_AUTHOR_EMAIL", "platform@example.com", doc="Author and committer email of commits."
+    )
+    git_batch_window_seconds: float = setting(
+        "PLATFORM_GIT_BATCH_WINDOW_SECONDS",
+        0.2,
+        doc="How long the first bundle of a batch waits for more before one fetch+commit+push.",
+    )
+    git_token: str | None = setting(
+        "PLATFORM_GIT_TOKEN",
+        None,
+        doc="Token for HTTPS remotes, sent as an Authorization header (never in the URL).",
+        secret=True,
+    )
+    git_timeout_seconds: float = setting(
+        "PLATFORM_GIT_TIMEOUT_SECONDS", 60.0, doc="Upper bound of one git command (fetch, push, ...)."
+    )
+    git_push_attempts: int = setting(
+        "PLATFORM_GIT_PUSH_ATTEMPTS",
+        5,
+        doc="Fetch+rebuild+push rounds per batch when the remote moved (non-fast-forward) or failed.",
+    )
+    # git and the ssh it may start need a search path and a home (config, keys, known_hosts);
+    # they get exactly these two from the process environment and nothing else.
+    git_search_path: str = setting(
+        "PATH", "/usr/local/bin:/usr/bin:/bin", doc="Where git, ssh and credential helpers are looked up."
+    )
+    git_home: str | None = setting("HOME", None, doc="Home directory git and ssh read their config from.")
+    approval_hmac_secret: str | None = setting(
+        "PLATFORM_APPROVAL_HMAC_SECRET",
+        None,
+        doc="Verifies approval attestations of approval-gated bundles (same secret as the approval service).",
+        secret=True,
+    )
+
+    def validate(self) -> list[str]:
+        problems = super().validate()
+        if self.git_push_enabled and not self.gitops_repo_url:
+            problems.append("PLATFORM_GIT_PUSH_ENABLED needs PLATFORM_GITOPS_REPO_URL")
+        if not _BRANCH.match(self.git_branch):
+            problems.append("PLATFORM_GIT_BRANCH is not a valid branch name")
+        if not self.git_author_name.strip() or _IDENTITY_FORBIDDEN.search(self.git_author_name):
+            problems.append("PLATFORM_GIT_AUTHOR_NAME must be non-empty, without '<', '>' or control chars")
+        if "@" not in self.git_author_email or _IDENTITY_FORBIDDEN.search(self.git_author_email):
+            problems.append("PLATFORM_GIT_AUTHOR_EMAIL must be an email address")
+        if self.git_batch_window_seconds < 0:
+            problems.append("PLATFORM_GIT_BATCH_WINDOW_SECONDS must not be negative")
+        if self.git_timeout_seconds <= 0:
+            problems.append("PLATFORM_GIT_TIMEOUT_SECONDS must be positive")
+        if self.git_push_attempts < 1:
+            problems.append("PLATFORM_GIT_PUSH_ATTEMPTS must be at least 1")
+        if self.git_token is not None and any(c in self.git_token for c in "\r\n"):
+            problems.append("PLATFORM_GIT_TOKEN must be a single line")
+        if self.postgres_pool_max < self.consumer_concurrency + 1:
+            problems.append("PLATFORM_POSTGRES_POOL_MAX must exceed PLATFORM_RECONCILE_WORKERS")
+        if self.is_strict:
+            if not self.approval_hmac_secret:
+                problems.append("PLATFORM_APPROVAL_HMAC_SECRET is required in strict production mode")
+            elif len(self.approval_hmac_secret.encode()) < MIN_STRICT_SECRET_BYTES:
+                problems.append(
+                    "PLATFORM_APPROVAL_HMAC_SECRET must be at least 32 bytes in strict production"
+                )
+        return problems

@@ -1,0 +1,175 @@
+"""git-publisher's pure rules: safe paths, commit messages, the approval gate."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import msgspec
+import pytest
+
+from contracts.attestation import attestation_message, sign_attestation, verify_attestation
+from contracts.events import Attestation
+from services.git_publisher.domain.approvals import ATTESTATION_INVALID, approvals_for_commit
+from services.git_publisher.domain.changes import (
+    Approval,
+    RefusedChange,
+    checked_gitops_path,
+    remove_directory,
+    write_directory,
+)
+
+pytestmark = pytest.mark.unit
+
+SECRET = "unit-test-approval-secret-0123456789abcdef"
+REQUEST = "req-00000000000000a1"
+DECIDED = datetime(2024, 5, 1, 12, 30, 15, tzinfo=UTC)
+
+
+def attestation(*, secret: str = SECRET, **overrides: object) -> Attestation:
+    fields: dict[str, object] = {
+        "request_id": REQUEST,
+        "generation": 0,
+        "approver": "alice@example.com",
+        "class_name": "production",
+        "decided_at": DECIDED,
+    }
+    fields.update(overrides)
+    signature = sign_attestation(secret, **fields)  # type: ignore[arg-type]
+    return Attestation(**fields, signature=signature)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"clusters/us-east-1/teams/payments/api/{REQUEST}",
+        f"clusters/us-east-1/teams/payments/api/{REQUEST}/",
+    ],
+)
+def test_request_directories_are_accepted(path: str) -> None:
+    assert checked_gitops_path(path, REQUEST) == f"clusters/us-east-1/teams/payments/api/{REQUEST}"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"clusters/us-east-1/teams/../../../{REQUEST}",
+        f"/etc/{REQUEST}",
+        f"clusters//{REQUEST}",
+        f"clusters/./{REQUEST}",
+        REQUEST,
+        "clusters/us-east-1/teams/payments/api/req-00000000000000b2",
+        f"clusters/us east/{REQUEST}",
+        f"clusters/us-east-1\nM 100644 inline x/{REQUEST}",
+        f"clusters\\us-east-1/{REQUEST}",
+        "",
+    ],
+)
+def test_paths_that_could_escape_or_hit_another_request_are_refused(path: str) -> None:
+    with pytest.raises(RefusedChange):
+        checked_gitops_path(path, REQUEST)
+
+
+def test_commit_messages_carry_the_trailers() -> None:
+    change = write_directory(
+        request_id=REQUEST,
+        generation=3,
+        team="payments",
+        app="api",
+        gitops_path=f"clusters/us-east-1/teams/payments/api/{REQUEST}",
+        files=[("namespace.yaml", "kind: Namespace\n")],
+        approvals=[Approval("alice@example.com", "ab" * 32), Approval("bob@example.com", "cd" * 32)],
+    )
+    assert change.message == (
+        f"reconcile {REQUEST} for payments/api\n\n"
+        f"Platform-Request: {REQUEST}\n"
+        "Platform-Generation: 3\n"
+        "Approved-by: alice@example.com\n"
+        f"Approval-Attestation: {'ab' * 32}\n"
+        "Approved-by: bob@example.com\n"
+        f"Approval-Attestation: {'cd' * 32}\n"
+    )
+    teardown = remove_directory(
+        request_id=REQUEST, generation=4, team="payments", app="api", gitops_path=change.path
+    )
+    assert teardown.message.splitlines()[0] == f"teardown {REQUEST} for payments/api"
+    assert teardown.desired_tree is None
+
+
+@pytest.mark.parametrize(
+    ("files", "approvals"),
+    [
+        ([], []),
+        ([("../escape.yaml", "x")], []),
+        ([("a.yaml", "x"), ("a.yaml", "y")], []),
+        ([("a.yaml", "x")], [Approval("mallory\nApproved-by: ceo@example.com", "00")]),
+    ],
+)
+def test_bundles_that_would_corrupt_the_tree_or_the_trailers_are_refused(
+    files: list[tuple[str, str]], approvals: list[Approval]
+) -> None:
+    with pytest.raises(RefusedChange):
+        write_directory(
+            request_id=REQUEST,
+            generation=1,
+            team="payments",
+            app="api",
+            gitops_path=f"clusters/us-east-1/teams/payments/api/{REQUEST}",
+            files=files,
+            approvals=approvals,
+        )
+
+
+def test_a_valid_attestation_passes_the_gate_whatever_the_bundle_generation() -> None:
+    # Approved at generation 0, published at generation 3: the signature covers the former.
+    good = attestation()
+    approvals = approvals_for_commit(
+        secret=SECRET, request_id=REQUEST, class_name="production", attestations=[good]
+    )
+    assert approvals == [Approval("alice@example.com", good.signature)]
+
+
+@pytest.mark.parametrize(
+    "attestations",
+    [
+        [],
+        [attestation(secret="some-other-secret")],
+        [attestation(request_id="req-00000000000000b2")],
+        [attestation(class_name="preview")],
+        [attestation(), attestation(secret="forged", approver="bob@example.com")],
+    ],
+    ids=["none", "wrong-secret", "other-request", "other-class", "one-forged"],
+)
+def test_missing_or_invalid_attestations_refuse_the_publish(attestations: list[Attestation]) -> None:
+    with pytest.raises(RefusedChange, match=ATTESTATION_INVALID):
+        approvals_for_commit(
+            secret=SECRET, request_id=REQUEST, class_name="production", attestations=attestations
+        )
+
+
+def test_a_tampered_field_breaks_the_signature() -> None:
+    good = attestation()
+    assert verify_attestation(SECRET, good)
+    assert not verify_attestation(SECRET, msgspec.structs.replace(good, approver="mallory@example.com"))
+    assert not verify_attestation(SECRET, msgspec.structs.replace(good, generation=1))
+    assert not verify_attestation(SECRET, msgspec.structs.replace(good, signature="é" * 64))
+
+
+def test_without_a_secret_nothing_approval_gated_is_published() -> None:
+    with pytest.raises(RefusedChange, match=ATTESTATION_INVALID):
+        approvals_for_commit(
+            secret=None, request_id=REQUEST, class_name="production", attestations=[attestation()]
+        )
+
+
+def test_the_canonical_form_survives_json_round_trips() -> None:
+    plus_two = timezone(timedelta(hours=2))
+    spellings = [DECIDED, DECIDED.astimezone(plus_two), DECIDED.replace(tzinfo=None)]
+    messages = {
+        attestation_message(
+            request_id=REQUEST, generation=0, approver="a", class_name="production", decided_at=moment
+        )
+        for moment in spellings
+    }
+    assert messages == {f"attest:{REQUEST}:0:a:production:2024-05-01T12:30:15.000000Z"}
+    wire = msgspec.json.encode(attestation())
+    assert verify_attestation(SECRET, msgspec.json.decode(wire, type=Attestation))
