@@ -24,7 +24,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -193,8 +192,10 @@ class EventConsumer:
                 await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
                 continue
             try:
-                messages = await self._subscription.fetch(capacity, timeout=1.0)
-            except nats.errors.TimeoutError:
+                # A short pull keeps shutdown prompt; an idle consumer costs the server a
+                # couple of cheap pull requests per second.
+                messages = await self._subscription.fetch(capacity, timeout=0.5)
+            except TimeoutError:  # asyncio's and nats-py's: nothing arrived in this pull
                 messages = []
             except Exception as exc:
                 log.warning(

@@ -72,6 +72,8 @@ class RpcServer:
         group = self._service.add_group(name=f"{self.prefix}.{self.service_name}")
         for verb in self._routes:
             await group.add_endpoint(name=verb, handler=self._dispatcher(verb))
+        # Round-trip to the server so the subscriptions exist before anyone is told we started.
+        await self.nc.flush()
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Stop taking requests, then let the ones in progress answer."""

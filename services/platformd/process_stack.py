@@ -5,7 +5,6 @@ end-to-end and fault-injection tests, so both run the system the same way.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -45,6 +44,8 @@ class ProcessStack:
     environment: Mapping[str, str]
     log_dir: Path
     gateway_address: str = "127.0.0.1:8080"
+    # Per-service additions, e.g. one database role per service.
+    service_environment: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     services: dict[str, ServiceProcess] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -63,6 +64,7 @@ class ProcessStack:
         service = self.services[name]
         overrides = {
             **self.environment,
+            **self.service_environment.get(name, {}),
             "PLATFORM_HEALTH_ADDRESS": f"127.0.0.1:{service.ops_port}",
             "PLATFORM_ADDRESS": self.gateway_address,
             "PYTHONUNBUFFERED": "1",
@@ -153,10 +155,6 @@ class ProcessStack:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def project_root() -> Path:
-    return Path(__file__).resolve().parents[2]
-
-
 def git_init_bare(path: Path, branch: str = "main") -> None:
     if (path / "HEAD").exists():
         return
@@ -170,11 +168,3 @@ def git_init_bare(path: Path, branch: str = "main") -> None:
 
 def python_bin_dir() -> Path:
     return Path(sys.executable).parent
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True

@@ -10,6 +10,7 @@ import pytest
 
 from contracts.models import Actor
 from contracts.rpc import CreateRequest, GetRequest, ListClasses, ListRequests
+from libs.errors import PlatformError
 from libs.rpc import RpcClient, RpcError
 from tests.support.bus import stream_events, wait_until
 from tests.support.services import running_services
@@ -39,7 +40,7 @@ async def rpc(platform_env: dict[str, str]) -> Any:
 async def catalog_ready(rpc: RpcClient) -> bool:
     try:
         return bool((await rpc.call("intake", "ping", {}))["ready"])
-    except RpcError:
+    except PlatformError:  # not started yet, or not ready
         return False
 
 
