@@ -135,6 +135,9 @@ class RequestBootstrapped(msgspec.Struct, frozen=True, kw_only=True):
     drift_status: Literal["not_checked", "in_sync", "drift_corrected", "drifted"]
     drift_summary: list[DriftItem] = []
     commit_sha: str | None = None
+    # Added (optional): what the user should know about the apply, e.g. that the Argo CD
+    # Application was not applied because the cluster has no Argo CD, or why it was rejected.
+    notes: list[str] = []
 
 
 class RequestDriftDetected(msgspec.Struct, frozen=True, kw_only=True):

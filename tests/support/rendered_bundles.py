@@ -1,0 +1,168 @@
+"""A rendered environment bundle as the renderer publishes it (SPEC "Rendered GitOps layout").
+
+Built here, not taken from the renderer, so cluster tests do not depend on another
+service; a unit test validates it against the Kubernetes OpenAPI schemas so it stays real.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from contracts.events import RenderedFile
+
+LABEL_PREFIX = "platform.example.com"
+
+
+@dataclass(frozen=True)
+class Bundle:
+    request_id: str
+    namespace: str
+    files: list[RenderedFile]
+
+    def objects(self) -> list[dict[str, Any]]:
+        return [doc for file in self.files for doc in yaml.safe_load_all(file.content) if doc]
+
+
+def _dump(*documents: dict[str, Any]) -> str:
+    return yaml.safe_dump_all(list(documents), sort_keys=False)
+
+
+def preview_bundle(
+    request_id: str = "req-0123456789abcdef",
+    team: str = "payments",
+    app: str = "api",
+    *,
+    namespace: str | None = None,
+    zero_trust: bool = False,
+) -> Bundle:
+    """The preview class (small quota, one namespace); ``zero_trust`` adds the egress policies."""
+    namespace = namespace or f"{team}-{app}-{request_id[-8:]}"
+    labels = {
+        f"{LABEL_PREFIX}/team": team,
+        f"{LABEL_PREFIX}/app": app,
+        f"{LABEL_PREFIX}/class": "preview",
+        f"{LABEL_PREFIX}/quota-profile": "small",
+        f"{LABEL_PREFIX}/request-id": request_id,
+    }
+
+    def meta(name: str, ns: str | None = namespace) -> dict[str, Any]:
+        metadata: dict[str, Any] = {"name": name}
+        if ns is not None:
+            metadata["namespace"] = ns
+        metadata["labels"] = dict(labels)
+        return metadata
+
+    policies: list[dict[str, Any]] = [
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": meta("default-deny-ingress"),
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+        }
+    ]
+    if zero_trust:
+        policies += [
+            {
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "NetworkPolicy",
+                "metadata": meta("default-deny-egress"),
+                "spec": {"podSelector": {}, "policyTypes": ["Egress"]},
+            },
+            {
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "NetworkPolicy",
+                "metadata": meta("allow-dns-egress"),
+                "spec": {
+                    "podSelector": {},
+                    "policyTypes": ["Egress"],
+                    "egress": [{"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}],
+                },
+            },
+        ]
+    files = [
+        RenderedFile(
+            name="namespace.yaml",
+            content=_dump({"apiVersion": "v1", "kind": "Namespace", "metadata": meta(namespace, None)}),
+        ),
+        RenderedFile(
+            name="resourcequota.yaml",
+            content=_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ResourceQuota",
+                    "metadata": meta("platform-defaults"),
+                    "spec": {
+                        "hard": {
+                            "pods": "10",
+                            "services": "4",
+                            "persistentvolumeclaims": "4",
+                            "requests.cpu": "2",
+                            "requests.memory": "4Gi",
+                            "limits.cpu": "4",
+                            "limits.memory": "8Gi",
+                        }
+                    },
+                }
+            ),
+        ),
+        RenderedFile(
+            name="limitrange.yaml",
+            content=_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "LimitRange",
+                    "metadata": meta("platform-defaults"),
+                    "spec": {
+                        "limits": [
+                            {
+                                "type": "Container",
+                                "default": {"cpu": "500m", "memory": "512Mi"},
+                                "defaultRequest": {"cpu": "500m", "memory": "512Mi"},
+                                "max": {"cpu": "2", "memory": "2Gi"},
+                            }
+                        ]
+                    },
+                }
+            ),
+        ),
+        RenderedFile(name="networkpolicy.yaml", content=_dump(*policies)),
+        RenderedFile(
+            name="policypack.yaml",
+            content=_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": meta("platform-policy-pack"),
+                    "data": {
+                        "policy-packs": "baseline-security\npreview-networking\ncost-guardrails",
+                        "quota-profile": "small",
+                        "estimated-monthly-cost-usd": "150",
+                    },
+                }
+            ),
+        ),
+        RenderedFile(
+            name="argocd-application.yaml",
+            content=_dump(
+                {
+                    "apiVersion": "argoproj.io/v1alpha1",
+                    "kind": "Application",
+                    "metadata": meta(f"{team}-{app}-{request_id}", "argocd"),
+                    "spec": {
+                        "project": "default",
+                        "source": {
+                            "repoURL": "https://github.com/example/payments-api.git",
+                            "targetRevision": "main",
+                            "path": "deploy",
+                        },
+                        "destination": {"server": "https://kubernetes.default.svc", "namespace": namespace},
+                        "syncPolicy": {"automated": {"prune": True, "selfHeal": True}},
+                    },
+                }
+            ),
+        ),
+    ]
+    return Bundle(request_id=request_id, namespace=namespace, files=files)
