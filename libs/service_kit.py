@@ -71,6 +71,7 @@ class ServiceKit:
         self.consumers: list[EventConsumer] = []
         self.readiness: dict[str, ReadinessCheck] = {"database": self._check_database, "nats": self._check_nats}
         self._background: list[BackgroundLoop] = []
+        self._on_stop: list[Callable[[], Awaitable[None]]] = []
         self._background_tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self.rpc.route("ping", Ping, self._ping)
@@ -126,6 +127,10 @@ class ServiceKit:
         """Run ``loop(stopping)`` for the life of the service (sweepers, scanners)."""
         self._background.append(loop)
 
+    def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Release a service-specific resource (API clients, repositories) after draining."""
+        self._on_stop.append(callback)
+
     async def start(self) -> None:
         await self.relay.start()
         for consumer in self.consumers:
@@ -144,6 +149,9 @@ class ServiceKit:
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, timeout)
         await self.relay.stop()
+        for callback in self._on_stop:
+            with contextlib.suppress(Exception):
+                await callback()
         with contextlib.suppress(Exception):
             await self.nc.drain()
         await self.pool.close()

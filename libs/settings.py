@@ -38,9 +38,12 @@ class SettingsError(Exception):
 def setting(env: str, default: Any = MISSING, *, doc: str, secret: bool = False) -> Any:
     """Declare a settings field bound to environment variable ``env``."""
     metadata = {"env": env, "doc": doc, "secret": secret}
-    if isinstance(default, list | dict):
-        frozen = tuple(default) if isinstance(default, list) else default
-        return field(default_factory=lambda: list(frozen), metadata=metadata)
+    if isinstance(default, list):
+        items = tuple(default)
+        return field(default_factory=lambda: list(items), metadata=metadata)
+    if isinstance(default, dict):
+        pairs = tuple(default.items())
+        return field(default_factory=lambda: dict(pairs), metadata=metadata)
     return field(default=default, metadata=metadata)
 
 

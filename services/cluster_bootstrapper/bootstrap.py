@@ -43,6 +43,12 @@ async def assemble(settings: ClusterBootstrapperSettings) -> ClusterBootstrapper
     register(kit, service, settings)
     if cluster is not None:
         kit.readiness["kubernetes"] = service.cluster_ready
+        close_clients = cluster.close
+
+        async def close_cluster() -> None:
+            close_clients()
+
+        kit.on_stop(close_cluster)
     return ClusterBootstrapper(kit=kit, service=service)
 
 
