@@ -1,0 +1,140 @@
+"""Bearer token verification.
+
+:class:`TokenVerifier` is the port: given the raw token it returns verified claims or
+raises :class:`InvalidToken`. :class:`StaticSecretVerifier` implements it for HS256/384/512
+tokens signed with ``PLATFORM_JWT_HS256_SECRET``; an OIDC/JWKS verifier (asymmetric
+algorithms from the provider's discovery document) plugs in behind the same interface.
+:class:`Authenticator` turns an ``Authorization`` header into a :class:`Principal`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import jwt
+
+from services.gateway.domain.claims import ClaimNames, Principal, resolve_principal
+from services.gateway.domain.errors import Unauthenticated
+from services.gateway.settings import HMAC_ALGORITHMS, GatewaySettings
+
+
+class InvalidToken(Exception):
+    """The token was not accepted; the message is safe to return to the caller."""
+
+
+class TokenVerifier(Protocol):
+    async def verify(self, token: str) -> Mapping[str, Any]:
+        """Return the claims of ``token`` after checking signature, algorithm, expiry, issuer
+        and audience; raise :class:`InvalidToken` otherwise."""
+        ...
+
+
+class StaticSecretVerifier:
+    """HMAC-signed JWTs with one shared secret.
+
+    The accepted algorithms are an explicit allow-list of HMAC algorithms: ``none`` and
+    any asymmetric algorithm (algorithm confusion with a public key as HMAC secret) can
+    never verify. ``exp`` is required.
+    """
+
+    def __init__(
+        self,
+        secret: str,
+        algorithms: list[str],
+        *,
+        issuer: str | None = None,
+        audience: str | None = None,
+        leeway_seconds: float = 30.0,
+    ) -> None:
+        rejected = [a for a in algorithms if a not in HMAC_ALGORITHMS]
+        if rejected or not algorithms:
+            raise ValueError(f"only {', '.join(HMAC_ALGORITHMS)} can be used with a static secret")
+        if not secret:
+            raise ValueError("the static secret must not be empty")
+        self._key = secret.encode()
+        self.algorithms = list(algorithms)
+        self.issuer = issuer
+        self.audience = audience
+        self.leeway = leeway_seconds
+
+    @classmethod
+    def from_settings(cls, settings: GatewaySettings) -> StaticSecretVerifier:
+        if not settings.jwt_secret:
+            raise ValueError("PLATFORM_JWT_HS256_SECRET is required")
+        return cls(
+            settings.jwt_secret,
+            settings.jwt_algorithms,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            leeway_seconds=settings.jwt_leeway_seconds,
+        )
+
+    async def verify(self, token: str) -> Mapping[str, Any]:
+        try:
+            with warnings.catch_warnings():
+                # PyJWT warns on every call when the secret is shorter than the hash
+                # output (HS512 wants 64 bytes); strict mode enforces a minimum at start-up
+                # instead of flooding the log per request.
+                warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)
+                claims: dict[str, Any] = jwt.decode(
+                    token,
+                    self._key,
+                    algorithms=self.algorithms,
+                    issuer=self.issuer,
+                    audience=self.audience,
+                    leeway=self.leeway,
+                    options={"require": ["exp"], "verify_aud": self.audience is not None},
+                )
+        except jwt.ExpiredSignatureError:
+            raise InvalidToken("the token has expired") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise InvalidToken(f"the token has no {exc.claim!r} claim") from None
+        except jwt.InvalidIssuerError:
+            raise InvalidToken("the token was issued by an unexpected issuer") from None
+        except jwt.InvalidAudienceError:
+            raise InvalidToken("the token is meant for a different audience") from None
+        except jwt.InvalidAlgorithmError:
+            raise InvalidToken(
+                f"the token's algorithm is not accepted (accepted: {', '.join(self.algorithms)})"
+            ) from None
+        except jwt.InvalidSignatureError:
+            raise InvalidToken("the token's signature does not verify") from None
+        except jwt.ImmatureSignatureError:
+            raise InvalidToken("the token is not valid yet") from None
+        except jwt.PyJWTError:
+            raise InvalidToken("the token is malformed") from None
+        return claims
+
+
+class Authenticator:
+    """``Authorization: Bearer <token>`` -> :class:`Principal`."""
+
+    def __init__(self, verifier: TokenVerifier, claim_names: ClaimNames) -> None:
+        self.verifier = verifier
+        self.claim_names = claim_names
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        if not authorization or not authorization.strip():
+            raise Unauthenticated(
+                "missing bearer token (send 'Authorization: Bearer <token>')", token_presented=False
+            )
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("the Authorization header must be 'Bearer <token>'", token_presented=False)
+        try:
+            claims = await self.verifier.verify(token.strip())
+        except InvalidToken as exc:
+            raise Unauthenticated(str(exc), token_presented=True) from None
+        return resolve_principal(claims, self.claim_names)
+
+
+def authenticator_from_settings(settings: GatewaySettings) -> Authenticator:
+    names = ClaimNames(
+        roles=settings.roles_claim,
+        actor=settings.actor_claim,
+        subject=settings.subject_claim,
+        teams=settings.teams_claim,
+    )
+    return Authenticator(StaticSecretVerifier.from_settings(settings), names)

@@ -1,0 +1,107 @@
+"""Composition root of the gateway: the Litestar app (for tests and ``run``) and the process.
+
+The gateway owns no data: it needs the token verifier, a NATS connection for
+request/reply, and nothing else. ``platformd gateway`` calls :func:`run`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import uvicorn
+from litestar import Litestar
+from nats.aio.client import Client as NatsClient
+
+from libs.bus import connect_nats
+from libs.telemetry import configure_logging, configure_tracing, shutdown_tracing
+from services.gateway.adapters.services import Services
+from services.gateway.adapters.tokens import authenticator_from_settings
+from services.gateway.entrypoints.http import (
+    DEPENDENCIES,
+    EXCEPTION_HANDLERS,
+    GatewayRuntime,
+    initial_state,
+    openapi_config,
+    route_handlers,
+)
+from services.gateway.entrypoints.middleware import ResponseDeadlineMiddleware, TelemetryMiddleware
+from services.gateway.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: GatewaySettings, nc: NatsClient | None = None) -> Litestar:
+    """Build the HTTP API.
+
+    Without ``nc`` the app connects to NATS on start-up and drains the connection on
+    shutdown; with ``nc`` (tests) it uses that connection and leaves closing it to the caller.
+    """
+    runtime = GatewayRuntime(settings=settings, authenticator=authenticator_from_settings(settings))
+
+    @contextlib.asynccontextmanager
+    async def nats_connection(_: Litestar) -> AsyncIterator[None]:
+        client = nc if nc is not None else await connect_nats(settings, "platform-gateway")
+        runtime.services = Services(client, settings.rpc_prefix, settings.rpc_timeout_seconds)
+        log.info("gateway connected to nats")
+        try:
+            yield
+        finally:
+            runtime.services = None
+            if nc is None:
+                # Drain: replies to calls still in flight are delivered before the close.
+                with contextlib.suppress(Exception):
+                    await client.drain()
+
+    return Litestar(
+        route_handlers=route_handlers(settings),
+        dependencies=DEPENDENCIES,
+        exception_handlers=EXCEPTION_HANDLERS,
+        # Outermost first: the span covers the deadline's 503 too.
+        middleware=[TelemetryMiddleware(), ResponseDeadlineMiddleware(settings.http_write_timeout_seconds)],
+        lifespan=[nats_connection],
+        state=initial_state(runtime),
+        openapi_config=openapi_config(),
+        request_max_body_size=settings.max_body_bytes,
+        # Litestar's logging config would replace the process's JSON logging and log
+        # tracebacks; errors are logged by the exception handlers instead.
+        logging_config=None,
+        debug=False,
+    )
+
+
+def uvicorn_config(settings: GatewaySettings, app: Litestar) -> uvicorn.Config:
+    host, port = settings.listen_address()
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        lifespan="on",
+        # Keep the process's JSON logging; no per-request access lines (metrics count them).
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_keep_alive=max(1, round(settings.http_read_timeout_seconds)),
+        # On SIGTERM uvicorn stops accepting, lets requests in flight finish for this long,
+        # then runs the lifespan shutdown (NATS drain).
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_seconds)),
+    )
+
+
+def _without_listen_address(record: logging.LogRecord) -> bool:
+    # uvicorn announces "Uvicorn running on http://<host>:<port>"; log lines carry no host
+    # names, so run() logs the port alone instead.
+    return not record.getMessage().startswith("Uvicorn running on")
+
+
+def run(settings: GatewaySettings) -> None:
+    """Serve the API until SIGTERM/SIGINT (uvicorn's signal handling drains gracefully)."""
+    configure_logging("gateway", settings.log_level)
+    configure_tracing(settings.otel_service_name or "platform-gateway", settings.otlp_endpoint)
+    logging.getLogger("uvicorn.error").addFilter(_without_listen_address)
+    log.info("serving the HTTP API", extra={"fields": {"port": settings.listen_address()[1]}})
+    try:
+        uvicorn.Server(uvicorn_config(settings, create_app(settings))).run()
+    finally:
+        shutdown_tracing()

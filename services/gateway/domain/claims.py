@@ -1,0 +1,117 @@
+"""How the claims of a verified token become the caller (SPEC.md "Auth", "Claims").
+
+- role: from the roles claim, a string or a list; the most privileged valid role wins,
+  unknown names are ignored, and a token without any valid role is refused (403: the
+  caller is known, it is just not allowed anything).
+- actor: from the actor claim (``email``), falling back to the subject claim (``sub``).
+- teams: from the teams claim, a list of strings; absent means unrestricted.
+
+Claim names may be dotted paths (``realm_access.roles``) for identity providers that
+nest them; a literal key with dots (``https://example.com/roles``) is tried first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from contracts.models import Actor
+from services.gateway.domain.errors import PermissionDenied, Unauthenticated
+from services.gateway.domain.roles import ROLES_BY_PRIVILEGE, Role, most_privileged
+
+
+@dataclass(frozen=True)
+class ClaimNames:
+    roles: str = "role"
+    actor: str = "email"
+    subject: str = "sub"
+    teams: str = "teams"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller as the server resolved it."""
+
+    subject: str
+    actor: str
+    role: Role
+    teams: list[str] | None
+
+    def to_actor(self) -> Actor:
+        return Actor(
+            subject=self.subject,
+            actor=self.actor,
+            role=self.role.value,
+            teams=None if self.teams is None else list(self.teams),
+        )
+
+
+_MISSING = object()
+
+
+def claim(claims: Mapping[str, Any], name: str) -> Any:
+    """The value of claim ``name`` (literal key first, then a dotted path), or ``_MISSING``."""
+    if name in claims:
+        return claims[name]
+    current: Any = claims
+    for part in name.split("."):
+        if not isinstance(current, Mapping) or part not in current:
+            return _MISSING
+        current = current[part]
+    return current
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    return None
+
+
+def resolve_role(claims: Mapping[str, Any], names: ClaimNames) -> Role:
+    raw = claim(claims, names.roles)
+    if isinstance(raw, str):
+        candidates = [raw]
+    elif isinstance(raw, list):
+        candidates = [item for item in raw if isinstance(item, str)]
+    else:
+        candidates = []
+    role = most_privileged(candidates)
+    if role is None:
+        known = ", ".join(r.value for r in ROLES_BY_PRIVILEGE)
+        raise PermissionDenied(
+            f"the token carries no platform role in claim {names.roles!r} (expected one of {known})"
+        )
+    return role
+
+
+def resolve_teams(claims: Mapping[str, Any], names: ClaimNames) -> list[str] | None:
+    raw = claim(claims, names.teams)
+    if raw is _MISSING or raw is None:
+        return None
+    # A single team sent as a plain string is common with identity providers that
+    # flatten one-element lists.
+    if isinstance(raw, str):
+        return [raw.strip()] if raw.strip() else []
+    if isinstance(raw, list) and all(isinstance(item, str) for item in raw):
+        return [item.strip() for item in raw if item.strip()]
+    raise Unauthenticated(
+        f"the token's {names.teams!r} claim must be a list of strings", token_presented=True
+    )
+
+
+def resolve_principal(claims: Mapping[str, Any], names: ClaimNames) -> Principal:
+    """Build the caller from verified claims.
+
+    Raises :class:`Unauthenticated` when the token names nobody or its teams claim is
+    malformed, :class:`PermissionDenied` when it carries no valid role.
+    """
+    subject = _text(claim(claims, names.subject))
+    actor = _text(claim(claims, names.actor)) or subject
+    if actor is None:
+        raise Unauthenticated(
+            f"the token has neither an {names.actor!r} nor a {names.subject!r} claim", token_presented=True
+        )
+    teams = resolve_teams(claims, names)
+    role = resolve_role(claims, names)
+    return Principal(subject=subject or actor, actor=actor, role=role, teams=teams)

@@ -1,0 +1,82 @@
+"""Roles and the role x action matrix (SPEC.md "Role matrix").
+
+The gateway checks the role; the owning service checks what needs data the gateway does
+not have (team scope of a stored request, "nobody approves their own request", the
+class's approval rule for requester reconciles).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    VIEWER = "viewer"
+    REQUESTER = "requester"
+    APPROVER = "approver"
+    ADMIN = "admin"
+
+
+# Most privileged first: when a token carries several roles, the first one found here wins.
+ROLES_BY_PRIVILEGE: tuple[Role, ...] = (Role.ADMIN, Role.APPROVER, Role.REQUESTER, Role.VIEWER)
+
+
+class Action(StrEnum):
+    READ = "read"
+    CREATE_REQUEST = "create_request"
+    EXTEND_REQUEST = "extend_request"
+    DELETE_REQUEST = "delete_request"
+    APPROVE_REQUEST = "approve_request"
+    REJECT_REQUEST = "reject_request"
+    RECONCILE_REQUEST = "reconcile_request"
+    UPSERT_CLASS = "upsert_class"
+    SET_TEAM_BUDGET = "set_team_budget"
+    OPERATE_EVENTS = "operate_events"
+
+
+# For error messages: "the viewer role cannot <phrase>".
+ACTION_PHRASES: dict[Action, str] = {
+    Action.READ: "read",
+    Action.CREATE_REQUEST: "create environment requests",
+    Action.EXTEND_REQUEST: "extend environment requests",
+    Action.DELETE_REQUEST: "delete environment requests",
+    Action.APPROVE_REQUEST: "approve environment requests",
+    Action.REJECT_REQUEST: "reject environment requests",
+    Action.RECONCILE_REQUEST: "reconcile environment requests",
+    Action.UPSERT_CLASS: "change environment classes",
+    Action.SET_TEAM_BUDGET: "set team budgets",
+    Action.OPERATE_EVENTS: "replay events or manage dead letters",
+}
+
+_EVERYONE = frozenset(Role)
+
+PERMISSIONS: dict[Action, frozenset[Role]] = {
+    Action.READ: _EVERYONE,
+    Action.CREATE_REQUEST: frozenset({Role.REQUESTER, Role.ADMIN}),
+    # Requesters only for their own teams: the owning service compares the stored team.
+    Action.EXTEND_REQUEST: frozenset({Role.REQUESTER, Role.ADMIN}),
+    Action.DELETE_REQUEST: frozenset({Role.REQUESTER, Role.ADMIN}),
+    Action.APPROVE_REQUEST: frozenset({Role.APPROVER, Role.ADMIN}),
+    Action.REJECT_REQUEST: frozenset({Role.APPROVER, Role.ADMIN}),
+    # Requesters may reconcile their own team's requests in classes without approval; the
+    # service knows the class and the team, so it narrows this further.
+    Action.RECONCILE_REQUEST: frozenset({Role.REQUESTER, Role.APPROVER, Role.ADMIN}),
+    Action.UPSERT_CLASS: frozenset({Role.ADMIN}),
+    Action.SET_TEAM_BUDGET: frozenset({Role.ADMIN}),
+    Action.OPERATE_EVENTS: frozenset({Role.ADMIN}),
+}
+
+
+def is_allowed(role: Role, action: Action) -> bool:
+    return role in PERMISSIONS[action]
+
+
+def allowed_roles(action: Action) -> list[Role]:
+    """The roles that may perform ``action``, most privileged first (for error messages and docs)."""
+    return [role for role in ROLES_BY_PRIVILEGE if role in PERMISSIONS[action]]
+
+
+def most_privileged(candidates: list[str]) -> Role | None:
+    """The most privileged valid role among ``candidates``; unknown names are ignored."""
+    valid = {name.strip().lower() for name in candidates}
+    return next((role for role in ROLES_BY_PRIVILEGE if role.value in valid), None)

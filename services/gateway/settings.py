@@ -1,0 +1,134 @@
+"""Settings of the gateway (SPEC.md "Configuration", "Auth").
+
+The original names are kept where they still mean something. How the HTTP timeouts map
+onto uvicorn, which has no per-request read or write deadline of its own:
+
+- ``PLATFORM_HTTP_READ_TIMEOUT_SECONDS``: how long an idle keep-alive connection is kept
+  (uvicorn ``timeout_keep_alive``; Go's server also falls back to the read timeout for
+  idle connections) and how long reading a request body may take before a 408.
+- ``PLATFORM_HTTP_WRITE_TIMEOUT_SECONDS``: the deadline for producing a response; past it
+  the request is cut off with a 503 so a stuck call cannot hold a connection forever.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from libs.settings import PlatformSettings, SettingsError, setting, split_address
+
+HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
+MIN_STRICT_SECRET_BYTES = 32
+
+
+@dataclass(frozen=True)
+class GatewaySettings(PlatformSettings):
+    service_name: str = setting("PLATFORM_SERVICE_NAME", "gateway", doc="Name used in logs and metrics.")
+    address: str = setting("PLATFORM_ADDRESS", "127.0.0.1:8080", doc="host:port the HTTP API listens on.")
+    port: int | None = setting(
+        "PORT", None, doc="Overrides the port of PLATFORM_ADDRESS (platforms that set PORT)."
+    )
+    jwt_secret: str | None = setting(
+        "PLATFORM_JWT_HS256_SECRET",
+        None,
+        doc="Shared secret for HS256/384/512 bearer tokens (development and static setups).",
+        secret=True,
+    )
+    jwt_algorithms: list[str] = setting(  # noqa: RUF009 - setting() is the field specifier
+        "PLATFORM_JWT_ALGORITHMS",
+        list(HMAC_ALGORITHMS),
+        doc="Algorithms accepted with the static secret (HMAC only), comma separated.",
+    )
+    jwt_issuer: str | None = setting("PLATFORM_JWT_ISSUER", None, doc="Required `iss` of tokens, when set.")
+    jwt_audience: str | None = setting(
+        "PLATFORM_JWT_AUDIENCE", None, doc="Required `aud` of tokens, when set."
+    )
+    jwt_leeway_seconds: float = setting(
+        "PLATFORM_JWT_LEEWAY_SECONDS", 30.0, doc="Clock skew tolerated on `exp`, `nbf` and `iat`."
+    )
+    allow_static_jwt_in_prod: bool = setting(
+        "PLATFORM_ALLOW_STATIC_JWT_IN_PROD",
+        False,
+        doc="Allow the static JWT secret in strict production mode.",
+    )
+    roles_claim: str = setting(
+        "PLATFORM_OIDC_ROLES_CLAIM", "role", doc="Claim holding the role (string or list)."
+    )
+    actor_claim: str = setting("PLATFORM_OIDC_ACTOR_CLAIM", "email", doc="Claim naming the acting user.")
+    subject_claim: str = setting(
+        "PLATFORM_OIDC_SUBJECT_CLAIM",
+        "sub",
+        doc="Claim with the subject; the actor when the actor claim is absent.",
+    )
+    teams_claim: str = setting(
+        "PLATFORM_OIDC_TEAMS_CLAIM",
+        "teams",
+        doc="Claim listing the caller's teams; absent means unrestricted.",
+    )
+    http_read_timeout_seconds: float = setting(
+        "PLATFORM_HTTP_READ_TIMEOUT_SECONDS",
+        15.0,
+        doc="Idle keep-alive time of a connection and the limit for reading a request body.",
+    )
+    http_write_timeout_seconds: float = setting(
+        "PLATFORM_HTTP_WRITE_TIMEOUT_SECONDS", 30.0, doc="Deadline for producing a response (then 503)."
+    )
+    readiness_timeout_seconds: float = setting(
+        "PLATFORM_READINESS_TIMEOUT_SECONDS", 2.0, doc="Time each /readyz check may take."
+    )
+    rpc_timeout_seconds: float = setting(
+        "PLATFORM_RPC_TIMEOUT_SECONDS", 5.0, doc="Time a service may take to answer a request/reply call."
+    )
+    max_body_bytes: int = setting("PLATFORM_MAX_BODY_BYTES", 65536, doc="Largest accepted request body.")
+
+    def validate(self) -> list[str]:
+        # The gateway is stateless: the kit's strict-mode Postgres requirement is for the services.
+        problems = [p for p in super().validate() if not p.startswith("PLATFORM_POSTGRES_DSN")]
+        if not self.jwt_secret:
+            # Authentication is always on: without a way to verify tokens nothing could be served.
+            problems.append("PLATFORM_JWT_HS256_SECRET is required (the API always authenticates)")
+        unsupported = [a for a in self.jwt_algorithms if a not in HMAC_ALGORITHMS]
+        if unsupported:
+            problems.append(
+                f"PLATFORM_JWT_ALGORITHMS: {', '.join(unsupported)} not allowed with a static secret "
+                f"(use {', '.join(HMAC_ALGORITHMS)})"
+            )
+        if not self.jwt_algorithms:
+            problems.append("PLATFORM_JWT_ALGORITHMS must name at least one algorithm")
+        if self.is_strict and self.jwt_secret:
+            if not self.allow_static_jwt_in_prod:
+                problems.append(
+                    "PLATFORM_JWT_HS256_SECRET is refused in strict production mode "
+                    "unless PLATFORM_ALLOW_STATIC_JWT_IN_PROD=true"
+                )
+            if len(self.jwt_secret.encode()) < MIN_STRICT_SECRET_BYTES:
+                problems.append(
+                    f"PLATFORM_JWT_HS256_SECRET must be at least {MIN_STRICT_SECRET_BYTES} bytes "
+                    "in strict production mode"
+                )
+        if self.max_body_bytes < 1:
+            problems.append("PLATFORM_MAX_BODY_BYTES must be positive")
+        for name, value in (
+            ("PLATFORM_HTTP_READ_TIMEOUT_SECONDS", self.http_read_timeout_seconds),
+            ("PLATFORM_HTTP_WRITE_TIMEOUT_SECONDS", self.http_write_timeout_seconds),
+            ("PLATFORM_READINESS_TIMEOUT_SECONDS", self.readiness_timeout_seconds),
+            ("PLATFORM_RPC_TIMEOUT_SECONDS", self.rpc_timeout_seconds),
+        ):
+            if value <= 0:
+                problems.append(f"{name} must be positive")
+        if self.rpc_timeout_seconds >= self.http_write_timeout_seconds:
+            # Otherwise the response deadline would cut off calls the services may still answer.
+            problems.append(
+                "PLATFORM_RPC_TIMEOUT_SECONDS must be shorter than PLATFORM_HTTP_WRITE_TIMEOUT_SECONDS"
+            )
+        if self.port is not None and not 0 <= self.port <= 65535:
+            problems.append("PORT must be between 0 and 65535")
+        try:
+            split_address(self.address, "PLATFORM_ADDRESS")
+        except SettingsError as exc:
+            problems.extend(exc.problems)
+        return problems
+
+    def listen_address(self) -> tuple[str, int]:
+        """(host, port) to bind: ``PLATFORM_ADDRESS`` with ``PORT`` overriding the port."""
+        host, port = split_address(self.address, "PLATFORM_ADDRESS")
+        return host, (self.port if self.port is not None else port)

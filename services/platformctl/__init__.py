@@ -1,0 +1,1 @@
+"""platformctl: the command-line client of the platform HTTP API."""

@@ -1,0 +1,128 @@
+"""The HTTP API as platformctl sees it: JSON in, JSON out, every failure a one-line message."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+
+class CliError(Exception):
+    """A failure to report as ``platformctl: <message>``; ``status`` is the HTTP status if any."""
+
+    def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+
+    @property
+    def transient(self) -> bool:
+        """Worth retrying while waiting: the API or a service behind it is briefly unavailable."""
+        return self.status is None or self.status in (502, 503, 504)
+
+
+def redact(url: str) -> str:
+    """``url`` without user info, so a token or password in it never reaches the terminal."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def describe_details(details: Any) -> str:
+    """``[{"field": "team", "message": "..."}]`` -> ``team: ...; region: ...``."""
+    if isinstance(details, list):
+        parts = []
+        for item in details:
+            if isinstance(item, dict) and "message" in item:
+                field = item.get("field")
+                parts.append(f"{field}: {item['message']}" if field else str(item["message"]))
+            else:
+                parts.append(str(item))
+        return "; ".join(parts)
+    if isinstance(details, dict):
+        return ", ".join(f"{key}={value}" for key, value in details.items())
+    return "" if details is None else str(details)
+
+
+def error_from_response(response: httpx.Response) -> CliError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        message = body["error"]
+        details = describe_details(body.get("details"))
+        if details and details not in message:
+            message = f"{message}; {details}"
+        code = body.get("code") if isinstance(body.get("code"), str) else None
+        return CliError(f"{message} (HTTP {response.status_code})", response.status_code, code)
+    return CliError(f"the API answered HTTP {response.status_code}", response.status_code)
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: httpx.Headers
+    body: Any
+
+
+class ApiClient:
+    def __init__(self, base_url: str, token: str | None, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json_body: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> Reply:
+        """Send one request; raises :class:`CliError` for transport failures and error statuses."""
+        if not self.token:
+            raise CliError(
+                "no token: pass --token or set PLATFORM_TOKEN (mint one with 'platformctl token mint')"
+            )
+        sent_headers = {
+            "Authorization": f"Bearer {self.token}",
+            "Accept": "application/json",
+            **(headers or {}),
+        }
+        query = {key: value for key, value in (params or {}).items() if value is not None}
+        where = redact(self.base_url)
+        try:
+            response = httpx.request(
+                method,
+                f"{self.base_url}{path}",
+                params=query,
+                json=json_body,
+                headers=sent_headers,
+                timeout=self.timeout,
+            )
+        except httpx.ConnectError:
+            raise CliError(f"cannot reach the API at {where}") from None
+        except httpx.TimeoutException:
+            raise CliError(f"the API at {where} did not answer within {self.timeout:g}s") from None
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL):
+            raise CliError(f"invalid API URL {where!r} (expected http:// or https://)") from None
+        except httpx.HTTPError as exc:
+            raise CliError(f"the request to the API at {where} failed ({type(exc).__name__})") from None
+        if response.status_code >= 400:
+            raise error_from_response(response)
+        try:
+            body = response.json() if response.content else None
+        except ValueError:
+            raise CliError(f"the API at {where} sent a reply that is not JSON") from None
+        return Reply(response.status_code, response.headers, body)
+
+    def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        return self.request("GET", path, params=params).body

@@ -1,0 +1,224 @@
+"""What each platformctl command does. Each takes the parsed arguments and a :class:`Context`
+and returns the exit code; failures raise :class:`CliError` (printed as one line by main)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TextIO
+from urllib.parse import quote
+
+from services.platformctl.client import ApiClient, CliError
+from services.platformctl.output import CLASS_COLUMNS, EVENT_COLUMNS, REQUEST_COLUMNS, emit
+from services.platformctl.tokens import mint, parse_duration, split_teams
+
+REQUESTS = "/v1/environment-requests"
+CLASSES = "/v1/environment-classes"
+
+# `request wait` ends successfully on READY and unsuccessfully on any of FAILED_STATUSES:
+# from those the request cannot reach ready without someone acting.
+READY = "ready"
+FAILED_STATUSES = frozenset({"failed", "rejected", "expiring", "deleting", "deleted"})
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_TIMEOUT = 2
+
+
+@dataclass
+class Context:
+    api: ApiClient
+    output: str
+    stdout: TextIO
+    stderr: TextIO
+    secret: str | None
+
+    def note(self, text: str) -> None:
+        self.stderr.write(text + "\n")
+        self.stderr.flush()
+
+
+Command = Callable[[argparse.Namespace, Context], int]
+
+
+def _request_path(request_id: str) -> str:
+    # Quoted so an id can never turn into another route ("../environment-classes").
+    return f"{REQUESTS}/{quote(request_id, safe='')}"
+
+
+# -- token ---------------------------------------------------------------------------------------
+
+
+def token_mint(args: argparse.Namespace, ctx: Context) -> int:
+    secret = args.secret or ctx.secret
+    if not secret:
+        raise CliError("no secret: pass --secret or set PLATFORM_JWT_HS256_SECRET")
+    subject = args.subject or args.actor
+    if not subject:
+        raise CliError("pass --subject or --actor (the token must name someone)")
+    try:
+        ttl = parse_duration(args.ttl)
+    except ValueError as exc:
+        raise CliError(f"--ttl: {exc}") from None
+    token = mint(
+        secret=secret,
+        subject=subject,
+        actor=args.actor,
+        role=args.role,
+        ttl_seconds=ttl,
+        teams=split_teams(args.team),
+        issuer=args.issuer,
+        audience=args.audience,
+        algorithm=args.algorithm,
+    )
+    # Only the token, so `export PLATFORM_TOKEN=$(platformctl token mint ...)` works.
+    ctx.stdout.write(token + "\n")
+    return EXIT_OK
+
+
+# -- identity and classes ------------------------------------------------------------------------
+
+
+def whoami(_: argparse.Namespace, ctx: Context) -> int:
+    emit(ctx.stdout, ctx.api.get("/v1/whoami"), ctx.output)
+    return EXIT_OK
+
+
+def classes_list(_: argparse.Namespace, ctx: Context) -> int:
+    emit(ctx.stdout, ctx.api.get(CLASSES), ctx.output, CLASS_COLUMNS)
+    return EXIT_OK
+
+
+def classes_get(args: argparse.Namespace, ctx: Context) -> int:
+    emit(ctx.stdout, ctx.api.get(f"{CLASSES}/{quote(args.name, safe='')}"), ctx.output)
+    return EXIT_OK
+
+
+# -- requests ------------------------------------------------------------------------------------
+
+
+def parse_labels(text: str | None) -> dict[str, str] | None:
+    """``k=v,k2=v2`` -> dict; the server validates the keys and values themselves."""
+    if text is None:
+        return None
+    labels: dict[str, str] = {}
+    for pair in text.split(","):
+        if not pair.strip():
+            continue
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise CliError(f"--labels: expected key=value pairs separated by commas, got {pair!r}")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+def parse_hours(text: str) -> int:
+    """``24`` or ``24h`` -> 24."""
+    value = text.strip().lower().removesuffix("h")
+    if not value.isdigit():
+        raise CliError(f"--ttl: expected whole hours (24 or 24h), got {text!r}")
+    return int(value)
+
+
+def request_create(args: argparse.Namespace, ctx: Context) -> int:
+    body: dict[str, Any] = {
+        "app": args.app,
+        "team": args.team,
+        "class": args.class_name,
+        "region": args.region,
+        "ttl_hours": parse_hours(args.ttl),
+        "owner": args.owner,
+        "repository": args.repo,
+    }
+    if args.revision is not None:
+        body["revision"] = args.revision
+    labels = parse_labels(args.labels)
+    if labels is not None:
+        body["labels"] = labels
+    headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else None
+    params = {"dry_run": "true"} if args.dry_run else None
+    reply = ctx.api.request("POST", REQUESTS, json_body=body, headers=headers, params=params)
+    if reply.headers.get("Idempotent-Replayed") == "true":
+        ctx.note(
+            f"platformctl: replayed: {reply.body.get('id')} was created earlier with this idempotency key"
+        )
+    emit(ctx.stdout, reply.body, ctx.output)
+    return EXIT_OK
+
+
+def request_list(args: argparse.Namespace, ctx: Context) -> int:
+    page = ctx.api.get(
+        REQUESTS,
+        {
+            "team": args.team,
+            "status": args.status,
+            "class": args.class_name,
+            "limit": args.limit,
+            "cursor": args.cursor,
+        },
+    )
+    emit(ctx.stdout, page, ctx.output, REQUEST_COLUMNS)
+    if ctx.output == "table" and isinstance(page, dict) and page.get("next_cursor"):
+        ctx.note(f"more: --cursor {page['next_cursor']}")
+    return EXIT_OK
+
+
+def request_get(args: argparse.Namespace, ctx: Context) -> int:
+    emit(ctx.stdout, ctx.api.get(_request_path(args.id)), ctx.output)
+    return EXIT_OK
+
+
+def request_events(args: argparse.Namespace, ctx: Context) -> int:
+    emit(ctx.stdout, ctx.api.get(f"{_request_path(args.id)}/events"), ctx.output, EVENT_COLUMNS)
+    return EXIT_OK
+
+
+def request_wait(args: argparse.Namespace, ctx: Context) -> int:
+    """Poll until the request is ready (0), failed or rejected (1), or the timeout passes (2)."""
+    try:
+        timeout = parse_duration(args.timeout)
+    except ValueError as exc:
+        raise CliError(f"--timeout: {exc}") from None
+    live = ctx.stderr.isatty()
+    deadline = time.monotonic() + timeout
+    last: dict[str, Any] | None = None
+    last_status: str | None = None
+    while True:
+        try:
+            current = ctx.api.get(_request_path(args.id))
+        except CliError as exc:
+            # A gateway restart or a service blip must not fail a script that waits minutes;
+            # anything else (401, 403, 404) will not get better by waiting.
+            if not exc.transient or time.monotonic() >= deadline:
+                raise
+            if live:
+                ctx.note(f"{_clock()}  (retrying: {exc.message})")
+            time.sleep(args.interval)
+            continue
+        last = current
+        status = str(current.get("status"))
+        if status != last_status and live:
+            ctx.note(f"{_clock()}  {last_status} → {status}" if last_status else f"{_clock()}  {status}")
+        last_status = status
+        if status == READY:
+            emit(ctx.stdout, current, ctx.output)
+            return EXIT_OK
+        if status in FAILED_STATUSES:
+            emit(ctx.stdout, current, ctx.output)
+            reason = current.get("last_error") or "no error recorded"
+            ctx.note(f"platformctl: request {args.id} is {status}: {reason}")
+            return EXIT_FAILED
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        time.sleep(min(args.interval, remaining))
+    emit(ctx.stdout, last, ctx.output)
+    ctx.note(f"platformctl: timed out after {args.timeout} waiting for {args.id} (status {last_status})")
+    return EXIT_TIMEOUT
+
+
+def _clock() -> str:
+    return datetime.now().strftime("%H:%M:%S")

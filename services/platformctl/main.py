@@ -1,0 +1,188 @@
+"""platformctl: ask for environments and follow them from a terminal or a script.
+
+    platformctl token mint --role requester --actor alice@example.com --team payments
+    platformctl classes
+    platformctl request create --app payments-api --team payments --class preview \\
+        --region us-east-1 --ttl 24 --owner alice@example.com --repo https://github.com/acme/payments.git
+    platformctl request wait --id req-0123456789abcdef
+
+Output is a table on a terminal and JSON when piped (`| jq -r .id`); `-o` chooses.
+Exit codes: 0 success (and `wait`: ready), 1 error (and `wait`: failed/rejected),
+2 usage error (and `wait`: timed out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import NoReturn, TextIO
+
+from libs.settings import SettingsError, load_settings
+from services.platformctl import commands
+from services.platformctl.client import ApiClient, CliError
+from services.platformctl.output import FORMATS
+from services.platformctl.settings import CliSettings
+
+PROG = "platformctl"
+EXIT_USAGE = 2
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line (``platformctl: <message>``)."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{PROG}: {message} (see '{self.prog} --help')\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def add_common(parser: argparse.ArgumentParser, *, top_level: bool) -> None:
+    # Accepted before and after the command (`platformctl --api X classes` and
+    # `platformctl classes --api X`): the subcommand copy defaults to SUPPRESS so it
+    # only overrides what the user actually typed there.
+    default = None if top_level else argparse.SUPPRESS
+    parser.add_argument(
+        "--api", default=default, help="API base URL (env PLATFORM_API, default http://localhost:8080)"
+    )
+    parser.add_argument("--token", default=default, help="bearer token (env PLATFORM_TOKEN)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=FORMATS,
+        default=default,
+        help="output format (default: table on a terminal, else json)",
+    )
+
+
+def command(
+    group: argparse._SubParsersAction[Parser], name: str, run: commands.Command, help_text: str
+) -> argparse.ArgumentParser:
+    parser = group.add_parser(name, help=help_text, description=help_text)
+    add_common(parser, top_level=False)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def add_token_commands(root: argparse._SubParsersAction[Parser]) -> None:
+    token = root.add_parser("token", help="development tokens")
+    sub = token.add_subparsers(dest="token_command", required=True, metavar="mint", parser_class=Parser)
+    mint = command(
+        sub, "mint", commands.token_mint, "mint an HS-signed JWT for the API (prints only the token)"
+    )
+    mint.add_argument("--subject", help="`sub` claim (default: --actor)")
+    mint.add_argument("--actor", help="`email` claim, the acting user (default: --subject)")
+    mint.add_argument("--role", required=True, help="viewer, requester, approver or admin")
+    mint.add_argument("--secret", help="signing secret (env PLATFORM_JWT_HS256_SECRET)")
+    mint.add_argument("--issuer", help="`iss` claim")
+    mint.add_argument("--audience", help="`aud` claim")
+    mint.add_argument("--ttl", default="1h", help="lifetime: 1h, 30m, 3600s or seconds (default 1h)")
+    mint.add_argument("--team", action="append", help="team claim; repeat or separate with commas")
+    mint.add_argument(
+        "--algorithm", choices=("HS256", "HS384", "HS512"), default="HS256", help=argparse.SUPPRESS
+    )
+
+
+def add_class_commands(root: argparse._SubParsersAction[Parser]) -> None:
+    classes = command(root, "classes", commands.classes_list, "list environment classes")
+    sub = classes.add_subparsers(dest="classes_command", metavar="{list,get}", parser_class=Parser)
+    command(sub, "list", commands.classes_list, "list environment classes")
+    get = command(sub, "get", commands.classes_get, "show one environment class")
+    get.add_argument("--name", required=True, help="class name")
+
+
+def add_request_commands(root: argparse._SubParsersAction[Parser]) -> None:
+    request = root.add_parser("request", help="environment requests")
+    sub = request.add_subparsers(
+        dest="request_command", required=True, metavar="{create,list,get,events,wait}", parser_class=Parser
+    )
+
+    create = command(sub, "create", commands.request_create, "ask for an environment")
+    create.add_argument("--app", required=True, help="application name (DNS label)")
+    create.add_argument("--team", required=True, help="owning team (DNS label)")
+    create.add_argument("--class", dest="class_name", required=True, help="environment class")
+    create.add_argument("--region", required=True, help="one of the class's regions")
+    create.add_argument("--ttl", required=True, help="lifetime in hours (24 or 24h)")
+    create.add_argument("--owner", required=True, help="responsible person")
+    create.add_argument("--repo", required=True, help="git repository URL (https:// or ssh)")
+    create.add_argument("--revision", help="git ref to deploy (default main)")
+    create.add_argument("--labels", help="k=v,k2=v2")
+    create.add_argument("--idempotency-key", help="retries with the same key return the first request")
+    create.add_argument("--dry-run", action="store_true", help="show the plan, store nothing")
+
+    listing = command(sub, "list", commands.request_list, "list environment requests")
+    listing.add_argument("--team")
+    listing.add_argument("--status")
+    listing.add_argument("--class", dest="class_name")
+    listing.add_argument("--limit", type=int)
+    listing.add_argument("--cursor", help="next_cursor of the previous page")
+
+    for name, run, help_text in (
+        ("get", commands.request_get, "show one environment request"),
+        ("events", commands.request_events, "show a request's timeline"),
+    ):
+        command(sub, name, run, help_text).add_argument("--id", required=True, help="request id (req-...)")
+
+    wait = command(sub, "wait", commands.request_wait, "wait until a request is ready, failed or rejected")
+    wait.add_argument("--id", required=True, help="request id (req-...)")
+    wait.add_argument("--timeout", default="300", help="give up after this long: 300, 5m (default 300s)")
+    wait.add_argument("--interval", type=float, default=0.5, help=argparse.SUPPRESS)
+
+
+# Groups of commands; later ones (request approve|reject|reconcile|extend|delete,
+# classes apply, events tail|replay|dlq) register here the same way.
+COMMAND_GROUPS: tuple[Callable[[argparse._SubParsersAction[Parser]], None], ...] = (
+    add_token_commands,
+    add_class_commands,
+    add_request_commands,
+)
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common(parser, top_level=True)
+    root = parser.add_subparsers(
+        dest="command", required=True, metavar="{token,whoami,classes,request}", parser_class=Parser
+    )
+    command(root, "whoami", commands.whoami, "show who the API thinks you are")
+    for add_group in COMMAND_GROUPS:
+        add_group(root)
+    return parser
+
+
+def default_output(stdout: TextIO) -> str:
+    # JSON when piped, so `platformctl request create ... | jq -r .id` works.
+    return "table" if stdout.isatty() else "json"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(CliSettings)
+    except SettingsError as exc:
+        sys.stderr.write(f"{PROG}: {exc}\n")
+        return 1
+    ctx = commands.Context(
+        api=ApiClient(args.api or settings.api, args.token or settings.token),
+        output=args.output or default_output(sys.stdout),
+        stdout=sys.stdout,
+        stderr=sys.stderr,
+        secret=settings.jwt_secret,
+    )
+    try:
+        return int(args.run(args, ctx))
+    except CliError as exc:
+        sys.stderr.write(f"{PROG}: {' '.join(exc.message.split())}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `platformctl request list | head`: the reader left; nothing more to say.
+        return 0
+    except Exception as exc:
+        # A bug in platformctl itself: still one line, since scripts parse stderr.
+        sys.stderr.write(f"{PROG}: unexpected error ({type(exc).__name__}); please report it\n")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,18 @@
+"""Defaults of platformctl from the environment (read once, through the kit like every process)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from libs.settings import setting
+
+
+@dataclass(frozen=True)
+class CliSettings:
+    api: str = setting("PLATFORM_API", "http://localhost:8080", doc="Base URL of the platform API (--api).")
+    token: str | None = setting(
+        "PLATFORM_TOKEN", None, doc="Bearer token for the API (--token).", secret=True
+    )
+    jwt_secret: str | None = setting(
+        "PLATFORM_JWT_HS256_SECRET", None, doc="Default --secret of `token mint` (development).", secret=True
+    )

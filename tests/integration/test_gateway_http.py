@@ -1,0 +1,360 @@
+"""The HTTP API over a real socket, forwarding over a real NATS server to stand-in services."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from contracts.rpc import CreateRequest
+from tests.support.gateway import BACKENDS, GatewayStack, auth, gateway_stack, mint, request_body
+
+pytestmark = pytest.mark.integration
+
+SECRET_LIKE = ("nats://", "127.0.0.1", "localhost", "postgresql://", "Traceback")
+
+
+@pytest.fixture
+async def stack(nats_url: str, isolation: Any) -> AsyncIterator[GatewayStack]:
+    async with gateway_stack(nats_url, isolation.rpc_prefix) as running:
+        yield running
+
+
+@pytest.fixture
+async def http(stack: GatewayStack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as client:
+        yield client
+
+
+def assert_error_body(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error", "code", "details"}
+    assert body["code"] == code
+    assert isinstance(body["error"], str)
+    assert body["error"]
+    assert not any(marker in response.text for marker in SECRET_LIKE)
+    return body
+
+
+# -- authentication and authorization ------------------------------------------------------------
+
+
+async def test_missing_token_is_401_with_a_bearer_challenge(http: httpx.AsyncClient) -> None:
+    response = await http.get("/v1/environment-requests")
+    assert_error_body(response, 401, "unauthorized")
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Bearer not-a-jwt",
+        f"Bearer {mint(secret='some-other-secret-that-is-long-enough-0123456789')}",
+        f"Bearer {mint(ttl=-3600)}",
+        "Basic dXNlcjpwYXNz",
+    ],
+    ids=["garbage", "wrong-secret", "expired", "basic-auth"],
+)
+async def test_invalid_credentials_are_401(http: httpx.AsyncClient, header: str) -> None:
+    response = await http.get("/v1/whoami", headers={"Authorization": header})
+    assert_error_body(response, 401, "unauthorized")
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+async def test_a_viewer_cannot_create(http: httpx.AsyncClient, stack: GatewayStack) -> None:
+    response = await http.post("/v1/environment-requests", json=request_body(), headers=auth("viewer"))
+    body = assert_error_body(response, 403, "forbidden")
+    assert "viewer" in body["error"]
+    assert stack.intake.received == []  # refused at the gateway, nothing forwarded
+
+
+async def test_a_token_without_a_valid_role_is_403(http: httpx.AsyncClient) -> None:
+    response = await http.get("/v1/whoami", headers=auth(["superuser"]))
+    assert_error_body(response, 403, "forbidden")
+
+
+async def test_whoami_shows_the_resolved_caller(http: httpx.AsyncClient) -> None:
+    response = await http.get(
+        "/v1/whoami", headers=auth(["viewer", "approver"], teams=["payments", "search"])
+    )
+    assert response.status_code == 200
+    assert response.json() == {
+        "actor": "alice@example.com",
+        "role": "approver",
+        "teams": ["payments", "search"],
+        "subject": "user-1",
+    }
+
+
+# -- creating requests ---------------------------------------------------------------------------
+
+
+async def test_create_forwards_the_actor_and_idempotency_key(
+    http: httpx.AsyncClient, stack: GatewayStack
+) -> None:
+    response = await http.post(
+        "/v1/environment-requests",
+        json=request_body(labels={"pr": "42"}),
+        headers={**auth("requester", teams=["payments"]), "Idempotency-Key": "retry-1"},
+    )
+    assert response.status_code == 201, response.text
+    created = response.json()
+    assert created["id"].startswith("req-")
+    assert created["class"] == "preview"
+    assert created["labels"] == {"pr": "42"}
+    assert response.headers["Location"] == f"/v1/environment-requests/{created['id']}"
+    [command] = stack.intake.received
+    assert isinstance(command, CreateRequest)
+    assert command.idempotency_key == "retry-1"
+    assert command.dry_run is False
+    assert (command.actor.actor, command.actor.subject, command.actor.role, command.actor.teams) == (
+        "alice@example.com",
+        "user-1",
+        "requester",
+        ["payments"],
+    )
+    assert command.body == request_body(labels={"pr": "42"})
+
+
+async def test_a_replay_returns_200_and_the_first_request(http: httpx.AsyncClient) -> None:
+    headers = {**auth("requester"), "Idempotency-Key": "same-key"}
+    first = await http.post("/v1/environment-requests", json=request_body(), headers=headers)
+    again = await http.post("/v1/environment-requests", json=request_body(), headers=headers)
+    assert first.status_code == 201
+    assert again.status_code == 200
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]
+    assert "Idempotent-Replayed" not in first.headers
+
+
+async def test_dry_run_is_forwarded(http: httpx.AsyncClient, stack: GatewayStack) -> None:
+    await http.post(
+        "/v1/environment-requests", params={"dry_run": "true"}, json=request_body(), headers=auth()
+    )
+    [command] = stack.intake.received
+    assert command.dry_run is True
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b'{"app": "x",', "not valid JSON"),
+        (b"[1, 2, 3]", "must be a JSON object, not an array"),
+        (b'"just a string"', "must be a JSON object, not a string"),
+        (b"", "empty"),
+    ],
+    ids=["truncated", "array", "string", "empty"],
+)
+async def test_malformed_bodies_are_400_naming_the_problem(
+    http: httpx.AsyncClient, stack: GatewayStack, content: bytes, problem: str
+) -> None:
+    response = await http.post(
+        "/v1/environment-requests", content=content, headers={**auth(), "Content-Type": "application/json"}
+    )
+    body = assert_error_body(response, 400, "validation")
+    assert problem in body["error"]
+    assert stack.intake.received == []
+
+
+async def test_an_oversized_body_is_400(http: httpx.AsyncClient, stack: GatewayStack) -> None:
+    big = request_body(owner="x" * 70_000)
+    response = await http.post("/v1/environment-requests", json=big, headers=auth())
+    body = assert_error_body(response, 400, "validation")
+    assert "65536 bytes" in body["error"]
+    assert stack.intake.received == []
+
+
+async def test_an_oversized_chunked_body_is_400(http: httpx.AsyncClient) -> None:
+    # No Content-Length: the limit must hold on the bytes actually received.
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"owner": "'
+        for _ in range(10):
+            yield b"x" * 10_000
+        yield b'"}'
+
+    response = await http.post("/v1/environment-requests", content=chunks(), headers=auth())
+    assert_error_body(response, 400, "validation")
+
+
+async def test_a_validation_reply_is_422_with_field_details(http: httpx.AsyncClient) -> None:
+    response = await http.post("/v1/environment-requests", json={"app": "payments-api"}, headers=auth())
+    body = assert_error_body(response, 422, "validation")
+    fields = {item["field"] for item in body["details"]}
+    assert fields == {"team", "class", "region", "ttl_hours", "owner", "repository"}
+
+
+async def test_a_forbidden_reply_is_403(http: httpx.AsyncClient) -> None:
+    response = await http.post(
+        "/v1/environment-requests", json=request_body(team="search"), headers=auth(teams=["payments"])
+    )
+    assert_error_body(response, 403, "forbidden")
+
+
+# -- reading -------------------------------------------------------------------------------------
+
+
+async def test_get_list_and_events(http: httpx.AsyncClient) -> None:
+    created = (await http.post("/v1/environment-requests", json=request_body(), headers=auth())).json()
+    viewer = auth("viewer")
+    got = await http.get(f"/v1/environment-requests/{created['id']}", headers=viewer)
+    assert got.status_code == 200
+    assert got.json() == created
+    page = await http.get(
+        "/v1/environment-requests", params={"team": "payments", "limit": 10}, headers=viewer
+    )
+    assert page.status_code == 200
+    assert page.json() == {"items": [created], "next_cursor": None}
+    events = await http.get(f"/v1/environment-requests/{created['id']}/events", headers=viewer)
+    assert events.status_code == 200
+    assert [item["type"] for item in events.json()["items"]] == ["request.submitted"]
+
+
+async def test_list_filters_are_forwarded(http: httpx.AsyncClient, stack: GatewayStack) -> None:
+    params = {"team": "payments", "status": "ready", "class": "preview", "cursor": "c1", "limit": "5"}
+    response = await http.get("/v1/environment-requests", params=params, headers=auth("viewer"))
+    assert response.status_code == 200
+    [query] = stack.intake.received
+    assert (query.team, query.status, query.class_name, query.cursor, query.limit) == (
+        "payments",
+        "ready",
+        "preview",
+        "c1",
+        5,
+    )
+
+
+async def test_a_bad_query_parameter_is_400_in_the_error_shape(http: httpx.AsyncClient) -> None:
+    response = await http.get("/v1/environment-requests", params={"limit": "lots"}, headers=auth("viewer"))
+    body = assert_error_body(response, 400, "validation")
+    assert body["details"][0]["field"] == "limit"
+
+
+async def test_unknown_request_is_404(http: httpx.AsyncClient) -> None:
+    response = await http.get("/v1/environment-requests/req-0000000000000000", headers=auth("viewer"))
+    body = assert_error_body(response, 404, "not_found")
+    assert "req-0000000000000000" in body["error"]
+
+
+async def test_classes_are_sorted_by_name(http: httpx.AsyncClient) -> None:
+    response = await http.get("/v1/environment-classes", headers=auth("viewer"))
+    assert response.status_code == 200
+    assert [item["name"] for item in response.json()["items"]] == ["preview", "shared-staging"]
+    one = await http.get("/v1/environment-classes/preview", headers=auth("viewer"))
+    assert one.status_code == 200
+    assert one.json()["allowed_regions"] == ["us-east-1", "us-west-2"]
+    missing = await http.get("/v1/environment-classes/nope", headers=auth("viewer"))
+    assert_error_body(missing, 404, "not_found")
+
+
+async def test_no_responder_is_503_with_retry_after(http: httpx.AsyncClient, stack: GatewayStack) -> None:
+    await stack.stop("policy")
+    response = await http.get("/v1/environment-classes", headers=auth("viewer"))
+    body = assert_error_body(response, 503, "unavailable")
+    assert response.headers["Retry-After"] == "5"
+    assert "policy" in body["error"]
+
+
+async def test_framework_errors_use_the_error_shape(http: httpx.AsyncClient) -> None:
+    assert_error_body(await http.get("/v1/nothing-here"), 404, "not_found")
+    not_allowed = await http.delete("/healthz")
+    assert_error_body(not_allowed, 405, "method_not_allowed")
+    assert "GET" in not_allowed.headers["Allow"]
+
+
+async def test_the_trace_context_travels_to_the_service(http: httpx.AsyncClient, stack: GatewayStack) -> None:
+    seen: asyncio.Queue[dict[str, str]] = asyncio.Queue()
+
+    async def spy(msg: Any) -> None:
+        await seen.put(dict(msg.headers or {}))
+
+    subscription = await stack.nc.subscribe(f"{stack.settings.rpc_prefix}.intake.get_request", cb=spy)
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    headers = {**auth("viewer"), "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}
+    await http.get("/v1/environment-requests/req-0000000000000001", headers=headers)
+    forwarded = await asyncio.wait_for(seen.get(), 5)
+    await subscription.unsubscribe()
+    assert forwarded["traceparent"].split("-")[1] == trace_id
+
+
+# -- operations ----------------------------------------------------------------------------------
+
+
+async def test_healthz(http: httpx.AsyncClient) -> None:
+    response = await http.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def test_readyz_names_the_services_not_answering(http: httpx.AsyncClient) -> None:
+    response = await http.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "not_ready"
+    assert body["checks"]["nats"] == "ok"
+    assert body["checks"]["intake"] == "ok"
+    assert body["checks"]["policy"] == "ok"
+    for missing in ("approval", "renderer", "git_publisher", "cluster_bootstrapper"):
+        assert body["checks"][missing] != "ok"
+    assert not any(marker in response.text for marker in SECRET_LIKE)
+
+
+async def test_readyz_is_200_when_every_service_answers(http: httpx.AsyncClient, stack: GatewayStack) -> None:
+    await stack.answer("approval", "renderer", "git_publisher", "cluster_bootstrapper")
+    response = await http.get("/readyz")
+    assert response.status_code == 200, response.text
+    assert response.json() == {"status": "ready", "checks": dict.fromkeys(("nats", *BACKENDS), "ok")}
+
+
+async def test_metrics_count_requests_by_route_template(http: httpx.AsyncClient) -> None:
+    await http.get("/v1/environment-requests/req-0000000000000002", headers=auth("viewer"))
+    response = await http.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert "platform_http_requests_total" in text
+    assert 'route="/v1/environment-requests/{request_id}"' in text
+    assert "platform_http_request_seconds_bucket" in text
+    assert "req-0000000000000002" not in text
+
+
+async def test_openapi_documents_every_route_and_the_error_body(http: httpx.AsyncClient) -> None:
+    response = await http.get("/schema/openapi.json")
+    assert response.status_code == 200
+    document = json.loads(response.text)
+    assert set(document["paths"]) == {
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/v1/whoami",
+        "/v1/environment-classes",
+        "/v1/environment-classes/{name}",
+        "/v1/environment-requests",
+        "/v1/environment-requests/{request_id}",
+        "/v1/environment-requests/{request_id}/events",
+    }
+    assert document["components"]["securitySchemes"]["BearerAuth"]["scheme"] == "bearer"
+    assert set(document["components"]["schemas"]["ErrorBody"]["properties"]) == {"error", "code", "details"}
+    create = document["paths"]["/v1/environment-requests"]["post"]
+    assert create["security"] == [{"BearerAuth": []}]
+    assert "class" in create["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert {"201", "200", "400", "401", "403", "422", "503"} <= set(create["responses"])
+
+
+async def test_a_body_trickling_in_past_the_read_timeout_is_408(nats_url: str, isolation: Any) -> None:
+    async def slow() -> AsyncIterator[bytes]:
+        yield b'{"app": '
+        await asyncio.sleep(2.5)
+        yield b'"x"}'
+
+    async with (
+        gateway_stack(nats_url, isolation.rpc_prefix, PLATFORM_HTTP_READ_TIMEOUT_SECONDS="1") as slow_stack,
+        httpx.AsyncClient(base_url=slow_stack.base_url, timeout=10) as client,
+    ):
+        response = await client.post("/v1/environment-requests", content=slow(), headers=auth())
+    assert_error_body(response, 408, "timeout")
+    assert slow_stack.intake.received == []

@@ -1,0 +1,298 @@
+"""The real platformctl console script against a real gateway (stand-in services behind NATS)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import pty
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from libs.embedded import free_port
+from tests.support.gateway import JWT_SECRET, GatewayStack, gateway_stack, mint, request_body
+
+pytestmark = pytest.mark.integration
+
+PLATFORMCTL = Path(sys.executable).parent / "platformctl"
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+@pytest.fixture
+async def stack(nats_url: str, isolation: Any) -> AsyncIterator[GatewayStack]:
+    async with gateway_stack(nats_url, isolation.rpc_prefix) as running:
+        yield running
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    # Only what the test sets: a developer's own PLATFORM_TOKEN must not leak into a test.
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PLATFORM_")}
+    env.update(extra)
+    return env
+
+
+async def platformctl(*args: str, env: dict[str, str] | None = None, limit_seconds: float = 30) -> Result:
+    """Run the installed console script; stdout and stderr are pipes, as in a script."""
+    process = await asyncio.create_subprocess_exec(
+        str(PLATFORMCTL),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env if env is not None else clean_env(),
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), limit_seconds)
+    assert process.returncode is not None
+    return Result(process.returncode, stdout.decode(), stderr.decode())
+
+
+def api_env(stack: GatewayStack, role: str = "requester", **claims: Any) -> dict[str, str]:
+    return clean_env(PLATFORM_API=stack.base_url, PLATFORM_TOKEN=mint(role, **claims))
+
+
+CREATE_ARGS = (
+    "request",
+    "create",
+    "--app",
+    "payments-api",
+    "--team",
+    "payments",
+    "--class",
+    "preview",
+    "--region",
+    "us-east-1",
+    "--ttl",
+    "24",
+    "--owner",
+    "alice@example.com",
+    "--repo",
+    "https://github.com/example/payments-api.git",
+)
+
+
+def assert_one_line_error(result: Result, *fragments: str) -> None:
+    assert result.code != 0
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("platformctl: ")
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+async def test_a_minted_token_round_trips_through_whoami(stack: GatewayStack) -> None:
+    minted = await platformctl(
+        "token",
+        "mint",
+        "--subject",
+        "u-9",
+        "--actor=bob@example.com",
+        "--role",
+        "approver",
+        f"--secret={JWT_SECRET}",
+        "--ttl",
+        "30m",
+        "--team",
+        "payments",
+        "--team=search,infra",
+    )
+    assert minted.code == 0, minted.stderr
+    token = minted.stdout.strip()
+    assert minted.stdout == token + "\n"  # only the token, for $(...)
+    async with httpx.AsyncClient(base_url=stack.base_url) as http:
+        response = await http.get("/v1/whoami", headers={"Authorization": f"Bearer {token}"})
+    expected = {
+        "actor": "bob@example.com",
+        "role": "approver",
+        "teams": ["payments", "search", "infra"],
+        "subject": "u-9",
+    }
+    assert response.json() == expected
+    whoami = await platformctl("whoami", f"--api={stack.base_url}", "--token", token)
+    assert whoami.code == 0
+    assert whoami.json() == expected
+
+
+async def test_token_ttl_forms(stack: GatewayStack) -> None:
+    for ttl in ("1h", "3600s", "3600", "30m"):
+        result = await platformctl(
+            "token",
+            "mint",
+            "--actor",
+            "a@example.com",
+            "--role",
+            "viewer",
+            "--ttl",
+            ttl,
+            env=clean_env(PLATFORM_JWT_HS256_SECRET=JWT_SECRET),
+        )
+        assert result.code == 0, (ttl, result.stderr)
+    bad = await platformctl(
+        "token",
+        "mint",
+        "--actor",
+        "a@example.com",
+        "--role",
+        "viewer",
+        "--ttl",
+        "soon",
+        "--secret",
+        JWT_SECRET,
+    )
+    assert_one_line_error(bad, "--ttl")
+
+
+async def test_create_prints_json_when_piped(stack: GatewayStack) -> None:
+    result = await platformctl(*CREATE_ARGS, "--labels", "pr=42,tier=web", env=api_env(stack))
+    assert result.code == 0, result.stderr
+    created = result.json()
+    assert created["id"].startswith("req-")
+    assert created["labels"] == {"pr": "42", "tier": "web"}
+    assert created["ttl_hours"] == 24
+    [command] = stack.intake.received
+    assert command.body["repository"] == "https://github.com/example/payments-api.git"
+
+
+async def test_equals_form_flags_and_idempotency_key(stack: GatewayStack) -> None:
+    args = [f"{name}={value}" for name, value in zip(CREATE_ARGS[2::2], CREATE_ARGS[3::2], strict=True)]
+    first = await platformctl("request", "create", *args, "--idempotency-key=deploy-7", env=api_env(stack))
+    again = await platformctl("request", "create", *args, "--idempotency-key", "deploy-7", env=api_env(stack))
+    assert first.code == 0, first.stderr
+    assert again.code == 0, again.stderr
+    assert again.json()["id"] == first.json()["id"]
+    assert "replayed" in again.stderr
+    assert [command.idempotency_key for command in stack.intake.received] == ["deploy-7", "deploy-7"]
+
+
+async def test_reading_commands_and_output_formats(stack: GatewayStack) -> None:
+    created = (await platformctl(*CREATE_ARGS, env=api_env(stack))).json()
+    env = api_env(stack, "viewer")
+    got = await platformctl("request", "get", "--id", created["id"], env=env)
+    assert got.code == 0
+    assert got.json()["id"] == created["id"]
+    listed = await platformctl("request", "list", "--team=payments", "--limit", "10", "-o", "yaml", env=env)
+    assert listed.code == 0
+    assert [item["id"] for item in yaml.safe_load(listed.stdout)["items"]] == [created["id"]]
+    events = await platformctl("request", "events", "--id", created["id"], env=env)
+    assert [item["type"] for item in events.json()["items"]] == ["request.submitted"]
+    classes = await platformctl("classes", "-o", "table", env=env)
+    assert classes.code == 0
+    header, *rows = classes.stdout.splitlines()
+    assert header.split()[:3] == ["NAME", "REGIONS", "APPROVAL"]
+    assert [row.split()[0] for row in rows] == ["preview", "shared-staging"]
+    one = await platformctl("classes", "get", "--name", "preview", env=env)
+    assert one.json()["name"] == "preview"
+
+
+async def test_http_errors_are_one_line_naming_the_problem(stack: GatewayStack) -> None:
+    missing = await platformctl(
+        "request", "get", "--id", "req-0000000000000000", env=api_env(stack, "viewer")
+    )
+    assert_one_line_error(missing, "req-0000000000000000 not found", "404")
+    denied = await platformctl(*CREATE_ARGS, env=api_env(stack, "viewer"))
+    assert_one_line_error(denied, "viewer", "403")
+    scoped = await platformctl(*CREATE_ARGS, env=api_env(stack, teams=["search"]))
+    assert_one_line_error(scoped, "team payments", "403")
+
+
+async def test_unreachable_api_and_missing_token_are_one_line() -> None:
+    api = f"http://127.0.0.1:{free_port()}"
+    unreachable = await platformctl("classes", "--api", api, "--token", "x")
+    assert_one_line_error(unreachable, f"cannot reach the API at {api}")
+    no_token = await platformctl("classes", "--api", api)
+    assert_one_line_error(no_token, "PLATFORM_TOKEN")
+
+
+async def test_usage_errors_are_one_line() -> None:
+    result = await platformctl("request", "create", "--app", "x")
+    assert_one_line_error(result, "--team")
+    assert result.code == 2
+
+
+async def test_wait_exits_0_when_ready(stack: GatewayStack) -> None:
+    created = (await platformctl(*CREATE_ARGS, env=api_env(stack))).json()
+    stack.intake.status_scripts[created["id"]] = ["queued", "reconciling", "ready"]
+    result = await platformctl(
+        "request", "wait", "--id", created["id"], "--timeout", "20", env=api_env(stack)
+    )
+    assert result.code == 0, result.stderr
+    assert result.json()["status"] == "ready"
+
+
+async def test_wait_exits_1_on_failure_with_the_last_error(stack: GatewayStack) -> None:
+    created = (await platformctl(*CREATE_ARGS, env=api_env(stack))).json()
+    stack.intake.status_scripts[created["id"]] = ["queued", "failed"]
+    result = await platformctl("request", "wait", "--id", created["id"], env=api_env(stack))
+    assert result.code == 1
+    assert result.json()["status"] == "failed"
+    assert "template error in networkpolicy.yaml" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+
+
+async def test_wait_exits_2_on_timeout(stack: GatewayStack) -> None:
+    created = (await platformctl(*CREATE_ARGS, env=api_env(stack))).json()
+    stack.intake.status_scripts[created["id"]] = ["queued"]
+    result = await platformctl("request", "wait", "--id", created["id"], "--timeout=1s", env=api_env(stack))
+    assert result.code == 2
+    assert result.json()["status"] == "queued"
+    assert "timed out" in result.stderr
+
+
+def test_request_body_fixture_matches_the_cli_flags() -> None:
+    # Keeps CREATE_ARGS and the HTTP tests' body describing the same request.
+    flags = dict(zip(CREATE_ARGS[2::2], CREATE_ARGS[3::2], strict=True))
+    body = request_body()
+    assert (flags["--app"], flags["--team"], flags["--class"], flags["--repo"]) == (
+        body["app"],
+        body["team"],
+        body["class"],
+        body["repository"],
+    )
+
+
+async def test_wait_shows_status_changes_live_on_a_terminal(stack: GatewayStack) -> None:
+    created = (await platformctl(*CREATE_ARGS, env=api_env(stack))).json()
+    stack.intake.status_scripts[created["id"]] = ["queued", "queued", "reconciling", "ready"]
+    controller, terminal = pty.openpty()
+    process = await asyncio.create_subprocess_exec(
+        str(PLATFORMCTL),
+        "request",
+        "wait",
+        "--id",
+        created["id"],
+        stdout=asyncio.subprocess.PIPE,
+        stderr=terminal,
+        env=api_env(stack),
+    )
+    os.close(terminal)
+    stdout, _ = await asyncio.wait_for(process.communicate(), 30)
+    shown = b""
+    with contextlib.suppress(OSError):  # EIO once the terminal's other end is closed
+        while chunk := os.read(controller, 4096):
+            shown += chunk
+    os.close(controller)
+    assert process.returncode == 0
+    assert json.loads(stdout)["status"] == "ready"
+    lines = shown.decode().splitlines()
+    assert [line.split("  ", 1)[1] for line in lines] == [
+        "queued",
+        "queued → reconciling",
+        "reconciling → ready",
+    ]

@@ -1,0 +1,259 @@
+"""The gateway on a real socket, in front of stand-ins for its NATS peers.
+
+The stand-ins are transport peers, not mocks of the gateway: they register on NATS
+through the kit's :class:`libs.rpc.RpcServer`, which decodes every incoming message into
+the verb's ``contracts.rpc`` type (a wrong shape from the gateway is a validation error
+reply, as with the real service), and they reply with the contracts' models. The real
+services are tested on their own; the whole stack is covered by the e2e tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import jwt
+import nats
+from nats.aio.client import Client as NatsClient
+
+from contracts.models import EnvironmentClass, EnvironmentRequestView, TimelineEntry
+from contracts.rpc import CreateRequest, GetClass, GetRequest, ListClasses, ListRequests, Ping
+from libs.errors import Forbidden, NotFound, ValidationFailed
+from libs.rpc import RpcServer
+from libs.settings import load_settings
+from services.gateway.bootstrap import create_app
+from services.gateway.settings import GatewaySettings
+from tests.support.http import serve
+
+JWT_SECRET = "gateway-test-secret-that-is-long-enough-0123456789"
+BACKENDS = ("intake", "policy", "approval", "renderer", "git_publisher", "cluster_bootstrapper")
+REQUIRED_FIELDS = ("app", "team", "class", "region", "ttl_hours", "owner", "repository")
+
+CLASSES = [
+    EnvironmentClass(
+        name="shared-staging",
+        allowed_regions=["us-east-1"],
+        max_ttl_hours=168,
+        default_namespaces=2,
+        quota_profile="medium",
+        estimated_monthly_cost_usd=700.0,
+    ),
+    EnvironmentClass(
+        name="preview",
+        allowed_regions=["us-east-1", "us-west-2"],
+        max_ttl_hours=72,
+        quota_profile="small",
+        estimated_monthly_cost_usd=150.0,
+    ),
+]
+
+
+def request_body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "app": "payments-api",
+        "team": "payments",
+        "class": "preview",
+        "region": "us-east-1",
+        "ttl_hours": 24,
+        "owner": "alice@example.com",
+        "repository": "https://github.com/example/payments-api.git",
+    }
+    body.update(overrides)
+    return body
+
+
+def mint(role: Any = "requester", *, secret: str = JWT_SECRET, ttl: int = 600, **claims: Any) -> str:
+    now = int(time.time())
+    payload = {
+        "sub": "user-1",
+        "email": "alice@example.com",
+        "role": role,
+        "iat": now,
+        "exp": now + ttl,
+        **claims,
+    }
+    return jwt.encode(payload, secret, algorithm="HS256")
+
+
+def auth(role: Any = "requester", **claims: Any) -> dict[str, str]:
+    return {"Authorization": f"Bearer {mint(role, **claims)}"}
+
+
+@dataclass
+class StandInIntake:
+    """intake's verbs from memory, with the same reply shapes and error codes."""
+
+    requests: dict[str, EnvironmentRequestView] = field(default_factory=dict)
+    idempotency: dict[tuple[str, str], str] = field(default_factory=dict)
+    # Statuses get_request walks through, one per call, staying on the last (for `wait`).
+    status_scripts: dict[str, list[str]] = field(default_factory=dict)
+    received: list[Any] = field(default_factory=list)
+
+    async def create_request(self, command: CreateRequest) -> dict[str, Any]:
+        self.received.append(command)
+        missing = [name for name in REQUIRED_FIELDS if name not in command.body]
+        if missing:
+            raise ValidationFailed(
+                "the environment request is invalid",
+                details=[{"field": name, "message": "is required"} for name in missing],
+            )
+        if command.idempotency_key:
+            existing = self.idempotency.get((command.actor.actor, command.idempotency_key))
+            if existing is not None:
+                return {"created": False, "request": self.requests[existing]}
+        body = command.body
+        if command.actor.teams is not None and body["team"] not in command.actor.teams:
+            raise Forbidden(f"team {body['team']} is not one of your teams")
+        now = datetime.now(UTC)
+        view = EnvironmentRequestView(
+            id=f"req-{secrets.token_hex(8)}",
+            app=body["app"],
+            team=body["team"],
+            class_name=body["class"],
+            region=body["region"],
+            ttl_hours=body["ttl_hours"],
+            owner=body["owner"],
+            repository=body["repository"],
+            revision=body.get("revision", "main"),
+            labels=body.get("labels", {}),
+            status="submitted",
+            generation=0,
+            version=1,
+            created_at=now,
+            created_by=command.actor.actor,
+            updated_at=now,
+        )
+        self.requests[view.id] = view
+        if command.idempotency_key:
+            self.idempotency[(command.actor.actor, command.idempotency_key)] = view.id
+        return {"created": True, "request": view}
+
+    def _find(self, request_id: str) -> EnvironmentRequestView:
+        view = self.requests.get(request_id)
+        if view is None:
+            raise NotFound(f"environment request {request_id} not found")
+        return view
+
+    async def get_request(self, query: GetRequest) -> EnvironmentRequestView:
+        self.received.append(query)
+        view = self._find(query.id)
+        script = self.status_scripts.get(query.id)
+        if script:
+            view.status = script.pop(0) if len(script) > 1 else script[0]
+            if view.status == "failed":
+                view.last_error = "render: template error in networkpolicy.yaml"
+        return view
+
+    async def list_requests(self, query: ListRequests) -> dict[str, Any]:
+        self.received.append(query)
+        items = [
+            view
+            for view in self.requests.values()
+            if (query.team is None or view.team == query.team)
+            and (query.status is None or view.status == query.status)
+        ]
+        return {"items": items[: query.limit], "next_cursor": "c-next" if len(items) > query.limit else None}
+
+    async def list_events(self, query: GetRequest) -> dict[str, Any]:
+        self.received.append(query)
+        view = self._find(query.id)
+        entry = TimelineEntry(
+            event_id="00000000-0000-0000-0000-000000000001",
+            type="request.submitted",
+            source="intake",
+            time=view.created_at,
+            generation=0,
+            applied=True,
+            status_after="submitted",
+            data={"request_id": view.id},
+        )
+        return {"items": [entry]}
+
+
+@dataclass
+class StandInPolicy:
+    received: list[Any] = field(default_factory=list)
+
+    async def list_classes(self, query: ListClasses) -> dict[str, Any]:
+        self.received.append(query)
+        return {"items": CLASSES}  # deliberately unsorted: sorting is the gateway's promise
+
+    async def get_class(self, query: GetClass) -> EnvironmentClass:
+        self.received.append(query)
+        for item in CLASSES:
+            if item.name == query.name:
+                return item
+        raise NotFound(f"environment class {query.name} not found")
+
+
+@dataclass
+class GatewayStack:
+    base_url: str
+    settings: GatewaySettings
+    nc: NatsClient
+    intake: StandInIntake
+    policy: StandInPolicy
+    servers: dict[str, RpcServer]
+
+    async def answer(self, *services: str) -> None:
+        """Start ``ping`` responders for ``services`` (ready ones)."""
+        for name in services:
+            server = RpcServer(self.nc, service=name, prefix=self.settings.rpc_prefix)
+            server.route("ping", Ping, _pong(name))
+            await server.start()
+            self.servers[name] = server
+
+    async def stop(self, service: str) -> None:
+        await self.servers.pop(service).stop(timeout=1)
+
+
+def _pong(name: str) -> Any:
+    async def ping(_: Ping) -> dict[str, Any]:
+        return {"service": name, "ready": True, "checks": {"database": "ok"}}
+
+    return ping
+
+
+def gateway_settings(nats_url: str, rpc_prefix: str, **extra: str) -> GatewaySettings:
+    env = {
+        "PLATFORM_NATS_URL": nats_url,
+        "PLATFORM_RPC_SUBJECT_PREFIX": rpc_prefix,
+        "PLATFORM_JWT_HS256_SECRET": JWT_SECRET,
+        "PLATFORM_RPC_TIMEOUT_SECONDS": "2",
+        "PLATFORM_READINESS_TIMEOUT_SECONDS": "1",
+        **extra,
+    }
+    return load_settings(GatewaySettings, env)
+
+
+@contextlib.asynccontextmanager
+async def gateway_stack(nats_url: str, rpc_prefix: str, **extra_env: str) -> AsyncIterator[GatewayStack]:
+    """The gateway (connecting to NATS itself, as in production) plus intake and policy stand-ins."""
+    settings = gateway_settings(nats_url, rpc_prefix, **extra_env)
+    nc = await nats.connect(nats_url)
+    intake, policy = StandInIntake(), StandInPolicy()
+    intake_server = RpcServer(nc, service="intake", prefix=rpc_prefix)
+    intake_server.route("create_request", CreateRequest, intake.create_request)
+    intake_server.route("get_request", GetRequest, intake.get_request)
+    intake_server.route("list_requests", ListRequests, intake.list_requests)
+    intake_server.route("list_events", GetRequest, intake.list_events)
+    intake_server.route("ping", Ping, _pong("intake"))
+    policy_server = RpcServer(nc, service="policy", prefix=rpc_prefix)
+    policy_server.route("list_classes", ListClasses, policy.list_classes)
+    policy_server.route("get_class", GetClass, policy.get_class)
+    policy_server.route("ping", Ping, _pong("policy"))
+    servers = {"intake": intake_server, "policy": policy_server}
+    try:
+        for server in servers.values():
+            await server.start()
+        async with serve(create_app(settings)) as base_url:
+            yield GatewayStack(base_url, settings, nc, intake, policy, servers)
+    finally:
+        for server in servers.values():
+            await server.stop(timeout=1)
+        await nc.close()
