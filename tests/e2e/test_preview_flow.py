@@ -1,0 +1,155 @@
+"""The walking skeleton end to end: seven processes, real HTTP, real git, real NATS/Postgres."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.support.isolation import isolated_environment
+from tests.support.stack import RunningStack, running_stack
+
+pytestmark = pytest.mark.e2e
+
+PREVIEW = {
+    "app": "payments-api",
+    "team": "payments",
+    "class": "preview",
+    "region": "us-east-1",
+    "ttl_hours": 24,
+    "owner": "alice@example.com",
+    "repository": "https://github.com/example/payments-api.git",
+    "revision": "pr-42",
+    "labels": {"pr": "42"},
+}
+SIX_FILES = [
+    "argocd-application.yaml",
+    "limitrange.yaml",
+    "namespace.yaml",
+    "networkpolicy.yaml",
+    "policypack.yaml",
+    "resourcequota.yaml",
+]
+
+
+@pytest.fixture(scope="module")
+def stack(
+    pg_admin_dsn: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningStack]:
+    with isolated_environment(pg_admin_dsn, nats_url) as env, running_stack(
+        env, pg_admin_dsn, tmp_path_factory.mktemp("stack")
+    ) as running:
+        yield running
+
+
+def test_preview_request_becomes_ready_with_one_pushed_commit(stack: RunningStack) -> None:
+    with stack.client() as api:
+        created = api.post("/v1/environment-requests", json=PREVIEW)
+        assert created.status_code == 201, created.text
+        request_id = created.json()["id"]
+        assert created.json()["status"] == "submitted"
+
+        ready = stack.wait_for_status(api, request_id, {"ready", "failed", "rejected"})
+
+    assert ready["status"] == "ready", ready.get("last_error")
+    suffix = request_id[-8:]
+    assert ready["namespace"] == f"payments-payments-api-{suffix}"
+    assert ready["gitops_path"] == f"clusters/us-east-1/teams/payments/payments-api/{request_id}"
+    assert ready["git_branch"] == "main"
+    assert ready["cluster_status"] == "not_applied"
+    assert ready["drift_status"] == "not_checked"
+    assert ready["generation"] == 1
+    assert ready["expires_at"] is not None
+    assert ready["created_by"] == "alice@example.com"
+    assert ready["git_commit_sha"] == stack.git("rev-parse", "main").strip()
+
+    # Exactly one commit for the request in the remote's history, carrying its trailers.
+    commits = stack.commits_for(request_id)
+    assert commits == [ready["git_commit_sha"]]
+    message = stack.git("log", "-1", "--format=%B", commits[0])
+    assert message.startswith(f"reconcile {request_id} for payments/payments-api")
+    assert f"Platform-Request: {request_id}" in message
+    assert "Platform-Generation: 1" in message
+
+    # The six files, as real Kubernetes YAML with the seed quota of the preview class.
+    path = ready["gitops_path"]
+    listed = stack.git("ls-tree", "--name-only", f"main:{path}").split()
+    assert listed == SIX_FILES
+    documents = {name: yaml.safe_load(stack.git("show", f"main:{path}/{name}")) for name in listed}
+    namespace = documents["namespace.yaml"]
+    assert (namespace["apiVersion"], namespace["kind"], namespace["metadata"]["name"]) == (
+        "v1",
+        "Namespace",
+        ready["namespace"],
+    )
+    assert namespace["metadata"]["labels"]["platform.example.com/request-id"] == request_id
+    quota = documents["resourcequota.yaml"]
+    assert quota["kind"] == "ResourceQuota"
+    assert quota["metadata"] == {**quota["metadata"], "name": "platform-defaults", "namespace": ready["namespace"]}
+    assert quota["spec"]["hard"] == {
+        "pods": "10",
+        "services": "4",
+        "persistentvolumeclaims": "4",
+        "requests.cpu": "2",
+        "requests.memory": "4Gi",
+        "limits.cpu": "4",
+        "limits.memory": "8Gi",
+    }
+    limits = documents["limitrange.yaml"]["spec"]["limits"][0]
+    assert (limits["type"], limits["default"], limits["defaultRequest"], limits["max"]) == (
+        "Container",
+        {"cpu": "500m", "memory": "512Mi"},
+        {"cpu": "500m", "memory": "512Mi"},
+        {"cpu": "2", "memory": "2Gi"},
+    )
+    assert documents["networkpolicy.yaml"]["metadata"]["name"] == "default-deny-ingress"
+    assert documents["policypack.yaml"]["data"]["policy-packs"].split("\n") == [
+        "baseline-security",
+        "preview-networking",
+        "cost-guardrails",
+    ]
+    application = documents["argocd-application.yaml"]
+    assert application["kind"] == "Application"
+    assert application["spec"]["destination"]["namespace"] == ready["namespace"]
+    assert application["spec"]["syncPolicy"]["automated"] == {"prune": True, "selfHeal": True}
+
+
+def test_timeline_lists_the_whole_pipeline(stack: RunningStack) -> None:
+    with stack.client() as api:
+        request_id = api.post("/v1/environment-requests", json={**PREVIEW, "app": "ledger"}).json()["id"]
+        stack.wait_for_status(api, request_id, {"ready"})
+        timeline = api.get(f"/v1/environment-requests/{request_id}/events").json()["items"]
+    assert [entry["type"] for entry in timeline] == [
+        "request.submitted",
+        "request.policy_evaluated",
+        "request.approved",
+        "request.reconcile_requested",
+        "request.rendered",
+        "request.published",
+        "request.bootstrapped",
+    ]
+    assert timeline[-1]["status_after"] == "ready"
+
+
+def test_listing_and_classes(stack: RunningStack) -> None:
+    with stack.client(role="viewer") as api:
+        classes = api.get("/v1/environment-classes")
+        assert classes.status_code == 200
+        assert [c["name"] for c in classes.json()["items"]] == ["preview", "production", "shared-staging"]
+        listed = api.get("/v1/environment-requests", params={"team": "payments", "status": "ready"})
+        assert listed.status_code == 200
+        assert all(item["team"] == "payments" for item in listed.json()["items"])
+
+
+def test_invalid_request_is_rejected_before_anything_is_stored(stack: RunningStack, tmp_path: Path) -> None:
+    with stack.client() as api:
+        before = len(api.get("/v1/environment-requests", params={"limit": 200}).json()["items"])
+        response = api.post("/v1/environment-requests", json={**PREVIEW, "team": "../../etc", "ttl_hours": 1000})
+        assert response.status_code == 422
+        body = response.json()
+        assert body["code"] == "validation"
+        assert {d["field"] for d in body["details"]} == {"team", "ttl_hours"}
+        after = len(api.get("/v1/environment-requests", params={"limit": 200}).json()["items"])
+    assert after == before

@@ -1,0 +1,96 @@
+"""A service killed with SIGKILL while requests are in flight loses nothing and duplicates nothing.
+
+For each backend service in turn: a client keeps submitting preview requests, the service
+is SIGKILLed in the middle of the stream (so it dies with work half done), and restarted
+a second later. Every request must end ``ready`` with exactly one commit in the GitOps
+remote, and no request may exist twice. The outbox (nothing published before commit),
+the inbox (redeliveries are no-ops), acks after commit and the client's Idempotency-Key
+retries are what make this hold.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from services.platformd.registry import BACKEND_SERVICES
+from tests.support.isolation import isolated_environment
+from tests.support.stack import RunningStack, running_stack
+
+pytestmark = pytest.mark.reliability
+
+BURST = 30
+
+
+@pytest.fixture(scope="module")
+def stack(pg_admin_dsn: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    with isolated_environment(pg_admin_dsn, nats_url) as env, running_stack(
+        env, pg_admin_dsn, tmp_path_factory.mktemp("crash-stack")
+    ) as running:
+        yield running
+
+
+def create_with_retries(api: httpx.Client, body: dict[str, object], key: str, deadline: float) -> str:
+    """What a careful client does: retry 5xx and connection errors with the same Idempotency-Key."""
+    while True:
+        try:
+            response = api.post("/v1/environment-requests", json=body, headers={"Idempotency-Key": key})
+            if response.status_code in (200, 201):
+                return str(response.json()["id"])
+            assert response.status_code >= 500, response.text
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"could not create {key}"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("victim", BACKEND_SERVICES)
+def test_sigkill_mid_stream_loses_and_duplicates_nothing(stack: RunningStack, victim: str) -> None:
+    app_prefix = f"{victim.replace('_', '-')}-app"
+    half_submitted = threading.Event()
+    submitted = 0
+    lock = threading.Lock()
+
+    with stack.client() as api:
+
+        def submit(n: int) -> str:
+            nonlocal submitted
+            body = {
+                "app": f"{app_prefix}-{n}",
+                "team": "payments",
+                "class": "preview",
+                "region": "us-west-2",
+                "ttl_hours": 4,
+                "owner": "alice@example.com",
+                "repository": "https://github.com/example/app.git",
+            }
+            request_id = create_with_retries(api, body, f"{victim}-{n}", time.monotonic() + 60)
+            with lock:
+                submitted += 1
+                if submitted >= BURST // 2:
+                    half_submitted.set()
+            time.sleep(0.05)  # a steady stream rather than one spike
+            return request_id
+
+        with ThreadPoolExecutor(3) as pool:
+            futures = [pool.submit(submit, n) for n in range(BURST)]
+            assert half_submitted.wait(30)
+            stack.processes.kill(victim)
+            time.sleep(1.0)  # the rest of the platform keeps working and queueing meanwhile
+            stack.processes.start(victim)
+            ids = [future.result() for future in futures]
+        stack.processes.wait_ready(names=(victim,), timeout=60)
+
+        final = [stack.wait_for_status(api, request_id, {"ready", "failed", "rejected"}, timeout=90) for request_id in ids]
+        listed = api.get("/v1/environment-requests", params={"team": "payments", "limit": 200}).json()["items"]
+
+    assert [request["status"] for request in final] == ["ready"] * BURST, [r.get("last_error") for r in final]
+    mine = [item for item in listed if item["app"].startswith(app_prefix + "-")]
+    assert len(mine) == BURST, "a retried create produced a duplicate request"
+    for request in final:
+        assert stack.commits_for(request["id"]) == [request["git_commit_sha"]]

@@ -1,0 +1,142 @@
+"""The whole system as separate processes for end-to-end and fault-injection tests."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from libs.embedded import free_port
+from services.platformd.process_stack import ProcessStack, git_init_bare
+from services.platformd.registry import BACKEND_SERVICES
+from tests.support.isolation import TEST_JWT_SECRET
+
+
+
+def mint_token(actor: str, role: str, teams: list[str] | None = None, secret: str = TEST_JWT_SECRET) -> str:
+    claims: dict[str, Any] = {
+        "sub": actor.split("@")[0],
+        "email": actor,
+        "role": role,
+        "exp": datetime.now(UTC) + timedelta(hours=1),
+    }
+    if teams is not None:
+        claims["teams"] = teams
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+@dataclass
+class RunningStack:
+    processes: ProcessStack
+    remote: Path
+    dsn: str
+
+    @property
+    def api_url(self) -> str:
+        return self.processes.api_url
+
+    def client(self, actor: str = "alice@example.com", role: str = "requester", teams: list[str] | None = None) -> httpx.Client:
+        token = mint_token(actor, role, teams)
+        return httpx.Client(base_url=self.api_url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+    def git(self, *args: str) -> str:
+        return subprocess.run(
+            ["git", "--git-dir", str(self.remote), *args], check=True, capture_output=True, text=True
+        ).stdout
+
+    def commits_for(self, request_id: str, branch: str = "main") -> list[str]:
+        out = self.git("log", "--format=%H", f"--grep=Platform-Request: {request_id}$", branch)
+        return out.split()
+
+    def wait_for_status(
+        self, client: httpx.Client, request_id: str, statuses: set[str], timeout: float = 60.0
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        last: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            response = client.get(f"/v1/environment-requests/{request_id}")
+            if response.status_code == 200:
+                last = response.json()
+                if last["status"] in statuses:
+                    return last
+            time.sleep(0.2)
+        raise AssertionError(f"{request_id} did not reach {statuses}; last: {last.get('status')} {last.get('last_error')}")
+
+
+def _service_roles(admin_dsn: str, database_dsn: str, token: str) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """One login role per service that can create only its own schema.
+
+    A service that touched another service's schema would get "permission denied", so an
+    end-to-end run with these roles proves the ownership boundary at the database.
+    """
+    database = conninfo_to_dict(database_dsn)["dbname"]
+    service_environment: dict[str, dict[str, str]] = {}
+    roles = []
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        for service in BACKEND_SERVICES:
+            role = f"svc_{service}_{token}"
+            password = uuid.uuid4().hex
+            conn.execute(f"CREATE ROLE \"{role}\" LOGIN PASSWORD '{password}'")
+            conn.execute(f'GRANT CREATE, CONNECT ON DATABASE "{database}" TO "{role}"')
+            params = conninfo_to_dict(database_dsn)
+            params.update(user=role, password=password)
+            service_environment[service] = {"PLATFORM_POSTGRES_DSN": make_conninfo(**params)}  # type: ignore[arg-type]
+            roles.append(role)
+    return service_environment, roles
+
+
+def _drop_roles(admin_dsn: str, database_dsn: str, roles: list[str]) -> None:
+    database = conninfo_to_dict(database_dsn)["dbname"]
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        for role in roles:
+            conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+@contextlib.contextmanager
+def running_stack(
+    platform_env: Mapping[str, str], admin_dsn: str, folder: Path, extra: Mapping[str, str] | None = None
+) -> Iterator[RunningStack]:
+    """Start all seven services as processes, each with its own database role."""
+    remote = folder / "gitops-remote.git"
+    git_init_bare(remote)
+    subprocess.run(["git", "--git-dir", str(remote), "config", "core.logAllRefUpdates", "true"], check=True)
+    environment = {
+        **platform_env,
+        "PLATFORM_GITOPS_REPO_URL": str(remote),
+        "PLATFORM_GITOPS_REPO_PATH": str(folder / "publisher-repo"),
+        "PLATFORM_GIT_PUSH_ENABLED": "true",
+        # Short leases so work held by a killed process is redelivered quickly.
+        "PLATFORM_RECONCILE_TIMEOUT_SECONDS": "3",
+        **(extra or {}),
+    }
+    token = uuid.uuid4().hex[:8]
+    service_environment, roles = _service_roles(admin_dsn, platform_env["PLATFORM_POSTGRES_DSN"], token)
+    processes = ProcessStack(
+        environment,
+        folder / "logs",
+        gateway_address=f"127.0.0.1:{free_port()}",
+        service_environment=service_environment,
+    )
+    try:
+        processes.start_all()
+        try:
+            processes.wait_ready(timeout=90)
+        except (TimeoutError, RuntimeError) as exc:
+            logs = "\n".join(f"--- {name}\n{processes.log_tail(name)}" for name in processes.services)
+            raise AssertionError(f"stack did not start: {exc}\n{logs}") from exc
+        yield RunningStack(processes, remote, platform_env["PLATFORM_POSTGRES_DSN"])
+    finally:
+        processes.stop_all()
+        _drop_roles(admin_dsn, platform_env["PLATFORM_POSTGRES_DSN"], roles)
