@@ -90,7 +90,9 @@ def run_dev_stack() -> int:
     nats: EmbeddedNats | None = None
     postgres: EmbeddedPostgres | None = None
     stack: ProcessStack | None = None
+    # Explicit handlers: a launcher started in the background inherits an ignored SIGINT.
     signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGINT, _raise_stop)
     try:
         if settings.nats_url:
             nats_url = settings.nats_url
