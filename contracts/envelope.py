@@ -35,7 +35,8 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
         if model is None:
             raise ContractError(f"unknown event type {self.type!r} version {self.data_version}")
         try:
-            return msgspec.json.decode(self.data, type=model)
+            data: EventData = msgspec.json.decode(self.data, type=model)
+            return data
         except msgspec.ValidationError as exc:
             raise ContractError(f"{self.type} v{self.data_version}: {exc}") from None
 

@@ -13,7 +13,9 @@ import msgspec
 
 from contracts.models import Actor
 
-ErrorCode = Literal["validation", "not_found", "conflict", "forbidden", "unauthorized", "unavailable", "internal"]
+ErrorCode = Literal[
+    "validation", "not_found", "conflict", "forbidden", "unauthorized", "unavailable", "internal"
+]
 ERROR_CODES: tuple[str, ...] = ErrorCode.__args__  # type: ignore[attr-defined]
 
 

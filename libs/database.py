@@ -7,11 +7,14 @@ service's SQL never names a schema and cannot reach another service's tables by 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
+
+Pool = AsyncConnectionPool[AsyncConnection[dict[str, Any]]]
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -32,9 +35,9 @@ def service_conninfo(dsn: str, schema: str, application_name: str) -> str:
     return make_conninfo(**params)  # type: ignore[arg-type]
 
 
-async def open_pool(dsn: str, schema: str, application_name: str, max_size: int = 10) -> AsyncConnectionPool:
+async def open_pool(dsn: str, schema: str, application_name: str, max_size: int = 10) -> Pool:
     """Open a pool whose connections see only ``schema``; waits until the first connection works."""
-    pool: AsyncConnectionPool = AsyncConnectionPool(
+    pool: Pool = AsyncConnectionPool(
         service_conninfo(dsn, schema, application_name),
         min_size=1,
         max_size=max_size,
@@ -47,7 +50,9 @@ async def open_pool(dsn: str, schema: str, application_name: str, max_size: int 
     return pool
 
 
-async def connect(dsn: str, schema: str, application_name: str, autocommit: bool = False) -> AsyncConnection:
+async def connect(
+    dsn: str, schema: str, application_name: str, autocommit: bool = False
+) -> AsyncConnection[dict[str, Any]]:
     return await AsyncConnection.connect(
         service_conninfo(dsn, schema, application_name), autocommit=autocommit, row_factory=dict_row
     )

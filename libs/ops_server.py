@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -50,7 +51,7 @@ class OpsServer:
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, self.host, self.port)
-        sockets = self._server.sockets or []
+        sockets: tuple[Any, ...] = tuple(self._server.sockets or ())
         if sockets:
             self.port = sockets[0].getsockname()[1]
 
@@ -88,7 +89,9 @@ class OpsServer:
             return 200, "application/json", b'{"status":"ok"}\n'
         if path == "/readyz":
             ready, checks = await run_checks(self.checks)
-            body = json.dumps({"status": "ready" if ready else "not_ready", "checks": checks}).encode() + b"\n"
+            body = (
+                json.dumps({"status": "ready" if ready else "not_ready", "checks": checks}).encode() + b"\n"
+            )
             return (200 if ready else 503), "application/json", body
         if path == "/metrics" and self.metrics_enabled:
             return 200, CONTENT_TYPE_LATEST, generate_latest(REGISTRY)

@@ -17,12 +17,11 @@ from typing import Any
 
 from nats.js import JetStreamContext
 from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
 
 from contracts.envelope import Envelope, cloudevents_headers, encode_envelope, new_event
 from contracts.events import EVENT_TYPE_OF, EventData
 from libs.bus import Subjects
-from libs.database import check_schema_name, connect
+from libs.database import Pool, check_schema_name, connect
 from libs.telemetry import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_PUBLISHED, inject_headers
 
 log = logging.getLogger(__name__)
@@ -56,7 +55,13 @@ class Outbox:
         headers = inject_headers(cloudevents_headers(envelope))
         await conn.execute(
             "INSERT INTO outbox (event_id, event_type, subject, payload, headers) VALUES (%s, %s, %s, %s, %s)",
-            [envelope.id, event_type, self.subjects.event(event_type), encode_envelope(envelope), json.dumps(headers)],
+            [
+                envelope.id,
+                event_type,
+                self.subjects.event(event_type),
+                encode_envelope(envelope),
+                json.dumps(headers),
+            ],
         )
         # NOTIFY is transactional: relays are woken only when this transaction commits.
         await conn.execute("SELECT pg_notify(%s, '')", [self.channel])
@@ -76,7 +81,7 @@ class OutboxRelay:
 
     def __init__(
         self,
-        pool: AsyncConnectionPool,
+        pool: Pool,
         js: JetStreamContext,
         *,
         dsn: str,
@@ -154,7 +159,8 @@ class OutboxRelay:
                 raise
             except Exception as exc:
                 log.warning(
-                    "outbox listener lost its connection", extra={"fields": {"error_type": type(exc).__name__}}
+                    "outbox listener lost its connection",
+                    extra={"fields": {"error_type": type(exc).__name__}},
                 )
                 await asyncio.sleep(1.0)
 
@@ -184,9 +190,14 @@ class OutboxRelay:
                     )
                 )
             results = await asyncio.gather(
-                *(asyncio.wait_for(future, self.publish_timeout) for future in futures), return_exceptions=True
+                *(asyncio.wait_for(future, self.publish_timeout) for future in futures),
+                return_exceptions=True,
             )
-            acked = [row["seq"] for row, result in zip(rows, results, strict=True) if not isinstance(result, BaseException)]
+            acked = [
+                row["seq"]
+                for row, result in zip(rows, results, strict=True)
+                if not isinstance(result, BaseException)
+            ]
             failed = [
                 (row["seq"], type(result).__name__)
                 for row, result in zip(rows, results, strict=True)

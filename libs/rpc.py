@@ -114,7 +114,8 @@ class RpcServer:
             except PlatformError as exc:
                 code = exc.code
                 reply = RpcReply(
-                    ok=False, error=RpcErrorBody(code=exc.code, message=exc.message, details=exc.details)  # type: ignore[arg-type]
+                    ok=False,
+                    error=RpcErrorBody(code=exc.code, message=exc.message, details=exc.details),  # type: ignore[arg-type]
                 )
             except Exception as exc:
                 code = "internal"
@@ -145,7 +146,11 @@ class RpcClient:
                 timeout=timeout or self.timeout,
                 headers=inject_headers(),
             )
-        except (nats.errors.NoRespondersError, nats.errors.TimeoutError, nats.errors.ConnectionClosedError) as exc:
+        except (
+            nats.errors.NoRespondersError,
+            nats.errors.TimeoutError,
+            nats.errors.ConnectionClosedError,
+        ) as exc:
             raise Unavailable(f"the {service} service is not answering") from exc
         try:
             reply = msgspec.json.decode(reply_msg.data, type=RpcReply)

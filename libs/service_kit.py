@@ -10,16 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
-from psycopg_pool import AsyncConnectionPool
 
 from contracts.rpc import Ping
 from libs.bus import Subjects, connect_nats, ensure_stream
-from libs.database import open_pool
+from libs.database import Pool, open_pool
 from libs.inbox import EventConsumer, GiveUpHook, Handler, RetryPolicy, fail_request
 from libs.migrations import discover, migrate
 from libs.ops_server import ReadinessCheck, run_checks
@@ -29,7 +28,7 @@ from libs.settings import PlatformSettings
 
 log = logging.getLogger(__name__)
 
-BackgroundLoop = Callable[[asyncio.Event], Awaitable[None]]
+BackgroundLoop = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
 class ServiceKit:
@@ -41,7 +40,7 @@ class ServiceKit:
         service: str,
         schema: str,
         settings: PlatformSettings,
-        pool: AsyncConnectionPool,
+        pool: Pool,
         nc: NatsClient,
         js: JetStreamContext,
     ) -> None:
@@ -69,7 +68,10 @@ class ServiceKit:
             ack_wait_seconds=settings.consumer_ack_wait_seconds,
         )
         self.consumers: list[EventConsumer] = []
-        self.readiness: dict[str, ReadinessCheck] = {"database": self._check_database, "nats": self._check_nats}
+        self.readiness: dict[str, ReadinessCheck] = {
+            "database": self._check_database,
+            "nats": self._check_nats,
+        }
         self._background: list[BackgroundLoop] = []
         self._on_stop: list[Callable[[], Awaitable[None]]] = []
         self._background_tasks: list[asyncio.Task[None]] = []

@@ -170,7 +170,9 @@ class PlatformSettings:
     """Settings every platform process shares: bus, database, telemetry, runtime."""
 
     service_name: str = setting("PLATFORM_SERVICE_NAME", "platform", doc="Name used in logs and metrics.")
-    environment: str = setting("PLATFORM_ENV", "dev", doc="Deployment environment; `prod` implies strict mode.")
+    environment: str = setting(
+        "PLATFORM_ENV", "dev", doc="Deployment environment; `prod` implies strict mode."
+    )
     strict_production: bool = setting(
         "PLATFORM_STRICT_PRODUCTION", False, doc="Refuse to start with weak or missing security settings."
     )
@@ -182,12 +184,18 @@ class PlatformSettings:
     )
     postgres_pool_max: int = setting("PLATFORM_POSTGRES_POOL_MAX", 10, doc="Connections per process.")
     auto_migrate: bool = setting("PLATFORM_AUTO_MIGRATE", False, doc="Apply pending migrations on start.")
-    stream_name: str = setting("PLATFORM_EVENTS_STREAM", "PLATFORM_EVENTS", doc="JetStream stream for events.")
+    stream_name: str = setting(
+        "PLATFORM_EVENTS_STREAM", "PLATFORM_EVENTS", doc="JetStream stream for events."
+    )
     subject_prefix: str = setting(
         "PLATFORM_EVENTS_SUBJECT_PREFIX", "platform.events", doc="Subject prefix of domain events."
     )
-    rpc_prefix: str = setting("PLATFORM_RPC_SUBJECT_PREFIX", "platform.rpc", doc="Subject prefix of RPC endpoints.")
-    stream_max_age_days: float = setting("PLATFORM_EVENTS_MAX_AGE_DAYS", 30.0, doc="Event retention for replay.")
+    rpc_prefix: str = setting(
+        "PLATFORM_RPC_SUBJECT_PREFIX", "platform.rpc", doc="Subject prefix of RPC endpoints."
+    )
+    stream_max_age_days: float = setting(
+        "PLATFORM_EVENTS_MAX_AGE_DAYS", 30.0, doc="Event retention for replay."
+    )
     stream_replicas: int = setting("PLATFORM_EVENTS_REPLICAS", 1, doc="Stream replicas (3 in production).")
     stream_duplicate_window_seconds: float = setting(
         "PLATFORM_EVENTS_DUPLICATE_WINDOW_SECONDS",

@@ -149,7 +149,9 @@ def extract_context(headers: Mapping[str, str] | None) -> otel_context.Context:
 
 
 @contextlib.contextmanager
-def span_from_headers(name: str, headers: Mapping[str, str] | None, **attributes: Any) -> Iterator[trace.Span]:
+def span_from_headers(
+    name: str, headers: Mapping[str, str] | None, **attributes: Any
+) -> Iterator[trace.Span]:
     """Start a span that continues the trace carried in ``headers``."""
     ctx = extract_context(headers)
     with tracer().start_as_current_span(name, context=ctx, attributes=attributes) as span:

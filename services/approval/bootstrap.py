@@ -11,6 +11,8 @@ SCHEMA = "approval"
 
 
 async def bootstrap(settings: ApprovalSettings) -> ServiceKit:
-    kit = await ServiceKit.open(service="approval", schema=SCHEMA, settings=settings, package="services.approval")
+    kit = await ServiceKit.open(
+        service="approval", schema=SCHEMA, settings=settings, package="services.approval"
+    )
     register(kit, ApprovalService(pool=kit.pool, outbox=kit.outbox))
     return kit

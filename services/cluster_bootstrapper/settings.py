@@ -22,14 +22,14 @@ class ClusterBootstrapperSettings(PlatformSettings):
         doc="Apply published bundles to the cluster, check drift and delete namespaces on teardown."
         " Off: environments are reported as `not_applied` and the cluster is never contacted.",
     )
-    kubeconfig: Path | None = setting(  # noqa: RUF009 - setting() builds a dataclasses.field
+    kubeconfig: Path | None = setting(
         "PLATFORM_KUBECONFIG",
         None,
         doc="kubeconfig file with one context per cluster; unset: in-cluster service account config.",
     )
     # ``None`` rather than ``{}``: ``setting()`` copies container defaults through ``list()``,
     # which would turn an empty dict default into a list.
-    k8s_contexts: dict[str, str] | None = setting(  # noqa: RUF009 - setting() builds a dataclasses.field
+    k8s_contexts: dict[str, str] | None = setting(
         "PLATFORM_K8S_CONTEXTS",
         None,
         doc="Region to kube context, e.g. `us-east-1=ctx-a,us-west-2=ctx-b`; an unmapped region uses"

@@ -33,7 +33,7 @@ class GatewaySettings(PlatformSettings):
         doc="Shared secret for HS256/384/512 bearer tokens (development and static setups).",
         secret=True,
     )
-    jwt_algorithms: list[str] = setting(  # noqa: RUF009 - setting() is the field specifier
+    jwt_algorithms: list[str] = setting(
         "PLATFORM_JWT_ALGORITHMS",
         list(HMAC_ALGORITHMS),
         doc="Algorithms accepted with the static secret (HMAC only), comma separated.",

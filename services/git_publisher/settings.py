@@ -33,7 +33,7 @@ class GitPublisherSettings(PlatformSettings):
         doc="GitOps remote (https, ssh, file URL or a path); unset: commits stay in the local repository.",
         secret=True,
     )
-    gitops_repo_path: Path = setting(  # noqa: RUF009 - setting() builds the field; a Path default is immutable
+    gitops_repo_path: Path = setting(
         "PLATFORM_GITOPS_REPO_PATH",
         Path("./state/gitops-repo"),
         doc="Where the service keeps its own bare repository (created when missing).",

@@ -39,15 +39,22 @@ class DevStackSettings:
         "PLATFORM_POSTGRES_DSN", None, doc="Use this Postgres instead of an embedded one.", secret=True
     )
     gitops_repo_url: str | None = setting(
-        "PLATFORM_GITOPS_REPO_URL", None, doc="GitOps remote; a local bare repository when unset.", secret=True
+        "PLATFORM_GITOPS_REPO_URL",
+        None,
+        doc="GitOps remote; a local bare repository when unset.",
+        secret=True,
     )
     address: str = setting("PLATFORM_ADDRESS", "127.0.0.1:8080", doc="Gateway listen address.")
-    jwt_secret: str = setting("PLATFORM_JWT_HS256_SECRET", DEV_JWT_SECRET, doc="Dev token secret.", secret=True)
+    jwt_secret: str = setting(
+        "PLATFORM_JWT_HS256_SECRET", DEV_JWT_SECRET, doc="Dev token secret.", secret=True
+    )
     approval_secret: str = setting(
         "PLATFORM_APPROVAL_HMAC_SECRET", DEV_APPROVAL_SECRET, doc="Dev approval secret.", secret=True
     )
     nats_port: int = setting("PLATFORM_DEV_NATS_PORT", 14222, doc="Preferred port of the embedded NATS.")
-    postgres_port: int = setting("PLATFORM_DEV_POSTGRES_PORT", 15432, doc="Preferred port of the embedded Postgres.")
+    postgres_port: int = setting(
+        "PLATFORM_DEV_POSTGRES_PORT", 15432, doc="Preferred port of the embedded Postgres."
+    )
 
 
 def _say(message: str = "") -> None:
@@ -164,7 +171,12 @@ def _supervise(stack: ProcessStack) -> None:
 
 
 def _banner(
-    settings: DevStackSettings, stack: ProcessStack, embedded_nats: bool, embedded_pg: bool, remote: str, state: Path
+    settings: DevStackSettings,
+    stack: ProcessStack,
+    embedded_nats: bool,
+    embedded_pg: bool,
+    remote: str,
+    state: Path,
 ) -> None:
     bin_dir = python_bin_dir()
     try:

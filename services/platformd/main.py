@@ -1,10 +1,10 @@
 """``platformd``: run a service, migrate a schema, or start the whole stack locally.
 
-    platformd <service>              run one service (intake, policy, approval, renderer,
-                                     git-publisher, cluster-bootstrapper, gateway)
-    platformd migrate <service|all>  apply pending migrations and exit
-    platformd dev                    embedded NATS + Postgres and all seven services
-    platformd config <service>       list the service's settings and their defaults
+platformd <service>              run one service (intake, policy, approval, renderer,
+                                 git-publisher, cluster-bootstrapper, gateway)
+platformd migrate <service|all>  apply pending migrations and exit
+platformd dev                    embedded NATS + Postgres and all seven services
+platformd config <service>       list the service's settings and their defaults
 """
 
 from __future__ import annotations
@@ -66,7 +66,9 @@ def config_command(name: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="platformd", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="platformd", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("command", help="a service name, or migrate / dev / config")
     parser.add_argument("target", nargs="?", help="service for migrate/config (migrate accepts 'all')")
     args = parser.parse_args(argv)

@@ -38,9 +38,10 @@ SIX_FILES = [
 def stack(
     pg_admin_dsn: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningStack]:
-    with isolated_environment(pg_admin_dsn, nats_url) as env, running_stack(
-        env, pg_admin_dsn, tmp_path_factory.mktemp("stack")
-    ) as running:
+    with (
+        isolated_environment(pg_admin_dsn, nats_url) as env,
+        running_stack(env, pg_admin_dsn, tmp_path_factory.mktemp("stack")) as running,
+    ):
         yield running
 
 
@@ -87,7 +88,11 @@ def test_preview_request_becomes_ready_with_one_pushed_commit(stack: RunningStac
     assert namespace["metadata"]["labels"]["platform.example.com/request-id"] == request_id
     quota = documents["resourcequota.yaml"]
     assert quota["kind"] == "ResourceQuota"
-    assert quota["metadata"] == {**quota["metadata"], "name": "platform-defaults", "namespace": ready["namespace"]}
+    assert quota["metadata"] == {
+        **quota["metadata"],
+        "name": "platform-defaults",
+        "namespace": ready["namespace"],
+    }
     assert quota["spec"]["hard"] == {
         "pods": "10",
         "services": "4",
@@ -146,7 +151,9 @@ def test_listing_and_classes(stack: RunningStack) -> None:
 def test_invalid_request_is_rejected_before_anything_is_stored(stack: RunningStack, tmp_path: Path) -> None:
     with stack.client() as api:
         before = len(api.get("/v1/environment-requests", params={"limit": 200}).json()["items"])
-        response = api.post("/v1/environment-requests", json={**PREVIEW, "team": "../../etc", "ttl_hours": 1000})
+        response = api.post(
+            "/v1/environment-requests", json={**PREVIEW, "team": "../../etc", "ttl_hours": 1000}
+        )
         assert response.status_code == 422
         body = response.json()
         assert body["code"] == "validation"

@@ -52,7 +52,9 @@ async def js(settings: PlatformSettings) -> AsyncIterator[Any]:
 
 
 def failure(n: int, generation: int = 1) -> RequestFailed:
-    return RequestFailed(request_id=f"req-{n:016x}", generation=generation, stage="test", error="x", attempts=1)
+    return RequestFailed(
+        request_id=f"req-{n:016x}", generation=generation, stage="test", error="x", attempts=1
+    )
 
 
 async def stream_envelopes(js: Any, settings: PlatformSettings) -> list[Envelope]:
@@ -83,7 +85,9 @@ async def wait_until(predicate: Any, timeout: float = 15.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_two_relays_publish_every_event_exactly_once(settings: PlatformSettings, kit_db: Any, js: Any) -> None:
+async def test_two_relays_publish_every_event_exactly_once(
+    settings: PlatformSettings, kit_db: Any, js: Any
+) -> None:
     subjects = Subjects.from_settings(settings)
     outbox = Outbox(SCHEMA, "kit-test", subjects)
     staged: list[str] = []
@@ -93,8 +97,15 @@ async def test_two_relays_publish_every_event_exactly_once(settings: PlatformSet
                 staged.append((await outbox.add(conn, "req-x", failure(batch * 25 + n))).id)
     second_pool = await open_pool(settings.require_dsn(), SCHEMA, "kit-test-2")
     relays = [
-        OutboxRelay(pool, js, dsn=settings.require_dsn(), schema=SCHEMA, stream=settings.stream_name,
-                    poll_seconds=0.05, batch_size=16)
+        OutboxRelay(
+            pool,
+            js,
+            dsn=settings.require_dsn(),
+            schema=SCHEMA,
+            stream=settings.stream_name,
+            poll_seconds=0.05,
+            batch_size=16,
+        )
         for pool in (kit_db, second_pool)
     ]
     for relay in relays:
@@ -102,7 +113,9 @@ async def test_two_relays_publish_every_event_exactly_once(settings: PlatformSet
 
     async def all_marked() -> bool:
         async with kit_db.connection() as conn:
-            row = await (await conn.execute("SELECT count(*) AS n FROM outbox WHERE published_at IS NULL")).fetchone()
+            row = await (
+                await conn.execute("SELECT count(*) AS n FROM outbox WHERE published_at IS NULL")
+            ).fetchone()
             return bool(row["n"] == 0)
 
     await wait_until(all_marked)
@@ -123,7 +136,9 @@ async def test_event_published_before_a_crash_is_deduplicated_by_the_stream(
         envelope = await outbox.add(conn, "req-x", failure(1))
     # What the dead relay managed to do: publish, with the event id as Nats-Msg-Id.
     ack = await js.publish(
-        f"{settings.subject_prefix}.request.failed", encode_envelope(envelope), headers=cloudevents_headers(envelope)
+        f"{settings.subject_prefix}.request.failed",
+        encode_envelope(envelope),
+        headers=cloudevents_headers(envelope),
     )
     assert not ack.duplicate
     relay = OutboxRelay(kit_db, js, dsn=settings.require_dsn(), schema=SCHEMA, stream=settings.stream_name)
@@ -132,12 +147,18 @@ async def test_event_published_before_a_crash_is_deduplicated_by_the_stream(
     assert [e.id for e in envelopes] == [envelope.id]
 
 
-async def test_rolled_back_transaction_publishes_nothing(settings: PlatformSettings, kit_db: Any, js: Any) -> None:
+async def test_rolled_back_transaction_publishes_nothing(
+    settings: PlatformSettings, kit_db: Any, js: Any
+) -> None:
     outbox = Outbox(SCHEMA, "kit-test", Subjects.from_settings(settings))
-    with pytest.raises(RuntimeError):
+
+    async def change_that_fails() -> None:
         async with kit_db.connection() as conn, conn.transaction():
             await outbox.add(conn, "req-x", failure(1))
             raise RuntimeError("the state change failed")
+
+    with pytest.raises(RuntimeError):
+        await change_that_fails()
     relay = OutboxRelay(kit_db, js, dsn=settings.require_dsn(), schema=SCHEMA, stream=settings.stream_name)
     assert await relay.publish_pending() == 0
     assert await stream_envelopes(js, settings) == []
@@ -152,13 +173,17 @@ class Recorder:
 
     async def __call__(self, envelope: Envelope, data: Any, tx: Tx) -> None:
         self.calls += 1
-        await tx.conn.execute("INSERT INTO effects (event_id, request_id) VALUES (%s, %s)", [envelope.id, data.request_id])
+        await tx.conn.execute(
+            "INSERT INTO effects (event_id, request_id) VALUES (%s, %s)", [envelope.id, data.request_id]
+        )
         await tx.emit(data.request_id, replace(data, stage="echo"))
         if self.calls <= self.fail_times:
             raise RuntimeError("transient failure")
 
 
-def make_consumer(settings: PlatformSettings, pool: Any, js: Any, handler: Any, max_attempts: int = 5) -> EventConsumer:
+def make_consumer(
+    settings: PlatformSettings, pool: Any, js: Any, handler: Any, max_attempts: int = 5
+) -> EventConsumer:
     subjects = Subjects.from_settings(settings)
     return EventConsumer(
         name="kit-test-consumer",
@@ -169,7 +194,9 @@ def make_consumer(settings: PlatformSettings, pool: Any, js: Any, handler: Any, 
         outbox=Outbox(SCHEMA, "kit-test", subjects),
         subjects=subjects,
         stream=settings.stream_name,
-        retry=RetryPolicy(max_attempts=max_attempts, backoff_seconds=0.1, max_backoff_seconds=0.2, ack_wait_seconds=5),
+        retry=RetryPolicy(
+            max_attempts=max_attempts, backoff_seconds=0.1, max_backoff_seconds=0.2, ack_wait_seconds=5
+        ),
         concurrency=4,
     )
 
@@ -206,7 +233,9 @@ async def test_redelivered_event_changes_nothing(settings: PlatformSettings, kit
     assert await count(kit_db, "SELECT count(*) AS n FROM outbox") == 1
 
 
-async def test_handler_error_leads_to_redelivery_not_loss(settings: PlatformSettings, kit_db: Any, js: Any) -> None:
+async def test_handler_error_leads_to_redelivery_not_loss(
+    settings: PlatformSettings, kit_db: Any, js: Any
+) -> None:
     recorder = Recorder(fail_times=2)
     consumer = make_consumer(settings, kit_db, js, recorder)
     await consumer.start()

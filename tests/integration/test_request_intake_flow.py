@@ -44,7 +44,9 @@ async def catalog_ready(rpc: RpcClient) -> bool:
         return False
 
 
-async def test_preview_request_is_evaluated_approved_and_queued(platform_env: dict[str, str], rpc: RpcClient) -> None:
+async def test_preview_request_is_evaluated_approved_and_queued(
+    platform_env: dict[str, str], rpc: RpcClient
+) -> None:
     async with running_services(["policy", "intake", "approval"], platform_env) as kits:
         await wait_until(lambda: catalog_ready(rpc), what="class catalog replicated to intake")
         classes = await rpc.call("policy", "list_classes", ListClasses())
@@ -69,9 +71,19 @@ async def test_preview_request_is_evaluated_approved_and_queued(platform_env: di
         assert current["policy_decision"]["outcome"] == "allowed"
 
         js = kits["intake"].js
-        events = await stream_events(js, platform_env["PLATFORM_EVENTS_STREAM"], platform_env["PLATFORM_EVENTS_SUBJECT_PREFIX"], "request.>")
+        events = await stream_events(
+            js,
+            platform_env["PLATFORM_EVENTS_STREAM"],
+            platform_env["PLATFORM_EVENTS_SUBJECT_PREFIX"],
+            "request.>",
+        )
         types = [e.type for e in events if e.subject == request["id"]]
-        assert types == ["request.submitted", "request.policy_evaluated", "request.approved", "request.reconcile_requested"]
+        assert types == [
+            "request.submitted",
+            "request.policy_evaluated",
+            "request.approved",
+            "request.reconcile_requested",
+        ]
         reconcile = events[types.index("request.reconcile_requested")].decode_data()
         assert reconcile.plan.resource_quota == {
             "limits.cpu": "4",
@@ -94,7 +106,9 @@ async def test_production_request_waits_for_approval(platform_env: dict[str, str
         created = await rpc.call("intake", "create_request", CreateRequest(body=body, actor=ALICE))
 
         async def pending() -> Any:
-            current = await rpc.call("intake", "get_request", GetRequest(id=created["request"]["id"], actor=ALICE))
+            current = await rpc.call(
+                "intake", "get_request", GetRequest(id=created["request"]["id"], actor=ALICE)
+            )
             return current if current["status"] == "pending_approval" else None
 
         current = await wait_until(pending, what="pending_approval")
@@ -114,13 +128,16 @@ async def test_invalid_request_names_every_field(platform_env: dict[str, str], r
         assert listed == {"items": [], "next_cursor": None}
 
 
-async def test_idempotency_key_returns_the_first_request(platform_env: dict[str, str], rpc: RpcClient) -> None:
+async def test_idempotency_key_returns_the_first_request(
+    platform_env: dict[str, str], rpc: RpcClient
+) -> None:
     async with running_services(["policy", "intake"], platform_env):
         await wait_until(lambda: catalog_ready(rpc), what="class catalog replicated to intake")
         command = CreateRequest(body=PREVIEW, actor=ALICE, idempotency_key="k-1")
         first = await rpc.call("intake", "create_request", command)
         second = await rpc.call("intake", "create_request", command)
-        assert first["created"] and not second["created"]
+        assert first["created"]
+        assert not second["created"]
         assert second["request"]["id"] == first["request"]["id"]
         different = msgspec.structs.replace(command, body={**PREVIEW, "ttl_hours": 12})
         with pytest.raises(RpcError) as failure:

@@ -28,10 +28,13 @@ BURST = 30
 
 
 @pytest.fixture(scope="module")
-def stack(pg_admin_dsn: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    with isolated_environment(pg_admin_dsn, nats_url) as env, running_stack(
-        env, pg_admin_dsn, tmp_path_factory.mktemp("crash-stack")
-    ) as running:
+def stack(
+    pg_admin_dsn: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningStack]:
+    with (
+        isolated_environment(pg_admin_dsn, nats_url) as env,
+        running_stack(env, pg_admin_dsn, tmp_path_factory.mktemp("crash-stack")) as running,
+    ):
         yield running
 
 
@@ -86,8 +89,13 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(stack: RunningStack, vi
             ids = [future.result() for future in futures]
         stack.processes.wait_ready(names=(victim,), timeout=60)
 
-        final = [stack.wait_for_status(api, request_id, {"ready", "failed", "rejected"}, timeout=90) for request_id in ids]
-        listed = api.get("/v1/environment-requests", params={"team": "payments", "limit": 200}).json()["items"]
+        final = [
+            stack.wait_for_status(api, request_id, {"ready", "failed", "rejected"}, timeout=90)
+            for request_id in ids
+        ]
+        listed = api.get("/v1/environment-requests", params={"team": "payments", "limit": 200}).json()[
+            "items"
+        ]
 
     assert [request["status"] for request in final] == ["ready"] * BURST, [r.get("last_error") for r in final]
     mine = [item for item in listed if item["app"].startswith(app_prefix + "-")]

@@ -33,7 +33,9 @@ async def publish_event(
     return envelope
 
 
-async def stream_events(js: JetStreamContext, stream: str, events_prefix: str, event_type: str = ">") -> list[Envelope]:
+async def stream_events(
+    js: JetStreamContext, stream: str, events_prefix: str, event_type: str = ">"
+) -> list[Envelope]:
     """Every event currently in ``stream`` matching ``event_type`` (a subject suffix or wildcard)."""
     info = await js.stream_info(stream)
     if info.state.messages == 0:
@@ -62,7 +64,10 @@ async def stream_events(js: JetStreamContext, stream: str, events_prefix: str, e
 
 
 async def wait_until(
-    predicate: Callable[[], Awaitable[Any]], timeout: float = 20.0, interval: float = 0.05, what: str = "condition"
+    predicate: Callable[[], Awaitable[Any]],
+    timeout: float = 20.0,
+    interval: float = 0.05,
+    what: str = "condition",
 ) -> Any:
     """Poll ``predicate`` until it returns something truthy; return that value."""
     loop = asyncio.get_running_loop()

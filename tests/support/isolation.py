@@ -12,8 +12,8 @@ import nats
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-TEST_JWT_SECRET = "test-jwt-secret-that-is-long-enough-0123"  # noqa: S105 - test-only key
-TEST_APPROVAL_SECRET = "test-approval-secret-long-enough-0123456"  # noqa: S105 - test-only key
+TEST_JWT_SECRET = "test-jwt-secret-that-is-long-enough-0123"
+TEST_APPROVAL_SECRET = "test-approval-secret-long-enough-0123456"
 
 
 def with_database(dsn: str, database: str) -> str:

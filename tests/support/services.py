@@ -24,7 +24,9 @@ async def running_service(name: str, environment: Mapping[str, str]) -> AsyncIte
 
 
 @contextlib.asynccontextmanager
-async def running_services(names: list[str], environment: Mapping[str, str]) -> AsyncIterator[dict[str, ServiceKit]]:
+async def running_services(
+    names: list[str], environment: Mapping[str, str]
+) -> AsyncIterator[dict[str, ServiceKit]]:
     async with contextlib.AsyncExitStack() as stack:
         kits = {name: await stack.enter_async_context(running_service(name, environment)) for name in names}
         yield kits

@@ -23,10 +23,9 @@ from services.platformd.registry import BACKEND_SERVICES
 from tests.support.isolation import TEST_JWT_SECRET
 
 
-
 def mint_token(actor: str, role: str, teams: list[str] | None = None, secret: str = TEST_JWT_SECRET) -> str:
     claims: dict[str, Any] = {
-        "sub": actor.split("@")[0],
+        "sub": actor.split("@", maxsplit=1)[0],
         "email": actor,
         "role": role,
         "exp": datetime.now(UTC) + timedelta(hours=1),
@@ -46,7 +45,9 @@ class RunningStack:
     def api_url(self) -> str:
         return self.processes.api_url
 
-    def client(self, actor: str = "alice@example.com", role: str = "requester", teams: list[str] | None = None) -> httpx.Client:
+    def client(
+        self, actor: str = "alice@example.com", role: str = "requester", teams: list[str] | None = None
+    ) -> httpx.Client:
         token = mint_token(actor, role, teams)
         return httpx.Client(base_url=self.api_url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
 
@@ -71,10 +72,14 @@ class RunningStack:
                 if last["status"] in statuses:
                     return last
             time.sleep(0.2)
-        raise AssertionError(f"{request_id} did not reach {statuses}; last: {last.get('status')} {last.get('last_error')}")
+        raise AssertionError(
+            f"{request_id} did not reach {statuses}; last: {last.get('status')} {last.get('last_error')}"
+        )
 
 
-def _service_roles(admin_dsn: str, database_dsn: str, token: str) -> tuple[dict[str, dict[str, str]], list[str]]:
+def _service_roles(
+    admin_dsn: str, database_dsn: str, token: str
+) -> tuple[dict[str, dict[str, str]], list[str]]:
     """One login role per service that can create only its own schema.
 
     A service that touched another service's schema would get "permission denied", so an

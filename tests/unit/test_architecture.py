@@ -23,9 +23,27 @@ SCHEMAS = tuple(s for s in SERVICES if s != "gateway")
 COMPOSERS = ("platformd", "platformctl")
 
 FORBIDDEN_IN_DOMAIN = (
-    "psycopg", "psycopg_pool", "nats", "litestar", "uvicorn", "httpx", "kubernetes", "git", "subprocess",
-    "socket", "libs.database", "libs.bus", "libs.outbox", "libs.inbox", "libs.rpc", "libs.service_kit",
-    "libs.service_runner", "libs.ops_server", "libs.embedded", "opentelemetry", "prometheus_client",
+    "psycopg",
+    "psycopg_pool",
+    "nats",
+    "litestar",
+    "uvicorn",
+    "httpx",
+    "kubernetes",
+    "git",
+    "subprocess",
+    "socket",
+    "libs.database",
+    "libs.bus",
+    "libs.outbox",
+    "libs.inbox",
+    "libs.rpc",
+    "libs.service_kit",
+    "libs.service_runner",
+    "libs.ops_server",
+    "libs.embedded",
+    "opentelemetry",
+    "prometheus_client",
 )
 
 
@@ -76,7 +94,11 @@ def sql_texts(service: str) -> list[tuple[Path, str]]:
     sql_keywords = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|ALTER|DROP|TRUNCATE|GRANT)\b")
     for path in python_files(folder):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and sql_keywords.search(node.value):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and sql_keywords.search(node.value)
+            ):
                 texts.append((path, node.value))
     return texts
 

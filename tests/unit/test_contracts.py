@@ -227,7 +227,7 @@ def test_subject_matching_follows_nats_wildcards() -> None:
 
 
 def test_every_rpc_message_has_a_schema() -> None:
-    from contracts.rpc import RPC_MESSAGES  # noqa: PLC0415
+    from contracts.rpc import RPC_MESSAGES
 
     for name in RPC_MESSAGES:
         assert generate.rpc_schema_path(name).is_file()

@@ -22,20 +22,35 @@ pytestmark = pytest.mark.unit
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 SPEC = RequestSpec(
-    app="api", team="payments", class_name="preview", region="us-east-1", ttl_hours=24, owner="alice",
+    app="api",
+    team="payments",
+    class_name="preview",
+    region="us-east-1",
+    ttl_hours=24,
+    owner="alice",
     repository="https://github.com/example/api.git",
 )
 PLAN = EnvironmentPlan(
-    class_name="preview", namespaces=1, quota_profile="small", resource_quota={"pods": "10"},
-    limit_range=LimitRangeValues(default={}, default_request={}, max={}), policy_packs=["baseline-security"],
+    class_name="preview",
+    namespaces=1,
+    quota_profile="small",
+    resource_quota={"pods": "10"},
+    limit_range=LimitRangeValues(default={}, default_request={}, max={}),
+    policy_packs=["baseline-security"],
     estimated_monthly_cost_usd=150,
 )
 
 
-def evaluated(outcome: str = "allowed", requires_approval: bool = False, auto_reconcile: bool = True) -> RequestPolicyEvaluated:
+def evaluated(
+    outcome: str = "allowed", requires_approval: bool = False, auto_reconcile: bool = True
+) -> RequestPolicyEvaluated:
     return RequestPolicyEvaluated(
-        request_id="req-1", outcome=outcome, requires_approval=requires_approval, auto_reconcile=auto_reconcile,
-        plan=PLAN, reasons=[PolicyReason(code="x", message="over budget")] if outcome == "rejected" else [],
+        request_id="req-1",
+        outcome=outcome,
+        requires_approval=requires_approval,
+        auto_reconcile=auto_reconcile,
+        plan=PLAN,
+        reasons=[PolicyReason(code="x", message="over budget")] if outcome == "rejected" else [],
     )
 
 
@@ -54,7 +69,8 @@ def queued() -> EnvironmentRequest:
 
 def test_submit_emits_request_submitted_with_a_well_formed_id() -> None:
     request = EnvironmentRequest.submit(SPEC, "alice", NOW)
-    assert request.id.startswith("req-") and len(request.id) == 20
+    assert request.id.startswith("req-")
+    assert len(request.id) == 20
     assert request.status is Status.SUBMITTED
     assert [type(e).__name__ for e in request.outgoing] == ["RequestSubmitted"]
 
@@ -91,18 +107,41 @@ def test_approval_before_policy_decision_is_retried_later() -> None:
 
 def test_pipeline_moves_forward_and_ready_sets_expiry() -> None:
     request = queued()
-    assert request.apply(RequestRendered(request_id="req-1", generation=1, gitops_path="p", namespace="ns", digest="d", files=[], spec=SPEC), NOW)
+    assert request.apply(
+        RequestRendered(
+            request_id="req-1", generation=1, gitops_path="p", namespace="ns", digest="d", files=[], spec=SPEC
+        ),
+        NOW,
+    )
     assert request.status is Status.RECONCILING
     later = NOW + timedelta(seconds=5)
-    request.apply(RequestBootstrapped(request_id="req-1", generation=1, cluster_status="not_applied", drift_status="not_checked"), later)
+    request.apply(
+        RequestBootstrapped(
+            request_id="req-1", generation=1, cluster_status="not_applied", drift_status="not_checked"
+        ),
+        later,
+    )
     assert request.status is Status.READY
     assert request.expires_at == later + timedelta(hours=24)
 
 
 def test_late_event_records_facts_but_never_moves_status_back() -> None:
     request = queued()
-    request.apply(RequestBootstrapped(request_id="req-1", generation=1, cluster_status="not_applied", drift_status="not_checked"), NOW)
-    published = RequestPublished(request_id="req-1", generation=1, gitops_path="p", namespace="ns", region="us-east-1", commit_sha="abc", branch="main")
+    request.apply(
+        RequestBootstrapped(
+            request_id="req-1", generation=1, cluster_status="not_applied", drift_status="not_checked"
+        ),
+        NOW,
+    )
+    published = RequestPublished(
+        request_id="req-1",
+        generation=1,
+        gitops_path="p",
+        namespace="ns",
+        region="us-east-1",
+        commit_sha="abc",
+        branch="main",
+    )
     assert request.apply(published, NOW)
     assert request.status is Status.READY
     assert request.git_commit_sha == "abc"
@@ -111,7 +150,15 @@ def test_late_event_records_facts_but_never_moves_status_back() -> None:
 def test_events_of_an_old_generation_are_ignored() -> None:
     request = queued()
     stale = RequestFailed(request_id="req-1", generation=0, stage="renderer", error="boom", attempts=5)
-    other = RequestPublished(request_id="req-1", generation=7, gitops_path="p", namespace="ns", region="r", commit_sha="x", branch="main")
+    other = RequestPublished(
+        request_id="req-1",
+        generation=7,
+        gitops_path="p",
+        namespace="ns",
+        region="r",
+        commit_sha="x",
+        branch="main",
+    )
     assert not request.apply(stale, NOW)
     assert not request.apply(other, NOW)
     assert request.status is Status.QUEUED
@@ -119,6 +166,11 @@ def test_events_of_an_old_generation_are_ignored() -> None:
 
 def test_failure_in_the_pipeline_marks_the_request_failed() -> None:
     request = queued()
-    request.apply(RequestFailed(request_id="req-1", generation=1, stage="git_publisher", error="push rejected", attempts=5), NOW)
+    request.apply(
+        RequestFailed(
+            request_id="req-1", generation=1, stage="git_publisher", error="push rejected", attempts=5
+        ),
+        NOW,
+    )
     assert request.status is Status.FAILED
     assert request.last_error == "git_publisher: push rejected"

@@ -42,7 +42,14 @@ def test_valid_request_gets_defaults() -> None:
 
 
 def test_every_failing_field_is_reported_at_once() -> None:
-    body = {**VALID, "app": "Payments", "team": "", "region": "mars-1", "ttl_hours": 0, "repository": "ftp://x"}
+    body = {
+        **VALID,
+        "app": "Payments",
+        "team": "",
+        "region": "mars-1",
+        "ttl_hours": 0,
+        "repository": "ftp://x",
+    }
     assert failing_fields(body) == {"app", "team", "region", "ttl_hours", "repository"}
 
 
@@ -94,7 +101,11 @@ def test_too_many_labels() -> None:
 
 @pytest.mark.parametrize(
     "repository",
-    ["https://github.com/example/app.git", "ssh://git@github.com/example/app.git", "git@github.com:example/app.git"],
+    [
+        "https://github.com/example/app.git",
+        "ssh://git@github.com/example/app.git",
+        "git@github.com:example/app.git",
+    ],
 )
 def test_accepted_repository_forms(repository: str) -> None:
     assert validate_new_request({**VALID, "repository": repository}, CLASSES).repository == repository

@@ -25,15 +25,29 @@ PROFILES = {p.name: p for p in seed_quota_profiles()}
 def test_seed_class_quota_values_match_the_spec_table(class_name: str, expected: tuple[str, ...]) -> None:
     environment_class = CLASSES[class_name]
     quota = PROFILES[environment_class.quota_profile].resource_quota_for(environment_class.default_namespaces)
-    keys = ("pods", "services", "persistentvolumeclaims", "requests.cpu", "requests.memory", "limits.cpu", "limits.memory")
+    keys = (
+        "pods",
+        "services",
+        "persistentvolumeclaims",
+        "requests.cpu",
+        "requests.memory",
+        "limits.cpu",
+        "limits.memory",
+    )
     assert tuple(quota[key] for key in keys) == expected
 
 
 @pytest.mark.parametrize(
     ("profile", "default", "maximum"),
-    [("small", ("500m", "512Mi"), ("2", "2Gi")), ("medium", ("1", "1Gi"), ("4", "8Gi")), ("large", ("2", "2Gi"), ("8", "16Gi"))],
+    [
+        ("small", ("500m", "512Mi"), ("2", "2Gi")),
+        ("medium", ("1", "1Gi"), ("4", "8Gi")),
+        ("large", ("2", "2Gi"), ("8", "16Gi")),
+    ],
 )
-def test_limit_ranges_match_the_spec(profile: str, default: tuple[str, str], maximum: tuple[str, str]) -> None:
+def test_limit_ranges_match_the_spec(
+    profile: str, default: tuple[str, str], maximum: tuple[str, str]
+) -> None:
     limit_range = PROFILES[profile].limit_range
     assert (limit_range.default["cpu"], limit_range.default["memory"]) == default
     assert limit_range.default_request == limit_range.default
@@ -41,10 +55,15 @@ def test_limit_ranges_match_the_spec(profile: str, default: tuple[str, str], max
 
 
 def spec(**changes: object) -> RequestSpec:
-    values: dict[str, object] = dict(
-        app="api", team="payments", class_name="preview", region="us-east-1", ttl_hours=24, owner="alice",
-        repository="https://github.com/example/api.git",
-    )
+    values: dict[str, object] = {
+        "app": "api",
+        "team": "payments",
+        "class_name": "preview",
+        "region": "us-east-1",
+        "ttl_hours": 24,
+        "owner": "alice",
+        "repository": "https://github.com/example/api.git",
+    }
     values.update(changes)
     return RequestSpec(**values)  # type: ignore[arg-type]
 

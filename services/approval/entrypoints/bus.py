@@ -7,4 +7,6 @@ from services.approval.service_layer.handlers import ApprovalService
 
 
 def register(kit: ServiceKit, service: ApprovalService) -> None:
-    kit.consume("decisions", "request.policy_evaluated", {"request.policy_evaluated": service.on_policy_evaluated})
+    kit.consume(
+        "decisions", "request.policy_evaluated", {"request.policy_evaluated": service.on_policy_evaluated}
+    )

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from psycopg_pool import AsyncConnectionPool
-
 from contracts.envelope import Envelope
 from contracts.events import RequestApproved, RequestPolicyEvaluated
+from libs.database import Pool
 from libs.inbox import Tx
 from libs.outbox import Outbox
 from services.approval.adapters import repository
@@ -16,7 +15,7 @@ from services.approval.domain.decisions import AUTOMATIC_APPROVER, ApprovalStatu
 
 @dataclass
 class ApprovalService:
-    pool: AsyncConnectionPool
+    pool: Pool
     outbox: Outbox
 
     async def on_policy_evaluated(self, envelope: Envelope, data: RequestPolicyEvaluated, tx: Tx) -> None:

@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from kubernetes.utils.quantity import parse_quantity
-from psycopg_pool import AsyncConnectionPool
 
 from contracts.envelope import Envelope
 from contracts.events import (
@@ -27,6 +26,7 @@ from contracts.events import (
     RequestTornDown,
     RequestUnpublished,
 )
+from libs.database import Pool
 from libs.inbox import Tx
 from libs.outbox import Outbox
 from libs.service_kit import BackgroundLoop
@@ -122,7 +122,7 @@ class ScanReport:
 
 @dataclass
 class ClusterBootstrapperService:
-    pool: AsyncConnectionPool
+    pool: Pool
     outbox: Outbox
     # None when PLATFORM_K8S_APPLY is off: nothing here may then reach a cluster.
     cluster: Cluster | None

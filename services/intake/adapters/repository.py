@@ -23,13 +23,40 @@ from services.intake.domain.model import EnvironmentRequest, Status
 
 Conn = AsyncConnection[Any]
 
-_COLUMNS = (
-    "status generation version created_at created_by updated_at expires_at approved_at approved_by approvals"
-    " queued_at last_reconciled_at last_error namespace gitops_path git_commit_sha git_branch git_promotion_mode"
-    " git_promotion_branch git_promotion_url cluster_status drift_status drift_summary quota_profile policy_packs"
-    " estimated_monthly_cost_usd policy_decision requires_approval approvals_required auto_reconcile plan"
-    " attestations"
-).split()
+_COLUMNS = [
+    "status",
+    "generation",
+    "version",
+    "created_at",
+    "created_by",
+    "updated_at",
+    "expires_at",
+    "approved_at",
+    "approved_by",
+    "approvals",
+    "queued_at",
+    "last_reconciled_at",
+    "last_error",
+    "namespace",
+    "gitops_path",
+    "git_commit_sha",
+    "git_branch",
+    "git_promotion_mode",
+    "git_promotion_branch",
+    "git_promotion_url",
+    "cluster_status",
+    "drift_status",
+    "drift_summary",
+    "quota_profile",
+    "policy_packs",
+    "estimated_monthly_cost_usd",
+    "policy_decision",
+    "requires_approval",
+    "approvals_required",
+    "auto_reconcile",
+    "plan",
+    "attestations",
+]
 _JSON_COLUMNS = {"approvals", "drift_summary", "policy_packs", "policy_decision", "plan", "attestations"}
 
 
@@ -64,7 +91,7 @@ def _from_row(row: dict[str, Any]) -> EnvironmentRequest:
 
 
 async def get(conn: Conn, request_id: str, *, for_update: bool = False) -> EnvironmentRequest | None:
-    query = "SELECT * FROM requests WHERE id = %s" + (" FOR UPDATE" if for_update else "")
+    query = "SELECT * FROM requests WHERE id = %s" + (" FOR UPDATE" if for_update else "")  # noqa: S608 - constant
     cursor = await conn.execute(query, [request_id])
     row = await cursor.fetchone()
     return _from_row(row) if row else None
@@ -72,10 +99,29 @@ async def get(conn: Conn, request_id: str, *, for_update: bool = False) -> Envir
 
 async def add(conn: Conn, request: EnvironmentRequest) -> None:
     spec = request.spec
-    columns = ["id", "app", "team", "class", "region", "ttl_hours", "owner", "repository", "revision", "labels"]
+    columns = [
+        "id",
+        "app",
+        "team",
+        "class",
+        "region",
+        "ttl_hours",
+        "owner",
+        "repository",
+        "revision",
+        "labels",
+    ]
     values: list[Any] = [
-        request.id, spec.app, spec.team, spec.class_name, spec.region, spec.ttl_hours, spec.owner,
-        spec.repository, spec.revision, Jsonb(spec.labels),
+        request.id,
+        spec.app,
+        spec.team,
+        spec.class_name,
+        spec.region,
+        spec.ttl_hours,
+        spec.owner,
+        spec.repository,
+        spec.revision,
+        Jsonb(spec.labels),
     ]
     columns += _COLUMNS
     values += [_column_value(request, column) for column in _COLUMNS]
@@ -193,7 +239,9 @@ async def classes(conn: Conn) -> dict[str, EnvironmentClass]:
     cursor = await conn.execute("SELECT definition FROM environment_classes")
     return {
         definition.name: definition
-        for definition in (msgspec.convert(row["definition"], EnvironmentClass) for row in await cursor.fetchall())
+        for definition in (
+            msgspec.convert(row["definition"], EnvironmentClass) for row in await cursor.fetchall()
+        )
     }
 
 

@@ -108,7 +108,9 @@ class EnvironmentRequest:
     outgoing: list[EventData] = field(default_factory=list, repr=False)
 
     @classmethod
-    def submit(cls, spec: RequestSpec, created_by: str, now: datetime, request_id: str | None = None) -> EnvironmentRequest:
+    def submit(
+        cls, spec: RequestSpec, created_by: str, now: datetime, request_id: str | None = None
+    ) -> EnvironmentRequest:
         request = cls(
             id=request_id or new_request_id(),
             spec=spec,
@@ -142,7 +144,8 @@ class EnvironmentRequest:
             "requires_approval": data.requires_approval,
             "approvals_required": data.approvals_required,
             "reasons": [
-                {"code": r.code, "message": r.message, "pack": r.pack, "effect": r.effect} for r in data.reasons
+                {"code": r.code, "message": r.message, "pack": r.pack, "effect": r.effect}
+                for r in data.reasons
             ],
             "evaluated_at": now.isoformat(),
         }
@@ -156,7 +159,9 @@ class EnvironmentRequest:
             self.estimated_monthly_cost_usd = data.plan.estimated_monthly_cost_usd
         if data.outcome == "rejected":
             self.status = Status.REJECTED
-            self.last_error = "; ".join(r.message for r in data.reasons if r.effect == "deny") or "rejected by policy"
+            self.last_error = (
+                "; ".join(r.message for r in data.reasons if r.effect == "deny") or "rejected by policy"
+            )
         elif data.requires_approval:
             self.status = Status.PENDING_APPROVAL
         return True

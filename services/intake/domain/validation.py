@@ -70,10 +70,15 @@ def repository_problem(repository: str) -> str | None:
         return None if _SSH_URL.fullmatch(repository) else "must be a valid ssh:// git URL"
     if _SCP_URL.fullmatch(repository) and ".." not in repository:
         return None
-    return "must be an https:// or ssh git URL (https://host/org/repo.git, ssh://git@host/org/repo.git, git@host:org/repo.git)"
+    return (
+        "must be an https:// or ssh git URL "
+        "(https://host/org/repo.git, ssh://git@host/org/repo.git, git@host:org/repo.git)"
+    )
 
 
-def _string(body: Mapping[str, Any], name: str, errors: list[FieldError], required: bool = True) -> str | None:
+def _string(
+    body: Mapping[str, Any], name: str, errors: list[FieldError], required: bool = True
+) -> str | None:
     if name not in body or body[name] is None:
         if required:
             errors.append(FieldError(name, "is required"))
@@ -140,18 +145,26 @@ def validate_new_request(body: Mapping[str, Any], classes: Mapping[str, Environm
     app = _string(body, "app", errors)
     if app is not None and not is_dns1123_label(app, NAME_MAX_LENGTH):
         errors.append(
-            FieldError("app", f"must be a DNS-1123 label: lowercase letters, digits and '-', at most {NAME_MAX_LENGTH}")
+            FieldError(
+                "app",
+                f"must be a DNS-1123 label: lowercase letters, digits and '-', at most {NAME_MAX_LENGTH}",
+            )
         )
     team = _string(body, "team", errors)
     if team is not None and not is_dns1123_label(team, NAME_MAX_LENGTH):
         errors.append(
-            FieldError("team", f"must be a DNS-1123 label: lowercase letters, digits and '-', at most {NAME_MAX_LENGTH}")
+            FieldError(
+                "team",
+                f"must be a DNS-1123 label: lowercase letters, digits and '-', at most {NAME_MAX_LENGTH}",
+            )
         )
     owner = _string(body, "owner", errors)
     if owner is not None and (
         not owner.strip() or len(owner) > OWNER_MAX_LENGTH or _OWNER.fullmatch(owner) is None
     ):
-        errors.append(FieldError("owner", f"must be a name or e-mail address of at most {OWNER_MAX_LENGTH} characters"))
+        errors.append(
+            FieldError("owner", f"must be a name or e-mail address of at most {OWNER_MAX_LENGTH} characters")
+        )
 
     class_name = _string(body, "class", errors)
     environment_class = classes.get(class_name) if class_name is not None else None
@@ -160,7 +173,11 @@ def validate_new_request(body: Mapping[str, Any], classes: Mapping[str, Environm
         errors.append(FieldError("class", f"unknown environment class (known: {known})"))
 
     region = _string(body, "region", errors)
-    if region is not None and environment_class is not None and region not in environment_class.allowed_regions:
+    if (
+        region is not None
+        and environment_class is not None
+        and region not in environment_class.allowed_regions
+    ):
         allowed = ", ".join(environment_class.allowed_regions)
         errors.append(FieldError("region", f"not allowed for class {class_name} (allowed: {allowed})"))
 
@@ -168,11 +185,15 @@ def validate_new_request(body: Mapping[str, Any], classes: Mapping[str, Environm
     if ttl_hours is None:
         errors.append(FieldError("ttl_hours", "is required"))
     elif isinstance(ttl_hours, bool) or not isinstance(ttl_hours, int):
-        errors.append(FieldError("ttl_hours", f"must be a whole number of hours, not {_json_type(ttl_hours)}"))
+        errors.append(
+            FieldError("ttl_hours", f"must be a whole number of hours, not {_json_type(ttl_hours)}")
+        )
         ttl_hours = None
     elif environment_class is not None and not 1 <= ttl_hours <= environment_class.max_ttl_hours:
         errors.append(
-            FieldError("ttl_hours", f"must be between 1 and {environment_class.max_ttl_hours} for class {class_name}")
+            FieldError(
+                "ttl_hours", f"must be between 1 and {environment_class.max_ttl_hours} for class {class_name}"
+            )
         )
     elif ttl_hours < 1:
         errors.append(FieldError("ttl_hours", "must be at least 1"))
@@ -196,7 +217,14 @@ def validate_new_request(body: Mapping[str, Any], classes: Mapping[str, Environm
             "invalid environment request: " + ", ".join(sorted({e.field for e in errors})),
             details=[e.as_dict() for e in errors],
         )
-    assert app and team and class_name and region and owner and repository and isinstance(ttl_hours, int)
+    # Every field was checked above; these narrow the types for the constructor.
+    assert app
+    assert team
+    assert class_name
+    assert region
+    assert owner
+    assert repository
+    assert isinstance(ttl_hours, int)
     return RequestSpec(
         app=app,
         team=team,

@@ -13,12 +13,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from psycopg_pool import AsyncConnectionPool
 
 from contracts.envelope import Envelope
 from contracts.events import ClassUpserted
 from contracts.models import Actor, ApprovalView, EnvironmentRequestView, TimelineEntry
 from contracts.rpc import CreateRequest, GetRequest, ListRequests
+from libs.database import Pool
 from libs.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from libs.inbox import Tx
 from libs.outbox import Outbox
@@ -104,7 +104,7 @@ def _check_visible(actor: Actor, request: EnvironmentRequest) -> None:
 
 @dataclass
 class IntakeService:
-    pool: AsyncConnectionPool
+    pool: Pool
     outbox: Outbox
 
     async def _stage(self, tx_conn: Any, request: EnvironmentRequest) -> None:
@@ -121,7 +121,9 @@ class IntakeService:
         for _ in range(2):
             async with self.pool.connection() as conn, conn.transaction():
                 if command.idempotency_key:
-                    existing = await repository.find_idempotency_key(conn, actor.actor, command.idempotency_key)
+                    existing = await repository.find_idempotency_key(
+                        conn, actor.actor, command.idempotency_key
+                    )
                     if existing is not None:
                         return await self._replay(conn, existing, body_hash, actor)
                 spec = validate_new_request(command.body, await repository.classes(conn))
@@ -140,7 +142,9 @@ class IntakeService:
                 return {"created": True, "request": to_view(request)}
         raise Conflict("the idempotency key is being used concurrently; retry")
 
-    async def _replay(self, conn: Any, existing: tuple[str, str], body_hash: str, actor: Actor) -> dict[str, Any]:
+    async def _replay(
+        self, conn: Any, existing: tuple[str, str], body_hash: str, actor: Actor
+    ) -> dict[str, Any]:
         stored_hash, request_id = existing
         if stored_hash != body_hash:
             raise Conflict(
@@ -219,7 +223,9 @@ class IntakeService:
         request = await repository.get(tx.conn, envelope.subject, for_update=True)
         if request is None:
             # Not ours (or not yet visible): keep the fact in the timeline for the audit trail.
-            await repository.append_timeline(tx.conn, envelope.subject, envelope, data, applied=False, status_after="unknown")
+            await repository.append_timeline(
+                tx.conn, envelope.subject, envelope, data, applied=False, status_after="unknown"
+            )
             return
         changed = request.apply(data, utcnow())
         if changed:

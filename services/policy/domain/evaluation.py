@@ -70,7 +70,11 @@ def evaluate(
     if environment_class is None:
         return Decision(
             outcome="rejected",
-            reasons=[PolicyReason(code="unknown_class", message=f"environment class {spec.class_name} does not exist")],
+            reasons=[
+                PolicyReason(
+                    code="unknown_class", message=f"environment class {spec.class_name} does not exist"
+                )
+            ],
         )
     if profile is None:
         return Decision(

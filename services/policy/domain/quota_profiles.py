@@ -8,7 +8,7 @@ from contracts.models import LimitRangeValues
 
 
 class QuotaFormula(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """``max(min, per_namespace × N)`` with an optional unit suffix such as ``Gi``."""
+    """``max(min, per_namespace * N)`` with an optional unit suffix such as ``Gi``."""
 
     min: int = 0
     per_namespace: int = 0
@@ -25,4 +25,6 @@ class QuotaProfile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
     def resource_quota_for(self, namespaces: int) -> dict[str, str]:
         """The ResourceQuota ``spec.hard`` values for a class with ``namespaces`` namespaces."""
-        return {resource: formula.value(namespaces) for resource, formula in sorted(self.resource_quota.items())}
+        return {
+            resource: formula.value(namespaces) for resource, formula in sorted(self.resource_quota.items())
+        }

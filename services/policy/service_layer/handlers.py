@@ -6,12 +6,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from psycopg_pool import AsyncConnectionPool
-
 from contracts.envelope import Envelope
 from contracts.events import ClassUpserted, RequestPolicyEvaluated, RequestSubmitted
 from contracts.models import EnvironmentClass
 from contracts.rpc import GetClass, ListClasses
+from libs.database import Pool
 from libs.errors import NotFound
 from libs.inbox import Tx
 from libs.outbox import Outbox
@@ -21,7 +20,7 @@ from services.policy.domain.evaluation import evaluate
 
 @dataclass
 class PolicyService:
-    pool: AsyncConnectionPool
+    pool: Pool
     outbox: Outbox
 
     async def seed_catalog(self) -> list[str]:
