@@ -7,6 +7,7 @@ updating retention and dedup settings when an operator changed them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -48,21 +49,35 @@ class Subjects:
         return cls(events_prefix=settings.subject_prefix, rpc_prefix=settings.rpc_prefix)
 
 
-async def connect_nats(settings: PlatformSettings, name: str) -> NatsClient:
-    """Connect with unlimited reconnects: a NATS restart pauses the service, never kills it."""
+class NatsUnavailable(ConnectionError):
+    """NATS could not be reached at start-up within the connect timeout."""
+
+
+async def connect_nats(settings: PlatformSettings, name: str, timeout: float = 30.0) -> NatsClient:
+    """Connect, giving up after ``timeout`` at start-up; once connected, reconnect forever.
+
+    A NATS restart pauses a running service instead of killing it, while a service that
+    cannot reach NATS at all fails its start with a clear error instead of hanging.
+    """
 
     async def on_error(exc: Exception) -> None:
         log.warning("nats connection problem", extra={"fields": {"error_type": type(exc).__name__}})
 
     servers = [url.strip() for url in settings.nats_url.split(",") if url.strip()]
-    return await nats.connect(
-        servers=servers,
-        name=name,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
-        connect_timeout=5,
-        error_cb=on_error,
-    )
+    try:
+        return await asyncio.wait_for(
+            nats.connect(
+                servers=servers,
+                name=name,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                connect_timeout=5,
+                error_cb=on_error,
+            ),
+            timeout,
+        )
+    except TimeoutError:
+        raise NatsUnavailable(f"NATS not reachable within {timeout:.0f}s (check PLATFORM_NATS_URL)") from None
 
 
 def stream_config(settings: PlatformSettings) -> StreamConfig:

@@ -14,6 +14,7 @@ import contextlib
 import contextvars
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -79,6 +80,27 @@ def current_trace_id() -> str | None:
     return format(span_context.trace_id, "032x")
 
 
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s\"'<>]+", re.IGNORECASE)
+_QUOTED_HOST = re.compile(r'(server at|host|hostaddr|address)\s+"[^"]*"', re.IGNORECASE)
+_IPV4 = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b")
+_PORT = re.compile(r"\bport\s+\d+", re.IGNORECASE)
+_KEY_VALUE_SECRET = re.compile(
+    r"\b(password|passwd|token|secret|authorization)\s*[=:]\s*(bearer\s+|basic\s+)?\S+", re.IGNORECASE
+)
+
+
+def redact(text: str) -> str:
+    """Remove what log lines must never carry: URLs (DSNs, remotes), hosts, ports, secrets.
+
+    Our own messages do not contain these; libraries' messages (connection errors) do.
+    """
+    text = _URL.sub("<url>", text)
+    text = _QUOTED_HOST.sub(r"\1 <host>", text)
+    text = _IPV4.sub("<address>", text)
+    text = _PORT.sub("port <port>", text)
+    return _KEY_VALUE_SECRET.sub(r"\1=<redacted>", text)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line; extra ``fields`` passed via ``extra={"fields": {...}}``."""
 
@@ -88,7 +110,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "service": _service_name,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
             "trace_id": current_trace_id(),
             "request_id": _request_id.get(),
         }

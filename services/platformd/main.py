@@ -15,7 +15,11 @@ import importlib
 import sys
 from typing import Any
 
-from libs.migrations import discover, migrate
+import psycopg
+
+from libs.bus import NatsUnavailable
+from libs.database import safe_database_error
+from libs.migrations import MigrationError, discover, migrate
 from libs.service_runner import run as run_service
 from libs.settings import SettingsError, describe_settings, load_settings
 from services.platformd.registry import BACKEND_SERVICES, SERVICES, service_entry
@@ -84,6 +88,13 @@ def main(argv: list[str] | None = None) -> int:
         return run(args.command)
     except SettingsError as exc:
         return _fail(str(exc))
+    except NatsUnavailable as exc:
+        return _fail(str(exc), code=1)
+    except MigrationError as exc:
+        return _fail(str(exc), code=1)
+    except psycopg.Error as exc:
+        # The driver's message names hosts and ports; say what failed, not where.
+        return _fail(f"database unavailable ({safe_database_error(exc)})", code=1)
     except KeyboardInterrupt:
         return 130
 

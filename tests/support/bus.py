@@ -37,6 +37,13 @@ async def stream_events(
     js: JetStreamContext, stream: str, events_prefix: str, event_type: str = ">"
 ) -> list[Envelope]:
     """Every event currently in ``stream`` matching ``event_type`` (a subject suffix or wildcard)."""
+    return [envelope for envelope, _ in await stream_messages(js, stream, events_prefix, event_type)]
+
+
+async def stream_messages(
+    js: JetStreamContext, stream: str, events_prefix: str, event_type: str = ">"
+) -> list[tuple[Envelope, dict[str, str]]]:
+    """Like :func:`stream_events`, with each message's headers."""
     info = await js.stream_info(stream)
     if info.state.messages == 0:
         return []
@@ -45,7 +52,7 @@ async def stream_events(
         stream=stream,
         config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, inactive_threshold=30),
     )
-    envelopes: list[Envelope] = []
+    envelopes: list[tuple[Envelope, dict[str, str]]] = []
     try:
         while True:
             try:
@@ -53,7 +60,7 @@ async def stream_events(
             except TimeoutError:
                 break
             for message in messages:
-                envelopes.append(decode_envelope(message.data))
+                envelopes.append((decode_envelope(message.data), dict(message.headers or {})))
                 await message.ack()
             pending = (await subscription.consumer_info()).num_pending
             if not pending:

@@ -1,0 +1,86 @@
+"""What operators see of a running service: NATS micro endpoints, ops port, graceful stop."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import nats
+import pytest
+
+from libs.embedded import free_port
+from libs.settings import child_environment
+from tests.support.services import running_services
+
+pytestmark = pytest.mark.integration
+
+
+async def test_rpc_verbs_are_listed_by_the_nats_services_api(platform_env: dict[str, str]) -> None:
+    """What `nats micro ls` / `nats micro info platform-intake` show to an operator."""
+    async with running_services(["policy", "intake"], platform_env):
+        nc = await nats.connect(platform_env["PLATFORM_NATS_URL"])
+        try:
+            info = json.loads((await nc.request("$SRV.INFO.platform-intake", b"", timeout=2)).data)
+            pings = []
+            inbox = nc.new_inbox()
+            subscription = await nc.subscribe(inbox)
+            await nc.publish("$SRV.PING", b"", reply=inbox)
+            try:
+                while True:
+                    pings.append(json.loads((await subscription.next_msg(timeout=0.5)).data)["name"])
+            except TimeoutError:
+                pass
+        finally:
+            await nc.close()
+    prefix = platform_env["PLATFORM_RPC_SUBJECT_PREFIX"]
+    endpoints = {endpoint["name"]: endpoint["subject"] for endpoint in info["endpoints"]}
+    assert info["name"] == "platform-intake"
+    assert endpoints["create_request"] == f"{prefix}.intake.create_request"
+    assert {"get_request", "list_requests", "list_events", "ping"} <= set(endpoints)
+    assert {"platform-intake", "platform-policy"} <= set(pings)
+
+
+def test_ops_port_and_graceful_shutdown(platform_env: dict[str, str]) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.platformd.main", "policy"],
+        env=child_environment({**platform_env, "PLATFORM_HEALTH_ADDRESS": f"127.0.0.1:{port}"}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                ready = httpx.get(f"{base}/readyz", timeout=1)
+                if ready.status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "policy did not become ready"
+            time.sleep(0.1)
+        assert ready.json() == {"status": "ready", "checks": {"database": "ok", "nats": "ok"}}
+        assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
+        metrics = httpx.get(f"{base}/metrics").text
+        assert "platform_outbox_published_total" in metrics
+        assert httpx.get(f"{base}/nope").status_code == 404
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    output = process.stdout.read() if process.stdout else ""
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    messages = [line["message"] for line in lines]
+    assert "shutting down" in messages
+    assert "service stopped" in messages
+    assert all(line["service"] == "policy" for line in lines)
+    # No DSN, host or secret in any log line.
+    assert platform_env["PLATFORM_POSTGRES_DSN"] not in output
+    assert "127.0.0.1" not in output
