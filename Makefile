@@ -51,7 +51,7 @@ contracts: $(STAMP) ## Regenerate JSON Schemas and the AsyncAPI document from th
 
 .PHONY: bench
 bench: $(STAMP) ## Throughput and latency benchmarks (outbox relay, consumers, end to end)
-	$(BIN)/python -m tests.bench
+	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
 .PHONY: format
 format: $(STAMP) ## Apply ruff formatting and safe fixes

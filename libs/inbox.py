@@ -22,7 +22,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -59,7 +59,21 @@ class Tx:
         return await self.outbox.add(self.conn, subject, data)
 
 
-Handler = Callable[[Envelope, Any, Tx], Awaitable[None]]
+class SideEffect(Protocol):
+    """A handler whose work outside Postgres (git push, cluster apply) runs before its transaction.
+
+    ``prepare`` performs the side effect with no database transaction held open, so a slow
+    push or apply does not pin a connection; it must be idempotent, because a crash before
+    the commit repeats it on redelivery. ``apply`` then records the outcome and stages the
+    resulting events in the usual inbox transaction.
+    """
+
+    async def prepare(self, envelope: Envelope, data: Any) -> Any: ...
+
+    async def apply(self, envelope: Envelope, data: Any, tx: Tx, prepared: Any) -> None: ...
+
+
+Handler = Callable[[Envelope, Any, Tx], Awaitable[None]] | SideEffect
 GiveUpHook = Callable[[Envelope, Any, Tx, BaseException, int], Awaitable[None]]
 
 
@@ -265,10 +279,25 @@ class EventConsumer:
         async with self._subject_locks.hold(envelope.subject):
             return await self._handle_unordered(message, envelope, data, handler, attempt)
 
+    async def _seen(self, event_id: str) -> bool:
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT 1 FROM inbox WHERE consumer = %s AND event_id = %s", [self.name, event_id]
+            )
+            return await cursor.fetchone() is not None
+
     async def _handle_unordered(
         self, message: Msg, envelope: Envelope, data: Any, handler: Handler, attempt: int
     ) -> str:
+        prepared: Any = None
         try:
+            if not callable(handler):
+                # Skip the side effect for a known duplicate; a duplicate that slips past this
+                # read (a concurrent delivery) repeats an idempotent side effect, nothing more.
+                if await self._seen(envelope.id):
+                    await self._ack(message)
+                    return "duplicate"
+                prepared = await handler.prepare(envelope, data)
             async with self.pool.connection() as conn, conn.transaction():
                 cursor = await conn.execute(
                     "INSERT INTO inbox (consumer, event_id, event_type) VALUES (%s, %s, %s)"
@@ -277,7 +306,11 @@ class EventConsumer:
                 )
                 fresh = await cursor.fetchone() is not None
                 if fresh:
-                    await handler(envelope, data, Tx(conn, self.outbox, attempt))
+                    tx = Tx(conn, self.outbox, attempt)
+                    if callable(handler):
+                        await handler(envelope, data, tx)
+                    else:
+                        await handler.apply(envelope, data, tx, prepared)
         except Exception as exc:
             return await self._on_error(message, envelope, data, exc, attempt)
         # Acknowledge only after the commit: a crash before this line means redelivery,

@@ -53,18 +53,20 @@ class Outbox:
         envelope = new_event(event_type, self.source, subject, data)
         # Trace context is captured now, in the span that caused the event, not at relay time.
         headers = inject_headers(cloudevents_headers(envelope))
+        # One round trip for the row and the wake-up. NOTIFY is transactional: relays are
+        # woken only when this transaction commits, and never for one that rolls back.
         await conn.execute(
-            "INSERT INTO outbox (event_id, event_type, subject, payload, headers) VALUES (%s, %s, %s, %s, %s)",
+            "WITH staged AS (INSERT INTO outbox (event_id, event_type, subject, payload, headers)"
+            " VALUES (%s, %s, %s, %s, %s) RETURNING 1) SELECT pg_notify(%s, '') FROM staged",
             [
                 envelope.id,
                 event_type,
                 self.subjects.event(event_type),
                 encode_envelope(envelope),
                 json.dumps(headers),
+                self.channel,
             ],
         )
-        # NOTIFY is transactional: relays are woken only when this transaction commits.
-        await conn.execute("SELECT pg_notify(%s, '')", [self.channel])
         return envelope
 
 

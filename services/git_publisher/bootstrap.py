@@ -41,9 +41,12 @@ async def bootstrap(settings: GitPublisherSettings) -> ServiceKit:
         service="git_publisher", schema=SCHEMA, settings=settings, package="services.git_publisher"
     )
     service = GitPublisherService(
-        submitter=batcher, branch=settings.git_branch, approval_secret=settings.approval_hmac_secret
+        pool=kit.pool,
+        submitter=batcher,
+        branch=settings.git_branch,
+        approval_secret=settings.approval_hmac_secret,
     )
-    register(kit, service)
+    register(kit, service, settings.git_publish_concurrency)
     kit.background(batcher.run)
     kit.background(publisher.recheck_remote)
     kit.readiness["gitops_repository"] = repository.check

@@ -22,10 +22,10 @@ class GitPublisherSettings(PlatformSettings):
     health_address: str = setting(
         "PLATFORM_HEALTH_ADDRESS", "127.0.0.1:9105", doc="host:port for /healthz, /readyz and /metrics."
     )
-    # Every in-flight handler holds its transaction (one connection) while it waits for the
-    # batch push, so the pool must be at least as large as the consumer's concurrency.
-    postgres_pool_max: int = setting(
-        "PLATFORM_POSTGRES_POOL_MAX", 20, doc="Connections per process (>= PLATFORM_RECONCILE_WORKERS)."
+    # Handlers wait for the batched push without a database connection (two-phase
+    # handlers), so this many can wait together and fill one push.
+    git_publish_concurrency: int = setting(
+        "PLATFORM_GIT_PUBLISH_CONCURRENCY", 64, doc="Bundles in flight at once (waiting for a batched push)."
     )
     gitops_repo_url: str | None = setting(
         "PLATFORM_GITOPS_REPO_URL",
@@ -98,8 +98,8 @@ class GitPublisherSettings(PlatformSettings):
             problems.append("PLATFORM_GIT_PUSH_ATTEMPTS must be at least 1")
         if self.git_token is not None and any(c in self.git_token for c in "\r\n"):
             problems.append("PLATFORM_GIT_TOKEN must be a single line")
-        if self.postgres_pool_max < self.consumer_concurrency + 1:
-            problems.append("PLATFORM_POSTGRES_POOL_MAX must exceed PLATFORM_RECONCILE_WORKERS")
+        if self.git_publish_concurrency < 1:
+            problems.append("PLATFORM_GIT_PUBLISH_CONCURRENCY must be at least 1")
         if self.is_strict:
             if not self.approval_hmac_secret:
                 problems.append("PLATFORM_APPROVAL_HMAC_SECRET is required in strict production mode")

@@ -6,7 +6,7 @@ from libs.service_kit import ServiceKit
 from services.git_publisher.service_layer.handlers import GitPublisherService
 
 
-def register(kit: ServiceKit, service: GitPublisherService) -> None:
+def register(kit: ServiceKit, service: GitPublisherService, service_concurrency: int) -> None:
     # One consumer for both event types, ordered by request: a teardown must never be
     # overtaken by that request's rendered bundle (or an older bundle by a newer one), or
     # the branch would end up holding a directory that should be gone or stale. Other
@@ -15,8 +15,11 @@ def register(kit: ServiceKit, service: GitPublisherService) -> None:
         "requests",
         "request.>",
         {
-            "request.rendered": service.on_rendered,
-            "request.teardown_requested": service.on_teardown_requested,
+            "request.rendered": service.publish,
+            "request.teardown_requested": service.unpublish,
         },
         ordered_by_subject=True,
+        # Handlers mostly wait for a shared, batched push and hold no database connection
+        # meanwhile (two-phase handlers), so many can be in flight to fill each batch.
+        concurrency=service_concurrency,
     )

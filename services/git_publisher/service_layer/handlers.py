@@ -1,17 +1,18 @@
-"""git-publisher's event handlers: one inbox transaction per event.
+"""git-publisher's event handlers, in two phases (:class:`libs.inbox.SideEffect`).
 
-Order inside a handler, and why:
+Order, and why:
 
-1. look up the generation in our own tables: a generation already published (or
-   superseded by a newer one) is acknowledged without touching git again;
-2. check the bundle (path, file names, approval gate); a refusal is permanent, so it is
-   reported as ``request.failed`` once instead of being retried;
-3. hand the change to the batcher and wait until it is committed and pushed — the
-   transaction stays open meanwhile, so a crash here rolls everything back and the event
-   is redelivered (and then finds its commit already on the branch, see
-   :mod:`~services.git_publisher.service_layer.publisher`);
-4. record the publication and stage ``request.published`` in the same transaction; the kit
-   commits it and only then acknowledges the message.
+1. ``prepare`` (no transaction open): look up the generation in our own tables — one
+   already published, or superseded by a newer one, needs no git work; check the bundle
+   (path, file names, approval gate); hand the change to the batcher and wait until it
+   is committed and pushed. Nothing here pins a database connection, so dozens of
+   handlers can wait for one batched push. If the process dies after the push, the event
+   is redelivered and the push is repeated harmlessly: the directory's tree already
+   matches, so no second commit is made (see
+   :mod:`~services.git_publisher.service_layer.publisher`).
+2. ``apply`` (the kit's inbox transaction): record the publication and stage
+   ``request.published`` — or ``request.failed`` for a refused bundle, which is permanent
+   and therefore reported once instead of retried. The kit commits, then acknowledges.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from contracts.events import (
     RequestTeardownRequested,
     RequestUnpublished,
 )
+from libs.database import Pool
 from libs.inbox import Tx
 from services.git_publisher.adapters import publications
 from services.git_publisher.domain.approvals import approvals_for_commit
@@ -47,8 +49,25 @@ class ChangeSubmitter(Protocol):
     async def submit(self, change: Change) -> Published: ...
 
 
+@dataclass(frozen=True)
+class Skip:
+    """Nothing to do for this delivery (already done, or superseded); ``reason`` is logged."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What ``prepare`` did: the change's commit, or why the bundle was refused."""
+
+    change_path: str
+    published: Published | None = None
+    refusal: RefusedChange | None = None
+
+
 @dataclass
 class GitPublisherService:
+    pool: Pool
     submitter: ChangeSubmitter
     branch: str
     approval_secret: str | None
@@ -67,24 +86,34 @@ class GitPublisherService:
             ),
         )
 
-    async def on_rendered(self, envelope: Envelope, data: RequestRendered, tx: Tx) -> None:
-        """Publish a rendered bundle and report ``request.published``."""
-        if await publications.get_publication(tx.conn, data.request_id, data.generation) is not None:
-            log.info("generation already published", extra={"fields": {"generation": data.generation}})
-            return
-        newer = await publications.newer_generation(tx.conn, data.request_id, data.generation)
+    @property
+    def publish(self) -> PublishRendered:
+        return PublishRendered(self)
+
+    @property
+    def unpublish(self) -> UnpublishTeardown:
+        return UnpublishTeardown(self)
+
+
+@dataclass(frozen=True)
+class PublishRendered:
+    """``request.rendered`` → commit and push the bundle → ``request.published``."""
+
+    service: GitPublisherService
+
+    async def prepare(self, envelope: Envelope, data: RequestRendered) -> Skip | Outcome:
+        async with self.service.pool.connection() as conn:
+            if await publications.get_publication(conn, data.request_id, data.generation) is not None:
+                return Skip("generation already published")
+            newer = await publications.newer_generation(conn, data.request_id, data.generation)
         if newer is not None:
             # A late or replayed bundle must not overwrite a newer generation (or revive a
             # torn-down environment); intake ignores stale generations anyway.
-            log.info(
-                "bundle superseded by a newer generation",
-                extra={"fields": {"generation": data.generation, "newer": newer}},
-            )
-            return
+            return Skip(f"superseded by generation {newer}")
         try:
             approvals = (
                 approvals_for_commit(
-                    secret=self.approval_secret,
+                    secret=self.service.approval_secret,
                     request_id=data.request_id,
                     class_name=data.spec.class_name,
                     attestations=data.approvals,
@@ -102,21 +131,35 @@ class GitPublisherService:
                 approvals=approvals,
             )
         except RefusedChange as refusal:
-            await self._refuse(tx, data.request_id, data.generation, refusal)
-            return
-        published = await self.submitter.submit(change)
+            return Outcome(change_path=data.gitops_path, refusal=refusal)
+        published = await self.service.submitter.submit(change)
         if published.commit_sha is None:  # a written directory always has a commit
             raise RuntimeError("publish returned no commit")
+        return Outcome(change_path=change.path, published=published)
+
+    async def apply(
+        self, envelope: Envelope, data: RequestRendered, tx: Tx, prepared: Skip | Outcome
+    ) -> None:
+        if isinstance(prepared, Skip):
+            log.info(
+                "bundle skipped", extra={"fields": {"generation": data.generation, "reason": prepared.reason}}
+            )
+            return
+        if prepared.refusal is not None:
+            await self.service._refuse(tx, data.request_id, data.generation, prepared.refusal)
+            return
+        assert prepared.published is not None
+        assert prepared.published.commit_sha is not None
         recorded = await publications.add_publication(
             tx.conn,
             publications.Publication(
                 request_id=data.request_id,
                 generation=data.generation,
-                commit_sha=published.commit_sha,
-                branch=self.branch,
-                gitops_path=change.path,
-                mode=self.mode,
-                committed=published.committed,
+                commit_sha=prepared.published.commit_sha,
+                branch=self.service.branch,
+                gitops_path=prepared.change_path,
+                mode=self.service.mode,
+                committed=prepared.published.committed,
                 event_id=envelope.id,
             ),
         )
@@ -132,39 +175,57 @@ class GitPublisherService:
                 gitops_path=data.gitops_path,
                 namespace=data.namespace,
                 region=data.spec.region,
-                commit_sha=published.commit_sha,
-                branch=self.branch,
-                mode=self.mode,
+                commit_sha=prepared.published.commit_sha,
+                branch=self.service.branch,
+                mode=self.service.mode,
                 files=data.files,
             ),
         )
 
-    async def on_teardown_requested(self, envelope: Envelope, data: RequestTeardownRequested, tx: Tx) -> None:
-        """Remove the request's directory from the branch and report ``request.unpublished``."""
-        if await publications.get_unpublication(tx.conn, data.request_id, data.generation) is not None:
+
+@dataclass(frozen=True)
+class UnpublishTeardown:
+    """``request.teardown_requested`` → remove the directory → ``request.unpublished``."""
+
+    service: GitPublisherService
+
+    async def prepare(self, envelope: Envelope, data: RequestTeardownRequested) -> Skip | Outcome:
+        async with self.service.pool.connection() as conn:
+            if await publications.get_unpublication(conn, data.request_id, data.generation) is not None:
+                return Skip("generation already torn down")
+        if not data.gitops_path.strip():
+            # Never rendered, so nothing was ever published; the teardown is still reported.
+            return Outcome(
+                change_path=data.gitops_path, published=Published(commit_sha=None, committed=False)
+            )
+        try:
+            change = remove_directory(
+                request_id=data.request_id,
+                generation=data.generation,
+                team=data.spec.team,
+                app=data.spec.app,
+                gitops_path=data.gitops_path,
+            )
+        except RefusedChange as refusal:
+            return Outcome(change_path=data.gitops_path, refusal=refusal)
+        return Outcome(change_path=change.path, published=await self.service.submitter.submit(change))
+
+    async def apply(
+        self, envelope: Envelope, data: RequestTeardownRequested, tx: Tx, prepared: Skip | Outcome
+    ) -> None:
+        if isinstance(prepared, Skip):
             return
-        commit_sha: str | None = None
-        if data.gitops_path.strip():
-            try:
-                change = remove_directory(
-                    request_id=data.request_id,
-                    generation=data.generation,
-                    team=data.spec.team,
-                    app=data.spec.app,
-                    gitops_path=data.gitops_path,
-                )
-            except RefusedChange as refusal:
-                await self._refuse(tx, data.request_id, data.generation, refusal)
-                return
-            commit_sha = (await self.submitter.submit(change)).commit_sha
-        # else: never rendered, so nothing was ever published; the teardown is still reported.
+        if prepared.refusal is not None:
+            await self.service._refuse(tx, data.request_id, data.generation, prepared.refusal)
+            return
+        commit_sha = prepared.published.commit_sha if prepared.published else None
         recorded = await publications.add_unpublication(
             tx.conn,
             publications.Unpublication(
                 request_id=data.request_id,
                 generation=data.generation,
                 commit_sha=commit_sha,
-                branch=self.branch,
+                branch=self.service.branch,
                 gitops_path=data.gitops_path,
                 event_id=envelope.id,
             ),
@@ -180,6 +241,6 @@ class GitPublisherService:
                 namespace=data.namespace,
                 region=data.spec.region,
                 commit_sha=commit_sha,
-                branch=self.branch,
+                branch=self.service.branch,
             ),
         )
