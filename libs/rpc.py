@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 import nats.errors
+import psycopg
 from nats.aio.client import Client as NatsClient
 from nats.micro import add_service
 from nats.micro.request import Request
@@ -116,6 +117,20 @@ class RpcServer:
                 reply = RpcReply(
                     ok=False,
                     error=RpcErrorBody(code=exc.code, message=exc.message, details=exc.details),  # type: ignore[arg-type]
+                )
+            except psycopg.OperationalError as exc:
+                # The database is restarting or unreachable (or a pooled connection died with
+                # it): a condition to retry, not a bug. Callers get 503 with Retry-After.
+                code = "unavailable"
+                log.warning(
+                    "rpc handler: database unavailable",
+                    extra={"fields": {"verb": verb, "error_type": type(exc).__name__}},
+                )
+                reply = RpcReply(
+                    ok=False,
+                    error=RpcErrorBody(
+                        code="unavailable", message="the service's database is unavailable; retry"
+                    ),
                 )
             except Exception as exc:
                 code = "internal"
