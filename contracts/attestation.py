@@ -1,7 +1,15 @@
-"""The canonical form and HMAC of an approval attestation.
+"""The canonical forms and HMACs of approvals: the client's signature and the attestation.
 
-The approval service signs an :class:`~contracts.events.Attestation` when a human approves
-a request; git-publisher verifies it again before it publishes anything approval-gated.
+**Client signature** (header ``X-Platform-Approval-Signature``, compatible with the original
+CLI): lowercase hex HMAC-SHA256 with ``PLATFORM_APPROVAL_HMAC_SECRET`` over
+
+    approve:<request_id>:<actor>:<class>
+
+where ``actor`` is the approver as the server resolves it (``GET /v1/whoami``). platformctl
+computes it, the approval service verifies it; it is never stored or shown.
+
+**Attestation**: the approval service signs an :class:`~contracts.events.Attestation` for
+each accepted approval; git-publisher verifies it again before it publishes anything approval-gated.
 Both must build the signed string byte for byte the same way, so it lives here:
 
     attest:<request_id>:<generation>:<approver>:<class>:<decided_at>
@@ -19,6 +27,24 @@ import hmac
 from datetime import UTC, datetime
 
 from contracts.events import Attestation
+
+
+def approval_message(*, request_id: str, actor: str, class_name: str) -> str:
+    """The string a client's approval signature covers."""
+    return f"approve:{request_id}:{actor}:{class_name}"
+
+
+def sign_approval(secret: str, *, request_id: str, actor: str, class_name: str) -> str:
+    """Lowercase hex HMAC-SHA256 of :func:`approval_message` under ``secret``."""
+    message = approval_message(request_id=request_id, actor=actor, class_name=class_name)
+    return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
+
+
+def verify_approval(secret: str, signature: str, *, request_id: str, actor: str, class_name: str) -> bool:
+    """True when ``signature`` is the client signature of this approval; constant-time."""
+    expected = sign_approval(secret, request_id=request_id, actor=actor, class_name=class_name)
+    # Bytes: compare_digest refuses non-ASCII str, and a client may send anything.
+    return hmac.compare_digest(expected.encode(), signature.encode("utf-8", "surrogatepass"))
 
 
 def canonical_time(moment: datetime) -> str:

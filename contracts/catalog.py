@@ -26,9 +26,11 @@ PRODUCERS: Final[dict[str, str]] = {
     "request.submitted": "intake",
     "request.reconcile_requested": "intake",
     "request.teardown_requested": "intake",
+    "request.extended": "intake",
     "request.policy_evaluated": "policy",
     "class.upserted": "policy",
     "request.approved": "approval",
+    "request.approval_recorded": "approval",
     "request.rejected": "approval",
     "request.rendered": "renderer",
     "request.promotion_opened": "git_publisher",
@@ -45,7 +47,8 @@ PRODUCERS: Final[dict[str, str]] = {
 # lists so that intake, which tracks every request's status, picks up new request.* events.
 SUBSCRIPTIONS: Final[dict[str, tuple[str, ...]]] = {
     "intake": ("request.*", "class.upserted"),
-    "policy": ("request.submitted",),
+    # rejected and teardown_requested end an environment's share of its team's budget.
+    "policy": ("request.submitted", "request.rejected", "request.teardown_requested"),
     "approval": ("request.policy_evaluated",),
     "renderer": ("request.reconcile_requested",),
     "git_publisher": ("request.rendered", "request.teardown_requested"),
@@ -62,6 +65,10 @@ MEANINGS: Final[dict[str, str]] = {
         "(quota, limit ranges, policy packs, cost, approvals needed)."
     ),
     "request.approved": "The request may be reconciled: approved automatically or by signed approvals.",
+    "request.approval_recorded": (
+        "One approver's signed approval was accepted; request.approved follows at the quorum."
+    ),
+    "request.extended": "The request's TTL was changed within its class maximum.",
     "request.rejected": "An approver (or the policy outcome) rejected the request; nothing will be rendered.",
     "request.reconcile_requested": (
         "Render and publish this generation of the request (automatically or by hand)."

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from contracts.models import EnvironmentClass, EnvironmentPlan, PolicyReason, RequestSpec
+from contracts.models import BudgetCheck, EnvironmentClass, EnvironmentPlan, PolicyReason, RequestSpec
 
 
 class Attestation(msgspec.Struct, frozen=True, kw_only=True):
@@ -49,6 +49,8 @@ class RequestPolicyEvaluated(msgspec.Struct, frozen=True, kw_only=True):
     created_by: str = ""
     class_name: str = msgspec.field(name="class", default="")
     plan: EnvironmentPlan | None = None
+    # Added (optional): the request's cost against its team's budget when policy evaluated it.
+    budget: BudgetCheck | None = None
 
 
 class RequestApproved(msgspec.Struct, frozen=True, kw_only=True):
@@ -57,6 +59,20 @@ class RequestApproved(msgspec.Struct, frozen=True, kw_only=True):
     automatic: bool
     approvals: list[Attestation] = []
     approved_by: list[str] = []
+
+
+class RequestApprovalRecorded(msgspec.Struct, frozen=True, kw_only=True):
+    """One approver approved; ``request.approved`` follows once ``approvals_required`` distinct
+    approvers have. Carries no signature: the client's is never stored, and the attestation
+    travels only in ``request.approved``."""
+
+    __data_version__ = 1
+    request_id: str
+    approver: str
+    generation: int
+    decided_at: datetime
+    approvals_received: int
+    approvals_required: int
 
 
 class RequestRejected(msgspec.Struct, frozen=True, kw_only=True):
@@ -168,6 +184,18 @@ class RequestTeardownRequested(msgspec.Struct, frozen=True, kw_only=True):
     reason: Literal["deleted", "expired"] = "deleted"
 
 
+class RequestExtended(msgspec.Struct, frozen=True, kw_only=True):
+    """The request's ``ttl_hours`` changed; ``expires_at`` is the new expiry (None until the
+    environment is first ready, when the TTL starts counting)."""
+
+    __data_version__ = 1
+    request_id: str
+    ttl_hours: int
+    previous_ttl_hours: int
+    expires_at: datetime | None = None
+    extended_by: str
+
+
 class RequestUnpublished(msgspec.Struct, frozen=True, kw_only=True):
     __data_version__ = 1
     request_id: str
@@ -198,6 +226,7 @@ EventData = (
     RequestSubmitted
     | RequestPolicyEvaluated
     | RequestApproved
+    | RequestApprovalRecorded
     | RequestRejected
     | RequestReconcileRequested
     | RequestRendered
@@ -207,6 +236,7 @@ EventData = (
     | RequestDriftDetected
     | RequestFailed
     | RequestTeardownRequested
+    | RequestExtended
     | RequestUnpublished
     | RequestTornDown
     | ClassUpserted
@@ -217,6 +247,7 @@ EVENT_TYPES: dict[str, type[Any]] = {
     "request.submitted": RequestSubmitted,
     "request.policy_evaluated": RequestPolicyEvaluated,
     "request.approved": RequestApproved,
+    "request.approval_recorded": RequestApprovalRecorded,
     "request.rejected": RequestRejected,
     "request.reconcile_requested": RequestReconcileRequested,
     "request.rendered": RequestRendered,
@@ -226,6 +257,7 @@ EVENT_TYPES: dict[str, type[Any]] = {
     "request.drift_detected": RequestDriftDetected,
     "request.failed": RequestFailed,
     "request.teardown_requested": RequestTeardownRequested,
+    "request.extended": RequestExtended,
     "request.unpublished": RequestUnpublished,
     "request.torn_down": RequestTornDown,
     "class.upserted": ClassUpserted,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -78,6 +78,8 @@ class EnvironmentPlan(msgspec.Struct, frozen=True, kw_only=True):
     estimated_monthly_cost_usd: float = 0.0
     requires_approval: bool = False
     approvals_required: int = 0
+    # Added (optional): labels policy packs put on the namespace (e.g. Pod Security Admission).
+    namespace_labels: dict[str, str] = {}
 
 
 class Actor(msgspec.Struct, frozen=True, kw_only=True):
@@ -147,3 +149,214 @@ class TimelineEntry(msgspec.Struct, frozen=True, kw_only=True):
     applied: bool
     status_after: str
     data: dict[str, Any]
+    # Added (optional): which request the entry is about, for the cross-request event feed.
+    request_id: str | None = None
+
+
+# -- the policy catalog: quota profiles, policy packs, budgets, plans ----------------------------
+# Data an admin edits through the API (PUT /v1/quota-profiles/{name}, /v1/policy-packs/{name},
+# /v1/teams/{team}/budget) and the policy service evaluates; see docs/policy.md.
+
+
+class QuotaFormula(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``max(min, per_namespace * N)`` followed by ``unit`` (e.g. ``Gi``); N is the class's
+    ``default_namespaces``."""
+
+    min: int = 0
+    per_namespace: int = 0
+    unit: str = ""
+
+
+class QuotaProfile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """ResourceQuota formulas and LimitRange values (per container) of a quota profile."""
+
+    name: str
+    description: str = ""
+    resource_quota: dict[str, QuotaFormula]
+    limit_range: LimitRangeValues
+
+
+RuleEffect = Literal["deny", "warn"]
+
+
+class _PackRule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="type"):
+    """A request rule of a policy pack; ``type`` selects the rule (a closed set)."""
+
+
+class RequiredLabelsRule(_PackRule, frozen=True, tag="required_labels"):
+    """The request must carry each of ``labels`` (label keys) with a non-empty value."""
+
+    labels: list[str]
+    effect: RuleEffect = "deny"
+
+
+class AllowedRegionsRule(_PackRule, frozen=True, tag="allowed_regions"):
+    """The request's region must be one of ``regions`` (narrows the class's regions)."""
+
+    regions: list[str]
+    effect: RuleEffect = "deny"
+
+
+class ForbiddenRegionsRule(_PackRule, frozen=True, tag="forbidden_regions"):
+    """The request's region must not be one of ``regions``."""
+
+    regions: list[str]
+    effect: RuleEffect = "deny"
+
+
+class MaxTtlHoursRule(_PackRule, frozen=True, tag="max_ttl_hours"):
+    """``ttl_hours`` must not exceed ``hours`` (a cap below the class maximum)."""
+
+    hours: int
+    effect: RuleEffect = "deny"
+
+
+class MinApprovalsRule(_PackRule, frozen=True, tag="min_approvals"):
+    """The request needs at least ``approvals`` approvals, whatever its class says."""
+
+    approvals: int = 1
+
+
+class AllowedRepositoryHostsRule(_PackRule, frozen=True, tag="allowed_repository_hosts"):
+    """The app repository must be on one of ``hosts`` (https, ssh or scp-like URLs)."""
+
+    hosts: list[str]
+    effect: RuleEffect = "deny"
+
+
+class PinnedRevisionRule(_PackRule, frozen=True, tag="pinned_revision"):
+    """``revision`` must be immutable: a full commit SHA or a version tag (``v1.2.3``)."""
+
+    effect: RuleEffect = "deny"
+
+
+class MaxMonthlyCostRule(_PackRule, frozen=True, tag="max_monthly_cost_usd"):
+    """The class's estimated monthly cost must not exceed ``usd``."""
+
+    usd: float
+    effect: RuleEffect = "deny"
+
+
+class TeamBudgetRule(_PackRule, frozen=True, tag="team_budget"):
+    """The team's active environments plus this request must stay within the team's monthly
+    budget; otherwise the request is rejected or needs ``approvals`` approvals."""
+
+    on_exceed: Literal["reject", "require_approval"] = "reject"
+    approvals: int = 1
+
+
+PackRule = (
+    RequiredLabelsRule
+    | AllowedRegionsRule
+    | ForbiddenRegionsRule
+    | MaxTtlHoursRule
+    | MinApprovalsRule
+    | AllowedRepositoryHostsRule
+    | PinnedRevisionRule
+    | MaxMonthlyCostRule
+    | TeamBudgetRule
+)
+
+
+class PackManifestTemplate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """An object a pack adds to every environment of its classes (namespace and labels are
+    filled in at render time)."""
+
+    api_version: str = msgspec.field(name="apiVersion")
+    kind: str
+    name: str
+    spec: dict[str, Any] = {}
+    data: dict[str, str] | None = None
+
+
+class PolicyPack(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A policy pack: request rules, extra manifests, namespace labels and ConfigMap metadata
+    (written as ``<pack>.<key>`` into the ``platform-policy-pack`` ConfigMap)."""
+
+    name: str
+    description: str = ""
+    rules: list[PackRule] = []
+    manifests: list[PackManifestTemplate] = []
+    namespace_labels: dict[str, str] = {}
+    metadata: dict[str, str] = {}
+
+
+class BudgetCheck(msgspec.Struct, frozen=True, kw_only=True):
+    """A request's estimated cost against its team's monthly budget, as policy evaluated it.
+
+    ``active_spend_usd`` is the team's active environments without this request;
+    ``monthly_budget_usd`` is None when the team has no budget."""
+
+    team: str
+    monthly_budget_usd: float | None = None
+    active_spend_usd: float
+    request_cost_usd: float
+    projected_spend_usd: float
+    exceeded: bool
+
+
+class TeamEnvironment(msgspec.Struct, frozen=True, kw_only=True):
+    """An environment counted in its team's spend."""
+
+    request_id: str
+    class_name: str = msgspec.field(name="class")
+    estimated_monthly_cost_usd: float
+    since: datetime
+
+
+class TeamBudgetView(msgspec.Struct, frozen=True, kw_only=True):
+    """GET /v1/teams/{team}: the team's budget and the estimated spend of its active environments."""
+
+    team: str
+    monthly_budget_usd: float | None = None
+    spend_usd: float
+    remaining_usd: float | None = None
+    active_environments: list[TeamEnvironment] = []
+    budget_updated_at: datetime | None = None
+    budget_updated_by: str | None = None
+
+
+class PolicyDecisionView(msgspec.Struct, frozen=True, kw_only=True):
+    """What policy decided for a request, with every reason."""
+
+    outcome: Literal["allowed", "rejected"]
+    reasons: list[PolicyReason] = []
+    requires_approval: bool = False
+    approvals_required: int = 0
+    auto_reconcile: bool = False
+
+
+class PolicyPlanView(msgspec.Struct, frozen=True, kw_only=True):
+    """Reply of policy.plan: the decision and plan for a request that is not stored."""
+
+    request_id: str
+    decision: PolicyDecisionView
+    plan: EnvironmentPlan | None = None
+    budget: BudgetCheck
+
+
+class ValidatedRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """Reply of intake.create_request with ``dry_run``: the request as it would be stored.
+
+    ``placeholder_id`` is true when no Idempotency-Key was given, so the id (and the
+    namespace and paths derived from it) is a stand-in for the one a real create gets."""
+
+    request_id: str
+    placeholder_id: bool
+    spec: RequestSpec
+    created_by: str
+
+
+class ManifestFile(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    content: str
+
+
+class BundlePreview(msgspec.Struct, frozen=True, kw_only=True):
+    """Reply of renderer.render: the files a reconcile of the request would commit."""
+
+    request_id: str
+    gitops_path: str
+    namespace: str
+    digest: str
+    files: list[ManifestFile]

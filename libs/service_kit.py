@@ -16,9 +16,10 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
-from contracts.rpc import Ping
+from contracts.rpc import ListDeadLetters, Ping, ReplayDeadLetter
 from libs.bus import Subjects, connect_nats, ensure_stream
 from libs.database import Pool, open_pool
+from libs.dead_letters import DeadLetters
 from libs.inbox import EventConsumer, GiveUpHook, Handler, RetryPolicy, fail_request
 from libs.migrations import discover, migrate
 from libs.ops_server import ReadinessCheck, run_checks
@@ -77,6 +78,10 @@ class ServiceKit:
         self._background_tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self.rpc.route("ping", Ping, self._ping)
+        # Operators list and replay dead letters of every service the same way (platformctl events dlq).
+        self.dead_letters = DeadLetters(pool, self.outbox.channel)
+        self.rpc.route("list_dead_letters", ListDeadLetters, self.dead_letters.list)
+        self.rpc.route("replay_dead_letter", ReplayDeadLetter, self.dead_letters.replay)
 
     @classmethod
     async def open(cls, *, service: str, schema: str, settings: PlatformSettings, package: str) -> ServiceKit:

@@ -123,6 +123,11 @@ def load_settings(cls: type[T], environ: Mapping[str, str] | None = None) -> T:
                 continue
         if raw is None:
             continue
+        if not raw.strip() and typing.get_origin(hints[spec.name]) in (list, dict):
+            # An empty list or mapping is never a useful setting (an empty algorithm allow-list
+            # would refuse every token); empty is how Helm values and compose files leave a
+            # variable unset, so it means the default.
+            continue
         try:
             values[spec.name] = _parse(raw, hints[spec.name])
         except ValueError as exc:

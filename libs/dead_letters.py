@@ -1,0 +1,134 @@
+"""Dead letters for operators: list them and replay them, the same way in every service.
+
+A consumer dead-letters an event after its last attempt (or at once when it cannot decode
+it) by recording it in its schema's ``dead_letters`` table (:mod:`libs.inbox`). Every
+service serves two RPC verbs over them, registered by the kit:
+
+- ``<service>.list_dead_letters``: newest first, without payloads (they may be large and
+  hold request data; the event id and type identify the event in the stream);
+- ``<service>.replay_dead_letter``: in one transaction, delete the consumer's inbox row for
+  the event, stage the stored payload in the outbox under a *new* ``Nats-Msg-Id`` and mark
+  the dead letter replayed. The relay then publishes it like any event, so a crash between
+  steps loses nothing: either all three happened or none.
+
+The payload is republished unchanged (same envelope id) on the event's own subject, so
+every consumer of that subject receives it again; those that had handled it find their
+inbox row and acknowledge without effect, while the consumer that gave up, whose inbox row
+was just deleted, handles it afresh. A new ``Nats-Msg-Id`` is needed because the stream's
+duplicate window would otherwise drop the republished copy.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from contracts.rpc import ListDeadLetters, ReplayDeadLetter
+from libs.database import Pool
+from libs.errors import Conflict, NotFound, ValidationFailed
+
+MAX_LIMIT = 500
+
+
+class DeadLetterView(msgspec.Struct, frozen=True, kw_only=True):
+    """One dead letter as operators see it (no payload)."""
+
+    id: int
+    consumer: str
+    event_id: str | None
+    event_type: str | None
+    subject: str
+    stream_seq: int | None
+    error: str
+    attempts: int
+    created_at: datetime
+    replayed_at: datetime | None = None
+
+
+def _view(row: dict[str, Any]) -> DeadLetterView:
+    return DeadLetterView(
+        id=row["id"],
+        consumer=row["consumer"],
+        event_id=str(row["event_id"]) if row["event_id"] is not None else None,
+        event_type=row["event_type"],
+        subject=row["subject"],
+        stream_seq=row["stream_seq"],
+        error=row["error"],
+        attempts=row["attempts"],
+        created_at=row["created_at"],
+        replayed_at=row["replayed_at"],
+    )
+
+
+_COLUMNS = "id, consumer, event_id, event_type, subject, stream_seq, error, attempts, created_at, replayed_at"
+
+
+class DeadLetters:
+    """The two operator verbs over one service's ``dead_letters`` table."""
+
+    def __init__(self, pool: Pool, outbox_channel: str) -> None:
+        self.pool = pool
+        self.outbox_channel = outbox_channel
+
+    async def list(self, query: ListDeadLetters) -> dict[str, Any]:
+        if not 1 <= query.limit <= MAX_LIMIT:
+            raise ValidationFailed(
+                f"limit must be between 1 and {MAX_LIMIT}",
+                details=[{"field": "limit", "message": f"must be between 1 and {MAX_LIMIT}"}],
+            )
+        where = "" if query.include_replayed else "WHERE replayed_at IS NULL"
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(
+                f"SELECT {_COLUMNS} FROM dead_letters {where} ORDER BY id DESC LIMIT %s",  # noqa: S608 - constants
+                [query.limit],
+            )
+            rows = await cursor.fetchall()
+        return {"items": [_view(row) for row in rows]}
+
+    async def replay(self, command: ReplayDeadLetter) -> DeadLetterView:
+        """Re-deliver dead letter ``command.id``; 404 when unknown, 409 when already replayed."""
+        async with self.pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(
+                f"SELECT {_COLUMNS}, payload, headers FROM dead_letters WHERE id = %s FOR UPDATE",  # noqa: S608
+                [command.id],
+            )
+            row = await cursor.fetchone()
+            if row is None:
+                raise NotFound(f"dead letter {command.id} not found")
+            if row["replayed_at"] is not None:
+                raise Conflict(
+                    f"dead letter {command.id} was already replayed at {row['replayed_at'].isoformat()}"
+                )
+            if row["event_id"] is not None:
+                # Without this the consumer would take the replay for a duplicate and skip it.
+                await conn.execute(
+                    "DELETE FROM inbox WHERE consumer = %s AND event_id = %s",
+                    [row["consumer"], row["event_id"]],
+                )
+            headers = {k: v for k, v in dict(row["headers"] or {}).items() if k.lower() != "nats-msg-id"}
+            headers["platform-replay-of"] = str(row["id"])
+            headers["platform-replayed-by"] = command.replayed_by
+            # The outbox row's event_id is what the relay sends as Nats-Msg-Id: fresh, so the
+            # stream's duplicate window does not swallow the copy. The payload keeps its id.
+            await conn.execute(
+                "INSERT INTO outbox (event_id, event_type, subject, payload, headers) VALUES (%s, %s, %s, %s, %s)",
+                [
+                    uuid.uuid4(),
+                    row["event_type"] or "unknown",
+                    row["subject"],
+                    bytes(row["payload"]),
+                    json.dumps(headers),
+                ],
+            )
+            cursor = await conn.execute(
+                f"UPDATE dead_letters SET replayed_at = now() WHERE id = %s RETURNING {_COLUMNS}",  # noqa: S608
+                [command.id],
+            )
+            updated = await cursor.fetchone()
+            await conn.execute("SELECT pg_notify(%s, '')", [self.outbox_channel])
+        assert updated is not None
+        return _view(updated)
