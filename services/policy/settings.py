@@ -13,3 +13,9 @@ class PolicySettings(PlatformSettings):
     health_address: str = setting(
         "PLATFORM_HEALTH_ADDRESS", "127.0.0.1:9102", doc="host:port for /healthz, /readyz and /metrics."
     )
+    kubernetes_schema_version: str = setting(
+        "PLATFORM_KUBERNETES_SCHEMA_VERSION",
+        "1.30.0",
+        doc="Kubernetes version whose OpenAPI schemas policy-pack manifests are checked against when an"
+        " admin saves a pack (the renderer validates every rendered manifest against the same version).",
+    )

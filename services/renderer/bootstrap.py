@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from libs.kubernetes_schemas import KubernetesSchemas, UnsupportedKubernetesVersion
 from libs.service_kit import ServiceKit
 from libs.settings import SettingsError
-from services.renderer.adapters.kubernetes_schemas import KubernetesSchemas, UnsupportedKubernetesVersion
 from services.renderer.adapters.templates import ManifestTemplates
 from services.renderer.domain.manifests import RenderOptions
 from services.renderer.entrypoints.bus import register

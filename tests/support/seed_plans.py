@@ -1,11 +1,25 @@
 """The seed classes' requests and plans as the policy service computes them (SPEC.md tables).
 
-Written out literally rather than computed, so renderer tests check the SPEC's numbers.
+:func:`seed_plan` is written out literally rather than computed, so renderer tests check the
+SPEC's numbers; :func:`catalog_plan` is what the policy domain computes from the shipped
+catalog (with the packs' manifests), for golden files and property tests.
 """
 
 from __future__ import annotations
 
-from contracts.models import EnvironmentPlan, LimitRangeValues, RequestSpec
+import functools
+
+from contracts.models import (
+    EnvironmentClass,
+    EnvironmentPlan,
+    LimitRangeValues,
+    PolicyPack,
+    QuotaProfile,
+    RequestSpec,
+)
+from services.policy.adapters.catalog_files import seed_classes, seed_policy_packs, seed_quota_profiles
+from services.policy.domain.budgets import TeamSpend
+from services.policy.domain.evaluation import evaluate
 
 REQUEST_ID = "req-0123456789abcdef"
 
@@ -112,3 +126,25 @@ def seed_plan(seed_class: str, /, **changes: object) -> EnvironmentPlan:
     }
     values.update(changes)
     return EnvironmentPlan(**values)  # type: ignore[arg-type]
+
+
+@functools.cache
+def seed_catalog() -> tuple[dict[str, EnvironmentClass], dict[str, QuotaProfile], dict[str, PolicyPack]]:
+    """The policy service's shipped catalog (read once: property tests plan many requests)."""
+    return (
+        {c.name: c for c in seed_classes()},
+        {p.name: p for p in seed_quota_profiles()},
+        {p.name: p for p in seed_policy_packs()},
+    )
+
+
+def catalog_plan(seed_class: str, spec: RequestSpec | None = None) -> EnvironmentPlan:
+    """The plan the policy service computes for ``seed_class`` from the shipped seed catalog
+    (quota profile, policy packs' manifests, namespace labels and metadata), team without budget."""
+    classes, profiles, packs = seed_catalog()
+    request = spec or seed_spec(seed_class)
+    environment_class = classes[seed_class]
+    profile = profiles[environment_class.quota_profile]
+    decision = evaluate(request, environment_class, profile, packs, TeamSpend(request.team, None, 0.0))
+    assert decision.plan is not None, decision.reasons
+    return decision.plan

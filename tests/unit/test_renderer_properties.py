@@ -12,17 +12,21 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from contracts.models import PackManifest
+from libs.errors import ValidationFailed
 from libs.kubernetes_names import is_dns1123_label, label_key_problem, label_value_problem
 from libs.settings import load_settings
+from services.intake.domain.model import request_id_for
+from services.intake.domain.validation import validate_new_request
+from services.policy.adapters.catalog_files import seed_classes
 from services.renderer.bootstrap import build_renderer
 from services.renderer.domain.bundle import same_structure
 from services.renderer.domain.yaml_values import block, flow
 from services.renderer.settings import RendererSettings
-from tests.support.seed_plans import seed_plan, seed_spec
+from tests.support.seed_plans import catalog_plan, seed_plan, seed_spec
 
 pytestmark = pytest.mark.unit
 
@@ -174,3 +178,168 @@ def test_the_serializer_reads_back_exactly(value: Any) -> None:
     assert same_structure(yaml.safe_load(flow(value)), value)
     assert same_structure(yaml.safe_load("key:" + block(value, 2) + "\n"), {"key": value})
     assert (flow(value) + block(value, 2)).isascii()
+
+
+# -- whatever passes the API renders to exactly the intended objects ----------------------------------
+
+SEED_CLASSES = {environment_class.name: environment_class for environment_class in seed_classes()}
+git_hosts = st.sampled_from(["github.com", "gitlab.com", "bitbucket.org"])
+path_parts = st.from_regex(r"[A-Za-z0-9._-]{1,20}", fullmatch=True).filter(
+    lambda part: part not in {".", ".."}
+)
+repositories = st.one_of(
+    st.builds(lambda host, org, repo: f"https://{host}/{org}/{repo}.git", git_hosts, path_parts, path_parts),
+    st.builds(lambda host, org, repo: f"git@{host}:{org}/{repo}.git", git_hosts, path_parts, path_parts),
+    st.builds(lambda host, org, repo: f"ssh://git@{host}/{org}/{repo}", git_hosts, path_parts, path_parts),
+)
+
+
+@st.composite
+def request_bodies(draw: st.DrawFn) -> dict[str, Any]:
+    """JSON bodies of POST /v1/environment-requests, aimed at (not limited to) valid ones."""
+    class_name = draw(st.sampled_from(sorted(SEED_CLASSES)))
+    environment_class = SEED_CLASSES[class_name]
+    body: dict[str, Any] = {
+        "app": draw(dns_labels),
+        "team": draw(dns_labels),
+        "class": class_name,
+        "region": draw(st.sampled_from(environment_class.allowed_regions)),
+        "ttl_hours": draw(st.integers(1, environment_class.max_ttl_hours)),
+        "owner": draw(st.from_regex(r"[A-Za-z0-9@._+ '-]{1,60}", fullmatch=True)),
+        "repository": draw(repositories),
+        "labels": draw(st.dictionaries(label_keys, label_values, max_size=6)),
+    }
+    if draw(st.booleans()):
+        body["revision"] = draw(st.from_regex(r"[A-Za-z0-9._/-]{1,40}", fullmatch=True))
+    return body
+
+
+def expected_pack_object(manifest: PackManifest, namespace: str, platform: dict[str, str]) -> dict[str, Any]:
+    expected: dict[str, Any] = {
+        "apiVersion": manifest.api_version,
+        "kind": manifest.kind,
+        "metadata": {"name": manifest.name, "namespace": namespace, "labels": platform},
+    }
+    if manifest.spec:
+        expected["spec"] = manifest.spec
+    if manifest.data is not None:
+        expected["data"] = manifest.data
+    return expected
+
+
+@PROPERTY_SETTINGS
+@given(body=request_bodies(), actor=st.text(min_size=1, max_size=30), idempotency_key=st.text(max_size=40))
+def test_any_request_the_api_accepts_renders_exactly_the_intended_objects(
+    body: dict[str, Any], actor: str, idempotency_key: str
+) -> None:
+    """Generated bodies go through intake's own validation (only what the API accepts goes
+    on), get their plan from the policy domain over the seed catalog, and their id from
+    intake's derivation; then every file must read back as exactly the object intended."""
+    try:
+        spec = validate_new_request(body, SEED_CLASSES)
+    except ValidationFailed:
+        assume(False)
+        return
+    request_id = request_id_for(actor, idempotency_key or None)
+    plan = catalog_plan(spec.class_name, spec)
+    bundle = RENDERER.render(request_id, 1, spec, plan)
+
+    directory = f"clusters/{spec.region}/teams/{spec.team}/{spec.app}/{request_id}"
+    assert bundle.gitops_path == directory
+    for file in bundle.files:
+        assert "/" not in file.name
+        assert posixpath.normpath(posixpath.join(directory, file.name)) == f"{directory}/{file.name}"
+
+    platform = {
+        f"{PREFIX}/team": spec.team,
+        f"{PREFIX}/app": spec.app,
+        f"{PREFIX}/class": spec.class_name,
+        f"{PREFIX}/quota-profile": plan.quota_profile,
+        f"{PREFIX}/request-id": request_id,
+    }
+    namespace = bundle.namespace
+
+    def scoped(name: str) -> dict[str, Any]:
+        return {"name": name, "namespace": namespace, "labels": platform}
+
+    pack_files = {
+        f"pack-{m.pack}-{m.kind.lower()}-{m.name}.yaml": expected_pack_object(m, namespace, platform)
+        for m in plan.pack_manifests
+    }
+    expected: dict[str, Any] = {
+        "namespace.yaml": {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": namespace,
+                "labels": {**spec.labels, **plan.namespace_labels, **platform},
+                "annotations": {f"{PREFIX}/owner": spec.owner},
+            },
+        },
+        "resourcequota.yaml": {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": scoped("platform-defaults"),
+            "spec": {"hard": plan.resource_quota},
+        },
+        "limitrange.yaml": {
+            "apiVersion": "v1",
+            "kind": "LimitRange",
+            "metadata": scoped("platform-defaults"),
+            "spec": {
+                "limits": [
+                    {
+                        "type": "Container",
+                        "default": plan.limit_range.default,
+                        "defaultRequest": plan.limit_range.default_request,
+                        "max": plan.limit_range.max,
+                    }
+                ]
+            },
+        },
+        "networkpolicy.yaml": {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": scoped("default-deny-ingress"),
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+        },
+        "policypack.yaml": {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": scoped("platform-policy-pack"),
+            "data": {
+                "policy-packs": "\n".join(plan.policy_packs),
+                "quota-profile": plan.quota_profile,
+                "estimated-monthly-cost-usd": f"{plan.estimated_monthly_cost_usd:.2f}",
+                **plan.pack_metadata,
+            },
+        },
+        "argocd-application.yaml": {
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "Application",
+            "metadata": {
+                "name": f"{spec.team}-{spec.app}-{request_id}",
+                "namespace": "argocd",
+                "labels": platform,
+            },
+            "spec": {
+                "project": "default",
+                "sources": [
+                    {
+                        "repoURL": "https://git.example.com/g.git",
+                        "targetRevision": "main",
+                        "path": directory,
+                        "directory": {"exclude": "argocd-application.yaml"},
+                    },
+                    {"repoURL": spec.repository, "targetRevision": spec.revision, "path": "."},
+                ],
+                "destination": {"server": "https://kubernetes.default.svc", "namespace": namespace},
+                "syncPolicy": {"automated": {"prune": True, "selfHeal": True}},
+            },
+        },
+        **pack_files,
+    }
+    parsed = {file.name: parse_single(file.content) for file in bundle.files}
+    assert list(parsed) == list(expected)
+    for name, document in parsed.items():
+        assert same_structure(document, expected[name]), name

@@ -28,7 +28,7 @@ from services.renderer.domain.bundle import Bundle, BundleInvalid, bundle_digest
 from services.renderer.domain.layout import namespace_name
 from services.renderer.service_layer.rendering import BundleRenderer
 from services.renderer.settings import RendererSettings
-from tests.support.seed_plans import CLASSES, LIMITS, QUOTAS, REQUEST_ID, seed_plan, seed_spec
+from tests.support.seed_plans import CLASSES, LIMITS, QUOTAS, REQUEST_ID, catalog_plan, seed_plan, seed_spec
 
 pytestmark = pytest.mark.unit
 
@@ -318,9 +318,28 @@ def test_pack_manifests_become_extra_files_in_the_namespace(renderer: BundleRend
 # -- golden files and determinism --------------------------------------------------------------------
 
 
+# The files policy packs add to each seed class (SEED_PACK_FILES) on top of the six.
+SEED_PACK_FILES = {
+    "preview": [
+        "pack-preview-networking-networkpolicy-allow-from-ingress-controller.yaml",
+        "pack-cost-guardrails-resourcequota-cost-guardrails.yaml",
+    ],
+    "shared-staging": [
+        "pack-shared-services-networkpolicy-allow-from-shared-services.yaml",
+        "pack-cost-guardrails-resourcequota-cost-guardrails.yaml",
+    ],
+    "production": [
+        "pack-zero-trust-networking-networkpolicy-default-deny-egress.yaml",
+        "pack-zero-trust-networking-networkpolicy-allow-dns-egress.yaml",
+    ],
+}
+
+
 @pytest.mark.parametrize("class_name", SEED_CLASSES)
 def test_golden_files(renderer: BundleRenderer, class_name: str) -> None:
-    bundle = render(renderer, class_name)
+    """The seed classes' bundles as the real pipeline produces them: the plan comes from the
+    policy domain over the shipped catalog (quota profiles, packs), then the renderer."""
+    bundle = renderer.render(REQUEST_ID, 1, seed_spec(class_name), catalog_plan(class_name))
     folder = GOLDEN / class_name
     if os.environ.get("PLATFORM_UPDATE_GOLDEN") == "1":
         folder.mkdir(parents=True, exist_ok=True)
@@ -328,9 +347,31 @@ def test_golden_files(renderer: BundleRenderer, class_name: str) -> None:
             stale.unlink()
         for file in bundle.files:
             (folder / file.name).write_bytes(file.content.encode())
-    assert sorted(path.name for path in folder.glob("*.yaml")) == sorted(CORE_FILES)
+    assert [file.name for file in bundle.files] == CORE_FILES + SEED_PACK_FILES[class_name]
+    assert sorted(path.name for path in folder.glob("*.yaml")) == sorted(
+        CORE_FILES + SEED_PACK_FILES[class_name]
+    )
     for file in bundle.files:
         assert file.content.encode() == (folder / file.name).read_bytes(), file.name
+
+
+@pytest.mark.parametrize("class_name", SEED_CLASSES)
+def test_golden_files_are_valid_kubernetes_with_the_spec_quota(class_name: str) -> None:
+    """Read from disk, so the committed files themselves are what is checked."""
+    folder = GOLDEN / class_name
+    parsed = {}
+    for path in sorted(folder.glob("*.yaml")):
+        documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+        assert len(documents) == 1, path.name
+        parsed[path.name] = documents[0]
+        if path.name == "argocd-application.yaml":
+            assert structure_problems(documents[0]) == []  # a CRD: no schema in kubernetes-validate
+        else:
+            assert kubernetes_validate.validate(documents[0], "1.30.0", strict=True), path.name
+    assert parsed["resourcequota.yaml"]["spec"]["hard"] == QUOTAS[class_name]
+    namespace_labels = parsed["namespace.yaml"]["metadata"]["labels"]
+    assert namespace_labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert parsed["policypack.yaml"]["data"]["policy-packs"].split("\n") == CLASSES[class_name][3]
 
 
 def test_rendering_is_deterministic(renderer: BundleRenderer) -> None:

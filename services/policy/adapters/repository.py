@@ -1,36 +1,65 @@
-"""Postgres persistence of the policy catalog and decisions (caller owns the transaction)."""
+"""Postgres persistence of the policy catalog, team budgets and decisions.
+
+All functions take the caller's connection: the service layer owns the transaction.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import msgspec
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
-from contracts.models import EnvironmentClass, EnvironmentPlan, PolicyReason
-from services.policy.domain.quota_profiles import QuotaProfile
+from contracts.models import (
+    BudgetCheck,
+    EnvironmentClass,
+    EnvironmentPlan,
+    PolicyPack,
+    PolicyReason,
+    QuotaProfile,
+    TeamEnvironment,
+)
 
 Conn = AsyncConnection[Any]
 
+SEED_ACTOR = "seed"
+
+
+# -- seeds: inserted when absent, never overwriting (an admin's edit always wins) -------------------
+
 
 async def insert_seed_class(conn: Conn, environment_class: EnvironmentClass) -> bool:
-    """Insert a seed class unless one of that name exists (an admin's edit always wins)."""
+    """Insert a seed class unless one of that name exists."""
     cursor = await conn.execute(
         "INSERT INTO environment_classes (name, definition, revision, seeded, updated_by)"
-        " VALUES (%s, %s, 1, true, 'seed') ON CONFLICT (name) DO NOTHING",
-        [environment_class.name, Jsonb(msgspec.to_builtins(environment_class))],
+        " VALUES (%s, %s, 1, true, %s) ON CONFLICT (name) DO NOTHING",
+        [environment_class.name, Jsonb(msgspec.to_builtins(environment_class)), SEED_ACTOR],
     )
     return cursor.rowcount == 1
 
 
 async def insert_seed_quota_profile(conn: Conn, profile: QuotaProfile) -> bool:
     cursor = await conn.execute(
-        "INSERT INTO quota_profiles (name, definition, seeded, updated_by) VALUES (%s, %s, true, 'seed')"
+        "INSERT INTO quota_profiles (name, definition, seeded, updated_by) VALUES (%s, %s, true, %s)"
         " ON CONFLICT (name) DO NOTHING",
-        [profile.name, Jsonb(msgspec.to_builtins(profile))],
+        [profile.name, Jsonb(msgspec.to_builtins(profile)), SEED_ACTOR],
     )
     return cursor.rowcount == 1
+
+
+async def insert_seed_policy_pack(conn: Conn, pack: PolicyPack) -> bool:
+    cursor = await conn.execute(
+        "INSERT INTO policy_packs (name, definition, seeded, updated_by) VALUES (%s, %s, true, %s)"
+        " ON CONFLICT (name) DO NOTHING",
+        [pack.name, Jsonb(msgspec.to_builtins(pack)), SEED_ACTOR],
+    )
+    return cursor.rowcount == 1
+
+
+# -- classes ----------------------------------------------------------------------------------------
 
 
 async def get_class(conn: Conn, name: str) -> EnvironmentClass | None:
@@ -50,10 +79,198 @@ async def class_revision(conn: Conn, name: str) -> int:
     return int(row["revision"]) if row else 0
 
 
+async def upsert_class(conn: Conn, environment_class: EnvironmentClass, actor: str) -> tuple[int, bool]:
+    """Store an admin's class; returns (revision, created).
+
+    The upsert locks the row, so concurrent edits get strictly increasing revisions and the
+    replicas (which keep the highest revision) converge on the last committed edit.
+    """
+    cursor = await conn.execute(
+        "INSERT INTO environment_classes (name, definition, revision, seeded, updated_at, updated_by)"
+        " VALUES (%s, %s, 1, false, now(), %s)"
+        " ON CONFLICT (name) DO UPDATE SET definition = EXCLUDED.definition,"
+        " revision = environment_classes.revision + 1, seeded = false, updated_at = now(),"
+        " updated_by = EXCLUDED.updated_by"
+        " RETURNING revision, (xmax = 0) AS created",
+        [environment_class.name, Jsonb(msgspec.to_builtins(environment_class)), actor],
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return int(row["revision"]), bool(row["created"])
+
+
+# -- quota profiles ---------------------------------------------------------------------------------
+
+
 async def get_quota_profile(conn: Conn, name: str) -> QuotaProfile | None:
     cursor = await conn.execute("SELECT definition FROM quota_profiles WHERE name = %s", [name])
     row = await cursor.fetchone()
     return msgspec.convert(row["definition"], QuotaProfile) if row else None
+
+
+async def list_quota_profiles(conn: Conn) -> list[QuotaProfile]:
+    cursor = await conn.execute("SELECT definition FROM quota_profiles ORDER BY name")
+    return [msgspec.convert(row["definition"], QuotaProfile) for row in await cursor.fetchall()]
+
+
+async def quota_profile_names(conn: Conn) -> set[str]:
+    cursor = await conn.execute("SELECT name FROM quota_profiles")
+    return {row["name"] for row in await cursor.fetchall()}
+
+
+async def upsert_quota_profile(conn: Conn, profile: QuotaProfile, actor: str) -> bool:
+    """Store an admin's profile; True when it is new."""
+    cursor = await conn.execute(
+        "INSERT INTO quota_profiles (name, definition, seeded, updated_at, updated_by)"
+        " VALUES (%s, %s, false, now(), %s)"
+        " ON CONFLICT (name) DO UPDATE SET definition = EXCLUDED.definition, seeded = false,"
+        " updated_at = now(), updated_by = EXCLUDED.updated_by"
+        " RETURNING (xmax = 0) AS created",
+        [profile.name, Jsonb(msgspec.to_builtins(profile)), actor],
+    )
+    row = await cursor.fetchone()
+    return bool(row and row["created"])
+
+
+# -- policy packs -----------------------------------------------------------------------------------
+
+
+async def get_policy_pack(conn: Conn, name: str) -> PolicyPack | None:
+    cursor = await conn.execute("SELECT definition FROM policy_packs WHERE name = %s", [name])
+    row = await cursor.fetchone()
+    return msgspec.convert(row["definition"], PolicyPack) if row else None
+
+
+async def list_policy_packs(conn: Conn) -> list[PolicyPack]:
+    cursor = await conn.execute("SELECT definition FROM policy_packs ORDER BY name")
+    return [msgspec.convert(row["definition"], PolicyPack) for row in await cursor.fetchall()]
+
+
+async def policy_packs(conn: Conn, names: list[str] | None = None) -> dict[str, PolicyPack]:
+    """Packs by name: the named ones that exist, or all of them."""
+    if names is None:
+        cursor = await conn.execute("SELECT definition FROM policy_packs")
+    else:
+        cursor = await conn.execute("SELECT definition FROM policy_packs WHERE name = ANY(%s)", [names])
+    packs = (msgspec.convert(row["definition"], PolicyPack) for row in await cursor.fetchall())
+    return {pack.name: pack for pack in packs}
+
+
+async def upsert_policy_pack(conn: Conn, pack: PolicyPack, actor: str) -> bool:
+    """Store an admin's pack; True when it is new."""
+    cursor = await conn.execute(
+        "INSERT INTO policy_packs (name, definition, seeded, updated_at, updated_by)"
+        " VALUES (%s, %s, false, now(), %s)"
+        " ON CONFLICT (name) DO UPDATE SET definition = EXCLUDED.definition, seeded = false,"
+        " updated_at = now(), updated_by = EXCLUDED.updated_by"
+        " RETURNING (xmax = 0) AS created",
+        [pack.name, Jsonb(msgspec.to_builtins(pack)), actor],
+    )
+    row = await cursor.fetchone()
+    return bool(row and row["created"])
+
+
+# -- teams and the budget ledger ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TeamRow:
+    team: str
+    monthly_budget_usd: float | None
+    budget_updated_at: datetime | None
+    budget_updated_by: str | None
+
+
+def _team(row: dict[str, Any] | None, team: str) -> TeamRow:
+    if row is None:
+        return TeamRow(team, None, None, None)
+    return TeamRow(row["team"], row["monthly_budget_usd"], row["budget_updated_at"], row["budget_updated_by"])
+
+
+async def lock_team(conn: Conn, team: str) -> TeamRow:
+    """The team's row, locked until the transaction ends (created without a budget if new).
+
+    Every evaluation of a request of the team takes this lock before reading the team's
+    spend, so evaluations of one team run one after another and each sees the reservations
+    of those before it.
+    """
+    await conn.execute("INSERT INTO teams (team) VALUES (%s) ON CONFLICT (team) DO NOTHING", [team])
+    cursor = await conn.execute(
+        "SELECT team, monthly_budget_usd, budget_updated_at, budget_updated_by FROM teams"
+        " WHERE team = %s FOR UPDATE",
+        [team],
+    )
+    return _team(await cursor.fetchone(), team)
+
+
+async def get_team(conn: Conn, team: str) -> TeamRow:
+    cursor = await conn.execute(
+        "SELECT team, monthly_budget_usd, budget_updated_at, budget_updated_by FROM teams WHERE team = %s",
+        [team],
+    )
+    return _team(await cursor.fetchone(), team)
+
+
+async def set_team_budget(conn: Conn, team: str, monthly_usd: float | None, actor: str) -> TeamRow:
+    cursor = await conn.execute(
+        "INSERT INTO teams (team, monthly_budget_usd, budget_updated_at, budget_updated_by)"
+        " VALUES (%s, %s, now(), %s)"
+        " ON CONFLICT (team) DO UPDATE SET monthly_budget_usd = EXCLUDED.monthly_budget_usd,"
+        " budget_updated_at = now(), budget_updated_by = EXCLUDED.budget_updated_by"
+        " RETURNING team, monthly_budget_usd, budget_updated_at, budget_updated_by",
+        [team, monthly_usd, actor],
+    )
+    return _team(await cursor.fetchone(), team)
+
+
+async def active_spend(conn: Conn, team: str, *, excluding: str | None = None) -> float:
+    """The estimated monthly cost of the team's active environments (without ``excluding``)."""
+    cursor = await conn.execute(
+        "SELECT coalesce(sum(estimated_monthly_cost_usd), 0) AS spend FROM environments"
+        " WHERE team = %s AND released_at IS NULL AND request_id IS DISTINCT FROM %s",
+        [team, excluding],
+    )
+    row = await cursor.fetchone()
+    return float(row["spend"]) if row else 0.0
+
+
+async def active_environments(conn: Conn, team: str) -> list[TeamEnvironment]:
+    cursor = await conn.execute(
+        "SELECT request_id, class, estimated_monthly_cost_usd, reserved_at FROM environments"
+        " WHERE team = %s AND released_at IS NULL ORDER BY reserved_at, request_id",
+        [team],
+    )
+    return [
+        TeamEnvironment(
+            request_id=row["request_id"],
+            class_name=row["class"],
+            estimated_monthly_cost_usd=row["estimated_monthly_cost_usd"],
+            since=row["reserved_at"],
+        )
+        for row in await cursor.fetchall()
+    ]
+
+
+async def reserve(conn: Conn, *, request_id: str, team: str, class_name: str, cost: float) -> None:
+    """Count an allowed request in its team's spend (once: a re-evaluation keeps the first)."""
+    await conn.execute(
+        "INSERT INTO environments (request_id, team, class, estimated_monthly_cost_usd)"
+        " VALUES (%s, %s, %s, %s) ON CONFLICT (request_id) DO NOTHING",
+        [request_id, team, class_name, cost],
+    )
+
+
+async def release(conn: Conn, request_id: str, because: str) -> bool:
+    """Stop counting the request in its team's spend; False if it was not counted."""
+    cursor = await conn.execute(
+        "UPDATE environments SET released_at = now(), released_because = %s"
+        " WHERE request_id = %s AND released_at IS NULL",
+        [because, request_id],
+    )
+    return cursor.rowcount == 1
+
+
+# -- decisions --------------------------------------------------------------------------------------
 
 
 async def record_decision(
@@ -65,9 +282,13 @@ async def record_decision(
     outcome: str,
     reasons: list[PolicyReason],
     plan: EnvironmentPlan | None,
+    requires_approval: bool = False,
+    approvals_required: int = 0,
+    budget: BudgetCheck | None = None,
 ) -> None:
     await conn.execute(
-        "INSERT INTO decisions (request_id, team, class, outcome, reasons, plan) VALUES (%s, %s, %s, %s, %s, %s)"
+        "INSERT INTO decisions (request_id, team, class, outcome, reasons, plan, requires_approval,"
+        " approvals_required, budget) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
         " ON CONFLICT (request_id) DO NOTHING",
         [
             request_id,
@@ -76,5 +297,8 @@ async def record_decision(
             outcome,
             Jsonb(msgspec.to_builtins(reasons)),
             Jsonb(msgspec.to_builtins(plan)) if plan is not None else None,
+            requires_approval,
+            approvals_required,
+            Jsonb(msgspec.to_builtins(budget)) if budget is not None else None,
         ],
     )

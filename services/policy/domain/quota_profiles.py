@@ -1,30 +1,24 @@
-"""Quota profiles as data: ResourceQuota values scale with the class's namespace count."""
+"""Quota profiles as data: ResourceQuota values scale with the class's namespace count.
+
+A profile (:class:`contracts.models.QuotaProfile`) holds one formula per resource,
+``max(min, per_namespace * N)`` plus a unit, where N is the class's ``default_namespaces``,
+and fixed LimitRange values per container. Admins add profiles through the API; nothing
+here knows the seed profiles' names.
+"""
 
 from __future__ import annotations
 
-import msgspec
-
-from contracts.models import LimitRangeValues
+from contracts.models import QuotaFormula, QuotaProfile
 
 
-class QuotaFormula(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """``max(min, per_namespace * N)`` with an optional unit suffix such as ``Gi``."""
-
-    min: int = 0
-    per_namespace: int = 0
-    unit: str = ""
-
-    def value(self, namespaces: int) -> str:
-        return f"{max(self.min, self.per_namespace * namespaces)}{self.unit}"
+def formula_value(formula: QuotaFormula, namespaces: int) -> str:
+    """The quantity ``formula`` gives for a class with ``namespaces`` namespaces (``"16Gi"``)."""
+    return f"{max(formula.min, formula.per_namespace * namespaces)}{formula.unit}"
 
 
-class QuotaProfile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    name: str
-    resource_quota: dict[str, QuotaFormula]
-    limit_range: LimitRangeValues
-
-    def resource_quota_for(self, namespaces: int) -> dict[str, str]:
-        """The ResourceQuota ``spec.hard`` values for a class with ``namespaces`` namespaces."""
-        return {
-            resource: formula.value(namespaces) for resource, formula in sorted(self.resource_quota.items())
-        }
+def resource_quota_for(profile: QuotaProfile, namespaces: int) -> dict[str, str]:
+    """The ResourceQuota ``spec.hard`` values for a class with ``namespaces`` namespaces."""
+    return {
+        resource: formula_value(formula, namespaces)
+        for resource, formula in sorted(profile.resource_quota.items())
+    }

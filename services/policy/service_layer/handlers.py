@@ -1,21 +1,58 @@
-"""Policy commands, queries and event handlers; one transaction each."""
+"""Policy's request evaluation: event handlers, the dry-run plan, catalog reads, seeding.
+
+One transaction each. Admin edits of the catalog and budgets are in
+:mod:`services.policy.service_layer.catalog`.
+"""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from psycopg import AsyncConnection
+
 from contracts.envelope import Envelope
-from contracts.events import ClassUpserted, RequestPolicyEvaluated, RequestSubmitted
-from contracts.models import EnvironmentClass
-from contracts.rpc import GetClass, ListClasses
+from contracts.events import (
+    ClassUpserted,
+    RequestPolicyEvaluated,
+    RequestRejected,
+    RequestSubmitted,
+    RequestTeardownRequested,
+)
+from contracts.models import EnvironmentClass, PolicyPlanView, RequestSpec
+from contracts.rpc import GetClass, ListClasses, PlanRequest
 from libs.database import Pool
 from libs.errors import NotFound
 from libs.inbox import Tx
 from libs.outbox import Outbox
 from services.policy.adapters import catalog_files, repository
-from services.policy.domain.evaluation import evaluate
+from services.policy.domain.budgets import TeamSpend
+from services.policy.domain.evaluation import Decision, evaluate
+
+log = logging.getLogger(__name__)
+
+
+async def decide(
+    conn: AsyncConnection[Any], request_id: str, spec: RequestSpec, budget: float | None
+) -> Decision:
+    """Evaluate ``spec`` against the catalog as it is in this transaction.
+
+    The team's spend leaves out ``request_id`` itself, so evaluating a request again (a
+    replayed event, a dry run with the key of an existing request) gives the same answer.
+    """
+    environment_class = await repository.get_class(conn, spec.class_name)
+    profile = packs = None
+    if environment_class is not None:
+        profile = await repository.get_quota_profile(conn, environment_class.quota_profile)
+        packs = await repository.policy_packs(conn, list(environment_class.policy_packs))
+    spend = TeamSpend(
+        team=spec.team,
+        monthly_budget_usd=budget,
+        active_spend_usd=await repository.active_spend(conn, spec.team, excluding=request_id),
+    )
+    return evaluate(spec, environment_class, profile, packs or {}, spend)
 
 
 @dataclass
@@ -24,15 +61,18 @@ class PolicyService:
     outbox: Outbox
 
     async def seed_catalog(self) -> list[str]:
-        """Insert the shipped classes and profiles that do not exist yet; announce new classes.
+        """Insert the shipped profiles, packs and classes that do not exist yet; announce new classes.
 
         Runs at every start. ``ON CONFLICT DO NOTHING`` makes it a no-op for anything already
         present, edited or not, and makes concurrent replicas announce each class once.
+        Profiles and packs go first: classes refer to them.
         """
         seeded = []
         async with self.pool.connection() as conn, conn.transaction():
             for profile in catalog_files.seed_quota_profiles():
                 await repository.insert_seed_quota_profile(conn, profile)
+            for pack in catalog_files.seed_policy_packs():
+                await repository.insert_seed_policy_pack(conn, pack)
             for environment_class in catalog_files.seed_classes():
                 if await repository.insert_seed_class(conn, environment_class):
                     seeded.append(environment_class.name)
@@ -42,11 +82,13 @@ class PolicyService:
                         ClassUpserted(
                             environment_class=environment_class,
                             revision=1,
-                            updated_by="seed",
+                            updated_by=repository.SEED_ACTOR,
                             updated_at=datetime.now(UTC),
                         ),
                     )
         return seeded
+
+    # -- queries -------------------------------------------------------------------------------------
 
     async def list_classes(self, _: ListClasses) -> dict[str, Any]:
         async with self.pool.connection() as conn:
@@ -59,15 +101,24 @@ class PolicyService:
             raise NotFound(f"environment class {query.name} not found")
         return environment_class
 
+    async def plan(self, query: PlanRequest) -> PolicyPlanView:
+        """The decision and plan ``query.spec`` would get now; reads only, stores nothing."""
+        async with self.pool.connection() as conn:
+            team = await repository.get_team(conn, query.spec.team)
+            decision = await decide(conn, query.request_id, query.spec, team.monthly_budget_usd)
+        assert decision.budget is not None
+        return PolicyPlanView(
+            request_id=query.request_id, decision=decision.view(), plan=decision.plan, budget=decision.budget
+        )
+
+    # -- events --------------------------------------------------------------------------------------
+
     async def on_request_submitted(self, envelope: Envelope, data: RequestSubmitted, tx: Tx) -> None:
         spec = data.spec
-        environment_class = await repository.get_class(tx.conn, spec.class_name)
-        profile = (
-            await repository.get_quota_profile(tx.conn, environment_class.quota_profile)
-            if environment_class is not None
-            else None
-        )
-        decision = evaluate(spec, environment_class, profile)
+        # Taken before the team's spend is read and held until commit: the next evaluation
+        # of this team waits here and then sees this request's reservation.
+        team = await repository.lock_team(tx.conn, spec.team)
+        decision = await decide(tx.conn, data.request_id, spec, team.monthly_budget_usd)
         await repository.record_decision(
             tx.conn,
             request_id=data.request_id,
@@ -76,7 +127,18 @@ class PolicyService:
             outcome=decision.outcome,
             reasons=decision.reasons,
             plan=decision.plan,
+            requires_approval=decision.requires_approval,
+            approvals_required=decision.approvals_required,
+            budget=decision.budget,
         )
+        if decision.allowed and decision.plan is not None:
+            await repository.reserve(
+                tx.conn,
+                request_id=data.request_id,
+                team=spec.team,
+                class_name=spec.class_name,
+                cost=decision.plan.estimated_monthly_cost_usd,
+            )
         await tx.emit(
             data.request_id,
             RequestPolicyEvaluated(
@@ -85,9 +147,19 @@ class PolicyService:
                 reasons=decision.reasons,
                 requires_approval=decision.requires_approval,
                 approvals_required=decision.approvals_required,
-                auto_reconcile=environment_class.auto_reconcile if environment_class else False,
+                auto_reconcile=decision.auto_reconcile,
                 created_by=data.created_by,
                 class_name=spec.class_name,
                 plan=decision.plan,
+                budget=decision.budget,
             ),
         )
+
+    async def on_request_rejected(self, envelope: Envelope, data: RequestRejected, tx: Tx) -> None:
+        """An approver rejected the request: it will never exist, so it stops counting."""
+        await repository.release(tx.conn, data.request_id, "rejected")
+
+    async def on_teardown_requested(self, envelope: Envelope, data: RequestTeardownRequested, tx: Tx) -> None:
+        """Deleted or expired: the environment is on its way out (deletion is final), so its
+        share of the budget is free for the team's next request right away."""
+        await repository.release(tx.conn, data.request_id, f"teardown ({data.reason})")

@@ -18,6 +18,7 @@ from typing import Any
 
 from contracts.models import EnvironmentPlan, LimitRangeValues, PackManifest, RequestSpec
 from libs.kubernetes_names import DNS1123_SUBDOMAIN, is_dns1123_label, label_key_problem, label_value_problem
+from libs.kubernetes_quantities import parse_quantity, resource_name_problem
 from services.renderer.domain.bundle import invalid_bundle
 from services.renderer.domain.git_urls import url_problem
 from services.renderer.domain.layout import (
@@ -26,7 +27,6 @@ from services.renderer.domain.layout import (
     gitops_path,
     namespace_name,
 )
-from services.renderer.domain.quantities import parse_quantity, resource_name_problem
 
 PLATFORM_DEFAULTS = "platform-defaults"
 DEFAULT_DENY_INGRESS = "default-deny-ingress"
@@ -239,6 +239,16 @@ def _input_problems(
         for key in spec.labels
         if key.startswith(options.label_prefix + "/")
     ]
+    problems += _label_problems(plan.namespace_labels, "namespace label")
+    problems += [
+        f"label {_echo(key)}: the namespace label is set by the class's policy packs"
+        for key in sorted(spec.labels.keys() & plan.namespace_labels.keys())
+    ]
+    problems += [
+        f"namespace label {_echo(key)}: the {options.label_prefix}/ prefix is reserved for the platform"
+        for key in plan.namespace_labels
+        if key.startswith(options.label_prefix + "/")
+    ]
     if not plan.resource_quota:
         problems.append("the plan has no resource quota")
     problems += _quantity_problems(plan.resource_quota, "resource quota")
@@ -266,8 +276,12 @@ def _policy_pack_data(plan: EnvironmentPlan, problems: list[str]) -> dict[str, s
     return data
 
 
-def _namespace_manifest(name: str, spec: RequestSpec, labels: dict[str, str], label_prefix: str) -> Manifest:
-    all_labels = {**spec.labels, **labels}
+def _namespace_manifest(
+    name: str, spec: RequestSpec, plan: EnvironmentPlan, labels: dict[str, str], label_prefix: str
+) -> Manifest:
+    # Policy packs' labels (e.g. Pod Security Admission) and the request's own never share a
+    # key (checked above); the platform's labels are applied last.
+    all_labels = {**spec.labels, **plan.namespace_labels, **labels}
     # Label values cannot hold an e-mail address; operators still want to know whom to ask.
     annotations = {f"{label_prefix}/owner": spec.owner}
     return Manifest(
@@ -416,7 +430,7 @@ def desired_bundle(
 
     problems = _input_problems(spec, plan, options, labels)
     manifests = [
-        _namespace_manifest(namespace, spec, labels, options.label_prefix),
+        _namespace_manifest(namespace, spec, plan, labels, options.label_prefix),
         _resource_quota_manifest(namespace, labels, plan.resource_quota),
         _limit_range_manifest(namespace, labels, plan.limit_range),
         _network_policy_manifest(namespace, labels),

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from contracts.envelope import Envelope
 from contracts.events import RenderedFile, RequestFailed, RequestReconcileRequested, RequestRendered
+from contracts.models import BundlePreview, ManifestFile
+from contracts.rpc import RenderPreview
 from libs.inbox import Tx
 from services.renderer.adapters import repository
 from services.renderer.domain.bundle import Bundle, BundleInvalid
@@ -81,6 +83,24 @@ class RendererService:
                     "reannounced": reannounced,
                 }
             },
+        )
+
+    async def render_preview(self, command: RenderPreview) -> BundlePreview:
+        """The files a reconcile of ``command``'s request would commit (for dry runs); stores nothing.
+
+        The same render as :meth:`on_reconcile_requested` (files do not depend on the
+        generation), so a dry run shows byte for byte what a real reconcile commits. An
+        invalid bundle is a ``validation`` error naming the problems.
+        """
+        bundle = await asyncio.to_thread(
+            self.renderer.render, command.request_id, 0, command.spec, command.plan
+        )
+        return BundlePreview(
+            request_id=bundle.request_id,
+            gitops_path=bundle.gitops_path,
+            namespace=bundle.namespace,
+            digest=bundle.digest,
+            files=[ManifestFile(name=file.name, content=file.content) for file in bundle.files],
         )
 
     async def _report_invalid(self, data: RequestReconcileRequested, error: BundleInvalid, tx: Tx) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from contracts.models import EnvironmentPlan, RequestSpec
-from services.renderer.adapters.kubernetes_schemas import KubernetesSchemas
+from libs.kubernetes_schemas import KubernetesSchemas
 from services.renderer.adapters.templates import ManifestTemplates
 from services.renderer.domain.argocd import structure_problems
 from services.renderer.domain.bundle import Bundle, BundleFile, BundleInvalid, check_rendered, invalid_bundle

@@ -1,0 +1,57 @@
+"""Team budgets: a request's estimated monthly cost against what its team may spend.
+
+A team's spend is the sum of ``estimated_monthly_cost_usd`` of its *active* environments:
+every request policy allowed (approval pending included: an approval must not be able to
+push the team over its budget) until it is rejected by an approver or its teardown is
+requested. Failed requests keep counting, because they can be reconciled again and may be
+partly deployed; deleting them frees their share. The policy service keeps this ledger
+itself from events (docs/policy.md "Budgets").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from contracts.models import BudgetCheck
+
+# Upper bound of a budget or a cost: keeps sums exact in a double and rejects typos like 1e30.
+MAX_USD = 1_000_000_000.0
+
+
+@dataclass(frozen=True)
+class TeamSpend:
+    """The team's budget (None: no budget) and the cost of its active environments, without
+    the request being evaluated."""
+
+    team: str
+    monthly_budget_usd: float | None
+    active_spend_usd: float
+
+
+def budget_check(spend: TeamSpend, request_cost_usd: float) -> BudgetCheck:
+    """Whether the request's cost on top of the team's active environments exceeds the budget.
+
+    Spending exactly the budget is within it.
+    """
+    projected = round(spend.active_spend_usd + request_cost_usd, 2)
+    budget = spend.monthly_budget_usd
+    return BudgetCheck(
+        team=spend.team,
+        monthly_budget_usd=budget,
+        active_spend_usd=round(spend.active_spend_usd, 2),
+        request_cost_usd=round(request_cost_usd, 2),
+        projected_spend_usd=projected,
+        exceeded=budget is not None and projected > budget,
+    )
+
+
+def usd_problem(value: object) -> str | None:
+    """Why ``value`` is not an amount of US dollars (a finite number from 0 to :data:`MAX_USD`)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "must be a number"
+    if not math.isfinite(value) or value < 0:
+        return "must be a non-negative number"
+    if value > MAX_USD:
+        return f"must be at most {MAX_USD:,.0f}"
+    return None

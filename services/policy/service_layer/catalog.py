@@ -1,0 +1,212 @@
+"""Admin edits of the catalog (classes, quota profiles, policy packs) and team budgets.
+
+One transaction each. A class edit is announced as ``class.upserted`` (revision + 1) in
+the same transaction, so intake's replica follows every committed edit and no other.
+Everything an admin sends is validated with every failing field named; references
+(profiles, packs) and the combination of a class's packs are checked against the catalog
+as it is inside the transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from contracts.events import ClassUpserted
+from contracts.models import Actor, PolicyPack, QuotaProfile, TeamBudgetView
+from contracts.rpc import (
+    GetPolicyPack,
+    GetQuotaProfile,
+    GetTeam,
+    ListPolicyPacks,
+    ListQuotaProfiles,
+    SetTeamBudget,
+    UpsertClass,
+    UpsertPolicyPack,
+    UpsertQuotaProfile,
+)
+from libs.database import Pool
+from libs.errors import Forbidden, NotFound, ValidationFailed
+from libs.kubernetes_schemas import KubernetesSchemas
+from libs.outbox import Outbox
+from services.policy.adapters import repository
+from services.policy.domain.catalog_validation import (
+    check_team,
+    parse_budget,
+    parse_class,
+    parse_policy_pack,
+    parse_quota_profile,
+)
+from services.policy.domain.packs import compose, packs_of
+
+Conn = AsyncConnection[Any]
+# Stands in for the request's namespace when a pack's manifest is checked against its schema.
+SCHEMA_CHECK_NAMESPACE = "schema-check"
+
+
+def pack_schema_problems(pack: PolicyPack, schemas: KubernetesSchemas) -> list[dict[str, str]]:
+    """Schema violations of the pack's manifests, as the renderer would build them."""
+    details = []
+    for index, template in enumerate(pack.manifests):
+        manifest: dict[str, Any] = {
+            "apiVersion": template.api_version,
+            "kind": template.kind,
+            "metadata": {"name": template.name, "namespace": SCHEMA_CHECK_NAMESPACE, "labels": {}},
+        }
+        # As in the renderer: an empty spec is left out, data only when given.
+        if template.spec:
+            manifest["spec"] = template.spec
+        if template.data is not None:
+            manifest["data"] = template.data
+        details += [
+            {"field": f"manifests[{index}]", "message": problem} for problem in schemas.problems(manifest)
+        ]
+    return details
+
+
+def team_in_scope(actor: Actor, team: str) -> None:
+    """Requesters see only their own teams' budgets (SPEC.md); other roles see every team."""
+    if actor.role == "requester" and actor.teams is not None and team not in actor.teams:
+        raise Forbidden(
+            f"team {team} is not one of your teams",
+            details=[{"field": "team", "message": "not in the token's teams"}],
+        )
+
+
+@dataclass
+class CatalogService:
+    pool: Pool
+    outbox: Outbox
+    schemas: KubernetesSchemas
+
+    # -- classes -------------------------------------------------------------------------------------
+
+    async def upsert_class(self, command: UpsertClass) -> dict[str, Any]:
+        """Create or replace a class; intake's replica follows through ``class.upserted``."""
+        async with self.pool.connection() as conn, conn.transaction():
+            packs = await repository.policy_packs(conn)
+            environment_class = parse_class(
+                command.name,
+                command.body,
+                quota_profiles=await repository.quota_profile_names(conn),
+                policy_packs=set(packs),
+            )
+            class_packs, _ = packs_of(environment_class, packs)
+            conflicts = compose(class_packs).conflicts
+            if conflicts:
+                raise ValidationFailed(
+                    "invalid environment class: policy_packs",
+                    details=[
+                        {"field": "policy_packs", "message": conflict.message} for conflict in conflicts
+                    ],
+                )
+            revision, created = await repository.upsert_class(conn, environment_class, command.actor.actor)
+            await self.outbox.add(
+                conn,
+                environment_class.name,
+                ClassUpserted(
+                    environment_class=environment_class,
+                    revision=revision,
+                    updated_by=command.actor.actor,
+                    updated_at=datetime.now(UTC),
+                ),
+            )
+        return {"created": created, "revision": revision, "class": environment_class}
+
+    # -- quota profiles ------------------------------------------------------------------------------
+
+    async def list_quota_profiles(self, _: ListQuotaProfiles) -> dict[str, Any]:
+        async with self.pool.connection() as conn:
+            return {"items": await repository.list_quota_profiles(conn)}
+
+    async def get_quota_profile(self, query: GetQuotaProfile) -> QuotaProfile:
+        async with self.pool.connection() as conn:
+            profile = await repository.get_quota_profile(conn, query.name)
+        if profile is None:
+            raise NotFound(f"quota profile {query.name} not found")
+        return profile
+
+    async def upsert_quota_profile(self, command: UpsertQuotaProfile) -> dict[str, Any]:
+        """Create or replace a profile; classes that use it get the new values from their next request."""
+        profile = parse_quota_profile(command.name, command.body)
+        async with self.pool.connection() as conn, conn.transaction():
+            created = await repository.upsert_quota_profile(conn, profile, command.actor.actor)
+        return {"created": created, "profile": profile}
+
+    # -- policy packs --------------------------------------------------------------------------------
+
+    async def list_policy_packs(self, _: ListPolicyPacks) -> dict[str, Any]:
+        async with self.pool.connection() as conn:
+            return {"items": await repository.list_policy_packs(conn)}
+
+    async def get_policy_pack(self, query: GetPolicyPack) -> PolicyPack:
+        async with self.pool.connection() as conn:
+            pack = await repository.get_policy_pack(conn, query.name)
+        if pack is None:
+            raise NotFound(f"policy pack {query.name} not found")
+        return pack
+
+    async def upsert_policy_pack(self, command: UpsertPolicyPack) -> dict[str, Any]:
+        """Create or replace a pack; refused if it would clash with another pack of a class using it."""
+        pack = parse_policy_pack(command.name, command.body)
+        # Off the event loop: the first call loads the schema files (CPU-bound, ~0.5 s).
+        details = await asyncio.to_thread(pack_schema_problems, pack, self.schemas)
+        if details:
+            raise ValidationFailed(
+                "invalid policy pack: " + ", ".join(dict.fromkeys(d["field"] for d in details)),
+                details=details,
+            )
+        async with self.pool.connection() as conn, conn.transaction():
+            packs = {**await repository.policy_packs(conn), pack.name: pack}
+            for environment_class in await repository.list_classes(conn):
+                if pack.name not in environment_class.policy_packs:
+                    continue
+                class_packs, _ = packs_of(environment_class, packs)
+                details += [
+                    {
+                        "field": conflict.part,
+                        "message": f"in class {environment_class.name}: {conflict.message}",
+                    }
+                    for conflict in compose(class_packs).conflicts
+                ]
+            if details:
+                raise ValidationFailed(
+                    "invalid policy pack: it conflicts with other packs of a class", details=details
+                )
+            created = await repository.upsert_policy_pack(conn, pack, command.actor.actor)
+        return {"created": created, "pack": pack}
+
+    # -- teams and budgets ---------------------------------------------------------------------------
+
+    async def _team_view(self, conn: Conn, team: str) -> TeamBudgetView:
+        row = await repository.get_team(conn, team)
+        environments = await repository.active_environments(conn, team)
+        spend = round(sum(environment.estimated_monthly_cost_usd for environment in environments), 2)
+        budget = row.monthly_budget_usd
+        return TeamBudgetView(
+            team=team,
+            monthly_budget_usd=budget,
+            spend_usd=spend,
+            remaining_usd=None if budget is None else round(budget - spend, 2),
+            active_environments=environments,
+            budget_updated_at=row.budget_updated_at,
+            budget_updated_by=row.budget_updated_by,
+        )
+
+    async def get_team(self, query: GetTeam) -> TeamBudgetView:
+        """Any valid team name answers (a team with no budget and no environments has spend 0)."""
+        check_team(query.team)
+        team_in_scope(query.actor, query.team)
+        async with self.pool.connection() as conn:
+            return await self._team_view(conn, query.team)
+
+    async def set_team_budget(self, command: SetTeamBudget) -> TeamBudgetView:
+        """Set (or with null remove) the team's monthly budget; applies to the next evaluation."""
+        monthly_usd = parse_budget(command.team, command.body)
+        async with self.pool.connection() as conn, conn.transaction():
+            await repository.set_team_budget(conn, command.team, monthly_usd, command.actor.actor)
+            return await self._team_view(conn, command.team)

@@ -1,0 +1,156 @@
+"""Dry-run plans and budgets on the whole stack (seven processes, real git): what the plan
+shows is, byte for byte, what the real request commits, and the dry run leaves no trace."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import psycopg
+import pytest
+
+from tests.support.isolation import isolated_environment
+from tests.support.stack import RunningStack, mint_token, running_stack
+
+pytestmark = pytest.mark.e2e
+
+PLATFORMCTL = Path(sys.executable).parent / "platformctl"
+SCHEMAS = ("intake", "policy", "approval", "renderer", "git_publisher", "cluster_bootstrapper")
+CREATE = (
+    "request", "create", "--app", "checkout", "--team", "payments", "--class", "preview",
+    "--region", "us-east-1", "--ttl", "24", "--owner", "alice@example.com",
+    "--repo", "https://github.com/example/checkout.git", "--revision", "pr-7", "--labels", "pr=7",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def env(pg_admin_dsn: str, nats_url: str) -> Iterator[dict[str, str]]:
+    with isolated_environment(pg_admin_dsn, nats_url) as environment:
+        yield environment
+
+
+@pytest.fixture(scope="module")
+def stack(
+    env: dict[str, str], pg_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningStack]:
+    with running_stack(env, pg_admin_dsn, tmp_path_factory.mktemp("stack")) as running:
+        yield running
+
+
+def platformctl(
+    stack: RunningStack, *args: str, actor: str, role: str, teams: list[str] | None = None
+) -> Any:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PLATFORM_")}
+    env.update(PLATFORM_API=stack.api_url, PLATFORM_TOKEN=mint_token(actor, role, teams))
+    result = subprocess.run(
+        [str(PLATFORMCTL), *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def traces(stack: RunningStack, env: dict[str, str]) -> tuple[dict[str, int], int]:
+    """Rows in every table of every service, and the event stream's last sequence."""
+    counts = {}
+    with psycopg.connect(stack.dsn) as conn:
+        tables = conn.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables"
+            " WHERE table_schema = ANY(%s) AND table_type = 'BASE TABLE'",
+            [list(SCHEMAS)],
+        ).fetchall()
+        for schema, table in tables:
+            row = conn.execute(f'SELECT count(*) FROM "{schema}"."{table}"').fetchone()
+            counts[f"{schema}.{table}"] = row[0] if row else 0
+
+    async def last_sequence() -> int:
+        nc = await nats.connect(env["PLATFORM_NATS_URL"])
+        try:
+            info = await nc.jetstream().stream_info(env["PLATFORM_EVENTS_STREAM"])
+            return int(info.state.last_seq)
+        finally:
+            await nc.close()
+
+    return counts, asyncio.run(last_sequence())
+
+
+def test_the_dry_run_shows_exactly_what_the_real_request_commits(
+    stack: RunningStack, env: dict[str, str]
+) -> None:
+    platformctl(
+        stack,
+        "teams",
+        "set-budget",
+        "--team",
+        "payments",
+        "--monthly-usd",
+        "1000",
+        actor="root@example.com",
+        role="admin",
+    )
+    with stack.client() as api:
+        warm = api.post("/v1/environment-requests", json={**_body(), "app": "warm-up"})
+        assert warm.status_code == 201
+        stack.wait_for_status(api, warm.json()["id"], {"ready"})  # the stack is busy with nothing else now
+
+    before = traces(stack, env)
+    plan = platformctl(
+        stack, *CREATE, "--idempotency-key", "checkout-pr-7", "--dry-run",
+        actor="alice@example.com", role="requester", teams=["payments"],
+    )  # fmt: skip
+    assert traces(stack, env) == before
+
+    assert plan["decision"]["outcome"] == "allowed"
+    assert plan["budget"]["active_spend_usd"] == 150.0  # the warm-up environment
+    assert plan["budget"]["projected_spend_usd"] == 300.0
+    manifests = plan["manifests"]
+
+    created = platformctl(
+        stack, *CREATE, "--idempotency-key", "checkout-pr-7",
+        actor="alice@example.com", role="requester", teams=["payments"],
+    )  # fmt: skip
+    assert created["id"] == plan["request_id"]
+    with stack.client() as api:
+        ready = stack.wait_for_status(api, created["id"], {"ready", "failed", "rejected"})
+    assert ready["status"] == "ready", ready.get("last_error")
+    assert ready["gitops_path"] == manifests["gitops_path"]
+
+    committed = stack.git("ls-tree", "--name-only", f"main:{manifests['gitops_path']}").split()
+    assert sorted(committed) == sorted(file["name"] for file in manifests["files"])
+    for file in manifests["files"]:
+        content = subprocess.run(
+            [
+                "git",
+                "--git-dir",
+                str(stack.remote),
+                "show",
+                f"main:{manifests['gitops_path']}/{file['name']}",
+            ],
+            capture_output=True,
+            check=True,
+        ).stdout
+        assert content == file["content"].encode(), file["name"]
+
+    team = platformctl(stack, "teams", "get", "--team", "payments", actor="vic@example.com", role="viewer")
+    assert team["spend_usd"] == 300.0
+    assert sorted(e["request_id"] for e in team["active_environments"]) == sorted(
+        [warm.json()["id"], created["id"]]
+    )
+
+
+def _body() -> dict[str, Any]:
+    return {
+        "app": "checkout",
+        "team": "payments",
+        "class": "preview",
+        "region": "us-east-1",
+        "ttl_hours": 24,
+        "owner": "alice@example.com",
+        "repository": "https://github.com/example/checkout.git",
+    }
