@@ -14,5 +14,11 @@ async def bootstrap(settings: ApprovalSettings) -> ServiceKit:
     kit = await ServiceKit.open(
         service="approval", schema=SCHEMA, settings=settings, package="services.approval"
     )
-    register(kit, ApprovalService(pool=kit.pool, outbox=kit.outbox))
+    service = ApprovalService(
+        pool=kit.pool,
+        outbox=kit.outbox,
+        secret=settings.approval_hmac_secret,
+        record_wait_seconds=settings.approval_record_wait_seconds,
+    )
+    register(kit, service)
     return kit

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from libs.settings import PlatformSettings, setting
 
+MIN_STRICT_SECRET_BYTES = 32
+
 
 @dataclass(frozen=True)
 class ApprovalSettings(PlatformSettings):
@@ -19,3 +21,22 @@ class ApprovalSettings(PlatformSettings):
         doc="Key of the approval signatures clients send and of the attestations issued.",
         secret=True,
     )
+    approval_record_wait_seconds: float = setting(
+        "PLATFORM_APPROVAL_RECORD_WAIT_SECONDS",
+        3.0,
+        doc="How long approve/reject wait for a policy decision the service has not processed yet.",
+    )
+
+    def validate(self) -> list[str]:
+        problems = super().validate()
+        if self.approval_record_wait_seconds < 0:
+            problems.append("PLATFORM_APPROVAL_RECORD_WAIT_SECONDS must not be negative")
+        if self.is_strict:
+            if not self.approval_hmac_secret:
+                problems.append("PLATFORM_APPROVAL_HMAC_SECRET is required in strict production mode")
+            elif len(self.approval_hmac_secret.encode()) < MIN_STRICT_SECRET_BYTES:
+                problems.append(
+                    f"PLATFORM_APPROVAL_HMAC_SECRET must be at least {MIN_STRICT_SECRET_BYTES} bytes "
+                    "in strict production mode"
+                )
+        return problems

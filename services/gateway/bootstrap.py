@@ -49,6 +49,7 @@ def create_app(settings: GatewaySettings, nc: NatsClient | None = None) -> Lites
             yield
         finally:
             runtime.services = None
+            await runtime.authenticator.close()
             if nc is None:
                 # Drain: replies to calls still in flight are delivered before the close.
                 with contextlib.suppress(Exception):

@@ -13,10 +13,14 @@ onto uvicorn, which has no per-request read or write deadline of its own:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from libs.settings import PlatformSettings, SettingsError, setting, split_address
 
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
+# What an OIDC provider's tokens may be signed with: asymmetric only, so a public key can
+# never be used as an HMAC secret (algorithm confusion), and never "none".
+OIDC_ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "PS256")
 MIN_STRICT_SECRET_BYTES = 32
 
 
@@ -64,6 +68,40 @@ class GatewaySettings(PlatformSettings):
         "teams",
         doc="Claim listing the caller's teams; absent means unrestricted.",
     )
+    oidc_issuer_url: str | None = setting(
+        "PLATFORM_OIDC_ISSUER_URL",
+        None,
+        doc="OIDC issuer; its discovery document and JWKS verify RS/ES/PS-signed tokens.",
+    )
+    oidc_audience: str | None = setting(
+        "PLATFORM_OIDC_AUDIENCE", None, doc="Required `aud` of OIDC tokens (required with the issuer)."
+    )
+    oidc_algorithms: list[str] = setting(
+        "PLATFORM_OIDC_ALGORITHMS",
+        list(OIDC_ALGORITHMS),
+        doc="Allow-list of OIDC token algorithms; only those the provider also advertises are used.",
+    )
+    oidc_jwks_cache_seconds: float = setting(
+        "PLATFORM_OIDC_JWKS_CACHE_SECONDS", 300.0, doc="How long the discovery document and JWKS are cached."
+    )
+    oidc_jwks_min_refresh_seconds: float = setting(
+        "PLATFORM_OIDC_JWKS_MIN_REFRESH_SECONDS",
+        10.0,
+        doc="Least time between JWKS refetches caused by tokens with an unknown `kid` (key rotation).",
+    )
+    oidc_http_timeout_seconds: float = setting(
+        "PLATFORM_OIDC_HTTP_TIMEOUT_SECONDS", 5.0, doc="Timeout of discovery and JWKS requests."
+    )
+    enforce_team_scope: bool | None = setting(
+        "PLATFORM_ENFORCE_TEAM_SCOPE",
+        None,
+        doc="Refuse request routes to non-admin tokens without a teams claim (always on in strict mode).",
+    )
+    approval_settle_seconds: float = setting(
+        "PLATFORM_APPROVAL_SETTLE_SECONDS",
+        5.0,
+        doc="How long approve/reject wait for the request to show the decision before answering.",
+    )
     http_read_timeout_seconds: float = setting(
         "PLATFORM_HTTP_READ_TIMEOUT_SECONDS",
         15.0,
@@ -80,12 +118,21 @@ class GatewaySettings(PlatformSettings):
     )
     max_body_bytes: int = setting("PLATFORM_MAX_BODY_BYTES", 65536, doc="Largest accepted request body.")
 
+    @property
+    def team_scope_enforced(self) -> bool:
+        return self.is_strict or bool(self.enforce_team_scope)
+
     def validate(self) -> list[str]:
         # The gateway is stateless: the kit's strict-mode Postgres requirement is for the services.
         problems = [p for p in super().validate() if not p.startswith("PLATFORM_POSTGRES_DSN")]
-        if not self.jwt_secret:
+        if not self.jwt_secret and not self.oidc_issuer_url:
             # Authentication is always on: without a way to verify tokens nothing could be served.
-            problems.append("PLATFORM_JWT_HS256_SECRET is required (the API always authenticates)")
+            problems.append(
+                "PLATFORM_JWT_HS256_SECRET or PLATFORM_OIDC_ISSUER_URL is required (the API always authenticates)"
+            )
+        problems.extend(self._oidc_problems())
+        if self.is_strict:
+            problems.extend(self._strict_problems())
         unsupported = [a for a in self.jwt_algorithms if a not in HMAC_ALGORITHMS]
         if unsupported:
             problems.append(
@@ -94,7 +141,77 @@ class GatewaySettings(PlatformSettings):
             )
         if not self.jwt_algorithms:
             problems.append("PLATFORM_JWT_ALGORITHMS must name at least one algorithm")
-        if self.is_strict and self.jwt_secret:
+        if self.max_body_bytes < 1:
+            problems.append("PLATFORM_MAX_BODY_BYTES must be positive")
+        for name, value in (
+            ("PLATFORM_HTTP_READ_TIMEOUT_SECONDS", self.http_read_timeout_seconds),
+            ("PLATFORM_HTTP_WRITE_TIMEOUT_SECONDS", self.http_write_timeout_seconds),
+            ("PLATFORM_READINESS_TIMEOUT_SECONDS", self.readiness_timeout_seconds),
+            ("PLATFORM_RPC_TIMEOUT_SECONDS", self.rpc_timeout_seconds),
+            ("PLATFORM_OIDC_JWKS_CACHE_SECONDS", self.oidc_jwks_cache_seconds),
+            ("PLATFORM_OIDC_HTTP_TIMEOUT_SECONDS", self.oidc_http_timeout_seconds),
+        ):
+            if value <= 0:
+                problems.append(f"{name} must be positive")
+        if self.rpc_timeout_seconds >= self.http_write_timeout_seconds:
+            # Otherwise the response deadline would cut off calls the services may still answer.
+            problems.append(
+                "PLATFORM_RPC_TIMEOUT_SECONDS must be shorter than PLATFORM_HTTP_WRITE_TIMEOUT_SECONDS"
+            )
+        elif 2 * (self.approval_settle_seconds + self.rpc_timeout_seconds) >= self.http_write_timeout_seconds:
+            # approve waits for the decision to settle twice around two calls; all of it must
+            # fit in the response deadline, or a slow approval would end in a 503.
+            problems.append(
+                "PLATFORM_HTTP_WRITE_TIMEOUT_SECONDS must exceed twice "
+                "PLATFORM_APPROVAL_SETTLE_SECONDS + PLATFORM_RPC_TIMEOUT_SECONDS"
+            )
+        if self.port is not None and not 0 <= self.port <= 65535:
+            problems.append("PORT must be between 0 and 65535")
+        try:
+            split_address(self.address, "PLATFORM_ADDRESS")
+        except SettingsError as exc:
+            problems.extend(exc.problems)
+        return problems
+
+    def _oidc_problems(self) -> list[str]:
+        problems = []
+        unsupported = [a for a in self.oidc_algorithms if a not in OIDC_ALGORITHMS]
+        if unsupported:
+            problems.append(
+                f"PLATFORM_OIDC_ALGORITHMS: {', '.join(unsupported)} not allowed for OIDC tokens "
+                f"(use {', '.join(OIDC_ALGORITHMS)})"
+            )
+        if not self.oidc_algorithms:
+            problems.append("PLATFORM_OIDC_ALGORITHMS must name at least one algorithm")
+        if self.oidc_jwks_min_refresh_seconds < 0:
+            problems.append("PLATFORM_OIDC_JWKS_MIN_REFRESH_SECONDS must not be negative")
+        if self.approval_settle_seconds < 0:
+            problems.append("PLATFORM_APPROVAL_SETTLE_SECONDS must not be negative")
+        if self.oidc_issuer_url:
+            parts = urlsplit(self.oidc_issuer_url)
+            if parts.scheme not in ("https", "http") or not parts.hostname:
+                problems.append("PLATFORM_OIDC_ISSUER_URL must be an http(s) URL")
+            elif parts.username or parts.password:
+                problems.append("PLATFORM_OIDC_ISSUER_URL must not contain credentials")
+            if not self.oidc_audience:
+                # Without an audience check any token of the provider (for any app) would do.
+                problems.append("PLATFORM_OIDC_AUDIENCE is required with PLATFORM_OIDC_ISSUER_URL")
+        return problems
+
+    def _strict_problems(self) -> list[str]:
+        """Strict production (SPEC.md "Auth"): each refusal names the variable to fix."""
+        problems = []
+        if not self.oidc_issuer_url:
+            problems.append("PLATFORM_OIDC_ISSUER_URL is required in strict production mode")
+        elif urlsplit(self.oidc_issuer_url).scheme != "https":
+            problems.append("PLATFORM_OIDC_ISSUER_URL must use https in strict production mode")
+        if not self.oidc_audience:
+            problems.append("PLATFORM_OIDC_AUDIENCE is required in strict production mode")
+        if self.enforce_team_scope is False:
+            problems.append(
+                "PLATFORM_ENFORCE_TEAM_SCOPE=false is refused in strict production mode (team scoping is always on)"
+            )
+        if self.jwt_secret:
             if not self.allow_static_jwt_in_prod:
                 problems.append(
                     "PLATFORM_JWT_HS256_SECRET is refused in strict production mode "
@@ -105,27 +222,6 @@ class GatewaySettings(PlatformSettings):
                     f"PLATFORM_JWT_HS256_SECRET must be at least {MIN_STRICT_SECRET_BYTES} bytes "
                     "in strict production mode"
                 )
-        if self.max_body_bytes < 1:
-            problems.append("PLATFORM_MAX_BODY_BYTES must be positive")
-        for name, value in (
-            ("PLATFORM_HTTP_READ_TIMEOUT_SECONDS", self.http_read_timeout_seconds),
-            ("PLATFORM_HTTP_WRITE_TIMEOUT_SECONDS", self.http_write_timeout_seconds),
-            ("PLATFORM_READINESS_TIMEOUT_SECONDS", self.readiness_timeout_seconds),
-            ("PLATFORM_RPC_TIMEOUT_SECONDS", self.rpc_timeout_seconds),
-        ):
-            if value <= 0:
-                problems.append(f"{name} must be positive")
-        if self.rpc_timeout_seconds >= self.http_write_timeout_seconds:
-            # Otherwise the response deadline would cut off calls the services may still answer.
-            problems.append(
-                "PLATFORM_RPC_TIMEOUT_SECONDS must be shorter than PLATFORM_HTTP_WRITE_TIMEOUT_SECONDS"
-            )
-        if self.port is not None and not 0 <= self.port <= 65535:
-            problems.append("PORT must be between 0 and 65535")
-        try:
-            split_address(self.address, "PLATFORM_ADDRESS")
-        except SettingsError as exc:
-            problems.extend(exc.problems)
         return problems
 
     def listen_address(self) -> tuple[str, int]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from libs.service_kit import ServiceKit
 from services.intake.entrypoints.bus import register
 from services.intake.service_layer.handlers import IntakeService
@@ -15,4 +17,12 @@ async def bootstrap(settings: IntakeSettings) -> ServiceKit:
     service = IntakeService(pool=kit.pool, outbox=kit.outbox)
     register(kit, service)
     kit.readiness["class_catalog"] = service.catalog_replicated
+    if settings.expiry_sweep_interval_seconds > 0:
+
+        async def sweep(stopping: asyncio.Event) -> None:
+            await service.run_expiry_sweeper(
+                stopping, settings.expiry_sweep_interval_seconds, settings.expiry_sweep_batch
+            )
+
+        kit.background(sweep)
     return kit

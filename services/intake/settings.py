@@ -13,3 +13,19 @@ class IntakeSettings(PlatformSettings):
     health_address: str = setting(
         "PLATFORM_HEALTH_ADDRESS", "127.0.0.1:9101", doc="host:port for /healthz, /readyz and /metrics."
     )
+    expiry_sweep_interval_seconds: float = setting(
+        "PLATFORM_EXPIRY_SWEEP_INTERVAL_SECONDS",
+        60.0,
+        doc="How often ready environments past their expires_at are torn down (0 turns the sweeper off).",
+    )
+    expiry_sweep_batch: int = setting(
+        "PLATFORM_EXPIRY_SWEEP_BATCH", 100, doc="Requests expired per sweeper transaction."
+    )
+
+    def validate(self) -> list[str]:
+        problems = super().validate()
+        if self.expiry_sweep_interval_seconds < 0:
+            problems.append("PLATFORM_EXPIRY_SWEEP_INTERVAL_SECONDS must not be negative")
+        if self.expiry_sweep_batch < 1:
+            problems.append("PLATFORM_EXPIRY_SWEEP_BATCH must be at least 1")
+        return problems

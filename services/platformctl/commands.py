@@ -11,6 +11,8 @@ from datetime import datetime
 from typing import Any, TextIO
 from urllib.parse import quote
 
+from contracts.attestation import sign_approval
+from services.platformctl import catalog_commands
 from services.platformctl.client import ApiClient, CliError
 from services.platformctl.output import CLASS_COLUMNS, EVENT_COLUMNS, REQUEST_COLUMNS, emit
 from services.platformctl.tokens import mint, parse_duration, split_teams
@@ -22,6 +24,9 @@ CLASSES = "/v1/environment-classes"
 # from those the request cannot reach ready without someone acting.
 READY = "ready"
 FAILED_STATUSES = frozenset({"failed", "rejected", "expiring", "deleting", "deleted"})
+
+# `wait --for approved` is met by any status an approved request moves on to.
+APPROVED_OR_LATER = frozenset({"approved", "queued", "reconciling", "awaiting_promotion", "ready"})
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -35,6 +40,7 @@ class Context:
     stdout: TextIO
     stderr: TextIO
     secret: str | None
+    approval_secret: str | None = None
 
     def note(self, text: str) -> None:
         self.stderr.write(text + "\n")
@@ -141,6 +147,8 @@ def request_create(args: argparse.Namespace, ctx: Context) -> int:
     headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else None
     params = {"dry_run": "true"} if args.dry_run else None
     reply = ctx.api.request("POST", REQUESTS, json_body=body, headers=headers, params=params)
+    if args.dry_run:
+        return catalog_commands.show_plan(reply.body, ctx)
     if reply.headers.get("Idempotent-Replayed") == "true":
         ctx.note(
             f"platformctl: replayed: {reply.body.get('id')} was created earlier with this idempotency key"
@@ -176,8 +184,72 @@ def request_events(args: argparse.Namespace, ctx: Context) -> int:
     return EXIT_OK
 
 
+def request_approve(args: argparse.Namespace, ctx: Context) -> int:
+    """Sign ``approve:<id>:<actor>:<class>`` (actor as the server sees us) and approve."""
+    secret = args.approval_secret or ctx.approval_secret
+    if not secret:
+        raise CliError("no approval secret: pass --approval-secret or set PLATFORM_APPROVAL_HMAC_SECRET")
+    actor = ctx.api.get("/v1/whoami").get("actor")
+    current = ctx.api.get(_request_path(args.id))
+    if not isinstance(actor, str) or not isinstance(current.get("class"), str):
+        raise CliError("the API answered without an actor or a class; cannot sign the approval")
+    signature = sign_approval(secret, request_id=args.id, actor=actor, class_name=current["class"])
+    reply = ctx.api.request(
+        "POST", f"{_request_path(args.id)}/approve", headers={"X-Platform-Approval-Signature": signature}
+    )
+    approved = reply.body
+    if approved.get("status") == "pending_approval":
+        count = len(approved.get("approvals") or [])
+        ctx.note(f"platformctl: approval recorded ({count} so far); more approvers are needed")
+    emit(ctx.stdout, approved, ctx.output)
+    return EXIT_OK
+
+
+def request_reject(args: argparse.Namespace, ctx: Context) -> int:
+    reply = ctx.api.request("POST", f"{_request_path(args.id)}/reject", json_body={"reason": args.reason})
+    emit(ctx.stdout, reply.body, ctx.output)
+    return EXIT_OK
+
+
+def _if_match(args: argparse.Namespace) -> dict[str, str] | None:
+    version = getattr(args, "if_version", None)
+    return {"If-Match": f'"{version}"'} if version is not None else None
+
+
+def request_reconcile(args: argparse.Namespace, ctx: Context) -> int:
+    reply = ctx.api.request("POST", f"{_request_path(args.id)}/reconcile", headers=_if_match(args))
+    emit(ctx.stdout, reply.body, ctx.output)
+    return EXIT_OK
+
+
+def request_extend(args: argparse.Namespace, ctx: Context) -> int:
+    body = {"ttl_hours": parse_hours(args.ttl)}
+    reply = ctx.api.request("PATCH", _request_path(args.id), json_body=body, headers=_if_match(args))
+    emit(ctx.stdout, reply.body, ctx.output)
+    return EXIT_OK
+
+
+def request_delete(args: argparse.Namespace, ctx: Context) -> int:
+    reply = ctx.api.request("DELETE", _request_path(args.id), headers=_if_match(args))
+    emit(ctx.stdout, reply.body, ctx.output)
+    return EXIT_OK
+
+
+def wait_outcome(status: str, target: str) -> int | None:
+    """EXIT_OK when ``status`` is the awaited one, EXIT_FAILED when it can no longer get there
+    by itself, None while waiting makes sense. Waiting for ``deleted`` passes through the
+    teardown statuses, which are progress then, not failure."""
+    if status == target or (target == "approved" and status in APPROVED_OR_LATER):
+        return EXIT_OK
+    hopeless = FAILED_STATUSES - {target}
+    if target == "deleted":
+        hopeless -= {"expiring", "deleting"}
+    return EXIT_FAILED if status in hopeless else None
+
+
 def request_wait(args: argparse.Namespace, ctx: Context) -> int:
     """Poll until the request is ready (0), failed or rejected (1), or the timeout passes (2)."""
+    target = getattr(args, "target", None) or READY
     try:
         timeout = parse_duration(args.timeout)
     except ValueError as exc:
@@ -203,10 +275,11 @@ def request_wait(args: argparse.Namespace, ctx: Context) -> int:
         if status != last_status and live:
             ctx.note(f"{_clock()}  {last_status} → {status}" if last_status else f"{_clock()}  {status}")
         last_status = status
-        if status == READY:
+        outcome = wait_outcome(status, target)
+        if outcome == EXIT_OK:
             emit(ctx.stdout, current, ctx.output)
             return EXIT_OK
-        if status in FAILED_STATUSES:
+        if outcome == EXIT_FAILED:
             emit(ctx.stdout, current, ctx.output)
             reason = current.get("last_error") or "no error recorded"
             ctx.note(f"platformctl: request {args.id} is {status}: {reason}")

@@ -4,7 +4,10 @@
     platformctl classes
     platformctl request create --app payments-api --team payments --class preview \\
         --region us-east-1 --ttl 24 --owner alice@example.com --repo https://github.com/acme/payments.git
+    platformctl request approve --id req-0123456789abcdef --approval-secret "$SECRET"
+    platformctl request reconcile --id req-0123456789abcdef
     platformctl request wait --id req-0123456789abcdef
+    platformctl events tail
 
 Output is a table on a terminal and JSON when piped (`| jq -r .id`); `-o` chooses.
 Exit codes: 0 success (and `wait`: ready), 1 error (and `wait`: failed/rejected),
@@ -19,7 +22,7 @@ from collections.abc import Callable
 from typing import NoReturn, TextIO
 
 from libs.settings import SettingsError, load_settings
-from services.platformctl import commands
+from services.platformctl import catalog_commands, commands, event_commands
 from services.platformctl.client import ApiClient, CliError
 from services.platformctl.output import FORMATS
 from services.platformctl.settings import CliSettings
@@ -84,16 +87,68 @@ def add_token_commands(root: argparse._SubParsersAction[Parser]) -> None:
 
 def add_class_commands(root: argparse._SubParsersAction[Parser]) -> None:
     classes = command(root, "classes", commands.classes_list, "list environment classes")
-    sub = classes.add_subparsers(dest="classes_command", metavar="{list,get}", parser_class=Parser)
+    sub = classes.add_subparsers(dest="classes_command", metavar="{list,get,apply}", parser_class=Parser)
     command(sub, "list", commands.classes_list, "list environment classes")
     get = command(sub, "get", commands.classes_get, "show one environment class")
     get.add_argument("--name", required=True, help="class name")
+    apply = command(
+        sub, "apply", catalog_commands.classes_apply, "create or replace classes from a file (admin)"
+    )
+    apply.add_argument(
+        "-f", "--file", required=True, help="YAML or JSON: one class, a list, or documents; - is stdin"
+    )
+
+
+def add_policy_catalog_commands(root: argparse._SubParsersAction[Parser]) -> None:
+    for group, noun, listing, getting, applying in (
+        (
+            "quota-profiles",
+            "quota profile",
+            catalog_commands.quota_profiles_list,
+            catalog_commands.quota_profiles_get,
+            catalog_commands.quota_profiles_apply,
+        ),
+        (
+            "policy-packs",
+            "policy pack",
+            catalog_commands.policy_packs_list,
+            catalog_commands.policy_packs_get,
+            catalog_commands.policy_packs_apply,
+        ),
+    ):
+        parent = command(root, group, listing, f"list {noun}s")
+        sub = parent.add_subparsers(dest=f"{group}_command", metavar="{list,get,apply}", parser_class=Parser)
+        command(sub, "list", listing, f"list {noun}s")
+        command(sub, "get", getting, f"show one {noun}").add_argument("--name", required=True)
+        apply = command(sub, "apply", applying, f"create or replace {noun}s from a file (admin)")
+        apply.add_argument(
+            "-f", "--file", required=True, help="YAML or JSON: one, a list, or documents; - is stdin"
+        )
+
+
+def add_team_commands(root: argparse._SubParsersAction[Parser]) -> None:
+    teams = root.add_parser("teams", help="team budgets and spend")
+    sub = teams.add_subparsers(
+        dest="teams_command", required=True, metavar="{get,set-budget}", parser_class=Parser
+    )
+    command(sub, "get", catalog_commands.teams_get, "a team's budget and current spend").add_argument(
+        "--team", required=True
+    )
+    budget = command(
+        sub, "set-budget", catalog_commands.teams_set_budget, "set a team's monthly budget (admin)"
+    )
+    budget.add_argument("--team", required=True)
+    budget.add_argument("--monthly-usd", type=float, help="monthly budget in US dollars")
+    budget.add_argument("--clear", action="store_true", help="remove the team's budget")
 
 
 def add_request_commands(root: argparse._SubParsersAction[Parser]) -> None:
     request = root.add_parser("request", help="environment requests")
     sub = request.add_subparsers(
-        dest="request_command", required=True, metavar="{create,list,get,events,wait}", parser_class=Parser
+        dest="request_command",
+        required=True,
+        metavar="{create,list,get,events,wait,approve,reject,reconcile,extend,delete}",
+        parser_class=Parser,
     )
 
     create = command(sub, "create", commands.request_create, "ask for an environment")
@@ -125,7 +180,59 @@ def add_request_commands(root: argparse._SubParsersAction[Parser]) -> None:
     wait = command(sub, "wait", commands.request_wait, "wait until a request is ready, failed or rejected")
     wait.add_argument("--id", required=True, help="request id (req-...)")
     wait.add_argument("--timeout", default="300", help="give up after this long: 300, 5m (default 300s)")
+    wait.add_argument(
+        "--for",
+        dest="target",
+        choices=("ready", "approved", "deleted"),
+        default="ready",
+        help="the status to wait for (default ready)",
+    )
     wait.add_argument("--interval", type=float, default=0.5, help=argparse.SUPPRESS)
+
+    approve = command(
+        sub, "approve", commands.request_approve, "approve a request (signs approve:<id>:<actor>:<class>)"
+    )
+    approve.add_argument("--id", required=True, help="request id (req-...)")
+    approve.add_argument("--approval-secret", help="HMAC key (env PLATFORM_APPROVAL_HMAC_SECRET)")
+
+    reject = command(sub, "reject", commands.request_reject, "reject a request pending approval")
+    reject.add_argument("--id", required=True, help="request id (req-...)")
+    reject.add_argument("--reason", required=True, help="why (shown on the request and in its timeline)")
+
+    for name, run, help_text in (
+        ("reconcile", commands.request_reconcile, "render, publish and bootstrap the request again"),
+        ("delete", commands.request_delete, "tear the environment down"),
+    ):
+        parser = command(sub, name, run, help_text)
+        parser.add_argument("--id", required=True, help="request id (req-...)")
+        parser.add_argument("--if-version", type=int, help="only if the request is still at this version")
+
+    extend = command(sub, "extend", commands.request_extend, "change the TTL (within the class maximum)")
+    extend.add_argument("--id", required=True, help="request id (req-...)")
+    extend.add_argument("--ttl", required=True, help="new lifetime in hours from now (24 or 24h)")
+    extend.add_argument("--if-version", type=int, help="only if the request is still at this version")
+
+
+def add_event_commands(root: argparse._SubParsersAction[Parser]) -> None:
+    events = root.add_parser("events", help="the event feed and dead letters")
+    sub = events.add_subparsers(
+        dest="events_command", required=True, metavar="{tail,dlq,replay}", parser_class=Parser
+    )
+    tail = command(sub, "tail", event_commands.events_tail, "follow request events as they happen")
+    tail.add_argument("--id", help="only this request's events (shown from its start)")
+    tail.add_argument("--from-start", action="store_true", help="begin with the oldest recorded event")
+    tail.add_argument("--count", type=int, help="exit after this many events")
+    tail.add_argument("--timeout", help="exit after this long (e.g. 30s, 5m)")
+    tail.add_argument("--interval", type=float, default=1.0, help="seconds between polls (default 1)")
+
+    dlq = command(sub, "dlq", event_commands.events_dlq, "list dead letters (admin)")
+    dlq.add_argument("--service", help="only this service's dead letters")
+    dlq.add_argument("--all", action="store_true", help="include dead letters already replayed")
+    dlq.add_argument("--limit", type=int, help="per service (default 100)")
+
+    replay = command(sub, "replay", event_commands.events_replay, "deliver a dead letter again (admin)")
+    replay.add_argument("--service", required=True, help="the service that holds it (see events dlq)")
+    replay.add_argument("--id", required=True, type=int, help="dead letter id (see events dlq)")
 
 
 # Groups of commands; later ones (request approve|reject|reconcile|extend|delete,
@@ -134,6 +241,9 @@ COMMAND_GROUPS: tuple[Callable[[argparse._SubParsersAction[Parser]], None], ...]
     add_token_commands,
     add_class_commands,
     add_request_commands,
+    add_event_commands,
+    add_policy_catalog_commands,
+    add_team_commands,
 )
 
 
@@ -141,7 +251,10 @@ def build_parser() -> Parser:
     parser = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common(parser, top_level=True)
     root = parser.add_subparsers(
-        dest="command", required=True, metavar="{token,whoami,classes,request}", parser_class=Parser
+        dest="command",
+        required=True,
+        metavar="{token,whoami,classes,request,events,teams,quota-profiles,policy-packs}",
+        parser_class=Parser,
     )
     command(root, "whoami", commands.whoami, "show who the API thinks you are")
     for add_group in COMMAND_GROUPS:
@@ -167,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         stdout=sys.stdout,
         stderr=sys.stderr,
         secret=settings.jwt_secret,
+        approval_secret=settings.approval_secret,
     )
     try:
         return int(args.run(args, ctx))

@@ -16,3 +16,9 @@ class CliSettings:
     jwt_secret: str | None = setting(
         "PLATFORM_JWT_HS256_SECRET", None, doc="Default --secret of `token mint` (development).", secret=True
     )
+    approval_secret: str | None = setting(
+        "PLATFORM_APPROVAL_HMAC_SECRET",
+        None,
+        doc="Default --approval-secret of `request approve`.",
+        secret=True,
+    )

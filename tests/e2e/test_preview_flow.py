@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -77,7 +78,8 @@ def test_preview_request_becomes_ready_with_one_pushed_commit(stack: RunningStac
     # The six files, as real Kubernetes YAML with the seed quota of the preview class.
     path = ready["gitops_path"]
     listed = stack.git("ls-tree", "--name-only", f"main:{path}").split()
-    assert listed == SIX_FILES
+    # The six baseline files, plus any extra objects the class's policy packs contribute.
+    assert [name for name in listed if not name.startswith("pack-")] == SIX_FILES
     documents = {name: yaml.safe_load(stack.git("show", f"main:{path}/{name}")) for name in listed}
     namespace = documents["namespace.yaml"]
     assert (namespace["apiVersion"], namespace["kind"], namespace["metadata"]["name"]) == (
@@ -136,6 +138,44 @@ def test_timeline_lists_the_whole_pipeline(stack: RunningStack) -> None:
         "request.bootstrapped",
     ]
     assert timeline[-1]["status_after"] == "ready"
+
+
+def test_one_trace_spans_the_whole_lifecycle(stack: RunningStack) -> None:
+    """The trace context of the HTTP call rides the outbox and NATS headers through every service."""
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    traceparent = f"00-{trace_id}-00f067aa0ba902b7-01"
+    with stack.client() as api:
+        created = api.post(
+            "/v1/environment-requests",
+            json={**PREVIEW, "app": "traced"},
+            headers={"traceparent": traceparent},
+        )
+        request_id = created.json()["id"]
+        stack.wait_for_status(api, request_id, {"ready"})
+    events = stack.events(request_id)
+    assert {envelope.source for envelope, _ in events} == {
+        "intake",
+        "policy",
+        "approval",
+        "renderer",
+        "git_publisher",
+        "cluster_bootstrapper",
+    }
+    assert {headers["traceparent"].split("-")[1] for _, headers in events} == {trace_id}
+    for envelope, headers in events:
+        assert headers["Nats-Msg-Id"] == envelope.id
+        assert headers["ce-type"] == envelope.type
+        assert headers["ce-source"] == envelope.source
+
+
+def test_service_ops_ports_serve_health_and_metrics(stack: RunningStack) -> None:
+    for name in ("intake", "renderer", "git_publisher"):
+        base = stack.processes.ops_url(name)
+        assert httpx.get(f"{base}/healthz").status_code == 200
+        assert httpx.get(f"{base}/readyz").json()["status"] == "ready"
+        assert "platform_events_handled_total" in httpx.get(f"{base}/metrics").text
+    gateway_metrics = httpx.get(f"{stack.api_url}/metrics").text
+    assert "platform_http_requests_total" in gateway_metrics
 
 
 def test_listing_and_classes(stack: RunningStack) -> None:

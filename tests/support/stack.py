@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -14,12 +16,16 @@ from typing import Any
 
 import httpx
 import jwt
+import nats
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from contracts.envelope import Envelope
 from libs.embedded import free_port
+from libs.settings import child_environment
 from services.platformd.process_stack import ProcessStack, git_init_bare
 from services.platformd.registry import BACKEND_SERVICES
+from tests.support.bus import stream_messages
 from tests.support.isolation import TEST_JWT_SECRET
 
 
@@ -40,6 +46,7 @@ class RunningStack:
     processes: ProcessStack
     remote: Path
     dsn: str
+    environment: Mapping[str, str]
 
     @property
     def api_url(self) -> str:
@@ -50,6 +57,24 @@ class RunningStack:
     ) -> httpx.Client:
         token = mint_token(actor, role, teams)
         return httpx.Client(base_url=self.api_url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+    def events(self, request_id: str) -> list[tuple[Envelope, dict[str, str]]]:
+        """Every event about ``request_id`` on the stack's stream, with its NATS headers."""
+
+        async def read() -> list[tuple[Envelope, dict[str, str]]]:
+            nc = await nats.connect(self.environment["PLATFORM_NATS_URL"])
+            try:
+                messages = await stream_messages(
+                    nc.jetstream(),
+                    self.environment["PLATFORM_EVENTS_STREAM"],
+                    self.environment["PLATFORM_EVENTS_SUBJECT_PREFIX"],
+                    "request.>",
+                )
+            finally:
+                await nc.close()
+            return [(envelope, headers) for envelope, headers in messages if envelope.subject == request_id]
+
+        return asyncio.run(read())
 
     def git(self, *args: str) -> str:
         return subprocess.run(
@@ -141,7 +166,47 @@ def running_stack(
         except (TimeoutError, RuntimeError) as exc:
             logs = "\n".join(f"--- {name}\n{processes.log_tail(name)}" for name in processes.services)
             raise AssertionError(f"stack did not start: {exc}\n{logs}") from exc
-        yield RunningStack(processes, remote, platform_env["PLATFORM_POSTGRES_DSN"])
+        yield RunningStack(processes, remote, platform_env["PLATFORM_POSTGRES_DSN"], environment)
     finally:
         processes.stop_all()
         _drop_roles(admin_dsn, platform_env["PLATFORM_POSTGRES_DSN"], roles)
+
+
+@contextlib.contextmanager
+def extra_gateway(
+    platform_env: Mapping[str, str], folder: Path, overrides: Mapping[str, str]
+) -> Iterator[str]:
+    """A second gateway process in front of a running stack, configured differently
+    (e.g. with team scoping enforced); yields its base URL."""
+    address = f"127.0.0.1:{free_port()}"
+    log_path = folder / "extra-gateway.log"
+    environment = child_environment(
+        {**platform_env, **overrides, "PLATFORM_ADDRESS": address, "PYTHONUNBUFFERED": "1"}
+    )
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.platformd.main", "gateway"],
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"extra gateway exited: {log_path.read_text()[-2000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://{address}/readyz", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"extra gateway not ready: {log_path.read_text()[-2000:]}")
+            time.sleep(0.1)
+        yield f"http://{address}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

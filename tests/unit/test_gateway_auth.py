@@ -299,5 +299,11 @@ def test_strict_production_refuses_the_static_secret_unless_allowed() -> None:
 
 
 def test_strict_production_does_not_ask_the_stateless_gateway_for_postgres() -> None:
-    loaded = settings(PLATFORM_ENV="prod", PLATFORM_ALLOW_STATIC_JWT_IN_PROD="true")
+    loaded = settings(
+        PLATFORM_ENV="prod",
+        PLATFORM_ALLOW_STATIC_JWT_IN_PROD="true",
+        PLATFORM_OIDC_ISSUER_URL="https://idp.example.com",
+        PLATFORM_OIDC_AUDIENCE="platform",
+    )
     assert loaded.postgres_dsn is None
+    assert loaded.team_scope_enforced

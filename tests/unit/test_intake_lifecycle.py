@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from contracts.events import (
+    RequestApprovalRecorded,
     RequestApproved,
     RequestBootstrapped,
+    RequestExtended,
     RequestFailed,
     RequestPolicyEvaluated,
     RequestPublished,
     RequestReconcileRequested,
     RequestRendered,
+    RequestTeardownRequested,
+    RequestTornDown,
 )
 from contracts.models import EnvironmentPlan, LimitRangeValues, PolicyReason, RequestSpec
+from libs.errors import Conflict, Forbidden
 from services.intake.domain.model import EnvironmentRequest, OutOfOrder, Status
 
 pytestmark = pytest.mark.unit
@@ -174,3 +180,200 @@ def test_failure_in_the_pipeline_marks_the_request_failed() -> None:
     )
     assert request.status is Status.FAILED
     assert request.last_error == "git_publisher: push rejected"
+
+
+# -- commands: reconcile, extend, delete, expiry ----------------------------------------------------
+
+
+def ready(request: EnvironmentRequest | None = None) -> EnvironmentRequest:
+    request = request or queued()
+    request.apply(
+        RequestBootstrapped(
+            request_id="req-1",
+            generation=request.generation,
+            cluster_status="not_applied",
+            drift_status="not_checked",
+        ),
+        NOW,
+    )
+    request.outgoing.clear()
+    return request
+
+
+def production() -> EnvironmentRequest:
+    request = submitted()
+    request.apply(evaluated(requires_approval=True, auto_reconcile=False), NOW)
+    return request
+
+
+def approved_production() -> EnvironmentRequest:
+    request = production()
+    request.apply(
+        RequestApprovalRecorded(
+            request_id="req-1",
+            approver="bob",
+            generation=0,
+            decided_at=NOW,
+            approvals_received=1,
+            approvals_required=1,
+        ),
+        NOW,
+    )
+    request.apply(RequestApproved(request_id="req-1", automatic=False, approved_by=["bob"]), NOW)
+    return request
+
+
+def test_each_approval_shows_up_before_the_quorum() -> None:
+    request = production()
+    recorded = RequestApprovalRecorded(
+        request_id="req-1",
+        approver="bob",
+        generation=0,
+        decided_at=NOW,
+        approvals_received=1,
+        approvals_required=2,
+    )
+    assert request.apply(recorded, NOW)
+    assert not request.apply(recorded, NOW)  # the same approver once
+    assert request.status is Status.PENDING_APPROVAL
+    assert [a["approver"] for a in request.approvals] == ["bob"]
+
+
+def test_a_manual_reconcile_starts_the_next_generation() -> None:
+    request = approved_production()
+    request.reconcile(actor="bob", role="approver", now=NOW)
+    assert (request.status, request.generation) == (Status.QUEUED, 1)
+    [event] = request.outgoing
+    assert isinstance(event, RequestReconcileRequested)
+    assert (event.generation, event.requested_by, event.reason) == (1, "bob", "manual")
+
+
+def test_reconciling_a_failed_request_is_a_retry() -> None:
+    request = queued()
+    request.apply(RequestFailed(request_id="req-1", generation=1, stage="x", error="y", attempts=5), NOW)
+    request.outgoing.clear()
+    request.reconcile(actor="alice", role="requester", now=NOW)
+    assert request.outgoing[-1].reason == "retry"  # type: ignore[union-attr]
+    assert request.generation == 2
+
+
+def _rejected() -> EnvironmentRequest:
+    request = submitted()
+    request.apply(evaluated(outcome="rejected"), NOW)
+    return request
+
+
+@pytest.mark.parametrize(
+    ("make", "fragment"),
+    [
+        (production, "approved before"),
+        (queued, "already in progress"),
+        (_rejected, "rejected requests"),
+    ],
+)
+def test_reconcile_is_409_outside_approved_ready_failed(make: Any, fragment: str) -> None:
+    request = make()
+    with pytest.raises(Conflict, match=fragment):
+        request.reconcile(actor="bob", role="approver", now=NOW)
+
+
+def test_requesters_reconcile_only_classes_without_approval() -> None:
+    with pytest.raises(Forbidden, match="needs approval"):
+        approved_production().reconcile(actor="alice", role="requester", now=NOW)
+    preview = ready()
+    preview.reconcile(actor="alice", role="requester", now=NOW)
+    assert preview.status is Status.QUEUED
+
+
+def test_a_failed_unapproved_request_cannot_skip_its_approval() -> None:
+    request = production()
+    request.apply(
+        RequestFailed(request_id="req-1", generation=0, stage="approval", error="x", attempts=5), NOW
+    )
+    assert request.status is Status.FAILED
+    with pytest.raises(Conflict, match="needs an approval"):
+        request.reconcile(actor="bob", role="approver", now=NOW)
+
+
+def test_extending_moves_the_expiry_from_now() -> None:
+    request = ready()
+    later = NOW + timedelta(hours=10)
+    request.extend(ttl_hours=48, actor="alice", now=later)
+    assert request.spec.ttl_hours == 48
+    assert request.expires_at == later + timedelta(hours=48)
+    [event] = request.outgoing
+    assert isinstance(event, RequestExtended)
+    assert (event.previous_ttl_hours, event.ttl_hours, event.extended_by) == (24, 48, "alice")
+
+
+def test_extending_before_ready_only_changes_the_ttl() -> None:
+    request = queued()
+    request.extend(ttl_hours=2, actor="alice", now=NOW)
+    assert (request.spec.ttl_hours, request.expires_at) == (2, None)
+
+
+def test_delete_starts_a_teardown_generation() -> None:
+    request = ready()
+    request.namespace, request.gitops_path = (
+        "payments-api-89abcdef",
+        "clusters/us-east-1/teams/payments/api/req-1",
+    )
+    request.delete(actor="alice", now=NOW)
+    assert (request.status, request.generation) == (Status.DELETING, 2)
+    [event] = request.outgoing
+    assert isinstance(event, RequestTeardownRequested)
+    assert (event.generation, event.reason, event.requested_by) == (2, "deleted", "alice")
+    assert (event.namespace, event.gitops_path) == (request.namespace, request.gitops_path)
+    with pytest.raises(Conflict, match="already being torn down"):
+        request.delete(actor="alice", now=NOW)
+    for command in (
+        lambda: request.extend(ttl_hours=2, actor="alice", now=NOW),
+        lambda: request.reconcile(actor="bob", role="approver", now=NOW),
+    ):
+        with pytest.raises(Conflict):
+            command()
+
+
+def test_a_never_rendered_request_is_torn_down_where_it_would_have_been() -> None:
+    request = EnvironmentRequest.submit(SPEC, "alice", NOW, request_id="req-0123456789abcdef")
+    request.outgoing.clear()
+    request.delete(actor="alice", now=NOW)
+    [event] = request.outgoing
+    assert isinstance(event, RequestTeardownRequested)
+    assert event.gitops_path == "clusters/us-east-1/teams/payments/api/req-0123456789abcdef"
+    assert event.namespace == "payments-api-89abcdef"
+
+
+def test_torn_down_ends_deleted_and_stale_generations_do_not() -> None:
+    request = ready()
+    request.delete(actor="alice", now=NOW)
+    assert not request.apply(RequestTornDown(request_id="req-1", generation=1, cluster_status="deleted"), NOW)
+    assert request.apply(RequestTornDown(request_id="req-1", generation=2, cluster_status="deleted"), NOW)
+    assert (request.status, request.cluster_status) == (Status.DELETED, "deleted")
+    with pytest.raises(Conflict, match="already deleted"):
+        request.delete(actor="alice", now=NOW)
+
+
+def test_a_failed_teardown_is_reported_and_can_be_retried() -> None:
+    request = ready()
+    request.delete(actor="alice", now=NOW)
+    request.apply(
+        RequestFailed(request_id="req-1", generation=2, stage="git_publisher", error="push", attempts=5), NOW
+    )
+    assert request.status is Status.FAILED
+    assert request.last_error == "teardown failed in git_publisher: push"
+    request.outgoing.clear()
+    request.delete(actor="alice", now=NOW)
+    assert (request.status, request.generation) == (Status.DELETING, 3)
+
+
+def test_expiry_only_for_ready_or_failed_environments_past_their_ttl() -> None:
+    request = ready()
+    assert request.expires_at is not None
+    assert not request.expire(request.expires_at - timedelta(seconds=1))
+    assert request.expire(request.expires_at)
+    assert request.status is Status.EXPIRING
+    [event] = request.outgoing
+    assert isinstance(event, RequestTeardownRequested)
+    assert (event.reason, event.requested_by) == ("expired", "system:expiry")
+    assert not queued().expire(NOW + timedelta(days=365))  # no expiry before it was ever ready

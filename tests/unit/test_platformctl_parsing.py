@@ -5,8 +5,10 @@ from __future__ import annotations
 import jwt
 import pytest
 
+from services.platformctl import commands, event_commands
 from services.platformctl.client import CliError, describe_details, redact
 from services.platformctl.commands import parse_hours, parse_labels
+from services.platformctl.main import build_parser
 from services.platformctl.tokens import mint, parse_duration, split_teams
 
 pytestmark = pytest.mark.unit
@@ -71,3 +73,52 @@ def test_error_details_and_urls_for_messages() -> None:
     assert describe_details(details) == "team: is required; region: unknown"
     assert redact("https://user:secret@api.example.com:8443/x") == "https://api.example.com:8443/x"
     assert redact("http://localhost:8080") == "http://localhost:8080"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["request", "approve", "--id", "req-1", "--approval-secret", "s"],
+        ["request", "approve", "--id=req-1", "--approval-secret=s"],
+    ],
+)
+def test_approve_takes_both_flag_forms(argv: list[str]) -> None:
+    args = build_parser().parse_args(argv)
+    assert (args.id, args.approval_secret, args.run) == ("req-1", "s", commands.request_approve)
+
+
+def test_every_request_command_is_registered() -> None:
+    parser = build_parser()
+    for argv, run in (
+        (["request", "reject", "--id", "r", "--reason=no"], commands.request_reject),
+        (["request", "reconcile", "--id", "r", "--if-version", "3"], commands.request_reconcile),
+        (["request", "extend", "--id", "r", "--ttl", "48h"], commands.request_extend),
+        (["request", "delete", "--id=r"], commands.request_delete),
+        (["request", "wait", "--id", "r", "--for", "deleted"], commands.request_wait),
+        (["events", "tail", "--count", "2"], event_commands.events_tail),
+        (["events", "dlq", "--service=intake", "--all"], event_commands.events_dlq),
+        (["events", "replay", "--service", "intake", "--id", "7"], event_commands.events_replay),
+        (["--api=http://x", "-o", "yaml", "request", "get", "--id", "r"], commands.request_get),
+    ):
+        assert parser.parse_args(argv).run is run, argv
+
+
+@pytest.mark.parametrize(
+    ("status", "target", "outcome"),
+    [
+        ("ready", "ready", commands.EXIT_OK),
+        ("failed", "ready", commands.EXIT_FAILED),
+        ("rejected", "ready", commands.EXIT_FAILED),
+        ("deleting", "ready", commands.EXIT_FAILED),
+        ("reconciling", "ready", None),
+        ("deleting", "deleted", None),
+        ("expiring", "deleted", None),
+        ("deleted", "deleted", commands.EXIT_OK),
+        ("failed", "deleted", commands.EXIT_FAILED),
+        ("pending_approval", "approved", None),
+        ("queued", "approved", commands.EXIT_OK),
+        ("rejected", "approved", commands.EXIT_FAILED),
+    ],
+)
+def test_what_wait_makes_of_a_status(status: str, target: str, outcome: int | None) -> None:
+    assert commands.wait_outcome(status, target) == outcome

@@ -1,12 +1,28 @@
-"""What the approval service does with a policy decision (pure rules)."""
+"""The approval rules (pure): who may approve, when the quorum is met, what a rejection needs.
+
+- Separation of duties: nobody approves a request they created.
+- Quorum: ``approvals_required`` distinct approvers (at least one); approving twice is a
+  conflict, not a second vote.
+- Only a pending record can be approved or rejected; the first rejection ends it.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from contracts.events import RequestPolicyEvaluated
+from libs.errors import Conflict, Forbidden, Unauthorized, ValidationFailed
 
 AUTOMATIC_APPROVER = "system:auto-approval"
+MAX_REASON_LENGTH = 1000
+REJECTION_FIELDS = frozenset({"reason"})
+# Lowercase hex HMAC-SHA256: anything else cannot be a signature, so it is refused before
+# any comparison (and never echoed back).
+_SIGNATURE = re.compile(r"[0-9a-f]{64}")
 
 
 class ApprovalStatus(StrEnum):
@@ -20,3 +36,73 @@ def initial_status(decision: RequestPolicyEvaluated) -> ApprovalStatus | None:
     if decision.outcome != "allowed":
         return None
     return ApprovalStatus.PENDING if decision.requires_approval else ApprovalStatus.APPROVED
+
+
+def check_signature_format(signature: str) -> None:
+    if _SIGNATURE.fullmatch(signature) is None:
+        raise Unauthorized(
+            "X-Platform-Approval-Signature must be the lowercase hex HMAC-SHA256 of approve:<id>:<actor>:<class>"
+        )
+
+
+@dataclass
+class ApprovalRecord:
+    """What one request needs before it may proceed, and the approvals it has."""
+
+    request_id: str
+    class_name: str
+    created_by: str
+    approvals_required: int
+    status: ApprovalStatus
+    approvers: list[str] = field(default_factory=list)
+
+    @property
+    def quorum(self) -> int:
+        return max(1, self.approvals_required)
+
+    def approve(self, approver: str) -> bool:
+        """Record ``approver``'s approval; True when it completes the quorum."""
+        if approver == self.created_by:
+            raise Forbidden("you created this request; someone else must approve it (separation of duties)")
+        if self.status is not ApprovalStatus.PENDING:
+            raise Conflict(f"request {self.request_id} is already {self.status}; nothing to approve")
+        if approver in self.approvers:
+            raise Conflict(
+                f"you already approved request {self.request_id} "
+                f"({len(self.approvers)} of {self.quorum} approvals)"
+            )
+        self.approvers.append(approver)
+        if len(self.approvers) >= self.quorum:
+            self.status = ApprovalStatus.APPROVED
+            return True
+        return False
+
+    def reject(self) -> None:
+        if self.status is not ApprovalStatus.PENDING:
+            raise Conflict(f"request {self.request_id} is already {self.status}; nothing to reject")
+        self.status = ApprovalStatus.REJECTED
+
+
+def validate_rejection(body: Mapping[str, Any]) -> str:
+    """The reason of a reject body, or :class:`ValidationFailed` naming every problem."""
+    details = [
+        {"field": str(name), "message": "unknown field (only reason)"}
+        for name in sorted(map(str, body))
+        if name not in REJECTION_FIELDS
+    ]
+    reason = body.get("reason")
+    if reason is None:
+        details.append({"field": "reason", "message": "is required"})
+    elif not isinstance(reason, str):
+        details.append({"field": "reason", "message": "must be a string"})
+    elif not reason.strip():
+        details.append({"field": "reason", "message": "must not be empty"})
+    elif len(reason) > MAX_REASON_LENGTH:
+        details.append({"field": "reason", "message": f"must be at most {MAX_REASON_LENGTH} characters"})
+    elif any(ord(ch) < 32 and ch not in "\n\t" for ch in reason):
+        details.append({"field": "reason", "message": "must not contain control characters"})
+    if details:
+        fields = ", ".join(sorted({str(d["field"]) for d in details}))
+        raise ValidationFailed(f"invalid rejection: {fields}", details=details)
+    assert isinstance(reason, str)
+    return reason.strip()

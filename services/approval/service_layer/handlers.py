@@ -1,22 +1,58 @@
-"""Approval commands and event handlers; one transaction each."""
+"""Approval commands and event handlers; one transaction each.
+
+The approval service owns the decision: it verifies the client's signature, applies
+separation of duties and the quorum, issues one attestation per approval and announces
+``request.approval_recorded`` for each and ``request.approved`` at the quorum (or
+``request.rejected``). Intake projects those facts onto the request; the gateway has
+already checked the caller's role and that the request is visible to it and pending.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
+from contracts.attestation import sign_attestation, verify_approval
 from contracts.envelope import Envelope
-from contracts.events import RequestApproved, RequestPolicyEvaluated
+from contracts.events import (
+    Attestation,
+    RequestApprovalRecorded,
+    RequestApproved,
+    RequestPolicyEvaluated,
+    RequestRejected,
+)
+from contracts.models import PolicyReason
+from contracts.rpc import ApproveRequest, RejectRequest
 from libs.database import Pool
+from libs.errors import Unauthorized, Unavailable
 from libs.inbox import Tx
 from libs.outbox import Outbox
 from services.approval.adapters import repository
-from services.approval.domain.decisions import AUTOMATIC_APPROVER, ApprovalStatus, initial_status
+from services.approval.domain.decisions import (
+    AUTOMATIC_APPROVER,
+    ApprovalStatus,
+    check_signature_format,
+    initial_status,
+    validate_rejection,
+)
+
+RECORD_POLL_SECONDS = 0.05
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass
 class ApprovalService:
     pool: Pool
     outbox: Outbox
+    secret: str | None = None
+    # How long a command waits for the approval record of a request intake already shows
+    # as pending: both consume the same policy decision, and intake may be a moment ahead.
+    record_wait_seconds: float = 3.0
 
     async def on_policy_evaluated(self, envelope: Envelope, data: RequestPolicyEvaluated, tx: Tx) -> None:
         """Open the approval record; classes without approval are approved on the spot."""
@@ -37,3 +73,116 @@ class ApprovalService:
                 data.request_id,
                 RequestApproved(request_id=data.request_id, automatic=True, approved_by=[AUTOMATIC_APPROVER]),
             )
+
+    def _require_secret(self) -> str:
+        if not self.secret:
+            raise Unavailable("approvals are not configured on this platform (no approval secret)")
+        return self.secret
+
+    async def _wait_for_record(self, request_id: str) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.record_wait_seconds
+        while True:
+            async with self.pool.connection() as conn:
+                if await repository.exists(conn, request_id):
+                    return
+            if loop.time() >= deadline:
+                raise Unavailable(
+                    f"the approval service has not received the policy decision for {request_id} yet; retry"
+                )
+            await asyncio.sleep(RECORD_POLL_SECONDS)
+
+    async def approve(self, command: ApproveRequest) -> dict[str, Any]:
+        """One approver's signed approval: 401 bad signature, 403 own request, 409 not pending
+        or approved twice; ``request.approved`` once the quorum is met."""
+        secret = self._require_secret()
+        check_signature_format(command.signature)
+        await self._wait_for_record(command.id)
+        approver = command.actor.actor
+        async with self.pool.connection() as conn, conn.transaction():
+            record = await repository.get_for_update(conn, command.id)
+            if record is None:  # gone since the wait: nothing sensible to approve
+                raise Unavailable(f"no approval record for {command.id}; retry")
+            if not verify_approval(
+                secret, command.signature, request_id=command.id, actor=approver, class_name=record.class_name
+            ):
+                raise Unauthorized(
+                    "the approval signature does not verify: it must be the HMAC-SHA256 of "
+                    f"approve:{command.id}:{approver}:{record.class_name} with the approval secret"
+                )
+            complete = record.approve(approver)
+            decided_at = utcnow()
+            attestation = Attestation(
+                request_id=command.id,
+                generation=command.generation,
+                approver=approver,
+                class_name=record.class_name,
+                decided_at=decided_at,
+                signature=sign_attestation(
+                    secret,
+                    request_id=command.id,
+                    generation=command.generation,
+                    approver=approver,
+                    class_name=record.class_name,
+                    decided_at=decided_at,
+                ),
+            )
+            await repository.add_approval(conn, attestation)
+            await self.outbox.add(
+                conn,
+                command.id,
+                RequestApprovalRecorded(
+                    request_id=command.id,
+                    approver=approver,
+                    generation=command.generation,
+                    decided_at=decided_at,
+                    approvals_received=len(record.approvers),
+                    approvals_required=record.quorum,
+                ),
+            )
+            if complete:
+                await repository.set_approved(conn, command.id)
+                attestations = await repository.attestations(conn, command.id, record.class_name)
+                await self.outbox.add(
+                    conn,
+                    command.id,
+                    RequestApproved(
+                        request_id=command.id,
+                        automatic=False,
+                        approvals=attestations,
+                        approved_by=[a.approver for a in attestations],
+                    ),
+                )
+        return {
+            "request_id": command.id,
+            "approver": approver,
+            "approvals_received": len(record.approvers),
+            "approvals_required": record.quorum,
+            "status": str(record.status),
+        }
+
+    async def reject(self, command: RejectRequest) -> dict[str, Any]:
+        """End a pending request with a reason (``request.rejected``); 409 unless pending."""
+        reason = validate_rejection(command.body)
+        await self._wait_for_record(command.id)
+        rejected_by = command.actor.actor
+        async with self.pool.connection() as conn, conn.transaction():
+            record = await repository.get_for_update(conn, command.id)
+            if record is None:
+                raise Unavailable(f"no approval record for {command.id}; retry")
+            record.reject()
+            await repository.set_rejected(conn, command.id, rejected_by, reason)
+            await self.outbox.add(
+                conn,
+                command.id,
+                RequestRejected(
+                    request_id=command.id,
+                    rejected_by=rejected_by,
+                    reasons=[
+                        PolicyReason(
+                            code="rejected_by_approver", message=f"rejected by {rejected_by}: {reason}"
+                        )
+                    ],
+                ),
+            )
+        return {"request_id": command.id, "rejected_by": rejected_by, "status": str(record.status)}

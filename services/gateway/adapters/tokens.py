@@ -1,9 +1,18 @@
 """Bearer token verification.
 
 :class:`TokenVerifier` is the port: given the raw token it returns verified claims or
-raises :class:`InvalidToken`. :class:`StaticSecretVerifier` implements it for HS256/384/512
-tokens signed with ``PLATFORM_JWT_HS256_SECRET``; an OIDC/JWKS verifier (asymmetric
-algorithms from the provider's discovery document) plugs in behind the same interface.
+raises :class:`InvalidToken`. Two implementations:
+
+- :class:`StaticSecretVerifier`: HS256/384/512 tokens signed with ``PLATFORM_JWT_HS256_SECRET``
+  (development, static setups);
+- :class:`~services.gateway.adapters.oidc.OidcVerifier`: tokens of an OIDC provider
+  (discovery + JWKS, asymmetric algorithms only).
+
+Both may be configured at once (dev: minted tokens and the company IdP). :class:`TokenRouter`
+then picks the verifier by the token's ``alg`` header: HMAC algorithms go to the static
+secret only and asymmetric ones to the provider's keys only, so neither verifier ever sees
+a token of the other kind; that is what makes algorithm confusion (an RS256 public key used
+as an HS256 secret) impossible, and ``none`` or any other algorithm is refused outright.
 :class:`Authenticator` turns an ``Authorization`` header into a :class:`Principal`.
 """
 
@@ -15,13 +24,21 @@ from typing import Any, Protocol
 
 import jwt
 
+from services.gateway.adapters.oidc import InvalidToken, OidcVerifier, ProviderUnavailable
 from services.gateway.domain.claims import ClaimNames, Principal, resolve_principal
-from services.gateway.domain.errors import Unauthenticated
-from services.gateway.settings import HMAC_ALGORITHMS, GatewaySettings
+from services.gateway.domain.errors import RETRY_AFTER_SECONDS, HttpError, Unauthenticated
+from services.gateway.settings import HMAC_ALGORITHMS, OIDC_ALGORITHMS, GatewaySettings
 
-
-class InvalidToken(Exception):
-    """The token was not accepted; the message is safe to return to the caller."""
+__all__ = [
+    "Authenticator",
+    "InvalidToken",
+    "OidcVerifier",
+    "ProviderUnavailable",
+    "StaticSecretVerifier",
+    "TokenRouter",
+    "TokenVerifier",
+    "authenticator_from_settings",
+]
 
 
 class TokenVerifier(Protocol):
@@ -108,12 +125,43 @@ class StaticSecretVerifier:
         return claims
 
 
+class TokenRouter:
+    """Sends each token to the verifier for its algorithm family (see the module docstring)."""
+
+    def __init__(self, static: StaticSecretVerifier | None, oidc: OidcVerifier | None) -> None:
+        if static is None and oidc is None:
+            raise ValueError("at least one token verifier is required")
+        self.static = static
+        self.oidc = oidc
+
+    async def verify(self, token: str) -> Mapping[str, Any]:
+        try:
+            algorithm = jwt.get_unverified_header(token).get("alg")
+        except jwt.PyJWTError:
+            raise InvalidToken("the token is malformed") from None
+        if algorithm in HMAC_ALGORITHMS and self.static is not None:
+            return await self.static.verify(token)
+        if algorithm in OIDC_ALGORITHMS and self.oidc is not None:
+            return await self.oidc.verify(token)
+        accepted = [
+            *(self.static.algorithms if self.static else []),
+            *(self.oidc.algorithms() if self.oidc else []),
+        ]
+        # Only a known algorithm name is echoed: the header is attacker-controlled text.
+        shown = f" {algorithm}" if algorithm in (*HMAC_ALGORITHMS, *OIDC_ALGORITHMS, "none") else ""
+        raise InvalidToken(f"the token's algorithm{shown} is not accepted (accepted: {', '.join(accepted)})")
+
+
 class Authenticator:
     """``Authorization: Bearer <token>`` -> :class:`Principal`."""
 
-    def __init__(self, verifier: TokenVerifier, claim_names: ClaimNames) -> None:
+    def __init__(
+        self, verifier: TokenVerifier, claim_names: ClaimNames, oidc: OidcVerifier | None = None
+    ) -> None:
         self.verifier = verifier
         self.claim_names = claim_names
+        # Kept for readiness (provider reachable) and for closing its HTTP client.
+        self.oidc = oidc
 
     async def authenticate(self, authorization: str | None) -> Principal:
         if not authorization or not authorization.strip():
@@ -127,7 +175,16 @@ class Authenticator:
             claims = await self.verifier.verify(token.strip())
         except InvalidToken as exc:
             raise Unauthenticated(str(exc), token_presented=True) from None
+        except ProviderUnavailable as exc:
+            # Not the caller's fault and maybe a valid token: ask them to come back.
+            raise HttpError(
+                503, "unavailable", f"{exc}; retry later", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+            ) from None
         return resolve_principal(claims, self.claim_names)
+
+    async def close(self) -> None:
+        if self.oidc is not None:
+            await self.oidc.close()
 
 
 def authenticator_from_settings(settings: GatewaySettings) -> Authenticator:
@@ -137,4 +194,16 @@ def authenticator_from_settings(settings: GatewaySettings) -> Authenticator:
         subject=settings.subject_claim,
         teams=settings.teams_claim,
     )
-    return Authenticator(StaticSecretVerifier.from_settings(settings), names)
+    static = StaticSecretVerifier.from_settings(settings) if settings.jwt_secret else None
+    oidc = None
+    if settings.oidc_issuer_url and settings.oidc_audience:
+        oidc = OidcVerifier(
+            settings.oidc_issuer_url,
+            settings.oidc_audience,
+            allowed_algorithms=settings.oidc_algorithms,
+            cache_seconds=settings.oidc_jwks_cache_seconds,
+            min_refresh_seconds=settings.oidc_jwks_min_refresh_seconds,
+            leeway_seconds=settings.jwt_leeway_seconds,
+            http_timeout_seconds=settings.oidc_http_timeout_seconds,
+        )
+    return Authenticator(TokenRouter(static, oidc), names, oidc=oidc)

@@ -9,6 +9,7 @@ generated from the same types.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -45,6 +46,47 @@ class RequestPage(msgspec.Struct, frozen=True, kw_only=True):
 
 class Timeline(msgspec.Struct, frozen=True, kw_only=True):
     items: list[TimelineEntry]
+
+
+class EventFeed(msgspec.Struct, frozen=True, kw_only=True):
+    """Timeline entries of every visible request, oldest first; pass ``next_cursor`` as
+    ``after`` to continue (it is set even on an empty page, so a follower keeps its place)."""
+
+    items: list[TimelineEntry]
+    next_cursor: str
+
+
+class ApprovalOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """Reply of ``approval.approve``: the quorum's progress after this approval."""
+
+    request_id: str
+    approver: str
+    approvals_received: int
+    approvals_required: int
+    status: str
+
+
+class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
+    """An event a consumer gave up on. ``service`` names where it is kept (and replayed)."""
+
+    id: int
+    consumer: str
+    event_id: str | None
+    event_type: str | None
+    subject: str
+    stream_seq: int | None
+    error: str
+    attempts: int
+    created_at: datetime
+    replayed_at: datetime | None = None
+    service: str | None = None
+
+
+class DeadLetterPage(msgspec.Struct, frozen=True, kw_only=True):
+    """Dead letters newest first; ``unavailable`` lists services that did not answer."""
+
+    items: list[DeadLetter]
+    unavailable: list[str] = []
 
 
 class CreateOutcome(msgspec.Struct, frozen=True, kw_only=True):

@@ -31,6 +31,7 @@ class Action(StrEnum):
     RECONCILE_REQUEST = "reconcile_request"
     UPSERT_CLASS = "upsert_class"
     SET_TEAM_BUDGET = "set_team_budget"
+    MANAGE_POLICY = "manage_policy"
     OPERATE_EVENTS = "operate_events"
 
 
@@ -45,6 +46,7 @@ ACTION_PHRASES: dict[Action, str] = {
     Action.RECONCILE_REQUEST: "reconcile environment requests",
     Action.UPSERT_CLASS: "change environment classes",
     Action.SET_TEAM_BUDGET: "set team budgets",
+    Action.MANAGE_POLICY: "change quota profiles or policy packs",
     Action.OPERATE_EVENTS: "replay events or manage dead letters",
 }
 
@@ -63,6 +65,7 @@ PERMISSIONS: dict[Action, frozenset[Role]] = {
     Action.RECONCILE_REQUEST: frozenset({Role.REQUESTER, Role.APPROVER, Role.ADMIN}),
     Action.UPSERT_CLASS: frozenset({Role.ADMIN}),
     Action.SET_TEAM_BUDGET: frozenset({Role.ADMIN}),
+    Action.MANAGE_POLICY: frozenset({Role.ADMIN}),
     Action.OPERATE_EVENTS: frozenset({Role.ADMIN}),
 }
 
@@ -80,3 +83,13 @@ def most_privileged(candidates: list[str]) -> Role | None:
     """The most privileged valid role among ``candidates``; unknown names are ignored."""
     valid = {name.strip().lower() for name in candidates}
     return next((role for role in ROLES_BY_PRIVILEGE if role.value in valid), None)
+
+
+def lacks_team_scope(role: Role, teams: list[str] | None, *, enforced: bool) -> bool:
+    """True when team scoping is enforced and a non-admin token carries no teams claim.
+
+    Such a token is scoped to no team at all, so it may not read or act on requests. Admins
+    are never scoped (they do everything); tokens with a teams claim are scoped to those
+    teams by the owning service, whether or not scoping is enforced.
+    """
+    return enforced and role is not Role.ADMIN and teams is None

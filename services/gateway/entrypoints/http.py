@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, cast
 
 import msgspec
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
@@ -38,7 +38,7 @@ from litestar.types import ControllerRouterHandler, ExceptionHandlersMap, Guard
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from contracts.models import EnvironmentClass, EnvironmentRequestView
-from contracts.rpc import CreateRequest, GetRequest, ListRequests
+from contracts.rpc import CreateRequest, DeleteRequest, ExtendRequest, GetRequest, ListRequests
 from libs.errors import PlatformError
 from libs.ops_server import ReadinessCheck, run_checks
 from libs.telemetry import REGISTRY
@@ -62,7 +62,7 @@ from services.gateway.domain.resources import (
     Timeline,
     WhoAmI,
 )
-from services.gateway.domain.roles import ACTION_PHRASES, Action, allowed_roles, is_allowed
+from services.gateway.domain.roles import ACTION_PHRASES, Action, allowed_roles, is_allowed, lacks_team_scope
 from services.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,9 @@ class GatewayRuntime:
                 checks[name] = not_connected
             else:
                 checks[name] = _ping(services, name, timeout)
+        if self.authenticator.oidc is not None:
+            # Discovery and keys (cached ones count, so /readyz does not hammer the provider).
+            checks["oidc"] = self.authenticator.oidc.check
         return checks
 
 
@@ -119,19 +122,31 @@ def runtime_of(connection: ASGIConnection[Any, Any, Any, Any]) -> GatewayRuntime
 # -- auth --------------------------------------------------------------------------------------
 
 
-def requires(action: Action) -> Guard:
-    """Guard: a valid bearer token whose role may perform ``action``; stores the caller."""
+def requires(action: Action, *, team_scoped: bool = False) -> Guard:
+    """Guard: a valid bearer token whose role may perform ``action``; stores the caller.
+
+    ``team_scoped`` routes (everything about environment requests) also refuse non-admin
+    tokens without a teams claim when team scoping is enforced. The owning service then
+    limits the caller to the teams in its token.
+    """
 
     async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        principal = await runtime_of(connection).authenticator.authenticate(
-            connection.headers.get("authorization")
-        )
+        runtime = runtime_of(connection)
+        principal = await runtime.authenticator.authenticate(connection.headers.get("authorization"))
         if not is_allowed(principal.role, action):
             allowed = [role.value for role in allowed_roles(action)]
             raise PermissionDenied(
                 f"the {principal.role.value} role cannot {ACTION_PHRASES[action]} "
                 f"(allowed: {', '.join(allowed)})",
                 details={"role": principal.role.value, "allowed_roles": allowed},
+            )
+        if team_scoped and lacks_team_scope(
+            principal.role, principal.teams, enforced=runtime.settings.team_scope_enforced
+        ):
+            claim_name = runtime.settings.teams_claim
+            raise PermissionDenied(
+                f"team scoping is enforced and the token has no {claim_name!r} claim",
+                details={"claim": claim_name},
             )
         connection.state.principal = principal
 
@@ -248,6 +263,34 @@ class CreateRequestOperation(Operation):
         )
 
 
+@dataclass
+class ExtendRequestOperation(Operation):
+    """Documents the PATCH body (read by hand, like the create body)."""
+
+    def __post_init__(self) -> None:
+        self.request_body = RequestBody(
+            content={
+                "application/json": OpenAPIMediaType(
+                    schema=Schema(
+                        type=OpenAPIType.OBJECT,
+                        title="EnvironmentRequestExtension",
+                        required=["ttl_hours"],
+                        additional_properties=False,
+                        properties={
+                            "ttl_hours": Schema(
+                                type=OpenAPIType.INTEGER,
+                                minimum=1,
+                                description="New TTL: 1 to the class's max_ttl_hours, counted from now",
+                            )
+                        },
+                        examples=[{"ttl_hours": 48}],
+                    )
+                )
+            },
+            required=True,
+        )
+
+
 def request_input_schema() -> Schema:
     dns_label = "DNS-1123 label: lowercase alphanumerics and '-', at most 40 characters"
     return Schema(
@@ -316,14 +359,49 @@ async def read_json_object(request: Request[Any, Any, Any], settings: GatewaySet
     except TimeoutError:
         raise HttpError(408, "timeout", "the request body was not received in time") from None
     if not raw.strip():
-        raise BadRequest("the request body is empty; send a JSON object")
+        raise BadRequest("the request body is empty; send a JSON object", details=_body_problem("is empty"))
     try:
         value = msgspec.json.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise BadRequest(f"the request body is not valid JSON ({exc})") from None
+    except RecursionError:
+        # Thousands of nested brackets fit in a small body; msgspec gives up on the depth.
+        raise BadRequest(
+            "the request body is nested too deeply", details=_body_problem("is nested too deeply")
+        ) from None
+    except ValueError as exc:  # msgspec.DecodeError/ValidationError (e.g. 1e400), invalid UTF-8
+        raise BadRequest(
+            f"the request body is not valid JSON ({exc})", details=_body_problem("is not valid JSON")
+        ) from None
     if not isinstance(value, dict):
-        raise BadRequest(f"the request body must be a JSON object, not {_json_type(value)}")
+        problem = f"must be a JSON object, not {_json_type(value)}"
+        raise BadRequest(f"the request body {problem}", details=_body_problem(problem))
     return value
+
+
+def _body_problem(message: str) -> list[dict[str, str]]:
+    return [{"field": "body", "message": message}]
+
+
+def parse_if_match(value: str | None) -> int | None:
+    """``If-Match: "3"`` (or ``3``, ``W/"3"``) -> 3: the version the caller last read."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip().removeprefix("W/").strip('"')
+    if not text.isdigit() or len(text) > 9:
+        raise BadRequest(
+            'If-Match must be the request\'s version (e.g. "3")',
+            details=[{"field": "If-Match", "message": "must be a request version number"}],
+        )
+    return int(text)
+
+
+IfMatch = Annotated[
+    str | None,
+    HeaderParameter(
+        name="If-Match",
+        description="Apply only if the request's `version` is still this one (else 409)",
+        max_length=32,
+    ),
+]
 
 
 class EnvironmentRequestsController(Controller):
@@ -334,7 +412,7 @@ class EnvironmentRequestsController(Controller):
     @post(
         "/",
         summary="Create an environment request",
-        guards=[requires(Action.CREATE_REQUEST)],
+        guards=[requires(Action.CREATE_REQUEST, team_scoped=True)],
         status_code=201,
         operation_class=CreateRequestOperation,
         responses={
@@ -390,7 +468,7 @@ class EnvironmentRequestsController(Controller):
     @get(
         "/",
         summary="List environment requests",
-        guards=[requires(Action.READ)],
+        guards=[requires(Action.READ, team_scoped=True)],
         responses=error_responses(400, 401, 403, 422, 503),
     )
     async def list_requests(
@@ -421,7 +499,7 @@ class EnvironmentRequestsController(Controller):
     @get(
         "/{request_id:str}",
         summary="Get an environment request",
-        guards=[requires(Action.READ)],
+        guards=[requires(Action.READ, team_scoped=True)],
         responses=error_responses(401, 403, 404, 503),
     )
     async def get_request(
@@ -435,7 +513,7 @@ class EnvironmentRequestsController(Controller):
     @get(
         "/{request_id:str}/events",
         summary="The request's timeline",
-        guards=[requires(Action.READ)],
+        guards=[requires(Action.READ, team_scoped=True)],
         responses=error_responses(401, 403, 404, 503),
     )
     async def list_events(
@@ -445,17 +523,87 @@ class EnvironmentRequestsController(Controller):
         request_id: FromPath[str],
     ) -> Timeline:
         """Every event about the request in order, including late or duplicate ones that did not
-        change its status (``applied: false``)."""
+        change its status (``applied: false``). Attestation signatures are shown to approvers
+        and admins only."""
         return await services.list_events(GetRequest(id=request_id, actor=principal.to_actor()))
+
+    # PATCH and DELETE live here, beside GET on the same path: Litestar wants one controller
+    # per path. Approve, reject and reconcile are in http_lifecycle.
+
+    @patch(
+        "/{request_id:str}",
+        summary="Extend an environment request (change ttl_hours)",
+        guards=[requires(Action.EXTEND_REQUEST, team_scoped=True)],
+        operation_class=ExtendRequestOperation,
+        responses=error_responses(400, 401, 403, 404, 409, 422, 503),
+    )
+    async def extend_request(
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        services: NamedDependency[Services],
+        request_id: FromPath[str],
+        if_match: IfMatch = None,
+    ) -> EnvironmentRequestView:
+        """Body `{"ttl_hours": N}` with 1 <= N <= the class's max_ttl_hours. Once the environment
+        exists, `expires_at` becomes now + N hours. Requesters: own teams only."""
+        body = await read_json_object(request, runtime_of(request).settings)
+        return await services.extend(
+            ExtendRequest(
+                id=request_id,
+                actor=principal.to_actor(),
+                body=body,
+                expected_version=parse_if_match(if_match),
+            )
+        )
+
+    @delete(
+        "/{request_id:str}",
+        summary="Delete an environment request (tear it down)",
+        guards=[requires(Action.DELETE_REQUEST, team_scoped=True)],
+        status_code=202,
+        responses={
+            202: ResponseSpec(
+                data_container=EnvironmentRequestView,
+                description="Teardown requested: status `deleting`, then `deleted`",
+                generate_examples=False,
+            ),
+            **error_responses(400, 401, 403, 404, 409, 503),
+        },
+    )
+    async def delete_request(
+        self,
+        principal: NamedDependency[Principal],
+        services: NamedDependency[Services],
+        request_id: FromPath[str],
+        if_match: IfMatch = None,
+    ) -> Response[EnvironmentRequestView]:
+        """Moves the request to `deleting` and asks for the teardown (manifests removed from the
+        GitOps repository, namespace deleted); it ends `deleted`. 409 when already being torn
+        down. Requesters: own teams only."""
+        view = await services.delete(
+            DeleteRequest(
+                id=request_id, actor=principal.to_actor(), expected_version=parse_if_match(if_match)
+            )
+        )
+        return Response(view, status_code=202)
 
 
 def route_handlers(settings: GatewaySettings) -> list[ControllerRouterHandler]:
+    # Imported here: those modules build on the guards and helpers of this one.
+    from services.gateway.entrypoints.http_catalog import CATALOG_ROUTES
+    from services.gateway.entrypoints.http_lifecycle import RequestActionsController
+    from services.gateway.entrypoints.http_operations import DeadLettersController, EventsController
+
     handlers: list[ControllerRouterHandler] = [
         healthz,
         readyz,
         whoami,
-        EnvironmentClassesController,
         EnvironmentRequestsController,
+        RequestActionsController,
+        EventsController,
+        DeadLettersController,
+        *CATALOG_ROUTES,
     ]
     if settings.prometheus_enabled:
         handlers.append(metrics)
@@ -495,12 +643,27 @@ def handle_service_error(request: Request[Any, Any, Any], exc: PlatformError) ->
     return error_response(error)
 
 
+def _wire_name(request: Request[Any, Any, Any], key: Any) -> Any:
+    """The parameter's name as the client sent it (``Idempotency-Key``, ``class``), not the
+    handler argument's (``idempotency_key``, ``class_name``)."""
+    try:
+        parameter = request.route_handler.parsed_fn_signature.parameters.get(key)
+    except Exception:  # no route matched: nothing to translate
+        return key
+    alias = getattr(getattr(parameter, "kwarg_definition", None), "name", None)
+    return alias if isinstance(alias, str) and alias else key
+
+
 def handle_framework_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:
     details: Any = None
     message = exc.detail
     if isinstance(exc, ValidationException) and isinstance(exc.extra, list):
         details = [
-            {"field": item.get("key"), "message": item.get("message"), "source": item.get("source")}
+            {
+                "field": _wire_name(request, item.get("key")),
+                "message": item.get("message"),
+                "source": item.get("source"),
+            }
             for item in exc.extra
             if isinstance(item, dict)
         ]
@@ -544,8 +707,12 @@ def openapi_config() -> OpenAPIConfig:
         title="platform-control-plane API",
         version="1.0.0",
         description=(
-            "Environment requests, classes and the caller's identity. Every `/v1` route needs "
-            "`Authorization: Bearer <JWT>`; errors are `{error, code, details}`."
+            "Environment requests (create, list, follow, approve, reject, reconcile, extend, delete), "
+            "classes, the event feed, dead letters and the caller's identity. Every `/v1` route needs "
+            "`Authorization: Bearer <JWT>`; errors are `{error, code, details}` with 400/422 validation "
+            "(details name every failing field), 401 unauthenticated or bad approval signature, 403 "
+            "wrong role or team, 404 unknown (or another team's request), 409 illegal transition, "
+            "503 a service not answering (with Retry-After)."
         ),
         path="/schema",
         render_plugins=[SwaggerRenderPlugin(path="/"), YamlRenderPlugin()],
@@ -556,7 +723,13 @@ def openapi_config() -> OpenAPIConfig:
                     type="http",
                     scheme="bearer",
                     bearer_format="JWT",
-                    description="HS256/384/512 with the static secret; claims: role, email, sub, teams, exp",
+                    description=(
+                        "A JWT: from the OIDC provider (PLATFORM_OIDC_ISSUER_URL; RS/ES/PS algorithms it "
+                        "advertises, `aud` = PLATFORM_OIDC_AUDIENCE) or, in development, HS256/384/512 with "
+                        "PLATFORM_JWT_HS256_SECRET. `exp` is required. Claims (names configurable): role "
+                        "(string or list; the most privileged valid one wins), email (actor, falling back "
+                        "to sub), teams (list; scopes the caller to those teams)."
+                    ),
                 )
             }
         ),
@@ -564,6 +737,7 @@ def openapi_config() -> OpenAPIConfig:
             Tag(name="environment requests", description="Ask for, list and follow environments"),
             Tag(name="environment classes", description="The golden-path classes"),
             Tag(name="identity", description="Who the server thinks you are"),
+            Tag(name="events", description="The timelines of all visible requests, as a feed"),
             Tag(name="operations", description="Health, readiness and metrics (no auth)"),
         ],
     )

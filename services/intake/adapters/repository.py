@@ -133,8 +133,9 @@ async def save(conn: Conn, request: EnvironmentRequest) -> None:
     """Write ``request`` back if nobody changed it since it was read; bumps ``version``."""
     expected = request.version
     request.version += 1
-    assignments = ", ".join(f"{column} = %s" for column in _COLUMNS)
-    values = [_column_value(request, column) for column in _COLUMNS]
+    # ttl_hours is the one field of the spec that can change after creation (extend).
+    assignments = ", ".join(f"{column} = %s" for column in [*_COLUMNS, "ttl_hours"])
+    values = [*(_column_value(request, column) for column in _COLUMNS), request.spec.ttl_hours]
     cursor = await conn.execute(
         f"UPDATE requests SET {assignments} WHERE id = %s AND version = %s",  # noqa: S608
         [*values, request.id, expected],
@@ -194,9 +195,20 @@ async def list_requests(
     return page, next_cursor
 
 
+# Key of the transaction-level lock that orders timeline appends (any constant unique in the schema).
+_TIMELINE_APPEND_LOCK = 7_310_455_001
+
+
 async def append_timeline(
     conn: Conn, request_id: str, envelope: Envelope, data: Any, *, applied: bool, status_after: str
 ) -> None:
+    """Record one event in the timeline; call it last in the transaction.
+
+    ``seq`` is taken under a transaction-level lock held until commit, so entries become
+    visible in ``seq`` order. Without it two concurrent handlers could commit seq 11 before
+    seq 10, and a follower of ``GET /v1/events`` that had read up to 11 would never see 10.
+    """
+    await conn.execute("SELECT pg_advisory_xact_lock(%s)", [_TIMELINE_APPEND_LOCK])
     await conn.execute(
         "INSERT INTO request_timeline (request_id, event_id, event_type, source, occurred_at, generation,"
         " applied, status_after, data) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
@@ -215,10 +227,65 @@ async def append_timeline(
     )
 
 
+async def due_for_expiry(
+    conn: Conn, now: datetime, statuses: list[str], limit: int
+) -> list[EnvironmentRequest]:
+    """Requests past ``expires_at``, locked for this transaction.
+
+    ``SKIP LOCKED``: several intake replicas sweep at once without waiting on (or expiring
+    twice) the same rows; a row a consumer is updating right now is picked up next pass.
+    """
+    cursor = await conn.execute(
+        "SELECT * FROM requests WHERE status = ANY(%s) AND expires_at <= %s"
+        " ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED",
+        [statuses, now, limit],
+    )
+    return [_from_row(row) for row in await cursor.fetchall()]
+
+
+_TIMELINE_COLUMNS = (
+    "t.seq, t.request_id, t.event_id, t.event_type, t.source, t.occurred_at, t.generation,"
+    " t.applied, t.status_after, t.data"
+)
+
+
+async def all_timelines(
+    conn: Conn,
+    *,
+    teams_in_scope: list[str] | None,
+    after_seq: int,
+    request_id: str | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Timeline entries of every visible request in the order intake recorded them (``seq``)."""
+    clauses = ["t.seq > %s"]
+    params: list[Any] = [after_seq]
+    if teams_in_scope is not None:
+        clauses.append("r.team = ANY(%s)")
+        params.append(teams_in_scope)
+    if request_id is not None:
+        clauses.append("t.request_id = %s")
+        params.append(request_id)
+    # The join also hides facts about ids intake never stored (applied=false, status unknown).
+    where = " AND ".join(clauses)
+    query = (
+        f"SELECT {_TIMELINE_COLUMNS} FROM request_timeline t JOIN requests r ON r.id = t.request_id"  # noqa: S608
+        f" WHERE {where} ORDER BY t.seq LIMIT %s"
+    )
+    cursor = await conn.execute(query, [*params, limit])
+    return list(await cursor.fetchall())
+
+
+async def last_timeline_seq(conn: Conn) -> int:
+    cursor = await conn.execute("SELECT coalesce(max(seq), 0) AS last FROM request_timeline")
+    row = await cursor.fetchone()
+    return int(row["last"]) if row else 0
+
+
 async def timeline(conn: Conn, request_id: str) -> list[dict[str, Any]]:
     cursor = await conn.execute(
-        "SELECT event_id, event_type, source, occurred_at, generation, applied, status_after, data"
-        " FROM request_timeline WHERE request_id = %s ORDER BY seq",
+        "SELECT seq, request_id, event_id, event_type, source, occurred_at, generation, applied,"
+        " status_after, data FROM request_timeline WHERE request_id = %s ORDER BY seq",
         [request_id],
     )
     return list(await cursor.fetchall())

@@ -7,21 +7,33 @@ events. :meth:`EnvironmentRequest.apply` decides what each fact means for the re
   carries (commit, namespace, cluster state) are recorded, but the status only moves
   forward (``queued → reconciling → awaiting_promotion → ready``);
 - anything late or duplicated is kept in the timeline and leaves the status alone.
+
+Commands from users (reconcile, extend, delete) and the expiry sweeper are methods too:
+each checks the transition is legal from the current status (:class:`~libs.errors.Conflict`
+otherwise, a 409 at the API) and stages the event that announces it in ``outgoing``.
+Teardown (``delete``, ``expire``) starts a new generation, so late pipeline events of the
+environment being removed can no longer move the status.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
+
+import msgspec
 
 from contracts.events import (
     Attestation,
     EventData,
+    RequestApprovalRecorded,
     RequestApproved,
     RequestBootstrapped,
+    RequestExtended,
     RequestFailed,
     RequestPolicyEvaluated,
     RequestPromotionOpened,
@@ -30,8 +42,12 @@ from contracts.events import (
     RequestRejected,
     RequestRendered,
     RequestSubmitted,
+    RequestTeardownRequested,
+    RequestTornDown,
 )
 from contracts.models import EnvironmentPlan, RequestSpec
+from libs.environment_layout import gitops_path, namespace_name
+from libs.errors import Conflict, Forbidden
 
 
 class Status(StrEnum):
@@ -58,6 +74,15 @@ PIPELINE_RANK = {
 }
 IN_PIPELINE = frozenset(PIPELINE_RANK) - {Status.READY}
 BEFORE_APPROVAL = frozenset({Status.SUBMITTED, Status.PENDING_APPROVAL})
+TEARING_DOWN = frozenset({Status.EXPIRING, Status.DELETING})
+# A manual reconcile starts from a settled state: approved and never run, ready, or failed.
+RECONCILABLE = frozenset({Status.APPROVED, Status.READY, Status.FAILED})
+# Environments the expiry sweeper tears down once ``expires_at`` has passed (it is only set
+# once the environment was ready, so a failed one here is a failed re-run of a live one).
+EXPIRABLE = frozenset({Status.READY, Status.FAILED})
+EXPIRY_ACTOR = "system:expiry"
+# Roles (as the gateway resolved them) with special rules in the lifecycle.
+REQUESTER_ROLE = "requester"
 
 
 class OutOfOrder(Exception):
@@ -66,6 +91,24 @@ class OutOfOrder(Exception):
 
 def new_request_id() -> str:
     return "req-" + secrets.token_hex(8)
+
+
+# The id a dry run without an Idempotency-Key shows: the manifests of such a plan name a
+# namespace and paths no real request gets.
+PLACEHOLDER_REQUEST_ID = "req-0000000000000000"
+
+
+def request_id_for(actor: str, idempotency_key: str | None) -> str:
+    """The id of the request ``actor`` creates with ``idempotency_key`` (random without a key).
+
+    Derived from both, so a dry run with the key shows exactly the namespace, paths and
+    manifests the real create with that key will commit.
+    """
+    if not idempotency_key:
+        return new_request_id()
+    # JSON keeps the pair unambiguous whatever characters either part contains.
+    digest = hashlib.sha256(json.dumps([actor, idempotency_key]).encode()).hexdigest()
+    return "req-" + digest[:16]
 
 
 @dataclass
@@ -148,6 +191,8 @@ class EnvironmentRequest:
                 for r in data.reasons
             ],
             "evaluated_at": now.isoformat(),
+            # The request's cost against its team's monthly budget (null from older producers).
+            "budget": msgspec.to_builtins(data.budget) if data.budget is not None else None,
         }
         self.requires_approval = data.requires_approval
         self.approvals_required = data.approvals_required
@@ -249,13 +294,123 @@ class EnvironmentRequest:
     def _failed(self, data: RequestFailed, now: datetime) -> bool:
         in_pipeline = self._is_current(data.generation) and self.status in IN_PIPELINE
         before_reconcile = data.generation == 0 and self.status in BEFORE_APPROVAL | {Status.APPROVED}
-        if not (in_pipeline or before_reconcile):
+        in_teardown = self._is_current(data.generation) and self.status in TEARING_DOWN
+        if not (in_pipeline or before_reconcile or in_teardown):
             return False
         self.status = Status.FAILED
-        self.last_error = f"{data.stage}: {data.error}"
+        prefix = "teardown failed in " if in_teardown else ""
+        self.last_error = f"{prefix}{data.stage}: {data.error}"
+        return True
+
+    def _approval_recorded(self, data: RequestApprovalRecorded, now: datetime) -> bool:
+        # Progress towards the quorum, shown on the request until request.approved replaces
+        # it with the attested list.
+        if self.status is not Status.PENDING_APPROVAL:
+            return False
+        if any(approval.get("approver") == data.approver for approval in self.approvals):
+            return False
+        self.approvals.append(
+            {
+                "approver": data.approver,
+                "decided_at": data.decided_at.isoformat(),
+                "generation": data.generation,
+            }
+        )
+        return True
+
+    def _torn_down(self, data: RequestTornDown, now: datetime) -> bool:
+        if not self._is_current(data.generation) or self.status not in TEARING_DOWN:
+            return False
+        self.status = Status.DELETED
+        self.cluster_status = data.cluster_status
+        self.last_error = None
         return True
 
     # -- commands ----------------------------------------------------------------------------
+
+    def reconcile(self, *, actor: str, role: str, now: datetime) -> None:
+        """A user's reconcile: approved, ready or failed requests only, then ``queued``.
+
+        Requesters may only reconcile requests of classes without approval; approvers and
+        admins any (the gateway has already checked the role may reconcile at all).
+        """
+        if role == REQUESTER_ROLE and self.requires_approval:
+            raise Forbidden(
+                f"requesters cannot reconcile {self.spec.class_name} requests (the class needs approval); "
+                "ask an approver or admin"
+            )
+        if self.status not in RECONCILABLE:
+            raise Conflict(f"request {self.id} is {self.status}; {_why_not_reconcilable(self.status)}")
+        if self.plan is None:
+            raise Conflict(f"request {self.id} has no policy plan to reconcile; create a new request")
+        if self.requires_approval and self.approved_at is None:
+            raise Conflict(f"request {self.id} needs an approval before it can be reconciled")
+        reason = "retry" if self.status is Status.FAILED else "manual"
+        self.start_reconcile(requested_by=actor, reason=reason, now=now)
+
+    def extend(self, *, ttl_hours: int, actor: str, now: datetime) -> None:
+        """Set ``ttl_hours`` (already checked against the class maximum) and move ``expires_at``.
+
+        Once the environment exists the new TTL counts from now: an extension never ends an
+        environment earlier than asked for, and each one is bounded by the class maximum.
+        """
+        if self.status in TEARING_DOWN | {Status.DELETED, Status.REJECTED}:
+            raise Conflict(f"request {self.id} is {self.status} and cannot be extended")
+        previous = self.spec.ttl_hours
+        self.spec = msgspec.structs.replace(self.spec, ttl_hours=ttl_hours)
+        if self.expires_at is not None:
+            self.expires_at = now + timedelta(hours=ttl_hours)
+        self.updated_at = now
+        self.outgoing.append(
+            RequestExtended(
+                request_id=self.id,
+                ttl_hours=ttl_hours,
+                previous_ttl_hours=previous,
+                expires_at=self.expires_at,
+                extended_by=actor,
+            )
+        )
+
+    def delete(self, *, actor: str, now: datetime) -> None:
+        """A user's delete: ``deleting`` and a teardown of whatever was published."""
+        if self.status is Status.DELETED:
+            raise Conflict(f"request {self.id} is already deleted")
+        if self.status in TEARING_DOWN:
+            raise Conflict(f"request {self.id} is already being torn down ({self.status})")
+        self._start_teardown(Status.DELETING, requested_by=actor, reason="deleted", now=now)
+
+    def is_expired(self, now: datetime) -> bool:
+        return self.status in EXPIRABLE and self.expires_at is not None and self.expires_at <= now
+
+    def expire(self, now: datetime) -> bool:
+        """The sweeper's teardown of an environment past ``expires_at``; False if not due."""
+        if not self.is_expired(now):
+            return False
+        self._start_teardown(Status.EXPIRING, requested_by=EXPIRY_ACTOR, reason="expired", now=now)
+        return True
+
+    def _start_teardown(
+        self, status: Status, *, requested_by: str, reason: Literal["deleted", "expired"], now: datetime
+    ) -> None:
+        # A new generation: pipeline events of the environment being removed are now stale.
+        self.generation += 1
+        self.status = status
+        self.last_error = None
+        self.updated_at = now
+        spec = self.spec
+        self.outgoing.append(
+            RequestTeardownRequested(
+                request_id=self.id,
+                generation=self.generation,
+                spec=spec,
+                # Known once rendered; computed otherwise, so a render still in flight when the
+                # request was deleted is removed too.
+                gitops_path=self.gitops_path or gitops_path(spec.region, spec.team, spec.app, self.id),
+                namespace=self.namespace or namespace_name(spec.team, spec.app, self.id),
+                requested_by=requested_by,
+                reason=reason,
+            )
+        )
 
     def start_reconcile(self, requested_by: str, reason: str, now: datetime) -> None:
         """Begin a new generation of the pipeline and ask the renderer for it."""
@@ -278,8 +433,19 @@ class EnvironmentRequest:
         )
 
 
+def _why_not_reconcilable(status: Status) -> str:
+    if status in BEFORE_APPROVAL:
+        return "it must be approved before it can be reconciled"
+    if status in IN_PIPELINE:
+        return "a reconcile is already in progress"
+    if status is Status.REJECTED:
+        return "rejected requests cannot be reconciled; create a new request"
+    return "it is being torn down or gone"
+
+
 _APPLIERS: dict[type[Any], Any] = {
     RequestPolicyEvaluated: EnvironmentRequest._policy_evaluated,
+    RequestApprovalRecorded: EnvironmentRequest._approval_recorded,
     RequestApproved: EnvironmentRequest._approved,
     RequestRejected: EnvironmentRequest._rejected,
     RequestRendered: EnvironmentRequest._rendered,
@@ -287,4 +453,5 @@ _APPLIERS: dict[type[Any], Any] = {
     RequestPublished: EnvironmentRequest._published,
     RequestBootstrapped: EnvironmentRequest._bootstrapped,
     RequestFailed: EnvironmentRequest._failed,
+    RequestTornDown: EnvironmentRequest._torn_down,
 }

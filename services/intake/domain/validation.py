@@ -24,6 +24,8 @@ REVISION_MAX_LENGTH = 200
 MAX_LABELS = 32
 MAX_LABELS_BYTES = 4096
 RESERVED_LABEL_PREFIXES = ("platform.example.com/", "kubernetes.io/", "k8s.io/")
+# Subdomains are Kubernetes' too (pod-security.kubernetes.io/enforce is set by policy packs).
+RESERVED_LABEL_DOMAINS = (".kubernetes.io", ".k8s.io")
 
 KNOWN_FIELDS = frozenset(
     {"app", "team", "class", "region", "ttl_hours", "owner", "repository", "revision", "labels"}
@@ -117,7 +119,9 @@ def _labels(body: Mapping[str, Any], errors: list[FieldError]) -> dict[str, str]
     for key, value in raw.items():
         field_name = f"labels.{key}"
         problem = label_key_problem(key)
-        if problem is None and key.startswith(RESERVED_LABEL_PREFIXES):
+        if problem is None and (
+            key.startswith(RESERVED_LABEL_PREFIXES) or key.rpartition("/")[0].endswith(RESERVED_LABEL_DOMAINS)
+        ):
             problem = "label keys with a platform or Kubernetes prefix are reserved"
         if problem is not None:
             errors.append(FieldError(field_name, problem))
@@ -236,3 +240,42 @@ def validate_new_request(body: Mapping[str, Any], classes: Mapping[str, Environm
         revision=revision or "main",
         labels=labels,
     )
+
+
+EXTENSION_FIELDS = frozenset({"ttl_hours"})
+
+
+def validate_extension(body: Mapping[str, Any], environment_class: EnvironmentClass | None) -> int:
+    """The new ``ttl_hours`` of a ``PATCH`` body, or :class:`ValidationFailed` naming every problem.
+
+    Only ``ttl_hours`` may change after creation; anything else would need a new request
+    (a different app, team or region is a different environment).
+    """
+    errors: list[FieldError] = [
+        FieldError(str(name), "unknown field (only ttl_hours can be changed)")
+        for name in sorted(map(str, body))
+        if name not in EXTENSION_FIELDS
+    ]
+    ttl_hours = body.get("ttl_hours")
+    if ttl_hours is None:
+        errors.append(FieldError("ttl_hours", "is required"))
+    elif isinstance(ttl_hours, bool) or not isinstance(ttl_hours, int):
+        errors.append(
+            FieldError("ttl_hours", f"must be a whole number of hours, not {_json_type(ttl_hours)}")
+        )
+    elif environment_class is not None and not 1 <= ttl_hours <= environment_class.max_ttl_hours:
+        errors.append(
+            FieldError(
+                "ttl_hours",
+                f"must be between 1 and {environment_class.max_ttl_hours} for class {environment_class.name}",
+            )
+        )
+    elif ttl_hours < 1:
+        errors.append(FieldError("ttl_hours", "must be at least 1"))
+    if errors:
+        raise ValidationFailed(
+            "invalid extension: " + ", ".join(sorted({e.field for e in errors})),
+            details=[e.as_dict() for e in errors],
+        )
+    assert isinstance(ttl_hours, int)
+    return ttl_hours

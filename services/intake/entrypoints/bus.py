@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from contracts.rpc import CreateRequest, GetRequest, ListRequests
+from contracts.rpc import (
+    CreateRequest,
+    DeleteRequest,
+    ExtendRequest,
+    GetRequest,
+    ListAllEvents,
+    ListRequests,
+    ReconcileRequest,
+)
 from libs.service_kit import ServiceKit
 from services.intake.service_layer.handlers import IntakeService
 
@@ -12,6 +20,10 @@ def register(kit: ServiceKit, service: IntakeService) -> None:
     kit.route("get_request", GetRequest, service.get_request)
     kit.route("list_requests", ListRequests, service.list_requests)
     kit.route("list_events", GetRequest, service.list_events)
+    kit.route("list_all_events", ListAllEvents, service.list_all_events)
+    kit.route("reconcile", ReconcileRequest, service.reconcile)
+    kit.route("extend", ExtendRequest, service.extend)
+    kit.route("delete", DeleteRequest, service.delete)
     kit.consume("classes", "class.upserted", {"class.upserted": service.on_class_upserted})
     # Every request event: intake projects the lifecycle status from all of them. Events
     # of one request are applied in stream order (ordered by subject).
@@ -26,6 +38,7 @@ def register(kit: ServiceKit, service: IntakeService) -> None:
 REQUEST_EVENTS = (
     "request.submitted",
     "request.policy_evaluated",
+    "request.approval_recorded",
     "request.approved",
     "request.rejected",
     "request.reconcile_requested",
@@ -35,6 +48,7 @@ REQUEST_EVENTS = (
     "request.bootstrapped",
     "request.drift_detected",
     "request.failed",
+    "request.extended",
     "request.teardown_requested",
     "request.unpublished",
     "request.torn_down",

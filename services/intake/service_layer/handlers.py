@@ -6,35 +6,75 @@ the resulting events in the outbox.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+from psycopg import AsyncConnection
 
 from contracts.envelope import Envelope
 from contracts.events import ClassUpserted
-from contracts.models import Actor, ApprovalView, EnvironmentRequestView, TimelineEntry
-from contracts.rpc import CreateRequest, GetRequest, ListRequests
-from libs.database import Pool
+from contracts.models import Actor, ApprovalView, EnvironmentRequestView, TimelineEntry, ValidatedRequest
+from contracts.rpc import (
+    CreateRequest,
+    DeleteRequest,
+    ExtendRequest,
+    GetRequest,
+    ListAllEvents,
+    ListRequests,
+    ReconcileRequest,
+)
+from libs.database import Pool, safe_database_error
 from libs.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from libs.inbox import Tx
+from libs.kubernetes_names import is_dns1123_label
 from libs.outbox import Outbox
 from services.intake.adapters import repository
-from services.intake.domain.model import EnvironmentRequest, Status
-from services.intake.domain.validation import validate_new_request
+from services.intake.domain.model import (
+    EXPIRABLE,
+    PLACEHOLDER_REQUEST_ID,
+    EnvironmentRequest,
+    Status,
+    request_id_for,
+)
+from services.intake.domain.validation import NAME_MAX_LENGTH, validate_extension, validate_new_request
+
+log = logging.getLogger(__name__)
 
 MAX_PAGE_SIZE = 200
+MAX_EVENTS_PAGE_SIZE = 500
+# Roles that see approval attestations (to audit them against the commit trailers). The
+# client's own approval signature is never stored, so nobody sees that.
+ATTESTATION_READERS = frozenset({"approver", "admin"})
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def to_view(request: EnvironmentRequest) -> EnvironmentRequestView:
+def shows_attestations(actor: Actor | None) -> bool:
+    return actor is not None and actor.role in ATTESTATION_READERS
+
+
+def redact_signatures(value: Any) -> Any:
+    """``value`` (timeline data) with every ``signature`` replaced by null."""
+    if isinstance(value, dict):
+        return {key: None if key == "signature" else redact_signatures(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [redact_signatures(item) for item in value]
+    return value
+
+
+def to_view(request: EnvironmentRequest, actor: Actor | None = None) -> EnvironmentRequestView:
+    """The API representation; attestation signatures only for :data:`ATTESTATION_READERS`."""
     spec = request.spec
+    privileged = shows_attestations(actor)
     return EnvironmentRequestView(
         id=request.id,
         app=spec.app,
@@ -55,15 +95,7 @@ def to_view(request: EnvironmentRequest) -> EnvironmentRequestView:
         expires_at=request.expires_at,
         approved_at=request.approved_at,
         approved_by=request.approved_by,
-        approvals=[
-            ApprovalView(
-                approver=a.approver,
-                decided_at=a.decided_at,
-                generation=a.generation,
-                attestation=a.signature,
-            )
-            for a in request.attestations
-        ],
+        approvals=_approvals(request, privileged),
         queued_at=request.queued_at,
         last_reconciled_at=request.last_reconciled_at,
         last_error=request.last_error,
@@ -84,6 +116,29 @@ def to_view(request: EnvironmentRequest) -> EnvironmentRequestView:
     )
 
 
+def _approvals(request: EnvironmentRequest, privileged: bool) -> list[ApprovalView]:
+    if request.attestations:
+        return [
+            ApprovalView(
+                approver=a.approver,
+                decided_at=a.decided_at,
+                generation=a.generation,
+                attestation=a.signature if privileged else None,
+            )
+            for a in request.attestations
+        ]
+    # Below the quorum: the approvals recorded so far (no attestation is final yet).
+    return [
+        ApprovalView(
+            approver=str(a["approver"]),
+            decided_at=datetime.fromisoformat(str(a["decided_at"])),
+            generation=int(a.get("generation") or 0),
+        )
+        for a in request.approvals
+        if a.get("approver")
+    ]
+
+
 def _body_hash(body: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
@@ -98,8 +153,27 @@ def teams_in_scope(actor: Actor) -> list[str] | None:
 def _check_visible(actor: Actor, request: EnvironmentRequest) -> None:
     scope = teams_in_scope(actor)
     if scope is not None and request.spec.team not in scope:
-        # Same answer as a missing request: do not reveal other teams' request ids.
+        # Same answer as a missing request: do not reveal other teams' request ids. This
+        # holds for commands too, so probing ids with a DELETE tells nothing either.
         raise NotFound(f"environment request {request.id} not found")
+
+
+def _check_team(actor: Actor, team: str) -> None:
+    scope = teams_in_scope(actor)  # admins act for every team, even with a teams claim
+    if scope is not None and team not in scope:
+        raise Forbidden(
+            f"team {team} is not one of your teams",
+            details=[{"field": "team", "message": "not in the token's teams"}],
+        )
+
+
+def _check_version(request: EnvironmentRequest, expected_version: int | None) -> None:
+    if expected_version is not None and expected_version != request.version:
+        raise Conflict(
+            f"request {request.id} is at version {request.version}, not {expected_version}; "
+            "read it again and retry",
+            details=[{"field": "If-Match", "message": f"current version is {request.version}"}],
+        )
 
 
 @dataclass
@@ -118,6 +192,8 @@ class IntakeService:
         """Validate and store a new request; replays of an ``Idempotency-Key`` return the first one."""
         actor = command.actor
         body_hash = _body_hash(command.body)
+        if command.dry_run:
+            return await self._validate_only(command, body_hash)
         for _ in range(2):
             async with self.pool.connection() as conn, conn.transaction():
                 if command.idempotency_key:
@@ -127,20 +203,50 @@ class IntakeService:
                     if existing is not None:
                         return await self._replay(conn, existing, body_hash, actor)
                 spec = validate_new_request(command.body, await repository.classes(conn))
-                if actor.teams is not None and spec.team not in actor.teams:
-                    raise Forbidden(
-                        f"team {spec.team} is not one of your teams",
-                        details=[{"field": "team", "message": "not in the token's teams"}],
+                _check_team(actor, spec.team)
+                request_id = request_id_for(actor.actor, command.idempotency_key)
+                if command.idempotency_key and await repository.get(conn, request_id) is not None:
+                    # Only if the key's record is gone while its request stayed.
+                    raise Conflict(
+                        f"a request with this Idempotency-Key ({request_id}) exists already; use a new key",
+                        details=[{"field": "Idempotency-Key", "message": "already used"}],
                     )
-                request = EnvironmentRequest.submit(spec, actor.actor, utcnow())
+                request = EnvironmentRequest.submit(spec, actor.actor, utcnow(), request_id=request_id)
                 if command.idempotency_key and not await repository.claim_idempotency_key(
                     conn, actor.actor, command.idempotency_key, body_hash, request.id
                 ):
                     continue  # a concurrent retry claimed the key first: answer with its request
                 await repository.add(conn, request)
                 await self._stage(conn, request)
-                return {"created": True, "request": to_view(request)}
+                return {"created": True, "request": to_view(request, actor)}
         raise Conflict("the idempotency key is being used concurrently; retry")
+
+    async def _validate_only(self, command: CreateRequest, body_hash: str) -> dict[str, Any]:
+        """A dry run: the request as a create would store it, with its id; nothing is written.
+
+        The id is the one a create with the same Idempotency-Key gets, or a placeholder
+        without a key. A key already used with another body is the same 409 a create gets.
+        """
+        actor = command.actor
+        async with self.pool.connection() as conn:
+            if command.idempotency_key:
+                existing = await repository.find_idempotency_key(conn, actor.actor, command.idempotency_key)
+                if existing is not None and existing[0] != body_hash:
+                    raise Conflict(
+                        "Idempotency-Key was already used with a different body",
+                        details=[{"field": "Idempotency-Key", "message": "reused with a different body"}],
+                    )
+            spec = validate_new_request(command.body, await repository.classes(conn))
+        _check_team(actor, spec.team)
+        keyed = bool(command.idempotency_key)
+        request_id = request_id_for(actor.actor, command.idempotency_key) if keyed else PLACEHOLDER_REQUEST_ID
+        validated = ValidatedRequest(
+            request_id=request_id,
+            placeholder_id=not keyed,
+            spec=spec,
+            created_by=actor.actor,
+        )
+        return msgspec.to_builtins(validated)  # type: ignore[no-any-return]
 
     async def _replay(
         self, conn: Any, existing: tuple[str, str], body_hash: str, actor: Actor
@@ -154,7 +260,7 @@ class IntakeService:
         request = await repository.get(conn, request_id)
         if request is None:
             raise NotFound(f"environment request {request_id} not found")
-        return {"created": False, "request": to_view(request)}
+        return {"created": False, "request": to_view(request, actor)}
 
     async def get_request(self, query: GetRequest) -> EnvironmentRequestView:
         async with self.pool.connection() as conn:
@@ -162,7 +268,7 @@ class IntakeService:
         if request is None:
             raise NotFound(f"environment request {query.id} not found")
         _check_visible(query.actor, request)
-        return to_view(request)
+        return to_view(request, query.actor)
 
     async def list_requests(self, query: ListRequests) -> dict[str, Any]:
         if not 1 <= query.limit <= MAX_PAGE_SIZE:
@@ -174,6 +280,16 @@ class IntakeService:
             raise ValidationFailed(
                 "unknown status", details=[{"field": "status", "message": f"unknown status {query.status!r}"}]
             )
+        if query.team is not None and not is_dns1123_label(query.team, NAME_MAX_LENGTH):
+            raise ValidationFailed(
+                "invalid team filter", details=[{"field": "team", "message": "must be a DNS-1123 label"}]
+            )
+        scope = teams_in_scope(query.actor)
+        if query.team is not None and scope is not None and query.team not in scope:
+            raise Forbidden(
+                f"team {query.team} is not one of your teams",
+                details=[{"field": "team", "message": "not in the token's teams"}],
+            )
         async with self.pool.connection() as conn:
             page, next_cursor = await repository.list_requests(
                 conn,
@@ -184,7 +300,7 @@ class IntakeService:
                 cursor=query.cursor,
                 limit=query.limit,
             )
-        return {"items": [to_view(request) for request in page], "next_cursor": next_cursor}
+        return {"items": [to_view(request, query.actor) for request in page], "next_cursor": next_cursor}
 
     async def list_events(self, query: GetRequest) -> dict[str, Any]:
         async with self.pool.connection() as conn:
@@ -193,20 +309,115 @@ class IntakeService:
                 raise NotFound(f"environment request {query.id} not found")
             _check_visible(query.actor, request)
             rows = await repository.timeline(conn, query.id)
-        items = [
-            TimelineEntry(
-                event_id=str(row["event_id"]),
-                type=row["event_type"],
-                source=row["source"],
-                time=row["occurred_at"],
-                generation=row["generation"],
-                applied=row["applied"],
-                status_after=row["status_after"],
-                data=row["data"],
+        return {"items": [_timeline_entry(row, query.actor) for row in rows]}
+
+    async def list_all_events(self, query: ListAllEvents) -> dict[str, Any]:
+        """Timeline entries of every request the actor may see, oldest first, after a cursor.
+
+        ``next_cursor`` is always set (the position after the last entry, or the given one
+        on an empty page), so a follower polls with it and sees each entry once; ``after=end``
+        answers only the current end, for followers that start from now.
+        """
+        if not 1 <= query.limit <= MAX_EVENTS_PAGE_SIZE:
+            raise ValidationFailed(
+                f"limit must be between 1 and {MAX_EVENTS_PAGE_SIZE}",
+                details=[{"field": "limit", "message": f"must be between 1 and {MAX_EVENTS_PAGE_SIZE}"}],
             )
-            for row in rows
-        ]
-        return {"items": items}
+        after = 0
+        if query.after == "end":
+            # Where a follower starts when it wants only what happens from now on.
+            async with self.pool.connection() as conn:
+                return {"items": [], "next_cursor": str(await repository.last_timeline_seq(conn))}
+        if query.after:
+            if not query.after.isdigit() or len(query.after) > 18:
+                raise ValidationFailed(
+                    "invalid cursor", details=[{"field": "after", "message": "not a cursor from next_cursor"}]
+                )
+            after = int(query.after)
+        async with self.pool.connection() as conn:
+            rows = await repository.all_timelines(
+                conn,
+                teams_in_scope=teams_in_scope(query.actor),
+                after_seq=after,
+                request_id=query.request_id,
+                limit=query.limit,
+            )
+        next_cursor = str(rows[-1]["seq"]) if rows else str(after)
+        return {"items": [_timeline_entry(row, query.actor) for row in rows], "next_cursor": next_cursor}
+
+    # -- lifecycle commands ---------------------------------------------------------------------
+    # Each locks the record (SELECT ... FOR UPDATE), so concurrent commands and the event
+    # projection on the same request run one after the other: the second sees the first's
+    # result and answers 409 if its transition is no longer legal. save() checks the version
+    # as well, so a writer that did not lock could still not overwrite a newer record.
+
+    async def _load_for_change(
+        self, conn: AsyncConnection[Any], request_id: str, actor: Actor, expected_version: int | None
+    ) -> EnvironmentRequest:
+        request = await repository.get(conn, request_id, for_update=True)
+        if request is None:
+            raise NotFound(f"environment request {request_id} not found")
+        _check_visible(actor, request)
+        _check_version(request, expected_version)
+        return request
+
+    async def _commit_change(self, conn: AsyncConnection[Any], request: EnvironmentRequest) -> None:
+        await repository.save(conn, request)
+        await self._stage(conn, request)
+
+    async def reconcile(self, command: ReconcileRequest) -> EnvironmentRequestView:
+        """Queue a new generation (202 at the API); 409 unless approved, ready or failed."""
+        async with self.pool.connection() as conn, conn.transaction():
+            request = await self._load_for_change(conn, command.id, command.actor, command.expected_version)
+            request.reconcile(actor=command.actor.actor, role=command.actor.role, now=utcnow())
+            await self._commit_change(conn, request)
+        return to_view(request, command.actor)
+
+    async def extend(self, command: ExtendRequest) -> EnvironmentRequestView:
+        """Change ``ttl_hours`` within the class maximum (and move ``expires_at``)."""
+        async with self.pool.connection() as conn, conn.transaction():
+            request = await self._load_for_change(conn, command.id, command.actor, command.expected_version)
+            classes = await repository.classes(conn)
+            ttl_hours = validate_extension(command.body, classes.get(request.spec.class_name))
+            request.extend(ttl_hours=ttl_hours, actor=command.actor.actor, now=utcnow())
+            await self._commit_change(conn, request)
+        return to_view(request, command.actor)
+
+    async def delete(self, command: DeleteRequest) -> EnvironmentRequestView:
+        """Move to ``deleting`` and ask for the teardown (202 at the API)."""
+        async with self.pool.connection() as conn, conn.transaction():
+            request = await self._load_for_change(conn, command.id, command.actor, command.expected_version)
+            request.delete(actor=command.actor.actor, now=utcnow())
+            await self._commit_change(conn, request)
+        return to_view(request, command.actor)
+
+    # -- expiry (DESIGN.md section 5) -----------------------------------------------------------
+
+    async def expire_due(self, batch: int = 100) -> int:
+        """One sweep: tear down every environment past ``expires_at``; returns how many."""
+        expired = 0
+        while True:
+            now = utcnow()
+            async with self.pool.connection() as conn, conn.transaction():
+                due = await repository.due_for_expiry(conn, now, [str(s) for s in EXPIRABLE], batch)
+                for request in due:
+                    if request.expire(now):
+                        await self._commit_change(conn, request)
+                        expired += 1
+            if len(due) < batch:
+                return expired
+
+    async def run_expiry_sweeper(self, stopping: asyncio.Event, interval: float, batch: int) -> None:
+        """Sweep every ``interval`` seconds until ``stopping``; a failed pass is retried next time."""
+        while not stopping.is_set():
+            try:
+                count = await self.expire_due(batch)
+                if count:
+                    log.info("expired environments", extra={"fields": {"count": count}})
+            except Exception as exc:
+                log.warning("expiry sweep failed", extra={"fields": {"error": safe_database_error(exc)}})
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=interval)
 
     async def catalog_replicated(self) -> None:
         async with self.pool.connection() as conn:
@@ -236,6 +447,21 @@ class IntakeService:
         await repository.append_timeline(
             tx.conn, request.id, envelope, data, applied=applied, status_after=str(request.status)
         )
+
+
+def _timeline_entry(row: dict[str, Any], actor: Actor) -> TimelineEntry:
+    data = row["data"] if shows_attestations(actor) else redact_signatures(row["data"])
+    return TimelineEntry(
+        event_id=str(row["event_id"]),
+        type=row["event_type"],
+        source=row["source"],
+        time=row["occurred_at"],
+        generation=row["generation"],
+        applied=row["applied"],
+        status_after=row["status_after"],
+        data=data,
+        request_id=row.get("request_id"),
+    )
 
 
 def decode_view(data: Any) -> EnvironmentRequestView:

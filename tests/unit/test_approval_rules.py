@@ -1,0 +1,137 @@
+"""The approval rules: signatures, separation of duties, the quorum, rejection reasons."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import pytest
+
+from contracts.attestation import approval_message, sign_approval, verify_approval
+from libs.errors import Conflict, Forbidden, Unauthorized, ValidationFailed
+from services.approval.domain.decisions import (
+    ApprovalRecord,
+    ApprovalStatus,
+    check_signature_format,
+    validate_rejection,
+)
+
+pytestmark = pytest.mark.unit
+
+SECRET = "approval-secret-that-is-32-bytes!"
+
+
+def record(required: int = 1, status: ApprovalStatus = ApprovalStatus.PENDING) -> ApprovalRecord:
+    return ApprovalRecord(
+        request_id="req-0123456789abcdef",
+        class_name="production",
+        created_by="alice@example.com",
+        approvals_required=required,
+        status=status,
+    )
+
+
+def test_the_client_signature_is_the_original_hmac() -> None:
+    # Byte for byte what the original CLI computed: hex HMAC-SHA256 of approve:<id>:<actor>:<class>.
+    expected = hmac.new(
+        SECRET.encode(), b"approve:req-0123456789abcdef:bob@example.com:production", hashlib.sha256
+    ).hexdigest()
+    assert approval_message(
+        request_id="req-0123456789abcdef", actor="bob@example.com", class_name="production"
+    ) == ("approve:req-0123456789abcdef:bob@example.com:production")
+    signed = sign_approval(
+        SECRET, request_id="req-0123456789abcdef", actor="bob@example.com", class_name="production"
+    )
+    assert signed == expected
+    assert verify_approval(
+        SECRET, signed, request_id="req-0123456789abcdef", actor="bob@example.com", class_name="production"
+    )
+
+
+@pytest.mark.parametrize(
+    ("actor", "class_name", "secret"),
+    [
+        ("carol@example.com", "production", SECRET),
+        ("bob@example.com", "preview", SECRET),
+        ("bob@example.com", "production", "x" * 32),
+    ],
+)
+def test_a_signature_only_verifies_for_what_it_signed(actor: str, class_name: str, secret: str) -> None:
+    signed = sign_approval(secret, request_id="req-0123456789abcdef", actor=actor, class_name=class_name)
+    assert not verify_approval(
+        SECRET, signed, request_id="req-0123456789abcdef", actor="bob@example.com", class_name="production"
+    )
+
+
+def test_verification_survives_hostile_input() -> None:
+    for junk in ("", "é" * 64, "\udcff", "\ud800", "0" * 10_000):
+        assert not verify_approval(SECRET, junk, request_id="r", actor="a", class_name="c")
+
+
+@pytest.mark.parametrize("signature", ["", "abc", "A" * 64, "g" * 64, "a" * 63, "a" * 65, " " + "a" * 63])
+def test_only_lowercase_hex_of_the_right_length_is_a_signature(signature: str) -> None:
+    with pytest.raises(Unauthorized):
+        check_signature_format(signature)
+
+
+def test_one_approval_completes_a_quorum_of_one() -> None:
+    pending = record()
+    assert pending.approve("bob@example.com") is True
+    assert pending.status is ApprovalStatus.APPROVED
+
+
+def test_nobody_approves_their_own_request() -> None:
+    with pytest.raises(Forbidden, match="separation of duties"):
+        record().approve("alice@example.com")
+
+
+def test_a_quorum_of_two_needs_two_distinct_approvers() -> None:
+    pending = record(required=2)
+    assert pending.approve("bob@example.com") is False
+    with pytest.raises(Conflict, match="1 of 2"):
+        pending.approve("bob@example.com")
+    assert pending.status is ApprovalStatus.PENDING
+    assert pending.approve("carol@example.com") is True
+    assert pending.approvers == ["bob@example.com", "carol@example.com"]
+
+
+def test_a_required_count_of_zero_still_needs_one_approver() -> None:
+    assert record(required=0).quorum == 1
+
+
+@pytest.mark.parametrize("status", [ApprovalStatus.APPROVED, ApprovalStatus.REJECTED])
+def test_only_pending_records_are_decided(status: ApprovalStatus) -> None:
+    with pytest.raises(Conflict, match=str(status)):
+        record(status=status).approve("bob@example.com")
+    with pytest.raises(Conflict):
+        record(status=status).reject()
+
+
+def test_a_rejection_ends_the_record() -> None:
+    pending = record(required=2)
+    pending.approve("bob@example.com")
+    pending.reject()
+    assert pending.status is ApprovalStatus.REJECTED
+
+
+def test_a_reason_is_trimmed() -> None:
+    assert validate_rejection({"reason": "  no change ticket \n"}) == "no change ticket"
+
+
+@pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        ({}, {"reason"}),
+        ({"reason": ""}, {"reason"}),
+        ({"reason": "   "}, {"reason"}),
+        ({"reason": 7}, {"reason"}),
+        ({"reason": "x" * 1001}, {"reason"}),
+        ({"reason": "bell\x07"}, {"reason"}),
+        ({"reason": "ok", "severity": "high"}, {"severity"}),
+        ({"why": "x"}, {"why", "reason"}),
+    ],
+)
+def test_bad_rejections_name_every_field(body: dict[str, object], fields: set[str]) -> None:
+    with pytest.raises(ValidationFailed) as failure:
+        validate_rejection(body)
+    assert {detail["field"] for detail in failure.value.details} == fields

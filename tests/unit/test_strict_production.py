@@ -1,0 +1,167 @@
+"""Strict production mode refuses to start without its security settings; each refusal names
+the variable to fix (SPEC.md "Auth": OIDC issuer and audience, approval secret, Postgres,
+team scoping, static JWT secrets only when allowed, no secret shorter than 32 bytes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from libs.settings import SettingsError, load_settings
+from services.approval.settings import ApprovalSettings
+from services.gateway.settings import GatewaySettings
+from services.platformd.registry import BACKEND_SERVICES, service_entry
+
+pytestmark = pytest.mark.unit
+
+LONG_SECRET = "s" * 32
+DSN = "postgresql://platform@db.internal/platform"
+STRICT_GATEWAY = {
+    "PLATFORM_STRICT_PRODUCTION": "true",
+    "PLATFORM_OIDC_ISSUER_URL": "https://idp.example.com/realms/platform",
+    "PLATFORM_OIDC_AUDIENCE": "platform-api",
+}
+
+
+def refusals(settings_class: type[Any], env: dict[str, str]) -> list[str]:
+    with pytest.raises(SettingsError) as refused:
+        load_settings(settings_class, env)
+    return refused.value.problems
+
+
+def without(env: dict[str, str], *names: str) -> dict[str, str]:
+    return {key: value for key, value in env.items() if key not in names}
+
+
+# -- gateway ----------------------------------------------------------------------------------------
+
+
+def test_a_strict_gateway_starts_with_oidc_and_always_scopes_teams() -> None:
+    settings = load_settings(GatewaySettings, STRICT_GATEWAY)
+    assert settings.is_strict
+    assert settings.team_scope_enforced
+    assert settings.jwt_secret is None
+
+
+@pytest.mark.parametrize(
+    ("missing", "message"),
+    [
+        ("PLATFORM_OIDC_ISSUER_URL", "PLATFORM_OIDC_ISSUER_URL is required in strict production mode"),
+        ("PLATFORM_OIDC_AUDIENCE", "PLATFORM_OIDC_AUDIENCE is required in strict production mode"),
+    ],
+)
+def test_the_gateway_needs_an_oidc_issuer_and_audience(missing: str, message: str) -> None:
+    env = without(STRICT_GATEWAY, missing)
+    if missing == "PLATFORM_OIDC_ISSUER_URL":
+        env["PLATFORM_JWT_HS256_SECRET"] = LONG_SECRET  # so the only complaint is strictness
+        env["PLATFORM_ALLOW_STATIC_JWT_IN_PROD"] = "true"
+    assert message in refusals(GatewaySettings, env)
+
+
+def test_prod_environment_is_strict_too() -> None:
+    problems = refusals(GatewaySettings, {"PLATFORM_ENV": "prod", "PLATFORM_JWT_HS256_SECRET": LONG_SECRET})
+    assert "PLATFORM_OIDC_ISSUER_URL is required in strict production mode" in problems
+    assert "PLATFORM_OIDC_AUDIENCE is required in strict production mode" in problems
+    assert any("PLATFORM_ALLOW_STATIC_JWT_IN_PROD" in problem for problem in problems)
+
+
+def test_the_issuer_must_use_https() -> None:
+    env = {**STRICT_GATEWAY, "PLATFORM_OIDC_ISSUER_URL": "http://idp.example.com"}
+    assert "PLATFORM_OIDC_ISSUER_URL must use https in strict production mode" in refusals(
+        GatewaySettings, env
+    )
+
+
+def test_team_scoping_cannot_be_switched_off() -> None:
+    env = {**STRICT_GATEWAY, "PLATFORM_ENFORCE_TEAM_SCOPE": "false"}
+    [problem] = refusals(GatewaySettings, env)
+    assert problem.startswith("PLATFORM_ENFORCE_TEAM_SCOPE=false is refused in strict production mode")
+
+
+def test_static_jwt_secrets_only_when_allowed() -> None:
+    [problem] = refusals(GatewaySettings, {**STRICT_GATEWAY, "PLATFORM_JWT_HS256_SECRET": LONG_SECRET})
+    assert problem == (
+        "PLATFORM_JWT_HS256_SECRET is refused in strict production mode unless PLATFORM_ALLOW_STATIC_JWT_IN_PROD=true"
+    )
+    allowed = {
+        **STRICT_GATEWAY,
+        "PLATFORM_JWT_HS256_SECRET": LONG_SECRET,
+        "PLATFORM_ALLOW_STATIC_JWT_IN_PROD": "true",
+    }
+    assert load_settings(GatewaySettings, allowed).jwt_secret == LONG_SECRET
+
+
+def test_short_static_secrets_are_refused() -> None:
+    env = {
+        **STRICT_GATEWAY,
+        "PLATFORM_JWT_HS256_SECRET": "s" * 31,
+        "PLATFORM_ALLOW_STATIC_JWT_IN_PROD": "true",
+    }
+    [problem] = refusals(GatewaySettings, env)
+    assert problem == "PLATFORM_JWT_HS256_SECRET must be at least 32 bytes in strict production mode"
+
+
+def test_every_refusal_is_reported_at_once() -> None:
+    problems = refusals(
+        GatewaySettings,
+        {
+            "PLATFORM_STRICT_PRODUCTION": "yes",
+            "PLATFORM_ENFORCE_TEAM_SCOPE": "off",
+            "PLATFORM_JWT_HS256_SECRET": "short",
+        },
+    )
+    named = " ".join(problems)
+    for variable in (
+        "PLATFORM_OIDC_ISSUER_URL",
+        "PLATFORM_OIDC_AUDIENCE",
+        "PLATFORM_ENFORCE_TEAM_SCOPE",
+        "PLATFORM_ALLOW_STATIC_JWT_IN_PROD",
+    ):
+        assert variable in named
+    assert "at least 32 bytes" in named
+
+
+def test_oidc_needs_an_audience_even_in_development() -> None:
+    [problem] = refusals(GatewaySettings, {"PLATFORM_OIDC_ISSUER_URL": "https://idp.example.com"})
+    assert problem == "PLATFORM_OIDC_AUDIENCE is required with PLATFORM_OIDC_ISSUER_URL"
+
+
+def test_oidc_algorithms_are_asymmetric_only() -> None:
+    env = {**STRICT_GATEWAY, "PLATFORM_OIDC_ALGORITHMS": "RS256,HS256,none"}
+    [problem] = refusals(GatewaySettings, env)
+    assert problem.startswith("PLATFORM_OIDC_ALGORITHMS: HS256, none not allowed")
+
+
+# -- approval and the other services ----------------------------------------------------------------
+
+
+def test_the_approval_service_needs_its_secret() -> None:
+    problems = refusals(
+        ApprovalSettings, {"PLATFORM_STRICT_PRODUCTION": "true", "PLATFORM_POSTGRES_DSN": DSN}
+    )
+    assert problems == ["PLATFORM_APPROVAL_HMAC_SECRET is required in strict production mode"]
+    short = {"PLATFORM_ENV": "prod", "PLATFORM_POSTGRES_DSN": DSN, "PLATFORM_APPROVAL_HMAC_SECRET": "x" * 16}
+    assert refusals(ApprovalSettings, short) == [
+        "PLATFORM_APPROVAL_HMAC_SECRET must be at least 32 bytes in strict production mode"
+    ]
+    good = {**short, "PLATFORM_APPROVAL_HMAC_SECRET": LONG_SECRET}
+    assert load_settings(ApprovalSettings, good).approval_hmac_secret == LONG_SECRET
+
+
+def test_an_unreadable_secret_file_is_a_start_up_error(tmp_path: Path) -> None:
+    env = {"PLATFORM_APPROVAL_HMAC_SECRET_FILE": str(tmp_path / "missing")}
+    [problem] = refusals(ApprovalSettings, env)
+    assert problem.startswith("PLATFORM_APPROVAL_HMAC_SECRET_FILE: cannot read the file")
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(LONG_SECRET + "\n")
+    settings = load_settings(ApprovalSettings, {"PLATFORM_APPROVAL_HMAC_SECRET_FILE": str(secret_file)})
+    assert settings.approval_hmac_secret == LONG_SECRET
+
+
+@pytest.mark.parametrize("service", BACKEND_SERVICES)
+def test_every_service_needs_postgres(service: str) -> None:
+    env = {"PLATFORM_STRICT_PRODUCTION": "true", "PLATFORM_APPROVAL_HMAC_SECRET": LONG_SECRET}
+    problems = refusals(service_entry(service).settings_class, env)
+    assert "PLATFORM_POSTGRES_DSN is required in strict production mode" in problems
