@@ -156,6 +156,29 @@ def bench_end_to_end(admin_dsn: str, nats_url: str, requests: int) -> None:
         stack.callback(lambda: asyncio.run(delete_stream(nats_url, isolation.stream)))
         create_latencies: list[float] = []
         with running.client() as api:
+            # Latency of one request on an idle system: the path itself, no queueing.
+            idle: list[float] = []
+            started = time.perf_counter()
+            for n in range(20):
+                body = {
+                    "app": f"idle-{n}",
+                    "team": "idle",
+                    "class": "preview",
+                    "region": "us-east-1",
+                    "ttl_hours": 1,
+                    "owner": "bench@example.com",
+                    "repository": "https://github.com/example/bench.git",
+                }
+                request_id = api.post("/v1/environment-requests", json=body).json()["id"]
+                ready = running.wait_for_status(api, request_id, {"ready"}, timeout=60)
+                # Server-side timestamps: the client's polling interval must not count.
+                idle.append(
+                    (
+                        datetime.fromisoformat(ready["last_reconciled_at"])
+                        - datetime.fromisoformat(ready["created_at"])
+                    ).total_seconds()
+                )
+            report("one at a time: create → ready", 20, time.perf_counter() - started, idle)
 
             def create(n: int) -> str:
                 body = {

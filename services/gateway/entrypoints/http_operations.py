@@ -56,7 +56,7 @@ class EventsController(Controller):
         principal: NamedDependency[Principal],
         services: NamedDependency[Services],
         after: Annotated[
-            str | None, QueryParameter(description="`next_cursor` of the previous page", max_length=20)
+            str | None, QueryParameter(description="`next_cursor` of the previous page", max_length=41)
         ] = None,
         request_id: Annotated[str | None, QueryParameter(description="Only this request's entries")] = None,
         limit: Annotated[int, QueryParameter(description="Page size (1-500)")] = 100,

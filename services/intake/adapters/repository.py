@@ -8,6 +8,7 @@ that both read version N cannot both win.
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -195,20 +196,11 @@ async def list_requests(
     return page, next_cursor
 
 
-# Key of the transaction-level lock that orders timeline appends (any constant unique in the schema).
-_TIMELINE_APPEND_LOCK = 7_310_455_001
-
-
 async def append_timeline(
     conn: Conn, request_id: str, envelope: Envelope, data: Any, *, applied: bool, status_after: str
 ) -> None:
-    """Record one event in the timeline; call it last in the transaction.
-
-    ``seq`` is taken under a transaction-level lock held until commit, so entries become
-    visible in ``seq`` order. Without it two concurrent handlers could commit seq 11 before
-    seq 10, and a follower of ``GET /v1/events`` that had read up to 11 would never see 10.
-    """
-    await conn.execute("SELECT pg_advisory_xact_lock(%s)", [_TIMELINE_APPEND_LOCK])
+    """Record one event in the timeline (the row also records its transaction, see
+    :func:`all_timelines` for why)."""
     await conn.execute(
         "INSERT INTO request_timeline (request_id, event_id, event_type, source, occurred_at, generation,"
         " applied, status_after, data) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
@@ -249,17 +241,44 @@ _TIMELINE_COLUMNS = (
 )
 
 
+@dataclass(frozen=True, order=True)
+class FeedPosition:
+    """A position in the all-requests feed: (writing transaction, sequence number)."""
+
+    txid: int
+    seq: int
+
+    def encode(self) -> str:
+        return f"{self.txid}.{self.seq}"
+
+    @classmethod
+    def decode(cls, cursor: str) -> FeedPosition:
+        txid, dot, seq = cursor.partition(".")
+        if not (dot and txid.isdigit() and seq.isdigit() and len(cursor) <= 41):
+            raise ValidationFailed(
+                "invalid cursor", details=[{"field": "after", "message": "not a cursor from next_cursor"}]
+            )
+        return cls(int(txid), int(seq))
+
+
 async def all_timelines(
     conn: Conn,
     *,
     teams_in_scope: list[str] | None,
-    after_seq: int,
+    after: FeedPosition,
     request_id: str | None,
     limit: int,
 ) -> list[dict[str, Any]]:
-    """Timeline entries of every visible request in the order intake recorded them (``seq``)."""
-    clauses = ["t.seq > %s"]
-    params: list[Any] = [after_seq]
+    """Timeline entries of every visible request after ``after``, in feed order.
+
+    Order is (txid, seq), and only entries of transactions older than every transaction
+    still in progress are returned (``txid < pg_snapshot_xmin``). Any entry committed later
+    belongs to a transaction at or above that horizon, so it sorts after everything a
+    follower has already read: nothing is skipped, and writers never wait for each other
+    (a plain ``seq`` cursor would skip a row whose transaction commits after a later one).
+    """
+    clauses = ["(t.txid, t.seq) > (%s::text::xid8, %s)", "t.txid < pg_snapshot_xmin(pg_current_snapshot())"]
+    params: list[Any] = [after.txid, after.seq]
     if teams_in_scope is not None:
         clauses.append("r.team = ANY(%s)")
         params.append(teams_in_scope)
@@ -269,17 +288,18 @@ async def all_timelines(
     # The join also hides facts about ids intake never stored (applied=false, status unknown).
     where = " AND ".join(clauses)
     query = (
-        f"SELECT {_TIMELINE_COLUMNS} FROM request_timeline t JOIN requests r ON r.id = t.request_id"  # noqa: S608
-        f" WHERE {where} ORDER BY t.seq LIMIT %s"
+        f"SELECT {_TIMELINE_COLUMNS}, t.txid::text::bigint AS txid FROM request_timeline t"  # noqa: S608
+        f" JOIN requests r ON r.id = t.request_id WHERE {where} ORDER BY t.txid, t.seq LIMIT %s"
     )
     cursor = await conn.execute(query, [*params, limit])
     return list(await cursor.fetchall())
 
 
-async def last_timeline_seq(conn: Conn) -> int:
-    cursor = await conn.execute("SELECT coalesce(max(seq), 0) AS last FROM request_timeline")
+async def feed_end(conn: Conn) -> FeedPosition:
+    """Where a follower that wants only what happens from now on starts."""
+    cursor = await conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon")
     row = await cursor.fetchone()
-    return int(row["last"]) if row else 0
+    return FeedPosition(int(row["horizon"]) if row else 0, 0)
 
 
 async def timeline(conn: Conn, request_id: str) -> list[dict[str, Any]]:

@@ -323,26 +323,21 @@ class IntakeService:
                 f"limit must be between 1 and {MAX_EVENTS_PAGE_SIZE}",
                 details=[{"field": "limit", "message": f"must be between 1 and {MAX_EVENTS_PAGE_SIZE}"}],
             )
-        after = 0
         if query.after == "end":
             # Where a follower starts when it wants only what happens from now on.
             async with self.pool.connection() as conn:
-                return {"items": [], "next_cursor": str(await repository.last_timeline_seq(conn))}
-        if query.after:
-            if not query.after.isdigit() or len(query.after) > 18:
-                raise ValidationFailed(
-                    "invalid cursor", details=[{"field": "after", "message": "not a cursor from next_cursor"}]
-                )
-            after = int(query.after)
+                return {"items": [], "next_cursor": (await repository.feed_end(conn)).encode()}
+        after = repository.FeedPosition.decode(query.after) if query.after else repository.FeedPosition(0, 0)
         async with self.pool.connection() as conn:
             rows = await repository.all_timelines(
                 conn,
                 teams_in_scope=teams_in_scope(query.actor),
-                after_seq=after,
+                after=after,
                 request_id=query.request_id,
                 limit=query.limit,
             )
-        next_cursor = str(rows[-1]["seq"]) if rows else str(after)
+        last = repository.FeedPosition(rows[-1]["txid"], rows[-1]["seq"]) if rows else after
+        next_cursor = last.encode()
         return {"items": [_timeline_entry(row, query.actor) for row in rows], "next_cursor": next_cursor}
 
     # -- lifecycle commands ---------------------------------------------------------------------
