@@ -3,8 +3,8 @@
 The renderer decides these names when it renders; intake needs the same names to ask for a
 teardown of a request whose render it has not heard about yet (deleted while queued), so
 that the teardown still removes the right directory and namespace instead of nothing.
-Both must agree byte for byte: the renderer's ``layout`` module builds the same strings
-(and re-checks every segment before it writes anything).
+Both use these functions; the renderer's ``layout`` module re-checks every segment
+before it writes anything.
 """
 
 from __future__ import annotations

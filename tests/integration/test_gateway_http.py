@@ -132,14 +132,6 @@ async def test_a_replay_returns_200_and_the_first_request(http: httpx.AsyncClien
     assert "Idempotent-Replayed" not in first.headers
 
 
-async def test_dry_run_is_forwarded(http: httpx.AsyncClient, stack: GatewayStack) -> None:
-    await http.post(
-        "/v1/environment-requests", params={"dry_run": "true"}, json=request_body(), headers=auth()
-    )
-    [command] = stack.intake.received
-    assert command.dry_run is True
-
-
 @pytest.mark.parametrize(
     ("content", "problem"),
     [

@@ -1,5 +1,5 @@
-"""Intake's idea of where an environment lives must match the renderer's, byte for byte:
-a teardown of a request whose render intake has not seen yet removes what was rendered."""
+"""Intake's idea of where an environment lives matches what the renderer writes, byte for
+byte: a teardown of a request whose render intake has not seen yet removes what was rendered."""
 
 from __future__ import annotations
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import re
 
+from libs import environment_layout
+from libs.environment_layout import NAMESPACE_MAX_LENGTH
 from libs.kubernetes_names import DNS1123_SUBDOMAIN, is_dns1123_label
 from services.renderer.domain.bundle import BundleInvalid
 
 REQUEST_ID = re.compile(r"req-[0-9a-f]{16}")
-NAMESPACE_MAX_LENGTH = 63
 APPLICATION_NAME_MAX_LENGTH = 253
-# Kept from the request id so two requests of one team and app never share a namespace.
-NAMESPACE_SUFFIX_LENGTH = 8
 # One path component on common filesystems (ext4, APFS, NTFS).
 FILE_NAME_MAX_LENGTH = 255
 _FILE_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?\.yaml")
@@ -39,14 +38,12 @@ def check_path_segments(region: str, team: str, app: str, request_id: str) -> No
 def gitops_path(region: str, team: str, app: str, request_id: str) -> str:
     """The request's directory, relative to the repository root, without a trailing slash."""
     check_path_segments(region, team, app, request_id)
-    return f"clusters/{region}/teams/{team}/{app}/{request_id}"
+    return environment_layout.gitops_path(region, team, app, request_id)
 
 
 def namespace_name(team: str, app: str, request_id: str) -> str:
-    """``<team>-<app>-<last 8 of id>``; a long ``<team>-<app>`` is cut, the suffix always stays."""
-    suffix = "-" + request_id[-NAMESPACE_SUFFIX_LENGTH:]
-    prefix = f"{team}-{app}"[: NAMESPACE_MAX_LENGTH - len(suffix)].rstrip("-")
-    name = prefix + suffix
+    """The shared naming rule (:mod:`libs.environment_layout`), checked to be a DNS-1123 label."""
+    name = environment_layout.namespace_name(team, app, request_id)
     if not is_dns1123_label(name, NAMESPACE_MAX_LENGTH):
         raise BundleInvalid(f"namespace name {name!r} is not a DNS-1123 label")
     return name
