@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -29,7 +30,19 @@ async def serve(settings: S, bootstrap: Callable[[S], Awaitable[ServiceKit]]) ->
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    kit = await bootstrap(settings)
+    # A signal during start-up (e.g. still waiting for NATS or Postgres) aborts the start
+    # instead of being ignored until it finishes.
+    starting = asyncio.ensure_future(bootstrap(settings))
+    interrupted = asyncio.ensure_future(stopping.wait())
+    await asyncio.wait({starting, interrupted}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await starting
+        log.info("start-up interrupted")
+        return
+    interrupted.cancel()
+    kit = starting.result()
     host, port = split_address(settings.health_address, "PLATFORM_HEALTH_ADDRESS")
     ops = OpsServer(host, port, kit.readiness, metrics_enabled=settings.prometheus_enabled)
     await ops.start()

@@ -96,3 +96,26 @@ def test_ops_port_and_graceful_shutdown(platform_env: dict[str, str]) -> None:
     # No DSN, host or secret in any log line.
     assert platform_env["PLATFORM_POSTGRES_DSN"] not in output
     assert "127.0.0.1" not in output
+
+
+def test_sigterm_during_start_up_stops_the_service(platform_env: dict[str, str]) -> None:
+    """A service still waiting for NATS must not ignore the orchestrator's SIGTERM."""
+    unreachable = f"nats://127.0.0.1:{free_port()}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.platformd.main", "policy"],
+        env=child_environment({**platform_env, "PLATFORM_NATS_URL": unreachable}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        time.sleep(1.5)
+        assert process.poll() is None, "still waiting for NATS"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    output = process.stdout.read() if process.stdout else ""
+    assert "start-up interrupted" in output
+    assert unreachable not in output
