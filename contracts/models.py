@@ -258,6 +258,21 @@ PackRule = (
 )
 
 
+# The (apiVersion, kind) a pack's manifests may have: namespaced, expressible as spec/data,
+# and with a schema to validate against. Cluster-scoped or RBAC objects would let a pack
+# reach beyond the request's namespace. Policy refuses any other kind when a pack is saved
+# (so an admin learns it then, not at the next render); the renderer refuses it in plan data.
+PACK_KINDS = frozenset(
+    {
+        ("networking.k8s.io/v1", "NetworkPolicy"),
+        ("v1", "ConfigMap"),
+        ("v1", "LimitRange"),
+        ("v1", "ResourceQuota"),
+        ("policy/v1", "PodDisruptionBudget"),
+    }
+)
+
+
 class PackManifestTemplate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """An object a pack adds to every environment of its classes (namespace and labels are
     filled in at render time)."""
@@ -360,3 +375,19 @@ class BundlePreview(msgspec.Struct, frozen=True, kw_only=True):
     namespace: str
     digest: str
     files: list[ManifestFile]
+
+
+class DeadLetterView(msgspec.Struct, frozen=True, kw_only=True):
+    """One dead letter as operators see it, without its payload: an item of the reply of
+    ``<service>.list_dead_letters`` and the reply of ``<service>.replay_dead_letter``."""
+
+    id: int
+    consumer: str
+    event_id: str | None
+    event_type: str | None
+    subject: str
+    stream_seq: int | None
+    error: str
+    attempts: int
+    created_at: datetime
+    replayed_at: datetime | None = None

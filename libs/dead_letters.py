@@ -22,31 +22,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime
 from typing import Any
 
-import msgspec
-
+from contracts.models import DeadLetterView
 from contracts.rpc import ListDeadLetters, ReplayDeadLetter
 from libs.database import Pool
 from libs.errors import Conflict, NotFound, ValidationFailed
 
 MAX_LIMIT = 500
-
-
-class DeadLetterView(msgspec.Struct, frozen=True, kw_only=True):
-    """One dead letter as operators see it (no payload)."""
-
-    id: int
-    consumer: str
-    event_id: str | None
-    event_type: str | None
-    subject: str
-    stream_seq: int | None
-    error: str
-    attempts: int
-    created_at: datetime
-    replayed_at: datetime | None = None
 
 
 def _view(row: dict[str, Any]) -> DeadLetterView:

@@ -2,10 +2,14 @@
 
 Anything else (driver errors, git output, HTTP client errors) may carry hosts, DSNs or
 credentials, so it is reported by type only (:func:`public_message`).
+
+Validation names every failing field at once: :class:`FieldError` is one item of a
+:class:`ValidationFailed`'s details, :func:`json_type` the wording for a value of the wrong type.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -26,6 +30,33 @@ class PlatformError(Exception):
 
 class ValidationFailed(PlatformError):
     code = "validation"
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One failing field of a :class:`ValidationFailed`; its ``details`` are a list of
+    :meth:`as_dict`, so a client sees every problem of a body in one answer."""
+
+    field: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.field, "message": self.message}
+
+
+def json_type(value: Any) -> str:
+    """What a decoded JSON value is, for messages such as "must be a string, not a number"."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return "null"
 
 
 class NotFound(PlatformError):

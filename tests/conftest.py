@@ -1,4 +1,5 @@
-"""Shared fixtures: real servers once per session, a fresh database and stream per test."""
+"""Shared fixtures: real servers once per session, a fresh database and stream per test, and
+the whole stack as processes once per module for the end-to-end and reliability tests."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from tests.support.infrastructure import nats_server, postgres_server
-from tests.support.isolation import Isolation, delete_stream, fresh_database, platform_environment
+from tests.support.isolation import (
+    Isolation,
+    delete_stream,
+    fresh_database,
+    isolated_environment,
+    platform_environment,
+)
+from tests.support.stack import RunningStack, running_stack
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +48,28 @@ async def isolation(nats_url: str) -> AsyncIterator[Isolation]:
 def platform_env(database: str, nats_url: str, isolation: Isolation) -> dict[str, str]:
     """Environment variables that point a service at this test's database and stream."""
     return platform_environment(database, nats_url, isolation)
+
+
+@pytest.fixture(scope="module")
+def stack_env(pg_admin_dsn: str, nats_url: str) -> Iterator[dict[str, str]]:
+    """The database, stream and environment of this module's stack."""
+    with isolated_environment(pg_admin_dsn, nats_url) as environment:
+        yield environment
+
+
+@pytest.fixture(scope="module")
+def stack_extra_env() -> dict[str, str]:
+    """Variables this module's stack gets on top of :func:`stack_env`; override it in a module."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def stack(
+    stack_env: dict[str, str],
+    stack_extra_env: dict[str, str],
+    pg_admin_dsn: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RunningStack]:
+    """All seven services as processes, shared by the tests of one module."""
+    with running_stack(stack_env, pg_admin_dsn, tmp_path_factory.mktemp("stack"), stack_extra_env) as running:
+        yield running

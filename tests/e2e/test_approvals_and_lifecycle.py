@@ -14,8 +14,8 @@ import pytest
 from contracts.attestation import verify_attestation
 from contracts.events import RequestApproved
 from tests.support.api_flows import SIGNATURE_HEADER, approve, create, events_of, example, signature
-from tests.support.isolation import TEST_APPROVAL_SECRET, isolated_environment
-from tests.support.stack import RunningStack, running_stack
+from tests.support.isolation import TEST_APPROVAL_SECRET
+from tests.support.stack import RunningStack
 
 pytestmark = pytest.mark.e2e
 
@@ -27,19 +27,9 @@ SECRET_LIKE = ("nats://", "127.0.0.1", "postgresql://", "Traceback", TEST_APPROV
 
 
 @pytest.fixture(scope="module")
-def env(pg_admin_dsn: str, nats_url: str) -> Iterator[dict[str, str]]:
-    with isolated_environment(pg_admin_dsn, nats_url) as environment:
-        yield environment
-
-
-@pytest.fixture(scope="module")
-def stack(
-    env: dict[str, str], pg_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningStack]:
+def stack_extra_env() -> dict[str, str]:
     # A fast sweeper so the expiry test does not wait a minute.
-    extra = {"PLATFORM_EXPIRY_SWEEP_INTERVAL_SECONDS": "0.5"}
-    with running_stack(env, pg_admin_dsn, tmp_path_factory.mktemp("lifecycle"), extra) as running:
-        yield running
+    return {"PLATFORM_EXPIRY_SWEEP_INTERVAL_SECONDS": "0.5"}
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +86,11 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
 
 
 def test_production_needs_a_signed_approval_then_an_explicit_reconcile(
-    stack: RunningStack, env: dict[str, str], alice: httpx.Client, bob: httpx.Client, viewer: httpx.Client
+    stack: RunningStack,
+    stack_env: dict[str, str],
+    alice: httpx.Client,
+    bob: httpx.Client,
+    viewer: httpx.Client,
 ) -> None:
     request_id = pending_production(stack, alice)
 
@@ -128,7 +122,7 @@ def test_production_needs_a_signed_approval_then_an_explicit_reconcile(
     assert ready["generation"] == 1
 
     # The attestation travels in request.approved, verifies, and ends up in the commit.
-    [approved_event] = events_of(env, request_id, "approved")
+    [approved_event] = events_of(stack_env, request_id, "approved")
     data = approved_event.decode_data()
     assert isinstance(data, RequestApproved)
     assert data.automatic is False
@@ -364,11 +358,11 @@ def test_a_request_deleted_before_approval_ends_deleted(
 
 
 def test_ready_environments_expire_after_their_ttl(
-    stack: RunningStack, env: dict[str, str], alice: httpx.Client
+    stack: RunningStack, stack_env: dict[str, str], alice: httpx.Client
 ) -> None:
     ready = ready_preview(stack, alice, "web-expire")
     # Travel in time: the TTL is hours; the sweeper runs every half second in this stack.
-    with psycopg.connect(env["PLATFORM_POSTGRES_DSN"], autocommit=True) as conn:
+    with psycopg.connect(stack_env["PLATFORM_POSTGRES_DSN"], autocommit=True) as conn:
         conn.execute(
             "UPDATE intake.requests SET expires_at = now() - interval '1 minute' WHERE id = %s", [ready["id"]]
         )

@@ -15,23 +15,11 @@ import httpx
 import pytest
 
 from tests.support.api_flows import create, example
-from tests.support.isolation import isolated_environment
-from tests.support.stack import RunningStack, running_stack
+from tests.support.stack import RunningStack
 
 pytestmark = pytest.mark.e2e
 
 MISSING = object()
-
-
-@pytest.fixture(scope="module")
-def stack(
-    pg_admin_dsn: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningStack]:
-    with (
-        isolated_environment(pg_admin_dsn, nats_url) as env,
-        running_stack(env, pg_admin_dsn, tmp_path_factory.mktemp("inputs")) as running,
-    ):
-        yield running
 
 
 @pytest.fixture(scope="module")

@@ -4,24 +4,18 @@ shows is, byte for byte, what the real request commits, and the dry run leaves n
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import subprocess
-import sys
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import nats
-import psycopg
 import pytest
 
-from tests.support.isolation import isolated_environment
-from tests.support.stack import RunningStack, mint_token, running_stack
+from tests.support.isolation import row_counts
+from tests.support.platformctl import clean_env, run_platformctl
+from tests.support.stack import RunningStack, mint_token
 
 pytestmark = pytest.mark.e2e
 
-PLATFORMCTL = Path(sys.executable).parent / "platformctl"
 SCHEMAS = ("intake", "policy", "approval", "renderer", "git_publisher", "cluster_bootstrapper")
 CREATE = (
     "request", "create", "--app", "checkout", "--team", "payments", "--class", "preview",
@@ -30,44 +24,17 @@ CREATE = (
 )  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def env(pg_admin_dsn: str, nats_url: str) -> Iterator[dict[str, str]]:
-    with isolated_environment(pg_admin_dsn, nats_url) as environment:
-        yield environment
-
-
-@pytest.fixture(scope="module")
-def stack(
-    env: dict[str, str], pg_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningStack]:
-    with running_stack(env, pg_admin_dsn, tmp_path_factory.mktemp("stack")) as running:
-        yield running
-
-
 def platformctl(
     stack: RunningStack, *args: str, actor: str, role: str, teams: list[str] | None = None
 ) -> Any:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PLATFORM_")}
-    env.update(PLATFORM_API=stack.api_url, PLATFORM_TOKEN=mint_token(actor, role, teams))
-    result = subprocess.run(
-        [str(PLATFORMCTL), *args], env=env, capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    env = clean_env(PLATFORM_API=stack.api_url, PLATFORM_TOKEN=mint_token(actor, role, teams))
+    result = run_platformctl(*args, env=env, timeout=60)
+    assert result.code == 0, result.stderr
+    return result.json()
 
 
 def traces(stack: RunningStack, env: dict[str, str]) -> tuple[dict[str, int], int]:
     """Rows in every table of every service, and the event stream's last sequence."""
-    counts = {}
-    with psycopg.connect(stack.dsn) as conn:
-        tables = conn.execute(
-            "SELECT table_schema, table_name FROM information_schema.tables"
-            " WHERE table_schema = ANY(%s) AND table_type = 'BASE TABLE'",
-            [list(SCHEMAS)],
-        ).fetchall()
-        for schema, table in tables:
-            row = conn.execute(f'SELECT count(*) FROM "{schema}"."{table}"').fetchone()
-            counts[f"{schema}.{table}"] = row[0] if row else 0
 
     async def last_sequence() -> int:
         nc = await nats.connect(env["PLATFORM_NATS_URL"])
@@ -77,11 +44,11 @@ def traces(stack: RunningStack, env: dict[str, str]) -> tuple[dict[str, int], in
         finally:
             await nc.close()
 
-    return counts, asyncio.run(last_sequence())
+    return row_counts(stack.dsn, SCHEMAS), asyncio.run(last_sequence())
 
 
 def test_the_dry_run_shows_exactly_what_the_real_request_commits(
-    stack: RunningStack, env: dict[str, str]
+    stack: RunningStack, stack_env: dict[str, str]
 ) -> None:
     platformctl(
         stack,
@@ -99,12 +66,12 @@ def test_the_dry_run_shows_exactly_what_the_real_request_commits(
         assert warm.status_code == 201
         stack.wait_for_status(api, warm.json()["id"], {"ready"})  # the stack is busy with nothing else now
 
-    before = traces(stack, env)
+    before = traces(stack, stack_env)
     plan = platformctl(
         stack, *CREATE, "--idempotency-key", "checkout-pr-7", "--dry-run",
         actor="alice@example.com", role="requester", teams=["payments"],
     )  # fmt: skip
-    assert traces(stack, env) == before
+    assert traces(stack, stack_env) == before
 
     assert plan["decision"]["outcome"] == "allowed"
     assert plan["budget"]["active_spend_usd"] == 150.0  # the warm-up environment

@@ -6,52 +6,25 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import nats
 import pytest
 import yaml
 
-from tests.support.isolation import TEST_APPROVAL_SECRET, TEST_JWT_SECRET, isolated_environment
-from tests.support.stack import RunningStack, running_stack
+from tests.support.isolation import TEST_APPROVAL_SECRET, TEST_JWT_SECRET
+from tests.support.platformctl import Result, clean_env, run_platformctl
+from tests.support.stack import RunningStack
 
 pytestmark = pytest.mark.e2e
-
-PLATFORMCTL = Path(sys.executable).parent / "platformctl"
-
-
-@dataclass
-class Result:
-    code: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
 
 
 def cli(*args: str, token: str | None = None, timeout: float = 90, **env: str) -> Result:
     """Run platformctl with pipes (as a script would) and only the variables given."""
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("PLATFORM_")}
-    environment.update(env)
     if token is not None:
-        environment["PLATFORM_TOKEN"] = token
-    done = subprocess.run(
-        [str(PLATFORMCTL), *args],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=timeout,
-        check=False,
-    )
-    return Result(done.returncode, done.stdout, done.stderr)
+        env["PLATFORM_TOKEN"] = token
+    return run_platformctl(*args, env=clean_env(**env), timeout=timeout)
 
 
 def one_line_error(result: Result, *fragments: str) -> None:
@@ -62,20 +35,6 @@ def one_line_error(result: Result, *fragments: str) -> None:
     assert "Traceback" not in result.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
-
-
-@pytest.fixture(scope="module")
-def env(pg_admin_dsn: str, nats_url: str) -> Iterator[dict[str, str]]:
-    with isolated_environment(pg_admin_dsn, nats_url) as environment:
-        yield environment
-
-
-@pytest.fixture(scope="module")
-def stack(
-    env: dict[str, str], pg_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningStack]:
-    with running_stack(env, pg_admin_dsn, tmp_path_factory.mktemp("cli")) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")
@@ -258,12 +217,12 @@ def test_a_rejected_request_makes_wait_fail(api: dict[str, str], tokens: dict[st
 
 
 def test_dead_letters_listed_and_replayed(
-    env: dict[str, str], api: dict[str, str], tokens: dict[str, str]
+    stack_env: dict[str, str], api: dict[str, str], tokens: dict[str, str]
 ) -> None:
     async def publish_garbage() -> None:
-        nc = await nats.connect(env["PLATFORM_NATS_URL"])
+        nc = await nats.connect(stack_env["PLATFORM_NATS_URL"])
         await nc.jetstream().publish(
-            f"{env['PLATFORM_EVENTS_SUBJECT_PREFIX']}.request.garbage",
+            f"{stack_env['PLATFORM_EVENTS_SUBJECT_PREFIX']}.request.garbage",
             b"not an envelope",
             headers={"Nats-Msg-Id": str(uuid.uuid4())},
         )

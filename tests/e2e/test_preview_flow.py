@@ -2,48 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
-from tests.support.isolation import isolated_environment
-from tests.support.stack import RunningStack, running_stack
+from tests.support.api_flows import PREVIEW
+from tests.support.rendered_bundles import CORE_FILES
+from tests.support.seed_plans import QUOTAS
+from tests.support.stack import RunningStack
 
 pytestmark = pytest.mark.e2e
-
-PREVIEW = {
-    "app": "payments-api",
-    "team": "payments",
-    "class": "preview",
-    "region": "us-east-1",
-    "ttl_hours": 24,
-    "owner": "alice@example.com",
-    "repository": "https://github.com/example/payments-api.git",
-    "revision": "pr-42",
-    "labels": {"pr": "42"},
-}
-SIX_FILES = [
-    "argocd-application.yaml",
-    "limitrange.yaml",
-    "namespace.yaml",
-    "networkpolicy.yaml",
-    "policypack.yaml",
-    "resourcequota.yaml",
-]
-
-
-@pytest.fixture(scope="module")
-def stack(
-    pg_admin_dsn: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningStack]:
-    with (
-        isolated_environment(pg_admin_dsn, nats_url) as env,
-        running_stack(env, pg_admin_dsn, tmp_path_factory.mktemp("stack")) as running,
-    ):
-        yield running
 
 
 def test_preview_request_becomes_ready_with_one_pushed_commit(stack: RunningStack) -> None:
@@ -79,7 +49,7 @@ def test_preview_request_becomes_ready_with_one_pushed_commit(stack: RunningStac
     path = ready["gitops_path"]
     listed = stack.git("ls-tree", "--name-only", f"main:{path}").split()
     # The six baseline files, plus any extra objects the class's policy packs contribute.
-    assert [name for name in listed if not name.startswith("pack-")] == SIX_FILES
+    assert [name for name in listed if not name.startswith("pack-")] == sorted(CORE_FILES)
     documents = {name: yaml.safe_load(stack.git("show", f"main:{path}/{name}")) for name in listed}
     namespace = documents["namespace.yaml"]
     assert (namespace["apiVersion"], namespace["kind"], namespace["metadata"]["name"]) == (
@@ -95,15 +65,7 @@ def test_preview_request_becomes_ready_with_one_pushed_commit(stack: RunningStac
         "name": "platform-defaults",
         "namespace": ready["namespace"],
     }
-    assert quota["spec"]["hard"] == {
-        "pods": "10",
-        "services": "4",
-        "persistentvolumeclaims": "4",
-        "requests.cpu": "2",
-        "requests.memory": "4Gi",
-        "limits.cpu": "4",
-        "limits.memory": "8Gi",
-    }
+    assert quota["spec"]["hard"] == QUOTAS["preview"]
     limits = documents["limitrange.yaml"]["spec"]["limits"][0]
     assert (limits["type"], limits["default"], limits["defaultRequest"], limits["max"]) == (
         "Container",

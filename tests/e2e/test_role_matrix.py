@@ -26,8 +26,8 @@ import pytest
 
 from contracts.attestation import sign_approval
 from tests.support.api_flows import SIGNATURE_HEADER, create, example
-from tests.support.isolation import TEST_APPROVAL_SECRET, isolated_environment
-from tests.support.stack import RunningStack, extra_gateway, mint_token, running_stack
+from tests.support.isolation import TEST_APPROVAL_SECRET
+from tests.support.stack import RunningStack, extra_gateway, mint_token
 
 pytestmark = pytest.mark.e2e
 
@@ -264,25 +264,11 @@ CELLS = cells()
 
 
 @pytest.fixture(scope="module")
-def env(pg_admin_dsn: str, nats_url: str) -> Iterator[dict[str, str]]:
-    with isolated_environment(pg_admin_dsn, nats_url) as environment:
-        yield environment
-
-
-@pytest.fixture(scope="module")
-def stack(
-    env: dict[str, str], pg_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningStack]:
-    with running_stack(env, pg_admin_dsn, tmp_path_factory.mktemp("matrix")) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
 def gateways(
-    stack: RunningStack, env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+    stack: RunningStack, stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[bool, str]]:
     with extra_gateway(
-        env, tmp_path_factory.mktemp("enforced"), {"PLATFORM_ENFORCE_TEAM_SCOPE": "true"}
+        stack_env, tmp_path_factory.mktemp("enforced"), {"PLATFORM_ENFORCE_TEAM_SCOPE": "true"}
     ) as url:
         yield {False: stack.api_url, True: url}
 
@@ -350,8 +336,8 @@ class Targets:
 
 
 @pytest.fixture(scope="module")
-def targets(stack: RunningStack, env: dict[str, str]) -> Targets:
-    return Targets(stack, env)
+def targets(stack: RunningStack, stack_env: dict[str, str]) -> Targets:
+    return Targets(stack, stack_env)
 
 
 # -- the cells ----------------------------------------------------------------------------------

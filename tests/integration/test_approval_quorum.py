@@ -20,6 +20,7 @@ from contracts.events import ClassUpserted, RequestApprovalRecorded, RequestAppr
 from contracts.models import Actor, EnvironmentClass, EnvironmentPlan, LimitRangeValues
 from contracts.rpc import ApproveRequest, CreateRequest, GetRequest, RejectRequest
 from libs.rpc import RpcClient, RpcError
+from tests.support.api_flows import request_body
 from tests.support.bus import publish_event, stream_events, wait_until
 from tests.support.isolation import TEST_APPROVAL_SECRET
 from tests.support.services import running_services
@@ -48,15 +49,9 @@ PLAN = EnvironmentPlan(
 ALICE = Actor(subject="alice", actor="alice@example.com", role="requester", teams=["payments"])
 BOB = Actor(subject="bob", actor="bob@example.com", role="approver")
 CAROL = Actor(subject="carol", actor="carol@example.com", role="approver")
-BODY = {
-    "app": "vault",
-    "team": "payments",
-    "class": "regulated",
-    "region": "us-east-1",
-    "ttl_hours": 12,
-    "owner": "alice@example.com",
-    "repository": "https://github.com/example/vault.git",
-}
+BODY = request_body(
+    app="vault", ttl_hours=12, repository="https://github.com/example/vault.git", **{"class": "regulated"}
+)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from tests.support.bus import publish_event, stream_events, wait_until
 from tests.support.isolation import Isolation
 from tests.support.kubernetes_emulator import running_emulator, stored, write_kubeconfig
 from tests.support.rendered_bundles import Bundle, preview_bundle
+from tests.support.seed_plans import QUOTAS
 
 pytestmark = pytest.mark.integration
 
@@ -134,6 +135,23 @@ async def start(platform_env: dict[str, str], isolation: Isolation) -> AsyncIter
         await nc.close()
 
 
+@pytest.fixture
+def start_applying(
+    start: Callable[..., Any],
+    platform_env: dict[str, str],
+    emulator: kmock.KubernetesEmulator,
+    tmp_path: Path,
+) -> Callable[..., Awaitable[Harness]]:
+    """``await start_applying(**extra_env)`` runs the service applying to ``emulator``."""
+
+    async def run(**extra_env: str) -> Harness:
+        environment = cluster_env(platform_env, emulator_kubeconfig(tmp_path, emulator))
+        harness: Harness = await start({**environment, **extra_env})
+        return harness
+
+    return run
+
+
 def published(bundle: Bundle, generation: int = 1) -> RequestPublished:
     return RequestPublished(
         request_id=bundle.request_id,
@@ -194,12 +212,9 @@ async def test_with_apply_off_the_environment_is_reported_not_applied(
 
 
 async def test_bootstrap_applies_the_bundle_and_the_drift_scan_heals_it(
-    start: Callable[..., Any],
-    platform_env: dict[str, str],
-    emulator: kmock.KubernetesEmulator,
-    tmp_path: Path,
+    start_applying: Callable[..., Awaitable[Harness]], emulator: kmock.KubernetesEmulator
 ) -> None:
-    harness = await start(cluster_env(platform_env, emulator_kubeconfig(tmp_path, emulator)))
+    harness = await start_applying()
     await harness.app.service.cluster_ready()  # readiness reaches the mapped context
     bundle = preview_bundle(zero_trust=True)
     ns = bundle.namespace
@@ -223,15 +238,7 @@ async def test_bootstrap_applies_the_bundle_and_the_drift_scan_heals_it(
     assert namespace["metadata"]["labels"]["platform.example.com/request-id"] == bundle.request_id
     quota = stored(emulator, "v1/resourcequotas", ns, "platform-defaults")
     assert quota is not None
-    assert quota["spec"]["hard"] == {
-        "pods": "10",
-        "services": "4",
-        "persistentvolumeclaims": "4",
-        "requests.cpu": "2",
-        "requests.memory": "4Gi",
-        "limits.cpu": "4",
-        "limits.memory": "8Gi",
-    }
+    assert quota["spec"]["hard"] == QUOTAS["preview"]
     limits = stored(emulator, "v1/limitranges", ns, "platform-defaults")
     assert limits is not None
     assert limits["spec"]["limits"][0]["default"] == {"cpu": "500m", "memory": "512Mi"}
@@ -362,12 +369,9 @@ async def test_teardown_deletes_the_argo_application_and_the_namespace(
 
 
 async def test_a_redelivered_publication_is_applied_and_reported_once(
-    start: Callable[..., Any],
-    platform_env: dict[str, str],
-    emulator: kmock.KubernetesEmulator,
-    tmp_path: Path,
+    start_applying: Callable[..., Awaitable[Harness]], emulator: kmock.KubernetesEmulator
 ) -> None:
-    harness = await start(cluster_env(platform_env, emulator_kubeconfig(tmp_path, emulator)))
+    harness = await start_applying()
     bundle = preview_bundle()
     event = published(bundle)
     envelope = new_event("request.published", "git_publisher", bundle.request_id, event)
@@ -389,10 +393,7 @@ async def test_a_redelivered_publication_is_applied_and_reported_once(
 
 
 async def test_an_object_the_cluster_rejects_fails_the_bootstrap_without_retries(
-    start: Callable[..., Any],
-    platform_env: dict[str, str],
-    emulator: kmock.KubernetesEmulator,
-    tmp_path: Path,
+    start_applying: Callable[..., Awaitable[Harness]], emulator: kmock.KubernetesEmulator
 ) -> None:
     leaked_value = "999999-not-for-events"
 
@@ -414,7 +415,7 @@ async def test_an_object_the_cluster_rejects_fails_the_bootstrap_without_retries
 
     # kmock answers apply with 404 for a new object, so the adapter's create is what is rejected.
     emulator["post", re.compile(r"/api/v1/namespaces/[^/]+/resourcequotas")] << reject
-    harness = await start(cluster_env(platform_env, emulator_kubeconfig(tmp_path, emulator)))
+    harness = await start_applying()
     bundle = preview_bundle()
     await harness.publish(published(bundle))
 
@@ -441,10 +442,7 @@ async def test_an_object_the_cluster_rejects_fails_the_bootstrap_without_retries
 
 
 async def test_an_api_outage_is_retried_until_the_cluster_answers(
-    start: Callable[..., Any],
-    platform_env: dict[str, str],
-    emulator: kmock.KubernetesEmulator,
-    tmp_path: Path,
+    start_applying: Callable[..., Awaitable[Harness]], emulator: kmock.KubernetesEmulator
 ) -> None:
     outage = {"left": 2}
 
@@ -455,7 +453,7 @@ async def test_an_api_outage_is_retried_until_the_cluster_answers(
         raise NotImplementedError  # outage over: fall through to the emulator's own handling
 
     emulator[re.compile(r"/api/v1/namespaces/[^/]+/limitranges.*")] << unavailable
-    harness = await start(cluster_env(platform_env, emulator_kubeconfig(tmp_path, emulator)))
+    harness = await start_applying()
     bundle = preview_bundle()
     await harness.publish(published(bundle))
 
@@ -468,17 +466,13 @@ async def test_an_api_outage_is_retried_until_the_cluster_answers(
 
 
 async def test_an_api_that_stays_down_fails_the_request_after_the_last_attempt(
-    start: Callable[..., Any],
-    platform_env: dict[str, str],
-    emulator: kmock.KubernetesEmulator,
-    tmp_path: Path,
+    start_applying: Callable[..., Awaitable[Harness]], emulator: kmock.KubernetesEmulator
 ) -> None:
     def unavailable(_: kmock.Request) -> Any:
         raise kmock.KubernetesError(status=503, reason="ServiceUnavailable", message="down at 10.0.0.1:6443")
 
     emulator[re.compile(r"/api/v1/namespaces/[^/]+/configmaps.*")] << unavailable
-    environment = cluster_env(platform_env, emulator_kubeconfig(tmp_path, emulator))
-    harness = await start({**environment, "PLATFORM_RECONCILE_MAX_ATTEMPTS": "3"})
+    harness = await start_applying(PLATFORM_RECONCILE_MAX_ATTEMPTS="3")
     bundle = preview_bundle()
     await harness.publish(published(bundle))
 
@@ -494,12 +488,9 @@ async def test_an_api_that_stays_down_fails_the_request_after_the_last_attempt(
 
 
 async def test_a_new_generation_prunes_objects_its_bundle_dropped(
-    start: Callable[..., Any],
-    platform_env: dict[str, str],
-    emulator: kmock.KubernetesEmulator,
-    tmp_path: Path,
+    start_applying: Callable[..., Awaitable[Harness]], emulator: kmock.KubernetesEmulator
 ) -> None:
-    harness = await start(cluster_env(platform_env, emulator_kubeconfig(tmp_path, emulator)))
+    harness = await start_applying()
     with_egress = preview_bundle(zero_trust=True)
     ns = with_egress.namespace
     await harness.publish(published(with_egress, 1))

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,46 +12,32 @@ from typing import Any
 
 import httpx
 import nats
-import psycopg
 import pytest
 import yaml
 
-from libs.errors import PlatformError
 from libs.rpc import RpcClient
 from libs.service_kit import ServiceKit
 from services.gateway.bootstrap import create_app
+from tests.support.api_flows import PREVIEW
 from tests.support.bus import stream_events, wait_until
 from tests.support.gateway import auth, gateway_settings, mint
 from tests.support.http import serve
-from tests.support.services import running_services
+from tests.support.isolation import row_counts
+from tests.support.platformctl import clean_env, platformctl
+from tests.support.rendered_bundles import CORE_FILES
+from tests.support.seed_plans import QUOTAS
+from tests.support.services import answering, running_services
 
 pytestmark = pytest.mark.integration
 
-PLATFORMCTL = Path(sys.executable).parent / "platformctl"
 SCHEMAS = ("intake", "policy", "approval", "renderer")
 # Minted at import: valid for the longest a test session may take.
 TOKEN_TTL = 4 * 3600
 ADMIN = auth("admin", email="root@example.com", sub="root", ttl=TOKEN_TTL)
 ALICE = auth("requester", teams=["payments"], ttl=TOKEN_TTL)
 VIEWER = auth("viewer", email="vic@example.com", sub="vic", teams=["billing"], ttl=TOKEN_TTL)
-PREVIEW = {
-    "app": "payments-api",
-    "team": "payments",
-    "class": "preview",
-    "region": "us-east-1",
-    "ttl_hours": 24,
-    "owner": "alice@example.com",
-    "repository": "https://github.com/example/payments-api.git",
-    "revision": "pr-42",
-    "labels": {"pr": "42"},
-}
 PREVIEW_FILES = [
-    "namespace.yaml",
-    "resourcequota.yaml",
-    "limitrange.yaml",
-    "networkpolicy.yaml",
-    "policypack.yaml",
-    "argocd-application.yaml",
+    *CORE_FILES,
     "pack-preview-networking-networkpolicy-allow-from-ingress-controller.yaml",
     "pack-cost-guardrails-resourcequota-cost-guardrails.yaml",
 ]
@@ -85,15 +69,10 @@ async def stack(platform_env: dict[str, str]) -> AsyncIterator[Stack]:
         nc = await nats.connect(platform_env["PLATFORM_NATS_URL"])
         rpc = RpcClient(nc, platform_env["PLATFORM_RPC_SUBJECT_PREFIX"], timeout=5)
 
-        async def ready() -> bool:
-            # Intake is ready once the class catalog is replicated; the others once they answer.
-            try:
-                replies = [await rpc.call(name, "ping", {}) for name in SCHEMAS]
-            except PlatformError:
-                return False
-            return all(reply["ready"] for reply in replies)
-
-        await wait_until(ready, what="services answering, class catalog replicated to intake")
+        # Intake is ready once the class catalog is replicated; the others once they answer.
+        await wait_until(
+            lambda: answering(rpc, *SCHEMAS), what="services answering, class catalog replicated to intake"
+        )
         await nc.close()
         settings = gateway_settings(
             platform_env["PLATFORM_NATS_URL"], platform_env["PLATFORM_RPC_SUBJECT_PREFIX"]
@@ -103,21 +82,6 @@ async def stack(platform_env: dict[str, str]) -> AsyncIterator[Stack]:
             httpx.AsyncClient(base_url=base_url, timeout=10) as http,
         ):
             yield Stack(http, base_url, platform_env, kits)
-
-
-def row_counts(dsn: str) -> dict[str, int]:
-    """Rows of every table of the services' schemas: a dry run must not change any."""
-    counts = {}
-    with psycopg.connect(dsn) as conn:
-        tables = conn.execute(
-            "SELECT table_schema, table_name FROM information_schema.tables"
-            " WHERE table_schema = ANY(%s) AND table_type = 'BASE TABLE'",
-            [list(SCHEMAS)],
-        ).fetchall()
-        for schema, table in tables:
-            row = conn.execute(f'SELECT count(*) FROM "{schema}"."{table}"').fetchone()
-            counts[f"{schema}.{table}"] = row[0] if row else 0
-    return counts
 
 
 def error_fields(response: httpx.Response, status: int) -> set[str]:
@@ -319,7 +283,10 @@ async def test_a_dry_run_shows_the_plan_stores_nothing_and_matches_the_real_rend
     http = stack.http
     await http.put("/v1/teams/payments/budget", json={"monthly_usd": 1000}, headers=ADMIN)
     await asyncio.sleep(0.3)  # let the relays settle so the stream is quiet
-    rows_before, sequence_before = row_counts(stack.env["PLATFORM_POSTGRES_DSN"]), await stack.last_sequence()
+    rows_before, sequence_before = (
+        row_counts(stack.env["PLATFORM_POSTGRES_DSN"], SCHEMAS),
+        await stack.last_sequence(),
+    )
 
     key = {"Idempotency-Key": "payments-pr-42"}
     response = await http.post(
@@ -328,7 +295,7 @@ async def test_a_dry_run_shows_the_plan_stores_nothing_and_matches_the_real_rend
     assert response.status_code == 200, response.text
     plan = response.json()
     await asyncio.sleep(0.3)
-    assert row_counts(stack.env["PLATFORM_POSTGRES_DSN"]) == rows_before
+    assert row_counts(stack.env["PLATFORM_POSTGRES_DSN"], SCHEMAS) == rows_before
     assert await stack.last_sequence() == sequence_before
     listed = (await http.get("/v1/environment-requests", headers=ALICE)).json()["items"]
     assert listed == []
@@ -343,15 +310,7 @@ async def test_a_dry_run_shows_the_plan_stores_nothing_and_matches_the_real_rend
         "approvals_required": 0,
         "auto_reconcile": True,
     }
-    assert plan["plan"]["resource_quota"] == {
-        "limits.cpu": "4",
-        "limits.memory": "8Gi",
-        "persistentvolumeclaims": "4",
-        "pods": "10",
-        "requests.cpu": "2",
-        "requests.memory": "4Gi",
-        "services": "4",
-    }
+    assert plan["plan"]["resource_quota"] == QUOTAS["preview"]
     assert plan["plan"]["policy_packs"] == ["baseline-security", "preview-networking", "cost-guardrails"]
     assert plan["budget"] == {
         "team": "payments",
@@ -435,15 +394,13 @@ async def test_dry_runs_of_refused_invalid_and_keyless_requests(stack: Stack) ->
 # -- platformctl ---------------------------------------------------------------------------------------
 
 
-async def platformctl(stack: Stack, *args: str, role: str = "admin", **claims: Any) -> tuple[int, str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PLATFORM_")}
-    env.update(PLATFORM_API=stack.base_url, PLATFORM_TOKEN=mint(role, **claims))
-    process = await asyncio.create_subprocess_exec(
-        str(PLATFORMCTL), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
+async def platformctl_as(
+    stack: Stack, *args: str, role: str = "admin", **claims: Any
+) -> tuple[int, str, str]:
+    """platformctl against this stack's gateway with a token for ``role``: (exit code, stdout, stderr)."""
+    env = clean_env(PLATFORM_API=stack.base_url, PLATFORM_TOKEN=mint(role, **claims))
+    result = await platformctl(*args, env=env)
+    return result.code, result.stdout, result.stderr
 
 
 async def test_platformctl_applies_classes_sets_budgets_and_shows_plans(stack: Stack, tmp_path: Path) -> None:
@@ -471,29 +428,29 @@ async def test_platformctl_applies_classes_sets_budgets_and_shows_plans(stack: S
             ]
         )
     )
-    code, out, err = await platformctl(
+    code, out, err = await platformctl_as(
         stack, "classes", "apply", "-f", str(classes), email="root@example.com"
     )
     assert code == 0, err
     assert err.splitlines() == ["environment class demo created", "environment class preview configured"]
     assert [item["name"] for item in json.loads(out)["items"]] == ["demo", "preview"]
-    code, out, _ = await platformctl(stack, "classes", "get", "--name", "preview", role="viewer")
+    code, out, _ = await platformctl_as(stack, "classes", "get", "--name", "preview", role="viewer")
     assert json.loads(out)["max_ttl_hours"] == 36
 
-    code, _, err = await platformctl(stack, "classes", "apply", "-f", str(classes), role="requester")
+    code, _, err = await platformctl_as(stack, "classes", "apply", "-f", str(classes), role="requester")
     assert code == 1
     assert "requester role cannot change environment classes" in err
 
-    code, out, err = await platformctl(
+    code, out, err = await platformctl_as(
         stack, "teams", "set-budget", "--team", "payments", "--monthly-usd", "120", email="root@example.com"
     )
     assert code == 0, err
     assert json.loads(out)["monthly_budget_usd"] == 120.0
-    code, out, _ = await platformctl(
+    code, out, _ = await platformctl_as(
         stack, "teams", "get", "--team", "payments", role="requester", teams=["payments"]
     )
     assert json.loads(out)["spend_usd"] == 0.0
-    code, out, _ = await platformctl(
+    code, out, _ = await platformctl_as(
         stack, "teams", "get", "--team", "payments", "-o", "table", role="viewer"
     )
     assert "budget:    $120.00 / month" in out
@@ -503,7 +460,7 @@ async def test_platformctl_applies_classes_sets_budgets_and_shows_plans(stack: S
         "--region", "us-east-1", "--ttl", "24", "--owner", "alice@example.com",
         "--repo", "https://github.com/example/payments-api.git", "--dry-run",
     )  # fmt: skip
-    code, out, err = await platformctl(stack, *create, role="requester", teams=["payments"])
+    code, out, err = await platformctl_as(stack, *create, role="requester", teams=["payments"])
     assert code == 1  # a pipeline can gate on the dry run; the plan is printed anyway
     plan = json.loads(out)
     assert plan["decision"]["outcome"] == "rejected"
@@ -512,8 +469,10 @@ async def test_platformctl_applies_classes_sets_budgets_and_shows_plans(stack: S
         "platformctl: the request would be rejected: team payments would spend $150.00/month"
     )
 
-    await platformctl(stack, "teams", "set-budget", "--team", "payments", "--clear", email="root@example.com")
-    code, out, err = await platformctl(stack, *create, "-o", "table", role="requester", teams=["payments"])
+    await platformctl_as(
+        stack, "teams", "set-budget", "--team", "payments", "--clear", email="root@example.com"
+    )
+    code, out, err = await platformctl_as(stack, *create, "-o", "table", role="requester", teams=["payments"])
     assert code == 0, err
     assert "decision:  allowed" in out
     assert "quota:     small (limits.cpu=4, limits.memory=8Gi" in out

@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from contracts.rpc import CreateRequest
-from tests.support.gateway import BACKENDS, GatewayStack, auth, gateway_stack, mint, request_body
+from tests.support.api_flows import request_body
+from tests.support.gateway import BACKENDS, GatewayStack, auth, gateway_stack, mint
 
 pytestmark = pytest.mark.integration
 

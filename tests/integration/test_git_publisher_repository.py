@@ -25,18 +25,11 @@ from services.git_publisher.domain.changes import (
 from services.git_publisher.service_layer.batching import CommitBatcher
 from services.git_publisher.service_layer.publisher import DirectPublisher
 from tests.support.git_remotes import BareRemote, bare_remote, clone, git, search_path
+from tests.support.rendered_bundles import CORE_FILES
 
 pytestmark = pytest.mark.integration
 
 IDENTITY = Identity("platform-control-plane", "platform@example.com")
-FILE_NAMES = (
-    "namespace.yaml",
-    "resourcequota.yaml",
-    "limitrange.yaml",
-    "networkpolicy.yaml",
-    "policypack.yaml",
-    "argocd-application.yaml",
-)
 
 
 def request_id(n: int) -> str:
@@ -50,7 +43,7 @@ def directory(n: int) -> str:
 def bundle(
     n: int, generation: int = 1, *, variant: str = "", approvals: list[Approval] | None = None
 ) -> WriteDirectory:
-    files = [(name, f"# {name} of {request_id(n)}{variant}\nkind: Thing\n") for name in FILE_NAMES]
+    files = [(name, f"# {name} of {request_id(n)}{variant}\nkind: Thing\n") for name in CORE_FILES]
     return write_directory(
         request_id=request_id(n),
         generation=generation,
@@ -125,8 +118,8 @@ async def test_a_batch_into_an_empty_remote_is_one_push_of_one_commit_per_reques
         ]
         # Each commit adds exactly its request's directory.
         changed = remote.git("diff-tree", "--no-commit-id", "--name-only", "-r", "--root", result.commit_sha)
-        assert sorted(changed.splitlines()) == sorted(f"{directory(n)}/{name}" for name in FILE_NAMES)
-        assert remote.files(directory(n)) == sorted(FILE_NAMES)
+        assert sorted(changed.splitlines()) == sorted(f"{directory(n)}/{name}" for name in CORE_FILES)
+        assert remote.files(directory(n)) == sorted(CORE_FILES)
         assert (
             remote.show(f"{directory(n)}/namespace.yaml")
             == f"# namespace.yaml of {request_id(n)}\nkind: Thing"
@@ -211,8 +204,8 @@ async def test_a_commit_pushed_by_someone_else_between_fetch_and_push_survives(
     assert commits[0] == result.commit_sha
     assert remote.git("rev-parse", f"{result.commit_sha}^") == outside  # rebuilt on the new base
     assert remote.show("README.md") == "hand-written"
-    assert remote.files(directory(1)) == sorted(FILE_NAMES)
-    assert remote.files(directory(2)) == sorted(FILE_NAMES)
+    assert remote.files(directory(1)) == sorted(CORE_FILES)
+    assert remote.files(directory(2)) == sorted(CORE_FILES)
     assert remote.pushes() == 3  # ours, theirs, ours again
 
 
@@ -227,7 +220,7 @@ async def test_teardown_removes_the_directory_once(publisher: DirectPublisher, r
         ("Platform-Generation", "2"),
     ]
     assert remote.files(directory(1)) == []
-    assert remote.files(directory(2)) == sorted(FILE_NAMES)
+    assert remote.files(directory(2)) == sorted(CORE_FILES)
 
     [again] = await publisher.publish([teardown(1)])
     assert again.committed is False
@@ -267,7 +260,7 @@ async def test_without_a_remote_commits_stay_in_the_local_repository(tmp_path: P
     assert [r.commit_sha for r in first] == list(reversed(local.commits()))
     assert again[0].commit_sha == first[0].commit_sha
     assert not again[0].committed
-    assert local.files(directory(2)) == sorted(FILE_NAMES)
+    assert local.files(directory(2)) == sorted(CORE_FILES)
 
 
 async def test_several_changes_of_one_request_in_one_batch(
@@ -280,19 +273,24 @@ async def test_several_changes_of_one_request_in_one_batch(
     assert remote.files(directory(1)) == []
 
 
-async def test_git_errors_never_carry_the_remote_url_or_token(tmp_path: Path) -> None:
-    token = "ghp_supersecrettokenvalue0123456789"
-    url = "https://user:hunter2-password@127.0.0.1:1/org/gitops.git"
-    repository = GitRepository(
-        tmp_path / "local.git",
+def repository_with_token(local: Path, remote_url: str, token: str) -> GitRepository:
+    """A pushing repository that authenticates to ``remote_url`` with ``token``."""
+    return GitRepository(
+        local,
         branch="main",
         identity=IDENTITY,
-        remote_url=url,
+        remote_url=remote_url,
         push_enabled=True,
         token=token,
         timeout_seconds=20,
         search_path=search_path(),
     )
+
+
+async def test_git_errors_never_carry_the_remote_url_or_token(tmp_path: Path) -> None:
+    token = "ghp_supersecrettokenvalue0123456789"
+    url = "https://user:hunter2-password@127.0.0.1:1/org/gitops.git"
+    repository = repository_with_token(tmp_path / "local.git", url, token)
     await repository.prepare()
     with pytest.raises(GitError) as raised:
         await repository.fetch()
@@ -324,15 +322,8 @@ async def test_the_token_travels_as_an_authorization_header_only(tmp_path: Path)
     thread.start()
     token = "glpat-not-a-real-token-0123456789"
     try:
-        repository = GitRepository(
-            tmp_path / "local.git",
-            branch="main",
-            identity=IDENTITY,
-            remote_url=f"http://127.0.0.1:{server.server_address[1]}/org/gitops.git",
-            push_enabled=True,
-            token=token,
-            timeout_seconds=20,
-            search_path=search_path(),
+        repository = repository_with_token(
+            tmp_path / "local.git", f"http://127.0.0.1:{server.server_address[1]}/org/gitops.git", token
         )
         await repository.prepare()
         with pytest.raises(GitError) as raised:

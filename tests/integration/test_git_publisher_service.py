@@ -27,12 +27,10 @@ from contracts.events import (
 )
 from contracts.models import RequestSpec
 from libs.service_kit import ServiceKit
-from libs.settings import load_settings
-from services.git_publisher.bootstrap import bootstrap
-from services.git_publisher.settings import GitPublisherSettings
-from tests.conftest import Isolation
 from tests.support.bus import publish_event, stream_events, wait_until
 from tests.support.git_remotes import BareRemote, bare_remote
+from tests.support.isolation import Isolation
+from tests.support.services import running_service
 
 pytestmark = pytest.mark.integration
 
@@ -114,12 +112,8 @@ def env(platform_env: dict[str, str], remote: BareRemote, tmp_path: Path) -> dic
 
 @pytest.fixture
 async def service(env: dict[str, str]) -> AsyncIterator[ServiceKit]:
-    kit = await bootstrap(load_settings(GitPublisherSettings, env))
-    await kit.start()
-    try:
+    async with running_service("git_publisher", env) as kit:
         yield kit
-    finally:
-        await kit.stop()
 
 
 @pytest.fixture

@@ -17,6 +17,20 @@ from tests.support.isolation import Isolation, platform_environment
 pytestmark = pytest.mark.integration
 
 
+def platformd_migrate(
+    target: str, env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``platformd migrate <target>`` as its own process, the way an operator runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "services.platformd.main", "migrate", target],
+        env=child_environment(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 async def test_migrations_apply_once_in_order(database: str) -> None:
     migrations = discover("services.intake")
     first = await migrate(database, "intake", migrations)
@@ -55,28 +69,14 @@ async def test_failed_migration_leaves_no_half_applied_version(database: str) ->
 
 def test_platformd_migrate_all_creates_every_service_schema(database: str, nats_url: str) -> None:
     env = platform_environment(database, nats_url, Isolation.new())
-    result = subprocess.run(
-        [sys.executable, "-m", "services.platformd.main", "migrate", "all"],
-        env=child_environment(env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = platformd_migrate("all", env, timeout=120)
     assert result.returncode == 0, result.stderr
     for name in BACKEND_SERVICES:
         assert f"{name}: applied" in result.stdout
     with psycopg.connect(database) as conn:
         schemas = {row[0] for row in conn.execute("SELECT nspname FROM pg_namespace")}
     assert {service_entry(name).schema for name in BACKEND_SERVICES} <= schemas
-    again = subprocess.run(
-        [sys.executable, "-m", "services.platformd.main", "migrate", "intake"],
-        env=child_environment(env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    again = platformd_migrate("intake", env)
     assert again.stdout.strip() == "intake: up to date"
 
 
@@ -85,14 +85,7 @@ def test_platformd_migrate_reports_an_unreachable_database_without_its_address(n
 
     port = free_port()
     env = platform_environment(f"postgresql://postgres@127.0.0.1:{port}/nowhere", nats_url, Isolation.new())
-    result = subprocess.run(
-        [sys.executable, "-m", "services.platformd.main", "migrate", "policy"],
-        env=child_environment(env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = platformd_migrate("policy", env)
     assert result.returncode == 1
     assert result.stderr.startswith("platformd: database unavailable"), result.stderr
     assert "Traceback" not in result.stderr

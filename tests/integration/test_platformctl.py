@@ -7,10 +7,7 @@ import contextlib
 import json
 import os
 import pty
-import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,48 +15,17 @@ import pytest
 import yaml
 
 from libs.embedded import free_port
-from tests.support.gateway import JWT_SECRET, GatewayStack, gateway_stack, mint, request_body
+from tests.support.api_flows import request_body
+from tests.support.gateway import JWT_SECRET, GatewayStack, gateway_stack, mint
+from tests.support.platformctl import PLATFORMCTL, Result, clean_env, platformctl
 
 pytestmark = pytest.mark.integration
-
-PLATFORMCTL = Path(sys.executable).parent / "platformctl"
-
-
-@dataclass
-class Result:
-    code: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
 
 
 @pytest.fixture
 async def stack(nats_url: str, isolation: Any) -> AsyncIterator[GatewayStack]:
     async with gateway_stack(nats_url, isolation.rpc_prefix) as running:
         yield running
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    # Only what the test sets: a developer's own PLATFORM_TOKEN must not leak into a test.
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PLATFORM_")}
-    env.update(extra)
-    return env
-
-
-async def platformctl(*args: str, env: dict[str, str] | None = None, limit_seconds: float = 30) -> Result:
-    """Run the installed console script; stdout and stderr are pipes, as in a script."""
-    process = await asyncio.create_subprocess_exec(
-        str(PLATFORMCTL),
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env if env is not None else clean_env(),
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), limit_seconds)
-    assert process.returncode is not None
-    return Result(process.returncode, stdout.decode(), stderr.decode())
 
 
 def api_env(stack: GatewayStack, role: str = "requester", **claims: Any) -> dict[str, str]:
@@ -131,31 +97,13 @@ async def test_a_minted_token_round_trips_through_whoami(stack: GatewayStack) ->
 
 
 async def test_token_ttl_forms(stack: GatewayStack) -> None:
+    mint_viewer = ("token", "mint", "--actor", "a@example.com", "--role", "viewer")
     for ttl in ("1h", "3600s", "3600", "30m"):
         result = await platformctl(
-            "token",
-            "mint",
-            "--actor",
-            "a@example.com",
-            "--role",
-            "viewer",
-            "--ttl",
-            ttl,
-            env=clean_env(PLATFORM_JWT_HS256_SECRET=JWT_SECRET),
+            *mint_viewer, "--ttl", ttl, env=clean_env(PLATFORM_JWT_HS256_SECRET=JWT_SECRET)
         )
         assert result.code == 0, (ttl, result.stderr)
-    bad = await platformctl(
-        "token",
-        "mint",
-        "--actor",
-        "a@example.com",
-        "--role",
-        "viewer",
-        "--ttl",
-        "soon",
-        "--secret",
-        JWT_SECRET,
-    )
+    bad = await platformctl(*mint_viewer, "--ttl", "soon", "--secret", JWT_SECRET)
     assert_one_line_error(bad, "--ttl")
 
 

@@ -28,25 +28,15 @@ from contracts.rpc import (
     UpsertPolicyPack,
     UpsertQuotaProfile,
 )
-from libs.errors import PlatformError
 from libs.rpc import RpcClient, RpcError
+from tests.support.api_flows import PREVIEW
 from tests.support.bus import publish_event, stream_events, wait_until
-from tests.support.services import running_service, running_services
+from tests.support.services import answering, catalog_replicated, running_service, running_services
 
 pytestmark = pytest.mark.integration
 
 ALICE = Actor(subject="alice", actor="alice@example.com", role="requester", teams=["payments"])
 ROOT = Actor(subject="root", actor="root@example.com", role="admin")
-PREVIEW = {
-    "app": "payments-api",
-    "team": "payments",
-    "class": "preview",
-    "region": "us-east-1",
-    "ttl_hours": 24,
-    "owner": "alice@example.com",
-    "repository": "https://github.com/example/payments-api.git",
-    "labels": {"pr": "42"},
-}
 SETTLED = {"queued", "approved", "pending_approval", "rejected", "failed"}
 
 
@@ -60,20 +50,6 @@ async def nc(platform_env: dict[str, str]) -> AsyncIterator[NatsClient]:
 @pytest.fixture
 def rpc(nc: NatsClient, platform_env: dict[str, str]) -> RpcClient:
     return RpcClient(nc, platform_env["PLATFORM_RPC_SUBJECT_PREFIX"], timeout=5)
-
-
-async def catalog_ready(rpc: RpcClient) -> bool:
-    try:
-        return bool((await rpc.call("intake", "ping", {}))["ready"])
-    except PlatformError:
-        return False
-
-
-async def answering(rpc: RpcClient, service: str = "policy") -> bool:
-    try:
-        return bool((await rpc.call(service, "ping", {}))["ready"])
-    except PlatformError:
-        return False
 
 
 async def class_body(rpc: RpcClient, name: str, **changes: Any) -> dict[str, Any]:
@@ -110,7 +86,7 @@ async def test_an_admin_class_edit_reaches_intake_within_a_second_and_decides_th
     platform_env: dict[str, str], rpc: RpcClient
 ) -> None:
     async with running_services(["policy", "intake"], platform_env) as kits:
-        await wait_until(lambda: catalog_ready(rpc), what="class catalog replicated to intake")
+        await catalog_replicated(rpc)
         dry_run = CreateRequest(body={**PREVIEW, "region": "eu-west-1"}, actor=ALICE, dry_run=True)
         with pytest.raises(RpcError) as refused:
             await rpc.call("intake", "create_request", dry_run)
@@ -147,7 +123,7 @@ async def test_an_admin_class_edit_reaches_intake_within_a_second_and_decides_th
 
 async def test_seeding_never_overwrites_an_admin_edit(platform_env: dict[str, str], rpc: RpcClient) -> None:
     async with running_service("policy", platform_env):
-        await wait_until(lambda: answering(rpc), what="policy answering")
+        await wait_until(lambda: answering(rpc, "policy"), what="policy answering")
         body = await class_body(rpc, "preview", max_ttl_hours=48)
         await rpc.call("policy", "upsert_class", UpsertClass(name="preview", body=body, actor=ROOT))
         pack: dict[str, Any] = await rpc.call(
@@ -167,7 +143,7 @@ async def test_seeding_never_overwrites_an_admin_edit(platform_env: dict[str, st
 
     # A restart (or an upgrade shipping changed seeds) seeds again: nothing edited changes.
     async with running_service("policy", platform_env):
-        await wait_until(lambda: answering(rpc), what="policy answering")
+        await wait_until(lambda: answering(rpc, "policy"), what="policy answering")
         assert (await rpc.call("policy", "get_class", GetClass(name="preview")))["max_ttl_hours"] == 48
         pack = await rpc.call("policy", "get_policy_pack", GetPolicyPack(name="audit-retention"))
         assert pack["metadata"]["retention-days"] == "730"
@@ -185,7 +161,7 @@ async def test_a_request_over_the_team_budget_is_rejected_with_every_reason(
     platform_env: dict[str, str], rpc: RpcClient
 ) -> None:
     async with running_services(["policy", "intake", "approval"], platform_env):
-        await wait_until(lambda: catalog_ready(rpc), what="class catalog replicated to intake")
+        await catalog_replicated(rpc)
         await set_budget(rpc, 200)
         first = await settled(rpc, await create(rpc, app="one"))
         assert first["status"] == "queued"
@@ -221,7 +197,7 @@ async def test_over_budget_with_the_approval_option_waits_for_approval(
     platform_env: dict[str, str], rpc: RpcClient
 ) -> None:
     async with running_services(["policy", "intake", "approval"], platform_env):
-        await wait_until(lambda: catalog_ready(rpc), what="class catalog replicated to intake")
+        await catalog_replicated(rpc)
         pack: dict[str, Any] = await rpc.call(
             "policy", "get_policy_pack", GetPolicyPack(name="cost-guardrails")
         )
@@ -252,7 +228,7 @@ async def test_concurrent_requests_cannot_both_squeeze_under_the_budget(
     platform_env: dict[str, str], rpc: RpcClient
 ) -> None:
     async with running_services(["policy", "intake", "approval"], platform_env):
-        await wait_until(lambda: catalog_ready(rpc), what="class catalog replicated to intake")
+        await catalog_replicated(rpc)
         await set_budget(rpc, 450)  # room for exactly three previews of $150
         ids = await asyncio.gather(*(create(rpc, app=f"app-{n}") for n in range(8)))
         outcomes = [(await settled(rpc, request_id))["policy_decision"]["outcome"] for request_id in ids]
@@ -265,7 +241,7 @@ async def test_rejected_and_torn_down_environments_stop_counting(
     platform_env: dict[str, str], rpc: RpcClient
 ) -> None:
     async with running_services(["policy", "intake", "approval"], platform_env) as kits:
-        await wait_until(lambda: catalog_ready(rpc), what="class catalog replicated to intake")
+        await catalog_replicated(rpc)
         await set_budget(rpc, 300)
         first, second = [await settled(rpc, await create(rpc, app=app)) for app in ("one", "two")]
         assert (await settled(rpc, await create(rpc, app="three")))["status"] == "rejected"
@@ -308,7 +284,7 @@ async def test_team_reads_are_scoped_for_requesters_and_budgets_are_validated(
     platform_env: dict[str, str], rpc: RpcClient
 ) -> None:
     async with running_service("policy", platform_env):
-        await wait_until(lambda: answering(rpc), what="policy answering")
+        await wait_until(lambda: answering(rpc, "policy"), what="policy answering")
         with pytest.raises(RpcError) as forbidden:
             await rpc.call("policy", "get_team", GetTeam(team="billing", actor=ALICE))
         assert forbidden.value.code == "forbidden"

@@ -16,10 +16,12 @@ from contracts.envelope import Envelope
 from contracts.events import RequestFailed, RequestReconcileRequested, RequestRendered
 from libs.service_kit import ServiceKit
 from libs.settings import load_settings
-from services.renderer.bootstrap import bootstrap, build_renderer
+from services.renderer.bootstrap import build_renderer
 from services.renderer.settings import RendererSettings
 from tests.support.bus import publish_event, stream_events, wait_until
+from tests.support.rendered_bundles import CORE_FILES
 from tests.support.seed_plans import QUOTAS, REQUEST_ID, seed_plan, seed_spec
+from tests.support.services import running_service
 
 pytestmark = pytest.mark.integration
 
@@ -33,12 +35,8 @@ def environment(platform_env: dict[str, str]) -> dict[str, str]:
 
 @pytest.fixture
 async def renderer(environment: dict[str, str]) -> AsyncIterator[ServiceKit]:
-    kit = await bootstrap(load_settings(RendererSettings, environment))
-    await kit.start()
-    try:
+    async with running_service("renderer", environment) as kit:
         yield kit
-    finally:
-        await kit.stop()
 
 
 @pytest.fixture
@@ -121,14 +119,7 @@ async def test_reconcile_requested_is_rendered_stored_and_announced_once(
     assert rendered.spec == request.spec
     assert rendered.estimated_monthly_cost_usd == 2400.0
     assert rendered.requires_approval is True
-    assert [file.name for file in rendered.files] == [
-        "namespace.yaml",
-        "resourcequota.yaml",
-        "limitrange.yaml",
-        "networkpolicy.yaml",
-        "policypack.yaml",
-        "argocd-application.yaml",
-    ]
+    assert [file.name for file in rendered.files] == CORE_FILES
     # Exactly the bytes the renderer produces offline for the same input: deterministic.
     expected = build_renderer(load_settings(RendererSettings, environment)).render(
         REQUEST_ID, 2, request.spec, request.plan

@@ -10,24 +10,15 @@ import pytest
 
 from contracts.models import Actor
 from contracts.rpc import CreateRequest, GetRequest, ListClasses, ListRequests
-from libs.errors import PlatformError
 from libs.rpc import RpcClient, RpcError
+from tests.support.api_flows import PREVIEW
 from tests.support.bus import stream_events, wait_until
-from tests.support.services import running_services
+from tests.support.seed_plans import QUOTAS
+from tests.support.services import catalog_replicated, running_services
 
 pytestmark = pytest.mark.integration
 
 ALICE = Actor(subject="alice", actor="alice@example.com", role="requester", teams=["payments"])
-PREVIEW = {
-    "app": "payments-api",
-    "team": "payments",
-    "class": "preview",
-    "region": "us-east-1",
-    "ttl_hours": 24,
-    "owner": "alice@example.com",
-    "repository": "https://github.com/example/payments-api.git",
-    "labels": {"pr": "42"},
-}
 
 
 @pytest.fixture
@@ -37,18 +28,11 @@ async def rpc(platform_env: dict[str, str]) -> Any:
     await nc.close()
 
 
-async def catalog_ready(rpc: RpcClient) -> bool:
-    try:
-        return bool((await rpc.call("intake", "ping", {}))["ready"])
-    except PlatformError:  # not started yet, or not ready
-        return False
-
-
 async def test_preview_request_is_evaluated_approved_and_queued(
     platform_env: dict[str, str], rpc: RpcClient
 ) -> None:
     async with running_services(["policy", "intake", "approval"], platform_env) as kits:
-        await wait_until(lambda: catalog_ready(rpc), what="class catalog replicated to intake")
+        await catalog_replicated(rpc)
         classes = await rpc.call("policy", "list_classes", ListClasses())
         assert [c["name"] for c in classes["items"]] == ["preview", "production", "shared-staging"]
 
@@ -85,15 +69,7 @@ async def test_preview_request_is_evaluated_approved_and_queued(
             "request.reconcile_requested",
         ]
         reconcile = events[types.index("request.reconcile_requested")].decode_data()
-        assert reconcile.plan.resource_quota == {
-            "limits.cpu": "4",
-            "limits.memory": "8Gi",
-            "persistentvolumeclaims": "4",
-            "pods": "10",
-            "requests.cpu": "2",
-            "requests.memory": "4Gi",
-            "services": "4",
-        }
+        assert reconcile.plan.resource_quota == QUOTAS["preview"]
 
         timeline = await rpc.call("intake", "list_events", GetRequest(id=request["id"], actor=ALICE))
         assert [entry["type"] for entry in timeline["items"]] == types
@@ -101,7 +77,7 @@ async def test_preview_request_is_evaluated_approved_and_queued(
 
 async def test_production_request_waits_for_approval(platform_env: dict[str, str], rpc: RpcClient) -> None:
     async with running_services(["policy", "intake", "approval"], platform_env):
-        await wait_until(lambda: catalog_ready(rpc), what="class catalog replicated to intake")
+        await catalog_replicated(rpc)
         body = {**PREVIEW, "class": "production", "ttl_hours": 12}
         created = await rpc.call("intake", "create_request", CreateRequest(body=body, actor=ALICE))
 
@@ -118,7 +94,7 @@ async def test_production_request_waits_for_approval(platform_env: dict[str, str
 
 async def test_invalid_request_names_every_field(platform_env: dict[str, str], rpc: RpcClient) -> None:
     async with running_services(["policy", "intake"], platform_env):
-        await wait_until(lambda: catalog_ready(rpc), what="class catalog replicated to intake")
+        await catalog_replicated(rpc)
         body = {**PREVIEW, "team": "../etc", "ttl_hours": 500, "region": "eu-west-1", "colour": "red"}
         with pytest.raises(RpcError) as failure:
             await rpc.call("intake", "create_request", CreateRequest(body=body, actor=ALICE))
@@ -132,7 +108,7 @@ async def test_idempotency_key_returns_the_first_request(
     platform_env: dict[str, str], rpc: RpcClient
 ) -> None:
     async with running_services(["policy", "intake"], platform_env):
-        await wait_until(lambda: catalog_ready(rpc), what="class catalog replicated to intake")
+        await catalog_replicated(rpc)
         command = CreateRequest(body=PREVIEW, actor=ALICE, idempotency_key="k-1")
         first = await rpc.call("intake", "create_request", command)
         second = await rpc.call("intake", "create_request", command)

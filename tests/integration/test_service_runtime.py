@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -56,16 +58,27 @@ async def test_rpc_verbs_are_listed_by_the_nats_services_api(platform_env: dict[
     assert {"platform-intake", "platform-policy"} <= set(pings)
 
 
-def test_ops_port_and_graceful_shutdown(platform_env: dict[str, str]) -> None:
-    port = free_port()
+@contextlib.contextmanager
+def policy_process(environment: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    """``platformd policy`` as its own process (stdout and stderr in one pipe); killed on the
+    way out if the test left it running."""
     process = subprocess.Popen(
         [sys.executable, "-m", "services.platformd.main", "policy"],
-        env=child_environment({**platform_env, "PLATFORM_HEALTH_ADDRESS": f"127.0.0.1:{port}"}),
+        env=child_environment(environment),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_ops_port_and_graceful_shutdown(platform_env: dict[str, str]) -> None:
+    port = free_port()
+    with policy_process({**platform_env, "PLATFORM_HEALTH_ADDRESS": f"127.0.0.1:{port}"}) as process:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
         while True:
@@ -84,9 +97,6 @@ def test_ops_port_and_graceful_shutdown(platform_env: dict[str, str]) -> None:
         assert httpx.get(f"{base}/nope").status_code == 404
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
     output = process.stdout.read() if process.stdout else ""
     lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     messages = [line["message"] for line in lines]
@@ -101,21 +111,11 @@ def test_ops_port_and_graceful_shutdown(platform_env: dict[str, str]) -> None:
 def test_sigterm_during_start_up_stops_the_service(platform_env: dict[str, str]) -> None:
     """A service still waiting for NATS must not ignore the orchestrator's SIGTERM."""
     unreachable = f"nats://127.0.0.1:{free_port()}"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.platformd.main", "policy"],
-        env=child_environment({**platform_env, "PLATFORM_NATS_URL": unreachable}),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
+    with policy_process({**platform_env, "PLATFORM_NATS_URL": unreachable}) as process:
         time.sleep(1.5)
         assert process.poll() is None, "still waiting for NATS"
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
     output = process.stdout.read() if process.stdout else ""
     assert "start-up interrupted" in output
     assert unreachable not in output

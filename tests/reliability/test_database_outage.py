@@ -18,22 +18,15 @@ from contracts.rpc import CreateRequest, GetRequest
 from libs.embedded import EmbeddedPostgres
 from libs.errors import PlatformError
 from libs.rpc import RpcClient
+from tests.support.api_flows import request_body
 from tests.support.bus import wait_until
 from tests.support.isolation import Isolation, platform_environment
-from tests.support.services import running_services
+from tests.support.services import catalog_replicated, running_services
 
 pytestmark = pytest.mark.reliability
 
 ALICE = Actor(subject="alice", actor="alice@example.com", role="requester")
-PREVIEW = {
-    "app": "outage",
-    "team": "payments",
-    "class": "preview",
-    "region": "us-east-1",
-    "ttl_hours": 4,
-    "owner": "alice@example.com",
-    "repository": "https://github.com/example/app.git",
-}
+PREVIEW = request_body(app="outage", ttl_hours=4, repository="https://github.com/example/app.git")
 
 
 @pytest.fixture
@@ -67,14 +60,7 @@ async def test_database_restart_is_unavailable_then_recovers(
     rpc = RpcClient(nc, isolation.rpc_prefix, timeout=5)
     try:
         async with running_services(["policy", "intake", "approval"], env):
-
-            async def catalog_ready() -> bool:
-                try:
-                    return bool((await rpc.call("intake", "ping", {}))["ready"])
-                except PlatformError:
-                    return False
-
-            await wait_until(catalog_ready, what="catalog replicated")
+            await catalog_replicated(rpc)
             before = (await rpc.call("intake", "create_request", CreateRequest(body=PREVIEW, actor=ALICE)))[
                 "request"
             ]

@@ -12,30 +12,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
 from services.platformd.registry import BACKEND_SERVICES
-from tests.support.isolation import isolated_environment
-from tests.support.stack import RunningStack, running_stack
+from tests.support.stack import RunningStack
 
 pytestmark = pytest.mark.reliability
 
 BURST = 30
-
-
-@pytest.fixture(scope="module")
-def stack(
-    pg_admin_dsn: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningStack]:
-    with (
-        isolated_environment(pg_admin_dsn, nats_url) as env,
-        running_stack(env, pg_admin_dsn, tmp_path_factory.mktemp("crash-stack")) as running,
-    ):
-        yield running
 
 
 def create_with_retries(api: httpx.Client, body: dict[str, object], key: str, deadline: float) -> str:

@@ -19,6 +19,25 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SIGNATURE_HEADER = "X-Platform-Approval-Signature"
 
 
+def request_body(**overrides: Any) -> dict[str, Any]:
+    """A valid preview request with only the required fields; ``overrides`` change or add fields."""
+    body: dict[str, Any] = {
+        "app": "payments-api",
+        "team": "payments",
+        "class": "preview",
+        "region": "us-east-1",
+        "ttl_hours": 24,
+        "owner": "alice@example.com",
+        "repository": "https://github.com/example/payments-api.git",
+    }
+    body.update(overrides)
+    return body
+
+
+# The preview request of a pull request: the body most flows start from.
+PREVIEW = request_body(revision="pr-42", labels={"pr": "42"})
+
+
 def example(name: str, **overrides: Any) -> dict[str, Any]:
     """``examples/<name>.json`` with ``overrides`` applied."""
     body: dict[str, Any] = json.loads((EXAMPLES / f"{name}.json").read_text())

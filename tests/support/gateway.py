@@ -53,21 +53,8 @@ CLASSES = [
 ]
 
 
-def request_body(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "app": "payments-api",
-        "team": "payments",
-        "class": "preview",
-        "region": "us-east-1",
-        "ttl_hours": 24,
-        "owner": "alice@example.com",
-        "repository": "https://github.com/example/payments-api.git",
-    }
-    body.update(overrides)
-    return body
-
-
 def mint(role: Any = "requester", *, secret: str = JWT_SECRET, ttl: int = 600, **claims: Any) -> str:
+    """An HS256 token for ``role`` valid ``ttl`` seconds from now; ``claims`` add or replace claims."""
     now = int(time.time())
     payload = {
         "sub": "user-1",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import nats
@@ -33,6 +33,21 @@ def fresh_database(admin_dsn: str) -> Iterator[str]:
     finally:
         with psycopg.connect(admin_dsn, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def row_counts(dsn: str, schemas: Sequence[str]) -> dict[str, int]:
+    """Rows of every table of ``schemas`` by ``schema.table``: what a dry run must leave as it was."""
+    counts = {}
+    with psycopg.connect(dsn) as conn:
+        tables = conn.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables"
+            " WHERE table_schema = ANY(%s) AND table_type = 'BASE TABLE'",
+            [list(schemas)],
+        ).fetchall()
+        for schema, table in tables:
+            row = conn.execute(f'SELECT count(*) FROM "{schema}"."{table}"').fetchone()
+            counts[f"{schema}.{table}"] = row[0] if row else 0
+    return counts
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """A rendered environment bundle as the renderer publishes it (SPEC "Rendered GitOps layout").
 
 Built here, not taken from the renderer, so cluster tests do not depend on another
-service; a unit test validates it against the Kubernetes OpenAPI schemas so it stays real.
+service (the quota and limit values are the SPEC tables of :mod:`tests.support.seed_plans`);
+a unit test validates it against the Kubernetes OpenAPI schemas so it stays real.
 """
 
 from __future__ import annotations
@@ -12,8 +13,18 @@ from typing import Any
 import yaml
 
 from contracts.events import RenderedFile
+from tests.support.seed_plans import LIMITS, QUOTAS
 
 LABEL_PREFIX = "platform.example.com"
+# The files of every bundle, in the renderer's order; a class's policy packs add theirs after them.
+CORE_FILES = [
+    "namespace.yaml",
+    "resourcequota.yaml",
+    "limitrange.yaml",
+    "networkpolicy.yaml",
+    "policypack.yaml",
+    "argocd-application.yaml",
+]
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,7 @@ def preview_bundle(
 ) -> Bundle:
     """The preview class (small quota, one namespace); ``zero_trust`` adds the egress policies."""
     namespace = namespace or f"{team}-{app}-{request_id[-8:]}"
+    default, maximum = LIMITS["small"]
     labels = {
         f"{LABEL_PREFIX}/team": team,
         f"{LABEL_PREFIX}/app": app,
@@ -94,17 +106,7 @@ def preview_bundle(
                     "apiVersion": "v1",
                     "kind": "ResourceQuota",
                     "metadata": meta("platform-defaults"),
-                    "spec": {
-                        "hard": {
-                            "pods": "10",
-                            "services": "4",
-                            "persistentvolumeclaims": "4",
-                            "requests.cpu": "2",
-                            "requests.memory": "4Gi",
-                            "limits.cpu": "4",
-                            "limits.memory": "8Gi",
-                        }
-                    },
+                    "spec": {"hard": dict(QUOTAS["preview"])},
                 }
             ),
         ),
@@ -119,9 +121,9 @@ def preview_bundle(
                         "limits": [
                             {
                                 "type": "Container",
-                                "default": {"cpu": "500m", "memory": "512Mi"},
-                                "defaultRequest": {"cpu": "500m", "memory": "512Mi"},
-                                "max": {"cpu": "2", "memory": "2Gi"},
+                                "default": dict(default),
+                                "defaultRequest": dict(default),
+                                "max": dict(maximum),
                             }
                         ]
                     },

@@ -1,13 +1,17 @@
-"""Run real services in the test process, through their own composition roots."""
+"""Run real services in the test process, through their own composition roots, and wait
+until they answer."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 
+from libs.errors import PlatformError
+from libs.rpc import RpcClient
 from libs.service_kit import ServiceKit
 from libs.settings import load_settings
 from services.platformd.registry import service_entry
+from tests.support.bus import wait_until
 
 
 @contextlib.asynccontextmanager
@@ -30,3 +34,18 @@ async def running_services(
     async with contextlib.AsyncExitStack() as stack:
         kits = {name: await stack.enter_async_context(running_service(name, environment)) for name in names}
         yield kits
+
+
+async def answering(rpc: RpcClient, *services: str) -> bool:
+    """Whether each of ``services`` answers ``ping`` as ready (not started yet: no)."""
+    try:
+        replies = [await rpc.call(name, "ping", {}) for name in services]
+    except PlatformError:
+        return False
+    return all(reply["ready"] for reply in replies)
+
+
+async def catalog_replicated(rpc: RpcClient) -> None:
+    """Wait until intake is ready, which it is once policy's class catalog has reached it;
+    before that it refuses every new request."""
+    await wait_until(lambda: answering(rpc, "intake"), what="class catalog replicated to intake")

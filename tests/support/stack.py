@@ -10,12 +10,10 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
-import jwt
 import nats
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -26,19 +24,16 @@ from libs.settings import child_environment
 from services.platformd.process_stack import ProcessStack, git_init_bare
 from services.platformd.registry import BACKEND_SERVICES
 from tests.support.bus import stream_messages
+from tests.support.gateway import mint
 from tests.support.isolation import TEST_JWT_SECRET
 
 
 def mint_token(actor: str, role: str, teams: list[str] | None = None, secret: str = TEST_JWT_SECRET) -> str:
-    claims: dict[str, Any] = {
-        "sub": actor.split("@", maxsplit=1)[0],
-        "email": actor,
-        "role": role,
-        "exp": datetime.now(UTC) + timedelta(hours=1),
-    }
+    """An hour's token for ``actor`` (subject: the address's local part) that the stack accepts."""
+    claims: dict[str, Any] = {"sub": actor.split("@", maxsplit=1)[0], "email": actor}
     if teams is not None:
         claims["teams"] = teams
-    return jwt.encode(claims, secret, algorithm="HS256")
+    return mint(role, secret=secret, ttl=3600, **claims)
 
 
 @dataclass

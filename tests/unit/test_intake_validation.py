@@ -9,6 +9,7 @@ import pytest
 from contracts.models import EnvironmentClass
 from libs.errors import ValidationFailed
 from services.intake.domain.validation import validate_new_request
+from tests.support.api_flows import request_body
 
 pytestmark = pytest.mark.unit
 
@@ -17,15 +18,7 @@ CLASSES = {
         name="preview", allowed_regions=["us-east-1", "us-west-2"], max_ttl_hours=72, quota_profile="small"
     )
 }
-VALID: dict[str, Any] = {
-    "app": "payments-api",
-    "team": "payments",
-    "class": "preview",
-    "region": "us-east-1",
-    "ttl_hours": 24,
-    "owner": "alice@example.com",
-    "repository": "https://github.com/example/payments-api.git",
-}
+VALID = request_body()
 
 
 def failing_fields(body: dict[str, Any]) -> set[str]:

@@ -26,6 +26,7 @@ from services.renderer.bootstrap import build_renderer
 from services.renderer.domain.bundle import same_structure
 from services.renderer.domain.yaml_values import block, flow
 from services.renderer.settings import RendererSettings
+from tests.support.rendered_bundles import CORE_FILES
 from tests.support.seed_plans import catalog_plan, seed_plan, seed_spec
 
 pytestmark = pytest.mark.unit
@@ -107,15 +108,7 @@ def test_rendered_files_are_exactly_the_intended_objects(
         f"{PREFIX}/request-id": request_id,
     }
     parsed = {file.name: parse_single(file.content) for file in bundle.files}
-    assert list(parsed) == [
-        "namespace.yaml",
-        "resourcequota.yaml",
-        "limitrange.yaml",
-        "networkpolicy.yaml",
-        "policypack.yaml",
-        "argocd-application.yaml",
-        f"pack-notes-configmap-{app}.yaml",
-    ]
+    assert list(parsed) == [*CORE_FILES, f"pack-notes-configmap-{app}.yaml"]
     assert parsed["namespace.yaml"] == {
         "apiVersion": "v1",
         "kind": "Namespace",

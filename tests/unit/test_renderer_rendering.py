@@ -28,6 +28,7 @@ from services.renderer.domain.bundle import Bundle, BundleInvalid, bundle_digest
 from services.renderer.domain.layout import namespace_name
 from services.renderer.service_layer.rendering import BundleRenderer
 from services.renderer.settings import RendererSettings
+from tests.support.rendered_bundles import CORE_FILES
 from tests.support.seed_plans import CLASSES, LIMITS, QUOTAS, REQUEST_ID, catalog_plan, seed_plan, seed_spec
 
 pytestmark = pytest.mark.unit
@@ -35,14 +36,6 @@ pytestmark = pytest.mark.unit
 GOLDEN = Path(__file__).parent / "golden" / "renderer"
 GITOPS_URL = "https://git.example.com/platform/gitops.git"
 SEED_CLASSES = sorted(CLASSES)
-CORE_FILES = [
-    "namespace.yaml",
-    "resourcequota.yaml",
-    "limitrange.yaml",
-    "networkpolicy.yaml",
-    "policypack.yaml",
-    "argocd-application.yaml",
-]
 PREFIX = "platform.example.com"
 
 

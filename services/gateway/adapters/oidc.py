@@ -44,6 +44,35 @@ class ProviderUnavailable(Exception):
     """The identity provider's discovery document or keys cannot be obtained right now."""
 
 
+def decode_claims(token: str, key: Any, algorithms: list[str], **checks: Any) -> dict[str, Any]:
+    """``jwt.decode(token, key, algorithms=algorithms, **checks)``: the verified claims, or
+    :class:`InvalidToken` saying what was wrong in words safe to return to the caller.
+
+    Shared by both verifiers so a token fails the same way whichever of them checks it.
+    """
+    try:
+        claims: dict[str, Any] = jwt.decode(token, key, algorithms=algorithms, **checks)
+    except jwt.ExpiredSignatureError:
+        raise InvalidToken("the token has expired") from None
+    except jwt.MissingRequiredClaimError as exc:
+        raise InvalidToken(f"the token has no {exc.claim!r} claim") from None
+    except jwt.InvalidIssuerError:
+        raise InvalidToken("the token was issued by an unexpected issuer") from None
+    except jwt.InvalidAudienceError:
+        raise InvalidToken("the token is meant for a different audience") from None
+    except jwt.InvalidAlgorithmError:
+        raise InvalidToken(
+            f"the token's algorithm is not accepted (accepted: {', '.join(algorithms)})"
+        ) from None
+    except jwt.InvalidSignatureError:
+        raise InvalidToken("the token's signature does not verify") from None
+    except jwt.ImmatureSignatureError:
+        raise InvalidToken("the token is not valid yet") from None
+    except jwt.PyJWTError:
+        raise InvalidToken("the token is malformed") from None
+    return claims
+
+
 @dataclass(frozen=True)
 class _Key:
     """A usable public key from the JWKS, with what the JWK says about its use."""
@@ -237,31 +266,15 @@ class OidcVerifier:
         key = await self._key_for(header.get("kid"), str(algorithm))
         if not key.fits(str(algorithm)):
             raise InvalidToken("the token's algorithm does not match its key")
-        try:
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                key.public_key,
-                algorithms=[str(algorithm)],
-                audience=self.audience,
-                issuer=self._discovery["issuer"] if self._discovery else self.issuer,
-                leeway=self.leeway,
-                options={"require": ["exp", "iss", "aud"]},
-            )
-        except jwt.ExpiredSignatureError:
-            raise InvalidToken("the token has expired") from None
-        except jwt.MissingRequiredClaimError as exc:
-            raise InvalidToken(f"the token has no {exc.claim!r} claim") from None
-        except jwt.InvalidIssuerError:
-            raise InvalidToken("the token was issued by an unexpected issuer") from None
-        except jwt.InvalidAudienceError:
-            raise InvalidToken("the token is meant for a different audience") from None
-        except jwt.InvalidSignatureError:
-            raise InvalidToken("the token's signature does not verify") from None
-        except jwt.ImmatureSignatureError:
-            raise InvalidToken("the token is not valid yet") from None
-        except jwt.PyJWTError:
-            raise InvalidToken("the token is malformed") from None
-        return claims
+        return decode_claims(
+            token,
+            key.public_key,
+            [str(algorithm)],
+            audience=self.audience,
+            issuer=self._discovery["issuer"] if self._discovery else self.issuer,
+            leeway=self.leeway,
+            options={"require": ["exp", "iss", "aud"]},
+        )
 
 
 def _pick(keys: _Keys, kid: Any, algorithm: str) -> _Key | None:

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import jwt
 
-from services.gateway.adapters.oidc import InvalidToken, OidcVerifier, ProviderUnavailable
+from services.gateway.adapters.oidc import InvalidToken, OidcVerifier, ProviderUnavailable, decode_claims
 from services.gateway.domain.claims import ClaimNames, Principal, resolve_principal
 from services.gateway.domain.errors import RETRY_AFTER_SECONDS, HttpError, Unauthenticated
 from services.gateway.settings import HMAC_ALGORITHMS, OIDC_ALGORITHMS, GatewaySettings
@@ -89,40 +89,20 @@ class StaticSecretVerifier:
         )
 
     async def verify(self, token: str) -> Mapping[str, Any]:
-        try:
-            with warnings.catch_warnings():
-                # PyJWT warns on every call when the secret is shorter than the hash
-                # output (HS512 wants 64 bytes); strict mode enforces a minimum at start-up
-                # instead of flooding the log per request.
-                warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)
-                claims: dict[str, Any] = jwt.decode(
-                    token,
-                    self._key,
-                    algorithms=self.algorithms,
-                    issuer=self.issuer,
-                    audience=self.audience,
-                    leeway=self.leeway,
-                    options={"require": ["exp"], "verify_aud": self.audience is not None},
-                )
-        except jwt.ExpiredSignatureError:
-            raise InvalidToken("the token has expired") from None
-        except jwt.MissingRequiredClaimError as exc:
-            raise InvalidToken(f"the token has no {exc.claim!r} claim") from None
-        except jwt.InvalidIssuerError:
-            raise InvalidToken("the token was issued by an unexpected issuer") from None
-        except jwt.InvalidAudienceError:
-            raise InvalidToken("the token is meant for a different audience") from None
-        except jwt.InvalidAlgorithmError:
-            raise InvalidToken(
-                f"the token's algorithm is not accepted (accepted: {', '.join(self.algorithms)})"
-            ) from None
-        except jwt.InvalidSignatureError:
-            raise InvalidToken("the token's signature does not verify") from None
-        except jwt.ImmatureSignatureError:
-            raise InvalidToken("the token is not valid yet") from None
-        except jwt.PyJWTError:
-            raise InvalidToken("the token is malformed") from None
-        return claims
+        with warnings.catch_warnings():
+            # PyJWT warns on every call when the secret is shorter than the hash
+            # output (HS512 wants 64 bytes); strict mode enforces a minimum at start-up
+            # instead of flooding the log per request.
+            warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)
+            return decode_claims(
+                token,
+                self._key,
+                self.algorithms,
+                issuer=self.issuer,
+                audience=self.audience,
+                leeway=self.leeway,
+                options={"require": ["exp"], "verify_aud": self.audience is not None},
+            )
 
 
 class TokenRouter:

@@ -9,12 +9,11 @@ generated from the same types.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import msgspec
 
-from contracts.models import EnvironmentClass, EnvironmentRequestView, TimelineEntry
+from contracts.models import DeadLetterView, EnvironmentClass, EnvironmentRequestView, TimelineEntry
 
 
 class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
@@ -66,19 +65,9 @@ class ApprovalOutcome(msgspec.Struct, frozen=True, kw_only=True):
     status: str
 
 
-class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
+class DeadLetter(DeadLetterView, frozen=True, kw_only=True):
     """An event a consumer gave up on. ``service`` names where it is kept (and replayed)."""
 
-    id: int
-    consumer: str
-    event_id: str | None
-    event_type: str | None
-    subject: str
-    stream_seq: int | None
-    error: str
-    attempts: int
-    created_at: datetime
-    replayed_at: datetime | None = None
     service: str | None = None
 
 

@@ -39,7 +39,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from contracts.models import EnvironmentClass, EnvironmentRequestView
 from contracts.rpc import CreateRequest, DeleteRequest, ExtendRequest, GetRequest, ListRequests
-from libs.errors import PlatformError
+from libs.errors import PlatformError, json_type
 from libs.ops_server import ReadinessCheck, run_checks
 from libs.telemetry import REGISTRY
 from services.gateway.adapters.services import BACKEND_SERVICES, Services
@@ -333,18 +333,6 @@ def request_input_schema() -> Schema:
     )
 
 
-def _json_type(value: Any) -> str:
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    return "null"
-
-
 async def read_json_object(request: Request[Any, Any, Any], settings: GatewaySettings) -> dict[str, Any]:
     """The request body as a JSON object, or a 400 naming what is wrong with it."""
     try:
@@ -372,7 +360,7 @@ async def read_json_object(request: Request[Any, Any, Any], settings: GatewaySet
             f"the request body is not valid JSON ({exc})", details=_body_problem("is not valid JSON")
         ) from None
     if not isinstance(value, dict):
-        problem = f"must be a JSON object, not {_json_type(value)}"
+        problem = f"must be a JSON object, not {json_type(value)}"
         raise BadRequest(f"the request body {problem}", details=_body_problem(problem))
     return value
 

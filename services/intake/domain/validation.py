@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from contracts.models import EnvironmentClass, RequestSpec
-from libs.errors import ValidationFailed
+from libs.errors import FieldError, ValidationFailed
 from libs.kubernetes_names import is_dns1123_label, label_key_problem, label_value_problem
 
 NAME_MAX_LENGTH = 40
@@ -36,15 +35,6 @@ _SSH_URL = re.compile(r"ssh://([A-Za-z0-9._-]+@)?[A-Za-z0-9.-]+(:[0-9]{1,5})?/[A
 _SCP_URL = re.compile(r"[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[A-Za-z0-9._~-][A-Za-z0-9._~/-]*")
 _OWNER = re.compile(r"[A-Za-z0-9@._+ '-]+")
 _REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
-
-
-@dataclass(frozen=True)
-class FieldError:
-    field: str
-    message: str
-
-    def as_dict(self) -> dict[str, str]:
-        return {"field": self.field, "message": self.message}
 
 
 def revision_problem(revision: str) -> str | None:
@@ -90,6 +80,45 @@ def _string(
         errors.append(FieldError(name, f"must be a string, not {_json_type(value)}"))
         return None
     return value
+
+
+def _dns_label(body: Mapping[str, Any], name: str, errors: list[FieldError]) -> str | None:
+    """A required string field that becomes part of namespace names and GitOps paths."""
+    value = _string(body, name, errors)
+    if value is not None and not is_dns1123_label(value, NAME_MAX_LENGTH):
+        errors.append(
+            FieldError(
+                name,
+                f"must be a DNS-1123 label: lowercase letters, digits and '-', at most {NAME_MAX_LENGTH}",
+            )
+        )
+    return value
+
+
+def _ttl_hours(
+    body: Mapping[str, Any], environment_class: EnvironmentClass | None, errors: list[FieldError]
+) -> int | None:
+    """``ttl_hours``: whole hours from 1 to the class's ``max_ttl_hours`` (from 1 when the class
+    is unknown: that is reported as the class's own error). None when it is not a number."""
+    ttl_hours = body.get("ttl_hours")
+    if ttl_hours is None:
+        errors.append(FieldError("ttl_hours", "is required"))
+        return None
+    if isinstance(ttl_hours, bool) or not isinstance(ttl_hours, int):
+        errors.append(
+            FieldError("ttl_hours", f"must be a whole number of hours, not {_json_type(ttl_hours)}")
+        )
+        return None
+    if environment_class is not None and not 1 <= ttl_hours <= environment_class.max_ttl_hours:
+        errors.append(
+            FieldError(
+                "ttl_hours",
+                f"must be between 1 and {environment_class.max_ttl_hours} for class {environment_class.name}",
+            )
+        )
+    elif ttl_hours < 1:
+        errors.append(FieldError("ttl_hours", "must be at least 1"))
+    return ttl_hours
 
 
 def _json_type(value: Any) -> str:
@@ -146,22 +175,8 @@ def validate_new_request(body: Mapping[str, Any], classes: Mapping[str, Environm
         FieldError(str(name), "unknown field") for name in sorted(map(str, body)) if name not in KNOWN_FIELDS
     ]
 
-    app = _string(body, "app", errors)
-    if app is not None and not is_dns1123_label(app, NAME_MAX_LENGTH):
-        errors.append(
-            FieldError(
-                "app",
-                f"must be a DNS-1123 label: lowercase letters, digits and '-', at most {NAME_MAX_LENGTH}",
-            )
-        )
-    team = _string(body, "team", errors)
-    if team is not None and not is_dns1123_label(team, NAME_MAX_LENGTH):
-        errors.append(
-            FieldError(
-                "team",
-                f"must be a DNS-1123 label: lowercase letters, digits and '-', at most {NAME_MAX_LENGTH}",
-            )
-        )
+    app = _dns_label(body, "app", errors)
+    team = _dns_label(body, "team", errors)
     owner = _string(body, "owner", errors)
     if owner is not None and (
         not owner.strip() or len(owner) > OWNER_MAX_LENGTH or _OWNER.fullmatch(owner) is None
@@ -185,22 +200,7 @@ def validate_new_request(body: Mapping[str, Any], classes: Mapping[str, Environm
         allowed = ", ".join(environment_class.allowed_regions)
         errors.append(FieldError("region", f"not allowed for class {class_name} (allowed: {allowed})"))
 
-    ttl_hours = body.get("ttl_hours")
-    if ttl_hours is None:
-        errors.append(FieldError("ttl_hours", "is required"))
-    elif isinstance(ttl_hours, bool) or not isinstance(ttl_hours, int):
-        errors.append(
-            FieldError("ttl_hours", f"must be a whole number of hours, not {_json_type(ttl_hours)}")
-        )
-        ttl_hours = None
-    elif environment_class is not None and not 1 <= ttl_hours <= environment_class.max_ttl_hours:
-        errors.append(
-            FieldError(
-                "ttl_hours", f"must be between 1 and {environment_class.max_ttl_hours} for class {class_name}"
-            )
-        )
-    elif ttl_hours < 1:
-        errors.append(FieldError("ttl_hours", "must be at least 1"))
+    ttl_hours = _ttl_hours(body, environment_class, errors)
 
     repository = _string(body, "repository", errors)
     if repository is not None:
@@ -228,7 +228,7 @@ def validate_new_request(body: Mapping[str, Any], classes: Mapping[str, Environm
     assert region
     assert owner
     assert repository
-    assert isinstance(ttl_hours, int)
+    assert ttl_hours is not None
     return RequestSpec(
         app=app,
         team=team,
@@ -256,26 +256,11 @@ def validate_extension(body: Mapping[str, Any], environment_class: EnvironmentCl
         for name in sorted(map(str, body))
         if name not in EXTENSION_FIELDS
     ]
-    ttl_hours = body.get("ttl_hours")
-    if ttl_hours is None:
-        errors.append(FieldError("ttl_hours", "is required"))
-    elif isinstance(ttl_hours, bool) or not isinstance(ttl_hours, int):
-        errors.append(
-            FieldError("ttl_hours", f"must be a whole number of hours, not {_json_type(ttl_hours)}")
-        )
-    elif environment_class is not None and not 1 <= ttl_hours <= environment_class.max_ttl_hours:
-        errors.append(
-            FieldError(
-                "ttl_hours",
-                f"must be between 1 and {environment_class.max_ttl_hours} for class {environment_class.name}",
-            )
-        )
-    elif ttl_hours < 1:
-        errors.append(FieldError("ttl_hours", "must be at least 1"))
+    ttl_hours = _ttl_hours(body, environment_class, errors)
     if errors:
         raise ValidationFailed(
             "invalid extension: " + ", ".join(sorted({e.field for e in errors})),
             details=[e.as_dict() for e in errors],
         )
-    assert isinstance(ttl_hours, int)
+    assert ttl_hours is not None
     return ttl_hours

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import msgspec
 
 from contracts.models import (
+    PACK_KINDS,
     AllowedRegionsRule,
     AllowedRepositoryHostsRule,
     EnvironmentClass,
@@ -32,11 +32,11 @@ from contracts.models import (
     RequiredLabelsRule,
     TeamBudgetRule,
 )
-from libs.errors import ValidationFailed
+from libs.errors import FieldError, ValidationFailed, json_type
 from libs.kubernetes_names import DNS1123_SUBDOMAIN, is_dns1123_label, label_key_problem, label_value_problem
 from libs.kubernetes_quantities import parse_quantity
 from services.policy.domain.budgets import usd_problem
-from services.policy.domain.packs import CORE_OBJECTS, PACK_KINDS, manifest_identity
+from services.policy.domain.packs import CORE_OBJECTS, manifest_identity
 
 T = TypeVar("T")
 
@@ -77,15 +77,6 @@ PACK_FIELDS = frozenset({"name", "description", "rules", "manifests", "namespace
 BUDGET_FIELDS = frozenset({"monthly_usd"})
 
 
-@dataclass(frozen=True)
-class FieldError:
-    field: str
-    message: str
-
-    def as_dict(self) -> dict[str, str]:
-        return {"field": self.field, "message": self.message}
-
-
 class Problems:
     """The failing fields found so far; :meth:`raise_if_any` reports them all at once."""
 
@@ -99,20 +90,6 @@ class Problems:
         if self.errors:
             fields = ", ".join(dict.fromkeys(error.field for error in self.errors))
             raise ValidationFailed(f"invalid {what}: {fields}", details=[e.as_dict() for e in self.errors])
-
-
-def json_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return "null"
 
 
 def _unknown_fields(body: Mapping[str, Any], known: frozenset[str], problems: Problems) -> None:

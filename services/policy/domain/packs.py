@@ -37,18 +37,6 @@ from contracts.models import (
     TeamBudgetRule,
 )
 
-# Kinds a pack may add. The renderer enforces the same set (services/renderer/domain/
-# manifests.py PACK_KINDS): namespaced objects expressible as spec/data with a schema.
-# Checking here too means an admin learns it when saving the pack, not at the next render.
-PACK_KINDS = frozenset(
-    {
-        ("networking.k8s.io/v1", "NetworkPolicy"),
-        ("v1", "ConfigMap"),
-        ("v1", "LimitRange"),
-        ("v1", "ResourceQuota"),
-        ("policy/v1", "PodDisruptionBudget"),
-    }
-)
 # Objects every bundle already has (api group, kind, name): a pack adding one of these would
 # make the renderer refuse every bundle of the class.
 CORE_OBJECTS = frozenset(

@@ -17,7 +17,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from contracts.events import ClassUpserted
-from contracts.models import Actor, PolicyPack, QuotaProfile, TeamBudgetView
+from contracts.models import Actor, EnvironmentClass, PolicyPack, QuotaProfile, TeamBudgetView
 from contracts.rpc import (
     GetPolicyPack,
     GetQuotaProfile,
@@ -68,6 +68,23 @@ def pack_schema_problems(pack: PolicyPack, schemas: KubernetesSchemas) -> list[d
     return details
 
 
+async def announce_class(
+    outbox: Outbox, conn: Conn, environment_class: EnvironmentClass, *, revision: int, updated_by: str
+) -> None:
+    """Stage ``class.upserted`` in the transaction that stored this revision of the class, so
+    intake's replica sees every committed revision and nothing that was rolled back."""
+    await outbox.add(
+        conn,
+        environment_class.name,
+        ClassUpserted(
+            environment_class=environment_class,
+            revision=revision,
+            updated_by=updated_by,
+            updated_at=datetime.now(UTC),
+        ),
+    )
+
+
 def team_in_scope(actor: Actor, team: str) -> None:
     """Requesters see only their own teams' budgets (SPEC.md); other roles see every team."""
     if actor.role == "requester" and actor.teams is not None and team not in actor.teams:
@@ -105,15 +122,8 @@ class CatalogService:
                     ],
                 )
             revision, created = await repository.upsert_class(conn, environment_class, command.actor.actor)
-            await self.outbox.add(
-                conn,
-                environment_class.name,
-                ClassUpserted(
-                    environment_class=environment_class,
-                    revision=revision,
-                    updated_by=command.actor.actor,
-                    updated_at=datetime.now(UTC),
-                ),
+            await announce_class(
+                self.outbox, conn, environment_class, revision=revision, updated_by=command.actor.actor
             )
         return {"created": created, "revision": revision, "class": environment_class}
 

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from psycopg import AsyncConnection
 
 from contracts.envelope import Envelope
 from contracts.events import (
-    ClassUpserted,
     RequestPolicyEvaluated,
     RequestRejected,
     RequestSubmitted,
@@ -30,6 +28,7 @@ from libs.outbox import Outbox
 from services.policy.adapters import catalog_files, repository
 from services.policy.domain.budgets import TeamSpend
 from services.policy.domain.evaluation import Decision, evaluate
+from services.policy.service_layer.catalog import announce_class
 
 log = logging.getLogger(__name__)
 
@@ -76,15 +75,8 @@ class PolicyService:
             for environment_class in catalog_files.seed_classes():
                 if await repository.insert_seed_class(conn, environment_class):
                     seeded.append(environment_class.name)
-                    await self.outbox.add(
-                        conn,
-                        environment_class.name,
-                        ClassUpserted(
-                            environment_class=environment_class,
-                            revision=1,
-                            updated_by=repository.SEED_ACTOR,
-                            updated_at=datetime.now(UTC),
-                        ),
+                    await announce_class(
+                        self.outbox, conn, environment_class, revision=1, updated_by=repository.SEED_ACTOR
                     )
         return seeded
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from contracts.models import EnvironmentPlan, LimitRangeValues, PackManifest, RequestSpec
+from contracts.models import PACK_KINDS, EnvironmentPlan, LimitRangeValues, PackManifest, RequestSpec
 from libs.kubernetes_names import DNS1123_SUBDOMAIN, is_dns1123_label, label_key_problem, label_value_problem
 from libs.kubernetes_quantities import parse_quantity, resource_name_problem
 from services.renderer.domain.bundle import invalid_bundle
@@ -33,18 +33,6 @@ DEFAULT_DENY_INGRESS = "default-deny-ingress"
 POLICY_PACK_CONFIGMAP = "platform-policy-pack"
 APPLICATION_FILE = "argocd-application.yaml"
 
-# Kinds a policy pack may add: namespaced, expressible as spec/data, and with a schema
-# to validate against. Cluster-scoped or RBAC objects would let a pack reach beyond the
-# request's namespace, so they are not accepted from plan data.
-PACK_KINDS = frozenset(
-    {
-        ("networking.k8s.io/v1", "NetworkPolicy"),
-        ("v1", "ConfigMap"),
-        ("v1", "LimitRange"),
-        ("v1", "ResourceQuota"),
-        ("policy/v1", "PodDisruptionBudget"),
-    }
-)
 _CONFIGMAP_KEY = re.compile(r"[-._a-zA-Z0-9]{1,253}")
 _ECHO = 64  # at most this many characters of an offending value go into an error message
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from contracts.models import EnvironmentPlan, RequestSpec
+from contracts.models import PACK_KINDS, EnvironmentPlan, RequestSpec
 from libs.kubernetes_schemas import KubernetesSchemas
 from services.renderer.adapters.templates import ManifestTemplates
 from services.renderer.domain.argocd import structure_problems
 from services.renderer.domain.bundle import Bundle, BundleFile, BundleInvalid, check_rendered, invalid_bundle
-from services.renderer.domain.manifests import PACK_KINDS, RenderOptions, Validation, desired_bundle
+from services.renderer.domain.manifests import RenderOptions, Validation, desired_bundle
 from services.renderer.domain.yaml_values import UnrepresentableValue
 
 CORE_KINDS = [
