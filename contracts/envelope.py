@@ -61,9 +61,16 @@ def encode_envelope(envelope: Envelope) -> bytes:
 
 def decode_envelope(payload: bytes) -> Envelope:
     try:
-        return msgspec.json.decode(payload, type=Envelope)
+        envelope = msgspec.json.decode(payload, type=Envelope)
     except msgspec.DecodeError as exc:
         raise ContractError(f"not an event envelope: {exc}") from None
+    # Event ids are UUIDs (and stored as such in every inbox): anything else can never be
+    # recorded, so it must be rejected here, where it is dead-lettered, not retried forever.
+    try:
+        uuid.UUID(envelope.id)
+    except ValueError:
+        raise ContractError("not an event envelope: id is not a UUID") from None
+    return envelope
 
 
 def cloudevents_headers(envelope: Envelope) -> dict[str, str]:

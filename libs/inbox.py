@@ -193,6 +193,13 @@ class EventConsumer:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        # Handlers still running past the drain time are cancelled rather than left to
+        # outlive the pool: their transactions roll back and the messages are redelivered.
+        stragglers = list(self._inflight)
+        for task in stragglers:
+            task.cancel()
+        if stragglers:
+            await asyncio.gather(*stragglers, return_exceptions=True)
         if self._subscription is not None:
             with contextlib.suppress(Exception):
                 await self._subscription.unsubscribe()

@@ -118,6 +118,16 @@ class RpcServer:
                     ok=False,
                     error=RpcErrorBody(code=exc.code, message=exc.message, details=exc.details),  # type: ignore[arg-type]
                 )
+            except psycopg.DataError:
+                # A value the database cannot take (a NUL character, an out-of-range number):
+                # bad input that slipped past validation, not a bug to hide behind a 500.
+                code = "validation"
+                reply = RpcReply(
+                    ok=False,
+                    error=RpcErrorBody(
+                        code="validation", message="a value in the request is not acceptable (control characters?)"
+                    ),
+                )
             except psycopg.OperationalError as exc:
                 # The database is restarting or unreachable (or a pooled connection died with
                 # it): a condition to retry, not a bug. Callers get 503 with Retry-After.

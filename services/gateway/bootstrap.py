@@ -24,6 +24,7 @@ from services.gateway.entrypoints.http import (
     GatewayRuntime,
     initial_state,
     openapi_config,
+    reject_control_characters,
     route_handlers,
 )
 from services.gateway.entrypoints.middleware import ResponseDeadlineMiddleware, TelemetryMiddleware
@@ -59,6 +60,7 @@ def create_app(settings: GatewaySettings, nc: NatsClient | None = None) -> Lites
         route_handlers=route_handlers(settings),
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
+        before_request=reject_control_characters,
         # Outermost first: the span covers the deadline's 503 too.
         middleware=[TelemetryMiddleware(), ResponseDeadlineMiddleware(settings.http_write_timeout_seconds)],
         lifespan=[nats_connection],

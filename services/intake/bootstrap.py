@@ -20,8 +20,11 @@ async def bootstrap(settings: IntakeSettings) -> ServiceKit:
     if settings.expiry_sweep_interval_seconds > 0:
 
         async def sweep(stopping: asyncio.Event) -> None:
-            await service.run_expiry_sweeper(
-                stopping, settings.expiry_sweep_interval_seconds, settings.expiry_sweep_batch
+            await service.run_sweepers(
+                stopping,
+                interval=settings.expiry_sweep_interval_seconds,
+                batch=settings.expiry_sweep_batch,
+                deadline_seconds=settings.reconcile_deadline_seconds,
             )
 
         kit.background(sweep)

@@ -186,6 +186,17 @@ BAD_INPUTS = [
     BadInput("team filter traversal", "team", method="GET", params={"team": "../etc"}),
     BadInput("cursor forged", "cursor", method="GET", params={"cursor": "!!!"}),
     BadInput("feed cursor forged", "after", method="GET", path="/v1/events", params={"after": "-1"}),
+    BadInput("NUL in a filter", "class", method="GET", params={"class": "pre\x00view"}),
+    BadInput("NUL in the list cursor", "cursor", method="GET", params={"cursor": "\x00"}),
+    BadInput(
+        "NUL in the feed filter",
+        "request_id",
+        method="GET",
+        path="/v1/events",
+        params={"request_id": "req-\x00"},
+    ),
+    BadInput("newline in a class name", "name", method="GET", path="/v1/environment-classes/pre%0Aview"),
+    BadInput("NUL in a request id", "request_id", method="GET", path="/v1/environment-requests/req-%00"),
     BadInput(
         "idempotency key too long",
         "Idempotency-Key",

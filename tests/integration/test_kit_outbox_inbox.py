@@ -285,3 +285,28 @@ async def test_exhausted_retries_dead_letter_and_report_failure(
         "error": "internal error (RuntimeError)",
         "attempts": 3,
     }
+
+
+async def test_an_event_whose_id_is_not_a_uuid_is_dead_lettered_at_once(
+    settings: PlatformSettings, kit_db: Any, js: Any
+) -> None:
+    """It could never be recorded in the inbox (ids are UUIDs there): retrying would loop forever."""
+    recorder = Recorder()
+    consumer = make_consumer(settings, kit_db, js, recorder)
+    await consumer.start()
+    envelope = replace(new_event("request.failed", "test", "req-1", failure(9)), id="not-a-uuid")
+    await publish_raw(js, settings, envelope, "odd-one")
+
+    async def dead_lettered() -> bool:
+        return await count(kit_db, "SELECT count(*) AS n FROM dead_letters") == 1
+
+    await wait_until(dead_lettered)
+    await asyncio.sleep(0.5)
+    info = await js.consumer_info(settings.stream_name, "kit-test-consumer")
+    await consumer.stop()
+    assert recorder.calls == 0
+    assert info.num_ack_pending == 0  # terminated, not waiting for another delivery
+    async with kit_db.connection() as conn:
+        letter = await (await conn.execute("SELECT event_id, error FROM dead_letters")).fetchone()
+    assert letter["event_id"] is None
+    assert "id is not a UUID" in letter["error"]

@@ -6,10 +6,12 @@ RS256/ES256 JWTs signed by the provider's keys, as an identity provider would is
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -210,3 +212,28 @@ async def test_an_unreachable_provider_is_503_not_401(
         assert (await whoami(stack, provider.token())).status_code == 200
         async with httpx.AsyncClient(base_url=stack.base_url) as http:
             assert (await http.get("/readyz")).json()["checks"]["oidc"] == "ok"
+
+
+async def test_a_stalled_provider_does_not_stall_every_request(
+    nats_url: str, isolation: Any, provider: Provider
+) -> None:
+    """Expired cached keys and a provider that hangs: one refresh attempt (bounded by the HTTP
+    timeout) while every other request goes on with the cached keys; no new attempt before
+    the refresh floor has passed."""
+    env = oidc_env(
+        provider,
+        PLATFORM_OIDC_JWKS_CACHE_SECONDS="1",
+        PLATFORM_OIDC_JWKS_MIN_REFRESH_SECONDS="30",
+        PLATFORM_OIDC_HTTP_TIMEOUT_SECONDS="1",
+    )
+    async with gateway_stack(nats_url, isolation.rpc_prefix, **env) as stack:
+        assert (await whoami(stack, provider.token())).status_code == 200
+        await asyncio.sleep(1.2)  # the cached keys are now expired
+        provider.stall_seconds = 30
+        started = time.monotonic()
+        responses = await asyncio.gather(*(whoami(stack, provider.token()) for _ in range(10)))
+        assert [r.status_code for r in responses] == [200] * 10
+        assert time.monotonic() - started < 5  # one bounded attempt, not ten in a row
+        started = time.monotonic()
+        assert (await whoami(stack, provider.token())).status_code == 200
+        assert time.monotonic() - started < 0.5  # within the floor: no new attempt at all

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgspec
@@ -11,6 +12,7 @@ import pytest
 from contracts.models import Actor
 from contracts.rpc import CreateRequest, GetRequest, ListClasses, ListRequests
 from libs.rpc import RpcClient, RpcError
+from services.intake.service_layer.handlers import IntakeService
 from tests.support.api_flows import PREVIEW
 from tests.support.bus import stream_events, wait_until
 from tests.support.seed_plans import QUOTAS
@@ -119,3 +121,40 @@ async def test_idempotency_key_returns_the_first_request(
         with pytest.raises(RpcError) as failure:
             await rpc.call("intake", "create_request", different)
         assert failure.value.code == "conflict"
+
+
+async def test_a_request_stuck_in_the_pipeline_is_asked_for_again(
+    platform_env: dict[str, str], rpc: RpcClient
+) -> None:
+    """Anti-entropy: no renderer answers (as if its event were lost); past the deadline intake
+    asks again as a new generation, and the new request.reconcile_requested is on the stream."""
+    async with running_services(["policy", "intake", "approval"], platform_env) as kits:
+        await catalog_replicated(rpc)
+        created = await rpc.call("intake", "create_request", CreateRequest(body=PREVIEW, actor=ALICE))
+        request_id = created["request"]["id"]
+
+        async def queued() -> Any:
+            current = await rpc.call("intake", "get_request", GetRequest(id=request_id, actor=ALICE))
+            return current if current["status"] == "queued" else None
+
+        await wait_until(queued, what="request queued")
+        service = IntakeService(pool=kits["intake"].pool, outbox=kits["intake"].outbox)
+        assert await service.retry_stalled(deadline_seconds=3600) == 0  # not stalled yet
+        await asyncio.sleep(0.2)
+        assert await service.retry_stalled(deadline_seconds=0.1) == 1
+        current = await rpc.call("intake", "get_request", GetRequest(id=request_id, actor=ALICE))
+        assert (current["status"], current["generation"]) == ("queued", 2)
+
+        async def second_request() -> Any:
+            events = await stream_events(
+                kits["intake"].js,
+                platform_env["PLATFORM_EVENTS_STREAM"],
+                platform_env["PLATFORM_EVENTS_SUBJECT_PREFIX"],
+                "request.reconcile_requested",
+            )
+            return [
+                e.decode_data() for e in events if e.subject == request_id and e.decode_data().generation == 2
+            ]
+
+        [again] = await wait_until(second_request, what="second reconcile_requested published")
+        assert (again.reason, again.requested_by) == ("retry", "system:anti-entropy")

@@ -8,6 +8,7 @@ often the gateway fetched the key set.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -60,6 +61,8 @@ class Provider:
     keys: list[SigningKey] = field(default_factory=list)
     algorithms: list[str] = field(default_factory=lambda: ["RS256"])
     up: bool = True
+    # Seconds to hang before answering: a provider that accepts connections but stalls.
+    stall_seconds: float = 0.0
     jwks_fetches: int = 0
     discovery_fetches: int = 0
 
@@ -107,6 +110,8 @@ class Provider:
                     return
         path = scope["path"]
         status, body = 404, {"error": "not found"}
+        if self.stall_seconds:
+            await asyncio.sleep(self.stall_seconds)
         if not self.up:
             status, body = 503, {"error": "down"}
         elif path == "/.well-known/openid-configuration":

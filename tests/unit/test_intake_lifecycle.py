@@ -377,3 +377,98 @@ def test_expiry_only_for_ready_or_failed_environments_past_their_ttl() -> None:
     assert isinstance(event, RequestTeardownRequested)
     assert (event.reason, event.requested_by) == ("expired", "system:expiry")
     assert not queued().expire(NOW + timedelta(days=365))  # no expiry before it was ever ready
+
+
+# -- findings of the correctness review ------------------------------------------------------------
+
+
+def bootstrapped(generation: int = 1, cluster_status: str = "not_applied") -> RequestBootstrapped:
+    return RequestBootstrapped(
+        request_id="req-1", generation=generation, cluster_status=cluster_status, drift_status="not_checked"
+    )
+
+
+def test_a_bundle_the_cluster_refused_is_failed_not_ready() -> None:
+    request = queued()
+    request.apply(bootstrapped(cluster_status="apply_failed"), NOW)
+    assert request.status is Status.FAILED
+    assert request.cluster_status == "apply_failed"
+    assert request.expires_at is None
+    # The request.failed that follows adds the details without changing the status.
+    details = RequestFailed(
+        request_id="req-1",
+        generation=1,
+        stage="cluster_bootstrapper",
+        error="ResourceQuota refused (422)",
+        attempts=1,
+    )
+    assert request.apply(details, NOW)
+    assert request.status is Status.FAILED
+    assert request.last_error == "cluster_bootstrapper: ResourceQuota refused (422)"
+
+
+def test_a_replayed_stage_resumes_a_failed_generation_and_sets_the_ttl() -> None:
+    """After an operator replays the renderer's dead letter, the pipeline completes."""
+    request = queued()
+    request.apply(
+        RequestFailed(request_id="req-1", generation=1, stage="renderer", error="x", attempts=5), NOW
+    )
+    assert request.status is Status.FAILED
+    request.apply(
+        RequestRendered(
+            request_id="req-1", generation=1, gitops_path="p", namespace="ns", digest="d", files=[], spec=SPEC
+        ),
+        NOW,
+    )
+    assert request.status is Status.RECONCILING
+    assert request.last_error is None
+    later = NOW + timedelta(minutes=1)
+    request.apply(bootstrapped(), later)
+    assert request.status is Status.READY
+    assert request.expires_at == later + timedelta(hours=24)
+
+
+def test_an_earlier_stage_does_not_resume_a_later_stage_failure() -> None:
+    request = queued()
+    request.apply(
+        RequestFailed(request_id="req-1", generation=1, stage="git_publisher", error="x", attempts=5), NOW
+    )
+    late_render = RequestRendered(
+        request_id="req-1", generation=1, gitops_path="p", namespace="ns", digest="d", files=[], spec=SPEC
+    )
+    request.apply(late_render, NOW)
+    assert request.status is Status.FAILED
+
+
+def test_a_failed_teardown_is_not_expired_again_and_again() -> None:
+    request = ready()
+    request.expire(NOW + timedelta(days=2))
+    request.apply(
+        RequestFailed(
+            request_id="req-1", generation=request.generation, stage="git_publisher", error="push", attempts=5
+        ),
+        NOW + timedelta(days=2),
+    )
+    assert request.status is Status.FAILED
+    assert not request.is_expired(NOW + timedelta(days=3))
+    request.delete(actor="alice", now=NOW + timedelta(days=3))  # the user retries it
+    assert request.status is Status.DELETING
+
+
+def test_stalled_work_is_asked_for_again_as_a_new_generation() -> None:
+    request = queued()
+    request.outgoing.clear()
+    request.retry_stalled(NOW)
+    assert (request.status, request.generation) == (Status.QUEUED, 2)
+    [again] = request.outgoing
+    assert isinstance(again, RequestReconcileRequested)
+    assert (again.generation, again.reason, again.requested_by) == (2, "retry", "system:anti-entropy")
+
+    deleting = ready()
+    deleting.delete(actor="alice", now=NOW)
+    deleting.outgoing.clear()
+    deleting.retry_stalled(NOW)
+    [teardown] = deleting.outgoing
+    assert isinstance(teardown, RequestTeardownRequested)
+    assert deleting.status is Status.DELETING
+    assert teardown.generation == deleting.generation

@@ -336,3 +336,12 @@ def test_budgets() -> None:
     assert set(failing(parse_budget, "payments", {})) == {"monthly_usd"}
     assert set(failing(parse_budget, "payments", {"monthly_usd": True})) == {"monthly_usd"}
     assert set(failing(parse_budget, "../etc", {"monthly_usd": 1})) == {"team"}
+
+
+def test_a_budget_beyond_float_range_is_a_validation_error_not_a_crash() -> None:
+    from services.policy.domain.budgets import usd_problem
+
+    assert usd_problem(10**400) is not None
+    assert usd_problem(float("nan")) is not None
+    assert usd_problem(float("inf")) is not None
+    assert usd_problem(1500) is None

@@ -123,6 +123,8 @@ class OidcVerifier:
         self._discovered_at = 0.0
         self._keys: _Keys | None = None
         self._last_refresh = float("-inf")
+        # When a refresh of expired keys was last tried (successful or not).
+        self._last_attempt = float("-inf")
         # One fetch at a time: a burst of requests after the cache expires makes one call.
         self._lock = asyncio.Lock()
 
@@ -207,11 +209,30 @@ class OidcVerifier:
                 unnamed.append(key)
         return _Keys(by_kid=by_kid, unnamed=unnamed, fetched_at=self._clock())
 
+    def _usable_without_fetching(self) -> _Keys | None:
+        """Keys to use right away: fresh ones, or stale ones while a refresh is in progress or
+        was tried recently. An unreachable provider then costs one attempt per
+        ``min_refresh_seconds``, not a timeout on every request queued behind the lock."""
+        keys = self._keys
+        if keys is None:
+            return None
+        now = self._clock()
+        if now - keys.fetched_at < self.cache_seconds:
+            return keys
+        if self._lock.locked() or now - self._last_attempt < self.min_refresh_seconds:
+            return keys
+        return None
+
     async def _current_keys(self) -> _Keys:
+        usable = self._usable_without_fetching()
+        if usable is not None:
+            return usable
         async with self._lock:
+            usable = self._usable_without_fetching()
+            if usable is not None:
+                return usable
             keys = self._keys
-            if keys is not None and self._clock() - keys.fetched_at < self.cache_seconds:
-                return keys
+            self._last_attempt = self._clock()
             try:
                 self._keys = await self._fetch_keys()
                 self._last_refresh = self._clock()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any, cast
 
@@ -606,6 +607,26 @@ def initial_state(runtime: GatewayRuntime) -> State:
 
 
 # -- errors ------------------------------------------------------------------------------------
+
+
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+async def reject_control_characters(request: Request[Any, Any, Any]) -> None:
+    """No path or query value may carry control characters (a NUL cannot even be stored).
+
+    Checked once here, for every route, so each parameter's own validation can assume
+    printable text; the failing parameter is named like any other validation error.
+    """
+    failing = [
+        {"field": name, "message": "must not contain control characters"}
+        for name, value in [*request.path_params.items(), *request.query_params.multi_items()]
+        if isinstance(value, str) and _CONTROL_CHARACTERS.search(value)
+    ]
+    if failing:
+        raise HttpError(
+            400, "validation", "invalid parameters: " + ", ".join(f["field"] for f in failing), failing
+        )
 
 
 def error_response(error: HttpError) -> Response[ErrorBody]:

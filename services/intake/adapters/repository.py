@@ -57,6 +57,8 @@ _COLUMNS = [
     "auto_reconcile",
     "plan",
     "attestations",
+    "failure_kind",
+    "failed_stage",
 ]
 _JSON_COLUMNS = {"approvals", "drift_summary", "policy_packs", "policy_decision", "plan", "attestations"}
 
@@ -229,8 +231,19 @@ async def due_for_expiry(
     """
     cursor = await conn.execute(
         "SELECT * FROM requests WHERE status = ANY(%s) AND expires_at <= %s"
+        " AND (status <> 'failed' OR failure_kind = 'pipeline')"
         " ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED",
         [statuses, now, limit],
+    )
+    return [_from_row(row) for row in await cursor.fetchall()]
+
+
+async def stalled(conn: Conn, statuses: list[str], before: datetime, limit: int) -> list[EnvironmentRequest]:
+    """Requests in ``statuses`` that have not changed since ``before``, locked (SKIP LOCKED)."""
+    cursor = await conn.execute(
+        "SELECT * FROM requests WHERE status = ANY(%s) AND updated_at < %s"
+        " ORDER BY updated_at LIMIT %s FOR UPDATE SKIP LOCKED",
+        [statuses, before, limit],
     )
     return [_from_row(row) for row in await cursor.fetchall()]
 

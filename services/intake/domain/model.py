@@ -78,9 +78,26 @@ TEARING_DOWN = frozenset({Status.EXPIRING, Status.DELETING})
 # A manual reconcile starts from a settled state: approved and never run, ready, or failed.
 RECONCILABLE = frozenset({Status.APPROVED, Status.READY, Status.FAILED})
 # Environments the expiry sweeper tears down once ``expires_at`` has passed (it is only set
-# once the environment was ready, so a failed one here is a failed re-run of a live one).
+# once the environment was ready, so a failed one here is a failed re-run of a live one;
+# a failed *teardown* is left to the user, or the sweeper would retry it forever).
 EXPIRABLE = frozenset({Status.READY, Status.FAILED})
 EXPIRY_ACTOR = "system:expiry"
+# Work that stopped moving is asked for again after a deadline (DESIGN.md section 4: a
+# lost event costs time, never a stuck environment). Awaiting promotion waits for people.
+STALLED = frozenset({Status.QUEUED, Status.RECONCILING, Status.EXPIRING, Status.DELETING})
+ANTI_ENTROPY_ACTOR = "system:anti-entropy"
+
+
+class FailureKind(StrEnum):
+    PIPELINE = "pipeline"
+    TEARDOWN = "teardown"
+    BEFORE_RECONCILE = "before_reconcile"
+
+
+# Which pipeline stage reports which event, in pipeline order. A request that failed at a
+# stage resumes when that stage (or a later one) reports progress for the same generation,
+# e.g. after an operator replayed the dead-lettered event.
+STAGE_RANK = {"renderer": 1, "git_publisher": 2, "cluster_bootstrapper": 3}
 # Roles (as the gateway resolved them) with special rules in the lifecycle.
 REQUESTER_ROLE = "requester"
 
@@ -147,6 +164,8 @@ class EnvironmentRequest:
     auto_reconcile: bool = False
     plan: EnvironmentPlan | None = None
     attestations: list[Attestation] = field(default_factory=list)
+    failure_kind: str | None = None
+    failed_stage: str | None = None
     # Events this change produces; the service layer stages them in the outbox.
     outgoing: list[EventData] = field(default_factory=list, repr=False)
 
@@ -239,16 +258,34 @@ class EnvironmentRequest:
     def _is_current(self, generation: int) -> bool:
         return generation == self.generation and self.generation > 0
 
-    def _advance(self, target: Status) -> None:
-        if self.status in PIPELINE_RANK and PIPELINE_RANK[target] > PIPELINE_RANK[self.status]:
+    def _resumes(self, stage: str) -> bool:
+        """A pipeline failure of this generation is overtaken by later progress of ``stage``."""
+        return (
+            self.status is Status.FAILED
+            and self.failure_kind == FailureKind.PIPELINE
+            and STAGE_RANK.get(stage, 0) >= STAGE_RANK.get(self.failed_stage or "", 0)
+        )
+
+    def _advance(self, target: Status, stage: str) -> None:
+        if self._resumes(stage):
             self.status = target
+            self.failure_kind = self.failed_stage = None
+            self.last_error = None
+        elif self.status in PIPELINE_RANK and PIPELINE_RANK[target] > PIPELINE_RANK[self.status]:
+            self.status = target
+
+    def _fail(self, kind: FailureKind, stage: str, message: str) -> None:
+        self.status = Status.FAILED
+        self.failure_kind = kind
+        self.failed_stage = stage
+        self.last_error = message
 
     def _rendered(self, data: RequestRendered, now: datetime) -> bool:
         if not self._is_current(data.generation):
             return False
         self.namespace = data.namespace
         self.gitops_path = data.gitops_path
-        self._advance(Status.RECONCILING)
+        self._advance(Status.RECONCILING, "renderer")
         return True
 
     def _promotion_opened(self, data: RequestPromotionOpened, now: datetime) -> bool:
@@ -257,7 +294,7 @@ class EnvironmentRequest:
         self.git_promotion_mode = "pull_request"
         self.git_promotion_branch = data.promotion_branch
         self.git_promotion_url = data.promotion_url
-        self._advance(Status.AWAITING_PROMOTION)
+        self._advance(Status.AWAITING_PROMOTION, "git_publisher")
         return True
 
     def _published(self, data: RequestPublished, now: datetime) -> bool:
@@ -270,7 +307,7 @@ class EnvironmentRequest:
         self.git_promotion_url = data.promotion_url
         self.namespace = data.namespace
         self.gitops_path = data.gitops_path
-        self._advance(Status.RECONCILING)
+        self._advance(Status.RECONCILING, "git_publisher")
         return True
 
     def _bootstrapped(self, data: RequestBootstrapped, now: datetime) -> bool:
@@ -282,8 +319,19 @@ class EnvironmentRequest:
             {"kind": d.kind, "name": d.name, "field": d.field, "expected": d.expected, "actual": d.actual}
             for d in data.drift_summary
         ]
-        if self.status in IN_PIPELINE:
+        if data.cluster_status == "apply_failed":
+            # The cluster refused the bundle: not ready, whatever came before. The
+            # request.failed that follows carries the details.
+            if self.status in IN_PIPELINE or self._resumes("cluster_bootstrapper"):
+                self._fail(
+                    FailureKind.PIPELINE,
+                    "cluster_bootstrapper",
+                    "cluster_bootstrapper: the cluster refused the bundle",
+                )
+            return True
+        if self.status in IN_PIPELINE or self._resumes("cluster_bootstrapper"):
             self.status = Status.READY
+            self.failure_kind = self.failed_stage = None
             self.last_reconciled_at = now
             self.last_error = None
             if self.expires_at is None:
@@ -292,14 +340,18 @@ class EnvironmentRequest:
         return True
 
     def _failed(self, data: RequestFailed, now: datetime) -> bool:
-        in_pipeline = self._is_current(data.generation) and self.status in IN_PIPELINE
-        before_reconcile = data.generation == 0 and self.status in BEFORE_APPROVAL | {Status.APPROVED}
-        in_teardown = self._is_current(data.generation) and self.status in TEARING_DOWN
-        if not (in_pipeline or before_reconcile or in_teardown):
+        current = self._is_current(data.generation)
+        if current and self.status in IN_PIPELINE:
+            self._fail(FailureKind.PIPELINE, data.stage, f"{data.stage}: {data.error}")
+        elif current and self.status in TEARING_DOWN:
+            self._fail(FailureKind.TEARDOWN, data.stage, f"teardown failed in {data.stage}: {data.error}")
+        elif data.generation == 0 and self.status in BEFORE_APPROVAL | {Status.APPROVED}:
+            self._fail(FailureKind.BEFORE_RECONCILE, data.stage, f"{data.stage}: {data.error}")
+        elif current and self.status is Status.FAILED and self.failed_stage == data.stage:
+            # The details of a failure already recorded (e.g. after an apply_failed report).
+            self.last_error = f"{data.stage}: {data.error}"
+        else:
             return False
-        self.status = Status.FAILED
-        prefix = "teardown failed in " if in_teardown else ""
-        self.last_error = f"{prefix}{data.stage}: {data.error}"
         return True
 
     def _approval_recorded(self, data: RequestApprovalRecorded, now: datetime) -> bool:
@@ -380,7 +432,22 @@ class EnvironmentRequest:
         self._start_teardown(Status.DELETING, requested_by=actor, reason="deleted", now=now)
 
     def is_expired(self, now: datetime) -> bool:
+        if self.status is Status.FAILED and self.failure_kind != FailureKind.PIPELINE:
+            return False
         return self.status in EXPIRABLE and self.expires_at is not None and self.expires_at <= now
+
+    def retry_stalled(self, now: datetime) -> None:
+        """Ask again for work that stopped moving, as a new generation (anti-entropy).
+
+        A lost event (a crash of a JetStream node before it synced, an operator purging a
+        stream) would otherwise leave the request queued or tearing down forever. The new
+        generation makes every late event of the old one stale; each stage is idempotent.
+        """
+        if self.status in (Status.QUEUED, Status.RECONCILING) and self.plan is not None:
+            self.start_reconcile(requested_by=ANTI_ENTROPY_ACTOR, reason="retry", now=now)
+        elif self.status in TEARING_DOWN:
+            reason: Literal["deleted", "expired"] = "expired" if self.status is Status.EXPIRING else "deleted"
+            self._start_teardown(self.status, requested_by=ANTI_ENTROPY_ACTOR, reason=reason, now=now)
 
     def expire(self, now: datetime) -> bool:
         """The sweeper's teardown of an environment past ``expires_at``; False if not due."""
@@ -396,6 +463,7 @@ class EnvironmentRequest:
         self.generation += 1
         self.status = status
         self.last_error = None
+        self.failure_kind = self.failed_stage = None
         self.updated_at = now
         spec = self.spec
         self.outgoing.append(
@@ -419,6 +487,7 @@ class EnvironmentRequest:
         self.status = Status.QUEUED
         self.queued_at = now
         self.last_error = None
+        self.failure_kind = self.failed_stage = None
         self.updated_at = now
         self.outgoing.append(
             RequestReconcileRequested(

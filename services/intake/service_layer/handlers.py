@@ -12,14 +12,14 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
 from psycopg import AsyncConnection
 
 from contracts.envelope import Envelope
-from contracts.events import ClassUpserted
+from contracts.events import ClassUpserted, RequestSubmitted
 from contracts.models import Actor, ApprovalView, EnvironmentRequestView, TimelineEntry, ValidatedRequest
 from contracts.rpc import (
     CreateRequest,
@@ -39,6 +39,7 @@ from services.intake.adapters import repository
 from services.intake.domain.model import (
     EXPIRABLE,
     PLACEHOLDER_REQUEST_ID,
+    STALLED,
     EnvironmentRequest,
     Status,
     request_id_for,
@@ -212,6 +213,15 @@ class IntakeService:
                         details=[{"field": "Idempotency-Key", "message": "already used"}],
                     )
                 request = EnvironmentRequest.submit(spec, actor.actor, utcnow(), request_id=request_id)
+                # The creator's stable subject rides along for the approval service: the actor
+                # (email claim, else the subject) can differ between two tokens of one person,
+                # so separation of duties compares subjects as well.
+                request.outgoing = [
+                    msgspec.structs.replace(event, created_by_subject=actor.subject)
+                    if isinstance(event, RequestSubmitted)
+                    else event
+                    for event in request.outgoing
+                ]
                 if command.idempotency_key and not await repository.claim_idempotency_key(
                     conn, actor.actor, command.idempotency_key, body_hash, request.id
                 ):
@@ -402,15 +412,42 @@ class IntakeService:
             if len(due) < batch:
                 return expired
 
-    async def run_expiry_sweeper(self, stopping: asyncio.Event, interval: float, batch: int) -> None:
-        """Sweep every ``interval`` seconds until ``stopping``; a failed pass is retried next time."""
+    async def retry_stalled(self, deadline_seconds: float, batch: int = 100) -> int:
+        """One anti-entropy pass: re-request work unchanged for ``deadline_seconds``; returns how many."""
+        retried = 0
+        while True:
+            now = utcnow()
+            before = now - timedelta(seconds=deadline_seconds)
+            async with self.pool.connection() as conn, conn.transaction():
+                due = await repository.stalled(conn, [str(s) for s in STALLED], before, batch)
+                for request in due:
+                    log.warning(
+                        "request stalled; asking again as a new generation",
+                        extra={"fields": {"request_id": request.id, "status": str(request.status)}},
+                    )
+                    request.retry_stalled(now)
+                    await self._commit_change(conn, request)
+                    retried += 1
+            if len(due) < batch:
+                return retried
+
+    async def run_sweepers(
+        self, stopping: asyncio.Event, *, interval: float, batch: int, deadline_seconds: float
+    ) -> None:
+        """Expiry and anti-entropy every ``interval`` seconds until ``stopping``.
+
+        A failed pass is retried on the next one; ``deadline_seconds`` <= 0 disables the
+        anti-entropy pass.
+        """
         while not stopping.is_set():
             try:
                 count = await self.expire_due(batch)
                 if count:
                     log.info("expired environments", extra={"fields": {"count": count}})
+                if deadline_seconds > 0:
+                    await self.retry_stalled(deadline_seconds, batch)
             except Exception as exc:
-                log.warning("expiry sweep failed", extra={"fields": {"error": safe_database_error(exc)}})
+                log.warning("sweep failed", extra={"fields": {"error": safe_database_error(exc)}})
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stopping.wait(), timeout=interval)
 

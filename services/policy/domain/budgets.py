@@ -50,8 +50,9 @@ def usd_problem(value: object) -> str | None:
     """Why ``value`` is not an amount of US dollars (a finite number from 0 to :data:`MAX_USD`)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return "must be a number"
-    if not math.isfinite(value) or value < 0:
-        return "must be a non-negative number"
+    # The bound first: math.isfinite() cannot even convert an integer beyond float range.
     if value > MAX_USD:
         return f"must be at most {MAX_USD:,.0f}"
+    if not math.isfinite(value) or value < 0:
+        return "must be a non-negative number"
     return None
