@@ -17,7 +17,12 @@ Both must build the signed string byte for byte the same way, so it lives here:
 ``decided_at`` is rendered in UTC as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (a naive datetime is
 taken to be UTC already), so an attestation that went through JSON and back (where ``Z``
 and ``+00:00`` and dropped microseconds could otherwise differ) still verifies. The
-signature is lowercase hex HMAC-SHA256 with ``PLATFORM_APPROVAL_HMAC_SECRET``.
+signature is lowercase hex HMAC-SHA256 with ``PLATFORM_ATTESTATION_HMAC_SECRET``, a
+server-side key only the approval service and git-publisher hold. It must not be the
+approval secret: every approver's CLI holds that one, so with it anyone able to write to
+the bus or the approval database could forge an attestation for any approver. (Outside
+strict production mode an unset attestation key falls back to the approval secret, so a
+development setup needs one secret only.)
 """
 
 from __future__ import annotations

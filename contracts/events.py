@@ -36,6 +36,11 @@ class RequestSubmitted(msgspec.Struct, frozen=True, kw_only=True):
     spec: RequestSpec
     created_by: str
     created_at: datetime
+    # Added (optional): the creator's stable subject (the token's ``sub``). ``created_by`` is
+    # the actor, which falls back to the subject when a token has no email claim, so one
+    # person can appear as two actors; separation of duties compares subjects too.
+    # Absent in events of older producers.
+    created_by_subject: str | None = None
 
 
 class RequestPolicyEvaluated(msgspec.Struct, frozen=True, kw_only=True):
@@ -51,6 +56,9 @@ class RequestPolicyEvaluated(msgspec.Struct, frozen=True, kw_only=True):
     plan: EnvironmentPlan | None = None
     # Added (optional): the request's cost against its team's budget when policy evaluated it.
     budget: BudgetCheck | None = None
+    # Added (optional): ``created_by_subject`` of the submission, passed on for the approval
+    # service's separation of duties. Absent when the submission had none.
+    created_by_subject: str | None = None
 
 
 class RequestApproved(msgspec.Struct, frozen=True, kw_only=True):
@@ -110,6 +118,10 @@ class RequestRendered(msgspec.Struct, frozen=True, kw_only=True):
     approvals: list[Attestation] = []
     estimated_monthly_cost_usd: float = 0.0
     requires_approval: bool = False
+    # Added (optional): how many distinct approvers the plan requires (``plan.approvals_required``);
+    # git-publisher publishes an approval-gated bundle only with that many valid attestations.
+    # Absent in events of older renderers: then one suffices.
+    approvals_required: int | None = None
 
 
 class RequestPromotionOpened(msgspec.Struct, frozen=True, kw_only=True):

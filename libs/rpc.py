@@ -125,7 +125,8 @@ class RpcServer:
                 reply = RpcReply(
                     ok=False,
                     error=RpcErrorBody(
-                        code="validation", message="a value in the request is not acceptable (control characters?)"
+                        code="validation",
+                        message="a value in the request is not acceptable (control characters?)",
                     ),
                 )
             except psycopg.OperationalError as exc:

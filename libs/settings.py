@@ -260,6 +260,48 @@ class PlatformSettings:
         return self.postgres_dsn
 
 
+# -- the attestation key: the approval service signs with it, git-publisher verifies with it -------
+# Both services must accept and refuse the same configurations, and services never import
+# each other, so the rule lives in the kit.
+
+MIN_STRICT_ATTESTATION_KEY_BYTES = 32
+
+
+def attestation_key(
+    attestation_secret: str | None, approval_secret: str | None, *, strict: bool
+) -> str | None:
+    """The key attestations are signed and verified with.
+
+    ``PLATFORM_ATTESTATION_HMAC_SECRET``; outside strict mode, when it is unset, the approval
+    secret, so a development setup needs one secret only (at the price that approvers, who
+    hold the approval secret, could forge attestations there). Strict mode never falls back.
+    """
+    if attestation_secret:
+        return attestation_secret
+    return None if strict else approval_secret
+
+
+def strict_attestation_key_problems(attestation_secret: str | None, approval_secret: str | None) -> list[str]:
+    """Why strict production refuses the attestation key: missing, short, or the approval secret
+    again (every approver's CLI holds that one, so they could forge attestations with it)."""
+    if not attestation_secret:
+        return [
+            "PLATFORM_ATTESTATION_HMAC_SECRET is required in strict production mode "
+            "(a server-side key, distinct from PLATFORM_APPROVAL_HMAC_SECRET)"
+        ]
+    if len(attestation_secret.encode()) < MIN_STRICT_ATTESTATION_KEY_BYTES:
+        return [
+            f"PLATFORM_ATTESTATION_HMAC_SECRET must be at least {MIN_STRICT_ATTESTATION_KEY_BYTES} bytes "
+            "in strict production mode"
+        ]
+    if attestation_secret == approval_secret:
+        return [
+            "PLATFORM_ATTESTATION_HMAC_SECRET must differ from PLATFORM_APPROVAL_HMAC_SECRET in strict "
+            "production mode (approvers hold the approval secret and could forge attestations with it)"
+        ]
+    return []
+
+
 def split_address(address: str, variable: str) -> tuple[str, int]:
     """Parse ``host:port`` (or ``:port``) for listeners; errors name ``variable``."""
     host, sep, port = address.rpartition(":")

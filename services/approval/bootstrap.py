@@ -18,6 +18,7 @@ async def bootstrap(settings: ApprovalSettings) -> ServiceKit:
         pool=kit.pool,
         outbox=kit.outbox,
         secret=settings.approval_hmac_secret,
+        attestation_secret=settings.attestation_key,
         record_wait_seconds=settings.approval_record_wait_seconds,
     )
     register(kit, service)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from libs.settings import PlatformSettings, setting
+from libs.settings import PlatformSettings, attestation_key, setting, strict_attestation_key_problems
 
 MIN_STRICT_SECRET_BYTES = 32
 
@@ -18,7 +18,16 @@ class ApprovalSettings(PlatformSettings):
     approval_hmac_secret: str | None = setting(
         "PLATFORM_APPROVAL_HMAC_SECRET",
         None,
-        doc="Key of the approval signatures clients send and of the attestations issued.",
+        doc="Key of the approval signatures clients send (every approver's CLI holds it).",
+        secret=True,
+    )
+    attestation_hmac_secret: str | None = setting(
+        "PLATFORM_ATTESTATION_HMAC_SECRET",
+        None,
+        doc=(
+            "Server-side key of the attestations issued (git-publisher verifies them with the same); "
+            "unset outside strict mode: PLATFORM_APPROVAL_HMAC_SECRET."
+        ),
         secret=True,
     )
     approval_record_wait_seconds: float = setting(
@@ -26,6 +35,16 @@ class ApprovalSettings(PlatformSettings):
         3.0,
         doc="How long approve/reject wait for a policy decision the service has not processed yet.",
     )
+
+    @property
+    def attestation_key(self) -> str | None:
+        """The key attestations are signed with.
+
+        Outside strict mode an unset attestation key falls back to the approval secret, so a
+        development setup needs one secret only (at the price that approvers could forge
+        attestations there). Strict mode requires a key of its own (:meth:`validate`).
+        """
+        return attestation_key(self.attestation_hmac_secret, self.approval_hmac_secret, strict=self.is_strict)
 
     def validate(self) -> list[str]:
         problems = super().validate()
@@ -39,4 +58,7 @@ class ApprovalSettings(PlatformSettings):
                     f"PLATFORM_APPROVAL_HMAC_SECRET must be at least {MIN_STRICT_SECRET_BYTES} bytes "
                     "in strict production mode"
                 )
+            problems.extend(
+                strict_attestation_key_problems(self.attestation_hmac_secret, self.approval_hmac_secret)
+            )
         return problems

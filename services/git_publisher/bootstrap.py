@@ -44,7 +44,7 @@ async def bootstrap(settings: GitPublisherSettings) -> ServiceKit:
         pool=kit.pool,
         submitter=batcher,
         branch=settings.git_branch,
-        approval_secret=settings.approval_hmac_secret,
+        attestation_secret=settings.attestation_key,
     )
     register(kit, service, settings.git_publish_concurrency)
     kit.background(batcher.run)

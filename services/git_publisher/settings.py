@@ -6,12 +6,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from libs.settings import PlatformSettings, setting
+from libs.settings import PlatformSettings, attestation_key, setting, strict_attestation_key_problems
 
 # A conservative branch name: what `git check-ref-format --branch` accepts, minus oddities.
 _BRANCH = re.compile(r"^(?!/)(?!.*//)(?!.*\.\.)(?!.*/$)(?!.*\.lock$)[A-Za-z0-9._/-]{1,200}$")
 _IDENTITY_FORBIDDEN = re.compile(r"[<>\x00-\x1f]")
-MIN_STRICT_SECRET_BYTES = 32
 
 
 @dataclass(frozen=True)
@@ -73,10 +72,19 @@ class GitPublisherSettings(PlatformSettings):
         "PATH", "/usr/local/bin:/usr/bin:/bin", doc="Where git, ssh and credential helpers are looked up."
     )
     git_home: str | None = setting("HOME", None, doc="Home directory git and ssh read their config from.")
+    attestation_hmac_secret: str | None = setting(
+        "PLATFORM_ATTESTATION_HMAC_SECRET",
+        None,
+        doc="Verifies the approval attestations of approval-gated bundles (the approval service's key).",
+        secret=True,
+    )
     approval_hmac_secret: str | None = setting(
         "PLATFORM_APPROVAL_HMAC_SECRET",
         None,
-        doc="Verifies approval attestations of approval-gated bundles (same secret as the approval service).",
+        doc=(
+            "Outside strict mode, verifies attestations when PLATFORM_ATTESTATION_HMAC_SECRET is unset "
+            "(as the approval service then signs with it); not needed otherwise."
+        ),
         secret=True,
     )
 
@@ -101,10 +109,19 @@ class GitPublisherSettings(PlatformSettings):
         if self.git_publish_concurrency < 1:
             problems.append("PLATFORM_GIT_PUBLISH_CONCURRENCY must be at least 1")
         if self.is_strict:
-            if not self.approval_hmac_secret:
-                problems.append("PLATFORM_APPROVAL_HMAC_SECRET is required in strict production mode")
-            elif len(self.approval_hmac_secret.encode()) < MIN_STRICT_SECRET_BYTES:
-                problems.append(
-                    "PLATFORM_APPROVAL_HMAC_SECRET must be at least 32 bytes in strict production"
-                )
+            # The approval secret is not required here: git-publisher only verifies
+            # attestations, and in strict mode only with the attestation key. When it is
+            # given anyway, the two must still differ.
+            problems.extend(
+                strict_attestation_key_problems(self.attestation_hmac_secret, self.approval_hmac_secret)
+            )
         return problems
+
+    @property
+    def attestation_key(self) -> str | None:
+        """The key attestations are verified with: the approval service's signing key.
+
+        Outside strict mode an unset attestation key falls back to the approval secret, as it
+        does in the approval service, so a development setup needs one secret only.
+        """
+        return attestation_key(self.attestation_hmac_secret, self.approval_hmac_secret, strict=self.is_strict)

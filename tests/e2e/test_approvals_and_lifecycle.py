@@ -12,9 +12,10 @@ import psycopg
 import pytest
 
 from contracts.attestation import verify_attestation
-from contracts.events import RequestApproved
+from contracts.events import RequestApproved, RequestPolicyEvaluated, RequestSubmitted
 from tests.support.api_flows import SIGNATURE_HEADER, approve, create, events_of, example, signature
-from tests.support.isolation import TEST_APPROVAL_SECRET
+from tests.support.gateway import mint
+from tests.support.isolation import TEST_APPROVAL_SECRET, TEST_ATTESTATION_SECRET, TEST_JWT_SECRET
 from tests.support.stack import RunningStack
 
 pytestmark = pytest.mark.e2e
@@ -129,7 +130,8 @@ def test_production_needs_a_signed_approval_then_an_explicit_reconcile(
     assert data.approved_by == [BOB]
     [carried] = data.approvals
     assert (carried.request_id, carried.approver, carried.class_name) == (request_id, BOB, "production")
-    assert verify_attestation(TEST_APPROVAL_SECRET, carried)
+    assert verify_attestation(TEST_ATTESTATION_SECRET, carried)
+    assert not verify_attestation(TEST_APPROVAL_SECRET, carried)  # approvers cannot make one
     assert carried.signature == attestation
     message = stack.git("log", "-1", "--format=%B", ready["git_commit_sha"])
     assert f"Approved-by: {BOB}" in message
@@ -189,6 +191,38 @@ def test_nobody_approves_a_request_they_created(stack: RunningStack, admin: http
     body = assert_error(response, 403, "forbidden")
     assert "created this request" in body["error"]
     assert admin.get(f"/v1/environment-requests/{request_id}").json()["status"] == "pending_approval"
+
+
+def test_a_token_without_the_email_claim_is_still_the_creator(
+    stack: RunningStack, stack_env: dict[str, str], bob: httpx.Client
+) -> None:
+    """The reviewer's reproduction: the actor is the email claim falling back to ``sub``, so
+    one person's second token without ``email`` is another actor. The subject, carried from
+    the create through policy to approval, still makes it the creator."""
+
+    def client(role: str, **claims: Any) -> httpx.Client:
+        token = mint(role, secret=TEST_JWT_SECRET, ttl=600, **claims)
+        return httpx.Client(base_url=stack.api_url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+    with client("admin", sub="u-1234", email="dana@example.com") as with_email:
+        request_id = create(with_email, example("production", app="ledger-sub"))["id"]
+        stack.wait_for_status(with_email, request_id, {"pending_approval"})
+    with client("admin", sub="u-1234", email=None) as without_email:
+        assert without_email.get("/v1/whoami").json()["actor"] == "u-1234"
+        response = approve(without_email, request_id, "u-1234")
+        body = assert_error(response, 403, "forbidden")
+        assert "created this request" in body["error"]
+        assert (
+            without_email.get(f"/v1/environment-requests/{request_id}").json()["status"] == "pending_approval"
+        )
+    # The submission carried the subject, and policy passed it on to approval.
+    [submitted] = [e.decode_data() for e in events_of(stack_env, request_id, "submitted")]
+    [evaluated] = [e.decode_data() for e in events_of(stack_env, request_id, "policy_evaluated")]
+    assert isinstance(submitted, RequestSubmitted)
+    assert isinstance(evaluated, RequestPolicyEvaluated)
+    assert submitted.created_by_subject == evaluated.created_by_subject == "u-1234"
+    # Someone else still approves it.
+    assert approve(bob, request_id, BOB).json()["status"] == "approved"
 
 
 def test_approving_twice_or_after_rejection_is_409(

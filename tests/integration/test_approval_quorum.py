@@ -22,7 +22,7 @@ from contracts.rpc import ApproveRequest, CreateRequest, GetRequest, RejectReque
 from libs.rpc import RpcClient, RpcError
 from tests.support.api_flows import request_body
 from tests.support.bus import publish_event, stream_events, wait_until
-from tests.support.isolation import TEST_APPROVAL_SECRET
+from tests.support.isolation import TEST_APPROVAL_SECRET, TEST_ATTESTATION_SECRET
 from tests.support.services import running_services
 
 pytestmark = pytest.mark.integration
@@ -59,6 +59,11 @@ async def rpc(platform_env: dict[str, str]) -> AsyncIterator[RpcClient]:
     nc = await nats.connect(platform_env["PLATFORM_NATS_URL"])
     yield RpcClient(nc, platform_env["PLATFORM_RPC_SUBJECT_PREFIX"], timeout=10)
     await nc.close()
+
+
+def without_email(actor: Actor) -> Actor:
+    """``actor``'s account as a token without the email claim shows it: the subject is the actor."""
+    return Actor(subject=actor.subject, actor=actor.subject, role="approver")
 
 
 def approval(request_id: str, actor: Actor) -> ApproveRequest:
@@ -103,6 +108,7 @@ async def pending_request(rpc: RpcClient, js: Any, prefix: str) -> str:
             created_by=ALICE.actor,
             class_name="regulated",
             plan=PLAN,
+            created_by_subject=ALICE.subject,
         ),
         source="policy",
     )
@@ -136,6 +142,14 @@ async def test_two_distinct_approvers_are_needed(platform_env: dict[str, str], r
         with pytest.raises(RpcError) as own:
             await rpc.call("approval", "approve", approval(request_id, ALICE))
         assert own.value.code == "forbidden"
+        # The same people with tokens lacking the email claim (the actor falls back to the
+        # subject): still the creator, still an approver who has approved.
+        with pytest.raises(RpcError) as own_subject:
+            await rpc.call("approval", "approve", approval(request_id, without_email(ALICE)))
+        assert own_subject.value.code == "forbidden"
+        with pytest.raises(RpcError) as twice_subject:
+            await rpc.call("approval", "approve", approval(request_id, without_email(BOB)))
+        assert twice_subject.value.code == "conflict"
 
         async def shows_bob() -> Any:
             view = await rpc.call("intake", "get_request", GetRequest(id=request_id, actor=ALICE))
@@ -175,7 +189,9 @@ async def test_two_distinct_approvers_are_needed(platform_env: dict[str, str], r
         assert len(decision.approvals) == 2
         for attestation in decision.approvals:
             assert attestation.class_name == "regulated"
-            assert verify_attestation(TEST_APPROVAL_SECRET, attestation)
+            # Signed with the server-side attestation key, which approvers do not hold.
+            assert verify_attestation(TEST_ATTESTATION_SECRET, attestation)
+            assert not verify_attestation(TEST_APPROVAL_SECRET, attestation)
         timeline = await rpc.call("intake", "list_events", GetRequest(id=request_id, actor=ALICE))
         types = [entry["type"] for entry in timeline["items"]]
         assert types.count("request.approval_recorded") == 2

@@ -63,6 +63,7 @@ def rendered(
     *,
     approvals: list[Attestation] | None = None,
     requires_approval: bool = False,
+    approvals_required: int | None = None,
 ) -> RequestRendered:
     files = [
         RenderedFile(name=name, content=f"# {name} for {request_id(n)} g{generation}\n")
@@ -78,15 +79,16 @@ def rendered(
         spec=spec(n, "production" if requires_approval else "preview"),
         approvals=approvals or [],
         requires_approval=requires_approval,
+        approvals_required=approvals_required,
     )
 
 
-def attestation(n: int, secret: str) -> Attestation:
+def attestation(n: int, secret: str, approver: str = "alice@example.com") -> Attestation:
     decided = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
     fields: dict[str, Any] = {
         "request_id": request_id(n),
         "generation": 0,
-        "approver": "alice@example.com",
+        "approver": approver,
         "class_name": "production",
         "decided_at": decided,
     }
@@ -224,30 +226,54 @@ async def test_a_redelivered_rendered_event_publishes_nothing_twice(
 async def test_an_approval_gated_bundle_needs_a_valid_attestation(
     service: ServiceKit, js: JetStreamContext, isolation: Isolation, remote: BareRemote, env: dict[str, str]
 ) -> None:
+    key = env["PLATFORM_ATTESTATION_HMAC_SECRET"]
     forged = rendered(1, approvals=[attestation(1, "not-the-approval-secret")], requires_approval=True)
     unapproved = rendered(2, requires_approval=True)
-    for bundle in (forged, unapproved):
+    # What an approver could make: every approver's CLI holds the approval secret, never the
+    # attestation key.
+    by_an_approver = rendered(
+        4,
+        approvals=[
+            attestation(4, env["PLATFORM_APPROVAL_HMAC_SECRET"], approver=name) for name in ("x@a", "y@a")
+        ],
+        requires_approval=True,
+        approvals_required=2,
+    )
+    # A valid attestation, but the plan requires two approvers.
+    short_of_quorum = rendered(
+        5, approvals=[attestation(5, key)], requires_approval=True, approvals_required=2
+    )
+    for bundle in (forged, unapproved, by_an_approver, short_of_quorum):
         await publish_event(js, isolation.events_prefix, bundle.request_id, bundle, source="renderer")
 
-    failures = decoded(await wait_for_events(js, isolation, "request.failed", 2), RequestFailed)
-    assert sorted(f.request_id for f in failures) == [request_id(1), request_id(2)]
+    failures = decoded(await wait_for_events(js, isolation, "request.failed", 4), RequestFailed)
+    assert sorted(f.request_id for f in failures) == [request_id(n) for n in (1, 2, 4, 5)]
     for failure in failures:
         assert failure.stage == "git_publisher"
         assert failure.error.startswith("approval attestation invalid")
         assert failure.generation == 1
+    [quorum_failure] = [f for f in failures if f.request_id == request_id(5)]
+    assert "the plan requires 2" in quorum_failure.error
     await wait_consumer_idle(js, isolation)
     assert remote.commits() == []
     assert await events_of(js, isolation, "request.published") == []
 
-    approved = rendered(
-        3, approvals=[attestation(3, env["PLATFORM_APPROVAL_HMAC_SECRET"])], requires_approval=True
-    )
+    approved = rendered(3, approvals=[attestation(3, key)], requires_approval=True)
     await publish_event(js, isolation.events_prefix, approved.request_id, approved, source="renderer")
     [published] = decoded(await wait_for_events(js, isolation, "request.published", 1), RequestPublished)
     assert published.request_id == request_id(3)
     trailers = remote.trailers(published.commit_sha)
     assert ("Approved-by", "alice@example.com") in trailers
     assert ("Approval-Attestation", approved.approvals[0].signature) in trailers
+
+    both = [attestation(6, key), attestation(6, key, approver="bob@example.com")]
+    quorum = rendered(6, approvals=both, requires_approval=True, approvals_required=2)
+    await publish_event(js, isolation.events_prefix, quorum.request_id, quorum, source="renderer")
+    published_events = decoded(await wait_for_events(js, isolation, "request.published", 2), RequestPublished)
+    [second] = [p for p in published_events if p.request_id == request_id(6)]
+    trailers = remote.trailers(second.commit_sha)
+    assert ("Approved-by", "alice@example.com") in trailers
+    assert ("Approved-by", "bob@example.com") in trailers
 
 
 async def test_teardown_removes_the_directory_and_reports_unpublished(

@@ -4,6 +4,7 @@ seeding, team budgets and their ledger, decisions stored on the request."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -14,10 +15,12 @@ import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from contracts.events import RequestRejected, RequestTeardownRequested
+from contracts.envelope import new_event
+from contracts.events import RequestRejected, RequestSubmitted, RequestTeardownRequested
 from contracts.models import Actor, RequestSpec
 from contracts.rpc import (
     CreateRequest,
+    DeleteRequest,
     GetClass,
     GetPolicyPack,
     GetQuotaProfile,
@@ -28,7 +31,15 @@ from contracts.rpc import (
     UpsertPolicyPack,
     UpsertQuotaProfile,
 )
+from libs.bus import Subjects
+from libs.database import Pool, open_pool
+from libs.inbox import Tx
+from libs.migrations import discover, migrate
+from libs.outbox import Outbox
 from libs.rpc import RpcClient, RpcError
+from libs.service_kit import ServiceKit
+from services.policy.adapters import repository
+from services.policy.service_layer.handlers import PolicyService
 from tests.support.api_flows import PREVIEW
 from tests.support.bus import publish_event, stream_events, wait_until
 from tests.support.services import answering, catalog_replicated, running_service, running_services
@@ -224,10 +235,20 @@ async def test_over_budget_with_the_approval_option_waits_for_approval(
         assert team["spend_usd"] == 150.0
 
 
+@contextlib.asynccontextmanager
+async def policy_replicas(environment: dict[str, str], count: int = 2) -> AsyncIterator[list[ServiceKit]]:
+    """``count`` policy services on the same database and stream, as replicas run in production:
+    they share each durable consumer, so the events of one request spread over them."""
+    async with contextlib.AsyncExitStack() as stack:
+        yield [await stack.enter_async_context(running_service("policy", environment)) for _ in range(count)]
+
+
 async def test_concurrent_requests_cannot_both_squeeze_under_the_budget(
     platform_env: dict[str, str], rpc: RpcClient
 ) -> None:
-    async with running_services(["policy", "intake", "approval"], platform_env):
+    # Two policy replicas: the team's row lock, not the order within one process, serialises
+    # the evaluations.
+    async with policy_replicas(platform_env), running_services(["intake", "approval"], platform_env):
         await catalog_replicated(rpc)
         await set_budget(rpc, 450)  # room for exactly three previews of $150
         ids = await asyncio.gather(*(create(rpc, app=f"app-{n}") for n in range(8)))
@@ -278,6 +299,151 @@ async def test_rejected_and_torn_down_environments_stop_counting(
         team = await wait_until(released, what="both environments released")
         assert team["active_environments"] == []
         assert (await settled(rpc, await create(rpc, app="four")))["status"] == "queued"
+
+
+# -- a release handled before the reservation it undoes ------------------------------------------------
+
+SPEC = msgspec.convert(PREVIEW, RequestSpec)
+
+
+def submitted(request_id: str) -> RequestSubmitted:
+    return RequestSubmitted(
+        request_id=request_id, spec=SPEC, created_by=ALICE.actor, created_at=datetime.now(UTC)
+    )
+
+
+def teardown(request_id: str) -> RequestTeardownRequested:
+    return RequestTeardownRequested(
+        request_id=request_id,
+        generation=2,
+        spec=SPEC,
+        gitops_path=f"clusters/us-east-1/teams/payments/payments-api/{request_id}",
+        namespace=f"payments-payments-api-{request_id[-8:]}",
+        requested_by=ALICE.actor,
+    )
+
+
+@contextlib.asynccontextmanager
+async def policy_service_layer(dsn: str) -> AsyncIterator[tuple[PolicyService, Pool]]:
+    """The policy service layer on its migrated, seeded schema; the test calls the handlers
+    itself, so it decides the order (and the overlap) of their transactions."""
+    await migrate(dsn, "policy", discover("services.policy"))
+    pool = await open_pool(dsn, "policy", "policy-test")
+    service = PolicyService(pool=pool, outbox=Outbox("policy", "policy", Subjects("t.events", "t.rpc")))
+    await service.seed_catalog()
+    try:
+        yield service, pool
+    finally:
+        await pool.close()
+
+
+async def handle_submitted(service: PolicyService, pool: Pool, data: RequestSubmitted) -> None:
+    envelope = new_event("request.submitted", "intake", data.request_id, data)
+    async with pool.connection() as conn, conn.transaction():
+        await service.on_request_submitted(envelope, data, Tx(conn, service.outbox))
+
+
+async def handle_teardown(service: PolicyService, pool: Pool, data: RequestTeardownRequested) -> None:
+    envelope = new_event("request.teardown_requested", "intake", data.request_id, data)
+    async with pool.connection() as conn, conn.transaction():
+        await service.on_teardown_requested(envelope, data, Tx(conn, service.outbox))
+
+
+async def spend_and_active(pool: Pool) -> tuple[float, list[str]]:
+    async with pool.connection() as conn:
+        spend = await repository.active_spend(conn, "payments")
+        active = [e.request_id for e in await repository.active_environments(conn, "payments")]
+    return spend, active
+
+
+async def test_a_teardown_handled_before_the_evaluation_reserves_nothing(database: str) -> None:
+    """Deleted right after it was created: the teardown reaches policy's teardowns consumer
+    before the evaluate consumer has handled the submission. The later evaluation must not
+    reserve the request's cost (it would never be released)."""
+    async with policy_service_layer(database) as (service, pool):
+        async with pool.connection() as conn, conn.transaction():
+            await repository.set_team_budget(conn, "payments", 200.0, "root@example.com")
+        deleted = "req-00000000000000d1"
+        await handle_teardown(service, pool, teardown(deleted))
+        await handle_submitted(service, pool, submitted(deleted))
+        assert await spend_and_active(pool) == (0.0, [])
+
+        # So the team's next request fits its $200 budget (with the leak: $150 + $150, rejected).
+        following = "req-00000000000000d2"
+        await handle_submitted(service, pool, submitted(following))
+        assert await spend_and_active(pool) == (150.0, [following])
+        async with pool.connection() as conn:
+            cursor = await conn.execute("SELECT request_id, outcome FROM decisions ORDER BY request_id")
+            assert [(r["request_id"], r["outcome"]) for r in await cursor.fetchall()] == [
+                (deleted, "allowed"),
+                (following, "allowed"),
+            ]
+        # A redelivered teardown changes nothing; the usual order still releases.
+        await handle_teardown(service, pool, teardown(deleted))
+        await handle_teardown(service, pool, teardown(following))
+        assert await spend_and_active(pool) == (0.0, [])
+
+
+@pytest.mark.parametrize("first", ["teardown", "evaluation"])
+async def test_overlapping_release_and_reservation_end_released_whichever_commits_first(
+    database: str, first: str
+) -> None:
+    """Two replicas, one handling the teardown and one the evaluation at the same time: the
+    first transaction is still open when the second starts. Either way nothing stays reserved."""
+    async with policy_service_layer(database) as (service, pool):
+        request_id = "req-00000000000000e1"
+        envelope_t = new_event("request.teardown_requested", "intake", request_id, teardown(request_id))
+        envelope_s = new_event("request.submitted", "intake", request_id, submitted(request_id))
+
+        async def second() -> None:
+            if first == "teardown":
+                await handle_submitted(service, pool, submitted(request_id))
+            else:
+                await handle_teardown(service, pool, teardown(request_id))
+
+        async with pool.connection() as conn:
+            async with conn.transaction():
+                tx = Tx(conn, service.outbox)
+                if first == "teardown":
+                    await service.on_teardown_requested(envelope_t, teardown(request_id), tx)
+                else:
+                    await service.on_request_submitted(envelope_s, submitted(request_id), tx)
+                other = asyncio.create_task(second())
+                await asyncio.sleep(0.3)  # the other replica's transaction is under way
+            await asyncio.wait_for(other, 10)
+        assert await spend_and_active(pool) == (0.0, [])
+
+
+async def test_requests_deleted_right_after_creation_leave_no_spend(
+    platform_env: dict[str, str], rpc: RpcClient, nc: NatsClient
+) -> None:
+    """The reviewer's reproduction through the real services: a burst of create-then-delete,
+    two policy replicas sharing the consumers. Every request is gone, so the team spends nothing."""
+    async with policy_replicas(platform_env), running_services(["intake", "approval"], platform_env):
+        await catalog_replicated(rpc)
+
+        async def create_and_delete(n: int) -> str:
+            request_id = await create(rpc, app=f"burst-{n}")
+            await rpc.call("intake", "delete", DeleteRequest(id=request_id, actor=ALICE))
+            return request_id
+
+        ids = set(await asyncio.gather(*(create_and_delete(n) for n in range(40))))
+        js = nc.jetstream()
+        stream = platform_env["PLATFORM_EVENTS_STREAM"]
+        prefix = platform_env["PLATFORM_EVENTS_SUBJECT_PREFIX"]
+
+        async def policy_done() -> bool:
+            # Every submission evaluated (the event is published only after its commit) and
+            # every teardown handled (acknowledged only after its commit).
+            evaluated = {
+                e.subject for e in await stream_events(js, stream, prefix, "request.policy_evaluated")
+            }
+            teardowns = await js.consumer_info(stream, "policy-teardowns")
+            return ids <= evaluated and teardowns.num_pending == 0 and teardowns.num_ack_pending == 0
+
+        await wait_until(policy_done, timeout=60, interval=0.2, what="policy handled every event")
+        team = await rpc.call("policy", "get_team", GetTeam(team="payments", actor=ROOT))
+        assert (team["spend_usd"], team["active_environments"]) == (0.0, [])
 
 
 async def test_team_reads_are_scoped_for_requesters_and_budgets_are_validated(

@@ -119,6 +119,8 @@ async def test_reconcile_requested_is_rendered_stored_and_announced_once(
     assert rendered.spec == request.spec
     assert rendered.estimated_monthly_cost_usd == 2400.0
     assert rendered.requires_approval is True
+    # git-publisher checks the attestations against the plan's quorum.
+    assert rendered.approvals_required == request.plan.approvals_required == 1
     assert [file.name for file in rendered.files] == CORE_FILES
     # Exactly the bytes the renderer produces offline for the same input: deterministic.
     expected = build_renderer(load_settings(RendererSettings, environment)).render(

@@ -14,6 +14,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 TEST_JWT_SECRET = "test-jwt-secret-that-is-long-enough-0123"
 TEST_APPROVAL_SECRET = "test-approval-secret-long-enough-0123456"
+# Distinct from the approval secret, as strict production requires: the tests run the
+# services the way production does, not on the development fallback.
+TEST_ATTESTATION_SECRET = "test-attestation-key-long-enough-0123456"
 
 
 def with_database(dsn: str, database: str) -> str:
@@ -96,6 +99,7 @@ def platform_environment(dsn: str, nats_url: str, isolation: Isolation) -> dict[
         "PLATFORM_SHUTDOWN_TIMEOUT_SECONDS": "5",
         "PLATFORM_JWT_HS256_SECRET": TEST_JWT_SECRET,
         "PLATFORM_APPROVAL_HMAC_SECRET": TEST_APPROVAL_SECRET,
+        "PLATFORM_ATTESTATION_HMAC_SECRET": TEST_ATTESTATION_SECRET,
     }
 
 

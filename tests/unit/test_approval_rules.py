@@ -13,6 +13,7 @@ from services.approval.domain.decisions import (
     ApprovalRecord,
     ApprovalStatus,
     check_signature_format,
+    same_person,
     validate_rejection,
 )
 
@@ -21,11 +22,14 @@ pytestmark = pytest.mark.unit
 SECRET = "approval-secret-that-is-32-bytes!"
 
 
-def record(required: int = 1, status: ApprovalStatus = ApprovalStatus.PENDING) -> ApprovalRecord:
+def record(
+    required: int = 1, status: ApprovalStatus = ApprovalStatus.PENDING, created_by_subject: str | None = None
+) -> ApprovalRecord:
     return ApprovalRecord(
         request_id="req-0123456789abcdef",
         class_name="production",
         created_by="alice@example.com",
+        created_by_subject=created_by_subject,
         approvals_required=required,
         status=status,
     )
@@ -83,6 +87,62 @@ def test_one_approval_completes_a_quorum_of_one() -> None:
 def test_nobody_approves_their_own_request() -> None:
     with pytest.raises(Forbidden, match="separation of duties"):
         record().approve("alice@example.com")
+
+
+@pytest.mark.parametrize(
+    ("approver", "subject"),
+    [
+        # The reviewer's reproduction: the creator's token had sub=u-1234 and an email; a
+        # token with the same sub and no email claim has the subject as its actor.
+        ("u-1234", "u-1234"),
+        # Whatever the actor says, the subject is the account.
+        ("someone-else@example.com", "u-1234"),
+        # Actors are e-mail addresses: case does not make another person.
+        ("Alice@Example.COM", "u-9999"),
+        ("ALICE@EXAMPLE.COM", None),
+    ],
+)
+def test_the_creator_is_recognised_by_subject_or_by_actor_in_any_case(
+    approver: str, subject: str | None
+) -> None:
+    pending = record(created_by_subject="u-1234")
+    with pytest.raises(Forbidden, match="separation of duties"):
+        pending.approve(approver, subject)
+    assert pending.approvers == []
+
+
+def test_without_the_creators_subject_the_actor_decides() -> None:
+    # A decision from a policy that did not pass the subject on (an older event).
+    with pytest.raises(Forbidden):
+        record().approve("alice@example.com", "u-1234")
+    assert record().approve("bob@example.com", "u-1234") is True
+
+
+def test_another_person_may_approve() -> None:
+    pending = record(created_by_subject="u-1234")
+    assert pending.approve("bob@example.com", "u-5678") is True
+    assert (pending.approvers, pending.approver_subjects) == (["bob@example.com"], ["u-5678"])
+
+
+def test_one_person_with_two_tokens_is_one_approver() -> None:
+    pending = record(required=2, created_by_subject="u-1234")
+    assert pending.approve("bob@example.com", "u-5678") is False
+    # Bob again, with a token lacking the email claim: the same subject, not a second vote.
+    with pytest.raises(Conflict, match="1 of 2"):
+        pending.approve("u-5678", "u-5678")
+    with pytest.raises(Conflict, match="1 of 2"):
+        pending.approve("BOB@example.com", "u-0000")
+    assert pending.status is ApprovalStatus.PENDING
+    assert pending.approve("carol@example.com", "u-9012") is True
+
+
+def test_same_person_needs_both_subjects_to_compare_them() -> None:
+    assert same_person("a@example.com", "s-1", "b@example.com", "s-1")
+    assert not same_person("a@example.com", "s-1", "b@example.com", "s-2")
+    assert not same_person("a@example.com", None, "b@example.com", None)
+    assert same_person("a@example.com", None, "A@EXAMPLE.com", "s-2")
+    # An empty subject is unknown, not a match.
+    assert not same_person("a@example.com", "", "b@example.com", "")
 
 
 def test_a_quorum_of_two_needs_two_distinct_approvers() -> None:

@@ -54,6 +54,7 @@ SECRET_STAND_INS = {
     "PLATFORM_POSTGRES_DSN": "postgresql://svc:pw@db.internal:5432/platform",
     "PLATFORM_NATS_URL": "nats://nats.nats.svc:4222",
     "PLATFORM_APPROVAL_HMAC_SECRET": "a" * 48,
+    "PLATFORM_ATTESTATION_HMAC_SECRET": "t" * 48,
     "PLATFORM_JWT_HS256_SECRET": "j" * 48,
     "PLATFORM_GITOPS_REPO_URL": "https://git.example.com/platform/gitops.git",
     "PLATFORM_GIT_TOKEN": "token",
@@ -463,6 +464,30 @@ def test_releases_agree_on_shared_settings(rendered: Rendered, variant: str) -> 
         env["renderer"]["PLATFORM_KUBERNETES_SCHEMA_VERSION"]
         == env["policy"]["PLATFORM_KUBERNETES_SCHEMA_VERSION"]
     )
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_only_approval_and_git_publisher_hold_the_attestation_key(rendered: Rendered, variant: str) -> None:
+    """The attestation key signs (approval) and verifies (git-publisher) what approvers must not
+    be able to forge; git-publisher never gets the approval secret every approver holds."""
+
+    def secret_refs(chart: str) -> dict[str, tuple[Any, ...]]:
+        objects = rendered[chart, variant]
+        env = effective_env(one(objects, "Deployment"), objects)
+        return {name: source for name, source in env.items() if source[0] == "secret"}
+
+    refs = {chart: secret_refs(chart) for chart in CHART_NAMES}
+    holders = {chart for chart in CHART_NAMES if "PLATFORM_ATTESTATION_HMAC_SECRET" in refs[chart]}
+    assert holders == {"approval", "git-publisher"}
+    assert "PLATFORM_APPROVAL_HMAC_SECRET" in refs["approval"]
+    assert "PLATFORM_APPROVAL_HMAC_SECRET" not in refs["git-publisher"]
+    for chart in holders:
+        assert refs[chart]["PLATFORM_ATTESTATION_HMAC_SECRET"][3] is False, "a required key, not optional"
+    if variant == "aws":  # one Secret for both releases, so they cannot disagree
+        assert (
+            refs["approval"]["PLATFORM_ATTESTATION_HMAC_SECRET"]
+            == refs["git-publisher"]["PLATFORM_ATTESTATION_HMAC_SECRET"]
+        )
 
 
 @pytest.mark.parametrize("chart", CHART_NAMES)

@@ -146,6 +146,40 @@ def test_missing_or_invalid_attestations_refuse_the_publish(attestations: list[A
         )
 
 
+@pytest.mark.parametrize("required", [None, 0, 1])
+def test_one_attestation_suffices_when_the_plan_requires_one_or_does_not_say(required: int | None) -> None:
+    # None: a bundle from a renderer that did not pass approvals_required on.
+    approvals = approvals_for_commit(
+        secret=SECRET,
+        request_id=REQUEST,
+        class_name="production",
+        attestations=[attestation()],
+        required=required,
+    )
+    assert [a.approver for a in approvals] == ["alice@example.com"]
+
+
+def test_the_plans_quorum_of_distinct_approvers_is_required() -> None:
+    alice, bob = attestation(), attestation(approver="bob@example.com")
+    with pytest.raises(RefusedChange, match=r"1 distinct approvers, the plan requires 2"):
+        approvals_for_commit(
+            secret=SECRET, request_id=REQUEST, class_name="production", attestations=[alice], required=2
+        )
+    # The same approver twice (in another spelling) is still one approver.
+    with pytest.raises(RefusedChange, match=ATTESTATION_INVALID):
+        approvals_for_commit(
+            secret=SECRET,
+            request_id=REQUEST,
+            class_name="production",
+            attestations=[alice, attestation(approver="ALICE@example.com")],
+            required=2,
+        )
+    approvals = approvals_for_commit(
+        secret=SECRET, request_id=REQUEST, class_name="production", attestations=[alice, bob], required=2
+    )
+    assert [a.approver for a in approvals] == ["alice@example.com", "bob@example.com"]
+
+
 def test_a_tampered_field_breaks_the_signature() -> None:
     good = attestation()
     assert verify_attestation(SECRET, good)

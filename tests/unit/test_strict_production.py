@@ -1,6 +1,7 @@
 """Strict production mode refuses to start without its security settings; each refusal names
 the variable to fix (SPEC.md "Auth": OIDC issuer and audience, approval secret, Postgres,
-team scoping, static JWT secrets only when allowed, no secret shorter than 32 bytes)."""
+team scoping, static JWT secrets only when allowed, no secret shorter than 32 bytes; and an
+attestation key that is not the approval secret every approver holds)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,15 @@ import pytest
 from libs.settings import SettingsError, load_settings
 from services.approval.settings import ApprovalSettings
 from services.gateway.settings import GatewaySettings
+from services.git_publisher.settings import GitPublisherSettings
 from services.platformd.registry import BACKEND_SERVICES, service_entry
 
 pytestmark = pytest.mark.unit
 
 LONG_SECRET = "s" * 32
+# Strict production wants an attestation key distinct from the approval secret.
+ATTESTATION_KEY = "t" * 32
+ATTESTATION = {"PLATFORM_ATTESTATION_HMAC_SECRET": ATTESTATION_KEY}
 DSN = "postgresql://platform@db.internal/platform"
 STRICT_GATEWAY = {
     "PLATFORM_STRICT_PRODUCTION": "true",
@@ -139,15 +144,101 @@ def test_oidc_algorithms_are_asymmetric_only() -> None:
 
 def test_the_approval_service_needs_its_secret() -> None:
     problems = refusals(
-        ApprovalSettings, {"PLATFORM_STRICT_PRODUCTION": "true", "PLATFORM_POSTGRES_DSN": DSN}
+        ApprovalSettings,
+        {"PLATFORM_STRICT_PRODUCTION": "true", "PLATFORM_POSTGRES_DSN": DSN, **ATTESTATION},
     )
     assert problems == ["PLATFORM_APPROVAL_HMAC_SECRET is required in strict production mode"]
-    short = {"PLATFORM_ENV": "prod", "PLATFORM_POSTGRES_DSN": DSN, "PLATFORM_APPROVAL_HMAC_SECRET": "x" * 16}
+    short = {
+        "PLATFORM_ENV": "prod",
+        "PLATFORM_POSTGRES_DSN": DSN,
+        "PLATFORM_APPROVAL_HMAC_SECRET": "x" * 16,
+        **ATTESTATION,
+    }
     assert refusals(ApprovalSettings, short) == [
         "PLATFORM_APPROVAL_HMAC_SECRET must be at least 32 bytes in strict production mode"
     ]
     good = {**short, "PLATFORM_APPROVAL_HMAC_SECRET": LONG_SECRET}
     assert load_settings(ApprovalSettings, good).approval_hmac_secret == LONG_SECRET
+
+
+# -- the attestation key (approval signs, git-publisher verifies) ---------------------------------
+
+STRICT_APPROVAL = {
+    "PLATFORM_STRICT_PRODUCTION": "true",
+    "PLATFORM_POSTGRES_DSN": DSN,
+    "PLATFORM_APPROVAL_HMAC_SECRET": LONG_SECRET,
+}
+STRICT_GIT_PUBLISHER = {
+    "PLATFORM_ENV": "prod",
+    "PLATFORM_POSTGRES_DSN": DSN,
+    "PLATFORM_GITOPS_REPO_URL": "https://git.example.com/platform/gitops.git",
+    "PLATFORM_GIT_PUSH_ENABLED": "true",
+}
+ATTESTING_SERVICES = {
+    "approval": (ApprovalSettings, STRICT_APPROVAL),
+    "git_publisher": (GitPublisherSettings, STRICT_GIT_PUBLISHER),
+}
+
+
+@pytest.mark.parametrize("service", list(ATTESTING_SERVICES))
+@pytest.mark.parametrize(
+    ("attestation_key", "message"),
+    [
+        (
+            None,
+            "PLATFORM_ATTESTATION_HMAC_SECRET is required in strict production mode "
+            "(a server-side key, distinct from PLATFORM_APPROVAL_HMAC_SECRET)",
+        ),
+        ("t" * 31, "PLATFORM_ATTESTATION_HMAC_SECRET must be at least 32 bytes in strict production mode"),
+        (
+            LONG_SECRET,
+            "PLATFORM_ATTESTATION_HMAC_SECRET must differ from PLATFORM_APPROVAL_HMAC_SECRET in strict "
+            "production mode (approvers hold the approval secret and could forge attestations with it)",
+        ),
+    ],
+    ids=["missing", "short", "the-approval-secret"],
+)
+def test_strict_production_needs_an_attestation_key_of_its_own(
+    service: str, attestation_key: str | None, message: str
+) -> None:
+    settings_class, strict = ATTESTING_SERVICES[service]
+    # git-publisher does not need the approval secret, but if it has it, the keys must differ.
+    env = {**strict, "PLATFORM_APPROVAL_HMAC_SECRET": LONG_SECRET}
+    if attestation_key is not None:
+        env["PLATFORM_ATTESTATION_HMAC_SECRET"] = attestation_key
+    assert refusals(settings_class, env) == [message]
+
+
+@pytest.mark.parametrize("service", list(ATTESTING_SERVICES))
+def test_strict_production_signs_and_verifies_with_the_attestation_key(service: str) -> None:
+    settings_class, strict = ATTESTING_SERVICES[service]
+    settings = load_settings(settings_class, {**strict, **ATTESTATION})
+    assert settings.attestation_key == ATTESTATION_KEY
+
+
+def test_git_publisher_does_not_need_the_approvers_secret_in_strict_production() -> None:
+    settings = load_settings(GitPublisherSettings, {**STRICT_GIT_PUBLISHER, **ATTESTATION})
+    assert settings.approval_hmac_secret is None
+    assert settings.attestation_key == ATTESTATION_KEY
+
+
+@pytest.mark.parametrize("service", list(ATTESTING_SERVICES))
+def test_outside_strict_mode_the_attestation_key_falls_back_to_the_approval_secret(service: str) -> None:
+    settings_class, _ = ATTESTING_SERVICES[service]
+    dev = {"PLATFORM_APPROVAL_HMAC_SECRET": "dev-approval-secret"}
+    assert load_settings(settings_class, dev).attestation_key == "dev-approval-secret"
+    assert load_settings(settings_class, {**dev, **ATTESTATION}).attestation_key == ATTESTATION_KEY
+    assert load_settings(settings_class, {}).attestation_key is None
+
+
+def test_the_attestation_key_can_come_from_a_file(tmp_path: Path) -> None:
+    key_file = tmp_path / "attestation-key"
+    key_file.write_text(ATTESTATION_KEY + "\n")
+    env = {**STRICT_APPROVAL, "PLATFORM_ATTESTATION_HMAC_SECRET_FILE": str(key_file)}
+    assert load_settings(ApprovalSettings, env).attestation_key == ATTESTATION_KEY
+    missing = {**STRICT_APPROVAL, "PLATFORM_ATTESTATION_HMAC_SECRET_FILE": str(tmp_path / "missing")}
+    [problem] = [p for p in refusals(ApprovalSettings, missing) if "_FILE" in p]
+    assert problem.startswith("PLATFORM_ATTESTATION_HMAC_SECRET_FILE: cannot read the file")
 
 
 def test_an_unreadable_secret_file_is_a_start_up_error(tmp_path: Path) -> None:

@@ -94,7 +94,7 @@ Settings the code marks secret (`setting(..., secret=True)`). They may only be r
 into a Secret; tests/unit/test_charts.py fails when this list and the code disagree.
 */}}
 {{- define "platform-lib.secretSettings" -}}
-{{- list "PLATFORM_POSTGRES_DSN" "PLATFORM_NATS_URL" "PLATFORM_JWT_HS256_SECRET" "PLATFORM_APPROVAL_HMAC_SECRET" "PLATFORM_GITOPS_REPO_URL" "PLATFORM_GIT_TOKEN" | toJson -}}
+{{- list "PLATFORM_POSTGRES_DSN" "PLATFORM_NATS_URL" "PLATFORM_JWT_HS256_SECRET" "PLATFORM_APPROVAL_HMAC_SECRET" "PLATFORM_ATTESTATION_HMAC_SECRET" "PLATFORM_GITOPS_REPO_URL" "PLATFORM_GIT_TOKEN" | toJson -}}
 {{- end -}}
 
 {{- define "platform-lib.kubeconfigDir" -}}/etc/platform/kubeconfig{{- end -}}

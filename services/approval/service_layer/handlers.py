@@ -49,7 +49,12 @@ def utcnow() -> datetime:
 class ApprovalService:
     pool: Pool
     outbox: Outbox
+    # Verifies the client's approval signature; every approver's CLI holds it.
     secret: str | None = None
+    # Signs the attestations: a server-side key only this service and git-publisher hold, so
+    # an approver cannot forge one (settings.attestation_key: outside strict mode it may be
+    # the approval secret again).
+    attestation_secret: str | None = None
     # How long a command waits for the approval record of a request intake already shows
     # as pending: both consume the same policy decision, and intake may be a moment ahead.
     record_wait_seconds: float = 3.0
@@ -64,6 +69,7 @@ class ApprovalService:
             request_id=data.request_id,
             class_name=data.class_name,
             created_by=data.created_by,
+            created_by_subject=data.created_by_subject,
             requires_approval=data.requires_approval,
             approvals_required=data.approvals_required,
             status=str(status),
@@ -74,10 +80,12 @@ class ApprovalService:
                 RequestApproved(request_id=data.request_id, automatic=True, approved_by=[AUTOMATIC_APPROVER]),
             )
 
-    def _require_secret(self) -> str:
-        if not self.secret:
-            raise Unavailable("approvals are not configured on this platform (no approval secret)")
-        return self.secret
+    def _require_secrets(self) -> tuple[str, str]:
+        if not self.secret or not self.attestation_secret:
+            raise Unavailable(
+                "approvals are not configured on this platform (no approval or attestation secret)"
+            )
+        return self.secret, self.attestation_secret
 
     async def _wait_for_record(self, request_id: str) -> None:
         loop = asyncio.get_running_loop()
@@ -95,7 +103,7 @@ class ApprovalService:
     async def approve(self, command: ApproveRequest) -> dict[str, Any]:
         """One approver's signed approval: 401 bad signature, 403 own request, 409 not pending
         or approved twice; ``request.approved`` once the quorum is met."""
-        secret = self._require_secret()
+        secret, attestation_secret = self._require_secrets()
         check_signature_format(command.signature)
         await self._wait_for_record(command.id)
         approver = command.actor.actor
@@ -110,7 +118,7 @@ class ApprovalService:
                     "the approval signature does not verify: it must be the HMAC-SHA256 of "
                     f"approve:{command.id}:{approver}:{record.class_name} with the approval secret"
                 )
-            complete = record.approve(approver)
+            complete = record.approve(approver, command.actor.subject)
             decided_at = utcnow()
             attestation = Attestation(
                 request_id=command.id,
@@ -119,7 +127,7 @@ class ApprovalService:
                 class_name=record.class_name,
                 decided_at=decided_at,
                 signature=sign_attestation(
-                    secret,
+                    attestation_secret,
                     request_id=command.id,
                     generation=command.generation,
                     approver=approver,
@@ -127,7 +135,7 @@ class ApprovalService:
                     decided_at=decided_at,
                 ),
             )
-            await repository.add_approval(conn, attestation)
+            await repository.add_approval(conn, attestation, command.actor.subject)
             await self.outbox.add(
                 conn,
                 command.id,

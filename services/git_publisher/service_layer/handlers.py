@@ -70,7 +70,8 @@ class GitPublisherService:
     pool: Pool
     submitter: ChangeSubmitter
     branch: str
-    approval_secret: str | None
+    # The approval service's attestation key (settings.attestation_key).
+    attestation_secret: str | None
     mode: Literal["direct", "pull_request"] = "direct"
 
     async def _refuse(self, tx: Tx, request_id: str, generation: int, refusal: RefusedChange) -> None:
@@ -113,10 +114,11 @@ class PublishRendered:
         try:
             approvals = (
                 approvals_for_commit(
-                    secret=self.service.approval_secret,
+                    secret=self.service.attestation_secret,
                     request_id=data.request_id,
                     class_name=data.spec.class_name,
                     attestations=data.approvals,
+                    required=data.approvals_required,
                 )
                 if data.requires_approval
                 else []

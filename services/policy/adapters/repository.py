@@ -251,21 +251,46 @@ async def active_environments(conn: Conn, team: str) -> list[TeamEnvironment]:
     ]
 
 
-async def reserve(conn: Conn, *, request_id: str, team: str, class_name: str, cost: float) -> None:
-    """Count an allowed request in its team's spend (once: a re-evaluation keeps the first)."""
-    await conn.execute(
+async def reserve(conn: Conn, *, request_id: str, team: str, class_name: str, cost: float) -> bool:
+    """Count an allowed request in its team's spend; True when this call reserved it.
+
+    Once per request: a re-evaluation keeps the first reservation, and a request whose release
+    was handled first has a tombstone (see :func:`release`) and is never counted. Both are the
+    primary-key conflict, which also holds across replicas: an INSERT that meets the
+    uncommitted tombstone of a concurrent release waits for it and then does nothing.
+    """
+    cursor = await conn.execute(
         "INSERT INTO environments (request_id, team, class, estimated_monthly_cost_usd)"
         " VALUES (%s, %s, %s, %s) ON CONFLICT (request_id) DO NOTHING",
         [request_id, team, class_name, cost],
     )
+    return cursor.rowcount == 1
 
 
-async def release(conn: Conn, request_id: str, because: str) -> bool:
-    """Stop counting the request in its team's spend; False if it was not counted."""
+async def is_released(conn: Conn, request_id: str) -> bool:
     cursor = await conn.execute(
-        "UPDATE environments SET released_at = now(), released_because = %s"
-        " WHERE request_id = %s AND released_at IS NULL",
-        [because, request_id],
+        "SELECT 1 FROM environments WHERE request_id = %s AND released_at IS NOT NULL", [request_id]
+    )
+    return await cursor.fetchone() is not None
+
+
+async def release(conn: Conn, request_id: str, *, team: str, class_name: str, because: str) -> bool:
+    """Stop counting the request in its team's spend, whether or not it is counted yet.
+
+    The release and the reservation come from different events on different consumers, so
+    the release may be handled first. It then leaves a tombstone (released, never reserved:
+    no cost, no ``reserved_at``) that makes the later :func:`reserve` a no-op; otherwise the
+    deleted request would be reserved afterwards and count forever. The upsert waits for a
+    concurrent uncommitted reservation of the same request and then releases it, so either
+    order of commits ends released. False when the request was released already (the first
+    release's reason stays).
+    """
+    cursor = await conn.execute(
+        "INSERT INTO environments (request_id, team, class, estimated_monthly_cost_usd, reserved_at,"
+        " released_at, released_because) VALUES (%s, %s, %s, NULL, NULL, now(), %s)"
+        " ON CONFLICT (request_id) DO UPDATE SET released_at = now(),"
+        " released_because = EXCLUDED.released_because WHERE environments.released_at IS NULL",
+        [request_id, team, class_name, because],
     )
     return cursor.rowcount == 1
 
@@ -302,3 +327,10 @@ async def record_decision(
             Jsonb(msgspec.to_builtins(budget)) if budget is not None else None,
         ],
     )
+
+
+async def decided_team_and_class(conn: Conn, request_id: str) -> tuple[str, str] | None:
+    """The team and class policy decided ``request_id`` for, if it has."""
+    cursor = await conn.execute("SELECT team, class FROM decisions WHERE request_id = %s", [request_id])
+    row = await cursor.fetchone()
+    return (row["team"], row["class"]) if row else None

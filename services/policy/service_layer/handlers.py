@@ -124,13 +124,17 @@ class PolicyService:
             budget=decision.budget,
         )
         if decision.allowed and decision.plan is not None:
-            await repository.reserve(
+            reserved = await repository.reserve(
                 tx.conn,
                 request_id=data.request_id,
                 team=spec.team,
                 class_name=spec.class_name,
                 cost=decision.plan.estimated_monthly_cost_usd,
             )
+            if not reserved and await repository.is_released(tx.conn, data.request_id):
+                # Deleted (or rejected) before this evaluation ran: its release left a
+                # tombstone, and a request on its way out must not take budget.
+                log.info("request already released; nothing reserved")
         await tx.emit(
             data.request_id,
             RequestPolicyEvaluated(
@@ -144,14 +148,37 @@ class PolicyService:
                 class_name=spec.class_name,
                 plan=decision.plan,
                 budget=decision.budget,
+                # Passed on for the approval service's separation of duties.
+                created_by_subject=data.created_by_subject,
             ),
         )
 
     async def on_request_rejected(self, envelope: Envelope, data: RequestRejected, tx: Tx) -> None:
         """An approver rejected the request: it will never exist, so it stops counting."""
-        await repository.release(tx.conn, data.request_id, "rejected")
+        # The event names no team: take it from our own decision, which always exists here
+        # (approval rejects only requests whose policy decision it received, and that decision
+        # was committed together with the reservation).
+        decided = await repository.decided_team_and_class(tx.conn, data.request_id)
+        if decided is None:
+            log.warning("rejection of a request policy has not evaluated; nothing to release")
+            return
+        team, class_name = decided
+        await repository.release(
+            tx.conn, data.request_id, team=team, class_name=class_name, because="rejected"
+        )
 
     async def on_teardown_requested(self, envelope: Envelope, data: RequestTeardownRequested, tx: Tx) -> None:
         """Deleted or expired: the environment is on its way out (deletion is final), so its
-        share of the budget is free for the team's next request right away."""
-        await repository.release(tx.conn, data.request_id, f"teardown ({data.reason})")
+        share of the budget is free for the team's next request right away.
+
+        This may run before the request's evaluation (a delete right after the create: the
+        two events reach separate consumers); the release then leaves a tombstone so the
+        evaluation reserves nothing (:func:`repository.release`).
+        """
+        await repository.release(
+            tx.conn,
+            data.request_id,
+            team=data.spec.team,
+            class_name=data.spec.class_name,
+            because=f"teardown ({data.reason})",
+        )

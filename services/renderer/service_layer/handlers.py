@@ -39,6 +39,8 @@ def rendered_event(request: RequestReconcileRequested, bundle: Bundle) -> Reques
         approvals=request.approvals,
         estimated_monthly_cost_usd=request.plan.estimated_monthly_cost_usd,
         requires_approval=request.plan.requires_approval,
+        # git-publisher's quorum check: the attestations must come from this many approvers.
+        approvals_required=request.plan.approvals_required,
     )
 
 
