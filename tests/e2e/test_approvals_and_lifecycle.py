@@ -350,7 +350,7 @@ def test_extend_within_the_class_maximum(
     assert fields == {"ttl", "app", "ttl_hours"}
     assert_error(viewer.patch(path, json={"ttl_hours": 2}), 403, "forbidden")
     with stack.client("sam@example.com", "requester", ["search"]) as other_team:
-        assert_error(other_team.patch(path, json={"ttl_hours": 2}), 404, "not_found")
+        assert_error(other_team.patch(path, json={"ttl_hours": 2}), 403, "forbidden")
     extension = [e for e in alice.get(f"{path}/events").json()["items"] if e["type"] == "request.extended"]
     assert [(e["data"]["previous_ttl_hours"], e["data"]["ttl_hours"]) for e in extension] == [(24, 72)]
 

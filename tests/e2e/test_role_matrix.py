@@ -4,8 +4,8 @@ Each cell is one test: a route, a role (or no token), the token's team scope (no
 claim, the request's team, another team) and whether the gateway enforces team scoping
 (a second gateway process with ``PLATFORM_ENFORCE_TEAM_SCOPE=true`` in front of the same
 services). Allowed cells must answer the route's 2xx (and really act: each acting cell
-gets a request of its own in the right state), denied ones 403, requests of other teams
-404 (their ids are not revealed), and no token 401.
+gets a request of its own in the right state), denied ones 403 (including requests of other
+teams), and no token 401.
 
 The table is data: routes added later (class and budget administration) are new rows.
 """
@@ -59,7 +59,7 @@ class Route:
     target: str | None = None
     fresh: bool = False
     team_scoped: bool = True
-    other_team: int = 404
+    other_team: int = 403
     body: Callable[[str], Any] | None = None
     params: dict[str, str] = field(default_factory=dict)
     # A PUT that writes back what this GET returns (minus ``name``): a real, harmless upsert.

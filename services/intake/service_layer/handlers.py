@@ -154,9 +154,12 @@ def teams_in_scope(actor: Actor) -> list[str] | None:
 def _check_visible(actor: Actor, request: EnvironmentRequest) -> None:
     scope = teams_in_scope(actor)
     if scope is not None and request.spec.team not in scope:
-        # Same answer as a missing request: do not reveal other teams' request ids. This
-        # holds for commands too, so probing ids with a DELETE tells nothing either.
-        raise NotFound(f"environment request {request.id} not found")
+        # SPEC: wrong team is 403 (as the original answered). Request ids are 64 random
+        # bits, so confirming that one exists tells a caller nothing they could guess.
+        raise Forbidden(
+            f"environment request {request.id} belongs to team {request.spec.team}, not one of your teams",
+            details=[{"field": "team", "message": "not in the token's teams"}],
+        )
 
 
 def _check_team(actor: Actor, team: str) -> None:
