@@ -450,7 +450,9 @@ async def test_an_api_outage_is_retried_until_the_cluster_answers(
         if outage["left"] > 0:
             outage["left"] -= 1
             raise kmock.KubernetesError(status=503, reason="ServiceUnavailable", message="etcd is unhappy")
-        raise NotImplementedError  # outage over: fall through to the emulator's own handling
+        # Outage over: this reaction stops matching (kmock disables it) and the emulator's own
+        # handling answers from now on.
+        raise kmock.ReactionMismatchError
 
     emulator[re.compile(r"/api/v1/namespaces/[^/]+/limitranges.*")] << unavailable
     harness = await start_applying()
