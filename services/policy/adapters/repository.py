@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 from psycopg.types.json import Jsonb
 
 from contracts.models import (
@@ -41,20 +41,16 @@ async def insert_seed_class(conn: Conn, environment_class: EnvironmentClass) -> 
     return cursor.rowcount == 1
 
 
-async def insert_seed_quota_profile(conn: Conn, profile: QuotaProfile) -> bool:
+async def insert_seed_definition(
+    conn: Conn, table: Literal["quota_profiles", "policy_packs"], definition: QuotaProfile | PolicyPack
+) -> bool:
+    """Insert a seed quota profile or policy pack unless one of that name exists."""
     cursor = await conn.execute(
-        "INSERT INTO quota_profiles (name, definition, seeded, updated_by) VALUES (%s, %s, true, %s)"
-        " ON CONFLICT (name) DO NOTHING",
-        [profile.name, Jsonb(msgspec.to_builtins(profile)), SEED_ACTOR],
-    )
-    return cursor.rowcount == 1
-
-
-async def insert_seed_policy_pack(conn: Conn, pack: PolicyPack) -> bool:
-    cursor = await conn.execute(
-        "INSERT INTO policy_packs (name, definition, seeded, updated_by) VALUES (%s, %s, true, %s)"
-        " ON CONFLICT (name) DO NOTHING",
-        [pack.name, Jsonb(msgspec.to_builtins(pack)), SEED_ACTOR],
+        sql.SQL(
+            "INSERT INTO {} (name, definition, seeded, updated_by) VALUES (%s, %s, true, %s)"
+            " ON CONFLICT (name) DO NOTHING"
+        ).format(sql.Identifier(table)),
+        [definition.name, Jsonb(msgspec.to_builtins(definition)), SEED_ACTOR],
     )
     return cursor.rowcount == 1
 

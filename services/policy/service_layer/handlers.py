@@ -69,9 +69,9 @@ class PolicyService:
         seeded = []
         async with self.pool.connection() as conn, conn.transaction():
             for profile in catalog_files.seed_quota_profiles():
-                await repository.insert_seed_quota_profile(conn, profile)
+                await repository.insert_seed_definition(conn, "quota_profiles", profile)
             for pack in catalog_files.seed_policy_packs():
-                await repository.insert_seed_policy_pack(conn, pack)
+                await repository.insert_seed_definition(conn, "policy_packs", pack)
             for environment_class in catalog_files.seed_classes():
                 if await repository.insert_seed_class(conn, environment_class):
                     seeded.append(environment_class.name)
