@@ -202,6 +202,26 @@ class Components:
         return dict(sorted(found.items()))
 
 
+def normalised_descriptions(node: Any) -> Any:
+    """``node`` with every ``description`` cleaned as :func:`inspect.cleandoc` cleans a docstring.
+
+    msgspec copies docstrings into descriptions, and how it trims them changed between
+    releases (0.23 dedents continuation lines, earlier releases kept them indented). Cleaning
+    every description here, idempotently, makes the committed files a function of the models
+    alone, whichever msgspec is installed.
+    """
+    if isinstance(node, dict):
+        return {
+            key: inspect.cleandoc(value)
+            if key == "description" and isinstance(value, str)
+            else normalised_descriptions(value)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [normalised_descriptions(value) for value in node]
+    return node
+
+
 def _ref_names(node: Any, prefix: str) -> Iterable[str]:
     if isinstance(node, dict):
         ref = node.get("$ref")
@@ -230,7 +250,7 @@ def components(ref_template: str) -> Components:
     refs, schemas = msgspec.json.schema_components(models, ref_template=ref_template)
     return Components(
         refs=dict(zip(models, refs, strict=True)),
-        schemas=dict(schemas),
+        schemas=normalised_descriptions(dict(schemas)),
         prefix=ref_template.removesuffix("{name}"),
     )
 
@@ -259,7 +279,7 @@ def envelope_schema(event_type: str, version: int, data_ref: Mapping[str, Any]) 
         elif name == "data":
             prop = dict(data_ref)
         else:
-            prop = msgspec.json.schema(annotations[field.name])
+            prop = normalised_descriptions(msgspec.json.schema(annotations[field.name]))
             if "$defs" in prop:
                 raise ContractGenerationError(
                     f"envelope field {name!r} needs components; extend envelope_schema"

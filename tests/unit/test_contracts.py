@@ -64,6 +64,43 @@ def test_generation_is_deterministic() -> None:
     assert generate.generated_files() == generate.generated_files()
 
 
+def _msgspec_0_22_doc(t: Any) -> str:
+    """How msgspec up to 0.22 turned a docstring into a description: continuation lines kept
+    their indentation (0.23 dedents them like ``inspect.cleandoc``)."""
+    import textwrap
+
+    cls = getattr(t.cls, "__origin__", t.cls)
+    doc = getattr(cls, "__doc__", "") or ""
+    return textwrap.dedent(doc).strip("\r\n")
+
+
+def _msgspec_0_23_doc(t: Any) -> str:
+    import inspect
+
+    cls = getattr(t.cls, "__origin__", t.cls)
+    return inspect.cleandoc(getattr(cls, "__doc__", "") or "")
+
+
+@pytest.mark.parametrize(
+    "doc_style", [_msgspec_0_22_doc, _msgspec_0_23_doc], ids=["msgspec-0.22", "msgspec-0.23"]
+)
+def test_generated_bytes_do_not_depend_on_how_msgspec_trims_docstrings(
+    doc_style: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The committed files are a function of the models alone: with either msgspec's way of
+    copying docstrings (indented continuation lines or not) the generator writes the same bytes."""
+    from msgspec import _json_schema
+
+    monkeypatch.setattr(_json_schema, "_get_doc", doc_style)
+    raw = msgspec.json.schema(generate.RPC_MESSAGES[sorted(generate.RPC_MESSAGES)[0]])
+    assert raw, "the patched msgspec still produces schemas"
+    files = generate.generated_files()
+    committed = {path: path.read_text(encoding="utf-8") for path in files}
+    assert files == committed
+    indented = [path.name for path, text in files.items() if "\\n    " in text and path.suffix == ".json"]
+    assert not indented, f"descriptions keep docstring indentation in {indented}"
+
+
 # --- (b) the golden corpus decodes and round-trips ---------------------------------------------
 
 
