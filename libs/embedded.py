@@ -64,10 +64,18 @@ def _find_executable(name: str, extra_dirs: list[Path]) -> Path | None:
 class EmbeddedNats:
     """A JetStream-enabled ``nats-server`` storing under ``store_dir``."""
 
-    def __init__(self, store_dir: Path, port: int | None = None, sync_always: bool = False) -> None:
+    def __init__(
+        self,
+        store_dir: Path,
+        port: int | None = None,
+        sync_always: bool = False,
+        http_port: int | None = None,
+    ) -> None:
         self.store_dir = store_dir
         self.port = port or free_port()
         self.sync_always = sync_always
+        # The monitoring port (/varz, /jsz, /healthz); none unless asked for.
+        self.http_port = http_port
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -87,8 +95,9 @@ class EmbeddedNats:
         # sync_interval: always fsyncs every write; the default (2 min) can lose acked
         # messages on power loss, which is acceptable for a dev stack, not for production.
         sync = "\n  sync_interval: always" if self.sync_always else ""
+        monitoring = f'http: "127.0.0.1:{self.http_port}"\n' if self.http_port else ""
         config.write_text(
-            f'listen: "127.0.0.1:{self.port}"\n'
+            f'listen: "127.0.0.1:{self.port}"\n{monitoring}'
             f'jetstream {{\n  store_dir: "{self.store_dir / "jetstream"}"{sync}\n}}\n'
         )
         log = self.store_dir / "nats-server.log"
