@@ -5,30 +5,54 @@ set, migrations, a GitOps repository with a local bare remote (unless
 ``PLATFORM_GITOPS_REPO_URL`` is set) so pushes are real, and all seven services as child
 processes. State lives under ``./state`` (``PLATFORM_STATE_DIR``); running it again
 reuses it. Ctrl-C stops every child cleanly.
+
+One launcher per state directory: it holds an exclusive lock on ``<state>/platformd.lock``
+(which names its pid) for as long as it runs, and a second one on the same directory is
+refused before it touches any server. The launcher records every process it starts in
+``<state>/platformd.pids``; a launcher that was killed leaves those running, and the next
+one on that state stops them (after checking each pid still is that process) before
+starting its own. It never signals a process it did not start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import json
+import os
+import shlex
 import signal
+import socket
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
+from typing import IO
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from libs.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedServerError, port_is_free
+from libs.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedServerError, free_port, port_is_free
 from libs.migrations import discover, migrate
-from libs.settings import load_settings, setting
+from libs.settings import load_settings, setting, split_address
 from services.platformd.process_stack import ProcessStack, git_init_bare, python_bin_dir
 from services.platformd.registry import BACKEND_SERVICES, service_entry
 
 DEV_JWT_SECRET = "dev-jwt-secret"  # noqa: S105 - printed development default, refused in strict mode
 DEV_APPROVAL_SECRET = "dev-approval-secret"  # noqa: S105 - printed development default
+
+LOCK_FILE = "platformd.lock"
+PIDS_FILE = "platformd.pids"
+# The order of the preferred ops ports from PLATFORM_DEV_OPS_BASE_PORT: with the default
+# base these are each service's own PLATFORM_HEALTH_ADDRESS default (9101..9106), the
+# ports docs/architecture.md, compose.yaml and the charts use.
+OPS_PORT_ORDER = ("intake", "policy", "approval", "renderer", "git_publisher", "cluster_bootstrapper")
+NATS_ROLE = "nats-server"
+POSTGRES_ROLE = "postgres"
+LEFTOVER_STOP_SECONDS = 20.0
 
 
 @dataclass(frozen=True)
@@ -52,13 +76,278 @@ class DevStackSettings:
         "PLATFORM_APPROVAL_HMAC_SECRET", DEV_APPROVAL_SECRET, doc="Dev approval secret.", secret=True
     )
     nats_port: int = setting("PLATFORM_DEV_NATS_PORT", 14222, doc="Preferred port of the embedded NATS.")
+    nats_http_port: int = setting(
+        "PLATFORM_DEV_NATS_HTTP_PORT",
+        8222,
+        doc="Preferred monitoring port (/varz, /jsz, /healthz) of the embedded NATS.",
+    )
     postgres_port: int = setting(
         "PLATFORM_DEV_POSTGRES_PORT", 15432, doc="Preferred port of the embedded Postgres."
     )
+    ops_base_port: int = setting(
+        "PLATFORM_DEV_OPS_BASE_PORT",
+        9101,
+        doc="Preferred ops port of intake; policy, approval, renderer, git-publisher and "
+        "cluster-bootstrapper prefer the next five. A taken port falls back to a free one.",
+    )
+
+
+class DevStackRefused(Exception):
+    """The dev stack will not start; the message says why and what to do."""
 
 
 def _say(message: str = "") -> None:
     print(message, flush=True)
+
+
+def _complain(message: str) -> None:
+    print(f"platformd dev: {message}", file=sys.stderr, flush=True)
+
+
+# --- one launcher per state directory -------------------------------------------------
+
+
+class StateLock:
+    """An exclusive ``flock`` on ``<state>/platformd.lock`` naming the holder's pid.
+
+    The kernel drops the lock when the holder exits, however it exits (a SIGKILLed
+    launcher frees it too), so a free lock means no live launcher uses the state. Child
+    processes must not inherit the descriptor, or they would keep the lock alive after
+    the launcher died; Python opens files non-inheritable and ``Popen`` closes the rest.
+    """
+
+    def __init__(self, state: Path) -> None:
+        self.path = state / LOCK_FILE
+        self._handle: IO[str] | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._handle is not None
+
+    def acquire(self) -> None:
+        handle = self.path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            state = self.path.parent
+            raise DevStackRefused(
+                f"{state} is in use by another platformd dev (pid {holder}); only one may run on a "
+                f"state directory. Use the running one, stop it (Ctrl-C in its terminal, or kill "
+                f"{holder}), or start this one on its own state: PLATFORM_STATE_DIR=<another dir> "
+                f"(and another PLATFORM_ADDRESS) make run"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._handle = handle
+
+    def release(self) -> None:
+        if self._handle is None:
+            return
+        self._handle.truncate(0)
+        # Not unlinked: a launcher waiting on the old inode would lock a file nobody else sees.
+        self._handle.close()
+        self._handle = None
+
+
+# --- what this launcher started ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StartedProcess:
+    role: str
+    pid: int
+    # Clock ticks after boot (/proc/<pid>/stat): with the command line it tells the process
+    # apart from a later one that got the same pid.
+    start_time: int
+    cmdline: list[str]
+
+
+def _identity(pid: int) -> tuple[int, list[str]] | None:
+    """(start time, command line) of a live process; None when it is gone or a zombie.
+
+    Without /proc (not Linux) nothing can be verified, so nothing counts as alive and no
+    leftover is ever signalled.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()
+    if len(fields) < 20 or fields[0] == "Z":
+        return None
+    return int(fields[19]), [part.decode(errors="replace") for part in cmdline.split(b"\0") if part]
+
+
+def _is_still(process: StartedProcess) -> bool:
+    return _identity(process.pid) == (process.start_time, process.cmdline)
+
+
+class ProcessLedger:
+    """``<state>/platformd.pids``: the launcher's pid and every process it started.
+
+    Rewritten (atomically) whenever a process starts, so a launcher killed at any moment
+    leaves an accurate list for the next one; deleted after a clean stop.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.processes: dict[str, StartedProcess] = {}
+
+    def record(self, role: str, pid: int) -> None:
+        identity = _identity(pid)
+        if identity is None:
+            return  # already gone: nothing to stop later
+        self.processes[role] = StartedProcess(role, pid, *identity)
+        payload = {"launcher": os.getpid(), "processes": [asdict(p) for p in self.processes.values()]}
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(payload, indent=2) + "\n")
+        temporary.replace(self.path)
+
+    def previous(self) -> tuple[int | None, list[StartedProcess]]:
+        """The previous launcher's pid and those of its processes that are still running."""
+        try:
+            payload = json.loads(self.path.read_text())
+            launcher = payload.get("launcher")
+            recorded = [StartedProcess(**entry) for entry in payload["processes"]]
+        except (OSError, ValueError, TypeError, KeyError):
+            return None, []
+        return launcher, [process for process in recorded if _is_still(process)]
+
+    def clear(self) -> None:
+        self.processes.clear()
+        self.path.unlink(missing_ok=True)
+
+
+def _stop_leftovers(ledger: ProcessLedger, state: Path) -> None:
+    """Stop what a killed launcher on this state left running: services first (they
+    drain on SIGTERM), then Postgres (SIGINT, its fast shutdown), then NATS."""
+    launcher, alive = ledger.previous()
+    if alive:
+        names = ", ".join(f"{p.role} (pid {p.pid})" for p in alive)
+        _say(
+            f"An earlier platformd dev on {state} (pid {launcher}) is gone but left processes "
+            f"running; stopping them: {names}"
+        )
+        servers = (POSTGRES_ROLE, NATS_ROLE)
+        _stop_and_wait([p for p in alive if p.role not in servers], signal.SIGTERM)
+        _stop_and_wait([p for p in alive if p.role == POSTGRES_ROLE], signal.SIGINT)
+        _stop_and_wait([p for p in alive if p.role == NATS_ROLE], signal.SIGTERM)
+    ledger.clear()
+
+
+def _stop_and_wait(processes: list[StartedProcess], signum: signal.Signals) -> None:
+    for process in processes:
+        if _is_still(process):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signum)
+    deadline = time.monotonic() + LEFTOVER_STOP_SECONDS
+    while any(_is_still(p) for p in processes) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for process in processes:
+        if _is_still(process):
+            _say(f"  {process.role} (pid {process.pid}) did not stop in time; killing it")
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGKILL)
+
+
+def _processes() -> Iterator[tuple[int, list[str]]]:
+    for entry in Path("/proc").glob("[0-9]*"):
+        identity = _identity(int(entry.name))
+        if identity is not None:
+            yield int(entry.name), identity[1]
+
+
+def _refuse_foreign_servers(state: Path) -> None:
+    """Refuse a state whose NATS or Postgres runs without this launcher's record of it.
+
+    Called with the lock held and the recorded leftovers stopped, so such a server was
+    started by someone else (or by a launcher killed within its first second): adopting
+    it, and stopping it at the end, would take it from whoever runs it.
+    """
+    nats_config = str(state / "nats" / "nats-server.conf")
+    for pid, cmdline in _processes():
+        if nats_config in cmdline:
+            raise DevStackRefused(
+                f"a nats-server (pid {pid}) that this launcher did not start is using {state / 'nats'}; "
+                f"stop it (kill {pid}) or choose another PLATFORM_STATE_DIR"
+            )
+    pgdata = state / "postgres" / "pgdata"
+    pid_file = pgdata / "postmaster.pid"
+    try:
+        pid = int(pid_file.read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    identity = _identity(pid)
+    if identity is None:
+        return  # a stale pid file; Postgres itself deals with it at start-up
+    if str(pgdata) in identity[1]:
+        raise DevStackRefused(
+            f"a Postgres (pid {pid}) that this launcher did not start is running on {pgdata}; "
+            f"stop it (kill -INT {pid}) or choose another PLATFORM_STATE_DIR"
+        )
+    # The recorded postmaster died (e.g. a reboot) and its pid now belongs to an unrelated
+    # process. EmbeddedPostgres would take that process for a running server and adopt it.
+    pid_file.unlink()
+
+
+# --- ports -------------------------------------------------------------------------------
+
+
+def _can_listen(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        # As uvicorn binds: a connection in TIME_WAIT does not make the port unusable.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _listener(port: int) -> str:
+    """`` (pid N: command)`` of the process listening on ``port`` when /proc tells, else ``""``."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rpartition(":")[2], 16) == port:
+                    inodes.add(f"socket:[{fields[9]}]")
+    for pid, cmdline in _processes():
+        with contextlib.suppress(OSError):
+            if any(os.readlink(fd) in inodes for fd in Path(f"/proc/{pid}/fd").iterdir()):
+                return f" (pid {pid}: {' '.join(cmdline)[:120]})"
+    return ""
+
+
+def _check_gateway_address(address: str) -> None:
+    host, port = split_address(address, "PLATFORM_ADDRESS")
+    if not _can_listen(host, port):
+        raise DevStackRefused(
+            f"port {port} of the gateway's address {address} is already in use{_listener(port)}. "
+            f"Stop what listens there, or choose a free address: PLATFORM_ADDRESS=127.0.0.1:{free_port()} "
+            f"make run"
+        )
+
+
+def _preferred_port(port: int) -> int | None:
+    return port if port_is_free(port) else None
+
+
+def _ops_ports(settings: DevStackSettings) -> dict[str, int]:
+    return {
+        name: _preferred_port(settings.ops_base_port + index) or free_port()
+        for index, name in enumerate(OPS_PORT_ORDER)
+    }
+
+
+# --- start, supervise, stop ------------------------------------------------------------
 
 
 def _ensure_database(admin_dsn: str, name: str) -> str:
@@ -78,10 +367,6 @@ async def _migrate_all(dsn: str) -> None:
             await migrate(dsn, entry.schema, discover(entry.package))
 
 
-def _preferred_port(port: int) -> int | None:
-    return port if port_is_free(port) else None
-
-
 class _Stop(Exception):
     pass
 
@@ -94,6 +379,8 @@ def run_dev_stack() -> int:
     settings = load_settings(DevStackSettings)
     state = settings.state_dir.resolve()
     state.mkdir(parents=True, exist_ok=True)
+    lock = StateLock(state)
+    ledger = ProcessLedger(state / PIDS_FILE)
     nats: EmbeddedNats | None = None
     postgres: EmbeddedPostgres | None = None
     stack: ProcessStack | None = None
@@ -101,17 +388,34 @@ def run_dev_stack() -> int:
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
     try:
+        # The order matters: nothing that could disturb another launcher's servers
+        # (stopping leftovers, binding ports, starting NATS on shared storage) happens
+        # before the lock is ours.
+        lock.acquire()
+        _stop_leftovers(ledger, state)
+        _refuse_foreign_servers(state)
+        _check_gateway_address(settings.address)
+        nats_monitoring: str | None = None
         if settings.nats_url:
             nats_url = settings.nats_url
         else:
-            nats = EmbeddedNats(state / "nats", port=_preferred_port(settings.nats_port))
+            nats = EmbeddedNats(
+                state / "nats",
+                port=_preferred_port(settings.nats_port),
+                http_port=_preferred_port(settings.nats_http_port) or free_port(),
+            )
             nats.start()
+            assert nats.process is not None
+            ledger.record(NATS_ROLE, nats.process.pid)
             nats_url = nats.url
+            nats_monitoring = f"http://127.0.0.1:{nats.http_port}"
         if settings.postgres_dsn:
             dsn = settings.postgres_dsn
         else:
             postgres = EmbeddedPostgres(state / "postgres", port=_preferred_port(settings.postgres_port))
             postgres.start()
+            assert postgres.process is not None  # never adopted: see _refuse_foreign_servers
+            ledger.record(POSTGRES_ROLE, postgres.process.pid)
             dsn = _ensure_database(postgres.dsn(), "platform")
         asyncio.run(_migrate_all(dsn))
         remote = settings.gitops_repo_url
@@ -129,21 +433,38 @@ def run_dev_stack() -> int:
             "PLATFORM_JWT_HS256_SECRET": settings.jwt_secret,
             "PLATFORM_APPROVAL_HMAC_SECRET": settings.approval_secret,
         }
-        stack = ProcessStack(environment, state / "logs", gateway_address=settings.address)
-        stack.start_all()
+        stack = ProcessStack(
+            environment, state / "logs", gateway_address=settings.address, ops_ports=_ops_ports(settings)
+        )
         _say("starting services ...")
+        for name in stack.services:
+            stack.start(name)
+            _record_service(ledger, stack, name)
         stack.wait_ready(timeout=90)
-        _banner(settings, stack, nats is not None, postgres is not None, remote, state)
-        _supervise(stack)
+        facts = BannerFacts(
+            api_url=stack.api_url,
+            nats_url=None if settings.nats_url else nats_url,
+            nats_monitoring_url=nats_monitoring,
+            postgres_dsn=postgres.dsn("platform") if postgres is not None else None,
+            remote=None if settings.gitops_repo_url else remote,
+            state=state,
+            ops_urls={name: stack.ops_url(name) for name in OPS_PORT_ORDER},
+            jwt_secret=settings.jwt_secret,
+            approval_secret=settings.approval_secret,
+            platformctl=_platformctl_path(),
+        )
+        _say(render_banner(facts))
+        _supervise(stack, ledger)
     except (KeyboardInterrupt, _Stop):
         _say("\nstopping ...")
+    except DevStackRefused as exc:
+        _complain(str(exc))
+        return 1
     except (EmbeddedServerError, TimeoutError, RuntimeError) as exc:
-        _say(f"platformd dev: {exc}")
+        _complain(str(exc))
         if stack is not None:
             for name in stack.dead_services() or list(stack.services):
-                tail = stack.log_tail(name, 5)
-                if tail:
-                    _say(f"--- {name} (last lines of {stack.services[name].log_path}) ---\n{tail}")
+                _say(stack.exit_report(name) if name in stack.dead_services() else _log_excerpt(stack, name))
         return 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -154,59 +475,117 @@ def run_dev_stack() -> int:
             postgres.stop()
         if nats is not None:
             nats.stop()
+        if lock.held:
+            ledger.clear()
+            lock.release()
     _say("stopped.")
     return 0
 
 
-def _supervise(stack: ProcessStack) -> None:
-    """Restart a service that died, with a pause, until Ctrl-C."""
+def _record_service(ledger: ProcessLedger, stack: ProcessStack, name: str) -> None:
+    process = stack.services[name].process
+    if process is not None:
+        ledger.record(name, process.pid)
+
+
+def _log_excerpt(stack: ProcessStack, name: str) -> str:
+    tail = stack.log_tail(name, 5)
+    return f"--- {name} (last lines of {stack.services[name].log_path}) ---\n{tail}" if tail else ""
+
+
+def _supervise(stack: ProcessStack, ledger: ProcessLedger) -> None:
+    """Restart a service that died, with a growing pause, until Ctrl-C; say why it died."""
     while True:
         time.sleep(1)
         for name in stack.dead_services():
             service = stack.services[name]
-            _say(f"{name} exited (code {service.process.returncode if service.process else '?'}); restarting")
-            time.sleep(min(10, 1 + service.restarts))
+            pause = min(10, 1 + service.restarts)
+            _say(f"{stack.exit_report(name)}\n  restarting {name} in {pause}s")
+            time.sleep(pause)
             service.restarts += 1
             stack.start(name)
+            _record_service(ledger, stack, name)
 
 
-def _banner(
-    settings: DevStackSettings,
-    stack: ProcessStack,
-    embedded_nats: bool,
-    embedded_pg: bool,
-    remote: str,
-    state: Path,
-) -> None:
+# --- the banner ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BannerFacts:
+    """Everything the banner tells. ``None`` means external, configured by the user, and
+    not printed (its URL may carry credentials)."""
+
+    api_url: str
+    nats_url: str | None
+    nats_monitoring_url: str | None
+    postgres_dsn: str | None
+    remote: str | None
+    state: Path
+    ops_urls: Mapping[str, str]
+    jwt_secret: str
+    approval_secret: str
+    platformctl: str
+
+
+def _platformctl_path() -> str:
     bin_dir = python_bin_dir()
     try:
-        ctl = str(bin_dir.relative_to(Path.cwd()) / "platformctl")
+        return str(bin_dir.relative_to(Path.cwd()) / "platformctl")
     except ValueError:
-        ctl = str(bin_dir / "platformctl")
-    jwt_note = " (dev default)" if settings.jwt_secret == DEV_JWT_SECRET else ""
-    approval_note = " (dev default)" if settings.approval_secret == DEV_APPROVAL_SECRET else ""
-    _say(
-        f"""
+        return str(bin_dir / "platformctl")
+
+
+def render_banner(facts: BannerFacts) -> str:
+    """The text printed once the stack is ready. Its "Try it" lines are a shell script
+    that works as printed: they begin with ``export PLATFORM_API=...`` (platformctl and the
+    curl lines read it), so a changed ``PLATFORM_ADDRESS`` is followed everywhere."""
+    q = shlex.quote
+    ctl = q(facts.platformctl)
+    note = {True: " (dev default)", False: ""}
+    if facts.nats_url is None:
+        nats = "external (PLATFORM_NATS_URL)"
+    else:
+        monitoring = facts.nats_monitoring_url
+        nats = f"{facts.nats_url} (embedded; monitoring {monitoring}/varz, /jsz, /healthz)"
+    postgres = (
+        "external (PLATFORM_POSTGRES_DSN)"
+        if facts.postgres_dsn is None
+        else f"{facts.postgres_dsn} (embedded)"
+    )
+    remote = "external (PLATFORM_GITOPS_REPO_URL)" if facts.remote is None else facts.remote
+    ops = "\n".join(f"  {name.replace('_', '-'):22} {url}" for name, url in facts.ops_urls.items())
+    git_log = f"  git --git-dir {q(facts.remote)} log --stat -1\n" if facts.remote is not None else ""
+    return f"""
 platform-control-plane is running
-  API            {stack.api_url}   (OpenAPI: {stack.api_url}/schema)
-  NATS           {"embedded" if embedded_nats else "external"}; Postgres {"embedded" if embedded_pg else "external"}
+  API            {facts.api_url}   (OpenAPI: {facts.api_url}/schema)
+  NATS           {nats}
+  Postgres       {postgres}
   GitOps remote  {remote}
-  State, logs    {state}  ({state / "logs"})
-  JWT secret     {settings.jwt_secret}{jwt_note}
-  Approval key   {settings.approval_secret}{approval_note}
+  State, logs    {facts.state}  ({facts.state / "logs"})
+  JWT secret     {facts.jwt_secret}{note[facts.jwt_secret == DEV_JWT_SECRET]}
+  Approval key   {facts.approval_secret}{note[facts.approval_secret == DEV_APPROVAL_SECRET]}
+
+Ops ports: GET <url>/healthz, <url>/readyz, <url>/metrics
+  {"gateway":22} {facts.api_url}   (on the API port)
+{ops}
 
 Try it (in another terminal):
-  export PLATFORM_TOKEN=$({ctl} token mint --subject alice --actor alice@example.com --role requester --secret {settings.jwt_secret})
+  export PLATFORM_API={facts.api_url}
+  export PLATFORM_TOKEN=$({ctl} token mint --subject alice --actor alice@example.com --role requester \\
+        --team payments --secret {q(facts.jwt_secret)})
   ID=$({ctl} request create --app payments-api --team payments --class preview --region us-east-1 \\
         --ttl 24 --owner alice@example.com --repo https://github.com/example/payments-api.git | jq -r .id)
-  {ctl} request wait --id $ID
-  git --git-dir {remote} log --stat -1
-
-or with curl:
-  curl -s -H "Authorization: Bearer $PLATFORM_TOKEN" {stack.api_url}/v1/environment-classes
+  {ctl} request wait --id "$ID"
+{git_log}
+  # or with curl:
+  ID=$(curl -s -H "Authorization: Bearer $PLATFORM_TOKEN" -H 'Content-Type: application/json' \\
+        -d '{{"app": "payments-api", "team": "payments", "class": "preview", "region": "us-east-1",
+             "ttl_hours": 24, "owner": "alice@example.com",
+             "repository": "https://github.com/example/payments-api.git"}}' \\
+        "$PLATFORM_API/v1/environment-requests" | jq -r .id)
+  curl -s -H "Authorization: Bearer $PLATFORM_TOKEN" "$PLATFORM_API/v1/environment-requests/$ID" | jq .status
 
 Press Ctrl-C to stop."""
-    )
 
 
 if __name__ == "__main__":

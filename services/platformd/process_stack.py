@@ -5,6 +5,7 @@ end-to-end and fault-injection tests, so both run the system the same way.
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import subprocess
 import sys
@@ -46,12 +47,15 @@ class ProcessStack:
     gateway_address: str = "127.0.0.1:8080"
     # Per-service additions, e.g. one database role per service.
     service_environment: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # Ops port per service; a service not named here gets a free port.
+    ops_ports: Mapping[str, int] = field(default_factory=dict)
     services: dict[str, ServiceProcess] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for name in SERVICES:
-            self.services[name] = ServiceProcess(name, free_port(), self.log_dir / f"{name}.log")
+            port = self.ops_ports.get(name) or free_port()
+            self.services[name] = ServiceProcess(name, port, self.log_dir / f"{name}.log")
 
     @property
     def api_url(self) -> str:
@@ -153,6 +157,41 @@ class ProcessStack:
         if not path.exists():
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def exit_report(self, name: str, lines: int = 5) -> str:
+        """Why ``name`` stopped, as a person reads it: its exit status and the last lines of its log."""
+        service = self.services[name]
+        code = service.process.returncode if service.process is not None else None
+        if code is None:
+            status = "exited"
+        elif code < 0:
+            status = f"was killed by {_signal_name(-code)}"
+        else:
+            status = f"exited with code {code}"
+        tail = [_readable_log_line(line) for line in self.log_tail(name, lines).splitlines()]
+        if not tail:
+            return f"{name} {status} (its log {service.log_path} is empty)"
+        shown = "\n".join(f"    {line}" for line in tail)
+        return f"{name} {status}; last lines of {service.log_path}:\n{shown}"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _readable_log_line(line: str) -> str:
+    """A service's JSON log line as ``level message (error type)``; other lines unchanged."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return line
+    if not isinstance(record, dict) or "message" not in record:
+        return line
+    error = f" ({record['error_type']})" if record.get("error_type") else ""
+    return f"{record.get('level', '')}: {record['message']}{error}"
 
 
 def git_init_bare(path: Path, branch: str = "main") -> None:
