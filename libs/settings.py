@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 T = TypeVar("T")
 
@@ -164,10 +165,28 @@ def describe_settings(cls: type[Any]) -> list[tuple[str, str, str]]:
             default = ",".join(map(str, spec.default_factory()))
         else:
             default = "(required)"
-        if spec.metadata.get("secret"):
-            default = "(secret)" if default else default
+        if spec.metadata.get("secret") and not _harmless_default(default):
+            default = "(secret)"
         rows.append((spec.metadata["env"], default, spec.metadata["doc"]))
     return rows
+
+
+def _harmless_default(default: str) -> bool:
+    """A secret's default that holds no secret, so it is shown as it is: none at all, or
+    URLs without credentials (``nats://127.0.0.1:4222``). Anything else, such as a
+    development signing key, is shown as ``(secret)``."""
+    if not default:
+        return True
+    for part in default.split(","):
+        try:
+            url = urlsplit(part.strip())
+            credentials = url.username or url.password
+        except ValueError:  # not a URL at all (an unbalanced "[", a bad port)
+            return False
+        # A query or fragment may carry a token (``?password=``); only bare URLs are shown.
+        if not (url.scheme and url.netloc) or credentials or url.query or url.fragment:
+            return False
+    return True
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import os
 import sys
 from typing import Any
 
@@ -66,6 +67,19 @@ def config_command(name: str) -> int:
     entry = _entry(name)
     for variable, default, doc in describe_settings(entry.settings_class):
         print(f"{variable:48} {default or '-':28} {doc}")
+    # Flushed here, inside main's BrokenPipeError handling, rather than at interpreter exit.
+    sys.stdout.flush()
+    return 0
+
+
+def _reader_left() -> int:
+    """``platformd config gateway | head``: the reader closed the pipe; end quietly.
+
+    stdout points at /dev/null from here on, so the interpreter's own flush at exit
+    cannot raise a second BrokenPipeError (Python's documented recipe for SIGPIPE).
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
     return 0
 
 
@@ -97,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"database unavailable ({safe_database_error(exc)})", code=1)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return _reader_left()
 
 
 if __name__ == "__main__":

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from libs.settings import PlatformSettings, SettingsError, load_settings, setting, split_address
+from libs.settings import (
+    PlatformSettings,
+    SettingsError,
+    describe_settings,
+    load_settings,
+    setting,
+    split_address,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -107,3 +114,25 @@ def test_listen_addresses(address: str, expected: tuple[str, int]) -> None:
 def test_bad_listen_address_names_the_variable() -> None:
     with pytest.raises(SettingsError, match="PLATFORM_ADDRESS"):
         split_address("localhost", "PLATFORM_ADDRESS")
+
+
+@dataclass(frozen=True)
+class SecretDefaults:
+    nothing: str | None = setting("S_NOTHING", None, doc="no default", secret=True)
+    server: str = setting("S_SERVER", "nats://127.0.0.1:4222", doc="a bare URL", secret=True)
+    servers: str = setting("S_SERVERS", "nats://a:4222,nats://b:4222", doc="bare URLs", secret=True)
+    login: str = setting("S_LOGIN", "nats://user:pw@127.0.0.1:4222", doc="credentials", secret=True)
+    keyed: str = setting("S_KEYED", "https://example.com/x?token=abc", doc="a token", secret=True)
+    key: str = setting("S_KEY", "dev-signing-key-0123456789", doc="a real secret", secret=True)
+
+
+def test_described_defaults_hide_only_what_could_be_secret() -> None:
+    shown = {variable: default for variable, default, _doc in describe_settings(SecretDefaults)}
+    assert shown == {
+        "S_NOTHING": "",
+        "S_SERVER": "nats://127.0.0.1:4222",
+        "S_SERVERS": "nats://a:4222,nats://b:4222",
+        "S_LOGIN": "(secret)",
+        "S_KEYED": "(secret)",
+        "S_KEY": "(secret)",
+    }

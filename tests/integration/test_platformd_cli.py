@@ -1,0 +1,52 @@
+"""The platformd launcher as an operator runs it from a shell (no NATS or Postgres needed)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.platformctl import clean_env
+
+pytestmark = pytest.mark.integration
+
+PLATFORMD = Path(sys.executable).parent / "platformd"
+
+
+def config_lines(service: str) -> dict[str, str]:
+    done = subprocess.run(
+        [str(PLATFORMD), "config", service],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return {line.split()[0]: line for line in done.stdout.splitlines()}
+
+
+def test_config_piped_into_a_reader_that_stops_early_exits_quietly() -> None:
+    """`platformd config gateway | head -3`: the reader is gone before platformd writes."""
+    process = subprocess.Popen(
+        [str(PLATFORMD), "config", "gateway"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=clean_env(),
+    )
+    assert process.stdout is not None
+    process.stdout.close()  # like `head` having read its lines and exited
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0
+    assert stderr == b""
+
+
+def test_config_shows_harmless_defaults_of_secret_settings() -> None:
+    lines = config_lines("gateway")
+    # A URL without credentials is no secret: operators need to see where it connects.
+    assert "nats://127.0.0.1:4222" in lines["PLATFORM_NATS_URL"]
+    # No default at all reads as "-", not as a hidden value.
+    assert lines["PLATFORM_JWT_HS256_SECRET"].split()[1] == "-"
+    assert "(secret)" not in "\n".join(lines.values())
