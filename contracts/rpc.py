@@ -7,6 +7,7 @@ Subject: ``<rpc prefix>.<service>.<verb>``. Reply: ``{"ok": true, "data": ...}``
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 import msgspec
@@ -215,7 +216,38 @@ class RenderPreview(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Ping(msgspec.Struct, frozen=True, kw_only=True):
-    """<service>.ping: readiness of the service behind the endpoint."""
+    """<service>.ping: readiness of the service behind the endpoint; the reply is a :class:`PingReply`."""
+
+
+DependencyState = Literal["up", "down", "unknown"]
+
+
+class DependencyReport(msgspec.Struct, frozen=True, kw_only=True):
+    """One external dependency (a git remote, a cluster region...) as the reporting process saw it.
+
+    ``state`` is ``unknown`` until the first check. ``since``: when the dependency entered
+    ``state``, as far as this process knows; ``last_error``: why it is down, written for
+    people (never a host, URL, DSN or secret).
+    """
+
+    state: DependencyState
+    since: datetime | None = None
+    last_error: str | None = None
+    last_success_at: datetime | None = None
+    checked_at: datetime | None = None
+
+
+class PingReply(msgspec.Struct, frozen=True, kw_only=True):
+    """Reply of <service>.ping.
+
+    ``ready`` and ``checks`` are the readiness of the process that answered (its own
+    database and NATS connection); ``dependencies`` are reported, never part of ``ready``.
+    """
+
+    service: str
+    ready: bool
+    checks: dict[str, str] = {}
+    dependencies: dict[str, DependencyReport] = {}
 
 
 RPC_MESSAGES: dict[str, type[Any]] = {
@@ -230,6 +262,7 @@ RPC_MESSAGES: dict[str, type[Any]] = {
     "approval.approve": ApproveRequest,
     "approval.reject": RejectRequest,
     # Served by every service (the kit registers them) as <service>.<verb>.
+    "kit.ping": Ping,
     "kit.list_dead_letters": ListDeadLetters,
     "kit.replay_dead_letter": ReplayDeadLetter,
     "policy.list_classes": ListClasses,
