@@ -12,14 +12,41 @@ PYTEST_ARGS ?=
 help: ## List the targets with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(STAMP): pyproject.toml
+# Installs exactly the lock, with pip (all a newcomer has): every file must match its hash
+# and nothing is resolved, so today and next month get the same versions. The project then
+# goes in editable, without dependencies and built by the locked setuptools rather than one
+# fetched into an isolated build. `pip check` stops a pyproject.toml that asks for more than
+# the lock holds. A changed lock or pyproject.toml reinstalls.
+$(STAMP): requirements/dev.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	@$(BIN)/python -m pip check >/dev/null || { $(BIN)/python -m pip check; \
+	  echo "pyproject.toml asks for what requirements/dev.txt lacks: run make lock"; exit 1; }
 	@touch $(STAMP)
 
 .PHONY: install
-install: $(STAMP) ## Create .venv and install the project with its dev tools
+install: $(STAMP) ## Create .venv and install the locked dependencies, then the project
+
+# The lock files, resolved by uv for every platform and Python >= 3.11 at once (--universal,
+# so markers such as helm-python-sdk's stay conditional), with hashes. dev.txt (runtime, dev
+# extra, build tools) is resolved first; runtime.txt (the image) and build.txt (the image's
+# wheel build) are constrained by it, so the image runs the versions the tests ran against.
+# Without UPGRADE uv keeps every current pin that still fits pyproject.toml; UPGRADE=1 takes
+# the newest release of everything.
+UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --generate-hashes --python-version 3.11 \
+	--custom-compile-command 'make lock' $(if $(filter 1,$(UPGRADE)),--upgrade)
+
+# Needs uv, not an up-to-date install: `make lock` must work when pyproject.toml has moved
+# past the lock, which is exactly when a reinstall would stop at `pip check`.
+$(BIN)/uv:
+	$(MAKE) --no-print-directory install
+
+.PHONY: lock
+lock: $(BIN)/uv ## Re-resolve requirements/*.txt from pyproject.toml (UPGRADE=1: newest of all)
+	$(UV_COMPILE) --extra dev pyproject.toml requirements/build.in -o requirements/dev.txt
+	$(UV_COMPILE) -c requirements/dev.txt pyproject.toml -o requirements/runtime.txt
+	$(UV_COMPILE) -c requirements/dev.txt requirements/build.in -o requirements/build.txt
 
 .PHONY: run
 run: $(STAMP) ## Run the whole system locally (embedded NATS + Postgres, all seven services)
