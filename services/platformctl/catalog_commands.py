@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 import yaml
 
-from services.platformctl.client import CliError
+from services.platformctl.client import CliError, UsageError
 from services.platformctl.output import CLASS_COLUMNS, Column, emit
 
 if TYPE_CHECKING:
@@ -162,7 +162,7 @@ def teams_get(args: argparse.Namespace, ctx: Context) -> int:
 
 def teams_set_budget(args: argparse.Namespace, ctx: Context) -> int:
     if args.clear == (args.monthly_usd is not None):
-        raise CliError("pass either --monthly-usd N or --clear")
+        raise UsageError("pass either --monthly-usd N or --clear")
     monthly_usd = None if args.clear else args.monthly_usd
     reply = ctx.api.request(
         "PUT", f"{_path(TEAMS, args.team)}/budget", json_body={"monthly_usd": monthly_usd}

@@ -24,6 +24,12 @@ class CliError(Exception):
         return self.status is None or self.status in (502, 503, 504)
 
 
+class UsageError(CliError):
+    """The command cannot run as typed: a flag or its value is missing or invalid (or the
+    ``PLATFORM_*`` variable standing in for a flag). Raised before anything is sent to the
+    API; platformctl exits 2 for it, like argparse does for the flags it checks itself."""
+
+
 def redact(url: str) -> str:
     """``url`` without user info, so a token or password in it never reaches the terminal."""
     parts = urlsplit(url)
@@ -89,8 +95,8 @@ class ApiClient:
     ) -> Reply:
         """Send one request; raises :class:`CliError` for transport failures and error statuses."""
         if not self.token:
-            raise CliError(
-                "no token: pass --token or set PLATFORM_TOKEN (mint one with 'platformctl token mint')"
+            raise UsageError(
+                "no token: pass --token or set PLATFORM_TOKEN; 'platformctl token mint' makes one"
             )
         sent_headers = {
             "Authorization": f"Bearer {self.token}",

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from contracts.attestation import sign_approval
 from services.platformctl import catalog_commands
-from services.platformctl.client import ApiClient, CliError
+from services.platformctl.client import ApiClient, CliError, UsageError
 from services.platformctl.output import CLASS_COLUMNS, EVENT_COLUMNS, REQUEST_COLUMNS, emit
 from services.platformctl.tokens import mint, parse_duration, split_teams
 
@@ -61,14 +61,14 @@ def _request_path(request_id: str) -> str:
 def token_mint(args: argparse.Namespace, ctx: Context) -> int:
     secret = args.secret or ctx.secret
     if not secret:
-        raise CliError("no secret: pass --secret or set PLATFORM_JWT_HS256_SECRET")
+        raise UsageError("no secret: pass --secret or set PLATFORM_JWT_HS256_SECRET")
     subject = args.subject or args.actor
     if not subject:
-        raise CliError("pass --subject or --actor (the token must name someone)")
+        raise UsageError("pass --subject or --actor (the token must name someone)")
     try:
         ttl = parse_duration(args.ttl)
     except ValueError as exc:
-        raise CliError(f"--ttl: {exc}") from None
+        raise UsageError(f"--ttl: {exc}") from None
     token = mint(
         secret=secret,
         subject=subject,
@@ -116,7 +116,7 @@ def parse_labels(text: str | None) -> dict[str, str] | None:
             continue
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise CliError(f"--labels: expected key=value pairs separated by commas, got {pair!r}")
+            raise UsageError(f"--labels: expected key=value pairs separated by commas, got {pair!r}")
         labels[key.strip()] = value.strip()
     return labels
 
@@ -125,7 +125,7 @@ def parse_hours(text: str) -> int:
     """``24`` or ``24h`` -> 24."""
     value = text.strip().lower().removesuffix("h")
     if not value.isdigit():
-        raise CliError(f"--ttl: expected whole hours (24 or 24h), got {text!r}")
+        raise UsageError(f"--ttl: expected whole hours (24 or 24h), got {text!r}")
     return int(value)
 
 
@@ -188,7 +188,7 @@ def request_approve(args: argparse.Namespace, ctx: Context) -> int:
     """Sign ``approve:<id>:<actor>:<class>`` (actor as the server sees us) and approve."""
     secret = args.approval_secret or ctx.approval_secret
     if not secret:
-        raise CliError("no approval secret: pass --approval-secret or set PLATFORM_APPROVAL_HMAC_SECRET")
+        raise UsageError("no approval secret: pass --approval-secret or set PLATFORM_APPROVAL_HMAC_SECRET")
     actor = ctx.api.get("/v1/whoami").get("actor")
     current = ctx.api.get(_request_path(args.id))
     if not isinstance(actor, str) or not isinstance(current.get("class"), str):
@@ -253,7 +253,7 @@ def request_wait(args: argparse.Namespace, ctx: Context) -> int:
     try:
         timeout = parse_duration(args.timeout)
     except ValueError as exc:
-        raise CliError(f"--timeout: {exc}") from None
+        raise UsageError(f"--timeout: {exc}") from None
     live = ctx.stderr.isatty()
     deadline = time.monotonic() + timeout
     last: dict[str, Any] | None = None

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import yaml
 
-from services.platformctl.client import CliError
+from services.platformctl.client import CliError, UsageError
 from services.platformctl.commands import EXIT_OK, Context
 from services.platformctl.output import Column, emit, table
 from services.platformctl.tokens import parse_duration
@@ -54,7 +54,7 @@ def events_tail(args: argparse.Namespace, ctx: Context) -> int:
     try:
         timeout = parse_duration(args.timeout) if args.timeout else None
     except ValueError as exc:
-        raise CliError(f"--timeout: {exc}") from None
+        raise UsageError(f"--timeout: {exc}") from None
     # Without --from-start only what happens from now on is shown, like `tail -f`; a single
     # request's timeline is short, so it is shown whole.
     cursor: str | None = None if (args.from_start or args.id) else "end"

@@ -10,8 +10,10 @@
     platformctl events tail
 
 Output is a table on a terminal and JSON when piped (`| jq -r .id`); `-o` chooses.
-Exit codes: 0 success (and `wait`: ready), 1 error (and `wait`: failed/rejected),
-2 usage error (and `wait`: timed out).
+Exit codes: 0 success (and `wait`: ready); 1 the API refused or failed, or could not be
+reached (and `wait`: failed/rejected); 2 usage error: a flag or its value is missing or
+invalid, nothing was sent (the message ends with "see '... --help'"); `wait` also exits 2
+when it times out ("timed out after ...").
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn, TextIO
 
+from contracts.roles import ROLE_NAMES
 from libs.settings import SettingsError, load_settings
 from services.platformctl import catalog_commands, commands, event_commands
-from services.platformctl.client import ApiClient, CliError
+from services.platformctl.client import ApiClient, CliError, UsageError
 from services.platformctl.output import FORMATS
 from services.platformctl.settings import CliSettings
 
@@ -31,12 +34,17 @@ PROG = "platformctl"
 EXIT_USAGE = 2
 
 
+def usage_error(prog: str, message: str) -> int:
+    """Report a usage error as one line (``platformctl: <message> (see '<prog> --help')``)."""
+    sys.stderr.write(f"{PROG}: {' '.join(message.split())} (see '{prog} --help')\n")
+    return EXIT_USAGE
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse that reports usage errors as one line (``platformctl: <message>``)."""
+    """argparse that reports usage errors as one line, like :func:`usage_error`."""
 
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"{PROG}: {message} (see '{self.prog} --help')\n")
-        raise SystemExit(EXIT_USAGE)
+        raise SystemExit(usage_error(self.prog, message))
 
 
 def add_common(parser: argparse.ArgumentParser, *, top_level: bool) -> None:
@@ -62,7 +70,8 @@ def command(
 ) -> argparse.ArgumentParser:
     parser = group.add_parser(name, help=help_text, description=help_text)
     add_common(parser, top_level=False)
-    parser.set_defaults(run=run)
+    # usage_prog: the command a usage error found later (a bad --ttl value) points to for --help.
+    parser.set_defaults(run=run, usage_prog=parser.prog)
     return parser
 
 
@@ -74,7 +83,14 @@ def add_token_commands(root: argparse._SubParsersAction[Parser]) -> None:
     )
     mint.add_argument("--subject", help="`sub` claim (default: --actor)")
     mint.add_argument("--actor", help="`email` claim, the acting user (default: --subject)")
-    mint.add_argument("--role", required=True, help="viewer, requester, approver or admin")
+    mint.add_argument(
+        "--role",
+        required=True,
+        type=str.lower,
+        choices=ROLE_NAMES,
+        metavar="ROLE",
+        help=f"the `role` claim: {', '.join(ROLE_NAMES)}",
+    )
     mint.add_argument("--secret", help="signing secret (env PLATFORM_JWT_HS256_SECRET)")
     mint.add_argument("--issuer", help="`iss` claim")
     mint.add_argument("--audience", help="`aud` claim")
@@ -268,12 +284,15 @@ def default_output(stdout: TextIO) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, extra = build_parser().parse_known_args(argv)
+    if extra:
+        # Reported against the command they were given to, so its --help is the one to read.
+        return usage_error(getattr(args, "usage_prog", PROG), f"unrecognized arguments: {' '.join(extra)}")
     try:
         settings = load_settings(CliSettings)
     except SettingsError as exc:
-        sys.stderr.write(f"{PROG}: {exc}\n")
-        return 1
+        # A PLATFORM_* variable standing in for a flag is unusable: a usage error too.
+        return usage_error(PROG, str(exc))
     ctx = commands.Context(
         api=ApiClient(args.api or settings.api, args.token or settings.token),
         output=args.output or default_output(sys.stdout),
@@ -284,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.run(args, ctx))
+    except UsageError as exc:
+        return usage_error(args.usage_prog, exc.message)
     except CliError as exc:
         sys.stderr.write(f"{PROG}: {' '.join(exc.message.split())}\n")
         return 1

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 import yaml
 
@@ -105,6 +106,7 @@ async def test_token_ttl_forms(stack: GatewayStack) -> None:
         assert result.code == 0, (ttl, result.stderr)
     bad = await platformctl(*mint_viewer, "--ttl", "soon", "--secret", JWT_SECRET)
     assert_one_line_error(bad, "--ttl")
+    assert bad.code == 2
 
 
 async def test_create_prints_json_when_piped(stack: GatewayStack) -> None:
@@ -154,6 +156,7 @@ async def test_http_errors_are_one_line_naming_the_problem(stack: GatewayStack) 
         "request", "get", "--id", "req-0000000000000000", env=api_env(stack, "viewer")
     )
     assert_one_line_error(missing, "req-0000000000000000 not found", "404")
+    assert missing.code == 1  # the API refused: not a usage error
     denied = await platformctl(*CREATE_ARGS, env=api_env(stack, "viewer"))
     assert_one_line_error(denied, "viewer", "403")
     scoped = await platformctl(*CREATE_ARGS, env=api_env(stack, teams=["search"]))
@@ -164,6 +167,7 @@ async def test_unreachable_api_and_missing_token_are_one_line() -> None:
     api = f"http://127.0.0.1:{free_port()}"
     unreachable = await platformctl("classes", "--api", api, "--token", "x")
     assert_one_line_error(unreachable, f"cannot reach the API at {api}")
+    assert unreachable.code == 1
     no_token = await platformctl("classes", "--api", api)
     assert_one_line_error(no_token, "PLATFORM_TOKEN")
 
@@ -172,6 +176,51 @@ async def test_usage_errors_are_one_line() -> None:
     result = await platformctl("request", "create", "--app", "x")
     assert_one_line_error(result, "--team")
     assert result.code == 2
+
+
+def replaced(args: tuple[str, ...], flag: str, value: str) -> tuple[str, ...]:
+    index = args.index(flag)
+    return (*args[: index + 1], value, *args[index + 2 :])
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (replaced(CREATE_ARGS, "--ttl", "1d"), ("--ttl", "'1d'", "whole hours")),
+        ((*CREATE_ARGS, "--labels", "pr"), ("--labels", "key=value")),
+        ((*CREATE_ARGS, "--colour", "blue"), ("unrecognized arguments: --colour blue",)),
+        (CREATE_ARGS[:-2], ("required", "--repo")),
+        (("request", "wait", "--id", "req-0000000000000000", "--timeout", "soon"), ("--timeout", "'soon'")),
+        (("request", "list", "--limit", "ten"), ("--limit", "'ten'")),
+        (("request", "frobnicate"), ("invalid choice: 'frobnicate'",)),
+        (("token", "mint", "--role", "admin", "--actor", "a@example.com"), ("no secret", "--secret")),
+    ],
+    ids=["ttl-1d", "labels", "unknown-flag", "missing-flag", "wait-timeout", "limit", "verb", "no-secret"],
+)
+async def test_usage_errors_exit_2_naming_the_problem_before_calling_the_api(
+    args: tuple[str, ...], fragments: tuple[str, ...]
+) -> None:
+    # An API that is not there: a usage error must be found before anything is sent.
+    unreachable = clean_env(PLATFORM_API=f"http://127.0.0.1:{free_port()}", PLATFORM_TOKEN="t")
+    result = await platformctl(*args, env=unreachable)
+    assert_one_line_error(result, *fragments)
+    assert result.code == 2
+    assert "--help" in result.stderr
+
+
+async def test_a_misspelt_role_mints_no_token_and_names_the_valid_roles() -> None:
+    result = await platformctl(
+        "token", "mint", "--role", "aprover", "--actor", "a@example.com", "--secret", JWT_SECRET
+    )
+    assert_one_line_error(result, "'aprover'", "'viewer'", "'requester'", "'approver'", "'admin'")
+    assert result.code == 2
+    # Roles are case-insensitive, as the gateway reads them.
+    upper = await platformctl(
+        "token", "mint", "--role", "Approver", "--actor", "a@example.com", "--secret", JWT_SECRET
+    )
+    assert upper.code == 0, upper.stderr
+    token = upper.stdout.strip()
+    assert jwt.decode(token, JWT_SECRET, algorithms=["HS256"])["role"] == "approver"
 
 
 async def test_wait_exits_0_when_ready(stack: GatewayStack) -> None:

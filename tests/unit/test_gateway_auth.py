@@ -9,11 +9,12 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from contracts.roles import Role
 from libs.settings import SettingsError, load_settings
 from services.gateway.adapters.tokens import Authenticator, InvalidToken, StaticSecretVerifier
 from services.gateway.domain.claims import ClaimNames, resolve_principal
 from services.gateway.domain.errors import PermissionDenied, Unauthenticated
-from services.gateway.domain.roles import Action, Role, is_allowed
+from services.gateway.domain.roles import Action, is_allowed
 from services.gateway.settings import GatewaySettings
 
 pytestmark = pytest.mark.unit

@@ -11,9 +11,10 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from contracts.roles import Role
 from libs.settings import load_settings
 from services.gateway.adapters.tokens import InvalidToken, StaticSecretVerifier, TokenRouter
-from services.gateway.domain.roles import Role, lacks_team_scope
+from services.gateway.domain.roles import lacks_team_scope
 from services.gateway.settings import GatewaySettings
 from services.intake.domain.validation import validate_extension
 

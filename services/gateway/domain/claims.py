@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from contracts.models import Actor
+from contracts.roles import Role
 from services.gateway.domain.errors import PermissionDenied, Unauthenticated
-from services.gateway.domain.roles import ROLES_BY_PRIVILEGE, Role, most_privileged
+from services.gateway.domain.roles import ROLES_BY_PRIVILEGE, most_privileged
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-
-class Role(StrEnum):
-    VIEWER = "viewer"
-    REQUESTER = "requester"
-    APPROVER = "approver"
-    ADMIN = "admin"
-
+from contracts.roles import Role
 
 # Most privileged first: when a token carries several roles, the first one found here wins.
 ROLES_BY_PRIVILEGE: tuple[Role, ...] = (Role.ADMIN, Role.APPROVER, Role.REQUESTER, Role.VIEWER)
