@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
+from html.parser import HTMLParser
 from typing import Any
 
 import httpx
@@ -373,4 +375,44 @@ async def test_a_body_trickling_in_past_the_read_timeout_is_408(nats_url: str, i
     ):
         response = await client.post("/v1/environment-requests", content=slow(), headers=auth())
     assert_error_body(response, 408, "timeout")
+class AssetReferences(HTMLParser):
+    """Every URL a browser would load for the page: src/href attributes and CSS url()s."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.urls += [value for name, value in attrs if name in ("src", "href") and value]
+
+    def handle_data(self, data: str) -> None:
+        self.urls += re.findall(r"url\(['\"]?([^'\")]+)", data)
+
+
+async def test_the_api_reference_page_loads_nothing_from_other_hosts(http: httpx.AsyncClient) -> None:
+    """Offline or in an air-gapped cluster the page must still work: every asset it references
+    is served by the gateway itself, without a token, like the page."""
+    page = await http.get("/schema")
+    assert page.status_code == 200
+    # The OpenAPI document embedded in the page may mention URLs (examples); the page
+    # around it may not.
+    document = (await http.get("/schema/openapi.json")).text
+    assert document in page.text
+    around = page.text.replace(document, "")
+    assert re.findall(r"(?:https?:)?//[\w.-]+", around) == []
+    parser = AssetReferences()
+    parser.feed(around)
+    assert len(parser.urls) == 4, parser.urls  # bundle, preset, stylesheet, favicon
+    expected_types = {".js": "javascript", ".css": "text/css", ".png": "image/png"}
+    for url in parser.urls:
+        assert url.startswith("/schema/static/"), url
+        asset = await http.get(url)
+        assert asset.status_code == 200, url
+        assert expected_types[url[url.rindex(".") :]] in asset.headers["content-type"], url
+        assert len(asset.content) > 500, url
+    assert "swagger-ui-bundle.js" in " ".join(parser.urls)
+    missing = await http.get("/schema/static/no-such-file.js")
+    assert missing.status_code == 404
+
+
     assert slow_stack.intake.received == []

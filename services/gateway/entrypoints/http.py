@@ -23,7 +23,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig, ResponseSpec
-from litestar.openapi.plugins import SwaggerRenderPlugin, YamlRenderPlugin
+from litestar.openapi.plugins import YamlRenderPlugin
 from litestar.openapi.spec import (
     Components,
     OpenAPIMediaType,
@@ -64,6 +64,7 @@ from services.gateway.domain.resources import (
     WhoAmI,
 )
 from services.gateway.domain.roles import ACTION_PHRASES, Action, allowed_roles, is_allowed, lacks_team_scope
+from services.gateway.entrypoints.api_reference import SelfHostedSwaggerRenderPlugin
 from services.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ SECURITY_SCHEME = "BearerAuth"
 SECURITY: list[dict[str, list[str]]] = [{SECURITY_SCHEME: []}]
 IDEMPOTENCY_KEY_MAX_LENGTH = 200
 
+SCHEMA_PATH = "/schema"
 
 # -- runtime -----------------------------------------------------------------------------------
 
@@ -723,8 +725,9 @@ def openapi_config() -> OpenAPIConfig:
             "wrong role or team, 404 unknown (or another team's request), 409 illegal transition, "
             "503 a service not answering (with Retry-After)."
         ),
-        path="/schema",
-        render_plugins=[SwaggerRenderPlugin(path="/"), YamlRenderPlugin()],
+        path=SCHEMA_PATH,
+        # Swagger UI's assets come from the gateway itself, never from a CDN (air-gapped clusters).
+        render_plugins=[SelfHostedSwaggerRenderPlugin(SCHEMA_PATH), YamlRenderPlugin()],
         use_handler_docstrings=True,
         components=Components(
             security_schemes={
