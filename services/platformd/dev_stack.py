@@ -35,7 +35,7 @@ from typing import IO
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from libs.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedServerError, free_port, port_is_free
+from libs.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedServerError, free_port
 from libs.migrations import discover, migrate
 from libs.settings import load_settings, setting, split_address
 from services.platformd.process_stack import ProcessStack, git_init_bare, python_bin_dir
@@ -263,12 +263,13 @@ def _processes() -> Iterator[tuple[int, list[str]]]:
             yield int(entry.name), identity[1]
 
 
-def _refuse_foreign_servers(state: Path) -> None:
-    """Refuse a state whose NATS or Postgres runs without this launcher's record of it.
+def _refuse_foreign_nats(state: Path) -> None:
+    """Refuse a state whose NATS runs without this launcher's record of it.
 
     Called with the lock held and the recorded leftovers stopped, so such a server was
-    started by someone else (or by a launcher killed within its first second): adopting
-    it, and stopping it at the end, would take it from whoever runs it.
+    started by someone else (or by a launcher killed within its first second): a second
+    nats-server on the same storage would corrupt it, and stopping this one would take it
+    from whoever runs it.
     """
     nats_config = str(state / "nats" / "nats-server.conf")
     for pid, cmdline in _processes():
@@ -277,23 +278,16 @@ def _refuse_foreign_servers(state: Path) -> None:
                 f"a nats-server (pid {pid}) that this launcher did not start is using {state / 'nats'}; "
                 f"stop it (kill {pid}) or choose another PLATFORM_STATE_DIR"
             )
-    pgdata = state / "postgres" / "pgdata"
-    pid_file = pgdata / "postmaster.pid"
-    try:
-        pid = int(pid_file.read_text().splitlines()[0])
-    except (OSError, ValueError, IndexError):
-        return
-    identity = _identity(pid)
-    if identity is None:
-        return  # a stale pid file; Postgres itself deals with it at start-up
-    if str(pgdata) in identity[1]:
-        raise DevStackRefused(
-            f"a Postgres (pid {pid}) that this launcher did not start is running on {pgdata}; "
-            f"stop it (kill -INT {pid}) or choose another PLATFORM_STATE_DIR"
-        )
-    # The recorded postmaster died (e.g. a reboot) and its pid now belongs to an unrelated
-    # process. EmbeddedPostgres would take that process for a running server and adopt it.
-    pid_file.unlink()
+
+
+def _foreign_postgres(server: EmbeddedPostgres, state: Path) -> DevStackRefused:
+    """EmbeddedPostgres adopts a postmaster already running on its cluster. With the lock
+    held and the recorded leftovers stopped, that one is not this launcher's to use or stop."""
+    return DevStackRefused(
+        f"a Postgres that this launcher did not start already runs on the cluster of {state / 'postgres'} "
+        f"({_listener(server.port or 0) or 'pid unknown'}, port {server.port}); "
+        "stop it or choose another PLATFORM_STATE_DIR"
+    )
 
 
 # --- ports -------------------------------------------------------------------------------
@@ -311,7 +305,7 @@ def _can_listen(host: str, port: int) -> bool:
 
 
 def _listener(port: int) -> str:
-    """`` (pid N: command)`` of the process listening on ``port`` when /proc tells, else ``""``."""
+    """``pid N: command`` of the process listening on ``port`` when /proc tells, else ``""``."""
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with contextlib.suppress(OSError):
@@ -319,25 +313,28 @@ def _listener(port: int) -> str:
                 fields = line.split()
                 if fields[3] == "0A" and int(fields[1].rpartition(":")[2], 16) == port:
                     inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return ""
     for pid, cmdline in _processes():
         with contextlib.suppress(OSError):
             if any(os.readlink(fd) in inodes for fd in Path(f"/proc/{pid}/fd").iterdir()):
-                return f" (pid {pid}: {' '.join(cmdline)[:120]})"
+                return f"pid {pid}: {' '.join(cmdline)[:120]}"
     return ""
 
 
 def _check_gateway_address(address: str) -> None:
     host, port = split_address(address, "PLATFORM_ADDRESS")
     if not _can_listen(host, port):
+        holder = _listener(port)
         raise DevStackRefused(
-            f"port {port} of the gateway's address {address} is already in use{_listener(port)}. "
+            f"port {port} of the gateway's address {address} is already in use{f' ({holder})' if holder else ''}. "
             f"Stop what listens there, or choose a free address: PLATFORM_ADDRESS=127.0.0.1:{free_port()} "
             f"make run"
         )
 
 
 def _preferred_port(port: int) -> int | None:
-    return port if port_is_free(port) else None
+    return port if _can_listen("127.0.0.1", port) else None
 
 
 def _ops_ports(settings: DevStackSettings) -> dict[str, int]:
@@ -393,7 +390,7 @@ def run_dev_stack() -> int:
         # before the lock is ours.
         lock.acquire()
         _stop_leftovers(ledger, state)
-        _refuse_foreign_servers(state)
+        _refuse_foreign_nats(state)
         _check_gateway_address(settings.address)
         nats_monitoring: str | None = None
         if settings.nats_url:
@@ -412,10 +409,12 @@ def run_dev_stack() -> int:
         if settings.postgres_dsn:
             dsn = settings.postgres_dsn
         else:
-            postgres = EmbeddedPostgres(state / "postgres", port=_preferred_port(settings.postgres_port))
-            postgres.start()
-            assert postgres.process is not None  # never adopted: see _refuse_foreign_servers
-            ledger.record(POSTGRES_ROLE, postgres.process.pid)
+            server = EmbeddedPostgres(state / "postgres", port=_preferred_port(settings.postgres_port))
+            server.start()
+            if server.process is None:
+                raise _foreign_postgres(server, state)  # not assigned to `postgres`: never stopped
+            postgres = server
+            ledger.record(POSTGRES_ROLE, server.process.pid)
             dsn = _ensure_database(postgres.dsn(), "platform")
         asyncio.run(_migrate_all(dsn))
         remote = settings.gitops_repo_url
