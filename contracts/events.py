@@ -88,6 +88,9 @@ class RequestRejected(msgspec.Struct, frozen=True, kw_only=True):
     request_id: str
     rejected_by: str
     reasons: list[PolicyReason] = []
+    # Added (optional): the approver's reason as they wrote it (``reasons`` carries it inside a
+    # sentence); absent from older producers.
+    reason: str | None = None
 
 
 class RequestReconcileRequested(msgspec.Struct, frozen=True, kw_only=True):

@@ -121,6 +121,11 @@ class EnvironmentRequestView(msgspec.Struct, kw_only=True):
     approved_at: datetime | None = None
     approved_by: str | None = None
     approvals: list[ApprovalView] = []
+    # Added (optional): who ended the request in ``rejected``, when and why: an approver
+    # (``request.rejected``), or ``system:policy`` for a policy denial; null otherwise.
+    rejected_at: datetime | None = None
+    rejected_by: str | None = None
+    rejection_reason: str | None = None
     queued_at: datetime | None = None
     last_reconciled_at: datetime | None = None
     last_error: str | None = None

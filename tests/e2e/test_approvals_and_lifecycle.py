@@ -258,6 +258,12 @@ def test_reject_ends_the_request_with_the_reason_in_its_timeline(
     assert view["status"] == "rejected"
     assert "no change ticket" in view["last_error"]
     assert BOB in view["last_error"]
+    # Who, when and why, on the request itself (not only in its timeline).
+    stored = bob.get(f"/v1/environment-requests/{request_id}").json()
+    for shown in (view, stored):
+        assert shown["rejected_by"] == BOB
+        assert shown["rejection_reason"] == "no change ticket"
+        assert shown["rejected_at"] is not None
     entries = bob.get(f"/v1/environment-requests/{request_id}/events").json()["items"]
     [rejection] = [e for e in entries if e["type"] == "request.rejected"]
     assert rejection["data"]["rejected_by"] == BOB

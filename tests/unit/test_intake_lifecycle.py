@@ -16,6 +16,7 @@ from contracts.events import (
     RequestPolicyEvaluated,
     RequestPublished,
     RequestReconcileRequested,
+    RequestRejected,
     RequestRendered,
     RequestTeardownRequested,
     RequestTornDown,
@@ -104,6 +105,50 @@ def test_policy_rejection_records_the_reasons() -> None:
     request.apply(evaluated(outcome="rejected"), NOW)
     assert request.status is Status.REJECTED
     assert request.last_error == "over budget"
+    assert (request.rejected_by, request.rejected_at, request.rejection_reason) == (
+        "system:policy",
+        NOW,
+        "over budget",
+    )
+
+
+def pending() -> EnvironmentRequest:
+    request = submitted()
+    request.apply(evaluated(requires_approval=True, auto_reconcile=False), NOW)
+    assert request.status is Status.PENDING_APPROVAL
+    return request
+
+
+def test_an_approvers_rejection_is_recorded_on_the_request() -> None:
+    request = pending()
+    later = NOW + timedelta(minutes=5)
+    stated = [PolicyReason(code="rejected_by_approver", message="rejected by bob: no change ticket")]
+    assert request.apply(
+        RequestRejected(request_id="req-1", rejected_by="bob", reasons=stated, reason="no change ticket"),
+        later,
+    )
+    assert request.status is Status.REJECTED
+    assert (request.rejected_by, request.rejected_at, request.rejection_reason) == (
+        "bob",
+        later,
+        "no change ticket",
+    )
+    assert request.last_error == "rejected by bob: no change ticket"
+
+
+def test_a_rejection_from_an_older_approval_service_keeps_its_reason() -> None:
+    request = pending()
+    stated = [PolicyReason(code="rejected_by_approver", message="rejected by bob: no change ticket")]
+    request.apply(RequestRejected(request_id="req-1", rejected_by="bob", reasons=stated), NOW)
+    assert (request.rejected_by, request.rejection_reason) == ("bob", "rejected by bob: no change ticket")
+
+
+def test_requests_that_were_not_rejected_have_no_rejection() -> None:
+    request = queued()
+    assert (request.rejected_by, request.rejected_at, request.rejection_reason) == (None, None, None)
+    # A late rejection of a request already approved changes nothing.
+    assert not request.apply(RequestRejected(request_id="req-1", rejected_by="bob"), NOW)
+    assert request.rejected_by is None
 
 
 def test_approval_before_policy_decision_is_retried_later() -> None:

@@ -191,6 +191,7 @@ class ApprovalService:
                             code="rejected_by_approver", message=f"rejected by {rejected_by}: {reason}"
                         )
                     ],
+                    reason=reason,
                 ),
             )
         return {"request_id": command.id, "rejected_by": rejected_by, "status": str(record.status)}

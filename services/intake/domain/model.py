@@ -88,6 +88,8 @@ STALLED = frozenset({Status.QUEUED, Status.RECONCILING, Status.EXPIRING, Status.
 ANTI_ENTROPY_ACTOR = "system:anti-entropy"
 
 
+# Who rejected a request the policy service denied (``rejected_by`` on the record).
+POLICY_ACTOR = "system:policy"
 class FailureKind(StrEnum):
     PIPELINE = "pipeline"
     TEARDOWN = "teardown"
@@ -144,6 +146,9 @@ class EnvironmentRequest:
     approvals: list[dict[str, Any]] = field(default_factory=list)
     queued_at: datetime | None = None
     last_reconciled_at: datetime | None = None
+    rejected_at: datetime | None = None
+    rejected_by: str | None = None
+    rejection_reason: str | None = None
     last_error: str | None = None
     namespace: str | None = None
     gitops_path: str | None = None
@@ -222,10 +227,9 @@ class EnvironmentRequest:
             self.policy_packs = list(data.plan.policy_packs)
             self.estimated_monthly_cost_usd = data.plan.estimated_monthly_cost_usd
         if data.outcome == "rejected":
-            self.status = Status.REJECTED
-            self.last_error = (
-                "; ".join(r.message for r in data.reasons if r.effect == "deny") or "rejected by policy"
-            )
+            denial = "; ".join(r.message for r in data.reasons if r.effect == "deny") or "rejected by policy"
+            self._reject(by=POLICY_ACTOR, reason=denial, now=now)
+            self.last_error = denial
         elif data.requires_approval:
             self.status = Status.PENDING_APPROVAL
         return True
@@ -251,8 +255,10 @@ class EnvironmentRequest:
     def _rejected(self, data: RequestRejected, now: datetime) -> bool:
         if self.status not in BEFORE_APPROVAL:
             return False
-        self.status = Status.REJECTED
-        self.last_error = "; ".join(r.message for r in data.reasons) or f"rejected by {data.rejected_by}"
+        stated = "; ".join(r.message for r in data.reasons)
+        # The approver's own words; older producers only put them inside ``reasons``.
+        self._reject(by=data.rejected_by, reason=data.reason or stated or None, now=now)
+        self.last_error = stated or f"rejected by {data.rejected_by}"
         return True
 
     def _is_current(self, generation: int) -> bool:
@@ -260,6 +266,12 @@ class EnvironmentRequest:
 
     def _resumes(self, stage: str) -> bool:
         """A pipeline failure of this generation is overtaken by later progress of ``stage``."""
+    def _reject(self, *, by: str, reason: str | None, now: datetime) -> None:
+        self.status = Status.REJECTED
+        self.rejected_at = now
+        self.rejected_by = by
+        self.rejection_reason = reason
+
         return (
             self.status is Status.FAILED
             and self.failure_kind == FailureKind.PIPELINE
