@@ -1,0 +1,115 @@
+"""``platformd dev`` (what ``make run`` runs) as a test fixture: the launcher itself, its banner
+and its state directory, not a stack assembled by the test."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from libs.embedded import free_port
+from tests.support.isolation import Isolation, delete_stream, fresh_database
+
+READY_LINE = "is running"
+
+
+@dataclass(frozen=True)
+class DevStack:
+    api_url: str
+    state_dir: Path
+    log_path: Path
+
+    def banner(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def _launcher_environment(state_dir: Path, address: str) -> dict[str, str]:
+    """This process's environment without any ``PLATFORM_*``, so the launcher uses its own
+    defaults (the development secrets the docs use) unless the test servers are given."""
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("PLATFORM_")}
+    environment.update(
+        PLATFORM_STATE_DIR=str(state_dir),
+        PLATFORM_ADDRESS=address,
+        PYTHONUNBUFFERED="1",
+        # Bounded teardown of the module; what users get is the default.
+        PLATFORM_SHUTDOWN_TIMEOUT_SECONDS="5",
+    )
+    return environment
+
+
+@contextlib.contextmanager
+def platformd_dev(folder: Path, start_timeout: float = 120.0) -> Iterator[DevStack]:
+    """Run ``python -m services.platformd.main dev`` with its state under ``folder``.
+
+    With ``PLATFORM_TEST_POSTGRES_DSN`` / ``PLATFORM_TEST_NATS_URL`` set, the launcher gets a
+    fresh database and a private stream and subject prefixes on those servers (faster than
+    starting embedded ones); otherwise it starts its embedded servers under its state
+    directory, exactly as ``make run`` does.
+    """
+    state_dir = folder / "state"
+    log_path = folder / "platformd-dev.log"
+    address = f"127.0.0.1:{free_port()}"
+    environment = _launcher_environment(state_dir, address)
+    admin_dsn = os.environ.get("PLATFORM_TEST_POSTGRES_DSN")
+    nats_url = os.environ.get("PLATFORM_TEST_NATS_URL")
+    with contextlib.ExitStack() as cleanup:
+        if admin_dsn:
+            environment["PLATFORM_POSTGRES_DSN"] = cleanup.enter_context(fresh_database(admin_dsn))
+        if nats_url:
+            isolation = Isolation.new()
+            environment.update(
+                PLATFORM_NATS_URL=nats_url,
+                PLATFORM_EVENTS_STREAM=isolation.stream,
+                PLATFORM_EVENTS_SUBJECT_PREFIX=isolation.events_prefix,
+                PLATFORM_RPC_SUBJECT_PREFIX=isolation.rpc_prefix,
+            )
+            cleanup.callback(lambda: asyncio.run(delete_stream(nats_url, isolation.stream)))
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "services.platformd.main", "dev"],
+                cwd=folder,
+                env=environment,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            _wait_for_banner(process, log_path, start_timeout)
+            yield DevStack(f"http://{address}", state_dir, log_path)
+        finally:
+            _stop(process)
+
+
+def _wait_for_banner(process: subprocess.Popen[bytes], log_path: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while READY_LINE not in log_path.read_text(errors="replace"):
+        if process.poll() is not None:
+            raise AssertionError(
+                f"platformd dev exited with {process.returncode}:\n{log_path.read_text()[-4000:]}"
+            )
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"platformd dev not running after {timeout:.0f}s:\n{log_path.read_text()[-4000:]}"
+            )
+        time.sleep(0.2)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Ctrl-C, as a user stops it; SIGKILL to the whole group if it hangs."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
