@@ -86,10 +86,10 @@ EXPIRY_ACTOR = "system:expiry"
 # lost event costs time, never a stuck environment). Awaiting promotion waits for people.
 STALLED = frozenset({Status.QUEUED, Status.RECONCILING, Status.EXPIRING, Status.DELETING})
 ANTI_ENTROPY_ACTOR = "system:anti-entropy"
-
-
 # Who rejected a request the policy service denied (``rejected_by`` on the record).
 POLICY_ACTOR = "system:policy"
+
+
 class FailureKind(StrEnum):
     PIPELINE = "pipeline"
     TEARDOWN = "teardown"
@@ -144,11 +144,11 @@ class EnvironmentRequest:
     approved_at: datetime | None = None
     approved_by: str | None = None
     approvals: list[dict[str, Any]] = field(default_factory=list)
-    queued_at: datetime | None = None
-    last_reconciled_at: datetime | None = None
     rejected_at: datetime | None = None
     rejected_by: str | None = None
     rejection_reason: str | None = None
+    queued_at: datetime | None = None
+    last_reconciled_at: datetime | None = None
     last_error: str | None = None
     namespace: str | None = None
     gitops_path: str | None = None
@@ -261,17 +261,17 @@ class EnvironmentRequest:
         self.last_error = stated or f"rejected by {data.rejected_by}"
         return True
 
-    def _is_current(self, generation: int) -> bool:
-        return generation == self.generation and self.generation > 0
-
-    def _resumes(self, stage: str) -> bool:
-        """A pipeline failure of this generation is overtaken by later progress of ``stage``."""
     def _reject(self, *, by: str, reason: str | None, now: datetime) -> None:
         self.status = Status.REJECTED
         self.rejected_at = now
         self.rejected_by = by
         self.rejection_reason = reason
 
+    def _is_current(self, generation: int) -> bool:
+        return generation == self.generation and self.generation > 0
+
+    def _resumes(self, stage: str) -> bool:
+        """A pipeline failure of this generation is overtaken by later progress of ``stage``."""
         return (
             self.status is Status.FAILED
             and self.failure_kind == FailureKind.PIPELINE
