@@ -40,7 +40,8 @@ def private_postgres() -> Iterator[EmbeddedPostgres]:
     try:
         yield server
     finally:
-        server.stop()
+        # remove_data also deletes the cluster kept outside ``folder`` when running as root.
+        server.remove_data()
         shutil.rmtree(folder, ignore_errors=True)
 
 
