@@ -363,18 +363,6 @@ async def test_openapi_documents_every_route_and_the_error_body(http: httpx.Asyn
     assert {"201", "200", "400", "401", "403", "422", "503"} <= set(create["responses"])
 
 
-async def test_a_body_trickling_in_past_the_read_timeout_is_408(nats_url: str, isolation: Any) -> None:
-    async def slow() -> AsyncIterator[bytes]:
-        yield b'{"app": '
-        await asyncio.sleep(2.5)
-        yield b'"x"}'
-
-    async with (
-        gateway_stack(nats_url, isolation.rpc_prefix, PLATFORM_HTTP_READ_TIMEOUT_SECONDS="1") as slow_stack,
-        httpx.AsyncClient(base_url=slow_stack.base_url, timeout=10) as client,
-    ):
-        response = await client.post("/v1/environment-requests", content=slow(), headers=auth())
-    assert_error_body(response, 408, "timeout")
 class AssetReferences(HTMLParser):
     """Every URL a browser would load for the page: src/href attributes and CSS url()s."""
 
@@ -415,4 +403,16 @@ async def test_the_api_reference_page_loads_nothing_from_other_hosts(http: httpx
     assert missing.status_code == 404
 
 
+async def test_a_body_trickling_in_past_the_read_timeout_is_408(nats_url: str, isolation: Any) -> None:
+    async def slow() -> AsyncIterator[bytes]:
+        yield b'{"app": '
+        await asyncio.sleep(2.5)
+        yield b'"x"}'
+
+    async with (
+        gateway_stack(nats_url, isolation.rpc_prefix, PLATFORM_HTTP_READ_TIMEOUT_SECONDS="1") as slow_stack,
+        httpx.AsyncClient(base_url=slow_stack.base_url, timeout=10) as client,
+    ):
+        response = await client.post("/v1/environment-requests", content=slow(), headers=auth())
+    assert_error_body(response, 408, "timeout")
     assert slow_stack.intake.received == []
