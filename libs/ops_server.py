@@ -1,6 +1,11 @@
-"""The operations port of a service: ``/healthz``, ``/readyz`` and ``/metrics``.
+"""The operations port of a service: ``/healthz``, ``/readyz``, ``/status`` and ``/metrics``.
 
-A deliberately tiny HTTP/1.1 server on asyncio streams: three GET routes do not justify
+- ``/healthz`` (liveness): 200 ``{"status": "ok"}``, or 503 naming each wedged part in
+  ``failing`` (see :meth:`libs.service_kit.ServiceKit.liveness_problems`).
+- ``/readyz`` (readiness): the service's own checks (its database and NATS), 200 or 503.
+- ``/status``: readiness plus the dependencies the service reports (always 200: a report).
+
+A deliberately tiny HTTP/1.1 server on asyncio streams: four GET routes do not justify
 a framework in every worker process, and it leaves signal handling to the service runner.
 """
 
@@ -10,8 +15,9 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
+import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from libs.telemetry import REGISTRY
@@ -39,13 +45,21 @@ async def run_checks(checks: dict[str, ReadinessCheck], timeout: float = 2.0) ->
     return all(result == "ok" for result in results), status
 
 
+class Probes(Protocol):
+    """What the ops port asks the process (:class:`libs.service_kit.ServiceKit` answers)."""
+
+    readiness: dict[str, ReadinessCheck]
+
+    def liveness_problems(self) -> dict[str, str]: ...
+
+    async def status(self) -> Any: ...
+
+
 class OpsServer:
-    def __init__(
-        self, host: str, port: int, checks: dict[str, ReadinessCheck], metrics_enabled: bool = True
-    ) -> None:
+    def __init__(self, host: str, port: int, probes: Probes, metrics_enabled: bool = True) -> None:
         self.host = host
         self.port = port
-        self.checks = checks
+        self.probes = probes
         self.metrics_enabled = metrics_enabled
         self._server: asyncio.Server | None = None
 
@@ -86,13 +100,19 @@ class OpsServer:
         if method not in ("GET", "HEAD"):
             return 405, "text/plain", b"method not allowed\n"
         if path == "/healthz":
+            failing = self.probes.liveness_problems()
+            if failing:
+                body = json.dumps({"status": "unhealthy", "failing": failing}).encode() + b"\n"
+                return 503, "application/json", body
             return 200, "application/json", b'{"status":"ok"}\n'
         if path == "/readyz":
-            ready, checks = await run_checks(self.checks)
+            ready, checks = await run_checks(self.probes.readiness)
             body = (
                 json.dumps({"status": "ready" if ready else "not_ready", "checks": checks}).encode() + b"\n"
             )
             return (200 if ready else 503), "application/json", body
+        if path == "/status":
+            return 200, "application/json", msgspec.json.encode(await self.probes.status()) + b"\n"
         if path == "/metrics" and self.metrics_enabled:
             return 200, CONTENT_TYPE_LATEST, generate_latest(REGISTRY)
         return 404, "text/plain", b"not found\n"

@@ -1,8 +1,14 @@
-"""What every service is built from: pool, bus, outbox relay, consumers, RPC, readiness.
+"""What every service is built from: pool, bus, outbox relay, consumers, RPC, health.
 
 A service's ``bootstrap.py`` opens a :class:`ServiceKit`, registers its consumers, RPC
-verbs, readiness checks and background loops on it, and returns it. The process runner
+verbs, dependencies and background loops on it, and returns it. The process runner
 and the tests start and stop the same object, so tests exercise the real wiring.
+
+Health (:mod:`libs.health`): ``readiness`` is the service's own database and NATS
+connection; ``dependencies`` (a git remote, cluster regions) are checked in the
+background and reported (``ping``, ``/status``, metrics), never gating readiness;
+:meth:`ServiceKit.liveness_problems` names what is wedged (the event loop, a consumer,
+the outbox relay, a background loop, the NATS client).
 """
 
 from __future__ import annotations
@@ -10,16 +16,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
-from contracts.rpc import ListDeadLetters, Ping, ReplayDeadLetter
+from contracts.rpc import ListDeadLetters, Ping, PingReply, ReplayDeadLetter
 from libs.bus import Subjects, connect_nats, ensure_stream
 from libs.database import Pool, open_pool
 from libs.dead_letters import DeadLetters
+from libs.health import DependencyCheck, DependencyMonitor, LoopHeartbeat, nats_client_problem, task_problem
 from libs.inbox import EventConsumer, GiveUpHook, Handler, RetryPolicy, fail_request
 from libs.migrations import discover, migrate
 from libs.ops_server import ReadinessCheck, run_checks
@@ -30,6 +38,57 @@ from libs.settings import PlatformSettings
 log = logging.getLogger(__name__)
 
 BackgroundLoop = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+LivenessCheck = Callable[[], str | None]
+
+# A consumer that has room for more messages pulls at least twice a second; this long
+# without a pull means its loop is stuck.
+CONSUMER_STALE_SECONDS = 30.0
+
+
+class _StampedPulls:
+    """A consumer's pull subscription that stamps every fetch: the consumer loop's heartbeat."""
+
+    def __init__(self, subscription: Any, consumer: WatchedConsumer) -> None:
+        self._subscription = subscription
+        self._consumer = consumer
+
+    async def fetch(self, *args: Any, **kwargs: Any) -> Any:
+        self._consumer.last_pull = time.monotonic()
+        try:
+            return await self._subscription.fetch(*args, **kwargs)
+        finally:
+            self._consumer.last_pull = time.monotonic()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._subscription, name)
+
+
+class WatchedConsumer(EventConsumer):
+    """An :class:`EventConsumer` that can tell ``/healthz`` whether its fetch loop still runs.
+
+    Dead: its loop task ended (cancelled, crashed, returned) while the service is not
+    stopping. Stuck: no pull for ``CONSUMER_STALE_SECONDS`` although it has room for more
+    messages (waiting for its in-flight handlers at full concurrency is busy, not stuck:
+    long handlers keep their leases alive themselves). Pulls are stamped by wrapping the
+    subscription whenever it is (re)assigned; until the first stamp nothing is judged.
+    """
+
+    last_pull: float | None = None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "_subscription" and value is not None and not isinstance(value, _StampedPulls):
+            value = _StampedPulls(value, self)
+        super().__setattr__(name, value)
+
+    def problem(self, stale_after: float = CONSUMER_STALE_SECONDS) -> str | None:
+        task = self._task
+        ended = task_problem(task, "its fetch loop")
+        if ended is not None or task is None or self.last_pull is None:
+            return ended
+        idle = time.monotonic() - self.last_pull
+        if idle > stale_after and len(self._inflight) < self.concurrency:
+            return f"its fetch loop has not pulled for {idle:.0f}s"
+        return None
 
 
 class ServiceKit:
@@ -68,14 +127,24 @@ class ServiceKit:
             max_backoff_seconds=settings.consumer_max_backoff_seconds,
             ack_wait_seconds=settings.consumer_ack_wait_seconds,
         )
-        self.consumers: list[EventConsumer] = []
+        self.consumers: list[WatchedConsumer] = []
+        # Readiness is this process's own job: its database and NATS. External systems go
+        # in ``dependencies``: reported, never gating readiness (a region or a git remote
+        # down must not take every replica out of its Service).
         self.readiness: dict[str, ReadinessCheck] = {
             "database": self._check_database,
             "nats": self._check_nats,
         }
-        self._background: list[BackgroundLoop] = []
+        self.dependencies: dict[str, DependencyCheck] = {}
+        self.dependency_monitor = DependencyMonitor(self.dependencies)
+        # Service-specific liveness checks beside the kit's own: name -> problem or None.
+        self.liveness: dict[str, LivenessCheck] = {}
+        self.heartbeat = LoopHeartbeat()
+        self._background: list[tuple[str, BackgroundLoop]] = []
         self._on_stop: list[Callable[[], Awaitable[None]]] = []
-        self._background_tasks: list[asyncio.Task[None]] = []
+        self._background_tasks: dict[str, asyncio.Task[None]] = {}
+        self._monitor_task: asyncio.Task[None] | None = None
+        self._started = False
         self._stopping = asyncio.Event()
         self.rpc.route("ping", Ping, self._ping)
         # Operators list and replay dead letters of every service the same way (platformctl events dlq).
@@ -110,7 +179,7 @@ class ServiceKit:
         ordered_by_subject: bool = False,
     ) -> EventConsumer:
         """Register a durable consumer ``<service>-<name>`` for events matching ``event_filter``."""
-        consumer = EventConsumer(
+        consumer = WatchedConsumer(
             name=f"{self.service.replace('_', '-')}-{name}",
             event_filter=event_filter,
             handlers=handlers,
@@ -130,20 +199,33 @@ class ServiceKit:
     def route(self, verb: str, message_type: type[Any], handler: RpcHandler) -> None:
         self.rpc.route(verb, message_type, handler)
 
-    def background(self, loop: BackgroundLoop) -> None:
-        """Run ``loop(stopping)`` for the life of the service (sweepers, scanners)."""
-        self._background.append(loop)
+    def background(self, loop: BackgroundLoop, name: str | None = None) -> None:
+        """Run ``loop(stopping)`` for the life of the service (sweepers, scanners).
+
+        The loop must run until ``stopping`` is set: one that ends earlier is reported by
+        ``/healthz`` as ``background/<name>`` (default: the function's qualified name).
+        """
+        label = name or getattr(loop, "__qualname__", "loop").replace("<locals>.", "")
+        self._background.append((label, loop))
 
     def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Release a service-specific resource (API clients, repositories) after draining."""
         self._on_stop.append(callback)
 
     async def start(self) -> None:
+        self.heartbeat.start()
         await self.relay.start()
         for consumer in self.consumers:
             await consumer.start()
         await self.rpc.start()
-        self._background_tasks = [asyncio.create_task(loop(self._stopping)) for loop in self._background]
+        self._background_tasks = {
+            name: asyncio.create_task(loop(self._stopping), name=f"background-{name}")
+            for name, loop in self._background
+        }
+        self._monitor_task = asyncio.create_task(
+            self.dependency_monitor.run(self._stopping), name="dependency-monitor"
+        )
+        self._started = True
         log.info("service started", extra={"fields": {"consumers": [c.name for c in self.consumers]}})
 
     async def stop(self) -> None:
@@ -152,9 +234,15 @@ class ServiceKit:
         self._stopping.set()
         await self.rpc.stop(timeout)
         await asyncio.gather(*(consumer.stop(timeout) for consumer in self.consumers))
-        for task in self._background_tasks:
+        for task in self._background_tasks.values():
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, timeout)
+        if self._monitor_task is not None:
+            # A check in flight (a slow remote) is not worth waiting for.
+            self._monitor_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._monitor_task
+        await self.heartbeat.stop()
         await self.relay.stop()
         for callback in self._on_stop:
             with contextlib.suppress(Exception):
@@ -173,6 +261,38 @@ class ServiceKit:
             raise ConnectionError("not connected")
         await self.js.account_info()
 
-    async def _ping(self, _: Ping) -> dict[str, Any]:
+    def liveness_problems(self) -> dict[str, str]:
+        """What is wedged in this process, by part (empty: alive). Checks nothing outside it.
+
+        Parts that end while the service stops are expected to end, so only the event loop
+        is judged then.
+        """
+        problems: dict[str, str | None] = {"event_loop": self.heartbeat.problem()}
+        if self._started and not self._stopping.is_set():
+            problems["nats"] = nats_client_problem(self.nc)
+            for consumer in self.consumers:
+                problems[f"consumer/{consumer.name}"] = consumer.problem()
+            relay_tasks: list[asyncio.Task[Any]] = list(getattr(self.relay, "_tasks", []))
+            problems["outbox_relay"] = next(
+                (p for p in (task_problem(t, "a relay loop") for t in relay_tasks) if p), None
+            )
+            for name, task in self._background_tasks.items():
+                problems[f"background/{name}"] = task_problem(task, "the loop")
+            problems["dependency_monitor"] = task_problem(self._monitor_task, "the dependency checks")
+            for name, check in self.liveness.items():
+                problems[name] = check()
+        return {part: problem for part, problem in problems.items() if problem}
+
+    async def status(self) -> PingReply:
+        """Readiness (own database and NATS) and the dependencies as last checked.
+
+        The dependency part is the background monitor's memory: answering never waits for
+        a remote, so a slow git server or cluster cannot make ``ping`` time out.
+        """
         ready, checks = await run_checks(self.readiness)
-        return {"service": self.service, "ready": ready, "checks": checks}
+        return PingReply(
+            service=self.service, ready=ready, checks=checks, dependencies=self.dependency_monitor.report()
+        )
+
+    async def _ping(self, _: Ping) -> PingReply:
+        return await self.status()

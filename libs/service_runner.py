@@ -44,7 +44,7 @@ async def serve(settings: S, bootstrap: Callable[[S], Awaitable[ServiceKit]]) ->
     interrupted.cancel()
     kit = starting.result()
     host, port = split_address(settings.health_address, "PLATFORM_HEALTH_ADDRESS")
-    ops = OpsServer(host, port, kit.readiness, metrics_enabled=settings.prometheus_enabled)
+    ops = OpsServer(host, port, kit, metrics_enabled=settings.prometheus_enabled)
     await ops.start()
     await kit.start()
     log.info("serving", extra={"fields": {"ops_port": ops.port}})
