@@ -42,7 +42,9 @@ async def assemble(settings: ClusterBootstrapperSettings) -> ClusterBootstrapper
     service = ClusterBootstrapperService(pool=kit.pool, outbox=kit.outbox, cluster=cluster)
     register(kit, service, settings)
     if cluster is not None:
-        kit.readiness["kubernetes"] = service.cluster_ready
+        # Reported per region, never gating readiness: one region down must not stop
+        # the work of the others (its events retry until the region is back).
+        kit.dependencies.update(service.cluster_dependencies())
         close_clients = cluster.close
 
         async def close_cluster() -> None:

@@ -49,5 +49,8 @@ async def bootstrap(settings: GitPublisherSettings) -> ServiceKit:
     register(kit, service, settings.git_publish_concurrency)
     kit.background(batcher.run)
     kit.background(publisher.recheck_remote)
-    kit.readiness["gitops_repository"] = repository.check
+    if settings.gitops_repo_url:
+        # Reported, never gating readiness: with the remote down requests are still taken
+        # and wait (the batcher retries); readiness is the kit's database and NATS.
+        kit.dependencies["gitops_remote"] = repository.check_remote
     return kit

@@ -16,6 +16,10 @@ async def bootstrap(settings: IntakeSettings) -> ServiceKit:
     kit = await ServiceKit.open(service="intake", schema=SCHEMA, settings=settings, package="services.intake")
     service = IntakeService(pool=kit.pool, outbox=kit.outbox)
     register(kit, service)
+    # Readiness, not a reported dependency: the catalog is intake's own replica (in its own
+    # schema, filled by its own consumer), without it intake cannot validate any create, and
+    # once replicated it never empties again, so this gates a fresh install only and cannot
+    # flap with policy's availability afterwards.
     kit.readiness["class_catalog"] = service.catalog_replicated
     if settings.expiry_sweep_interval_seconds > 0:
 

@@ -304,11 +304,15 @@ class KubernetesCluster(Cluster):
             return False
         return True
 
-    async def check(self) -> None:
-        # Every mapped region's context, or the current context when nothing is mapped.
-        for region in list(self._contexts) or [""]:
+    def regions(self) -> list[str]:
+        return list(self._contexts)
 
-            def version(region: str = region) -> Any:
-                return self._call(region, "GET", "/version")
+    async def check(self, region: str | None = None) -> None:
+        # One region, or every mapped region's context, or the current context when nothing is mapped.
+        targets = [region] if region is not None else list(self._contexts) or [""]
+        for target in targets:
 
-            await self._run("version", "the API server version", region, version)
+            def version(target: str = target) -> Any:
+                return self._call(target, "GET", "/version")
+
+            await self._run("version", "the API server version", target, version)

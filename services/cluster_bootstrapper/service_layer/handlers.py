@@ -9,6 +9,7 @@ idempotent, so doing the work twice changes nothing.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,6 +28,7 @@ from contracts.events import (
     RequestUnpublished,
 )
 from libs.database import Pool
+from libs.health import DependencyCheck
 from libs.inbox import Tx
 from libs.outbox import Outbox
 from libs.service_kit import BackgroundLoop
@@ -353,3 +355,15 @@ class ClusterBootstrapperService:
     async def cluster_ready(self) -> None:
         if self.cluster is not None:
             await self.cluster.check()
+
+    def cluster_dependencies(self) -> dict[str, DependencyCheck]:
+        """The clusters as reported dependencies: ``kubernetes/<region>`` for each mapped
+        region (one region down says nothing about the others), or ``kubernetes`` when one
+        cluster serves every region. None of them gates readiness."""
+        cluster = self.cluster
+        if cluster is None:
+            return {}
+        regions = cluster.regions()
+        if not regions:
+            return {"kubernetes": cluster.check}
+        return {f"kubernetes/{region}": functools.partial(cluster.check, region) for region in regions}

@@ -46,8 +46,12 @@ class Cluster(ABC):
         """Delete the object; False when it was already gone (deleting is idempotent)."""
 
     @abstractmethod
-    async def check(self) -> None:
-        """Raise unless every configured cluster answers (readiness)."""
+    async def check(self, region: str | None = None) -> None:
+        """Raise unless the region's cluster answers (every configured cluster when None)."""
+
+    def regions(self) -> list[str]:
+        """The regions mapped to a cluster of their own; [] when one cluster serves them all."""
+        return []
 
     def close(self) -> None:  # noqa: B027 - optional hook; most implementations hold nothing
         """Release connections."""

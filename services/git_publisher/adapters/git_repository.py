@@ -218,10 +218,12 @@ class GitRepository:
     def remote_failing(self) -> bool:
         return self._last_remote_error is not None
 
-    async def check(self) -> None:
-        """Readiness without side effects: the repository exists and the remote answered last time."""
+    async def check_remote(self) -> None:
+        """The remote as a reported dependency, without side effects: raises while the last
+        fetch or push failed (with git's safe summary, e.g. "git fetch failed"), until one
+        succeeds again (the publisher re-fetches in the background meanwhile)."""
         if not (self.path / "HEAD").exists():
-            raise GitError("gitops repository missing")
+            raise GitError("the local clone of the gitops repository is missing")
         if self._last_remote_error is not None:
             raise GitError(self._last_remote_error)
 
