@@ -175,11 +175,12 @@ _SHELL_VARIABLES = (
 _PROLOGUE = """\
 __docs_baseline=" $(compgen -v | tr '\\n' ' ') "
 __docs_dump() {
-  local __docs_n
+  local __docs_n __docs_exported
+  __docs_exported=" $(compgen -e | tr '\n' ' ') "
   for __docs_n in $( { compgen -e; compgen -v; } | sort -u ); do
     case "$__docs_n" in %(shell_variables)s) continue ;; esac
     # A variable bash had before the block ran is carried only if it is exported (PATH).
-    if [[ "$__docs_baseline" == *" $__docs_n "* ]] && [[ "$(declare -p "$__docs_n" 2>/dev/null)" != "declare -"*x* ]]; then
+    if [[ "$__docs_baseline" == *" $__docs_n "* && "$__docs_exported" != *" $__docs_n "* ]]; then
       continue
     fi
     declare -p "$__docs_n" 2>/dev/null | grep -v '^declare -[a-zA-Z]*r' || true
