@@ -28,6 +28,7 @@ from services.gateway.entrypoints.http import (
     route_handlers,
 )
 from services.gateway.entrypoints.middleware import ResponseDeadlineMiddleware, TelemetryMiddleware
+from services.gateway.service_layer.health import GatewayHealth
 from services.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -39,16 +40,23 @@ def create_app(settings: GatewaySettings, nc: NatsClient | None = None) -> Lites
     Without ``nc`` the app connects to NATS on start-up and drains the connection on
     shutdown; with ``nc`` (tests) it uses that connection and leaves closing it to the caller.
     """
-    runtime = GatewayRuntime(settings=settings, authenticator=authenticator_from_settings(settings))
+    authenticator = authenticator_from_settings(settings)
+    runtime = GatewayRuntime(
+        settings=settings,
+        authenticator=authenticator,
+        health=GatewayHealth(authenticator.oidc, settings.readiness_timeout_seconds),
+    )
 
     @contextlib.asynccontextmanager
     async def nats_connection(_: Litestar) -> AsyncIterator[None]:
         client = nc if nc is not None else await connect_nats(settings, "platform-gateway")
         runtime.services = Services(client, settings.rpc_prefix, settings.rpc_timeout_seconds)
+        runtime.health.start(runtime.services)
         log.info("gateway connected to nats")
         try:
             yield
         finally:
+            await runtime.health.stop()
             runtime.services = None
             await runtime.authenticator.close()
             if nc is None:

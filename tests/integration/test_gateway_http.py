@@ -285,24 +285,35 @@ async def test_healthz(http: httpx.AsyncClient) -> None:
     assert response.json() == {"status": "ok"}
 
 
-async def test_readyz_names_the_services_not_answering(http: httpx.AsyncClient) -> None:
-    response = await http.get("/readyz")
-    assert response.status_code == 503
-    body = response.json()
-    assert body["status"] == "not_ready"
-    assert body["checks"]["nats"] == "ok"
-    assert body["checks"]["intake"] == "ok"
-    assert body["checks"]["policy"] == "ok"
-    for missing in ("approval", "renderer", "git_publisher", "cluster_bootstrapper"):
-        assert body["checks"][missing] != "ok"
-    assert not any(marker in response.text for marker in SECRET_LIKE)
-
-
-async def test_readyz_is_200_when_every_service_answers(http: httpx.AsyncClient, stack: GatewayStack) -> None:
-    await stack.answer("approval", "renderer", "git_publisher", "cluster_bootstrapper")
+async def test_readyz_is_the_gateways_own_nats_connection_only(http: httpx.AsyncClient) -> None:
+    """Four of the six backends are not answering: the gateway is still ready (they are
+    reported by /v1/status), so its replicas stay in their Service."""
     response = await http.get("/readyz")
     assert response.status_code == 200, response.text
-    assert response.json() == {"status": "ready", "checks": dict.fromkeys(("nats", *BACKENDS), "ok")}
+    assert response.json() == {"status": "ready", "checks": {"nats": "ok"}}
+
+
+async def test_status_reports_each_backend_as_seen_from_the_gateway(
+    http: httpx.AsyncClient, stack: GatewayStack
+) -> None:
+    assert_error_body(await http.get("/v1/status"), 401, "unauthorized")
+    response = await http.get("/v1/status", headers=auth("viewer"))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "degraded"
+    seen = {item["name"]: item for item in body["dependencies"] if item["reported_by"] == "gateway"}
+    assert set(seen) == {f"service/{name}" for name in BACKENDS}
+    assert seen["service/intake"]["state"] == "up"
+    assert seen["service/approval"]["state"] == "down"
+    assert seen["service/approval"]["last_error"] == "the approval service is not answering"
+    assert seen["service/approval"]["since"] is not None
+    assert not any(marker in response.text for marker in SECRET_LIKE)
+
+    await stack.answer("approval", "renderer", "git_publisher", "cluster_bootstrapper")
+    await asyncio.sleep(1.1)  # /v1/status checks afresh at most once a second
+    body = (await http.get("/v1/status", headers=auth("viewer"))).json()
+    assert body["status"] == "ok"
+    assert {item["state"] for item in body["dependencies"]} == {"up"}
 
 
 async def test_metrics_count_requests_by_route_template(http: httpx.AsyncClient) -> None:
@@ -327,6 +338,7 @@ async def test_openapi_documents_every_route_and_the_error_body(http: httpx.Asyn
         "/readyz",
         "/metrics",
         "/v1/whoami",
+        "/v1/status",
         "/v1/environment-classes",
         "/v1/environment-classes/{name}",
         "/v1/environment-requests",

@@ -205,13 +205,28 @@ async def test_an_unreachable_provider_is_503_not_401(
         assert response.headers["Retry-After"] == "5"
         assert "127.0.0.1" not in response.text
         async with httpx.AsyncClient(base_url=stack.base_url) as http:
-            ready = await http.get("/readyz")
-        assert ready.json()["checks"]["oidc"].startswith("failing")
-        assert "127.0.0.1" not in ready.text
+            # The provider is a reported dependency, not the gateway's readiness: development
+            # tokens (and cached keys) still work, so the replicas stay in their Service.
+            assert (await http.get("/readyz")).status_code == 200
+            down = await oidc_status(http)
+        assert down["state"] == "down"
+        assert down["last_error"] == "the identity provider's discovery document answered HTTP 503"
         provider.up = True
         assert (await whoami(stack, provider.token())).status_code == 200
         async with httpx.AsyncClient(base_url=stack.base_url) as http:
-            assert (await http.get("/readyz")).json()["checks"]["oidc"] == "ok"
+            await asyncio.sleep(1.1)  # /v1/status checks afresh at most once a second
+            assert (await oidc_status(http))["state"] == "up"
+
+
+async def oidc_status(http: httpx.AsyncClient) -> dict[str, Any]:
+    """The provider's entry of GET /v1/status, read with a development token."""
+    response = await http.get("/v1/status", headers={"Authorization": f"Bearer {mint('viewer')}"})
+    assert response.status_code == 200, response.text
+    assert "127.0.0.1" not in response.text
+    [entry] = [item for item in response.json()["dependencies"] if item["name"] == "oidc"]
+    assert entry["reported_by"] == "gateway"
+    entry_value: dict[str, Any] = entry
+    return entry_value
 
 
 async def test_a_stalled_provider_does_not_stall_every_request(

@@ -42,6 +42,7 @@ from contracts.rpc import (
     ListQuotaProfiles,
     ListRequests,
     Ping,
+    PingReply,
     PlanRequest,
     ReconcileRequest,
     RejectRequest,
@@ -69,19 +70,15 @@ from services.gateway.domain.resources import (
     DeadLetter,
     DeadLetterPage,
     EventFeed,
-    PingReply,
     RequestPage,
     Timeline,
 )
 
 T = TypeVar("T")
 
-# Every backend service answers ``ping``; the gateway is ready when all of them are.
+# Every backend service answers ``ping``: its readiness and the dependencies it reports
+# (GET /v1/status). The gateway's own readiness does not depend on any of them.
 BACKEND_SERVICES = ("intake", "policy", "approval", "renderer", "git_publisher", "cluster_bootstrapper")
-
-
-class ServiceNotReady(Exception):
-    """A service answered ``ping`` but reported itself not ready (named in /readyz by type)."""
 
 
 class Services:
@@ -215,12 +212,13 @@ class Services:
 
     # -- readiness -------------------------------------------------------------------------
 
-    async def ping(self, service: str, reply_timeout: float) -> None:
-        """Succeed when ``service`` answers and reports itself ready."""
-        reply = await self._call(service, "ping", Ping(), PingReply, reply_timeout=reply_timeout)
-        if not reply.ready:
-            raise ServiceNotReady(service)
+    async def ping(self, service: str, reply_timeout: float) -> PingReply:
+        """The readiness of the ``service`` instance that answered, and its dependencies."""
+        return await self._call(service, "ping", Ping(), PingReply, reply_timeout=reply_timeout)
 
     async def check_nats(self) -> None:
+        """The gateway's readiness: connected, and the server answers a PING (the caller
+        bounds the wait)."""
         if not self.nc.is_connected:
             raise ConnectionError("not connected")
+        await self.nc.flush()

@@ -9,6 +9,7 @@ generated from the same types.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -85,16 +86,12 @@ class CreateOutcome(msgspec.Struct, frozen=True, kw_only=True):
     request: EnvironmentRequestView
 
 
-class PingReply(msgspec.Struct, frozen=True, kw_only=True):
-    """Reply of ``<service>.ping``."""
+class Health(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """``status`` is ``ok``, or ``unhealthy`` with ``failing`` naming each wedged part of the
+    process (``event_loop``, ``nats``, ``dependency_checks``) and what is wrong with it."""
 
-    service: str
-    ready: bool
-    checks: dict[str, str] = {}
-
-
-class Health(msgspec.Struct, frozen=True, kw_only=True):
     status: str
+    failing: dict[str, str] | None = None
 
 
 class Readiness(msgspec.Struct, frozen=True, kw_only=True):
@@ -103,3 +100,31 @@ class Readiness(msgspec.Struct, frozen=True, kw_only=True):
 
     status: str
     checks: dict[str, str]
+
+
+class DependencyStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """One dependency as the process that checks it last saw it.
+
+    ``reported_by`` is ``gateway`` for what the gateway checks itself (the identity
+    provider; each backend as ``service/<name>``: answering ``ping`` and ready) and the
+    backend's name for what that backend checks (``gitops_remote``, ``kubernetes/<region>``).
+    ``state`` is ``up``, ``down`` or ``unknown`` (not checked yet); ``since`` is when it
+    entered that state as far as the reporter knows; ``last_error`` never names a host, URL
+    or secret.
+    """
+
+    name: str
+    reported_by: str
+    state: str
+    since: datetime | None = None
+    last_error: str | None = None
+    last_success_at: datetime | None = None
+    checked_at: datetime | None = None
+
+
+class PlatformStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """``GET /v1/status``: ``ok`` when every dependency is up, else ``degraded``. A degraded
+    platform keeps taking requests; work that needs a dependency that is down waits."""
+
+    status: str
+    dependencies: list[DependencyStatus]

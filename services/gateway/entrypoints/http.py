@@ -43,7 +43,7 @@ from contracts.rpc import CreateRequest, DeleteRequest, ExtendRequest, GetReques
 from libs.errors import PlatformError, json_type
 from libs.ops_server import ReadinessCheck, run_checks
 from libs.telemetry import REGISTRY
-from services.gateway.adapters.services import BACKEND_SERVICES, Services
+from services.gateway.adapters.services import Services
 from services.gateway.adapters.tokens import Authenticator
 from services.gateway.domain.claims import Principal
 from services.gateway.domain.errors import (
@@ -65,6 +65,7 @@ from services.gateway.domain.resources import (
 )
 from services.gateway.domain.roles import ACTION_PHRASES, Action, allowed_roles, is_allowed, lacks_team_scope
 from services.gateway.entrypoints.api_reference import SelfHostedSwaggerRenderPlugin
+from services.gateway.service_layer.health import GatewayHealth
 from services.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ class GatewayRuntime:
 
     settings: GatewaySettings
     authenticator: Authenticator
+    health: GatewayHealth
     services: Services | None = None
 
     def require_services(self) -> Services:
@@ -93,29 +95,16 @@ class GatewayRuntime:
         return self.services
 
     def readiness_checks(self) -> dict[str, ReadinessCheck]:
+        """This process can do its own job: its NATS connection, nothing else. The backends
+        and the identity provider are reported by ``GET /v1/status`` instead: one of them
+        down must not take every gateway replica out of its Service (reads, creates and
+        approvals keep working while, say, the git remote is unreachable)."""
         services = self.services
-        timeout = self.settings.readiness_timeout_seconds
 
         async def not_connected() -> None:
             raise ConnectionError("not connected")
 
-        checks: dict[str, ReadinessCheck] = {"nats": services.check_nats if services else not_connected}
-        for name in BACKEND_SERVICES:
-            if services is None:
-                checks[name] = not_connected
-            else:
-                checks[name] = _ping(services, name, timeout)
-        if self.authenticator.oidc is not None:
-            # Discovery and keys (cached ones count, so /readyz does not hammer the provider).
-            checks["oidc"] = self.authenticator.oidc.check
-        return checks
-
-
-def _ping(services: Services, name: str, reply_timeout: float) -> ReadinessCheck:
-    async def check() -> None:
-        await services.ping(name, reply_timeout)
-
-    return check
+        return {"nats": services.check_nats if services else not_connected}
 
 
 def runtime_of(connection: ASGIConnection[Any, Any, Any, Any]) -> GatewayRuntime:
@@ -189,10 +178,21 @@ def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
 # -- operations --------------------------------------------------------------------------------
 
 
-@get("/healthz", tags=["operations"], summary="Liveness", sync_to_thread=False)
-def healthz() -> Health:
-    """The process is up. Checks nothing else, so a NATS outage never restarts the gateway."""
-    return Health(status="ok")
+@get(
+    "/healthz",
+    tags=["operations"],
+    summary="Liveness",
+    sync_to_thread=False,
+    responses={503: ResponseSpec(data_container=Health, description="Wedged", generate_examples=False)},
+)
+def healthz(request: Request[Any, Any, Any]) -> Response[Health]:
+    """The process is not wedged: its event loop turns, its NATS client has not given up for
+    good, its dependency checks run. Nothing outside the process is checked (a NATS outage
+    or a backend down never restarts the gateway); 503 names each failing part."""
+    failing = runtime_of(request).health.liveness_problems()
+    if failing:
+        return Response(Health(status="unhealthy", failing=failing), status_code=503)
+    return Response(Health(status="ok"))
 
 
 @get(
@@ -202,8 +202,9 @@ def healthz() -> Health:
     responses={503: ResponseSpec(data_container=Readiness, description="Not ready", generate_examples=False)},
 )
 async def readyz(request: Request[Any, Any, Any]) -> Response[Readiness]:
-    """NATS is connected and every backend service answers ``ping`` ready. No side effects;
-    the text names each check, never hosts or addresses."""
+    """NATS is connected and answers. Nothing else: the backends and the identity provider
+    are reported by ``GET /v1/status``. No side effects; the text names each check, never
+    hosts or addresses."""
     runtime = runtime_of(request)
     ready, checks = await run_checks(
         runtime.readiness_checks(), timeout=runtime.settings.readiness_timeout_seconds
@@ -584,12 +585,13 @@ def route_handlers(settings: GatewaySettings) -> list[ControllerRouterHandler]:
     # Imported here: those modules build on the guards and helpers of this one.
     from services.gateway.entrypoints.http_catalog import CATALOG_ROUTES
     from services.gateway.entrypoints.http_lifecycle import RequestActionsController
-    from services.gateway.entrypoints.http_operations import DeadLettersController, EventsController
+    from services.gateway.entrypoints.http_operations import DeadLettersController, EventsController, status
 
     handlers: list[ControllerRouterHandler] = [
         healthz,
         readyz,
         whoami,
+        status,
         EnvironmentRequestsController,
         RequestActionsController,
         EventsController,
@@ -750,6 +752,9 @@ def openapi_config() -> OpenAPIConfig:
             Tag(name="environment classes", description="The golden-path classes"),
             Tag(name="identity", description="Who the server thinks you are"),
             Tag(name="events", description="The timelines of all visible requests, as a feed"),
-            Tag(name="operations", description="Health, readiness and metrics (no auth)"),
+            Tag(
+                name="operations",
+                description="Health, readiness and metrics (no auth); the platform's status (any role)",
+            ),
         ],
     )

@@ -1,4 +1,5 @@
-"""Event feed and dead letters: what ``platformctl events tail|dlq|replay`` use.
+"""Event feed, dead letters and the platform's status: what ``platformctl events
+tail|dlq|replay`` use, and what an operator reads when something waits.
 
 - ``GET /v1/events``: the timelines of every request the caller may see, oldest first,
   resumable with a cursor. ``events tail`` polls it; it goes through intake's timeline,
@@ -6,15 +7,17 @@
 - ``GET /v1/dead-letters`` and ``POST /v1/dead-letters/{service}/{id}/replay`` (admins):
   every service keeps its own dead letters (:mod:`libs.dead_letters`); the list asks each
   of them and names any that did not answer instead of failing the whole listing.
+- ``GET /v1/status`` (any role): every dependency with its state, last error and since
+  when (:mod:`services.gateway.service_layer.health`); never part of ``/readyz``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Response, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, QueryParameter
@@ -24,9 +27,9 @@ from libs.errors import Unavailable
 from services.gateway.adapters.services import BACKEND_SERVICES, Services
 from services.gateway.domain.claims import Principal
 from services.gateway.domain.errors import BadRequest
-from services.gateway.domain.resources import DeadLetter, DeadLetterPage, EventFeed
+from services.gateway.domain.resources import DeadLetter, DeadLetterPage, EventFeed, PlatformStatus
 from services.gateway.domain.roles import Action
-from services.gateway.entrypoints.http import SECURITY, error_responses, requires
+from services.gateway.entrypoints.http import SECURITY, error_responses, requires, runtime_of
 
 
 def _service_name(service: str) -> str:
@@ -38,6 +41,25 @@ def _service_name(service: str) -> str:
             details=[{"field": "service", "message": f"must be one of {', '.join(BACKEND_SERVICES)}"}],
         )
     return normalized
+
+
+@get(
+    "/v1/status",
+    tags=["operations"],
+    summary="The platform's dependencies and their state",
+    guards=[requires(Action.READ)],
+    security=SECURITY,
+    responses=error_responses(401, 403, 503),
+)
+async def status(request: Request[Any, Any, Any]) -> PlatformStatus:
+    """Every dependency with its state (`up`, `down`, `unknown`), last error and since when:
+    the identity provider and each backend as the gateway sees them (`reported_by:
+    gateway`), then what each backend checks itself (the git remote, cluster regions).
+    `degraded` is a report, not an outage: requests are still taken, and work that needs a
+    dependency that is down waits for it. Errors never name hosts, URLs or secrets."""
+    runtime = runtime_of(request)
+    runtime.require_services()
+    return await runtime.health.status()
 
 
 class EventsController(Controller):
