@@ -278,7 +278,7 @@ class ServiceKit:
             )
             for name, task in self._background_tasks.items():
                 problems[f"background/{name}"] = task_problem(task, "the loop")
-            problems["dependency_monitor"] = task_problem(self._monitor_task, "the dependency checks")
+            problems["dependency_checks"] = task_problem(self._monitor_task, "the dependency checks")
             for name, check in self.liveness.items():
                 problems[name] = check()
         return {part: problem for part, problem in problems.items() if problem}
