@@ -14,68 +14,24 @@ import pytest
 
 from contracts.attestation import sign_attestation
 from libs.errors import Unavailable
-from services.git_publisher.adapters.git_repository import GitError, GitRepository, Identity
-from services.git_publisher.domain.changes import (
-    Approval,
-    RemoveDirectory,
-    WriteDirectory,
-    remove_directory,
-    write_directory,
-)
+from services.git_publisher.adapters.git_repository import GitError, GitRepository
+from services.git_publisher.domain.changes import Approval, write_directory
 from services.git_publisher.service_layer.batching import CommitBatcher
-from services.git_publisher.service_layer.publisher import DirectPublisher
+from services.git_publisher.service_layer.publisher import DirectPublisher, Published
 from tests.support.git_remotes import BareRemote, bare_remote, clone, git, search_path
+from tests.support.gitops_changes import (
+    IDENTITY,
+    applied,
+    bundle,
+    directory,
+    make_publisher,
+    marker,
+    request_id,
+    teardown,
+)
 from tests.support.rendered_bundles import CORE_FILES
 
 pytestmark = pytest.mark.integration
-
-IDENTITY = Identity("platform-control-plane", "platform@example.com")
-
-
-def request_id(n: int) -> str:
-    return f"req-{n:016x}"
-
-
-def directory(n: int) -> str:
-    return f"clusters/us-east-1/teams/payments/app{n}/{request_id(n)}"
-
-
-def bundle(
-    n: int, generation: int = 1, *, variant: str = "", approvals: list[Approval] | None = None
-) -> WriteDirectory:
-    files = [(name, f"# {name} of {request_id(n)}{variant}\nkind: Thing\n") for name in CORE_FILES]
-    return write_directory(
-        request_id=request_id(n),
-        generation=generation,
-        team="payments",
-        app=f"app{n}",
-        gitops_path=directory(n) + "/",
-        files=files,
-        approvals=approvals or [],
-    )
-
-
-def teardown(n: int, generation: int = 2) -> RemoveDirectory:
-    return remove_directory(
-        request_id=request_id(n),
-        generation=generation,
-        team="payments",
-        app=f"app{n}",
-        gitops_path=directory(n),
-    )
-
-
-def make_publisher(local: Path, remote: BareRemote | None, *, push: bool = True) -> DirectPublisher:
-    repository = GitRepository(
-        local,
-        branch="main",
-        identity=IDENTITY,
-        remote_url=remote.url if remote else None,
-        push_enabled=push and remote is not None,
-        timeout_seconds=30,
-        search_path=search_path(),
-    )
-    return DirectPublisher(repository, push_attempts=5, retry_backoff_seconds=0.01)
 
 
 @pytest.fixture
@@ -95,7 +51,7 @@ async def test_a_batch_into_an_empty_remote_is_one_push_of_one_commit_per_reques
 ) -> None:
     assert not remote.has_branch()
     started = time.perf_counter()
-    results = await publisher.publish([bundle(1), bundle(2), bundle(3)])
+    results = applied(await publisher.publish([bundle(1), bundle(2), bundle(3)]))
     elapsed = time.perf_counter() - started
     print(f"\nbatch of 3 into an empty local bare remote: {elapsed * 1000:.1f} ms")
 
@@ -116,9 +72,12 @@ async def test_a_batch_into_an_empty_remote_is_one_push_of_one_commit_per_reques
             ("Platform-Request", request_id(n)),
             ("Platform-Generation", "1"),
         ]
-        # Each commit adds exactly its request's directory.
+        # Each commit adds exactly its request's directory and its generation marker.
         changed = remote.git("diff-tree", "--no-commit-id", "--name-only", "-r", "--root", result.commit_sha)
-        assert sorted(changed.splitlines()) == sorted(f"{directory(n)}/{name}" for name in CORE_FILES)
+        assert sorted(changed.splitlines()) == sorted(
+            [f"{directory(n)}/{name}" for name in CORE_FILES] + [marker(n)]
+        )
+        assert remote.show(marker(n)) == "generation: 1\nstate: published"
         assert remote.files(directory(n)) == sorted(CORE_FILES)
         assert (
             remote.show(f"{directory(n)}/namespace.yaml")
@@ -132,11 +91,11 @@ async def test_a_batch_into_an_empty_remote_is_one_push_of_one_commit_per_reques
 async def test_republishing_a_bundle_makes_no_commit_and_returns_the_existing_one(
     publisher: DirectPublisher, remote: BareRemote, tmp_path: Path
 ) -> None:
-    [first] = await publisher.publish([bundle(1)])
+    [first] = applied(await publisher.publish([bundle(1)]))
     await publisher.publish([bundle(2)])
     head = remote.commits()[0]
 
-    [again] = await publisher.publish([bundle(1)])
+    [again] = applied(await publisher.publish([bundle(1)]))
     assert again.committed is False
     assert again.commit_sha == first.commit_sha
     assert remote.commits()[0] == head
@@ -145,11 +104,11 @@ async def test_republishing_a_bundle_makes_no_commit_and_returns_the_existing_on
     # A replica with no local state (e.g. after a crash and a fresh volume) reaches the same answer.
     fresh = make_publisher(tmp_path / "other-local.git", remote)
     await fresh.repository.prepare()
-    [from_fresh] = await fresh.publish([bundle(1)])
+    [from_fresh] = applied(await fresh.publish([bundle(1)]))
     assert from_fresh == again
 
     # A batch mixing a known bundle and a new one commits only the new one.
-    mixed = await publisher.publish([bundle(2), bundle(3)])
+    mixed = applied(await publisher.publish([bundle(2), bundle(3)]))
     assert [r.committed for r in mixed] == [False, True]
     assert len(remote.commits()) == 3
 
@@ -167,7 +126,7 @@ async def test_a_new_generation_replaces_the_directory_exactly(
         files=[("namespace.yaml", "kind: Namespace\n"), ("extra.yaml", "kind: Extra\n")],
         approvals=[],
     )
-    [result] = await publisher.publish([smaller])
+    [result] = applied(await publisher.publish([smaller]))
     assert result.committed
     assert remote.files(directory(1)) == ["extra.yaml", "namespace.yaml"]  # stale files are gone
     assert ("Platform-Generation", "2") in remote.trailers(remote.commits()[0])
@@ -197,7 +156,7 @@ async def test_a_commit_pushed_by_someone_else_between_fetch_and_push_survives(
     )
     hook.chmod(0o755)
 
-    [result] = await publisher.publish([bundle(2)])
+    [result] = applied(await publisher.publish([bundle(2)]))
 
     assert marker.exists()
     commits = remote.commits()
@@ -211,7 +170,7 @@ async def test_a_commit_pushed_by_someone_else_between_fetch_and_push_survives(
 
 async def test_teardown_removes_the_directory_once(publisher: DirectPublisher, remote: BareRemote) -> None:
     await publisher.publish([bundle(1), bundle(2)])
-    [removed] = await publisher.publish([teardown(1)])
+    [removed] = applied(await publisher.publish([teardown(1)]))
     assert removed.committed
     assert removed.commit_sha == remote.commits()[0]
     assert remote.message(removed.commit_sha).splitlines()[0] == f"teardown {request_id(1)} for payments/app1"
@@ -222,13 +181,16 @@ async def test_teardown_removes_the_directory_once(publisher: DirectPublisher, r
     assert remote.files(directory(1)) == []
     assert remote.files(directory(2)) == sorted(CORE_FILES)
 
-    [again] = await publisher.publish([teardown(1)])
+    [again] = applied(await publisher.publish([teardown(1)]))
     assert again.committed is False
     assert again.commit_sha == removed.commit_sha
-    [never] = await publisher.publish([teardown(9)])
-    assert never.commit_sha is None
-    assert never.committed is False
-    assert len(remote.commits()) == 3
+    # A request that was never published still gets its tombstone, once.
+    [never] = applied(await publisher.publish([teardown(9)]))
+    assert never.committed
+    assert remote.git("diff-tree", "--no-commit-id", "--name-only", "-r", str(never.commit_sha)) == marker(9)
+    [never_again] = applied(await publisher.publish([teardown(9)]))
+    assert never_again == Published(never.commit_sha, committed=False)
+    assert len(remote.commits()) == 4
 
 
 async def test_approvals_become_trailers(publisher: DirectPublisher, remote: BareRemote) -> None:
@@ -241,7 +203,9 @@ async def test_approvals_become_trailers(publisher: DirectPublisher, remote: Bar
         class_name="production",
         decided_at=decided,
     )
-    [result] = await publisher.publish([bundle(1, approvals=[Approval("alice@example.com", signature)])])
+    [result] = applied(
+        await publisher.publish([bundle(1, approvals=[Approval("alice@example.com", signature)])])
+    )
     assert result.commit_sha is not None
     assert remote.trailers(result.commit_sha) == [
         ("Platform-Request", request_id(1)),
@@ -254,8 +218,8 @@ async def test_approvals_become_trailers(publisher: DirectPublisher, remote: Bar
 async def test_without_a_remote_commits_stay_in_the_local_repository(tmp_path: Path) -> None:
     publisher = make_publisher(tmp_path / "local.git", None)
     await publisher.repository.prepare()
-    first = await publisher.publish([bundle(1), bundle(2)])
-    again = await publisher.publish([bundle(1)])
+    first = applied(await publisher.publish([bundle(1), bundle(2)]))
+    again = applied(await publisher.publish([bundle(1)]))
     local = BareRemote(tmp_path / "local.git")
     assert [r.commit_sha for r in first] == list(reversed(local.commits()))
     assert again[0].commit_sha == first[0].commit_sha
@@ -266,7 +230,9 @@ async def test_without_a_remote_commits_stay_in_the_local_repository(tmp_path: P
 async def test_several_changes_of_one_request_in_one_batch(
     publisher: DirectPublisher, remote: BareRemote
 ) -> None:
-    results = await publisher.publish([bundle(1), bundle(1), bundle(1, 2, variant=" v2"), teardown(1, 3)])
+    results = applied(
+        await publisher.publish([bundle(1), bundle(1), bundle(1, 2, variant=" v2"), teardown(1, 3)])
+    )
     assert [r.committed for r in results] == [True, False, True, True]
     assert results[1].commit_sha == results[0].commit_sha
     assert len(remote.commits()) == 3
@@ -348,7 +314,7 @@ async def test_the_batcher_groups_concurrent_changes_and_spaces_its_pushes(
     stopping = asyncio.Event()
     runner = asyncio.create_task(batcher.run(stopping))
     try:
-        burst = await asyncio.gather(*(batcher.submit(bundle(n)) for n in range(1, 11)))
+        burst = applied(await asyncio.gather(*(batcher.submit(bundle(n)) for n in range(1, 11))))
         assert remote.pushes() == 1
         assert len(remote.commits()) == 10
         assert [r.commit_sha for r in burst] == list(reversed(remote.commits()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta, timezone
 
 import msgspec
@@ -9,6 +10,7 @@ import pytest
 
 from contracts.attestation import attestation_message, sign_attestation, verify_attestation
 from contracts.events import Attestation
+from services.git_publisher.adapters.git_repository import Identity, fast_import_stream
 from services.git_publisher.domain.approvals import ATTESTATION_INVALID, approvals_for_commit
 from services.git_publisher.domain.changes import (
     Approval,
@@ -17,6 +19,7 @@ from services.git_publisher.domain.changes import (
     remove_directory,
     write_directory,
 )
+from services.git_publisher.domain.generation_markers import marker_generation, marker_path, supersedes
 
 pytestmark = pytest.mark.unit
 
@@ -93,6 +96,52 @@ def test_commit_messages_carry_the_trailers() -> None:
     )
     assert teardown.message.splitlines()[0] == f"teardown {REQUEST} for payments/api"
     assert teardown.desired_tree is None
+
+
+def test_generation_markers_live_outside_the_environment_directories_in_two_levels_of_shards() -> None:
+    assert marker_path("req-3fa2c0de00000001") == ".platform/generations/3f/a2/req-3fa2c0de00000001"
+    # Not an id intake issues: spread by a hash of it, still two levels deep.
+    other = marker_path("Mixed-Case.id")
+    assert re.fullmatch(r"\.platform/generations/[0-9a-f]{2}/[0-9a-f]{2}/Mixed-Case\.id", other)
+    assert marker_path("Mixed-Case.id") == other
+
+
+def test_a_marker_names_the_generation_of_the_last_change_and_what_it_did() -> None:
+    path = f"clusters/us-east-1/teams/payments/api/{REQUEST}"
+    write = write_directory(
+        request_id=REQUEST, generation=3, team="payments", app="api", gitops_path=path,
+        files=[("namespace.yaml", "kind: Namespace\n")], approvals=[],
+    )  # fmt: skip
+    removal = remove_directory(request_id=REQUEST, generation=4, team="payments", app="api", gitops_path=path)
+    assert write.marker_path == removal.marker_path == marker_path(REQUEST)
+    assert write.marker == b"generation: 3\nstate: published\n"
+    assert removal.marker == b"generation: 4\nstate: removed\n"
+    assert marker_generation(write.marker) == 3
+    assert marker_generation(removal.marker) == 4
+    # No marker, or one edited beyond reading: no generation, so the next change rewrites it.
+    assert marker_generation(None) is None
+    assert marker_generation(b"hand-edited\n") is None
+
+
+@pytest.mark.parametrize(
+    ("marker", "generation", "fenced"),
+    [(None, 1, False), (2, 3, False), (3, 3, False), (4, 3, True)],
+)
+def test_only_a_newer_marker_fences_a_change_out(marker: int | None, generation: int, fenced: bool) -> None:
+    assert supersedes(marker, generation) is fenced
+
+
+def test_a_teardown_of_a_request_never_rendered_is_a_tombstone_only() -> None:
+    tombstone = remove_directory(
+        request_id=REQUEST, generation=2, team="payments", app="api", gitops_path=" "
+    )
+    assert tombstone.path is None
+    assert tombstone.marker == b"generation: 2\nstate: removed\n"
+    stream = fast_import_stream(None, [tombstone], Identity("p", "p@example.com"), 0)
+    assert b"\nD " not in stream
+    assert f"M 100644 inline {marker_path(REQUEST)}\n".encode() in stream
+    with pytest.raises(RefusedChange):
+        remove_directory(request_id="../x", generation=2, team="payments", app="api", gitops_path="")
 
 
 @pytest.mark.parametrize(

@@ -268,6 +268,33 @@ class GitRepository:
             trees[path] = oid if kind == "tree" else None
         return trees
 
+    async def blobs_at(self, base: str | None, paths: Sequence[str]) -> dict[str, bytes | None]:
+        """Content of each file ``path`` in ``base`` (None where absent), in one git call.
+
+        Meant for small files (generation markers): each is read whole into memory.
+        """
+        if base is None or not paths:
+            return dict.fromkeys(paths)
+        unique = list(dict.fromkeys(paths))
+        query = "".join(f"{base}:{path}\n" for path in unique).encode()
+        output = (await self.run("cat-file", "--batch", stdin=query)).stdout
+        blobs: dict[str, bytes | None] = {}
+        position = 0
+        for path in unique:
+            # Each answer is "<oid> <type> <size>\n<content>\n", or "<query> missing\n".
+            end = output.index(b"\n", position)
+            header = output[position:end].split(b" ")
+            position = end + 1
+            if len(header) != 3:
+                blobs[path] = None
+                continue
+            size = int(header[2])
+            content = output[position : position + size]
+            position += size + 1
+            # A directory where the file belongs counts as absent, as in trees_at.
+            blobs[path] = content if header[1] == b"blob" else None
+        return blobs
+
     async def last_commit_touching(self, base: str | None, path: str) -> str | None:
         """The newest commit in ``base``'s history that changed ``path`` (None if none did)."""
         if base is None:
@@ -331,7 +358,8 @@ def fast_import_stream(
     """A ``git fast-import`` stream: one commit per change (marks ``:1..:n``) chained on ``base``.
 
     Paths are safe by construction (checked segments, no quoting needed). ``D <path>`` comes
-    before the files so a directory ends up holding exactly the bundle.
+    before the files so a directory ends up holding exactly the bundle; every commit also
+    rewrites its request's generation marker, so the fence and the directory move together.
     """
     person = f"{identity.name} <{identity.email}> {timestamp} +0000".encode()
     parts: list[bytes] = [b"feature done\n", f"reset {BATCH_REF}\n".encode()]
@@ -347,11 +375,14 @@ def fast_import_stream(
             b"author " + person + b"\n",
             b"committer " + person + b"\n",
             _data(change.message.encode()),
-            f"D {change.path}\n".encode(),
         ]
+        if change.path is not None:
+            parts.append(f"D {change.path}\n".encode())
         for name, content in change.files:
             parts.append(f"M 100644 inline {change.path}/{name}\n".encode())
             parts.append(_data(content))
+        parts.append(f"M 100644 inline {change.marker_path}\n".encode())
+        parts.append(_data(change.marker))
         parts.append(b"\n")
     parts.append(b"done\n")
     return b"".join(parts)

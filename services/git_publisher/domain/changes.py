@@ -1,8 +1,9 @@
 """What the publisher does to the GitOps tree: write or remove one request's directory.
 
 Pure values and rules. A change is one commit (one per request); its desired state of the
-directory is fully determined by the change itself, which is what makes a publish
-idempotent: if the base already holds that state, there is nothing to commit.
+directory and of the request's generation marker (:mod:`.generation_markers`) is fully
+determined by the change itself, which is what makes a publish idempotent: if the base
+already holds that state, there is nothing to commit.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from services.git_publisher.domain import generation_markers
 from services.git_publisher.domain.git_objects import tree_id
 
 # Path segments the publisher writes: what the renderer derives from DNS-1123 names,
@@ -38,6 +40,13 @@ def checked_gitops_path(path: str, request_id: str) -> str:
     if segments[-1] != request_id:
         raise RefusedChange("gitops path does not end in the request id")
     return normalised
+
+
+def checked_request_id(request_id: str) -> str:
+    """``request_id`` if it can name a file in the tree (its generation marker)."""
+    if not _SEGMENT.match(request_id):
+        raise RefusedChange("request id invalid")
+    return request_id
 
 
 def checked_file_name(name: str) -> str:
@@ -83,16 +92,28 @@ class WriteDirectory:
     def desired_tree(self) -> str | None:
         return tree_id(dict(self.files))
 
+    @property
+    def marker_path(self) -> str:
+        return generation_markers.marker_path(self.request_id)
+
+    @property
+    def marker(self) -> bytes:
+        return generation_markers.marker_content(self.generation, "published")
+
 
 @dataclass(frozen=True)
 class RemoveDirectory:
-    """Make ``path`` absent."""
+    """Make ``path`` absent and leave a tombstone marker.
+
+    ``path`` is None for a request that was never rendered: there is no directory, but the
+    tombstone still keeps a late bundle of an older generation off the branch.
+    """
 
     request_id: str
     generation: int
     team: str
     app: str
-    path: str
+    path: str | None
     files: tuple[tuple[str, bytes], ...] = field(default=(), init=False)
 
     @property
@@ -103,6 +124,14 @@ class RemoveDirectory:
     @property
     def desired_tree(self) -> str | None:
         return None
+
+    @property
+    def marker_path(self) -> str:
+        return generation_markers.marker_path(self.request_id)
+
+    @property
+    def marker(self) -> bytes:
+        return generation_markers.marker_content(self.generation, "removed")
 
 
 Change = WriteDirectory | RemoveDirectory
@@ -134,7 +163,7 @@ def write_directory(
         trailer_value(approval.approver)
         trailer_value(approval.signature)
     return WriteDirectory(
-        request_id=trailer_value(request_id),
+        request_id=checked_request_id(trailer_value(request_id)),
         generation=generation,
         team=trailer_value(team),
         app=trailer_value(app),
@@ -147,11 +176,14 @@ def write_directory(
 def remove_directory(
     *, request_id: str, generation: int, team: str, app: str, gitops_path: str
 ) -> RemoveDirectory:
-    """Build (and check) the change that removes one request's directory."""
+    """Build (and check) the change that removes one request's directory.
+
+    An empty ``gitops_path`` (never rendered) makes a change that only writes the tombstone.
+    """
     return RemoveDirectory(
-        request_id=trailer_value(request_id),
+        request_id=checked_request_id(trailer_value(request_id)),
         generation=generation,
         team=trailer_value(team),
         app=trailer_value(app),
-        path=checked_gitops_path(gitops_path, request_id),
+        path=checked_gitops_path(gitops_path, request_id) if gitops_path.strip() else None,
     )

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from libs.errors import Unavailable
 from services.git_publisher.domain.changes import Change
-from services.git_publisher.service_layer.publisher import Published
+from services.git_publisher.service_layer.publisher import PublishResult
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +28,13 @@ DRAIN_GRACE_SECONDS = 0.5
 
 
 class BatchPublisher(Protocol):
-    async def publish(self, changes: list[Change]) -> list[Published]: ...
+    async def publish(self, changes: list[Change]) -> list[PublishResult]: ...
 
 
 @dataclass
 class _Pending:
     change: Change
-    future: asyncio.Future[Published]
+    future: asyncio.Future[PublishResult]
     enqueued_at: float = field(default=0.0)
 
 
@@ -52,7 +52,7 @@ class CommitBatcher:
         self._last_batch_started = float("-inf")
         self._last_activity = 0.0
 
-    async def submit(self, change: Change) -> Published:
+    async def submit(self, change: Change) -> PublishResult:
         """Publish ``change`` with the next batch; returns once it is committed (and pushed)."""
         if self._closed:
             # Raised, not swallowed: the handler's transaction rolls back and the event is

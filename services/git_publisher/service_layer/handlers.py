@@ -3,16 +3,20 @@
 Order, and why:
 
 1. ``prepare`` (no transaction open): look up the generation in our own tables — one
-   already published, or superseded by a newer one, needs no git work; check the bundle
+   already published, or superseded by a newer one, needs no git work (a cheap shortcut
+   only: another replica may be pushing a newer generation right now); check the bundle
    (path, file names, approval gate); hand the change to the batcher and wait until it
-   is committed and pushed. Nothing here pins a database connection, so dozens of
-   handlers can wait for one batched push. If the process dies after the push, the event
-   is redelivered and the push is repeated harmlessly: the directory's tree already
-   matches, so no second commit is made (see
+   is committed and pushed — or refused because the branch's generation marker is newer,
+   which is the check that holds across replicas. Nothing here pins a database
+   connection, so dozens of handlers can wait for one batched push. If the process dies
+   after the push, the event is redelivered and the push is repeated harmlessly: the
+   directory's tree and marker already match, so no second commit is made (see
    :mod:`~services.git_publisher.service_layer.publisher`).
 2. ``apply`` (the kit's inbox transaction): record the publication and stage
    ``request.published`` — or ``request.failed`` for a refused bundle, which is permanent
-   and therefore reported once instead of retried. The kit commits, then acknowledges.
+   and therefore reported once instead of retried. A change superseded on the branch is
+   a :class:`Skip`: nothing recorded or emitted (intake ignores stale generations anyway),
+   and the event is acknowledged, never retried. The kit commits, then acknowledges.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from libs.inbox import Tx
 from services.git_publisher.adapters import publications
 from services.git_publisher.domain.approvals import approvals_for_commit
 from services.git_publisher.domain.changes import Change, RefusedChange, remove_directory, write_directory
-from services.git_publisher.service_layer.publisher import Published
+from services.git_publisher.service_layer.publisher import Published, PublishResult, Superseded
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +50,7 @@ class ChangeSubmitter(Protocol):
     generation, PR through the provider API) selected in ``bootstrap.py`` by a mode setting.
     """
 
-    async def submit(self, change: Change) -> Published: ...
+    async def submit(self, change: Change) -> PublishResult: ...
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,12 @@ class Skip:
     """Nothing to do for this delivery (already done, or superseded); ``reason`` is logged."""
 
     reason: str
+
+
+def superseded(result: Superseded) -> Skip:
+    # Final, not an error: a retry would meet the same marker, and the newer generation
+    # already reported its own outcome (or will).
+    return Skip(f"superseded by generation {result.generation} on the branch")
 
 
 @dataclass(frozen=True)
@@ -135,6 +145,8 @@ class PublishRendered:
         except RefusedChange as refusal:
             return Outcome(change_path=data.gitops_path, refusal=refusal)
         published = await self.service.submitter.submit(change)
+        if isinstance(published, Superseded):
+            return superseded(published)
         if published.commit_sha is None:  # a written directory always has a commit
             raise RuntimeError("publish returned no commit")
         return Outcome(change_path=change.path, published=published)
@@ -195,12 +207,9 @@ class UnpublishTeardown:
         async with self.service.pool.connection() as conn:
             if await publications.get_unpublication(conn, data.request_id, data.generation) is not None:
                 return Skip("generation already torn down")
-        if not data.gitops_path.strip():
-            # Never rendered, so nothing was ever published; the teardown is still reported.
-            return Outcome(
-                change_path=data.gitops_path, published=Published(commit_sha=None, committed=False)
-            )
         try:
+            # Also for a request never rendered (empty path): there is no directory, but
+            # the tombstone marker keeps a bundle still in flight from landing afterwards.
             change = remove_directory(
                 request_id=data.request_id,
                 generation=data.generation,
@@ -210,12 +219,19 @@ class UnpublishTeardown:
             )
         except RefusedChange as refusal:
             return Outcome(change_path=data.gitops_path, refusal=refusal)
-        return Outcome(change_path=change.path, published=await self.service.submitter.submit(change))
+        published = await self.service.submitter.submit(change)
+        if isinstance(published, Superseded):
+            return superseded(published)
+        return Outcome(change_path=data.gitops_path, published=published)
 
     async def apply(
         self, envelope: Envelope, data: RequestTeardownRequested, tx: Tx, prepared: Skip | Outcome
     ) -> None:
         if isinstance(prepared, Skip):
+            log.info(
+                "teardown skipped",
+                extra={"fields": {"generation": data.generation, "reason": prepared.reason}},
+            )
             return
         if prepared.refusal is not None:
             await self.service._refuse(tx, data.request_id, data.generation, prepared.refusal)

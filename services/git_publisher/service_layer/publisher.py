@@ -1,10 +1,16 @@
 """Direct mode: commit a list of changes on the remote branch's fresh head and push them.
 
 One call is one batch: one fetch, one ``git fast-import`` (one commit per change), one
-push. A change whose desired directory state the base already holds makes no commit; its
-result is the commit that last touched the directory. That is what makes a publish safe to
-repeat after a crash between the push and the database commit: the redelivered bundle
-finds itself on the remote and gets the original commit back.
+push. A change whose desired directory state the base already holds (with its generation
+marker) makes no commit; its result is the commit that last touched the marker. That is
+what makes a publish safe to repeat after a crash between the push and the database commit:
+the redelivered bundle finds itself on the remote and gets the original commit back.
+
+A change whose request's marker at the base names a newer generation is not applied
+(:class:`Superseded`): the remote is the fence between replicas
+(:mod:`~services.git_publisher.domain.generation_markers`). The base is always the freshly
+fetched head and the push is fast-forward only; a rejected push rebuilds the whole batch on
+a new base, so every change is checked again against what the remote holds then.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from prometheus_client import Counter, Histogram
 from libs.telemetry import REGISTRY
 from services.git_publisher.adapters.git_repository import GitError, GitRepository, PushRejected
 from services.git_publisher.domain.changes import Change
+from services.git_publisher.domain.generation_markers import marker_generation, supersedes
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +46,21 @@ BATCH_SIZE = Histogram(
 PUSH_RETRIES = Counter(
     "platform_git_push_retries_total", "Batches rebuilt after a rejected or failed push.", registry=REGISTRY
 )
+SUPERSEDED = Counter(
+    "platform_git_changes_superseded_total",
+    "Changes not applied because the branch already holds a newer generation of the request.",
+    registry=REGISTRY,
+)
 
 
 @dataclass(frozen=True)
 class Published:
     """Where a change landed.
 
-    ``commit_sha`` is the commit that made the directory what the change asked for (a new
-    one, or an older one when nothing had to change); None only for removing a directory
-    that never existed. ``committed`` says whether this call made the commit.
+    ``commit_sha`` is the commit that made the directory and the generation marker what the
+    change asked for (a new one, or an older one when nothing had to change); None only if
+    the branch's history no longer shows that older commit. ``committed`` says whether this
+    call made the commit.
     """
 
     commit_sha: str | None
@@ -55,10 +68,21 @@ class Published:
 
 
 @dataclass(frozen=True)
+class Superseded:
+    """Not applied: the branch's marker for the request names ``generation``, newer than the change's."""
+
+    generation: int
+
+
+PublishResult = Published | Superseded
+
+
+@dataclass(frozen=True)
 class _Planned:
     change: Change
     commit_index: int | None  # which of this batch's new commits holds the change's state, if any
     commits: bool  # True when that commit is the change's own
+    superseded_by: int | None = None  # the newer generation that fenced the change out
 
 
 class DirectPublisher:
@@ -97,11 +121,13 @@ class DirectPublisher:
             if self.repository.remote_failing:
                 await self.warm_up()
 
-    async def publish(self, changes: Sequence[Change]) -> list[Published]:
+    async def publish(self, changes: Sequence[Change]) -> list[PublishResult]:
         """Commit ``changes`` in order (one commit each, skipping those already in place) and push.
 
-        Returns one result per change. Raises :class:`GitError` when the remote still
-        refuses after ``push_attempts`` rounds; nothing is then reported as published.
+        Returns one result per change: :class:`Superseded` for a change older than what the
+        branch holds for its request (including an earlier change of the same batch). Raises
+        :class:`GitError` when the remote still refuses after ``push_attempts`` rounds;
+        nothing is then reported as published.
         """
         started = time.perf_counter()
         BATCH_SIZE.observe(len(changes))
@@ -140,7 +166,8 @@ class DirectPublisher:
             extra={
                 "fields": {
                     "changes": len(changes),
-                    "commits": sum(r.committed for r in results),
+                    "commits": sum(isinstance(r, Published) and r.committed for r in results),
+                    "superseded": sum(isinstance(r, Superseded) for r in results),
                     "attempts": attempt,
                     "seconds": round(elapsed, 4),
                 }
@@ -160,22 +187,35 @@ class DirectPublisher:
             return await repository.resolve(repository.tracking_ref)
         return local
 
-    async def _attempt(self, changes: Sequence[Change]) -> list[Published]:
+    async def _attempt(self, changes: Sequence[Change]) -> list[PublishResult]:
         repository = self.repository
         base = await self._base()
-        state = await repository.trees_at(base, [change.path for change in changes])
+        # Both read from the base just fetched: the fence is only as fresh as the base the
+        # commits are built on, and the fast-forward push proves that base is still the head.
+        trees = await repository.trees_at(base, [c.path for c in changes if c.path is not None])
+        markers = await repository.blobs_at(base, [change.marker_path for change in changes])
         last_touch: dict[str, int] = {}
         to_commit: list[Change] = []
         planned: list[_Planned] = []
         for change in changes:
-            desired = change.desired_tree
-            if state[change.path] == desired:
-                planned.append(_Planned(change, last_touch.get(change.path), commits=False))
+            # ``markers`` and ``trees`` advance with each planned commit, so later changes of
+            # the same request in this batch are checked against the earlier ones, in order.
+            current = marker_generation(markers[change.marker_path])
+            if supersedes(current, change.generation):
+                planned.append(_Planned(change, None, commits=False, superseded_by=current))
                 continue
-            last_touch[change.path] = len(to_commit)
+            in_place = markers[change.marker_path] == change.marker and (
+                change.path is None or trees[change.path] == change.desired_tree
+            )
+            if in_place:
+                planned.append(_Planned(change, last_touch.get(change.marker_path), commits=False))
+                continue
+            last_touch[change.marker_path] = len(to_commit)
             planned.append(_Planned(change, len(to_commit), commits=True))
             to_commit.append(change)
-            state[change.path] = desired
+            markers[change.marker_path] = change.marker
+            if change.path is not None:
+                trees[change.path] = change.desired_tree
         commits: list[str] = []
         if to_commit:
             commits = await repository.import_commits(base, to_commit)
@@ -183,13 +223,25 @@ class DirectPublisher:
                 await repository.push(commits[-1])
             else:
                 await repository.advance_branch(commits[-1], base)
-        results: list[Published] = []
-        for plan in planned:
-            if plan.commit_index is not None:
-                # Its own commit, or an earlier change of this very batch already made it so.
-                results.append(Published(commits[plan.commit_index], committed=plan.commits))
-            else:
-                results.append(
-                    Published(await repository.last_commit_touching(base, plan.change.path), False)
-                )
-        return results
+        return [await self._result(plan, base, commits) for plan in planned]
+
+    async def _result(self, plan: _Planned, base: str | None, commits: list[str]) -> PublishResult:
+        if plan.superseded_by is not None:
+            SUPERSEDED.inc()
+            log.info(
+                "change superseded on the branch",
+                extra={
+                    "fields": {
+                        "request_id": plan.change.request_id,
+                        "generation": plan.change.generation,
+                        "branch_generation": plan.superseded_by,
+                    }
+                },
+            )
+            return Superseded(plan.superseded_by)
+        if plan.commit_index is not None:
+            # Its own commit, or an earlier change of this very batch already made it so.
+            return Published(commits[plan.commit_index], committed=plan.commits)
+        # Already in place at the base: every change rewrites the marker, so the last commit
+        # that touched it is the one that made this generation's state.
+        return Published(await self.repository.last_commit_touching(base, plan.change.marker_path), False)

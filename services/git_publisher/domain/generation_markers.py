@@ -1,0 +1,70 @@
+"""Generation markers: the GitOps branch itself fences publisher replicas against each other.
+
+Every request has one small file outside its environment directory,
+``.platform/generations/<aa>/<bb>/<request-id>``, naming the generation of the last change
+the branch applied for it (a written bundle or a teardown). A change rewrites the marker in
+the same commit as the directory, and is applied only if the marker at the base it is built
+on is not newer than its own generation. The base is always the freshly fetched remote head
+and the push is fast-forward only (a rejected push is rebuilt on a new base and checked
+again), so the check and the push are atomic with respect to the remote: an older
+generation can never land after a newer one, whichever replica handles which event when.
+
+A teardown leaves its marker behind (a tombstone), also for a request that never had a
+directory, so a late bundle of an older generation cannot bring the environment back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Literal
+
+MARKER_ROOT = ".platform/generations"
+
+# What intake issues: "req-" and 16 hex digits (random, or from the idempotency key's digest).
+_HEX_REQUEST_ID = re.compile(r"^req-([0-9a-f]{4})[0-9a-f]*$")
+_GENERATION_LINE = re.compile(rb"^generation: ([0-9]{1,18})$", re.MULTILINE)
+
+MarkerState = Literal["published", "removed"]
+
+
+def marker_path(request_id: str) -> str:
+    """Where ``request_id``'s marker lives: two levels of 256 shards under :data:`MARKER_ROOT`.
+
+    Git rewrites every tree on the path of a changed file, and markers (tombstones included)
+    are never removed. Two levels keep each rewritten tree at most 256 entries wide up to
+    millions of requests, so a commit costs about the same whatever the number of requests.
+    ``request_id`` must already be a checked path segment
+    (:func:`~services.git_publisher.domain.changes.checked_request_id`).
+    """
+    match = _HEX_REQUEST_ID.match(request_id)
+    # Intake's ids spread evenly by their own digits (and an operator finds the file by eye);
+    # any other id is spread by a hash of it.
+    digits = match.group(1) if match else hashlib.sha1(request_id.encode(), usedforsecurity=False).hexdigest()
+    return f"{MARKER_ROOT}/{digits[:2]}/{digits[2:4]}/{request_id}"
+
+
+def marker_content(generation: int, state: MarkerState) -> bytes:
+    """The marker's bytes: a pure function of the change, so an unchanged marker means no commit."""
+    return f"generation: {generation}\nstate: {state}\n".encode()
+
+
+def marker_generation(content: bytes | None) -> int | None:
+    """The generation a marker names; None when there is no marker.
+
+    A marker that cannot be read (edited by hand) also counts as none, so the next change
+    for the request rewrites it instead of blocking the request for good.
+    """
+    if content is None:
+        return None
+    match = _GENERATION_LINE.search(content)
+    return int(match.group(1)) if match else None
+
+
+def supersedes(marker: int | None, generation: int) -> bool:
+    """True when the branch already holds a newer generation than ``generation``.
+
+    Equal is not newer: re-publishing the same generation is a redelivery, which either
+    finds its state in place (no commit) or restores it.
+    """
+    return marker is not None and marker > generation

@@ -1,0 +1,272 @@
+"""Publisher replicas fenced by the remote: an older generation never lands after a newer one.
+
+Each replica is a real :class:`DirectPublisher` with its own bare repository, all pushing
+to one bare remote; assertions are on what the remote holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import psycopg
+import pytest
+from nats.js import JetStreamContext
+
+from contracts.events import RenderedFile, RequestRendered
+from contracts.models import RequestSpec
+from services.git_publisher.adapters.git_repository import GitRepository, PushRejected
+from services.git_publisher.service_layer import publisher as publishing
+from services.git_publisher.service_layer.publisher import DirectPublisher
+from tests.support.bus import publish_event, stream_events, wait_until
+from tests.support.git_remotes import BareRemote, bare_remote
+from tests.support.gitops_changes import (
+    applied,
+    bundle,
+    directory,
+    make_publisher,
+    marker,
+    request_id,
+    teardown,
+)
+from tests.support.isolation import Isolation
+from tests.support.rendered_bundles import CORE_FILES
+from tests.support.services import running_service
+
+pytestmark = pytest.mark.integration
+
+CONSUMER = "git-publisher-requests"
+
+
+class HeldPushRepository(GitRepository):
+    """A replica's repository whose first push waits, ready to send, until ``release`` is set."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.push_waiting = asyncio.Event()
+        self.release = asyncio.Event()
+        self.rejected_pushes = 0
+        self._held = False
+
+    async def push(self, commit: str) -> None:
+        if not self._held:
+            self._held = True
+            self.push_waiting.set()
+            await self.release.wait()
+        try:
+            await super().push(commit)
+        except PushRejected:
+            self.rejected_pushes += 1
+            raise
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> BareRemote:
+    return bare_remote(tmp_path / "remote.git")
+
+
+async def replica(
+    folder: Path, remote: BareRemote, repository_class: type[GitRepository] = GitRepository
+) -> DirectPublisher:
+    publisher = make_publisher(folder, remote, repository_class=repository_class)
+    await publisher.repository.prepare()
+    return publisher
+
+
+def generations_in_history(remote: BareRemote, n: int) -> list[str]:
+    """``Platform-Generation`` of every commit for ``request_id(n)`` on the branch, oldest first."""
+    commits = remote.git(
+        "log", "--reverse", "--format=%H", f"--grep=Platform-Request: {request_id(n)}", "main"
+    )
+    return [
+        value
+        for commit in commits.split()
+        for key, value in remote.trailers(commit)
+        if key == "Platform-Generation"
+    ]
+
+
+async def test_a_held_older_push_cannot_revive_an_environment_another_replica_tore_down(
+    tmp_path: Path, remote: BareRemote
+) -> None:
+    a = await replica(tmp_path / "replica-a.git", remote, HeldPushRepository)
+    b = await replica(tmp_path / "replica-b.git", remote)
+    applied(await b.publish([bundle(1, 1)]))
+    held = a.repository
+    assert isinstance(held, HeldPushRepository)
+
+    # Replica A has fetched, checked and built generation 2; its push is on the wire, held.
+    a_publishing = asyncio.create_task(a.publish([bundle(1, 2, variant=" g2")]))
+    await asyncio.wait_for(held.push_waiting.wait(), 10)
+    # Meanwhile replica B tears down generation 3 and pushes first.
+    [torn_down] = applied(await b.publish([teardown(1, 3)]))
+    assert torn_down.committed
+    held.release.set()
+    [a_result] = await asyncio.wait_for(a_publishing, 20)
+
+    # The remote: no directory at the head, the tombstone says 3, and no commit after the
+    # teardown brought anything back.
+    assert remote.files(directory(1)) == []
+    assert remote.show(marker(1)) == "generation: 3\nstate: removed"
+    assert remote.commits()[0] == torn_down.commit_sha
+    assert generations_in_history(remote, 1) == ["1", "3"]
+    assert remote.pushes() == 2  # both B's; A's was refused and never retried
+    # A's push was really sent and rejected, and the rebuild on the new base met the fence.
+    assert held.rejected_pushes == 1
+    assert a_result == publishing.Superseded(3)
+
+
+@pytest.mark.parametrize("gitops_path", [None, ""], ids=["directory-known", "never-rendered"])
+async def test_a_teardown_before_any_publish_leaves_a_tombstone(
+    tmp_path: Path, remote: BareRemote, gitops_path: str | None
+) -> None:
+    a = await replica(tmp_path / "replica-a.git", remote)
+    b = await replica(tmp_path / "replica-b.git", remote)
+    [tombstone] = applied(await b.publish([teardown(1, 2, gitops_path=gitops_path)]))
+    assert tombstone.committed
+
+    # The bundle of generation 1 arrives late, at another replica.
+    [late] = await a.publish([bundle(1, 1)])
+
+    assert remote.files(directory(1)) == []
+    assert remote.show(marker(1)) == "generation: 2\nstate: removed"
+    assert remote.commits() == [tombstone.commit_sha]
+    # The tombstone commit touches the marker and nothing else.
+    assert remote.git(
+        "diff-tree", "--no-commit-id", "--name-only", "-r", "--root", remote.commits()[0]
+    ) == marker(1)
+    assert late == publishing.Superseded(2)
+
+
+async def test_an_older_write_after_a_newer_one_is_fenced(tmp_path: Path, remote: BareRemote) -> None:
+    a = await replica(tmp_path / "replica-a.git", remote)
+    b = await replica(tmp_path / "replica-b.git", remote)
+    [newer] = applied(await a.publish([bundle(1, 3, variant=" g3")]))
+
+    [older] = await b.publish([bundle(1, 2, variant=" g2")])
+
+    assert remote.commits() == [newer.commit_sha]
+    assert (
+        remote.show(f"{directory(1)}/namespace.yaml")
+        == f"# namespace.yaml of {request_id(1)} g3\nkind: Thing"
+    )
+    assert remote.show(marker(1)) == "generation: 3\nstate: published"
+    assert older == publishing.Superseded(3)
+
+
+async def test_redelivering_the_same_generation_makes_no_second_commit(
+    tmp_path: Path, remote: BareRemote
+) -> None:
+    a = await replica(tmp_path / "replica-a.git", remote)
+    b = await replica(tmp_path / "replica-b.git", remote)
+    [first] = applied(await a.publish([bundle(1, 2)]))
+
+    [again_elsewhere] = applied(await b.publish([bundle(1, 2)]))
+    [again_here] = applied(await a.publish([bundle(1, 2)]))
+
+    assert remote.commits() == [first.commit_sha]
+    assert remote.pushes() == 1
+    assert again_elsewhere == again_here == publishing.Published(first.commit_sha, committed=False)
+
+
+async def test_changes_of_one_request_in_one_batch_are_fenced_in_order(
+    tmp_path: Path, remote: BareRemote
+) -> None:
+    a = await replica(tmp_path / "replica-a.git", remote)
+    results = await a.publish([bundle(1, 2), bundle(1, 1), teardown(1, 3), bundle(1, 2), teardown(1, 3)])
+
+    commits = remote.commits()
+    assert results == [
+        publishing.Published(commits[1], committed=True),
+        publishing.Superseded(2),
+        publishing.Published(commits[0], committed=True),
+        publishing.Superseded(3),
+        publishing.Published(commits[0], committed=False),
+    ]
+    assert generations_in_history(remote, 1) == ["2", "3"]
+    assert remote.files(directory(1)) == []
+
+
+# -- the handler's outcome for a fenced change (real NATS, Postgres, git) -----------------------------
+
+
+@pytest.fixture
+async def js(nats_url: str) -> AsyncIterator[JetStreamContext]:
+    nc = await nats.connect(nats_url)
+    yield nc.jetstream()
+    await nc.close()
+
+
+def rendered(n: int, generation: int) -> RequestRendered:
+    return RequestRendered(
+        request_id=request_id(n),
+        generation=generation,
+        gitops_path=directory(n) + "/",
+        namespace=f"payments-app{n}-{request_id(n)[-8:]}",
+        digest=f"sha256:{n:064x}",
+        files=[RenderedFile(name=name, content=f"# {name} g{generation}\n") for name in CORE_FILES],
+        spec=RequestSpec(
+            app=f"app{n}",
+            team="payments",
+            class_name="preview",
+            region="us-east-1",
+            ttl_hours=24,
+            owner="owner@example.com",
+            repository="https://github.com/example/payments.git",
+        ),
+    )
+
+
+async def test_a_bundle_fenced_by_the_branch_is_acknowledged_without_an_event(
+    tmp_path: Path,
+    remote: BareRemote,
+    platform_env: dict[str, str],
+    isolation: Isolation,
+    js: JetStreamContext,
+) -> None:
+    # Another replica pushed the teardown of generation 3 and has not recorded it yet, so the
+    # database shortcut cannot know; only the branch can.
+    other = await replica(tmp_path / "other-replica.git", remote)
+    [tombstone] = applied(await other.publish([teardown(1, 3)]))
+    env = {
+        **platform_env,
+        "PLATFORM_GITOPS_REPO_URL": remote.url,
+        "PLATFORM_GITOPS_REPO_PATH": str(tmp_path / "service.git"),
+        "PLATFORM_GIT_PUSH_ENABLED": "true",
+        "PLATFORM_GIT_BATCH_WINDOW_SECONDS": "0.05",
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+    }
+    async with running_service("git_publisher", env):
+        envelope = await publish_event(
+            js, isolation.events_prefix, request_id(1), rendered(1, 2), source="renderer"
+        )
+
+        async def settled() -> bool:
+            stream = await js.stream_info(isolation.stream)
+            info = await js.consumer_info(isolation.stream, CONSUMER)
+            return bool(
+                info.ack_floor is not None
+                and info.ack_floor.stream_seq >= stream.state.last_seq
+                and info.num_ack_pending == 0
+                and not info.num_pending
+            )
+
+        await wait_until(settled, what="the bundle acknowledged")
+        info = await js.consumer_info(isolation.stream, CONSUMER)
+
+    assert remote.commits() == [tombstone.commit_sha]
+    assert remote.files(directory(1)) == []
+    # Settled at the first delivery: acknowledged, not retried, not dead-lettered, no event.
+    assert info.num_redelivered == 0
+    assert info.num_ack_pending == 0
+    for event_type in ("request.published", "request.failed"):
+        assert await stream_events(js, isolation.stream, isolation.events_prefix, event_type) == []
+    with psycopg.connect(env["PLATFORM_POSTGRES_DSN"]) as conn:
+        handled = conn.execute("SELECT 1 FROM git_publisher.inbox WHERE event_id = %s", [envelope.id])
+        assert handled.fetchone() == (1,)
+        assert conn.execute("SELECT count(*) FROM git_publisher.dead_letters").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM git_publisher.publications").fetchone() == (0,)
