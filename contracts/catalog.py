@@ -40,6 +40,7 @@ PRODUCERS: Final[dict[str, str]] = {
     "request.drift_detected": "cluster_bootstrapper",
     "request.torn_down": "cluster_bootstrapper",
     "request.failed": ANY_STAGE,
+    "request.stage_retrying": ANY_STAGE,
 }
 
 # Service -> the event types its durable consumers subscribe to, as NATS subject patterns
@@ -81,6 +82,9 @@ MEANINGS: Final[dict[str, str]] = {
     ),
     "request.drift_detected": "A drift check compared the cluster with the published manifests.",
     "request.failed": "A stage gave up on the request after its retries; the error says why.",
+    "request.stage_retrying": (
+        "A stage could not reach a dependency and will retry at next_attempt_at; the request waits."
+    ),
     "request.teardown_requested": (
         "The request was deleted or expired; its manifests and cluster objects must go."
     ),

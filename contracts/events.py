@@ -188,6 +188,20 @@ class RequestFailed(msgspec.Struct, frozen=True, kw_only=True):
     attempts: int
 
 
+class RequestStageRetrying(msgspec.Struct, frozen=True, kw_only=True):
+    """A stage could not reach a dependency (git remote, cluster, database) and will try the
+    event again at ``next_attempt_at``; ``request.failed`` follows only if it never can.
+    Reported from a stage's second failed attempt on, at most once per attempt."""
+
+    __data_version__ = 1
+    request_id: str
+    generation: int
+    stage: str
+    error: str
+    attempt: int
+    next_attempt_at: datetime
+
+
 class RequestTeardownRequested(msgspec.Struct, frozen=True, kw_only=True):
     __data_version__ = 1
     request_id: str
@@ -250,6 +264,7 @@ EventData = (
     | RequestBootstrapped
     | RequestDriftDetected
     | RequestFailed
+    | RequestStageRetrying
     | RequestTeardownRequested
     | RequestExtended
     | RequestUnpublished
@@ -271,6 +286,7 @@ EVENT_TYPES: dict[str, type[Any]] = {
     "request.bootstrapped": RequestBootstrapped,
     "request.drift_detected": RequestDriftDetected,
     "request.failed": RequestFailed,
+    "request.stage_retrying": RequestStageRetrying,
     "request.teardown_requested": RequestTeardownRequested,
     "request.extended": RequestExtended,
     "request.unpublished": RequestUnpublished,
@@ -283,3 +299,10 @@ EVENT_MODELS: dict[tuple[str, int], type[Any]] = {
 }
 
 EVENT_TYPE_OF: dict[type[Any], str] = {model: name for name, model in EVENT_TYPES.items()}
+
+
+# Event type -> the newest data_version this code can read; an event with a newer one comes
+# from an upgraded producer and waits (parked) until this consumer is upgraded too.
+LATEST_VERSIONS: dict[str, int] = {}
+for _name, _version in EVENT_MODELS:
+    LATEST_VERSIONS[_name] = max(_version, LATEST_VERSIONS.get(_name, 0))

@@ -621,10 +621,15 @@ def missing_examples() -> dict[Path, str]:
 def breaking_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """Why schema ``new`` may not replace ``old`` under the additive-change rule (empty if it may).
 
-    Additive means: every property keeps its JSON type (and ``const``; ``enum`` values may be
-    added, not removed), no property disappears, every required property stays required,
-    and new properties are optional. Checked recursively through ``$ref``, arrays, maps and
-    unions. Descriptions, defaults and titles may change freely.
+    Additive means: every property keeps its JSON type, ``const`` and ``enum`` values, no
+    property disappears, every required property stays required, and new properties are
+    optional. Checked recursively through ``$ref``, arrays, maps and unions. Descriptions,
+    defaults and titles may change freely.
+
+    A new ``enum`` value (a value added to a ``Literal``) is breaking too: consumers still
+    running the old model reject the unknown value (msgspec validates Literals), so during a
+    rolling upgrade every event carrying it would fail. It needs a new version, or a new
+    optional field that old consumers ignore.
     """
     comparison = _Comparison(old_root=old, new_root=new)
     comparison.compare(old, new, "")
@@ -705,6 +710,13 @@ class _Comparison:
             removed = [value for value in old["enum"] if value not in new["enum"]]
             if removed:
                 self.problems.append(f"{where}: enum values removed: {removed!r}")
+            added = [value for value in new["enum"] if value not in old["enum"]]
+            if added:
+                self.problems.append(
+                    f"{where}: enum values added: {added!r} (consumers of the old version reject them)"
+                )
+        elif "const" in old and "enum" in new:
+            self.problems.append(f"{where}: const {old['const']!r} widened to enum {new['enum']!r}")
         self._compare_properties(old, new, path)
         if isinstance(old.get("items"), Mapping) and isinstance(new.get("items"), Mapping):
             self.compare(old["items"], new["items"], f"{path}[]")

@@ -129,6 +129,9 @@ class EnvironmentRequestView(msgspec.Struct, kw_only=True):
     queued_at: datetime | None = None
     last_reconciled_at: datetime | None = None
     last_error: str | None = None
+    # Added (optional): when a stage that cannot reach a dependency tries again (its error is in
+    # ``last_error``); null when nothing is waiting for a retry.
+    next_attempt_at: datetime | None = None
     namespace: str | None = None
     gitops_path: str | None = None
     git_commit_sha: str | None = None
@@ -396,3 +399,8 @@ class DeadLetterView(msgspec.Struct, frozen=True, kw_only=True):
     attempts: int
     created_at: datetime
     replayed_at: datetime | None = None
+    # Added (optional): why it is a dead letter. ``failed`` (its handler gave up),
+    # ``undecodable`` (it breaks its contract), ``parked`` (a newer data_version than the
+    # consumer reads: replay it after the upgrade, it is not a failure) or ``max_deliveries``
+    # (the server stopped redelivering it: the process died on it every time).
+    kind: str = "failed"

@@ -1,25 +1,35 @@
 """NATS connection and JetStream provisioning from settings.
 
 The stream name and subject prefix are settings so tests and tenants isolate themselves
-on a shared server. Provisioning is idempotent: every process ensures the stream at start,
-updating retention and dedup settings when an operator changed them.
+on a shared server. Every process creates the stream at start when it is missing, and only
+then: its configuration (replicas, retention, dedup window) is applied by ``platformd migrate``
+(:func:`apply_stream_config`), so a pod starting with stale values never resets it.
+
+JetStream API calls made at start-up go through :func:`retry_jetstream`: a clustered broker
+that is still electing leaders answers with timeouts or 503s for a while, which is no reason
+for a service to crash-loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import nats
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 
+from libs.errors import is_transient
 from libs.settings import PlatformSettings
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _DAY = 24 * 3600
 
@@ -94,12 +104,64 @@ def stream_config(settings: PlatformSettings) -> StreamConfig:
     )
 
 
-async def ensure_stream(js: JetStreamContext, settings: PlatformSettings) -> None:
-    config = stream_config(settings)
+def _broker_not_ready(exc: BaseException) -> bool:
+    """A JetStream answer that means "ask again shortly": timeouts, no responders, 503s."""
+    if isinstance(exc, APIError) and not isinstance(exc, NotFoundError):
+        return exc.code in (None, 503) or is_transient(exc)
+    return is_transient(exc)
+
+
+async def retry_jetstream(call: Callable[[], Awaitable[T]], what: str, timeout: float) -> T:
+    """``call()``, retried with backoff for up to ``timeout`` seconds while the broker is not ready.
+
+    Any other error (a refused configuration, not found) is raised at once.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    delay = 0.25
+    while True:
+        try:
+            return await call()
+        except Exception as exc:
+            if not _broker_not_ready(exc) or loop.time() + delay > deadline:
+                raise
+            log.warning(
+                "JetStream not ready; retrying",
+                extra={"fields": {"call": what, "error_type": type(exc).__name__, "retry_in_s": delay}},
+            )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
+
+
+async def ensure_stream(js: JetStreamContext, settings: PlatformSettings) -> bool:
+    """Create the stream when it is missing; True when it was created. An existing stream is left
+    as it is: its configuration is ``platformd migrate``'s job (:func:`apply_stream_config`)."""
+    timeout = settings.jetstream_startup_timeout_seconds
     try:
-        await js.stream_info(settings.stream_name)
+        await retry_jetstream(lambda: js.stream_info(settings.stream_name), "stream_info", timeout)
     except NotFoundError:
-        await js.add_stream(config)
-        log.info("created stream", extra={"fields": {"stream": settings.stream_name}})
+        await retry_jetstream(lambda: js.add_stream(stream_config(settings)), "add_stream", timeout)
+        log.warning("created stream", extra={"fields": {"stream": settings.stream_name}})
+        return True
+    return False
+
+
+async def apply_stream_config(js: JetStreamContext, settings: PlatformSettings) -> None:
+    """Create the stream or bring its configuration in line with the settings (``platformd migrate``)."""
+    if await ensure_stream(js, settings):
         return
-    await js.update_stream(config)
+    await retry_jetstream(
+        lambda: js.update_stream(stream_config(settings)),
+        "update_stream",
+        settings.jetstream_startup_timeout_seconds,
+    )
+    log.info("stream configuration applied", extra={"fields": {"stream": settings.stream_name}})
+
+
+async def configure_stream(settings: PlatformSettings) -> None:
+    """Connect and :func:`apply_stream_config` once (``platformd migrate``)."""
+    nc = await connect_nats(settings, "platform-migrate")
+    try:
+        await apply_stream_config(nc.jetstream(), settings)
+    finally:
+        await nc.close()

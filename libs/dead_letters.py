@@ -44,10 +44,13 @@ def _view(row: dict[str, Any]) -> DeadLetterView:
         attempts=row["attempts"],
         created_at=row["created_at"],
         replayed_at=row["replayed_at"],
+        kind=row["kind"],
     )
 
 
-_COLUMNS = "id, consumer, event_id, event_type, subject, stream_seq, error, attempts, created_at, replayed_at"
+_COLUMNS = (
+    "id, consumer, event_id, event_type, subject, stream_seq, error, attempts, created_at, replayed_at, kind"
+)
 
 
 class DeadLetters:

@@ -84,3 +84,48 @@ def public_message(exc: BaseException) -> str:
     if isinstance(exc, PlatformError):
         return exc.message
     return f"internal error ({type(exc).__name__})"
+
+
+# -- what retrying can fix -------------------------------------------------------------------
+# A consumer retries a failed event for a long time (PLATFORM_RECONCILE_RETRY_FOR_SECONDS)
+# only when the failure says a dependency was unreachable; anything else fails after the
+# usual few quick attempts, so a bad manifest does not sit in retries for an hour.
+
+
+class TransientError(Unavailable):
+    """A dependency could not be reached or asked to try later; the same call may succeed then.
+
+    Adapters raise it (or set ``transient = True`` on their own error class) for network
+    errors, timeouts, 5xx answers and the like, never for a refusal that retrying cannot change.
+    """
+
+    transient = True
+
+
+# Driver errors that mean "the other side is not there right now", recognised by type name so
+# that this module stays free of driver imports: psycopg's OperationalError (connection lost,
+# server shutting down, serialization failures) and PoolTimeout, nats-py's timeouts and
+# connection errors.
+_TRANSIENT_TYPE_NAMES = frozenset(
+    {
+        "OperationalError",
+        "PoolTimeout",
+        "NoServersError",
+        "ConnectionClosedError",
+        "StaleConnectionError",
+        "NoRespondersError",
+        "ServiceUnavailableError",
+    }
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying later can fix ``exc``: an explicit ``transient`` attribute decides,
+    else network errors (``OSError``, which includes ``ConnectionError``), timeouts and the
+    drivers' connection errors count as transient, and everything else does not."""
+    explicit = getattr(exc, "transient", None)
+    if isinstance(explicit, bool):
+        return explicit
+    if isinstance(exc, OSError | TimeoutError):
+        return True
+    return any(cls.__name__ in _TRANSIENT_TYPE_NAMES for cls in type(exc).__mro__)

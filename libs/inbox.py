@@ -8,35 +8,53 @@ Each delivery is handled in one Postgres transaction:
 3. commit, and only then acknowledge the message.
 
 A handler error rolls the transaction back and NAKs the message with exponential
-backoff, so it is redelivered. When the last allowed attempt fails, the event goes to
-the ``dead_letters`` table and ``request.failed`` is staged (one transaction), then the
-message is terminated. A message is never acknowledged without either its effect or its
-dead letter being committed.
+backoff, so it is redelivered. An error that says a dependency was unreachable
+(:func:`libs.errors.is_transient`) is retried with backoff capped at
+``max_backoff_seconds`` for ``retry_for_seconds`` of backoff (an hour by default) and is
+reported on the request (``request.stage_retrying``) from its second failed attempt on;
+any other error gets ``max_attempts`` quick attempts. When the last allowed attempt fails,
+the event goes to the ``dead_letters`` table and ``request.failed`` is staged (one
+transaction), then the message is terminated. A message is never acknowledged without
+either its effect or its dead letter being committed.
+
+Around that: the durable consumer's configuration on the server is derived from the code
+(its filter subjects are the handlers' event types, so nothing else is delivered) and
+brought in line at every start; a consumer or stream lost on the server is recreated; the
+server's own give-up (``max_deliver``, reached only when the process dies on the message
+every time) is recorded as a dead letter from its advisory; an event of a newer
+``data_version`` than this code reads is parked as a dead letter, not failed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, Protocol
 
+from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy, StreamConfig
+from nats.js.errors import APIError, NotFoundError
 from psycopg import AsyncConnection
 
+from contracts.catalog import subject_matches
 from contracts.envelope import ContractError, Envelope, decode_envelope
-from contracts.events import EventData, RequestFailed
-from libs.bus import Subjects
+from contracts.events import LATEST_VERSIONS, EventData, RequestFailed, RequestStageRetrying
+from libs.bus import Subjects, retry_jetstream
 from libs.database import Pool
-from libs.errors import public_message
+from libs.errors import is_transient, public_message
 from libs.outbox import Outbox
+from libs.settings import PlatformSettings
 from libs.telemetry import (
     CONSUMER_PENDING,
+    CONSUMER_RECREATED,
     EVENTS_HANDLED,
     HANDLER_SECONDS,
     Stopwatch,
@@ -75,17 +93,86 @@ class SideEffect(Protocol):
 
 Handler = Callable[[Envelope, Any, Tx], Awaitable[None]] | SideEffect
 GiveUpHook = Callable[[Envelope, Any, Tx, BaseException, int], Awaitable[None]]
+# (envelope, data, tx, error, attempt, next_attempt_at): stages the report of a pending retry.
+RetryHook = Callable[[Envelope, Any, Tx, BaseException, int, datetime], Awaitable[None]]
+StartFrom = Literal["new", "all"]
+
+# The first failed attempt is not reported: most failures are gone at the next one.
+REPORT_RETRY_FROM_ATTEMPT = 2
+# Dead-letter kinds (the ``kind`` column): why the event is there and what replaying needs.
+FAILED, UNDECODABLE, PARKED, MAX_DELIVERIES = "failed", "undecodable", "parked", "max_deliveries"
+
+
+class HandlerTimedOut(TimeoutError):
+    """The handler ran past its deadline and was cancelled (its transaction rolled back)."""
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
+    """How often, how fast and for how long a failing event is tried again."""
+
     max_attempts: int = 5
     backoff_seconds: float = 1.0
     max_backoff_seconds: float = 60.0
     ack_wait_seconds: float = 30.0
+    # Transient failures (a dependency unreachable) keep being retried for this much backoff.
+    retry_for_seconds: float = 0.0
+    handler_timeout_seconds: float | None = None
+
+    @classmethod
+    def from_settings(cls, settings: PlatformSettings) -> RetryPolicy:
+        return cls(
+            max_attempts=settings.consumer_max_attempts,
+            backoff_seconds=settings.consumer_backoff_seconds,
+            max_backoff_seconds=settings.consumer_max_backoff_seconds,
+            ack_wait_seconds=settings.consumer_ack_wait_seconds,
+            retry_for_seconds=settings.consumer_retry_for_seconds,
+            handler_timeout_seconds=settings.consumer_handler_timeout_seconds,
+        )
 
     def delay(self, attempt: int) -> float:
         return float(min(self.max_backoff_seconds, self.backoff_seconds * 2 ** max(0, attempt - 1)))
+
+    def backoff_through(self, attempt: int) -> float:
+        """The backoff of attempts 1..``attempt`` added up: the wait a retry after it completes."""
+        total = 0.0
+        for index in range(1, attempt + 1):
+            delay = self.delay(index)
+            if delay >= self.max_backoff_seconds:
+                return total + delay * (attempt - index + 1)
+            total += delay
+        return total
+
+    def retries(self, attempt: int, *, transient: bool) -> bool:
+        """Whether a failure of ``attempt`` is tried again (else it is dead-lettered)."""
+        if attempt < self.max_attempts:
+            return True
+        return transient and self.backoff_through(attempt) <= self.retry_for_seconds
+
+    @property
+    def last_attempt(self) -> int:
+        """The highest attempt the consumer itself makes (a transient failure every time)."""
+        if self.retry_for_seconds <= 0 or self.max_backoff_seconds <= 0:
+            return self.max_attempts
+        attempt = self.max_attempts
+        while self.retries(attempt, transient=True) and attempt < self.max_attempts + 1_000_000:
+            attempt += 1
+        return attempt
+
+    @property
+    def server_max_deliver(self) -> int:
+        """``max_deliver`` for the server: the consumer's own attempts plus headroom.
+
+        The consumer dead-letters transactionally at :attr:`last_attempt`; the server gives
+        up only on a message that never got that far (the process died on it every time),
+        which :meth:`EventConsumer.record_max_deliveries` then records.
+        """
+        last = self.last_attempt
+        return last + max(3, last // 10)
+
+    @property
+    def handler_timeout(self) -> float:
+        return self.handler_timeout_seconds or 10 * self.ack_wait_seconds
 
 
 async def fail_request(envelope: Envelope, data: Any, tx: Tx, error: BaseException, attempts: int) -> None:
@@ -103,6 +190,41 @@ async def fail_request(envelope: Envelope, data: Any, tx: Tx, error: BaseExcepti
             attempts=attempts,
         ),
     )
+
+
+async def report_retry(
+    envelope: Envelope, data: Any, tx: Tx, error: BaseException, attempt: int, next_attempt_at: datetime
+) -> None:
+    """Default retry hook: ``request.stage_retrying`` for the request the event is about."""
+    request_id = getattr(data, "request_id", None)
+    if request_id is None:
+        return
+    await tx.emit(
+        request_id,
+        RequestStageRetrying(
+            request_id=request_id,
+            generation=int(getattr(data, "generation", 0)),
+            stage=tx.outbox.source,
+            error=public_message(error),
+            attempt=attempt,
+            next_attempt_at=next_attempt_at,
+        ),
+    )
+
+
+async def record_only(envelope: Envelope, data: Any, tx: Tx, error: BaseException, attempts: int) -> None:
+    """Give-up hook that reports nothing beyond the dead letter itself.
+
+    For consumers of the events they would report with: intake projects ``request.failed``,
+    so a failed projection reported as ``request.failed`` would fail again, and again.
+    """
+
+
+@dataclass
+class _Lease:
+    """When the in-progress acks of one delivery stop: once its handler is past its deadline."""
+
+    deadline: float | None = None
 
 
 class KeyedLocks:
@@ -143,45 +265,236 @@ class EventConsumer:
         retry: RetryPolicy,
         concurrency: int = 8,
         on_give_up: GiveUpHook = fail_request,
+        on_retry: RetryHook | None = report_retry,
         ordered_by_subject: bool = False,
+        start_from: StartFrom = "new",
+        start_lookback_seconds: float = 0.0,
+        stream_config: StreamConfig | None = None,
+        startup_timeout: float = 60.0,
+        nc: NatsClient | None = None,
     ) -> None:
         self.name = name
         # Handlers of events about the same subject run one at a time, in stream order
         # (asyncio locks are FIFO and tasks start in fetch order), so a later fact about a
         # request never overtakes an earlier one inside this process.
         self._subject_locks: KeyedLocks | None = KeyedLocks() if ordered_by_subject else None
-        self.filter_subject = subjects.event(event_filter)
+        outside = [event_type for event_type in handlers if not subject_matches(event_filter, event_type)]
+        if outside:
+            raise ValueError(f"consumer {name}: handlers for {outside} outside its filter {event_filter!r}")
+        self.subjects = subjects
+        # The server delivers only what there is a handler for (NATS 2.10 filter_subjects):
+        # the registrations are the one fact, the durable's filters follow from them.
+        self.filter_subjects = sorted(subjects.event(event_type) for event_type in handlers)
         self.handlers = handlers
         self.pool = pool
         self.js = js
+        self.nc: NatsClient = nc if nc is not None else js._nc
         self.outbox = outbox
         self.stream = stream
         self.retry = retry
         self.concurrency = concurrency
         self.on_give_up = on_give_up
+        self.on_retry = on_retry
+        self.start_from = start_from
+        self.start_lookback_seconds = start_lookback_seconds
+        self.stream_config = stream_config
+        self.startup_timeout = startup_timeout
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._subscription: Any = None
+        self._advisories: Any = None
+        # The server's ack floor as last seen: where a consumer lost on the server resumes.
+        self._ack_floor: int | None = None
+
+    # -- the durable consumer on the server ----------------------------------------------------
 
     def consumer_config(self) -> ConsumerConfig:
+        """The configuration the code wants (where a new durable starts is chosen separately)."""
         return ConsumerConfig(
             durable_name=self.name,
-            filter_subject=self.filter_subject,
+            filter_subjects=self.filter_subjects,
             deliver_policy=DeliverPolicy.ALL,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self.retry.ack_wait_seconds,
-            # Unlimited server-side deliveries: the consumer itself dead-letters after
-            # max_attempts, transactionally. A server-side limit would silently stop
-            # redelivering a message whose last attempt died with the process.
-            max_deliver=-1,
+            # Finite, with headroom over the consumer's own attempts, which dead-letter
+            # transactionally first. Only a message the process dies on every time reaches
+            # it; the server then stops redelivering and announces it in an advisory, which
+            # record_max_deliveries turns into a dead letter.
+            max_deliver=self.retry.server_max_deliver,
             max_ack_pending=max(self.concurrency * 4, 64),
         )
 
-    async def start(self) -> None:
-        self._subscription = await self.js.pull_subscribe(
-            self.filter_subject, durable=self.name, stream=self.stream, config=self.consumer_config()
+    def _new_consumer_config(self, *, stream_last_seq: int, stream_created: bool) -> ConsumerConfig:
+        config = self.consumer_config()
+        if stream_created:
+            return config  # a new, empty stream: everything in it is new
+        if self._ack_floor is not None and self._ack_floor <= stream_last_seq:
+            # Recreating a consumer the server lost: resume after what it had acknowledged
+            # (handled events before that point would be no-ops through the inbox anyway).
+            return dataclasses.replace(
+                config, deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self._ack_floor + 1
+            )
+        if self.start_from == "all":
+            return config
+        if self.start_lookback_seconds > 0:
+            # A new subscriber must not replay the retained history's side effects, but the
+            # last minutes cover services that start together with the first events.
+            since = datetime.now(UTC) - timedelta(seconds=self.start_lookback_seconds)
+            return dataclasses.replace(
+                config, deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since
+            )
+        return dataclasses.replace(config, deliver_policy=DeliverPolicy.NEW)
+
+    async def _jetstream(self, call: Callable[[], Awaitable[Any]], what: str) -> Any:
+        return await retry_jetstream(call, f"{what} {self.name}", self.startup_timeout)
+
+    async def provision(self) -> None:
+        """Create the durable consumer (and the stream) if missing, else bring its settings in line."""
+        stream_created = False
+        stream_last_seq = 0
+        try:
+            stream = await self._jetstream(lambda: self.js.stream_info(self.stream), "stream_info")
+            stream_last_seq = stream.state.last_seq
+        except NotFoundError:
+            if self.stream_config is None:
+                raise
+            await self._jetstream(lambda: self.js.add_stream(self.stream_config), "add_stream")
+            stream_created = True
+            CONSUMER_RECREATED.labels(self.name, "stream").inc()
+            log.warning("stream was missing; created it", extra={"fields": {"stream": self.stream}})
+        try:
+            info: ConsumerInfo = await self._jetstream(
+                lambda: self.js.consumer_info(self.stream, self.name), "consumer_info"
+            )
+        except NotFoundError:
+            config = self._new_consumer_config(stream_last_seq=stream_last_seq, stream_created=stream_created)
+            await self._jetstream(lambda: self.js.add_consumer(self.stream, config), "add_consumer")
+            log.warning(
+                "created durable consumer",
+                extra={"fields": {"consumer": self.name, "deliver_policy": str(config.deliver_policy)}},
+            )
+            return
+        self._remember(info)
+        await self._reconfigure(info.config)
+
+    def _remember(self, info: ConsumerInfo) -> None:
+        if info.ack_floor is not None and info.ack_floor.stream_seq is not None:
+            self._ack_floor = info.ack_floor.stream_seq
+
+    async def _reconfigure(self, current: ConsumerConfig) -> None:
+        desired = self.consumer_config()
+        changes = _config_changes(current, desired)
+        if not changes:
+            return
+        # Where the durable stands is kept: its start settings cannot change, and must not.
+        update = dataclasses.replace(
+            desired,
+            deliver_policy=current.deliver_policy,
+            opt_start_seq=current.opt_start_seq,
+            opt_start_time=current.opt_start_time,
         )
+        try:
+            await self._jetstream(lambda: self.js.add_consumer(self.stream, update), "update_consumer")
+        except APIError as exc:
+            log.error(
+                "durable consumer configuration could not be updated; it keeps its old settings "
+                "(delete the consumer to have it recreated from the code)",
+                extra={"fields": {"consumer": self.name, "changes": changes, "error": exc.description}},
+            )
+            return
+        log.warning(
+            "updated durable consumer configuration",
+            extra={"fields": {"consumer": self.name, "changes": changes}},
+        )
+
+    async def watch_advisories(self) -> None:
+        """Record the server's give-ups on this consumer (``max_deliver`` reached) as dead letters."""
+        subject = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.stream}.{self.name}"
+        # A queue group: one replica records each advisory (and the inbox dedupes the rest).
+        self._advisories = await self.nc.subscribe(subject, queue=self.name, cb=self._on_max_deliveries)
+
+    async def _on_max_deliveries(self, advisory: Msg) -> None:
+        try:
+            body = json.loads(advisory.data)
+            await self.record_max_deliveries(int(body["stream_seq"]), int(body.get("deliveries") or 0))
+        except Exception as exc:
+            log.error(
+                "could not record a message the server gave up on",
+                extra={"fields": {"consumer": self.name, "error_type": type(exc).__name__}},
+            )
+
+    async def record_max_deliveries(self, stream_seq: int, deliveries: int) -> None:
+        """Dead-letter stream message ``stream_seq``, which the server stopped redelivering."""
+        raw = await self.js.get_msg(self.stream, stream_seq)
+        payload = raw.data or b""
+        error = (
+            f"the server stopped redelivering after {deliveries} deliveries "
+            "(the handler crashed or hung on every one)"
+        )
+        letter = _Letter(raw.subject or "", stream_seq, payload, dict(raw.headers or {}))
+        try:
+            envelope = decode_envelope(payload)
+        except ContractError:
+            envelope = None
+        log.error(
+            "server gave up on a message; dead-lettering",
+            extra={"fields": {"consumer": self.name, "stream_seq": stream_seq, "deliveries": deliveries}},
+        )
+        async with self.pool.connection() as conn, conn.transaction():
+            if envelope is None:
+                cursor = await conn.execute(
+                    "SELECT 1 FROM dead_letters WHERE consumer = %s AND stream_seq = %s",
+                    [self.name, stream_seq],
+                )
+                if await cursor.fetchone() is None:
+                    await self._insert_dead_letter(
+                        conn, letter, None, None, error, deliveries, MAX_DELIVERIES
+                    )
+                return
+            if not await self._claim(conn, envelope):
+                return  # handled (or dead-lettered) after all
+            await self._insert_dead_letter(
+                conn, letter, envelope.id, envelope.type, error, deliveries, MAX_DELIVERIES
+            )
+            try:
+                data = envelope.decode_data()
+            except ContractError:
+                return
+            await self.on_give_up(
+                envelope, data, Tx(conn, self.outbox, deliveries), HandlerTimedOut(error), deliveries
+            )
+        EVENTS_HANDLED.labels(self.name, envelope.type, "dead_letter").inc()
+
+    async def _recover(self) -> None:
+        """After a failed fetch: recreate the consumer (and stream) if the server lost them."""
+        try:
+            await self.js.consumer_info(self.stream, self.name)
+            return  # still there: the failure was the broker's, and the next fetch retries
+        except NotFoundError:
+            pass
+        except Exception:
+            return
+        log.error(
+            "durable consumer is missing on the server; recreating it",
+            extra={"fields": {"consumer": self.name}},
+        )
+        try:
+            await self.provision()
+        except Exception as exc:
+            log.error(
+                "could not recreate the durable consumer; will try again",
+                extra={"fields": {"consumer": self.name, "error_type": type(exc).__name__}},
+            )
+            return
+        CONSUMER_RECREATED.labels(self.name, "consumer").inc()
+
+    # -- running ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.provision()
+        await self.watch_advisories()
+        self._subscription = await self.js.pull_subscribe_bind(durable=self.name, stream=self.stream)
         self._task = asyncio.create_task(self._run(), name=f"consumer-{self.name}")
 
     async def stop(self, timeout: float = 20.0) -> None:
@@ -200,9 +513,10 @@ class EventConsumer:
             task.cancel()
         if stragglers:
             await asyncio.gather(*stragglers, return_exceptions=True)
-        if self._subscription is not None:
-            with contextlib.suppress(Exception):
-                await self._subscription.unsubscribe()
+        for subscription in (self._subscription, self._advisories):
+            if subscription is not None:
+                with contextlib.suppress(Exception):
+                    await subscription.unsubscribe()
 
     async def _run(self) -> None:
         last_lag_check = 0.0
@@ -219,10 +533,12 @@ class EventConsumer:
             except TimeoutError:  # asyncio's and nats-py's: nothing arrived in this pull
                 messages = []
             except Exception as exc:
+                # "No responders" is what a pull on a deleted consumer (or stream) gets.
                 log.warning(
                     "fetch failed",
                     extra={"fields": {"consumer": self.name, "error_type": type(exc).__name__}},
                 )
+                await self._recover()
                 await asyncio.sleep(0.5)
                 continue
             for message in messages:
@@ -236,41 +552,64 @@ class EventConsumer:
             await asyncio.wait(self._inflight)
 
     async def _record_lag(self) -> None:
-        with contextlib.suppress(Exception):
-            info = await self._subscription.consumer_info()
-            CONSUMER_PENDING.labels(self.name).set(info.num_pending or 0)
+        try:
+            info = await self.js.consumer_info(self.stream, self.name)
+        except NotFoundError:
+            await self._recover()
+            return
+        except Exception:
+            return
+        self._remember(info)
+        CONSUMER_PENDING.labels(self.name).set(info.num_pending or 0)
 
-    async def _keep_alive(self, message: Msg) -> None:
-        """Extend the lease while a long handler (git push, cluster apply) works."""
+    async def _keep_alive(self, message: Msg, lease: _Lease) -> None:
+        """Extend the lease while a long handler (git push, cluster apply) works, up to its deadline."""
+        loop = asyncio.get_running_loop()
         interval = max(1.0, self.retry.ack_wait_seconds / 3)
         while True:
             await asyncio.sleep(interval)
+            if lease.deadline is not None and loop.time() > lease.deadline:
+                return  # a handler past its deadline is being cancelled; never hold the message forever
             with contextlib.suppress(Exception):
                 await message.in_progress()
 
+    def _event_type(self, message: Msg) -> str:
+        headers = message.headers or {}
+        return headers.get("ce-type") or self.subjects.event_type(message.subject)
+
     async def _process(self, message: Msg) -> None:
         attempt = message.metadata.num_delivered or 1
+        # Routed by type before anything is decoded: what this consumer does not handle (a
+        # durable's filter may still be broader during an upgrade) is acknowledged unread.
+        if self._event_type(message) not in self.handlers:
+            EVENTS_HANDLED.labels(self.name, self._event_type(message), "skipped").inc()
+            await self._ack(message)
+            return
         try:
             envelope = decode_envelope(message.data)
+            if envelope.data_version > LATEST_VERSIONS.get(envelope.type, envelope.data_version):
+                await self._park(message, envelope, attempt)
+                return
             data = envelope.decode_data()
         except ContractError as exc:
             await self._dead_letter_undecodable(message, str(exc), attempt)
             return
         handler = self.handlers.get(envelope.type)
         if handler is None:
-            # The filter is broader than this consumer's interest (e.g. ``request.>``).
-            await message.ack()
+            EVENTS_HANDLED.labels(self.name, envelope.type, "skipped").inc()
+            await self._ack(message)
             return
         token = bind_request(envelope.subject)
         watch = Stopwatch()
-        keep_alive = asyncio.create_task(self._keep_alive(message))
+        lease = _Lease()
+        keep_alive = asyncio.create_task(self._keep_alive(message, lease))
         try:
             with span_from_headers(
                 f"{self.name} {envelope.type}",
                 message.headers,
                 **{"messaging.system": "nats", "platform.event_id": envelope.id, "platform.attempt": attempt},
             ):
-                outcome = await self._handle(message, envelope, data, handler, attempt)
+                outcome = await self._handle(message, envelope, data, handler, attempt, lease)
         finally:
             keep_alive.cancel()
             bind_request(None)
@@ -279,12 +618,27 @@ class EventConsumer:
         HANDLER_SECONDS.labels(self.name, envelope.type).observe(watch.elapsed())
 
     async def _handle(
-        self, message: Msg, envelope: Envelope, data: Any, handler: Handler, attempt: int
+        self, message: Msg, envelope: Envelope, data: Any, handler: Handler, attempt: int, lease: _Lease
     ) -> str:
         if self._subject_locks is None:
-            return await self._handle_unordered(message, envelope, data, handler, attempt)
+            return await self._handle_in_time(message, envelope, data, handler, attempt, lease)
         async with self._subject_locks.hold(envelope.subject):
-            return await self._handle_unordered(message, envelope, data, handler, attempt)
+            return await self._handle_in_time(message, envelope, data, handler, attempt, lease)
+
+    async def _handle_in_time(
+        self, message: Msg, envelope: Envelope, data: Any, handler: Handler, attempt: int, lease: _Lease
+    ) -> str:
+        timeout = self.retry.handler_timeout
+        lease.deadline = asyncio.get_running_loop().time() + timeout
+        try:
+            return await asyncio.wait_for(
+                self._handle_unordered(message, envelope, data, handler, attempt), timeout
+            )
+        except TimeoutError:
+            # Only wait_for's own deadline gets here (the handler's errors are caught inside):
+            # the handler was cancelled, its transaction rolled back; try again later.
+            error = HandlerTimedOut(f"handler ran past its {timeout:g}s deadline")
+            return await self._on_error(message, envelope, data, error, attempt)
 
     async def _seen(self, event_id: str) -> bool:
         async with self.pool.connection() as conn:
@@ -292,6 +646,15 @@ class EventConsumer:
                 "SELECT 1 FROM inbox WHERE consumer = %s AND event_id = %s", [self.name, event_id]
             )
             return await cursor.fetchone() is not None
+
+    async def _claim(self, conn: AsyncConnection[Any], envelope: Envelope) -> bool:
+        """Insert the event's inbox row; False when it was there already (handled before)."""
+        cursor = await conn.execute(
+            "INSERT INTO inbox (consumer, event_id, event_type) VALUES (%s, %s, %s)"
+            " ON CONFLICT DO NOTHING RETURNING 1",
+            [self.name, envelope.id, envelope.type],
+        )
+        return await cursor.fetchone() is not None
 
     async def _handle_unordered(
         self, message: Msg, envelope: Envelope, data: Any, handler: Handler, attempt: int
@@ -306,12 +669,7 @@ class EventConsumer:
                     return "duplicate"
                 prepared = await handler.prepare(envelope, data)
             async with self.pool.connection() as conn, conn.transaction():
-                cursor = await conn.execute(
-                    "INSERT INTO inbox (consumer, event_id, event_type) VALUES (%s, %s, %s)"
-                    " ON CONFLICT DO NOTHING RETURNING 1",
-                    [self.name, envelope.id, envelope.type],
-                )
-                fresh = await cursor.fetchone() is not None
+                fresh = await self._claim(conn, envelope)
                 if fresh:
                     tx = Tx(conn, self.outbox, attempt)
                     if callable(handler):
@@ -328,30 +686,32 @@ class EventConsumer:
     async def _on_error(
         self, message: Msg, envelope: Envelope, data: Any, exc: Exception, attempt: int
     ) -> str:
+        transient = is_transient(exc)
         fields = {
             "consumer": self.name,
             "event_type": envelope.type,
             "event_id": envelope.id,
             "attempt": attempt,
+            "transient": transient,
             "error_type": type(exc).__name__,
             "error": public_message(exc),
         }
-        if attempt < self.retry.max_attempts:
+        if self.retry.retries(attempt, transient=transient):
             delay = self.retry.delay(attempt)
             log.warning("handler failed; will retry", extra={"fields": {**fields, "retry_in_s": delay}})
+            if transient and attempt >= REPORT_RETRY_FROM_ATTEMPT:
+                await self._report_retry(envelope, data, exc, attempt, delay)
             with contextlib.suppress(Exception):
                 await message.nak(delay=delay)
             return "retry"
         log.error("handler failed for the last time; dead-lettering", extra={"fields": fields})
         try:
             async with self.pool.connection() as conn, conn.transaction():
-                cursor = await conn.execute(
-                    "INSERT INTO inbox (consumer, event_id, event_type) VALUES (%s, %s, %s)"
-                    " ON CONFLICT DO NOTHING RETURNING 1",
-                    [self.name, envelope.id, envelope.type],
-                )
-                if await cursor.fetchone() is not None:
-                    await self._insert_dead_letter(conn, message, envelope.id, envelope.type, exc, attempt)
+                if await self._claim(conn, envelope):
+                    letter = _Letter.of(message)
+                    await self._insert_dead_letter(
+                        conn, letter, envelope.id, envelope.type, exc, attempt, FAILED
+                    )
                     await self.on_give_up(envelope, data, Tx(conn, self.outbox, attempt), exc, attempt)
         except Exception as give_up_error:
             # Could not even record the failure (database down?): keep the message alive.
@@ -366,30 +726,81 @@ class EventConsumer:
             await message.term()
         return "dead_letter"
 
+    async def _report_retry(
+        self, envelope: Envelope, data: Any, exc: Exception, attempt: int, delay: float
+    ) -> None:
+        """Stage the retry report in its own transaction (the handler's rolled back); best effort."""
+        if self.on_retry is None:
+            return
+        next_attempt_at = datetime.now(UTC) + timedelta(seconds=delay)
+        on_retry = self.on_retry
+
+        async def stage() -> None:
+            async with self.pool.connection() as conn, conn.transaction():
+                await on_retry(envelope, data, Tx(conn, self.outbox, attempt), exc, attempt, next_attempt_at)
+
+        try:
+            # Bounded: when the database itself is what is down, the retry must not wait on it.
+            await asyncio.wait_for(stage(), timeout=5.0)
+        except Exception as report_error:
+            log.warning(
+                "could not report the retry",
+                extra={"fields": {"consumer": self.name, "error_type": type(report_error).__name__}},
+            )
+
     async def _insert_dead_letter(
         self,
         conn: AsyncConnection[Any],
-        message: Msg,
+        letter: _Letter,
         event_id: str | None,
         event_type: str | None,
         error: BaseException | str,
         attempt: int,
+        kind: str,
     ) -> None:
         await conn.execute(
             "INSERT INTO dead_letters (consumer, event_id, event_type, subject, stream_seq, payload, headers,"
-            " error, attempts) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            " error, attempts, kind) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             [
                 self.name,
                 event_id,
                 event_type,
-                message.subject,
-                message.metadata.sequence.stream,
-                message.data,
-                json.dumps(dict(message.headers or {})),
+                letter.subject,
+                letter.stream_seq,
+                letter.payload,
+                json.dumps(letter.headers),
                 error if isinstance(error, str) else public_message(error),
                 attempt,
+                kind,
             ],
         )
+
+    async def _park(self, message: Msg, envelope: Envelope, attempt: int) -> None:
+        """An event from a newer producer: kept as a ``parked`` dead letter to replay after the upgrade.
+
+        Not a failure: no ``request.failed``, no inbox row (the replay handles it afresh).
+        """
+        known = LATEST_VERSIONS.get(envelope.type)
+        error = (
+            f"parked: newer version (v{envelope.data_version} of {envelope.type}; this consumer reads "
+            f"up to v{known}); replay it once the consumer is upgraded"
+        )
+        log.warning(
+            "event of a newer version parked",
+            extra={"fields": {"consumer": self.name, "event_id": envelope.id, "error": error}},
+        )
+        try:
+            async with self.pool.connection() as conn, conn.transaction():
+                letter = _Letter.of(message)
+                await self._insert_dead_letter(
+                    conn, letter, envelope.id, envelope.type, error, attempt, PARKED
+                )
+        except Exception:
+            with contextlib.suppress(Exception):
+                await message.nak(delay=self.retry.max_backoff_seconds)
+            return
+        EVENTS_HANDLED.labels(self.name, envelope.type, "parked").inc()
+        await self._ack(message)
 
     async def _dead_letter_undecodable(self, message: Msg, error: str, attempt: int) -> None:
         """A message that does not match its contract can never succeed: dead-letter it now."""
@@ -398,7 +809,9 @@ class EventConsumer:
         )
         try:
             async with self.pool.connection() as conn, conn.transaction():
-                await self._insert_dead_letter(conn, message, None, None, error, attempt)
+                await self._insert_dead_letter(
+                    conn, _Letter.of(message), None, None, error, attempt, UNDECODABLE
+                )
         except Exception:
             with contextlib.suppress(Exception):
                 await message.nak(delay=self.retry.max_backoff_seconds)
@@ -411,3 +824,37 @@ class EventConsumer:
         # A lost ack is harmless (the redelivery hits the inbox), so it is not retried here.
         with contextlib.suppress(Exception):
             await message.ack()
+
+
+@dataclass(frozen=True)
+class _Letter:
+    """What a dead letter keeps of a stream message."""
+
+    subject: str
+    stream_seq: int | None
+    payload: bytes
+    headers: dict[str, str]
+
+    @classmethod
+    def of(cls, message: Msg) -> _Letter:
+        return cls(
+            message.subject, message.metadata.sequence.stream, message.data, dict(message.headers or {})
+        )
+
+
+def _filters(config: ConsumerConfig) -> list[str]:
+    if config.filter_subjects:
+        return sorted(config.filter_subjects)
+    return [config.filter_subject] if config.filter_subject else []
+
+
+def _config_changes(current: ConsumerConfig, desired: ConsumerConfig) -> dict[str, Any]:
+    """The settings where the durable on the server differs from the code: ``{field: [now, wanted]}``."""
+    pairs: dict[str, tuple[Any, Any]] = {
+        "ack_wait": (current.ack_wait, desired.ack_wait),
+        "max_deliver": (current.max_deliver, desired.max_deliver),
+        "max_ack_pending": (current.max_ack_pending, desired.max_ack_pending),
+        "backoff": (list(current.backoff or []), list(desired.backoff or [])),
+        "filter_subjects": (_filters(current), _filters(desired)),
+    }
+    return {name: [now, wanted] for name, (now, wanted) in pairs.items() if now != wanted}

@@ -24,11 +24,20 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from contracts.rpc import ListDeadLetters, Ping, PingReply, ReplayDeadLetter
-from libs.bus import Subjects, connect_nats, ensure_stream
+from libs.bus import Subjects, connect_nats, ensure_stream, stream_config
 from libs.database import Pool, open_pool
 from libs.dead_letters import DeadLetters
 from libs.health import DependencyCheck, DependencyMonitor, LoopHeartbeat, nats_client_problem, task_problem
-from libs.inbox import EventConsumer, GiveUpHook, Handler, RetryPolicy, fail_request
+from libs.inbox import (
+    EventConsumer,
+    GiveUpHook,
+    Handler,
+    RetryHook,
+    RetryPolicy,
+    StartFrom,
+    fail_request,
+    report_retry,
+)
 from libs.migrations import discover, migrate
 from libs.ops_server import ReadinessCheck, run_checks
 from libs.outbox import Outbox, OutboxRelay
@@ -121,12 +130,7 @@ class ServiceKit:
             poll_seconds=settings.outbox_poll_seconds,
         )
         self.rpc = RpcServer(nc, service=service, prefix=settings.rpc_prefix)
-        self.retry = RetryPolicy(
-            max_attempts=settings.consumer_max_attempts,
-            backoff_seconds=settings.consumer_backoff_seconds,
-            max_backoff_seconds=settings.consumer_max_backoff_seconds,
-            ack_wait_seconds=settings.consumer_ack_wait_seconds,
-        )
+        self.retry = RetryPolicy.from_settings(settings)
         self.consumers: list[WatchedConsumer] = []
         # Readiness is this process's own job: its database and NATS. External systems go
         # in ``dependencies``: reported, never gating readiness (a region or a git remote
@@ -175,10 +179,17 @@ class ServiceKit:
         handlers: dict[str, Handler],
         *,
         on_give_up: GiveUpHook = fail_request,
+        on_retry: RetryHook | None = report_retry,
         concurrency: int | None = None,
         ordered_by_subject: bool = False,
+        start_from: StartFrom = "new",
     ) -> EventConsumer:
-        """Register a durable consumer ``<service>-<name>`` for events matching ``event_filter``."""
+        """Register a durable consumer ``<service>-<name>`` for the event types in ``handlers``.
+
+        ``event_filter`` names the consumer's interest (every handler must match it); the
+        server delivers only the handlers' types. A new durable starts with new events
+        (``start_from="all"``: the whole retained history); an existing one keeps its place.
+        """
         consumer = WatchedConsumer(
             name=f"{self.service.replace('_', '-')}-{name}",
             event_filter=event_filter,
@@ -191,7 +202,13 @@ class ServiceKit:
             retry=self.retry,
             concurrency=concurrency or self.settings.consumer_concurrency,
             on_give_up=on_give_up,
+            on_retry=on_retry,
             ordered_by_subject=ordered_by_subject,
+            start_from=start_from,
+            start_lookback_seconds=self.settings.consumer_start_lookback_seconds,
+            stream_config=stream_config(self.settings),
+            startup_timeout=self.settings.jetstream_startup_timeout_seconds,
+            nc=self.nc,
         )
         self.consumers.append(consumer)
         return consumer

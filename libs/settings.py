@@ -241,6 +241,30 @@ class PlatformSettings:
     consumer_concurrency: int = setting(
         "PLATFORM_RECONCILE_WORKERS", 8, doc="Events handled concurrently per consumer."
     )
+    consumer_retry_for_seconds: float = setting(
+        "PLATFORM_RECONCILE_RETRY_FOR_SECONDS",
+        3600.0,
+        doc="How long an event whose handler cannot reach a dependency (network, timeout, 5xx, "
+        "database down) keeps being retried, counted in backoff time; other errors are "
+        "dead-lettered after PLATFORM_RECONCILE_MAX_ATTEMPTS.",
+    )
+    consumer_handler_timeout_seconds: float | None = setting(
+        "PLATFORM_RECONCILE_HANDLER_TIMEOUT_SECONDS",
+        None,
+        doc="A handler running longer is cancelled (its transaction rolls back, the event is "
+        "retried); default 10 x PLATFORM_RECONCILE_TIMEOUT_SECONDS.",
+    )
+    consumer_start_lookback_seconds: float = setting(
+        "PLATFORM_CONSUMER_START_LOOKBACK_SECONDS",
+        300.0,
+        doc="A consumer created for the first time starts with the events of this many seconds "
+        "back (0: only new ones), never with the whole retained history.",
+    )
+    jetstream_startup_timeout_seconds: float = setting(
+        "PLATFORM_JETSTREAM_STARTUP_TIMEOUT_SECONDS",
+        60.0,
+        doc="How long start-up retries JetStream API calls while the broker elects leaders.",
+    )
     outbox_poll_seconds: float = setting(
         "PLATFORM_OUTBOX_POLL_SECONDS", 1.0, doc="Relay polling interval (NOTIFY wakes it sooner)."
     )
@@ -269,6 +293,10 @@ class PlatformSettings:
             problems.append("PLATFORM_RECONCILE_MAX_ATTEMPTS must be at least 1")
         if self.consumer_concurrency < 1:
             problems.append("PLATFORM_RECONCILE_WORKERS must be at least 1")
+        if self.consumer_retry_for_seconds < 0:
+            problems.append("PLATFORM_RECONCILE_RETRY_FOR_SECONDS must not be negative")
+        if self.consumer_handler_timeout_seconds is not None and self.consumer_handler_timeout_seconds <= 0:
+            problems.append("PLATFORM_RECONCILE_HANDLER_TIMEOUT_SECONDS must be positive")
         if self.is_strict and not self.postgres_dsn:
             problems.append("PLATFORM_POSTGRES_DSN is required in strict production mode")
         return problems

@@ -35,7 +35,7 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 
 EVENTS_HANDLED = Counter(
     "platform_events_handled_total",
-    "Events processed by a consumer, by outcome (ok, duplicate, retry, dead_letter).",
+    "Events processed by a consumer, by outcome (ok, duplicate, retry, dead_letter, parked, skipped).",
     ["consumer", "event_type", "outcome"],
     registry=REGISTRY,
 )
@@ -49,6 +49,12 @@ CONSUMER_PENDING = Gauge(
     "platform_consumer_pending_messages",
     "Messages in the stream not yet delivered to this consumer (lag).",
     ["consumer"],
+    registry=REGISTRY,
+)
+CONSUMER_RECREATED = Counter(
+    "platform_consumer_recreated_total",
+    "Durable consumers (or the stream) found missing on the server and recreated from code.",
+    ["consumer", "what"],
     registry=REGISTRY,
 )
 OUTBOX_PUBLISHED = Counter(

@@ -402,7 +402,7 @@ def test_additive_change_is_accepted() -> None:
         {
             "request_id": {"type": "string", "description": "now documented"},
             "generation": {"type": "integer"},
-            "status": {"enum": ["applied", "deleted", "drifted"]},
+            "status": {"enum": ["applied", "deleted"]},
             "note": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None},
             "items": {"type": "array", "items": {"$ref": "#/$defs/Item"}},
             "region": {"type": "string", "default": ""},
@@ -442,6 +442,28 @@ def test_breaking_changes_are_rejected() -> None:
         "data.note: property removed",
         "data.status: enum values removed: ['deleted']",
         "data.region: new property is required (new properties must be optional)",
+    ]
+
+
+def test_added_enum_value_is_breaking() -> None:
+    """A consumer still on the old model rejects the new value (msgspec validates Literals), so
+    during a rolling upgrade every event carrying it would fail there."""
+    new = json.loads(json.dumps(OLD))
+    new["$defs"]["Sample"]["properties"]["status"]["enum"] = ["applied", "deleted", "drifted"]
+
+    assert generate.breaking_changes(OLD, new) == [
+        "data.status: enum values added: ['drifted'] (consumers of the old version reject them)"
+    ]
+
+
+def test_literal_widened_from_one_value_is_breaking() -> None:
+    old = json.loads(json.dumps(OLD))
+    old["$defs"]["Sample"]["properties"]["status"] = {"const": "applied"}
+    new = json.loads(json.dumps(OLD))
+    new["$defs"]["Sample"]["properties"]["status"] = {"enum": ["applied", "deleted"]}
+
+    assert generate.breaking_changes(old, new) == [
+        "data.status: const 'applied' widened to enum ['applied', 'deleted']"
     ]
 
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
-from libs.errors import PlatformError, Unavailable
+from libs.errors import PlatformError, TransientError
 from services.cluster_bootstrapper.domain.manifests import DesiredObject, ObjectRef
 
 
-class ClusterUnavailable(Unavailable):
-    """The Kubernetes API could not do it now; the same call may succeed later."""
+class ClusterUnavailable(TransientError):
+    """The Kubernetes API could not do it now; the same call may succeed later (transient:
+    the consumer keeps retrying through a cluster outage)."""
 
 
 class ObjectRejected(PlatformError):

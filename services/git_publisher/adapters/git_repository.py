@@ -64,15 +64,22 @@ def sanitised(text: str, secrets: Sequence[str] = ()) -> str:
 
 
 class GitError(Unavailable):
-    """A git command failed. ``message`` is safe for events; ``detail`` (sanitised) is for logs."""
+    """A git command failed. ``message`` is safe for events; ``detail`` (sanitised) is for logs.
 
-    def __init__(self, message: str, detail: str = "") -> None:
+    ``transient`` (see :func:`libs.errors.is_transient`) is True when the remote could not be
+    reached (fetch or push transport failures, timeouts): the consumer then keeps retrying
+    through an outage instead of failing the request after a few seconds.
+    """
+
+    def __init__(self, message: str, detail: str = "", *, transient: bool = False) -> None:
         super().__init__(message)
         self.detail = detail
+        self.transient = transient
 
 
 class PushRejected(GitError):
-    """The remote branch moved since the fetch (or a hook refused): fetch and rebuild."""
+    """The remote branch moved since the fetch (transient: fetch and rebuild), or a hook of the
+    remote refused the commit (``[remote rejected]``: not transient, retrying cannot change it)."""
 
 
 @dataclass(frozen=True)
@@ -184,7 +191,7 @@ class GitRepository:
                 process.kill()
             await process.wait()
             GIT_SECONDS.labels(name, "timeout").observe(time.perf_counter() - started)
-            raise GitError(f"git {name} timed out") from None
+            raise GitError(f"git {name} timed out", transient=True) from None
         except asyncio.CancelledError:
             # A cancelled handler must not leave a git process holding the repository's locks.
             with contextlib.suppress(ProcessLookupError):
@@ -198,10 +205,10 @@ class GitRepository:
             raise self._failure(name, result)
         return result
 
-    def _failure(self, operation: str, result: GitResult) -> GitError:
+    def _failure(self, operation: str, result: GitResult, *, transient: bool = False) -> GitError:
         detail = sanitised((result.stderr + b"\n" + result.stdout).decode(errors="replace"), self._secrets)
         log.warning("git command failed", extra={"fields": {"operation": operation, "detail": detail}})
-        return GitError(f"git {operation} failed", detail)
+        return GitError(f"git {operation} failed", detail, transient=transient)
 
     # -- set-up -------------------------------------------------------------------------------------
 
@@ -250,7 +257,7 @@ class GitRepository:
                 self._last_remote_error = None
                 return None
             self._last_remote_error = "git fetch failed"
-            raise self._failure("fetch", result)
+            raise self._failure("fetch", result, transient=True)
         self._last_remote_error = None
         return await self.resolve(self.tracking_ref)
 
@@ -328,11 +335,13 @@ class GitRepository:
         if result.returncode != 0:
             output = (result.stdout + result.stderr).decode(errors="replace")
             detail = sanitised(output, self._secrets)
+            if "[remote rejected]" in output:
+                raise PushRejected("git push rejected by the remote", detail, transient=False)
             if any(marker in output for marker in _REJECTED):
-                raise PushRejected("git push rejected: the remote branch moved", detail)
+                raise PushRejected("git push rejected: the remote branch moved", detail, transient=True)
             self._last_remote_error = "git push failed"
             log.warning("git command failed", extra={"fields": {"operation": "push", "detail": detail}})
-            raise GitError("git push failed", detail)
+            raise GitError("git push failed", detail, transient=True)
         self._last_remote_error = None
         # Mirror what the remote now holds, so a read without a fetch sees the pushed state.
         updates = f"update {self.tracking_ref} {commit}\nupdate {self.branch_ref} {commit}\n"
