@@ -62,6 +62,7 @@ _COLUMNS = [
     "attestations",
     "failure_kind",
     "failed_stage",
+    "next_attempt_at",
 ]
 _JSON_COLUMNS = {"approvals", "drift_summary", "policy_packs", "policy_decision", "plan", "attestations"}
 

@@ -41,9 +41,11 @@ from contracts.events import (
     RequestReconcileRequested,
     RequestRejected,
     RequestRendered,
+    RequestStageRetrying,
     RequestSubmitted,
     RequestTeardownRequested,
     RequestTornDown,
+    RequestUnpublished,
 )
 from contracts.models import EnvironmentPlan, RequestSpec
 from libs.environment_layout import gitops_path, namespace_name
@@ -171,6 +173,9 @@ class EnvironmentRequest:
     attestations: list[Attestation] = field(default_factory=list)
     failure_kind: str | None = None
     failed_stage: str | None = None
+    # Set while a stage waits to retry a dependency it could not reach (request.stage_retrying);
+    # ``last_error`` then says why. Cleared when a stage reports progress.
+    next_attempt_at: datetime | None = None
     # Events this change produces; the service layer stages them in the outbox.
     outgoing: list[EventData] = field(default_factory=list, repr=False)
 
@@ -286,7 +291,29 @@ class EnvironmentRequest:
         elif self.status in PIPELINE_RANK and PIPELINE_RANK[target] > PIPELINE_RANK[self.status]:
             self.status = target
 
+    def _clear_retry(self) -> None:
+        """A stage made progress: whatever was waiting for a retry is over."""
+        if self.next_attempt_at is not None:
+            self.next_attempt_at = None
+            if self.status is not Status.FAILED:
+                self.last_error = None
+
+    def _stage_retrying(self, data: RequestStageRetrying, now: datetime) -> bool:
+        # Shown while the work of this generation is still under way; the status stays.
+        if not self._is_current(data.generation) or self.status not in IN_PIPELINE | TEARING_DOWN:
+            return False
+        self.last_error = f"{data.stage}: {data.error}"
+        self.next_attempt_at = data.next_attempt_at
+        return True
+
+    def _unpublished(self, data: RequestUnpublished, now: datetime) -> bool:
+        if not self._is_current(data.generation) or self.next_attempt_at is None:
+            return False
+        self._clear_retry()
+        return True
+
     def _fail(self, kind: FailureKind, stage: str, message: str) -> None:
+        self.next_attempt_at = None
         self.status = Status.FAILED
         self.failure_kind = kind
         self.failed_stage = stage
@@ -297,6 +324,7 @@ class EnvironmentRequest:
             return False
         self.namespace = data.namespace
         self.gitops_path = data.gitops_path
+        self._clear_retry()
         self._advance(Status.RECONCILING, "renderer")
         return True
 
@@ -306,6 +334,7 @@ class EnvironmentRequest:
         self.git_promotion_mode = "pull_request"
         self.git_promotion_branch = data.promotion_branch
         self.git_promotion_url = data.promotion_url
+        self._clear_retry()
         self._advance(Status.AWAITING_PROMOTION, "git_publisher")
         return True
 
@@ -319,12 +348,14 @@ class EnvironmentRequest:
         self.git_promotion_url = data.promotion_url
         self.namespace = data.namespace
         self.gitops_path = data.gitops_path
+        self._clear_retry()
         self._advance(Status.RECONCILING, "git_publisher")
         return True
 
     def _bootstrapped(self, data: RequestBootstrapped, now: datetime) -> bool:
         if not self._is_current(data.generation):
             return False
+        self._clear_retry()
         self.cluster_status = data.cluster_status
         self.drift_status = data.drift_status
         self.drift_summary = [
@@ -385,6 +416,7 @@ class EnvironmentRequest:
     def _torn_down(self, data: RequestTornDown, now: datetime) -> bool:
         if not self._is_current(data.generation) or self.status not in TEARING_DOWN:
             return False
+        self.next_attempt_at = None
         self.status = Status.DELETED
         self.cluster_status = data.cluster_status
         self.last_error = None
@@ -475,6 +507,7 @@ class EnvironmentRequest:
         self.generation += 1
         self.status = status
         self.last_error = None
+        self.next_attempt_at = None
         self.failure_kind = self.failed_stage = None
         self.updated_at = now
         spec = self.spec
@@ -499,6 +532,7 @@ class EnvironmentRequest:
         self.status = Status.QUEUED
         self.queued_at = now
         self.last_error = None
+        self.next_attempt_at = None
         self.failure_kind = self.failed_stage = None
         self.updated_at = now
         self.outgoing.append(
@@ -535,4 +569,6 @@ _APPLIERS: dict[type[Any], Any] = {
     RequestBootstrapped: EnvironmentRequest._bootstrapped,
     RequestFailed: EnvironmentRequest._failed,
     RequestTornDown: EnvironmentRequest._torn_down,
+    RequestStageRetrying: EnvironmentRequest._stage_retrying,
+    RequestUnpublished: EnvironmentRequest._unpublished,
 }

@@ -11,6 +11,7 @@ from contracts.rpc import (
     ListRequests,
     ReconcileRequest,
 )
+from libs.inbox import record_only
 from libs.service_kit import ServiceKit
 from services.intake.service_layer.handlers import IntakeService
 
@@ -26,12 +27,17 @@ def register(kit: ServiceKit, service: IntakeService) -> None:
     kit.route("delete", DeleteRequest, service.delete)
     kit.consume("classes", "class.upserted", {"class.upserted": service.on_class_upserted})
     # Every request event: intake projects the lifecycle status from all of them. Events
-    # of one request are applied in stream order (ordered by subject).
+    # of one request are applied in stream order (ordered by subject). A projection that
+    # keeps failing is dead-lettered and reported nowhere else: reporting it as
+    # request.failed (or request.stage_retrying) would feed intake an event about the same
+    # request, whose projection would fail again, in a loop.
     kit.consume(
         "requests",
         "request.>",
         dict.fromkeys(REQUEST_EVENTS, service.on_request_event),
         ordered_by_subject=True,
+        on_give_up=record_only,
+        on_retry=None,
     )
 
 
@@ -48,6 +54,7 @@ REQUEST_EVENTS = (
     "request.bootstrapped",
     "request.drift_detected",
     "request.failed",
+    "request.stage_retrying",
     "request.extended",
     "request.teardown_requested",
     "request.unpublished",

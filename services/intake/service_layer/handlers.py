@@ -103,6 +103,7 @@ def to_view(request: EnvironmentRequest, actor: Actor | None = None) -> Environm
         queued_at=request.queued_at,
         last_reconciled_at=request.last_reconciled_at,
         last_error=request.last_error,
+        next_attempt_at=request.next_attempt_at,
         namespace=request.namespace,
         gitops_path=request.gitops_path,
         git_commit_sha=request.git_commit_sha,
