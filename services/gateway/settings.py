@@ -111,7 +111,9 @@ class GatewaySettings(PlatformSettings):
         "PLATFORM_HTTP_WRITE_TIMEOUT_SECONDS", 30.0, doc="Deadline for producing a response (then 503)."
     )
     readiness_timeout_seconds: float = setting(
-        "PLATFORM_READINESS_TIMEOUT_SECONDS", 2.0, doc="Time each /readyz check may take."
+        "PLATFORM_READINESS_TIMEOUT_SECONDS",
+        2.0,
+        doc="Time the /readyz check, and each ping behind /v1/status, may take.",
     )
     rpc_timeout_seconds: float = setting(
         "PLATFORM_RPC_TIMEOUT_SECONDS", 5.0, doc="Time a service may take to answer a request/reply call."
