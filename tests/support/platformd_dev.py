@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from libs.embedded import free_port
+from libs.embedded import EmbeddedPostgres, free_port
 from tests.support.isolation import Isolation, delete_stream, fresh_database
 
 READY_LINE = "is running"
@@ -40,6 +40,13 @@ def _launcher_environment(state_dir: Path, address: str) -> dict[str, str]:
         PYTHONUNBUFFERED="1",
         # Bounded teardown of the module; what users get is the default.
         PLATFORM_SHUTDOWN_TIMEOUT_SECONDS="5",
+        # Not the preferred ports (14222, 8222, 15432, 9101..9106): a developer's `make run`
+        # or another launcher of a parallel test run may want them at the same moment.
+        PLATFORM_DEV_NATS_PORT=str(free_port()),
+        PLATFORM_DEV_NATS_HTTP_PORT=str(free_port()),
+        PLATFORM_DEV_POSTGRES_PORT=str(free_port()),
+        # The base and the next five; a taken one falls back to a free port.
+        PLATFORM_DEV_OPS_BASE_PORT=str(min(free_port(), 65000)),
     )
     return environment
 
@@ -62,6 +69,10 @@ def platformd_dev(folder: Path, start_timeout: float = 120.0) -> Iterator[DevSta
     with contextlib.ExitStack() as cleanup:
         if admin_dsn:
             environment["PLATFORM_POSTGRES_DSN"] = cleanup.enter_context(fresh_database(admin_dsn))
+        else:
+            # As root the embedded cluster lives outside the state directory (under
+            # /var/tmp); remove_data deletes it wherever it is, once the launcher stopped it.
+            cleanup.callback(lambda: EmbeddedPostgres(state_dir / "postgres").remove_data())
         if nats_url:
             isolation = Isolation.new()
             environment.update(
