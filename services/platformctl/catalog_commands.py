@@ -14,6 +14,7 @@ and returns the exit code; failures raise :class:`CliError`.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,15 +83,58 @@ def read_documents(source: str) -> list[dict[str, Any]]:
 
 
 def apply_documents(args: argparse.Namespace, ctx: Context, collection: str, what: str) -> int:
-    """PUT every object of ``args.file`` to ``collection/<name>``; stops at the first refusal."""
+    """PUT every object of ``args.file`` to ``collection/<name>``; stops at the first refusal.
+
+    A PUT replaces the whole object: a field the file leaves out gets its default, not the
+    value it had. So that this never happens unnoticed, every field it changed that way is
+    named on stderr (the stored objects, as the API returns them, go to stdout).
+    """
     applied = []
     for document in read_documents(args.file):
+        name = document["name"]
         body = {key: value for key, value in document.items() if key != "name"}
-        reply = ctx.api.request("PUT", _path(collection, document["name"]), json_body=body)
-        ctx.note(f"{what} {document['name']} {'created' if reply.status == 201 else 'configured'}")
+        before = _current(ctx, _path(collection, name))
+        reply = ctx.api.request("PUT", _path(collection, name), json_body=body)
+        ctx.note(f"{what} {name} {'created' if reply.status == 201 else 'configured'}")
+        reset = reset_by_omission(before, body, reply.body)
+        if reset:
+            ctx.note(
+                f"  not in the file, so back to the default (a PUT replaces the whole {what}): "
+                + "; ".join(f"{field} {_shown(old)} -> {_shown(new)}" for field, old, new in reset)
+            )
         applied.append(reply.body)
     emit(ctx.stdout, {"items": applied}, ctx.output, COLUMNS_BY_COLLECTION.get(collection))
     return EXIT_OK
+
+
+def _current(ctx: Context, path: str) -> dict[str, Any] | None:
+    """The object as stored now, or None if there is none yet."""
+    try:
+        current = ctx.api.get(path)
+    except CliError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return current if isinstance(current, dict) else None
+
+
+def reset_by_omission(
+    before: dict[str, Any] | None, sent: dict[str, Any], stored: Any
+) -> list[tuple[str, Any, Any]]:
+    """``(field, old value, new value)`` for each field ``sent`` left out whose stored value
+    changed: what an admin who expected a merge (not a replace) would lose."""
+    if before is None or not isinstance(stored, dict):
+        return []
+    return [
+        (field, before.get(field), value)
+        for field, value in stored.items()
+        if field != "name" and field not in sent and before.get(field) != value
+    ]
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def classes_apply(args: argparse.Namespace, ctx: Context) -> int:

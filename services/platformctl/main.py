@@ -108,7 +108,12 @@ def add_class_commands(root: argparse._SubParsersAction[Parser]) -> None:
     get = command(sub, "get", commands.classes_get, "show one environment class")
     get.add_argument("--name", required=True, help="class name")
     apply = command(
-        sub, "apply", catalog_commands.classes_apply, "create or replace classes from a file (admin)"
+        sub,
+        "apply",
+        catalog_commands.classes_apply,
+        "create or replace classes from a file (admin). Each object replaces the whole class: "
+        "a field the file leaves out gets its default, not its current value (each field that "
+        "changed that way is named on stderr)",
     )
     apply.add_argument(
         "-f", "--file", required=True, help="YAML or JSON: one class, a list, or documents; - is stdin"
@@ -136,7 +141,13 @@ def add_policy_catalog_commands(root: argparse._SubParsersAction[Parser]) -> Non
         sub = parent.add_subparsers(dest=f"{group}_command", metavar="{list,get,apply}", parser_class=Parser)
         command(sub, "list", listing, f"list {noun}s")
         command(sub, "get", getting, f"show one {noun}").add_argument("--name", required=True)
-        apply = command(sub, "apply", applying, f"create or replace {noun}s from a file (admin)")
+        apply = command(
+            sub,
+            "apply",
+            applying,
+            f"create or replace {noun}s from a file (admin). Each object replaces the whole {noun}: "
+            "a field the file leaves out gets its default, not its current value",
+        )
         apply.add_argument(
             "-f", "--file", required=True, help="YAML or JSON: one, a list, or documents; - is stdin"
         )

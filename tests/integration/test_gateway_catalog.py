@@ -131,6 +131,38 @@ async def test_admins_upsert_classes_and_everyone_reads_them(stack: Stack) -> No
     assert [item["name"] for item in listed] == ["load-test", "preview", "production", "shared-staging"]
 
 
+async def test_a_class_put_is_a_full_replace_and_omitted_fields_take_their_defaults(stack: Stack) -> None:
+    """PUT replaces the whole class, as an admin reading "PUT" expects: a field the body
+    leaves out gets its default, not the value it had; the response is the class as stored."""
+    http = stack.http
+    before = (await http.get("/v1/environment-classes/shared-staging", headers=VIEWER)).json()
+    assert before["description"]
+    assert before["default_namespaces"] == 2
+    assert before["estimated_monthly_cost_usd"] > 0
+    body = {
+        key: value
+        for key, value in before.items()
+        if key not in ("name", "description", "default_namespaces", "estimated_monthly_cost_usd")
+    }
+    replaced = await http.put("/v1/environment-classes/shared-staging", json=body, headers=ADMIN)
+    assert replaced.status_code == 200, replaced.text
+    stored = replaced.json()
+    assert stored == {
+        **before,
+        "description": "",
+        "default_namespaces": 1,
+        "estimated_monthly_cost_usd": 0.0,
+    }
+    assert (await http.get("/v1/environment-classes/shared-staging", headers=VIEWER)).json() == stored
+
+    # Fields without a default cannot be left out: named in one 422, nothing stored.
+    missing = await http.put(
+        "/v1/environment-classes/shared-staging", json={"description": "x"}, headers=ADMIN
+    )
+    assert error_fields(missing, 422) == {"allowed_regions", "max_ttl_hours", "quota_profile"}
+    assert (await http.get("/v1/environment-classes/shared-staging", headers=VIEWER)).json() == stored
+
+
 # -- quota profiles and policy packs ------------------------------------------------------------------
 
 
@@ -440,6 +472,36 @@ async def test_platformctl_applies_classes_sets_budgets_and_shows_plans(stack: S
     code, _, err = await platformctl_as(stack, "classes", "apply", "-f", str(classes), role="requester")
     assert code == 1
     assert "requester role cannot change environment classes" in err
+
+    # A file that leaves fields out replaces them with their defaults, and says so.
+    partial = tmp_path / "partial.yaml"
+    partial.write_text(
+        yaml.safe_dump(
+            {"name": "demo", "allowed_regions": ["us-east-1"], "max_ttl_hours": 8, "quota_profile": "small"}
+        )
+    )
+    demo = (await stack.http.get("/v1/environment-classes/demo", headers=VIEWER)).json()
+    put = await stack.http.put(
+        "/v1/environment-classes/demo",
+        json={
+            **{k: v for k, v in demo.items() if k != "name"},
+            "description": "demo env",
+            "default_namespaces": 2,
+        },
+        headers=ADMIN,
+    )
+    assert put.status_code == 200, put.text
+    code, out, err = await platformctl_as(
+        stack, "classes", "apply", "-f", str(partial), email="root@example.com"
+    )
+    assert code == 0, err
+    first, second = err.splitlines()
+    assert first == "environment class demo configured"
+    assert "a PUT replaces the whole environment class" in second
+    assert 'description "demo env" -> ""' in second
+    assert "default_namespaces 2 -> 1" in second
+    assert "max_ttl_hours" not in second  # in the file: changed on purpose, not by omission
+    assert json.loads(out)["items"][0]["description"] == ""
 
     code, out, err = await platformctl_as(
         stack, "teams", "set-budget", "--team", "payments", "--monthly-usd", "120", email="root@example.com"

@@ -124,11 +124,16 @@ class EnvironmentClassesAdminController(EnvironmentClassesController):
 
     @put(
         "/{name:str}",
-        summary="Create or replace an environment class",
+        summary="Create or replace an environment class (full replace)",
         guards=[requires(Action.UPSERT_CLASS)],
         operation_class=json_body(
-            "The class's fields (SPEC.md EnvironmentClass); the name comes from the URL. "
-            "Unknown fields are refused; quota_profile and policy_packs must exist.",
+            "The whole class; the name comes from the URL. A full replace, not a merge: the class "
+            "becomes exactly this body, and a field left out gets its default (description '', "
+            "requires_approval false, approvals_required 1 with approval and 0 without, "
+            "auto_reconcile true, default_namespaces 1, policy_packs [], "
+            "estimated_monthly_cost_usd 0), not its current value. allowed_regions, max_ttl_hours "
+            "and quota_profile are required. Unknown fields are refused; quota_profile and "
+            "policy_packs must exist.",
             CLASS_EXAMPLE,
         ),
         responses=upsert_responses(EnvironmentClass),
@@ -140,8 +145,9 @@ class EnvironmentClassesAdminController(EnvironmentClassesController):
         services: NamedDependency[Services],
         name: FromPath[str],
     ) -> Response[Any]:
-        """Intake's copy follows through ``class.upserted`` (within a second); requests
-        already decided keep the plan they got. The seed never overwrites an edited class."""
+        """Answers with the class as stored (every field, defaults filled in). Intake's copy
+        follows through ``class.upserted`` (within a second); requests already decided keep
+        the plan they got. The seed never overwrites an edited class."""
         body = await read_json_object(request, runtime_of(request).settings)
         outcome = await services.upsert_class(UpsertClass(name=name, body=body, actor=principal.to_actor()))
         response = upserted(outcome.environment_class, outcome.created)
