@@ -21,7 +21,7 @@ from typing import TypeVar
 import nats
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import ConsumerInfo, DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import APIError, NotFoundError
 
 from libs.errors import is_transient
@@ -165,3 +165,53 @@ async def configure_stream(settings: PlatformSettings) -> None:
         await apply_stream_config(nc.jetstream(), settings)
     finally:
         await nc.close()
+
+
+class StreamBacklog:
+    """Whether the stream's durable consumers are behind events older than a deadline.
+
+    Intake's anti-entropy re-requests work that stopped moving; work merely queued behind a
+    backlog must not be requested again (that would double the backlog under load). The
+    stream's last sequence is sampled on every call, so the sequence the stream had
+    ``deadline`` seconds ago is known (after a restart only once ``deadline`` has passed:
+    until then nothing counts as stuck).
+    """
+
+    def __init__(self, js: JetStreamContext, stream: str) -> None:
+        self.js = js
+        self.stream = stream
+        self._samples: list[tuple[float, int]] = []
+
+    async def behind(self, deadline_seconds: float) -> list[str]:
+        """Consumers with undelivered events published more than ``deadline_seconds`` ago.
+
+        Everything but an empty list (or an unknown horizon, reported as ``["(unknown)"]``)
+        means: postpone re-requesting.
+        """
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        info = await self.js.stream_info(self.stream)
+        self._samples.append((now, info.state.last_seq))
+        horizon = None
+        for taken, last_seq in self._samples:
+            if taken <= now - deadline_seconds:
+                horizon = last_seq
+        # Keep the newest sample older than the deadline, and everything after it.
+        older = [sample for sample in self._samples if sample[0] <= now - deadline_seconds]
+        self._samples = older[-1:] + [
+            sample for sample in self._samples if sample[0] > now - deadline_seconds
+        ]
+        if horizon is None:
+            return ["(unknown)"]
+        consumers = await self.js.consumers_info(self.stream)
+        return [
+            consumer.name
+            for consumer in consumers
+            if consumer.config.durable_name
+            and (consumer.num_pending or 0) > 0
+            and _delivered_through(consumer) < horizon
+        ]
+
+
+def _delivered_through(consumer: ConsumerInfo) -> int:
+    return (consumer.delivered.stream_seq or 0) if consumer.delivered is not None else 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from libs.bus import StreamBacklog
 from libs.service_kit import ServiceKit
 from services.intake.entrypoints.bus import register
 from services.intake.service_layer.handlers import IntakeService
@@ -22,6 +23,7 @@ async def bootstrap(settings: IntakeSettings) -> ServiceKit:
     # flap with policy's availability afterwards.
     kit.readiness["class_catalog"] = service.catalog_replicated
     if settings.expiry_sweep_interval_seconds > 0:
+        backlog = StreamBacklog(kit.js, settings.stream_name)
 
         async def sweep(stopping: asyncio.Event) -> None:
             await service.run_sweepers(
@@ -29,6 +31,7 @@ async def bootstrap(settings: IntakeSettings) -> ServiceKit:
                 interval=settings.expiry_sweep_interval_seconds,
                 batch=settings.expiry_sweep_batch,
                 deadline_seconds=settings.reconcile_deadline_seconds,
+                backlog=backlog.behind,
             )
 
         kit.background(sweep)

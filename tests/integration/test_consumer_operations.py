@@ -22,7 +22,7 @@ from nats.js.api import DeliverPolicy
 from contracts.envelope import new_event
 from contracts.events import RequestStageRetrying, RequestTornDown
 from contracts.rpc import ListDeadLetters
-from libs.bus import apply_stream_config, ensure_stream, stream_config
+from libs.bus import StreamBacklog, apply_stream_config, ensure_stream, stream_config
 from libs.errors import TransientError
 from libs.inbox import Tx
 from libs.rpc import RpcClient
@@ -398,3 +398,25 @@ async def test_a_handler_past_its_deadline_is_cancelled_and_the_event_retried(ha
     await wait_until(lambda: harness.handled(kit), what="handled on the next attempt")
     assert dependency.calls == 2
     await wait_until(lambda: caught_up(kit), what="acknowledged")
+
+
+# -- 14: anti-entropy waits for a backlog ---------------------------------------------------------
+
+
+async def test_a_consumer_behind_events_older_than_the_deadline_is_reported_as_backlog(
+    harness: Harness,
+) -> None:
+    dependency = Dependency()
+    kit = await harness.start(dependency, start=False)
+    await kit.consumers[0].provision()  # the durable exists, but nobody consumes yet
+    backlog = StreamBacklog(kit.js, harness.stream)
+    assert await backlog.behind(0.3) == ["(unknown)"]  # no history of the stream yet: wait
+    await publish_event(kit.js, harness.prefix, fact().request_id, fact())
+    await asyncio.sleep(0.4)
+    await backlog.behind(0.3)  # the event is now older than the deadline ...
+    await asyncio.sleep(0.4)
+    assert await backlog.behind(0.3) == [CONSUMER]  # ... and still undelivered: queued, not stuck
+
+    await kit.start()
+    await wait_until(lambda: harness.handled(kit), what="handled")
+    assert await backlog.behind(0.3) == []

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -439,19 +440,32 @@ class IntakeService:
                 return retried
 
     async def run_sweepers(
-        self, stopping: asyncio.Event, *, interval: float, batch: int, deadline_seconds: float
+        self,
+        stopping: asyncio.Event,
+        *,
+        interval: float,
+        batch: int,
+        deadline_seconds: float,
+        backlog: Callable[[float], Awaitable[list[str]]] | None = None,
     ) -> None:
         """Expiry and anti-entropy every ``interval`` seconds until ``stopping``.
 
         A failed pass is retried on the next one; ``deadline_seconds`` <= 0 disables the
-        anti-entropy pass.
+        anti-entropy pass. ``backlog(deadline_seconds)`` names the consumers still behind
+        events older than the deadline: while there are any, requests are queued, not stuck,
+        and asking for them again would only double the backlog, so the pass waits.
         """
         while not stopping.is_set():
             try:
                 count = await self.expire_due(batch)
                 if count:
                     log.info("expired environments", extra={"fields": {"count": count}})
-                if deadline_seconds > 0:
+                behind = await backlog(deadline_seconds) if backlog and deadline_seconds > 0 else []
+                if behind:
+                    log.info(
+                        "anti-entropy postponed: consumers behind", extra={"fields": {"consumers": behind}}
+                    )
+                elif deadline_seconds > 0:
                     await self.retry_stalled(deadline_seconds, batch)
             except Exception as exc:
                 log.warning("sweep failed", extra={"fields": {"error": safe_database_error(exc)}})
