@@ -9,8 +9,8 @@ from services.git_publisher.service_layer.handlers import GitPublisherService
 def register(kit: ServiceKit, service: GitPublisherService, service_concurrency: int) -> None:
     # One consumer for both event types, ordered by request: a teardown must never be
     # overtaken by that request's rendered bundle (or an older bundle by a newer one), or
-    # the branch would end up holding a directory that should be gone or stale. Other
-    # request events match the filter too and are acknowledged without a handler.
+    # the branch would end up holding a directory that should be gone or stale. The server
+    # delivers only these two types (the durable's filter subjects come from the handlers).
     kit.consume(
         "requests",
         "request.>",
