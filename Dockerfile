@@ -7,14 +7,26 @@ ARG PYTHON_VERSION=3.11
 FROM python:${PYTHON_VERSION}-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-RUN python -m venv /opt/platform
+# The dependencies exactly as locked (`make lock`): pinned versions, every file checked
+# against its hash, nothing resolved. Their own layer, so a code change does not reinstall
+# them. The locked pip and setuptools (build.txt) live in /opt/build, which stays in this
+# stage: they install into /opt/platform from outside (--python) and build the project's
+# wheel, so the image's virtualenv holds the runtime lock and the project, nothing else.
+COPY requirements/runtime.txt requirements/build.txt ./requirements/
+RUN python -m venv /opt/build \
+    && /opt/build/bin/pip install --require-hashes -r requirements/build.txt \
+    && python -m venv --without-pip /opt/platform \
+    && /opt/build/bin/pip --python /opt/platform/bin/python install --require-hashes -r requirements/runtime.txt
 COPY pyproject.toml README.md ./
 COPY libs ./libs
 COPY contracts ./contracts
 COPY services ./services
-# A regular (not editable) install: the runtime stage gets the virtualenv alone, with its
-# bytecode compiled here because the root filesystem is read-only at run time.
-RUN /opt/platform/bin/pip install . && /opt/platform/bin/python -m compileall -q /opt/platform
+# A regular (not editable) install of the project alone (--no-deps: its dependencies are the
+# lock's, above): the runtime stage gets the virtualenv alone, with its bytecode compiled
+# here because the root filesystem is read-only at run time.
+RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /tmp/dist . \
+    && /opt/build/bin/pip --python /opt/platform/bin/python install --no-deps /tmp/dist/*.whl \
+    && /opt/platform/bin/python -m compileall -q /opt/platform
 
 FROM python:${PYTHON_VERSION}-slim
 # git: git-publisher runs git (fetch, fast-import, push); openssh-client for ssh remotes.
