@@ -146,6 +146,15 @@ class EnvironmentRequestView(msgspec.Struct, kw_only=True):
     policy_packs: list[str] = []
     estimated_monthly_cost_usd: float | None = None
     policy_decision: dict[str, Any] | None = None
+    # Added (optional): how a teardown ended. ``git_removal_commit_sha``: the commit that removed
+    # the manifests from the GitOps repository (null when there was nothing to remove);
+    # ``deleted_at``: when the request became ``deleted``; ``namespace_deleted``: true when the
+    # platform deleted the namespace, false when cluster apply is off (``cluster_status``
+    # ``not_applied``: the platform never touched the cluster; Argo CD prunes what it synced
+    # once the manifests are gone). All null until then.
+    git_removal_commit_sha: str | None = None
+    deleted_at: datetime | None = None
+    namespace_deleted: bool | None = None
 
 
 class TimelineEntry(msgspec.Struct, frozen=True, kw_only=True):

@@ -42,7 +42,8 @@ def _entry_line(entry: dict[str, Any], fmt: str) -> str:
     if fmt == "yaml":
         return "---\n" + yaml.safe_dump(entry, sort_keys=False, allow_unicode=True).rstrip("\n")
     generation = entry.get("generation")
-    marks = "" if entry.get("applied") else "  (not applied)"
+    # applied=false: a late or duplicate event that changed nothing (not a failure).
+    marks = "" if entry.get("applied") else "  (no effect: late or duplicate)"
     return (
         f"{entry.get('time')}  {entry.get('request_id')}  {entry.get('type'):<30}  "
         f"{'g' + str(generation) if generation is not None else '-':>4}  → {entry.get('status_after')}{marks}"

@@ -380,6 +380,20 @@ def test_delete_tears_the_environment_down(stack: RunningStack, alice: httpx.Cli
         "request.unpublished",
         "request.torn_down",
     ]
+    # A normal teardown reads as one: every step applied, and the record says what happened.
+    teardown = alice.get(f"{path}/events").json()["items"][-3:]
+    assert [(e["applied"], e["status_after"]) for e in teardown] == [
+        (True, "deleting"),
+        (True, "deleting"),
+        (True, "deleted"),
+    ]
+    assert gone["cluster_status"] == "not_applied"  # this stack runs with cluster apply off
+    assert gone["namespace_deleted"] is False
+    assert gone["deleted_at"] is not None
+    removal = gone["git_removal_commit_sha"]
+    assert stack.git("cat-file", "-t", removal).strip() == "commit"
+    assert ready["gitops_path"] not in stack.git("ls-tree", "-r", "--name-only", removal)
+    assert ready["gitops_path"] in stack.git("ls-tree", "-r", "--name-only", f"{removal}^")
     for response in (
         alice.delete(path),
         alice.patch(path, json={"ttl_hours": 2}),

@@ -99,7 +99,16 @@ def test_timeline_lists_the_whole_pipeline(stack: RunningStack) -> None:
         "request.published",
         "request.bootstrapped",
     ]
-    assert timeline[-1]["status_after"] == "ready"
+    assert [entry["status_after"] for entry in timeline] == [
+        "submitted",
+        "submitted",
+        "approved",  # no approval needed: approved at once, then queued by the reconcile
+        "queued",
+        "reconciling",
+        "reconciling",
+        "ready",
+    ]
+    assert all(entry["applied"] for entry in timeline)
 
 
 def test_one_trace_spans_the_whole_lifecycle(stack: RunningStack) -> None:

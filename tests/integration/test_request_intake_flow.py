@@ -75,6 +75,13 @@ async def test_preview_request_is_evaluated_approved_and_queued(
 
         timeline = await rpc.call("intake", "list_events", GetRequest(id=request["id"], actor=ALICE))
         assert [entry["type"] for entry in timeline["items"]] == types
+        # The automatic approval is a step of its own: "approved", then the reconcile queues it.
+        assert [(entry["status_after"], entry["applied"]) for entry in timeline["items"]] == [
+            ("submitted", True),
+            ("submitted", True),
+            ("approved", True),
+            ("queued", True),
+        ]
 
 
 async def test_production_request_waits_for_approval(platform_env: dict[str, str], rpc: RpcClient) -> None:

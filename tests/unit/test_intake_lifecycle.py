@@ -8,9 +8,11 @@ from typing import Any
 import pytest
 
 from contracts.events import (
+    DriftItem,
     RequestApprovalRecorded,
     RequestApproved,
     RequestBootstrapped,
+    RequestDriftDetected,
     RequestExtended,
     RequestFailed,
     RequestPolicyEvaluated,
@@ -20,6 +22,7 @@ from contracts.events import (
     RequestRendered,
     RequestTeardownRequested,
     RequestTornDown,
+    RequestUnpublished,
 )
 from contracts.models import EnvironmentPlan, LimitRangeValues, PolicyReason, RequestSpec
 from libs.errors import Conflict, Forbidden
@@ -85,6 +88,9 @@ def test_submit_emits_request_submitted_with_a_well_formed_id() -> None:
 def test_auto_reconcile_class_is_queued_at_generation_one_after_approval() -> None:
     request = queued()
     assert request.status is Status.QUEUED
+    # The approval itself reached "approved" (what its timeline entry shows); the queueing
+    # that follows automatically is the reconcile's own step.
+    assert request.reached is Status.APPROVED
     assert request.generation == 1
     assert isinstance(request.outgoing[-1], RequestReconcileRequested)
     assert request.outgoing[-1].generation == 1
@@ -397,6 +403,74 @@ def test_torn_down_ends_deleted_and_stale_generations_do_not() -> None:
     assert (request.status, request.cluster_status) == (Status.DELETED, "deleted")
     with pytest.raises(Conflict, match="already deleted"):
         request.delete(actor="alice", now=NOW)
+
+
+def unpublished(generation: int = 2, commit_sha: str | None = "c0ffee" * 6 + "c0ff") -> RequestUnpublished:
+    return RequestUnpublished(
+        request_id="req-1",
+        generation=generation,
+        gitops_path="clusters/us-east-1/teams/payments/api/req-1",
+        namespace="payments-api-req-1",
+        region="us-east-1",
+        commit_sha=commit_sha,
+        branch="main",
+    )
+
+
+def test_a_normal_teardown_is_recorded_step_by_step_with_cluster_apply_off() -> None:
+    request = ready()
+    request.delete(actor="alice", now=NOW)
+    assert not request.apply(unpublished(generation=1), NOW)  # the old generation's: stale
+    assert request.apply(unpublished(), NOW)  # progress of this teardown, so applied
+    assert request.git_removal_commit_sha == "c0ffee" * 6 + "c0ff"
+    assert request.status is Status.DELETING
+    later = NOW + timedelta(seconds=3)
+    assert request.apply(
+        RequestTornDown(request_id="req-1", generation=2, cluster_status="not_applied"), later
+    )
+    assert request.status is Status.DELETED
+    # Apply off: nothing of ours was in the cluster, which the record says in so many words.
+    assert (request.cluster_status, request.namespace_deleted, request.deleted_at) == (
+        "not_applied",
+        False,
+        later,
+    )
+    assert request.last_error is None
+
+
+def test_a_teardown_with_cluster_apply_on_says_the_namespace_was_deleted() -> None:
+    request = ready()
+    request.delete(actor="alice", now=NOW)
+    request.apply(unpublished(commit_sha=None), NOW)  # nothing left to remove from git
+    request.apply(RequestTornDown(request_id="req-1", generation=2, cluster_status="deleted"), NOW)
+    assert (request.git_removal_commit_sha, request.namespace_deleted) == (None, True)
+
+
+def test_later_drift_scans_show_on_the_ready_request() -> None:
+    request = ready()
+    item = DriftItem(
+        kind="ResourceQuota", name="platform-defaults", field="spec.hard.pods", expected="10", actual="50"
+    )
+    drifted = RequestDriftDetected(
+        request_id="req-1", generation=1, drift_status="drifted", drift_summary=[item]
+    )
+    assert request.apply(drifted, NOW)
+    assert request.drift_status == "drifted"
+    assert request.drift_summary == [
+        {
+            "kind": "ResourceQuota",
+            "name": "platform-defaults",
+            "field": "spec.hard.pods",
+            "expected": "10",
+            "actual": "50",
+        }
+    ]
+    assert request.apply(RequestDriftDetected(request_id="req-1", generation=1, drift_status="in_sync"), NOW)
+    assert (request.drift_status, request.drift_summary) == ("in_sync", [])
+    # A scan of an older generation says nothing about the environment in place now.
+    assert not request.apply(
+        RequestDriftDetected(request_id="req-1", generation=0, drift_status="drifted"), NOW
+    )
 
 
 def test_a_failed_teardown_is_reported_and_can_be_retried() -> None:

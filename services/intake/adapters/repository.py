@@ -63,6 +63,9 @@ _COLUMNS = [
     "failure_kind",
     "failed_stage",
     "next_attempt_at",
+    "git_removal_commit_sha",
+    "deleted_at",
+    "namespace_deleted",
 ]
 _JSON_COLUMNS = {"approvals", "drift_summary", "policy_packs", "policy_decision", "plan", "attestations"}
 

@@ -33,6 +33,7 @@ from contracts.events import (
     RequestApprovalRecorded,
     RequestApproved,
     RequestBootstrapped,
+    RequestDriftDetected,
     RequestExtended,
     RequestFailed,
     RequestPolicyEvaluated,
@@ -176,6 +177,17 @@ class EnvironmentRequest:
     # Set while a stage waits to retry a dependency it could not reach (request.stage_retrying);
     # ``last_error`` then says why. Cleared when a stage reports progress.
     next_attempt_at: datetime | None = None
+    # The end of a teardown, as reported: the commit that removed the environment's manifests
+    # from the GitOps repository (request.unpublished; null if there was nothing to remove),
+    # when it ended, and whether the platform deleted the namespace (false: cluster apply is
+    # off, the platform never touched the cluster).
+    git_removal_commit_sha: str | None = None
+    deleted_at: datetime | None = None
+    namespace_deleted: bool | None = None
+    # The status the event being applied led to, before anything that follows from it
+    # automatically in the same step (an auto_reconcile class is queued as soon as it is
+    # approved): what the timeline shows for that event. Not stored.
+    reached: Status | None = field(default=None, repr=False, compare=False)
     # Events this change produces; the service layer stages them in the outbox.
     outgoing: list[EventData] = field(default_factory=list, repr=False)
 
@@ -201,9 +213,12 @@ class EnvironmentRequest:
     def apply(self, data: EventData, now: datetime) -> bool:
         """Apply one event; True when it changed the record (False: timeline only)."""
         handler = _APPLIERS.get(type(data))
+        self.reached = None
         if handler is None:
             return False
         changed: bool = handler(self, data, now)
+        if self.reached is None:
+            self.reached = self.status
         if changed:
             self.updated_at = now
         return changed
@@ -254,6 +269,9 @@ class EnvironmentRequest:
             for a in data.approvals
         ]
         if self.auto_reconcile:
+            # The approval is a step of its own in the timeline (status_after "approved"); the
+            # reconcile it starts shows as request.reconcile_requested ("queued").
+            self.reached = Status.APPROVED
             self.start_reconcile(requested_by="system", reason="auto", now=now)
         return True
 
@@ -307,9 +325,23 @@ class EnvironmentRequest:
         return True
 
     def _unpublished(self, data: RequestUnpublished, now: datetime) -> bool:
-        if not self._is_current(data.generation) or self.next_attempt_at is None:
+        """The teardown's GitOps step is done: recorded on the request, so the timeline shows
+        it as applied (it is progress of the teardown, not a stray event)."""
+        if not self._is_current(data.generation) or self.status not in TEARING_DOWN:
             return False
         self._clear_retry()
+        self.git_removal_commit_sha = data.commit_sha
+        return True
+
+    def _drift_detected(self, data: RequestDriftDetected, now: datetime) -> bool:
+        """A later drift scan of the environment in place: the request shows its latest result."""
+        if not self._is_current(data.generation) or self.status is not Status.READY:
+            return False
+        self.drift_status = data.drift_status
+        self.drift_summary = [
+            {"kind": d.kind, "name": d.name, "field": d.field, "expected": d.expected, "actual": d.actual}
+            for d in data.drift_summary
+        ]
         return True
 
     def _fail(self, kind: FailureKind, stage: str, message: str) -> None:
@@ -419,6 +451,9 @@ class EnvironmentRequest:
         self.next_attempt_at = None
         self.status = Status.DELETED
         self.cluster_status = data.cluster_status
+        self.deleted_at = now
+        # "not_applied": cluster apply is off, so there was no namespace of ours to delete.
+        self.namespace_deleted = data.cluster_status == "deleted"
         self.last_error = None
         return True
 
@@ -571,4 +606,5 @@ _APPLIERS: dict[type[Any], Any] = {
     RequestTornDown: EnvironmentRequest._torn_down,
     RequestStageRetrying: EnvironmentRequest._stage_retrying,
     RequestUnpublished: EnvironmentRequest._unpublished,
+    RequestDriftDetected: EnvironmentRequest._drift_detected,
 }

@@ -101,6 +101,9 @@ def to_view(request: EnvironmentRequest, actor: Actor | None = None) -> Environm
         rejected_at=request.rejected_at,
         rejected_by=request.rejected_by,
         rejection_reason=request.rejection_reason,
+        git_removal_commit_sha=request.git_removal_commit_sha,
+        deleted_at=request.deleted_at,
+        namespace_deleted=request.namespace_deleted,
         queued_at=request.queued_at,
         last_reconciled_at=request.last_reconciled_at,
         last_error=request.last_error,
@@ -497,8 +500,11 @@ class IntakeService:
             await self._stage(tx.conn, request)
         # Intake's own events were applied when they were emitted.
         applied = changed or envelope.source == self.outbox.source
+        # What this event led to: an approval shows "approved" even when the class's automatic
+        # reconcile queued the request in the same step (request.reconcile_requested follows).
+        status_after = request.reached if changed and request.reached is not None else request.status
         await repository.append_timeline(
-            tx.conn, request.id, envelope, data, applied=applied, status_after=str(request.status)
+            tx.conn, request.id, envelope, data, applied=applied, status_after=str(status_after)
         )
 
 
