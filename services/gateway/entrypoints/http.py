@@ -73,8 +73,8 @@ log = logging.getLogger(__name__)
 SECURITY_SCHEME = "BearerAuth"
 SECURITY: list[dict[str, list[str]]] = [{SECURITY_SCHEME: []}]
 IDEMPOTENCY_KEY_MAX_LENGTH = 200
-
 SCHEMA_PATH = "/schema"
+
 
 # -- runtime -----------------------------------------------------------------------------------
 
