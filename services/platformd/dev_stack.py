@@ -4,7 +4,11 @@ Embedded NATS and Postgres unless ``PLATFORM_NATS_URL`` / ``PLATFORM_POSTGRES_DS
 set, migrations, a GitOps repository with a local bare remote (unless
 ``PLATFORM_GITOPS_REPO_URL`` is set) so pushes are real, and all seven services as child
 processes. State lives under ``./state`` (``PLATFORM_STATE_DIR``); running it again
-reuses it. Ctrl-C stops every child cleanly.
+reuses it. Ctrl-C stops every child cleanly. ``--replicas N`` (``PLATFORM_DEV_REPLICAS``)
+runs N processes of every backend service, each with its own ops port and log file.
+
+A service that exits while the stack starts is started again (a few times, with a growing
+pause, saying why); one that dies later is restarted by the supervisor until Ctrl-C.
 
 One launcher per state directory: it holds an exclusive lock on ``<state>/platformd.lock``
 (which names its pid) for as long as it runs, and a second one on the same directory is
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -38,7 +43,13 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from libs.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedServerError, free_port
 from libs.migrations import discover, migrate
 from libs.settings import load_settings, setting, split_address
-from services.platformd.process_stack import ProcessStack, git_init_bare, python_bin_dir
+from services.platformd.process_stack import (
+    ProcessStack,
+    ServiceProcess,
+    git_init_bare,
+    process_name,
+    python_bin_dir,
+)
 from services.platformd.registry import BACKEND_SERVICES, service_entry
 
 DEV_JWT_SECRET = "dev-jwt-secret"  # noqa: S105 - printed development default, refused in strict mode
@@ -53,6 +64,10 @@ OPS_PORT_ORDER = ("intake", "policy", "approval", "renderer", "git_publisher", "
 NATS_ROLE = "nats-server"
 POSTGRES_ROLE = "postgres"
 LEFTOVER_STOP_SECONDS = 20.0
+# Starts of one service before the launcher gives up on the stack: enough to ride out a
+# broker that is still electing leaders (pauses 1 + 2 + 4 + 8 s), few enough that a
+# service that cannot start is reported within a minute.
+START_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -88,8 +103,17 @@ class DevStackSettings:
         "PLATFORM_DEV_OPS_BASE_PORT",
         9101,
         doc="Preferred ops port of intake; policy, approval, renderer, git-publisher and "
-        "cluster-bootstrapper prefer the next five. A taken port falls back to a free one.",
+        "cluster-bootstrapper prefer the next five, their second replicas the six after those, "
+        "and so on. A taken port falls back to a free one.",
     )
+    replicas: int = setting(
+        "PLATFORM_DEV_REPLICAS",
+        1,
+        doc="Processes of every backend service (the gateway runs once); `platformd dev --replicas`.",
+    )
+
+    def validate(self) -> list[str]:
+        return [] if self.replicas >= 1 else ["PLATFORM_DEV_REPLICAS must be at least 1"]
 
 
 class DevStackRefused(Exception):
@@ -337,10 +361,19 @@ def _preferred_port(port: int) -> int | None:
     return port if _can_listen("127.0.0.1", port) else None
 
 
+def _ops_process_names(replicas: int) -> list[str]:
+    """The backend processes in banner order: every service's first replica, then the seconds, ..."""
+    return [
+        process_name(service, replica, replicas)
+        for replica in range(1, replicas + 1)
+        for service in OPS_PORT_ORDER
+    ]
+
+
 def _ops_ports(settings: DevStackSettings) -> dict[str, int]:
     return {
         name: _preferred_port(settings.ops_base_port + index) or free_port()
-        for index, name in enumerate(OPS_PORT_ORDER)
+        for index, name in enumerate(_ops_process_names(settings.replicas))
     }
 
 
@@ -372,8 +405,11 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _Stop
 
 
-def run_dev_stack() -> int:
+def run_dev_stack(replicas: int | None = None) -> int:
+    """Run the stack until Ctrl-C; ``replicas`` (``--replicas``) overrides ``PLATFORM_DEV_REPLICAS``."""
     settings = load_settings(DevStackSettings)
+    if replicas is not None:
+        settings = dataclasses.replace(settings, replicas=replicas)
     state = settings.state_dir.resolve()
     state.mkdir(parents=True, exist_ok=True)
     lock = StateLock(state)
@@ -433,13 +469,18 @@ def run_dev_stack() -> int:
             "PLATFORM_APPROVAL_HMAC_SECRET": settings.approval_secret,
         }
         stack = ProcessStack(
-            environment, state / "logs", gateway_address=settings.address, ops_ports=_ops_ports(settings)
+            environment,
+            state / "logs",
+            gateway_address=settings.address,
+            ops_ports=_ops_ports(settings),
+            replicas=settings.replicas,
+            on_start=lambda process: _record_service(ledger, process),
         )
-        _say("starting services ...")
-        for name in stack.services:
-            stack.start(name)
-            _record_service(ledger, stack, name)
-        stack.wait_ready(timeout=90)
+        each = "" if settings.replicas == 1 else f" ({settings.replicas} processes of each backend)"
+        _say(f"starting services{each} ...")
+        stack.start_all()
+        # Each process adds a few seconds of start-up CPU on a small machine.
+        stack.wait_ready(timeout=60 + 30 * settings.replicas, start_attempts=START_ATTEMPTS, report=_say)
         facts = BannerFacts(
             api_url=stack.api_url,
             nats_url=None if settings.nats_url else nats_url,
@@ -447,13 +488,13 @@ def run_dev_stack() -> int:
             postgres_dsn=postgres.dsn("platform") if postgres is not None else None,
             remote=None if settings.gitops_repo_url else remote,
             state=state,
-            ops_urls={name: stack.ops_url(name) for name in OPS_PORT_ORDER},
+            ops_urls={name: stack.ops_url(name) for name in _ops_process_names(settings.replicas)},
             jwt_secret=settings.jwt_secret,
             approval_secret=settings.approval_secret,
             platformctl=_platformctl_path(),
         )
         _say(render_banner(facts))
-        _supervise(stack, ledger)
+        _supervise(stack)
     except (KeyboardInterrupt, _Stop):
         _say("\nstopping ...")
     except DevStackRefused as exc:
@@ -481,10 +522,9 @@ def run_dev_stack() -> int:
     return 0
 
 
-def _record_service(ledger: ProcessLedger, stack: ProcessStack, name: str) -> None:
-    process = stack.services[name].process
-    if process is not None:
-        ledger.record(name, process.pid)
+def _record_service(ledger: ProcessLedger, service: ServiceProcess) -> None:
+    if service.process is not None:
+        ledger.record(service.name, service.process.pid)
 
 
 def _log_excerpt(stack: ProcessStack, name: str) -> str:
@@ -492,18 +532,12 @@ def _log_excerpt(stack: ProcessStack, name: str) -> str:
     return f"--- {name} (last lines of {stack.services[name].log_path}) ---\n{tail}" if tail else ""
 
 
-def _supervise(stack: ProcessStack, ledger: ProcessLedger) -> None:
-    """Restart a service that died, with a growing pause, until Ctrl-C; say why it died."""
+def _supervise(stack: ProcessStack) -> None:
+    """Restart a process that died, with a growing pause, until Ctrl-C; say why it died.
+    Each replica is watched on its own: one that crash-loops does not delay the others."""
     while True:
-        time.sleep(1)
-        for name in stack.dead_services():
-            service = stack.services[name]
-            pause = min(10, 1 + service.restarts)
-            _say(f"{stack.exit_report(name)}\n  restarting {name} in {pause}s")
-            time.sleep(pause)
-            service.restarts += 1
-            stack.start(name)
-            _record_service(ledger, stack, name)
+        time.sleep(0.5)
+        stack.supervise_once(_say)
 
 
 # --- the banner ------------------------------------------------------------------------
@@ -520,6 +554,7 @@ class BannerFacts:
     postgres_dsn: str | None
     remote: str | None
     state: Path
+    # Ops URL of every backend process (replicas included), in the order shown.
     ops_urls: Mapping[str, str]
     jwt_secret: str
     approval_secret: str
@@ -552,7 +587,10 @@ def render_banner(facts: BannerFacts) -> str:
         else f"{facts.postgres_dsn} (embedded)"
     )
     remote = "external (PLATFORM_GITOPS_REPO_URL)" if facts.remote is None else facts.remote
-    ops = "\n".join(f"  {name.replace('_', '-'):22} {url}" for name, url in facts.ops_urls.items())
+    # Each process's log is <state>/logs/<process name>.log.
+    ops = "\n".join(
+        f"  {name.replace('_', '-'):22} {url:24} {name}.log" for name, url in facts.ops_urls.items()
+    )
     git_log = f"  git --git-dir {q(facts.remote)} log --stat -1\n" if facts.remote is not None else ""
     return f"""
 platform-control-plane is running
@@ -564,8 +602,8 @@ platform-control-plane is running
   JWT secret     {facts.jwt_secret}{note[facts.jwt_secret == DEV_JWT_SECRET]}
   Approval key   {facts.approval_secret}{note[facts.approval_secret == DEV_APPROVAL_SECRET]}
 
-Ops ports: GET <url>/healthz, <url>/readyz, <url>/metrics
-  {"gateway":22} {facts.api_url}   (on the API port)
+Ops ports: GET <url>/healthz, <url>/readyz, <url>/metrics; log files in {facts.state / "logs"}
+  {"gateway":22} {facts.api_url:24} gateway.log (ops on the API port)
 {ops}
 
 Try it (in another terminal):

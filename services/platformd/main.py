@@ -3,7 +3,8 @@
 platformd <service>              run one service (intake, policy, approval, renderer,
                                  git-publisher, cluster-bootstrapper, gateway)
 platformd migrate <service|all>  apply pending migrations and exit
-platformd dev                    embedded NATS + Postgres and all seven services
+platformd dev [--replicas N]     embedded NATS + Postgres and all seven services
+                                 (N processes of each backend service; the gateway runs once)
 platformd config <service>       list the service's settings and their defaults
 """
 
@@ -88,18 +89,37 @@ def _reader_left() -> int:
     return 0
 
 
+def _at_least_one(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {raw!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="platformd", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("command", help="a service name, or migrate / dev / config")
     parser.add_argument("target", nargs="?", help="service for migrate/config (migrate accepts 'all')")
+    parser.add_argument(
+        "--replicas",
+        type=_at_least_one,
+        metavar="N",
+        help="dev only: run N processes of every backend service, each with its own ops port and\n"
+        "log file (<service>-<n>.log); the gateway runs once. Default: PLATFORM_DEV_REPLICAS or 1",
+    )
     args = parser.parse_args(argv)
+    if args.replicas is not None and args.command != "dev":
+        parser.error("--replicas applies to dev only")
     try:
         if args.command == "dev":
             from services.platformd.dev_stack import run_dev_stack
 
-            return run_dev_stack()
+            return run_dev_stack(replicas=args.replicas)
         if args.command in ("migrate", "config"):
             if not args.target:
                 return _fail(f"{args.command} needs a service name")

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,8 +52,10 @@ def _launcher_environment(state_dir: Path, address: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def platformd_dev(folder: Path, start_timeout: float = 120.0) -> Iterator[DevStack]:
-    """Run ``python -m services.platformd.main dev`` with its state under ``folder``.
+def platformd_dev(
+    folder: Path, start_timeout: float = 120.0, arguments: Sequence[str] = ()
+) -> Iterator[DevStack]:
+    """Run ``python -m services.platformd.main dev [arguments]`` with its state under ``folder``.
 
     With ``PLATFORM_TEST_POSTGRES_DSN`` / ``PLATFORM_TEST_NATS_URL`` set, the launcher gets a
     fresh database and a private stream and subject prefixes on those servers (faster than
@@ -84,7 +86,7 @@ def platformd_dev(folder: Path, start_timeout: float = 120.0) -> Iterator[DevSta
             cleanup.callback(lambda: asyncio.run(delete_stream(nats_url, isolation.stream)))
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "services.platformd.main", "dev"],
+                [sys.executable, "-m", "services.platformd.main", "dev", *arguments],
                 cwd=folder,
                 env=environment,
                 stdin=subprocess.DEVNULL,
