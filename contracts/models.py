@@ -410,6 +410,8 @@ class DeadLetterView(msgspec.Struct, frozen=True, kw_only=True):
     replayed_at: datetime | None = None
     # Added (optional): why it is a dead letter. ``failed`` (its handler gave up),
     # ``undecodable`` (it breaks its contract), ``parked`` (a newer data_version than the
-    # consumer reads: replay it after the upgrade, it is not a failure) or ``max_deliveries``
-    # (the server stopped redelivering it: the process died on it every time).
+    # consumer reads: replay it after the upgrade, it is not a failure), ``max_deliveries``
+    # (the server stopped redelivering it: the process died on it every time) or ``outbox``
+    # (consumer ``outbox``: the service's own event, which JetStream refuses for good, too
+    # large or on a subject no stream takes; replay releases it to the relay once fixed).
     kind: str = "failed"

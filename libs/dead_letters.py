@@ -16,6 +16,12 @@ every consumer of that subject receives it again; those that had handled it find
 inbox row and acknowledge without effect, while the consumer that gave up, whose inbox row
 was just deleted, handles it afresh. A new ``Nats-Msg-Id`` is needed because the stream's
 duplicate window would otherwise drop the republished copy.
+
+The outbox relay lists here too: a row JetStream refuses for good is quarantined
+(:class:`libs.outbox.OutboxRelay`) and recorded as a dead letter of kind ``outbox`` under
+consumer ``outbox``, without a payload (the event stays in its outbox row). Replaying it,
+once the cause is fixed (the stream takes the subject, the server's ``max_payload`` was
+raised), hands the row back to the relay with its original event id.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from __future__ import annotations
 import json
 import uuid
 from typing import Any
+
+from psycopg import AsyncConnection
 
 from contracts.models import DeadLetterView
 from contracts.rpc import ListDeadLetters, ReplayDeadLetter
@@ -79,7 +87,7 @@ class DeadLetters:
         """Re-deliver dead letter ``command.id``; 404 when unknown, 409 when already replayed."""
         async with self.pool.connection() as conn, conn.transaction():
             cursor = await conn.execute(
-                f"SELECT {_COLUMNS}, payload, headers FROM dead_letters WHERE id = %s FOR UPDATE",  # noqa: S608
+                f"SELECT {_COLUMNS}, payload, headers, outbox_seq FROM dead_letters WHERE id = %s FOR UPDATE",  # noqa: S608
                 [command.id],
             )
             row = await cursor.fetchone()
@@ -89,27 +97,11 @@ class DeadLetters:
                 raise Conflict(
                     f"dead letter {command.id} was already replayed at {row['replayed_at'].isoformat()}"
                 )
-            if row["event_id"] is not None:
-                # Without this the consumer would take the replay for a duplicate and skip it.
-                await conn.execute(
-                    "DELETE FROM inbox WHERE consumer = %s AND event_id = %s",
-                    [row["consumer"], row["event_id"]],
-                )
-            headers = {k: v for k, v in dict(row["headers"] or {}).items() if k.lower() != "nats-msg-id"}
-            headers["platform-replay-of"] = str(row["id"])
-            headers["platform-replayed-by"] = command.replayed_by
-            # The outbox row's event_id is what the relay sends as Nats-Msg-Id: fresh, so the
-            # stream's duplicate window does not swallow the copy. The payload keeps its id.
-            await conn.execute(
-                "INSERT INTO outbox (event_id, event_type, subject, payload, headers) VALUES (%s, %s, %s, %s, %s)",
-                [
-                    uuid.uuid4(),
-                    row["event_type"] or "unknown",
-                    row["subject"],
-                    bytes(row["payload"]),
-                    json.dumps(headers),
-                ],
-            )
+            if row["kind"] == "outbox":
+                # The relay quarantined the row: the event is still in the outbox, never published.
+                await _release_outbox_row(conn, command.id, row["outbox_seq"])
+            else:
+                await _stage_copy(conn, row, command)
             cursor = await conn.execute(
                 f"UPDATE dead_letters SET replayed_at = now() WHERE id = %s RETURNING {_COLUMNS}",  # noqa: S608
                 [command.id],
@@ -118,3 +110,44 @@ class DeadLetters:
             await conn.execute("SELECT pg_notify(%s, '')", [self.outbox_channel])
         assert updated is not None
         return _view(updated)
+
+
+async def _release_outbox_row(conn: AsyncConnection[Any], letter_id: int, seq: int | None) -> None:
+    """Give a quarantined outbox row back to the relay, with a fresh count of refusals.
+
+    The row keeps its event id (it was never published, so its ``Nats-Msg-Id`` is unused)
+    and its place in its request's order.
+    """
+    cursor = await conn.execute(
+        "UPDATE outbox SET quarantined_at = NULL, rejections = 0"
+        " WHERE seq = %s AND quarantined_at IS NOT NULL AND published_at IS NULL RETURNING seq",
+        [seq],
+    )
+    if await cursor.fetchone() is None:
+        raise Conflict(f"dead letter {letter_id}: its outbox row is no longer quarantined")
+
+
+async def _stage_copy(conn: AsyncConnection[Any], row: dict[str, Any], command: ReplayDeadLetter) -> None:
+    """Make the consumer handle the dead letter's event again: forget it in the consumer's
+    inbox and stage the stored payload in the outbox under a fresh ``Nats-Msg-Id``."""
+    if row["event_id"] is not None:
+        # Without this the consumer would take the replay for a duplicate and skip it.
+        await conn.execute(
+            "DELETE FROM inbox WHERE consumer = %s AND event_id = %s", [row["consumer"], row["event_id"]]
+        )
+    headers = {k: v for k, v in dict(row["headers"] or {}).items() if k.lower() != "nats-msg-id"}
+    headers["platform-replay-of"] = str(row["id"])
+    headers["platform-replayed-by"] = command.replayed_by
+    # The outbox row's event_id is what the relay sends as Nats-Msg-Id: fresh, so the
+    # stream's duplicate window does not swallow the copy. The payload keeps its id. No
+    # ordering key: a replay comes after its request's newer events whatever the relay does.
+    await conn.execute(
+        "INSERT INTO outbox (event_id, event_type, subject, payload, headers) VALUES (%s, %s, %s, %s, %s)",
+        [
+            uuid.uuid4(),
+            row["event_type"] or "unknown",
+            row["subject"],
+            bytes(row["payload"]),
+            json.dumps(headers),
+        ],
+    )

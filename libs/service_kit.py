@@ -128,6 +128,7 @@ class ServiceKit:
             schema=schema,
             stream=settings.stream_name,
             poll_seconds=settings.outbox_poll_seconds,
+            quarantine_after=settings.outbox_quarantine_after,
         )
         self.rpc = RpcServer(nc, service=service, prefix=settings.rpc_prefix)
         self.retry = RetryPolicy.from_settings(settings)

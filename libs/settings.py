@@ -268,6 +268,13 @@ class PlatformSettings:
     outbox_poll_seconds: float = setting(
         "PLATFORM_OUTBOX_POLL_SECONDS", 1.0, doc="Relay polling interval (NOTIFY wakes it sooner)."
     )
+    outbox_quarantine_after: int = setting(
+        "PLATFORM_OUTBOX_QUARANTINE_AFTER",
+        5,
+        doc="Refusals of one outbox row by JetStream (too large, no stream for its subject, a 4xx "
+        "answer) before the relay sets it aside as a dead letter of kind outbox; timeouts and "
+        "lost connections never count.",
+    )
     health_address: str = setting(
         "PLATFORM_HEALTH_ADDRESS", "127.0.0.1:9100", doc="host:port for /healthz, /readyz and /metrics."
     )
@@ -291,6 +298,8 @@ class PlatformSettings:
         problems = []
         if self.consumer_max_attempts < 1:
             problems.append("PLATFORM_RECONCILE_MAX_ATTEMPTS must be at least 1")
+        if self.outbox_quarantine_after < 1:
+            problems.append("PLATFORM_OUTBOX_QUARANTINE_AFTER must be at least 1")
         if self.consumer_concurrency < 1:
             problems.append("PLATFORM_RECONCILE_WORKERS must be at least 1")
         if self.consumer_retry_for_seconds < 0:

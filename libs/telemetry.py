@@ -66,6 +66,16 @@ OUTBOX_BACKLOG = Gauge(
 OUTBOX_OLDEST_AGE = Gauge(
     "platform_outbox_oldest_age_seconds", "Age of the oldest unpublished outbox row.", registry=REGISTRY
 )
+OUTBOX_QUARANTINED = Counter(
+    "platform_outbox_quarantined_total",
+    "Outbox rows set aside because JetStream refuses them for good (too large, no stream for the subject).",
+    registry=REGISTRY,
+)
+OUTBOX_QUARANTINED_ROWS = Gauge(
+    "platform_outbox_quarantined_rows",
+    "Quarantined outbox rows waiting for an operator (listed by the dead-letter verbs, kind outbox).",
+    registry=REGISTRY,
+)
 RPC_SECONDS = Histogram(
     "platform_rpc_seconds",
     "RPC endpoint latency by verb and outcome code.",
