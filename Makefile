@@ -5,6 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+RUN_ARGS ?=
 
 .DEFAULT_GOAL := help
 
@@ -50,7 +51,7 @@ lock: $(BIN)/uv ## Re-resolve requirements/*.txt from pyproject.toml (UPGRADE=1:
 
 .PHONY: run
 run: $(STAMP) ## Run the whole system locally (embedded NATS + Postgres, all seven services)
-	$(BIN)/platformd dev
+	$(BIN)/python -m services.platformd.main dev $(RUN_ARGS)
 
 .PHONY: test
 test: $(STAMP) ## Run the whole test suite (unit, integration, e2e, reliability)
@@ -86,5 +87,7 @@ format: $(STAMP) ## Apply ruff formatting and safe fixes
 	$(BIN)/ruff check --fix .
 
 .PHONY: clean
-clean: ## Remove the virtualenv, caches and local state
+clean: ## Remove the virtualenv, caches and local state (stop make run first)
+	@# As root the embedded Postgres may keep its data outside ./state (state/postgres/data-location).
+	@if [ -f state/postgres/data-location ]; then rm -rf -- "$$(cat state/postgres/data-location)"; fi
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache state
