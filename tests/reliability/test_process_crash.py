@@ -14,29 +14,15 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import pytest
 
 from services.platformd.registry import BACKEND_SERVICES
+from tests.support.fault_load import create_with_retries
 from tests.support.stack import RunningStack
 
 pytestmark = pytest.mark.reliability
 
 BURST = 30
-
-
-def create_with_retries(api: httpx.Client, body: dict[str, object], key: str, deadline: float) -> str:
-    """What a careful client does: retry 5xx and connection errors with the same Idempotency-Key."""
-    while True:
-        try:
-            response = api.post("/v1/environment-requests", json=body, headers={"Idempotency-Key": key})
-            if response.status_code in (200, 201):
-                return str(response.json()["id"])
-            assert response.status_code >= 500, response.text
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, f"could not create {key}"
-        time.sleep(0.2)
 
 
 @pytest.mark.parametrize("victim", BACKEND_SERVICES)

@@ -131,9 +131,15 @@ def _drop_roles(admin_dsn: str, database_dsn: str, roles: list[str]) -> None:
 
 @contextlib.contextmanager
 def running_stack(
-    platform_env: Mapping[str, str], admin_dsn: str, folder: Path, extra: Mapping[str, str] | None = None
+    platform_env: Mapping[str, str],
+    admin_dsn: str,
+    folder: Path,
+    extra: Mapping[str, str] | None = None,
+    replicas: int = 1,
 ) -> Iterator[RunningStack]:
-    """Start all seven services as processes, each with its own database role."""
+    """Start all seven services as processes, each with its own database role; ``replicas``
+    processes of every backend service (see :class:`ProcessStack`). A process that exits
+    while the stack starts is started again (up to three starts), as ``platformd dev`` does."""
     remote = folder / "gitops-remote.git"
     git_init_bare(remote)
     subprocess.run(["git", "--git-dir", str(remote), "config", "core.logAllRefUpdates", "true"], check=True)
@@ -153,11 +159,12 @@ def running_stack(
         folder / "logs",
         gateway_address=f"127.0.0.1:{free_port()}",
         service_environment=service_environment,
+        replicas=replicas,
     )
     try:
         processes.start_all()
         try:
-            processes.wait_ready(timeout=90)
+            processes.wait_ready(timeout=60 + 30 * replicas, start_attempts=3, report=print)
         except (TimeoutError, RuntimeError) as exc:
             logs = "\n".join(f"--- {name}\n{processes.log_tail(name)}" for name in processes.services)
             raise AssertionError(f"stack did not start: {exc}\n{logs}") from exc
