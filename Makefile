@@ -81,6 +81,12 @@ contracts: $(STAMP) ## Regenerate JSON Schemas and the AsyncAPI document from th
 bench: $(STAMP) ## Throughput and latency benchmarks (outbox relay, consumers, end to end)
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
+# The same tests run in `make test` at PLATFORM_CHAOS_SCALE=small; PLATFORM_CHAOS_SEED=<n>
+# replays a run's random choices (each run prints its seed).
+.PHONY: chaos
+chaos: $(STAMP) ## Fault suite at full size: crashes of replicas, NATS, Postgres, a cluster node under load
+	PLATFORM_CHAOS_SCALE=full $(BIN)/pytest -s tests/reliability/test_chaos.py tests/reliability/test_nats_cluster.py $(PYTEST_ARGS)
+
 .PHONY: format
 format: $(STAMP) ## Apply ruff formatting and safe fixes
 	$(BIN)/ruff format .
