@@ -33,8 +33,8 @@ def directory(n: int) -> str:
 
 
 def marker(n: int) -> str:
-    """Where the generation marker of ``request_id(n)`` lives (its id starts with ``0000``)."""
-    return f".platform/generations/00/00/{request_id(n)}"
+    """Where the generation marker of ``request_id(n)`` lives (its id starts with ``00``)."""
+    return f".platform/generations/00/{request_id(n)}"
 
 
 def bundle(

@@ -98,11 +98,11 @@ def test_commit_messages_carry_the_trailers() -> None:
     assert teardown.desired_tree is None
 
 
-def test_generation_markers_live_outside_the_environment_directories_in_two_levels_of_shards() -> None:
-    assert marker_path("req-3fa2c0de00000001") == ".platform/generations/3f/a2/req-3fa2c0de00000001"
-    # Not an id intake issues: spread by a hash of it, still two levels deep.
+def test_generation_markers_live_outside_the_environment_directories_in_256_shards() -> None:
+    assert marker_path("req-3fa2c0de00000001") == ".platform/generations/3f/req-3fa2c0de00000001"
+    # Not an id intake issues: spread by a hash of it.
     other = marker_path("Mixed-Case.id")
-    assert re.fullmatch(r"\.platform/generations/[0-9a-f]{2}/[0-9a-f]{2}/Mixed-Case\.id", other)
+    assert re.fullmatch(r"\.platform/generations/[0-9a-f]{2}/Mixed-Case\.id", other)
     assert marker_path("Mixed-Case.id") == other
 
 
