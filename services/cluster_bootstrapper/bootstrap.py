@@ -39,7 +39,14 @@ async def assemble(settings: ClusterBootstrapperSettings) -> ClusterBootstrapper
         if settings.k8s_apply
         else None
     )
-    service = ClusterBootstrapperService(pool=kit.pool, outbox=kit.outbox, cluster=cluster)
+    service = ClusterBootstrapperService(
+        pool=kit.pool,
+        outbox=kit.outbox,
+        cluster=cluster,
+        # The consumers cancel a handler at this deadline, so an environment's lease (longer)
+        # never lapses under cluster work still running.
+        work_timeout_seconds=kit.retry.handler_timeout,
+    )
     register(kit, service, settings)
     if cluster is not None:
         # Reported per region, never gating readiness: one region down must not stop

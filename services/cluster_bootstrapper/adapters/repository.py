@@ -1,9 +1,10 @@
 """Postgres persistence of environments, applied objects and drift observations.
 
 All functions take the caller's connection: the service layer owns the transaction.
-Work on one environment (a bootstrap, a teardown, a drift scan) holds a transaction-scoped
-advisory lock on its request id, so a scan never re-applies an old generation while the
-consumer applies a new one, in this process or in another replica.
+Work on one environment (a bootstrap, a teardown, a drift scan) holds a lease on its
+request id (a row, not a lock: it outlives the short transaction that takes it, so the
+Kubernetes calls run with no transaction open), so a scan never re-applies an old
+generation while a consumer applies a new one, in this process or in another replica.
 """
 
 from __future__ import annotations
@@ -22,19 +23,29 @@ from services.cluster_bootstrapper.domain.manifests import DesiredObject, Object
 
 Conn = AsyncConnection[Any]
 
-_LOCK_KEY = "hashtextextended('cluster_bootstrapper:' || %s, 0)"
+
+async def claim_lease(conn: Conn, request_id: str, holder: str, seconds: float) -> bool:
+    """Take the lease on ``request_id`` for ``seconds``; False while someone else holds it.
+
+    ``holder`` takes it back from itself (a redelivered event after its transaction rolled
+    back must not wait for its own claim to lapse) and from anyone whose claim has lapsed.
+    """
+    cursor = await conn.execute(
+        "INSERT INTO environment_leases (request_id, holder, expires_at)"
+        " VALUES (%s, %s, clock_timestamp() + make_interval(secs => %s))"
+        " ON CONFLICT (request_id) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at"
+        " WHERE environment_leases.holder = EXCLUDED.holder OR environment_leases.expires_at <= clock_timestamp()"
+        " RETURNING 1",
+        [request_id, holder, seconds],
+    )
+    return await cursor.fetchone() is not None
 
 
-async def lock(conn: Conn, request_id: str) -> None:
-    """Wait for exclusive work on ``request_id`` until the transaction ends."""
-    await conn.execute(f"SELECT pg_advisory_xact_lock({_LOCK_KEY})", [request_id])
-
-
-async def try_lock(conn: Conn, request_id: str) -> bool:
-    """Like :func:`lock`, but False at once when someone else is working on it."""
-    cursor = await conn.execute(f"SELECT pg_try_advisory_xact_lock({_LOCK_KEY}) AS locked", [request_id])
-    row = await cursor.fetchone()
-    return bool(row and row["locked"])
+async def release_lease(conn: Conn, request_id: str, holder: str) -> None:
+    """Give the lease back (nothing happens if ``holder`` no longer has it)."""
+    await conn.execute(
+        "DELETE FROM environment_leases WHERE request_id = %s AND holder = %s", [request_id, holder]
+    )
 
 
 def _summary(items: list[DriftItem]) -> Jsonb:
@@ -138,6 +149,30 @@ async def applied_objects(conn: Conn, request_id: str, generation: int) -> list[
         "SELECT api_version, kind, name, namespace, apply_order, manifest FROM applied_objects"
         " WHERE request_id = %s AND generation = %s AND outcome = 'applied' ORDER BY apply_order",
         [request_id, generation],
+    )
+    return [
+        DesiredObject(
+            ObjectRef(row["api_version"], row["kind"], row["name"], row["namespace"] or None),
+            row["manifest"],
+            rank=row["apply_order"],
+        )
+        for row in await cursor.fetchall()
+    ]
+
+
+async def objects_ever_applied(conn: Conn, request_id: str) -> list[DesiredObject]:
+    """Every object any generation of ``request_id`` applied, once each (the latest manifest).
+
+    Teardown deletes these: a generation whose apply stopped half-way (or was rejected)
+    never pruned what the one before it applied, and the bootstrapper's environment row
+    only names the latest generation.
+    """
+    cursor = await conn.execute(
+        "SELECT DISTINCT ON (api_version, kind, namespace, name)"
+        " api_version, kind, name, namespace, apply_order, manifest FROM applied_objects"
+        " WHERE request_id = %s AND outcome = 'applied'"
+        " ORDER BY api_version, kind, namespace, name, generation DESC",
+        [request_id],
     )
     return [
         DesiredObject(

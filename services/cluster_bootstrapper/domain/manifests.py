@@ -201,9 +201,16 @@ def teardown_order(objects: Iterable[DesiredObject], namespace: str) -> list[Obj
 
     Deleting the namespace removes everything inside it; objects elsewhere (the Argo CD
     Application) would otherwise outlive the environment and keep syncing a removed path.
+    ``objects`` may hold several generations' objects (the same one twice is deleted once),
+    including a Namespace of another name that an earlier generation created.
     """
-    outside = [obj.ref for obj in objects if obj.ref.kind != "Namespace" and obj.ref.namespace != namespace]
-    return [*sorted(set(outside)), ObjectRef("v1", "Namespace", namespace)]
+    the_namespace = ObjectRef("v1", "Namespace", namespace)
+    outside = {
+        obj.ref
+        for obj in objects
+        if obj.ref.namespace != namespace and (obj.ref.kind, obj.ref.name) != ("Namespace", namespace)
+    }
+    return [*sorted(outside), the_namespace]
 
 
 def pruned_by(previous: Iterable[DesiredObject], current: Iterable[DesiredObject]) -> list[ObjectRef]:

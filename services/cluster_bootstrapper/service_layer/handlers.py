@@ -1,16 +1,30 @@
 """Bootstrapping, drift scanning and teardown of environments in their clusters.
 
-Event handlers run in the kit's inbox transaction: the cluster calls happen inside it,
-and the rows and outgoing events commit together afterwards. A crash after the cluster
-changed but before the commit redelivers the event; server-side apply and deletes are
-idempotent, so doing the work twice changes nothing.
+Event handlers come in two phases (:class:`libs.inbox.SideEffect`), as git-publisher's do:
+
+1. ``prepare`` runs the Kubernetes calls (apply, prune, read-back; or the teardown's
+   deletes) with no database transaction open: a slow or unreachable API server must not
+   pin pool connections and stall every other consumer of the process. Before the calls
+   it takes the environment's lease (:func:`~services.cluster_bootstrapper.adapters.
+   repository.claim_lease`, a row committed at once), so a bootstrap, a teardown and a
+   drift scan of one environment never interleave in the cluster, in any replica.
+2. ``apply`` (the kit's inbox transaction) records the applied objects and the outcome,
+   stages the events, and releases the lease, all in one commit: whoever takes the lease
+   next reads what this delivery did.
+
+A crash between the two repeats ``prepare`` on redelivery; server-side apply and deletes
+are idempotent, and the redelivery takes back its own lease at once. The drift scan
+follows the same order: lease, cluster calls, then one short transaction for its writes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
+import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -28,6 +42,7 @@ from contracts.events import (
     RequestUnpublished,
 )
 from libs.database import Pool
+from libs.errors import TransientError
 from libs.health import DependencyCheck
 from libs.inbox import Tx
 from libs.outbox import Outbox
@@ -122,23 +137,112 @@ class ScanReport:
 # -- the service ---------------------------------------------------------------------------------
 
 
+class EnvironmentBusy(TransientError):
+    """Another delivery or a drift scan is working on the environment; retried with backoff."""
+
+
+@dataclass(frozen=True)
+class Skip:
+    """Nothing to do for this delivery (superseded, or done before); ``reason`` is logged."""
+
+    reason: str
+
+
+@dataclass
+class Bootstrapped:
+    """What ``prepare`` did for a publication: the environment as it now stands in the cluster."""
+
+    env: Environment
+    records: list[ObjectRecord] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    # The reason the cluster will never take this bundle (``apply_failed``), if it will not.
+    failure: str | None = None
+    observed_at: datetime | None = None
+
+
 @dataclass
 class ClusterBootstrapperService:
     pool: Pool
     outbox: Outbox
     # None when PLATFORM_K8S_APPLY is off: nothing here may then reach a cluster.
     cluster: Cluster | None
+    # How long one piece of cluster work may run (the kit's handler timeout), and how long a
+    # claim on an environment lasts: longer than any work, so it lapses only for a holder that
+    # died, never under one still working.
+    work_timeout_seconds: float = 300.0
+    lease_margin_seconds: float = 60.0
+    # How long a delivery waits for another one's work on the same environment before it
+    # lets the consumer retry it later (with backoff, reported as a retrying stage).
+    lease_wait_seconds: float = 60.0
 
-    async def on_published(self, envelope: Envelope, data: RequestPublished, tx: Tx) -> None:
-        """Bootstrap the published generation into its region's cluster and report the outcome."""
-        await repository.lock(tx.conn, data.request_id)
-        current = await repository.get_environment(tx.conn, data.request_id)
-        if current is not None and current.supersedes(data.generation):
-            log.info(
-                "ignoring a superseded publication",
-                extra={"fields": {"generation": data.generation, "current_generation": current.generation}},
+    @property
+    def lease_seconds(self) -> float:
+        return self.work_timeout_seconds + self.lease_margin_seconds
+
+    @property
+    def publish(self) -> BootstrapPublished:
+        return BootstrapPublished(self)
+
+    @property
+    def unpublish(self) -> TearDownUnpublished:
+        return TearDownUnpublished(self)
+
+    # -- the lease -----------------------------------------------------------------------------
+
+    async def _try_claim(self, request_id: str, holder: str) -> bool:
+        async with self.pool.connection() as conn:
+            return await repository.claim_lease(conn, request_id, holder, self.lease_seconds)
+
+    async def claim(self, request_id: str, holder: str) -> None:
+        """Wait for the environment's lease, polling with no connection held in between."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.lease_wait_seconds
+        pause = 0.05
+        while not await self._try_claim(request_id, holder):
+            if loop.time() >= give_up:
+                raise EnvironmentBusy(
+                    f"the environment is busy (another bootstrap, teardown or drift scan)"
+                    f" for over {self.lease_wait_seconds:g}s"
+                )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+    async def release(self, request_id: str, holder: str) -> None:
+        """Give the lease back outside any transaction; best effort (an unreleased claim lapses)."""
+        try:
+            async with self.pool.connection() as conn:
+                await repository.release_lease(conn, request_id, holder)
+        except Exception as exc:
+            log.warning(
+                "could not release the environment's lease; it lapses on its own",
+                extra={"fields": {"request_id": request_id, "error_type": type(exc).__name__}},
             )
-            return
+
+    @contextlib.asynccontextmanager
+    async def _released_unless_kept(self, request_id: str, holder: str) -> AsyncIterator[None]:
+        """Release the lease if the block fails: the work did not happen, so nobody must wait."""
+        try:
+            yield
+        except BaseException:
+            await asyncio.shield(self.release(request_id, holder))
+            raise
+
+    # -- publication ---------------------------------------------------------------------------
+
+    async def bootstrap(self, data: RequestPublished) -> Skip | Bootstrapped:
+        """The cluster work of a publication; the caller holds the environment's lease."""
+        async with self.pool.connection() as conn:
+            current = await repository.get_environment(conn, data.request_id)
+            earlier = (
+                await repository.applied_objects(conn, current.request_id, current.generation)
+                if current is not None and current.generation < data.generation and self.cluster is not None
+                else []
+            )
+        if current is not None and current.supersedes(data.generation):
+            return Skip(f"superseded by generation {current.generation}")
+        if current is not None and current.generation == data.generation and current.scannable:
+            # Another delivery of this generation applied it already and reported it.
+            return Skip("generation already applied")
         env = Environment(
             request_id=data.request_id,
             generation=data.generation,
@@ -148,47 +252,59 @@ class ClusterBootstrapperService:
             commit_sha=data.commit_sha,
         )
         if self.cluster is None:
-            await repository.save_environment(tx.conn, env)
-            await tx.emit(data.request_id, self._bootstrapped(env))
-            return
+            return Bootstrapped(env)
+        return await self._bootstrap_in_cluster(self.cluster, data, env, earlier)
 
+    async def _bootstrap_in_cluster(
+        self, cluster: Cluster, data: RequestPublished, env: Environment, earlier: list[DesiredObject]
+    ) -> Bootstrapped:
         now = utcnow()
         try:
             objects = plan_bundle(data.files, data.namespace)
         except InvalidBundle as exc:
-            await self._apply_failed(tx, env, exc.message, [])
-            return
-        outcome = await apply_bundle(self.cluster, data.region, objects, now)
-        await repository.record_objects(tx.conn, env.request_id, env.generation, env.region, outcome.records)
+            return Bootstrapped(env, failure=exc.message)
+        outcome = await apply_bundle(cluster, data.region, objects, now)
         if outcome.rejected is not None:
-            await self._apply_failed(tx, env, outcome.rejected, outcome.notes)
-            return
-
-        if current is not None and current.generation < env.generation:
-            await self._prune(self.cluster, tx, current, objects)
-        found = _flatten(await observe(self.cluster, data.region, outcome.applied))
+            return Bootstrapped(env, outcome.records, outcome.notes, failure=outcome.rejected)
+        await self._prune(cluster, data.region, earlier, objects)
+        found = _flatten(await observe(cluster, data.region, outcome.applied))
         env.cluster_status = "applied"
         env.drift_status = drift_status(found)
         env.drift_summary = found
         env.applied_at = env.last_scanned_at = now
-        await repository.save_environment(tx.conn, env)
-        await repository.add_observation(
-            tx.conn, env, observed_at=now, status=env.drift_status, summary=found, trigger="bootstrap"
-        )
-        await tx.emit(data.request_id, self._bootstrapped(env, outcome.notes))
+        return Bootstrapped(env, outcome.records, outcome.notes, observed_at=now)
 
+    @staticmethod
     async def _prune(
-        self, cluster: Cluster, tx: Tx, previous: Environment, objects: list[DesiredObject]
+        cluster: Cluster, region: str, earlier: list[DesiredObject], objects: list[DesiredObject]
     ) -> None:
         """Delete what the previous generation applied and this one dropped, after this one is in place.
 
         Deleting only after the new objects are applied means a renamed policy never
         leaves a gap in which neither the old nor the new one exists.
         """
-        earlier = await repository.applied_objects(tx.conn, previous.request_id, previous.generation)
         for ref in pruned_by(earlier, objects):
-            await cluster.delete(previous.region, ref)
+            await cluster.delete(region, ref)
             log.info("pruned an object the new bundle dropped", extra={"fields": {"object": ref.describe()}})
+
+    async def record_bootstrap(self, tx: Tx, data: RequestPublished, done: Bootstrapped) -> None:
+        """Record what :meth:`bootstrap` did and stage its report, in the inbox transaction."""
+        env = done.env
+        await repository.record_objects(tx.conn, env.request_id, env.generation, env.region, done.records)
+        if done.failure is not None:
+            await self._apply_failed(tx, env, done.failure, done.notes)
+            return
+        await repository.save_environment(tx.conn, env)
+        if done.observed_at is not None:
+            await repository.add_observation(
+                tx.conn,
+                env,
+                observed_at=done.observed_at,
+                status=env.drift_status,
+                summary=env.drift_summary,
+                trigger="bootstrap",
+            )
+        await tx.emit(data.request_id, self._bootstrapped(env, done.notes))
 
     async def _apply_failed(self, tx: Tx, env: Environment, message: str, notes: list[str]) -> None:
         """Report a bundle the cluster will never accept: no retries, the user must change it."""
@@ -220,22 +336,27 @@ class ClusterBootstrapperService:
             notes=notes or [],
         )
 
-    async def on_unpublished(self, envelope: Envelope, data: RequestUnpublished, tx: Tx) -> None:
-        """Tear the environment down: objects outside its namespace, then the namespace."""
-        await repository.lock(tx.conn, data.request_id)
-        current = await repository.get_environment(tx.conn, data.request_id)
+    # -- teardown ------------------------------------------------------------------------------
+
+    async def tear_down(self, data: RequestUnpublished) -> Skip | Environment:
+        """Delete the environment from its cluster; the caller holds the environment's lease.
+
+        Objects outside the namespace of every generation ever applied go first (a
+        generation that stopped half-way never pruned its predecessor's), then the namespace.
+        """
+        async with self.pool.connection() as conn:
+            current = await repository.get_environment(conn, data.request_id)
+            objects = (
+                await repository.objects_ever_applied(conn, data.request_id)
+                if self.cluster is not None
+                else []
+            )
         if current is not None and current.generation > data.generation:
-            log.info("ignoring a superseded teardown", extra={"fields": {"generation": data.generation}})
-            return
+            return Skip(f"superseded by generation {current.generation}")
         status: Literal["not_applied", "deleted"] = "not_applied"
         if self.cluster is not None:
             # The namespace is deleted even if this service never applied it (apply was off
             # then): teardown must leave nothing of the environment behind.
-            objects = (
-                await repository.applied_objects(tx.conn, current.request_id, current.generation)
-                if current
-                else []
-            )
             for ref in teardown_order(objects, data.namespace):
                 gone_already = not await self.cluster.delete(data.region, ref)
                 log.info(
@@ -243,7 +364,7 @@ class ClusterBootstrapperService:
                     extra={"fields": {"object": ref.describe(), "region": data.region}},
                 )
             status = "deleted"
-        env = Environment(
+        return Environment(
             request_id=data.request_id,
             generation=data.generation,
             region=data.region,
@@ -253,16 +374,22 @@ class ClusterBootstrapperService:
             applied_at=current.applied_at if current else None,
             torn_down_at=utcnow(),
         )
+
+    async def record_teardown(self, tx: Tx, env: Environment) -> None:
         await repository.save_environment(tx.conn, env)
         await tx.emit(
-            data.request_id,
-            RequestTornDown(request_id=data.request_id, generation=data.generation, cluster_status=status),
+            env.request_id,
+            RequestTornDown(
+                request_id=env.request_id,
+                generation=env.generation,
+                cluster_status="deleted" if env.cluster_status == "deleted" else "not_applied",
+            ),
         )
 
     # -- drift ---------------------------------------------------------------------------------
 
     async def scan_drift(self, stopping: asyncio.Event | None = None) -> ScanReport:
-        """Check every applied environment once, self-healing drift; one transaction each."""
+        """Check every applied environment once, self-healing drift; one short transaction each."""
         report = ScanReport()
         if self.cluster is None:
             return report
@@ -285,38 +412,60 @@ class ClusterBootstrapperService:
         return report
 
     async def _scan_environment(self, cluster: Cluster, request_id: str) -> str:
-        async with self.pool.connection() as conn, conn.transaction():
-            if not await repository.try_lock(conn, request_id):
-                return "busy"  # being bootstrapped or torn down right now; next scan
-            env = await repository.get_environment(conn, request_id)
+        holder = f"drift-scan:{uuid.uuid4().hex}"
+        if not await self._try_claim(request_id, holder):
+            return "busy"  # being bootstrapped or torn down right now; next scan
+        async with self._released_unless_kept(request_id, holder):
+            async with self.pool.connection() as conn:
+                env = await repository.get_environment(conn, request_id)
+                objects = (
+                    await repository.applied_objects(conn, request_id, env.generation)
+                    if env is not None and env.scannable
+                    else []
+                )
             if env is None or not env.scannable:
+                await self.release(request_id, holder)
                 return "gone"
-            objects = await repository.applied_objects(conn, request_id, env.generation)
-            observed = await observe(cluster, env.region, objects)
-            found = _flatten(observed)
-            status: DriftStatus = "in_sync"
-            summary = found
-            if found:
-                status, summary = await self._self_heal(cluster, env, observed)
-            now = utcnow()
-            due = drift_event_due(env.drift_status, env.drift_summary, status, summary)
-            env.drift_status, env.drift_summary, env.last_scanned_at = status, summary, now
-            await repository.save_environment(conn, env)
-            if due:
-                await repository.add_observation(
-                    conn, env, observed_at=now, status=status, summary=summary, trigger="scan"
-                )
-                await self.outbox.add(
-                    conn,
-                    request_id,
-                    RequestDriftDetected(
-                        request_id=request_id,
-                        generation=env.generation,
-                        drift_status=status,
-                        drift_summary=summary,
-                    ),
-                )
+            # Bounded, so the lease (longer than this) never lapses under a scan still running.
+            status, summary = await asyncio.wait_for(
+                self._check(cluster, env, objects), timeout=self.work_timeout_seconds
+            )
+            async with self.pool.connection() as conn, conn.transaction():
+                await self._record_scan(conn, env, status, summary)
+                await repository.release_lease(conn, request_id, holder)
             return status
+
+    async def _check(
+        self, cluster: Cluster, env: Environment, objects: list[DesiredObject]
+    ) -> tuple[DriftStatus, list[DriftItem]]:
+        """Read the environment's objects back and self-heal what drifted (no transaction open)."""
+        observed = await observe(cluster, env.region, objects)
+        if not _flatten(observed):
+            return "in_sync", []
+        return await self._self_heal(cluster, env, observed)
+
+    async def _record_scan(
+        self, conn: repository.Conn, env: Environment, status: DriftStatus, summary: list[DriftItem]
+    ) -> None:
+        now = utcnow()
+        due = drift_event_due(env.drift_status, env.drift_summary, status, summary)
+        env.drift_status, env.drift_summary, env.last_scanned_at = status, summary, now
+        await repository.save_environment(conn, env)
+        if not due:
+            return
+        await repository.add_observation(
+            conn, env, observed_at=now, status=status, summary=summary, trigger="scan"
+        )
+        await self.outbox.add(
+            conn,
+            env.request_id,
+            RequestDriftDetected(
+                request_id=env.request_id,
+                generation=env.generation,
+                drift_status=status,
+                drift_summary=summary,
+            ),
+        )
 
     async def _self_heal(
         self, cluster: Cluster, env: Environment, observed: list[tuple[DesiredObject, list[DriftItem]]]
@@ -367,3 +516,63 @@ class ClusterBootstrapperService:
         if not regions:
             return {"kubernetes": cluster.check}
         return {f"kubernetes/{region}": functools.partial(cluster.check, region) for region in regions}
+
+
+# -- the two-phase handlers ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BootstrapPublished:
+    """``request.published`` → apply the bundle to the region's cluster → ``request.bootstrapped``."""
+
+    service: ClusterBootstrapperService
+
+    async def prepare(self, envelope: Envelope, data: RequestPublished) -> Skip | Bootstrapped:
+        # The event id holds the lease: a redelivery after a rolled-back transaction takes it
+        # back at once instead of waiting for it to lapse.
+        await self.service.claim(data.request_id, envelope.id)
+        async with self.service._released_unless_kept(data.request_id, envelope.id):
+            done = await self.service.bootstrap(data)
+        if isinstance(done, Skip):
+            await self.service.release(data.request_id, envelope.id)
+        return done
+
+    async def apply(
+        self, envelope: Envelope, data: RequestPublished, tx: Tx, prepared: Skip | Bootstrapped
+    ) -> None:
+        if isinstance(prepared, Skip):
+            log.info(
+                "publication skipped",
+                extra={"fields": {"generation": data.generation, "reason": prepared.reason}},
+            )
+            return
+        await self.service.record_bootstrap(tx, data, prepared)
+        # In the same commit as the record: whoever takes the lease next reads this outcome.
+        await repository.release_lease(tx.conn, data.request_id, envelope.id)
+
+
+@dataclass(frozen=True)
+class TearDownUnpublished:
+    """``request.unpublished`` → delete the environment from its cluster → ``request.torn_down``."""
+
+    service: ClusterBootstrapperService
+
+    async def prepare(self, envelope: Envelope, data: RequestUnpublished) -> Skip | Environment:
+        await self.service.claim(data.request_id, envelope.id)
+        async with self.service._released_unless_kept(data.request_id, envelope.id):
+            done = await self.service.tear_down(data)
+        if isinstance(done, Skip):
+            await self.service.release(data.request_id, envelope.id)
+        return done
+
+    async def apply(
+        self, envelope: Envelope, data: RequestUnpublished, tx: Tx, prepared: Skip | Environment
+    ) -> None:
+        if isinstance(prepared, Skip):
+            log.info(
+                "teardown skipped",
+                extra={"fields": {"generation": data.generation, "reason": prepared.reason}},
+            )
+            return
+        await self.service.record_teardown(tx, prepared)
+        await repository.release_lease(tx.conn, data.request_id, envelope.id)
