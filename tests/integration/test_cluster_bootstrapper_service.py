@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from libs.settings import load_settings
 from services.cluster_bootstrapper.bootstrap import ClusterBootstrapper, assemble
 from services.cluster_bootstrapper.settings import ClusterBootstrapperSettings
 from tests.support.bus import publish_event, stream_events, wait_until
+from tests.support.delaying_proxy import delaying_proxy
 from tests.support.isolation import Isolation
 from tests.support.kubernetes_emulator import running_emulator, stored, write_kubeconfig
 from tests.support.rendered_bundles import Bundle, preview_bundle
@@ -506,3 +508,93 @@ async def test_a_new_generation_prunes_objects_its_bundle_dropped(
     assert stored(emulator, "networking.k8s.io/v1/networkpolicies", ns, "allow-dns-egress") is None
     assert stored(emulator, "networking.k8s.io/v1/networkpolicies", ns, "default-deny-ingress") is not None
     assert stored(emulator, "v1/namespaces", None, ns) is not None
+
+
+async def test_a_slow_api_server_holds_no_database_connection(
+    start: Callable[..., Any],
+    platform_env: dict[str, str],
+    emulator: kmock.KubernetesEmulator,
+    tmp_path: Path,
+) -> None:
+    """The Kubernetes calls run with no transaction open: with two pool connections and
+    four bootstraps waiting on a slow API server, the service's database stays free."""
+    namespace_apply = re.compile(r"/api/v1/namespaces/[^/]+")
+
+    def slow(request: Any) -> bool:
+        return bool(request.method == "PATCH" and namespace_apply.fullmatch(request.path))
+
+    async with delaying_proxy(str(emulator.url), delay=2.5, slow=slow) as proxy:
+        kubeconfig = write_kubeconfig(
+            tmp_path / "kubeconfig",
+            {"emulator": proxy.url, "nowhere": "http://127.0.0.1:9"},
+            current="nowhere",
+        )
+        harness = await start({**cluster_env(platform_env, kubeconfig), "PLATFORM_POSTGRES_POOL_MAX": "2"})
+        bundles = [preview_bundle(request_id=f"req-{index:016x}") for index in range(1, 5)]
+        for bundle in bundles:
+            await harness.publish(published(bundle))
+
+        await wait_until(lambda: _true_if(proxy.held >= 2), what="two applies held by the slow API server")
+        # A query of the service's own pool runs at once, while the applies wait...
+        watch = time.monotonic()
+        async with harness.app.kit.pool.connection() as conn:
+            await conn.execute("SELECT 1")
+        assert time.monotonic() - watch < 1.0
+        assert proxy.held >= 2, "the applies were no longer in flight"
+        # ... and none of its connections sits in an open transaction meanwhile.
+        stuck = harness.rows(
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database()"
+            " AND state LIKE 'idle in transaction%%' AND state_change < now() - interval '0.5 seconds'"
+        )
+        assert stuck == [{"n": 0}]
+
+        reports = await harness.wait_for("request.bootstrapped", len(bundles))
+        assert {(report.request_id, report.cluster_status) for report in reports} == {
+            (bundle.request_id, "applied") for bundle in bundles
+        }
+        assert proxy.held_total == len(bundles)
+        for bundle in bundles:
+            assert stored(emulator, "v1/namespaces", None, bundle.namespace) is not None
+        # Every lease was given back with the outcome.
+        assert harness.rows("SELECT count(*) AS n FROM environment_leases") == [{"n": 0}]
+
+
+async def _true_if(condition: bool) -> bool:
+    return condition
+
+
+async def test_teardown_removes_what_every_generation_applied(
+    start: Callable[..., Any], platform_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A re-run the cluster rejected half-way never pruned what the first run applied: the
+    teardown still deletes the Argo CD Application the first generation created."""
+    async with running_emulator(argocd=True) as emu:
+        harness = await start(cluster_env(platform_env, emulator_kubeconfig(tmp_path, emu)))
+        first = preview_bundle(zero_trust=True)
+        ns = first.namespace
+        application = f"payments-api-{first.request_id}"
+        await harness.publish(published(first, 1))
+        await harness.wait_for("request.bootstrapped")
+        assert stored(emu, "argoproj.io/v1alpha1/applications", "argocd", application) is not None
+
+        def reject(_: kmock.Request) -> None:
+            raise kmock.KubernetesError(status=422, reason="Invalid", message="limit range is invalid")
+
+        emu["patch", re.compile(r"/api/v1/namespaces/[^/]+/limitranges/.*")] << reject
+        await harness.publish(published(preview_bundle(zero_trust=False), 2))
+        second = (await harness.wait_for("request.bootstrapped", 2))[-1]
+        assert (second.generation, second.cluster_status) == (2, "apply_failed")
+        applied = harness.rows(
+            "SELECT generation, kind FROM applied_objects WHERE outcome = 'applied' ORDER BY generation, apply_order"
+        )
+        assert [row["kind"] for row in applied if row["generation"] == 2] == ["Namespace", "ResourceQuota"]
+
+        await harness.publish(unpublished(first, 3))
+        [torn_down] = await harness.wait_for("request.torn_down")
+        assert (torn_down.generation, torn_down.cluster_status) == (3, "deleted")
+        assert stored(emu, "argoproj.io/v1alpha1/applications", "argocd", application) is None
+        assert stored(emu, "v1/namespaces", None, ns) is None
+        # What is left in the emulator is only what a real apiserver removes with the namespace.
+        left = [key for key, obj in emu.objects.items() if not obj.deleted]
+        assert left, "the namespace's objects (kmock does not cascade) should still be listed"
+        assert {namespace for _, namespace, _ in left} == {ns}

@@ -339,6 +339,21 @@ def test_teardown_deletes_objects_outside_the_namespace_before_the_namespace() -
     assert refs[-1].name == NS
 
 
+def test_teardown_deletes_what_any_generation_applied_once_each() -> None:
+    first = plan_bundle(BUNDLE.files, NS)
+    renamed = [
+        DesiredObject(ObjectRef("v1", "Namespace", "payments-api-old"), {}),
+        DesiredObject(ObjectRef("argoproj.io/v1alpha1", "Application", "payments-api-old", "argocd"), {}),
+    ]
+    refs = teardown_order([*first, *first, *renamed], NS)
+    assert [(ref.kind, ref.namespace, ref.name) for ref in refs] == [
+        ("Application", "argocd", "payments-api-old"),
+        ("Application", "argocd", f"payments-api-{BUNDLE.request_id}"),
+        ("Namespace", None, "payments-api-old"),
+        ("Namespace", None, NS),
+    ]
+
+
 def test_the_test_bundle_is_valid_kubernetes() -> None:
     """The fixture the cluster tests apply must be what a real apiserver accepts."""
     for document in BUNDLE.objects():
