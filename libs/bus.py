@@ -59,6 +59,9 @@ class Subjects:
         return cls(events_prefix=settings.subject_prefix, rpc_prefix=settings.rpc_prefix)
 
 
+NATS_MAX_OUTSTANDING_PINGS = 2
+
+
 class NatsUnavailable(ConnectionError):
     """NATS could not be reached at start-up within the connect timeout."""
 
@@ -82,6 +85,11 @@ async def connect_nats(settings: PlatformSettings, name: str, timeout: float = 3
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,
                 connect_timeout=5,
+                # A connection whose server stopped answering (half-open path, frozen server)
+                # is noticed after ping_interval x (max_outstanding_pings + 1) seconds, then
+                # reconnected, instead of after the client's default of minutes.
+                ping_interval=settings.nats_ping_interval_seconds,
+                max_outstanding_pings=NATS_MAX_OUTSTANDING_PINGS,
                 error_cb=on_error,
             ),
             timeout,

@@ -25,7 +25,7 @@ from nats.js import JetStreamContext
 
 from contracts.rpc import ListDeadLetters, Ping, PingReply, ReplayDeadLetter
 from libs.bus import Subjects, connect_nats, ensure_stream, stream_config
-from libs.database import Pool, open_pool
+from libs.database import DatabaseTimeouts, Pool, open_pool
 from libs.dead_letters import DeadLetters
 from libs.health import DependencyCheck, DependencyMonitor, LoopHeartbeat, nats_client_problem, task_problem
 from libs.inbox import (
@@ -163,7 +163,13 @@ class ServiceKit:
         dsn = settings.require_dsn()
         if settings.auto_migrate:
             await migrate(dsn, schema, discover(package))
-        pool = await open_pool(dsn, schema, f"platform-{service}", settings.postgres_pool_max)
+        pool = await open_pool(
+            dsn,
+            schema,
+            f"platform-{service}",
+            settings.postgres_pool_max,
+            DatabaseTimeouts.from_settings(settings),
+        )
         try:
             nc = await connect_nats(settings, f"platform-{service}")
         except BaseException:

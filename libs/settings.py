@@ -206,7 +206,41 @@ class PlatformSettings:
     postgres_dsn: str | None = setting(
         "PLATFORM_POSTGRES_DSN", None, doc="Postgres connection string (libpq URI or key=value).", secret=True
     )
-    postgres_pool_max: int = setting("PLATFORM_POSTGRES_POOL_MAX", 10, doc="Connections per process.")
+    postgres_pool_max: int = setting(
+        "PLATFORM_POSTGRES_POOL_MAX",
+        10,
+        doc="Connections per process; also how many RPC calls a process serves at once (each "
+        "holds one connection, more would only queue for the pool).",
+    )
+    postgres_pool_wait_seconds: float = setting(
+        "PLATFORM_POSTGRES_POOL_WAIT_SECONDS",
+        3.0,
+        doc="Longest wait for a free pool connection before the call fails as unavailable; "
+        "keep it below PLATFORM_RPC_HANDLER_TIMEOUT_SECONDS.",
+    )
+    postgres_statement_timeout_seconds: float = setting(
+        "PLATFORM_POSTGRES_STATEMENT_TIMEOUT_SECONDS",
+        30.0,
+        doc="Server-side limit of one statement; a server that has not answered 2 s after it is "
+        "taken for dead and the connection dropped.",
+    )
+    postgres_lock_timeout_seconds: float = setting(
+        "PLATFORM_POSTGRES_LOCK_TIMEOUT_SECONDS", 10.0, doc="Longest wait for a row or table lock."
+    )
+    postgres_idle_in_transaction_timeout_seconds: float = setting(
+        "PLATFORM_POSTGRES_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS",
+        60.0,
+        doc="A session idle inside an open transaction this long is ended by the server (its locks released).",
+    )
+    postgres_connect_timeout_seconds: float = setting(
+        "PLATFORM_POSTGRES_CONNECT_TIMEOUT_SECONDS", 10.0, doc="Limit for opening one connection."
+    )
+    nats_ping_interval_seconds: float = setting(
+        "PLATFORM_NATS_PING_INTERVAL_SECONDS",
+        5.0,
+        doc="Client pings to the NATS server; three unanswered intervals mark the connection "
+        "dead and start a reconnect.",
+    )
     auto_migrate: bool = setting("PLATFORM_AUTO_MIGRATE", False, doc="Apply pending migrations on start.")
     stream_name: str = setting(
         "PLATFORM_EVENTS_STREAM", "PLATFORM_EVENTS", doc="JetStream stream for events."
@@ -298,6 +332,21 @@ class PlatformSettings:
         problems = []
         if self.consumer_max_attempts < 1:
             problems.append("PLATFORM_RECONCILE_MAX_ATTEMPTS must be at least 1")
+        for variable, seconds in (
+            ("PLATFORM_POSTGRES_POOL_WAIT_SECONDS", self.postgres_pool_wait_seconds),
+            ("PLATFORM_POSTGRES_STATEMENT_TIMEOUT_SECONDS", self.postgres_statement_timeout_seconds),
+            ("PLATFORM_POSTGRES_LOCK_TIMEOUT_SECONDS", self.postgres_lock_timeout_seconds),
+            (
+                "PLATFORM_POSTGRES_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS",
+                self.postgres_idle_in_transaction_timeout_seconds,
+            ),
+            ("PLATFORM_POSTGRES_CONNECT_TIMEOUT_SECONDS", self.postgres_connect_timeout_seconds),
+            ("PLATFORM_NATS_PING_INTERVAL_SECONDS", self.nats_ping_interval_seconds),
+        ):
+            if seconds <= 0:
+                problems.append(f"{variable} must be positive")
+        if self.postgres_pool_max < 1:
+            problems.append("PLATFORM_POSTGRES_POOL_MAX must be at least 1")
         if self.outbox_quarantine_after < 1:
             problems.append("PLATFORM_OUTBOX_QUARANTINE_AFTER must be at least 1")
         if self.consumer_concurrency < 1:
