@@ -526,6 +526,61 @@ def test_a_bundle_the_cluster_refused_is_failed_not_ready() -> None:
     assert request.last_error == "cluster_bootstrapper: ResourceQuota refused (422)"
 
 
+def published_event(generation: int = 1) -> RequestPublished:
+    return RequestPublished(
+        request_id="req-1",
+        generation=generation,
+        gitops_path="clusters/us-east-1/teams/payments/api/req-1",
+        namespace="payments-api-req1",
+        region="us-east-1",
+        commit_sha="abc",
+        branch="main",
+    )
+
+
+def test_a_first_run_that_failed_after_publishing_expires_like_a_ready_one() -> None:
+    """Its Git files and the part of the namespace the cluster took are removed by the sweeper."""
+    request = queued()
+    request.apply(published_event(), NOW)
+    request.apply(bootstrapped(cluster_status="apply_failed"), NOW)
+    assert request.status is Status.FAILED
+    assert request.expires_at == NOW + timedelta(hours=24)
+    request.outgoing.clear()
+    assert not request.expire(NOW + timedelta(hours=23))
+    assert request.expire(NOW + timedelta(hours=24))
+    assert request.status is Status.EXPIRING
+    [event] = request.outgoing
+    assert isinstance(event, RequestTeardownRequested)
+    assert (event.gitops_path, event.namespace) == (
+        "clusters/us-east-1/teams/payments/api/req-1",
+        "payments-api-req1",
+    )
+
+
+def test_a_failure_before_anything_was_rendered_never_expires() -> None:
+    request = queued()
+    request.apply(
+        RequestFailed(request_id="req-1", generation=1, stage="renderer", error="x", attempts=5), NOW
+    )
+    assert (request.status, request.expires_at) == (Status.FAILED, None)
+
+
+def test_a_retry_that_becomes_ready_gets_the_whole_ttl_from_then() -> None:
+    request = queued()
+    request.apply(published_event(), NOW)
+    request.apply(
+        RequestFailed(request_id="req-1", generation=1, stage="cluster_bootstrapper", error="x", attempts=5),
+        NOW,
+    )
+    assert request.expires_at == NOW + timedelta(hours=24)
+    later = NOW + timedelta(hours=20)
+    request.reconcile(actor="alice", role="requester", now=later)
+    request.apply(published_event(2), later)
+    request.apply(bootstrapped(2), later)
+    assert request.status is Status.READY
+    assert request.expires_at == later + timedelta(hours=24)
+
+
 def test_a_replayed_stage_resumes_a_failed_generation_and_sets_the_ttl() -> None:
     """After an operator replays the renderer's dead letter, the pipeline completes."""
     request = queued()

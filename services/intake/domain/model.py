@@ -80,9 +80,10 @@ BEFORE_APPROVAL = frozenset({Status.SUBMITTED, Status.PENDING_APPROVAL})
 TEARING_DOWN = frozenset({Status.EXPIRING, Status.DELETING})
 # A manual reconcile starts from a settled state: approved and never run, ready, or failed.
 RECONCILABLE = frozenset({Status.APPROVED, Status.READY, Status.FAILED})
-# Environments the expiry sweeper tears down once ``expires_at`` has passed (it is only set
-# once the environment was ready, so a failed one here is a failed re-run of a live one;
-# a failed *teardown* is left to the user, or the sweeper would retry it forever).
+# Environments the expiry sweeper tears down once ``expires_at`` has passed (it is set
+# when the environment is first ready, or when a run fails after rendering, which may have
+# left a GitOps directory and part of a namespace; a failed *teardown* is left to the user,
+# or the sweeper would retry it forever).
 EXPIRABLE = frozenset({Status.READY, Status.FAILED})
 EXPIRY_ACTOR = "system:expiry"
 # Work that stopped moving is asked for again after a deadline (DESIGN.md section 4: a
@@ -344,12 +345,17 @@ class EnvironmentRequest:
         ]
         return True
 
-    def _fail(self, kind: FailureKind, stage: str, message: str) -> None:
+    def _fail(self, kind: FailureKind, stage: str, message: str, now: datetime) -> None:
         self.next_attempt_at = None
         self.status = Status.FAILED
         self.failure_kind = kind
         self.failed_stage = stage
         self.last_error = message
+        if kind is FailureKind.PIPELINE and self.gitops_path is not None and self.expires_at is None:
+            # Rendered, so files may be in Git and objects in the cluster (a bundle the cluster
+            # refused half-way): the TTL runs from the failure, and the sweeper removes them
+            # unless the user retries or extends first.
+            self.expires_at = now + timedelta(hours=self.spec.ttl_hours)
 
     def _rendered(self, data: RequestRendered, now: datetime) -> bool:
         if not self._is_current(data.generation):
@@ -402,26 +408,31 @@ class EnvironmentRequest:
                     FailureKind.PIPELINE,
                     "cluster_bootstrapper",
                     "cluster_bootstrapper: the cluster refused the bundle",
+                    now,
                 )
             return True
         if self.status in IN_PIPELINE or self._resumes("cluster_bootstrapper"):
+            first_ready = self.last_reconciled_at is None
             self.status = Status.READY
             self.failure_kind = self.failed_stage = None
             self.last_reconciled_at = now
             self.last_error = None
-            if self.expires_at is None:
-                # The TTL counts from the moment the environment is first usable.
+            if first_ready or self.expires_at is None:
+                # The TTL counts from the moment the environment is first usable (an expiry a
+                # failed earlier run started is replaced, never shortening the environment).
                 self.expires_at = now + timedelta(hours=self.spec.ttl_hours)
         return True
 
     def _failed(self, data: RequestFailed, now: datetime) -> bool:
         current = self._is_current(data.generation)
         if current and self.status in IN_PIPELINE:
-            self._fail(FailureKind.PIPELINE, data.stage, f"{data.stage}: {data.error}")
+            self._fail(FailureKind.PIPELINE, data.stage, f"{data.stage}: {data.error}", now)
         elif current and self.status in TEARING_DOWN:
-            self._fail(FailureKind.TEARDOWN, data.stage, f"teardown failed in {data.stage}: {data.error}")
+            self._fail(
+                FailureKind.TEARDOWN, data.stage, f"teardown failed in {data.stage}: {data.error}", now
+            )
         elif data.generation == 0 and self.status in BEFORE_APPROVAL | {Status.APPROVED}:
-            self._fail(FailureKind.BEFORE_RECONCILE, data.stage, f"{data.stage}: {data.error}")
+            self._fail(FailureKind.BEFORE_RECONCILE, data.stage, f"{data.stage}: {data.error}", now)
         elif current and self.status is Status.FAILED and self.failed_stage == data.stage:
             # The details of a failure already recorded (e.g. after an apply_failed report).
             self.last_error = f"{data.stage}: {data.error}"
