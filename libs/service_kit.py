@@ -41,6 +41,7 @@ from libs.inbox import (
 from libs.migrations import discover, migrate
 from libs.ops_server import ReadinessCheck, run_checks
 from libs.outbox import Outbox, OutboxRelay
+from libs.retention import Retention, kit_rules
 from libs.rpc import RpcHandler, RpcServer
 from libs.settings import PlatformSettings
 
@@ -156,6 +157,15 @@ class ServiceKit:
         self.dead_letters = DeadLetters(pool, self.outbox.channel)
         self.rpc.route("list_dead_letters", ListDeadLetters, self.dead_letters.list)
         self.rpc.route("replay_dead_letter", ReplayDeadLetter, self.dead_letters.replay)
+        # Old rows of the kit's tables, and of service tables registered with retention.add.
+        self.retention = Retention(
+            pool,
+            kit_rules(settings),
+            interval_seconds=settings.retention_interval_seconds,
+            batch_size=settings.retention_batch_size,
+        )
+        if settings.retention_interval_seconds > 0:
+            self.background(self.retention.run, name="retention")
 
     @classmethod
     async def open(cls, *, service: str, schema: str, settings: PlatformSettings, package: str) -> ServiceKit:

@@ -309,6 +309,35 @@ class PlatformSettings:
         "answer) before the relay sets it aside as a dead letter of kind outbox; timeouts and "
         "lost connections never count.",
     )
+    retention_interval_seconds: float = setting(
+        "PLATFORM_RETENTION_INTERVAL_SECONDS",
+        3600.0,
+        doc="How often old rows are pruned (published outbox rows, inbox ids, replayed dead "
+        "letters, the service's own records); 0 turns pruning off.",
+    )
+    retention_batch_size: int = setting(
+        "PLATFORM_RETENTION_BATCH_SIZE", 1000, doc="Rows deleted per transaction while pruning."
+    )
+    retention_outbox_days: float = setting(
+        "PLATFORM_RETENTION_OUTBOX_DAYS", 7.0, doc="Published outbox rows are kept this long."
+    )
+    retention_inbox_days: float = setting(
+        "PLATFORM_RETENTION_INBOX_DAYS",
+        35.0,
+        doc="Ids of handled events are kept this long; must exceed PLATFORM_EVENTS_MAX_AGE_DAYS, "
+        "or a replay of an event still in the stream would be applied twice.",
+    )
+    retention_dead_letters_days: float = setting(
+        "PLATFORM_RETENTION_DEAD_LETTERS_DAYS",
+        30.0,
+        doc="Replayed dead letters are kept this long; open ones until an operator acts.",
+    )
+    retention_service_records_days: float = setting(
+        "PLATFORM_RETENTION_SERVICE_RECORDS_DAYS",
+        35.0,
+        doc="Service records whose use is over: renderer bundles, cluster-bootstrapper's "
+        "applied-object records of torn-down or superseded environments.",
+    )
     health_address: str = setting(
         "PLATFORM_HEALTH_ADDRESS", "127.0.0.1:9100", doc="host:port for /healthz, /readyz and /metrics."
     )
@@ -345,6 +374,13 @@ class PlatformSettings:
         ):
             if seconds <= 0:
                 problems.append(f"{variable} must be positive")
+        if self.retention_inbox_days <= self.stream_max_age_days:
+            problems.append(
+                "PLATFORM_RETENTION_INBOX_DAYS must exceed PLATFORM_EVENTS_MAX_AGE_DAYS "
+                "(a replayed event must still find its inbox id)"
+            )
+        if self.retention_batch_size < 1:
+            problems.append("PLATFORM_RETENTION_BATCH_SIZE must be at least 1")
         if self.postgres_pool_max < 1:
             problems.append("PLATFORM_POSTGRES_POOL_MAX must be at least 1")
         if self.outbox_quarantine_after < 1:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from libs.retention import DAY, RetentionRule
 from libs.service_kit import ServiceKit
 from services.cluster_bootstrapper.adapters.kubernetes_cluster import KubernetesCluster
 from services.cluster_bootstrapper.entrypoints.bus import register
@@ -11,6 +12,11 @@ from services.cluster_bootstrapper.service_layer.handlers import ClusterBootstra
 from services.cluster_bootstrapper.settings import ClusterBootstrapperSettings
 
 SCHEMA = "cluster_bootstrapper"
+
+_APPLIED_DONE = (
+    "EXISTS (SELECT 1 FROM environments e WHERE e.request_id = applied_objects.request_id"
+    " AND (e.torn_down_at < %(cutoff)s OR (e.generation > applied_objects.generation AND e.updated_at < %(cutoff)s)))"
+)
 
 
 @dataclass
@@ -48,6 +54,13 @@ async def assemble(settings: ClusterBootstrapperSettings) -> ClusterBootstrapper
         work_timeout_seconds=kit.retry.handler_timeout,
     )
     register(kit, service, settings)
+    keep = settings.retention_service_records_days * DAY
+    # What was applied for a generation matters while it is current; once the environment
+    # is torn down or moved on to a newer generation, only history, kept for ``keep``.
+    kit.retention.add(RetentionRule("applied_objects", "applied_objects", _APPLIED_DONE, keep))
+    kit.retention.add(
+        RetentionRule("drift_observations", "drift_observations", "observed_at < %(cutoff)s", keep)
+    )
     if cluster is not None:
         # Reported per region, never gating readiness: one region down must not stop
         # the work of the others (its events retry until the region is back).

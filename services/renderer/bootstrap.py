@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from libs.kubernetes_schemas import KubernetesSchemas, UnsupportedKubernetesVersion
+from libs.retention import DAY, RetentionRule
 from libs.service_kit import ServiceKit
 from libs.settings import SettingsError
 from services.renderer.adapters.templates import ManifestTemplates
@@ -42,4 +43,10 @@ async def bootstrap(settings: RendererSettings) -> ServiceKit:
         service="renderer", schema=SCHEMA, settings=settings, package="services.renderer"
     )
     register(kit, RendererService(renderer=renderer))
+    # A stored bundle serves redeliveries of its render; past the stream's retention none come.
+    kit.retention.add(
+        RetentionRule(
+            "bundles", "bundles", "created_at < %(cutoff)s", settings.retention_service_records_days * DAY
+        )
+    )
     return kit
