@@ -46,10 +46,22 @@ class RpcServer:
     nats-py runs a subscription's callbacks one at a time, so each request is handled in
     its own task (bounded by ``max_concurrency``); otherwise one slow database call would
     queue every other caller behind it.
+
+    ``deadline`` bounds a request from its arrival (time spent waiting for a slot or a
+    database connection included): past it the handler is cancelled, its transaction rolls
+    back, and the caller is answered ``unavailable``. Set below the callers' own timeout, it
+    means a caller that gave up never sees its command commit afterwards.
     """
 
     def __init__(
-        self, nc: NatsClient, *, service: str, prefix: str, version: str = "0.1.0", max_concurrency: int = 64
+        self,
+        nc: NatsClient,
+        *,
+        service: str,
+        prefix: str,
+        version: str = "0.1.0",
+        max_concurrency: int = 64,
+        deadline: float | None = None,
     ) -> None:
         self.nc = nc
         self.service_name = service
@@ -58,6 +70,7 @@ class RpcServer:
         self._routes: dict[str, tuple[type[Any], RpcHandler]] = {}
         self._service: Service | None = None
         self._slots = asyncio.Semaphore(max_concurrency)
+        self.deadline = deadline
         self._tasks: set[asyncio.Task[None]] = set()
 
     def route(self, verb: str, message_type: type[Any], handler: RpcHandler) -> None:
@@ -86,26 +99,37 @@ class RpcServer:
 
     def _dispatcher(self, verb: str) -> Callable[[Request], Awaitable[None]]:
         async def dispatch(request: Request) -> None:
-            await self._slots.acquire()
-            task = asyncio.create_task(self._serve(verb, request))
+            # The task waits for its slot itself, so its deadline counts from arrival; waiting
+            # here would hold up the subscription and leave later requests' clocks unstarted.
+            arrived = asyncio.get_running_loop().time()
+            task = asyncio.create_task(self._serve(verb, request, arrived))
             self._tasks.add(task)
-            task.add_done_callback(self._finished)
+            task.add_done_callback(self._tasks.discard)
 
         return dispatch
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        self._slots.release()
+    async def _in_slot(self, handler: RpcHandler, message: Any) -> Any:
+        async with self._slots:
+            return await handler(message)
 
-    async def _serve(self, verb: str, request: Request) -> None:
+    async def _serve(self, verb: str, request: Request, arrived: float) -> None:
         message_type, handler = self._routes[verb]
         watch = Stopwatch()
         code = "ok"
         with span_from_headers(f"rpc {self.service_name}.{verb}", request.headers):
             try:
                 message = msgspec.json.decode(request.data, type=message_type)
-                data = await handler(message)
+                data = await self._within_deadline(lambda: self._in_slot(handler, message), arrived)
                 reply = RpcReply(ok=True, data=data)
+            except _DeadlineExceeded:
+                code = "unavailable"
+                log.warning("rpc handler: deadline exceeded", extra={"fields": {"verb": verb}})
+                reply = RpcReply(
+                    ok=False,
+                    error=RpcErrorBody(
+                        code="unavailable", message="the service is too busy to answer in time; retry"
+                    ),
+                )
             except msgspec.ValidationError as exc:
                 code = "validation"
                 reply = RpcReply(ok=False, error=RpcErrorBody(code="validation", message=str(exc)))
@@ -153,6 +177,21 @@ class RpcServer:
         RPC_SECONDS.labels(self.service_name, verb, code).observe(watch.elapsed())
         with contextlib.suppress(Exception):
             await request.respond(msgspec.json.encode(reply))
+
+    async def _within_deadline(self, call: Callable[[], Awaitable[Any]], arrived: float) -> Any:
+        if self.deadline is None:
+            return await call()
+        remaining = self.deadline - (asyncio.get_running_loop().time() - arrived)
+        if remaining <= 0:
+            raise _DeadlineExceeded  # late before it even started: the caller has given up
+        try:
+            return await asyncio.wait_for(call(), remaining)
+        except TimeoutError:
+            raise _DeadlineExceeded from None
+
+
+class _DeadlineExceeded(Exception):
+    """A request ran into :attr:`RpcServer.deadline`; its handler was cancelled."""
 
 
 class RpcClient:

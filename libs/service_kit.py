@@ -131,7 +131,15 @@ class ServiceKit:
             poll_seconds=settings.outbox_poll_seconds,
             quarantine_after=settings.outbox_quarantine_after,
         )
-        self.rpc = RpcServer(nc, service=service, prefix=settings.rpc_prefix)
+        # One RPC in flight per pool connection: more would only queue for the pool, and the
+        # deadline (below the gateway's timeout) answers "unavailable" before the caller gives up.
+        self.rpc = RpcServer(
+            nc,
+            service=service,
+            prefix=settings.rpc_prefix,
+            max_concurrency=settings.postgres_pool_max,
+            deadline=settings.rpc_handler_timeout_seconds,
+        )
         self.retry = RetryPolicy.from_settings(settings)
         self.consumers: list[WatchedConsumer] = []
         # Readiness is this process's own job: its database and NATS. External systems go

@@ -212,6 +212,13 @@ class PlatformSettings:
         doc="Connections per process; also how many RPC calls a process serves at once (each "
         "holds one connection, more would only queue for the pool).",
     )
+    rpc_handler_timeout_seconds: float = setting(
+        "PLATFORM_RPC_HANDLER_TIMEOUT_SECONDS",
+        4.0,
+        doc="An RPC call not answered this long after it arrived is cancelled (its transaction "
+        "rolls back) and answered unavailable; keep it below the gateway's "
+        "PLATFORM_RPC_TIMEOUT_SECONDS (5), so a caller that gave up never sees its command commit later.",
+    )
     postgres_pool_wait_seconds: float = setting(
         "PLATFORM_POSTGRES_POOL_WAIT_SECONDS",
         3.0,
@@ -371,6 +378,7 @@ class PlatformSettings:
             ),
             ("PLATFORM_POSTGRES_CONNECT_TIMEOUT_SECONDS", self.postgres_connect_timeout_seconds),
             ("PLATFORM_NATS_PING_INTERVAL_SECONDS", self.nats_ping_interval_seconds),
+            ("PLATFORM_RPC_HANDLER_TIMEOUT_SECONDS", self.rpc_handler_timeout_seconds),
         ):
             if seconds <= 0:
                 problems.append(f"{variable} must be positive")
@@ -381,6 +389,10 @@ class PlatformSettings:
             )
         if self.retention_batch_size < 1:
             problems.append("PLATFORM_RETENTION_BATCH_SIZE must be at least 1")
+        if self.postgres_pool_wait_seconds >= self.rpc_handler_timeout_seconds:
+            problems.append(
+                "PLATFORM_POSTGRES_POOL_WAIT_SECONDS must be below PLATFORM_RPC_HANDLER_TIMEOUT_SECONDS"
+            )
         if self.postgres_pool_max < 1:
             problems.append("PLATFORM_POSTGRES_POOL_MAX must be at least 1")
         if self.outbox_quarantine_after < 1:
