@@ -563,6 +563,42 @@ async def _true_if(condition: bool) -> bool:
     return condition
 
 
+async def test_a_drift_scan_holds_no_transaction_while_the_api_server_answers(
+    start: Callable[..., Any],
+    platform_env: dict[str, str],
+    emulator: kmock.KubernetesEmulator,
+    tmp_path: Path,
+) -> None:
+    slow_reads = {"on": False}
+
+    def slow(request: Any) -> bool:
+        return slow_reads["on"] and request.method == "GET" and "/resourcequotas/" in request.path
+
+    async with delaying_proxy(str(emulator.url), delay=2.5, slow=slow) as proxy:
+        kubeconfig = write_kubeconfig(
+            tmp_path / "kubeconfig",
+            {"emulator": proxy.url, "nowhere": "http://127.0.0.1:9"},
+            current="nowhere",
+        )
+        harness = await start({**cluster_env(platform_env, kubeconfig), "PLATFORM_POSTGRES_POOL_MAX": "2"})
+        bundle = preview_bundle()
+        await harness.publish(published(bundle))
+        await harness.wait_for("request.bootstrapped")
+
+        slow_reads["on"] = True
+        scan = asyncio.create_task(harness.app.service.scan_drift())
+        await wait_until(lambda: _true_if(proxy.held >= 1), what="the scan's read held by the API server")
+        await asyncio.sleep(0.6)
+        stuck = harness.rows(
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database()"
+            " AND state LIKE 'idle in transaction%%' AND state_change < now() - interval '0.5 seconds'"
+        )
+        assert stuck == [{"n": 0}]
+        assert proxy.held >= 1, "the read was no longer in flight"
+        assert (await scan).outcomes == {"in_sync": 1}
+        assert harness.rows("SELECT count(*) AS n FROM environment_leases") == [{"n": 0}]
+
+
 async def test_teardown_removes_what_every_generation_applied(
     start: Callable[..., Any], platform_env: dict[str, str], tmp_path: Path
 ) -> None:
