@@ -369,12 +369,20 @@ class EventConsumer:
             )
         except NotFoundError:
             config = self._new_consumer_config(stream_last_seq=stream_last_seq, stream_created=stream_created)
-            await self._jetstream(lambda: self.js.add_consumer(self.stream, config), "add_consumer")
-            log.warning(
-                "created durable consumer",
-                extra={"fields": {"consumer": self.name, "deliver_policy": str(config.deliver_policy)}},
-            )
-            return
+            try:
+                await self._jetstream(lambda: self.js.add_consumer(self.stream, config), "add_consumer")
+            except APIError:
+                # Another replica created it between our lookup and our create (each computes
+                # its own start time, so the server refuses ours as a changed start): use theirs.
+                info = await self._jetstream(
+                    lambda: self.js.consumer_info(self.stream, self.name), "consumer_info"
+                )
+            else:
+                log.warning(
+                    "created durable consumer",
+                    extra={"fields": {"consumer": self.name, "deliver_policy": str(config.deliver_policy)}},
+                )
+                return
         self._remember(info)
         await self._reconfigure(info.config)
 

@@ -251,6 +251,26 @@ async def test_a_new_consumer_starts_with_new_events_and_an_existing_one_keeps_i
     assert await harness.handled(kit) == 1
 
 
+async def test_replicas_starting_together_share_one_durable(harness: Harness) -> None:
+    """Two replicas that both find no durable create it at once; with a start-time lookback each
+    asks for a different start, and the server refuses the second create. The loser must adopt
+    the winner's consumer and run, not exit (it used to crash every replica start-up race)."""
+    settings = load_settings(PlatformSettings, harness.env)
+    nc = await nats.connect(harness.env["PLATFORM_NATS_URL"])
+    await ensure_stream(nc.jetstream(), settings)
+    await nc.close()
+    lookback = {"PLATFORM_CONSUMER_START_LOOKBACK_SECONDS": "300"}
+    first = await harness.start(Dependency(), start=False, **lookback)
+    second = await harness.start(Dependency(), start=False, **lookback)
+    # Both look up the missing durable before either creates it, as two processes do.
+    await asyncio.gather(first.start(), second.start())
+    await publish_event(first.js, harness.prefix, fact(1).request_id, fact(1))
+    # Both replicas share one schema: the table counts the event once, whichever replica took it.
+    await wait_until(lambda: harness.handled(first), what="the event handled by one of the replicas")
+    await wait_until(lambda: caught_up(first), what="the shared durable caught up")
+    assert await harness.handled(second) == 1
+
+
 # -- 12: consumer and stream configuration ------------------------------------------------------
 
 
