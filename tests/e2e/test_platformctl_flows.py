@@ -220,9 +220,10 @@ def test_dead_letters_listed_and_replayed(
     stack_env: dict[str, str], api: dict[str, str], tokens: dict[str, str]
 ) -> None:
     async def publish_garbage() -> None:
+        # On a subject intake subscribes to: consumers now receive only the types they handle.
         nc = await nats.connect(stack_env["PLATFORM_NATS_URL"])
         await nc.jetstream().publish(
-            f"{stack_env['PLATFORM_EVENTS_SUBJECT_PREFIX']}.request.garbage",
+            f"{stack_env['PLATFORM_EVENTS_SUBJECT_PREFIX']}.request.approved",
             b"not an envelope",
             headers={"Nats-Msg-Id": str(uuid.uuid4())},
         )
