@@ -13,9 +13,13 @@ from services.cluster_bootstrapper.settings import ClusterBootstrapperSettings
 
 SCHEMA = "cluster_bootstrapper"
 
+# An older generation's records are done with only once a newer generation was applied in
+# full (its apply pruned everything older): after a rejected re-run, teardown and the next
+# apply still need them to delete what the earlier generations left in the cluster.
 _APPLIED_DONE = (
     "EXISTS (SELECT 1 FROM environments e WHERE e.request_id = applied_objects.request_id"
-    " AND (e.torn_down_at < %(cutoff)s OR (e.generation > applied_objects.generation AND e.updated_at < %(cutoff)s)))"
+    " AND (e.torn_down_at < %(cutoff)s OR (e.generation > applied_objects.generation"
+    " AND e.cluster_status = 'applied' AND e.updated_at < %(cutoff)s)))"
 )
 
 

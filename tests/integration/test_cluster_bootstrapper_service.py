@@ -613,7 +613,11 @@ async def test_teardown_removes_what_every_generation_applied(
         await harness.wait_for("request.bootstrapped")
         assert stored(emu, "argoproj.io/v1alpha1/applications", "argocd", application) is not None
 
+        rejecting = {"on": True}
+
         def reject(_: kmock.Request) -> None:
+            if not rejecting["on"]:
+                raise kmock.ReactionMismatchError  # the emulator's own handling answers
             raise kmock.KubernetesError(status=422, reason="Invalid", message="limit range is invalid")
 
         emu["patch", re.compile(r"/api/v1/namespaces/[^/]+/limitranges/.*")] << reject
@@ -624,10 +628,19 @@ async def test_teardown_removes_what_every_generation_applied(
             "SELECT generation, kind FROM applied_objects WHERE outcome = 'applied' ORDER BY generation, apply_order"
         )
         assert [row["kind"] for row in applied if row["generation"] == 2] == ["Namespace", "ResourceQuota"]
+        egress = ("networking.k8s.io/v1/networkpolicies", ns, "default-deny-egress")
+        assert stored(emu, *egress) is not None  # the rejected run pruned nothing
 
-        await harness.publish(unpublished(first, 3))
+        # The next run goes through: it prunes what generation 1 applied and it dropped.
+        rejecting["on"] = False
+        await harness.publish(published(preview_bundle(zero_trust=False), 3))
+        third = (await harness.wait_for("request.bootstrapped", 3))[-1]
+        assert (third.generation, third.cluster_status) == (3, "applied")
+        assert stored(emu, *egress) is None
+
+        await harness.publish(unpublished(first, 4))
         [torn_down] = await harness.wait_for("request.torn_down")
-        assert (torn_down.generation, torn_down.cluster_status) == (3, "deleted")
+        assert (torn_down.generation, torn_down.cluster_status) == (4, "deleted")
         assert stored(emu, "argoproj.io/v1alpha1/applications", "argocd", application) is None
         assert stored(emu, "v1/namespaces", None, ns) is None
         # What is left in the emulator is only what a real apiserver removes with the namespace.

@@ -233,8 +233,10 @@ class ClusterBootstrapperService:
         """The cluster work of a publication; the caller holds the environment's lease."""
         async with self.pool.connection() as conn:
             current = await repository.get_environment(conn, data.request_id)
+            # Every earlier generation's objects, not only the latest one's: a generation the
+            # cluster rejected half-way never pruned what the one before it applied.
             earlier = (
-                await repository.applied_objects(conn, current.request_id, current.generation)
+                await repository.objects_ever_applied(conn, current.request_id)
                 if current is not None and current.generation < data.generation and self.cluster is not None
                 else []
             )
@@ -278,7 +280,7 @@ class ClusterBootstrapperService:
     async def _prune(
         cluster: Cluster, region: str, earlier: list[DesiredObject], objects: list[DesiredObject]
     ) -> None:
-        """Delete what the previous generation applied and this one dropped, after this one is in place.
+        """Delete what earlier generations applied and this one dropped, after this one is in place.
 
         Deleting only after the new objects are applied means a renamed policy never
         leaves a gap in which neither the old nor the new one exists.
