@@ -469,14 +469,18 @@ async def test_an_api_outage_is_retried_until_the_cluster_answers(
     assert limits is not None
 
 
-async def test_an_api_that_stays_down_fails_the_request_after_the_last_attempt(
+async def test_an_api_that_stays_down_past_the_retry_window_fails_the_request(
     start_applying: Callable[..., Awaitable[Harness]], emulator: kmock.KubernetesEmulator
 ) -> None:
     def unavailable(_: kmock.Request) -> Any:
         raise kmock.KubernetesError(status=503, reason="ServiceUnavailable", message="down at 10.0.0.1:6443")
 
     emulator[re.compile(r"/api/v1/namespaces/[^/]+/configmaps.*")] << unavailable
-    harness = await start_applying(PLATFORM_RECONCILE_MAX_ATTEMPTS="3")
+    # A 503 is an outage, retried for PLATFORM_RECONCILE_RETRY_FOR_SECONDS; with no window left
+    # the last ordinary attempt gives up.
+    harness = await start_applying(
+        PLATFORM_RECONCILE_MAX_ATTEMPTS="3", PLATFORM_RECONCILE_RETRY_FOR_SECONDS="0"
+    )
     bundle = preview_bundle()
     await harness.publish(published(bundle))
 
@@ -489,6 +493,31 @@ async def test_an_api_that_stays_down_fails_the_request_after_the_last_attempt(
     assert "10.0.0.1" not in failed.error
     assert await harness.events("request.bootstrapped") == []
     assert harness.rows("SELECT count(*) AS n FROM dead_letters") == [{"n": 1}]
+
+
+async def test_an_api_outage_longer_than_the_attempts_only_costs_time(
+    start_applying: Callable[..., Awaitable[Harness]], emulator: kmock.KubernetesEmulator
+) -> None:
+    """An outage outlasting max_attempts is retried (and reported as retrying), then completes."""
+    calls = {"n": 0}
+
+    def down_for_a_while(_: kmock.Request) -> Any:
+        calls["n"] += 1
+        if calls["n"] <= 4:
+            raise kmock.KubernetesError(status=503, reason="ServiceUnavailable", message="down")
+        return None  # fall through to the emulator
+
+    emulator[re.compile(r"/api/v1/namespaces/[^/]+/configmaps.*")] << down_for_a_while
+    harness = await start_applying(PLATFORM_RECONCILE_MAX_ATTEMPTS="2")
+    bundle = preview_bundle()
+    await harness.publish(published(bundle))
+
+    await harness.wait_for("request.bootstrapped")
+    retrying = await harness.events("request.stage_retrying")
+    assert retrying, "the wait is reported on the request"
+    assert all(event.decode_data().stage == "cluster_bootstrapper" for event in retrying)
+    assert await harness.events("request.failed") == []
+    assert harness.rows("SELECT count(*) AS n FROM dead_letters") == [{"n": 0}]
 
 
 async def test_a_new_generation_prunes_objects_its_bundle_dropped(
