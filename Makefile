@@ -84,8 +84,9 @@ bench: $(STAMP) ## Throughput and latency benchmarks (outbox relay, consumers, e
 # The same tests run in `make test` at PLATFORM_CHAOS_SCALE=small; PLATFORM_CHAOS_SEED=<n>
 # replays a run's random choices (each run prints its seed).
 .PHONY: chaos
-chaos: $(STAMP) ## Fault suite at full size: crashes of replicas, NATS, Postgres, a cluster node under load
-	PLATFORM_CHAOS_SCALE=full $(BIN)/pytest -s tests/reliability/test_chaos.py tests/reliability/test_nats_cluster.py $(PYTEST_ARGS)
+chaos: $(STAMP) ## Fault suite at full size: crashes of replicas, NATS, Postgres, a cluster node, a 2-minute git outage
+	PLATFORM_CHAOS_SCALE=full PLATFORM_GIT_OUTAGE_SECONDS=120 $(BIN)/pytest -s tests/reliability/test_chaos.py \
+		tests/reliability/test_nats_cluster.py tests/reliability/test_git_remote_outage.py $(PYTEST_ARGS)
 
 .PHONY: format
 format: $(STAMP) ## Apply ruff formatting and safe fixes
