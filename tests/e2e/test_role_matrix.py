@@ -313,8 +313,9 @@ class Targets:
             nc = await nats.connect(env["PLATFORM_NATS_URL"])
             js = nc.jetstream()
             for _ in range(count):
+                # On a type intake handles: durables only receive the types they have handlers for.
                 await js.publish(
-                    f"{env['PLATFORM_EVENTS_SUBJECT_PREFIX']}.request.garbage",
+                    f"{env['PLATFORM_EVENTS_SUBJECT_PREFIX']}.request.approved",
                     b"this is not an event envelope",
                     headers={"Nats-Msg-Id": str(uuid.uuid4())},
                 )
