@@ -248,6 +248,12 @@ class KeyedLocks:
                 self._locks[key] = (lock, users - 1)
 
 
+def supports_filter_subjects(nc: NatsClient) -> bool:
+    """Whether the connected server takes several filters per consumer (NATS 2.10 and later)."""
+    version = nc.connected_server_version
+    return (version.major, version.minor) >= (2, 10)
+
+
 class EventConsumer:
     """A durable JetStream pull consumer whose handlers run in inbox transactions."""
 
@@ -285,6 +291,7 @@ class EventConsumer:
         # The server delivers only what there is a handler for (NATS 2.10 filter_subjects):
         # the registrations are the one fact, the durable's filters follow from them.
         self.filter_subjects = sorted(subjects.event(event_type) for event_type in handlers)
+        self.event_filter = event_filter
         self.handlers = handlers
         self.pool = pool
         self.js = js
@@ -313,7 +320,7 @@ class EventConsumer:
         """The configuration the code wants (where a new durable starts is chosen separately)."""
         return ConsumerConfig(
             durable_name=self.name,
-            filter_subjects=self.filter_subjects,
+            **self._filters(),
             deliver_policy=DeliverPolicy.ALL,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self.retry.ack_wait_seconds,
@@ -324,6 +331,17 @@ class EventConsumer:
             max_deliver=self.retry.server_max_deliver,
             max_ack_pending=max(self.concurrency * 4, 64),
         )
+
+    def _filters(self) -> dict[str, Any]:
+        """The durable's filter: one subject per handled type where the server can (NATS 2.10+)."""
+        if len(self.filter_subjects) == 1:
+            return {"filter_subject": self.filter_subjects[0]}
+        if supports_filter_subjects(self.nc):
+            return {"filter_subjects": self.filter_subjects}
+        # A server before 2.10 ignores filter_subjects, so the durable would silently take the
+        # whole stream; the registration's wider filter is the closest it understands, and
+        # routing by type acknowledges what has no handler without decoding it.
+        return {"filter_subject": self.subjects.event(self.event_filter)}
 
     def _new_consumer_config(self, *, stream_last_seq: int, stream_created: bool) -> ConsumerConfig:
         config = self.consumer_config()
