@@ -11,7 +11,8 @@ RUN_ARGS ?=
 
 .PHONY: help
 help: ## List the targets with one line each
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@if [ -t 1 ]; then on='\033[36m' off='\033[0m'; else on='' off=''; fi; \
+	awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %s%-14s%s %s\n", on, $$1, off, $$2}' $(MAKEFILE_LIST)
 
 # Installs exactly the lock, with pip (all a newcomer has): every file must match its hash
 # and nothing is resolved, so today and next month get the same versions. The project then
@@ -19,6 +20,10 @@ help: ## List the targets with one line each
 # fetched into an isolated build. `pip check` stops a pyproject.toml that asks for more than
 # the lock holds. A changed lock or pyproject.toml reinstalls.
 $(STAMP): requirements/dev.txt pyproject.toml
+	@$(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || rm -rf $(VENV)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+	  echo "make: Python 3.11 or newer is needed; $(PYTHON) is $$($(PYTHON) --version 2>&1)." \
+	       "Name one with PYTHON=, e.g. make $(MAKECMDGOALS) PYTHON=python3.11"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/dev.txt
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
@@ -35,6 +40,7 @@ install: $(STAMP) ## Create .venv and install the locked dependencies, then the 
 # wheel build) are constrained by it, so the image runs the versions the tests ran against.
 # Without UPGRADE uv keeps every current pin that still fits pyproject.toml; UPGRADE=1 takes
 # the newest release of everything.
+LOCK_FILES := requirements/dev.txt requirements/runtime.txt requirements/build.txt
 UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --generate-hashes --python-version 3.11 \
 	--custom-compile-command 'make lock' $(if $(filter 1,$(UPGRADE)),--upgrade)
 
@@ -45,9 +51,13 @@ $(BIN)/uv:
 
 .PHONY: lock
 lock: $(BIN)/uv ## Re-resolve requirements/*.txt from pyproject.toml (UPGRADE=1: newest of all)
+	@for lock in $(LOCK_FILES); do cp -p $$lock $$lock.before 2>/dev/null || true; done
 	$(UV_COMPILE) --extra dev pyproject.toml requirements/build.in -o requirements/dev.txt
 	$(UV_COMPILE) -c requirements/dev.txt pyproject.toml -o requirements/runtime.txt
 	$(UV_COMPILE) -c requirements/dev.txt requirements/build.in -o requirements/build.txt
+	@# A lock that did not change keeps its time, so it does not make the next run reinstall.
+	@for lock in $(LOCK_FILES); do \
+	  if cmp -s $$lock $$lock.before; then touch -r $$lock.before $$lock; fi; rm -f $$lock.before; done
 
 .PHONY: run
 run: $(STAMP) ## Run the whole system locally (embedded NATS + Postgres, all seven services)
