@@ -24,10 +24,10 @@ import contextlib
 import functools
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from kubernetes.utils.quantity import parse_quantity
 
@@ -61,6 +61,9 @@ from services.cluster_bootstrapper.domain.manifests import (
 from services.cluster_bootstrapper.service_layer.ports import Cluster, ObjectRejected
 
 log = logging.getLogger(__name__)
+
+EventT = TypeVar("EventT", RequestPublished, RequestUnpublished)
+DoneT = TypeVar("DoneT")
 
 
 def utcnow() -> datetime:
@@ -180,12 +183,14 @@ class ClusterBootstrapperService:
         return self.work_timeout_seconds + self.lease_margin_seconds
 
     @property
-    def publish(self) -> BootstrapPublished:
-        return BootstrapPublished(self)
+    def publish(self) -> LeasedClusterWork[RequestPublished, Bootstrapped]:
+        """``request.published`` → apply the bundle to the region's cluster → ``request.bootstrapped``."""
+        return LeasedClusterWork(self, "publication", self.bootstrap, self.record_bootstrap)
 
     @property
-    def unpublish(self) -> TearDownUnpublished:
-        return TearDownUnpublished(self)
+    def unpublish(self) -> LeasedClusterWork[RequestUnpublished, Environment]:
+        """``request.unpublished`` → delete the environment from its cluster → ``request.torn_down``."""
+        return LeasedClusterWork(self, "teardown", self.tear_down, self.record_teardown)
 
     # -- the lease -----------------------------------------------------------------------------
 
@@ -377,7 +382,7 @@ class ClusterBootstrapperService:
             torn_down_at=utcnow(),
         )
 
-    async def record_teardown(self, tx: Tx, env: Environment) -> None:
+    async def record_teardown(self, tx: Tx, data: RequestUnpublished, env: Environment) -> None:
         await repository.save_environment(tx.conn, env)
         await tx.emit(
             env.request_id,
@@ -524,57 +529,33 @@ class ClusterBootstrapperService:
 
 
 @dataclass(frozen=True)
-class BootstrapPublished:
-    """``request.published`` → apply the bundle to the region's cluster → ``request.bootstrapped``."""
+class LeasedClusterWork(Generic[EventT, DoneT]):
+    """One environment's cluster work under its lease: ``work`` in ``prepare``, with no
+    transaction open; ``record`` in ``apply``, in the inbox transaction that also releases
+    the lease. A skipped delivery gives the lease back at once."""
 
     service: ClusterBootstrapperService
+    what: str  # for the log: "publication" or "teardown"
+    work: Callable[[EventT], Awaitable[Skip | DoneT]]
+    record: Callable[[Tx, EventT, DoneT], Awaitable[None]]
 
-    async def prepare(self, envelope: Envelope, data: RequestPublished) -> Skip | Bootstrapped:
+    async def prepare(self, envelope: Envelope, data: EventT) -> Skip | DoneT:
         # The event id holds the lease: a redelivery after a rolled-back transaction takes it
         # back at once instead of waiting for it to lapse.
         await self.service.claim(data.request_id, envelope.id)
         async with self.service._released_unless_kept(data.request_id, envelope.id):
-            done = await self.service.bootstrap(data)
+            done = await self.work(data)
         if isinstance(done, Skip):
             await self.service.release(data.request_id, envelope.id)
         return done
 
-    async def apply(
-        self, envelope: Envelope, data: RequestPublished, tx: Tx, prepared: Skip | Bootstrapped
-    ) -> None:
+    async def apply(self, envelope: Envelope, data: EventT, tx: Tx, prepared: Skip | DoneT) -> None:
         if isinstance(prepared, Skip):
             log.info(
-                "publication skipped",
+                f"{self.what} skipped",
                 extra={"fields": {"generation": data.generation, "reason": prepared.reason}},
             )
             return
-        await self.service.record_bootstrap(tx, data, prepared)
+        await self.record(tx, data, prepared)
         # In the same commit as the record: whoever takes the lease next reads this outcome.
-        await repository.release_lease(tx.conn, data.request_id, envelope.id)
-
-
-@dataclass(frozen=True)
-class TearDownUnpublished:
-    """``request.unpublished`` → delete the environment from its cluster → ``request.torn_down``."""
-
-    service: ClusterBootstrapperService
-
-    async def prepare(self, envelope: Envelope, data: RequestUnpublished) -> Skip | Environment:
-        await self.service.claim(data.request_id, envelope.id)
-        async with self.service._released_unless_kept(data.request_id, envelope.id):
-            done = await self.service.tear_down(data)
-        if isinstance(done, Skip):
-            await self.service.release(data.request_id, envelope.id)
-        return done
-
-    async def apply(
-        self, envelope: Envelope, data: RequestUnpublished, tx: Tx, prepared: Skip | Environment
-    ) -> None:
-        if isinstance(prepared, Skip):
-            log.info(
-                "teardown skipped",
-                extra={"fields": {"generation": data.generation, "reason": prepared.reason}},
-            )
-            return
-        await self.service.record_teardown(tx, prepared)
         await repository.release_lease(tx.conn, data.request_id, envelope.id)
