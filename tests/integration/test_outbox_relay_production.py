@@ -21,11 +21,11 @@ from contracts.rpc import ListDeadLetters, ReplayDeadLetter
 from libs.bus import Subjects, ensure_stream, stream_config
 from libs.database import Pool, open_pool
 from libs.dead_letters import DeadLetters
-from libs.migrations import discover, migrate
 from libs.outbox import Outbox, OutboxRelay, RelayPublishError, notify_channel
 from libs.settings import PlatformSettings, load_settings
 from libs.telemetry import REGISTRY
 from tests.support.bus import stream_events
+from tests.support.kit_schema import kit_pool
 
 pytestmark = pytest.mark.integration
 
@@ -39,10 +39,8 @@ def settings(platform_env: dict[str, str]) -> PlatformSettings:
 
 @pytest.fixture
 async def pool(settings: PlatformSettings) -> AsyncIterator[Pool]:
-    await migrate(settings.require_dsn(), SCHEMA, discover(None))
-    opened = await open_pool(settings.require_dsn(), SCHEMA, "relay-test")
-    yield opened
-    await opened.close()
+    async with kit_pool(settings, SCHEMA) as opened:
+        yield opened
 
 
 @pytest.fixture

@@ -12,8 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from libs.database import Pool, open_pool
-from libs.migrations import discover, migrate
+from libs.database import Pool
 from libs.retention import Retention, kit_rules
 from libs.settings import PlatformSettings, load_settings
 from libs.telemetry import REGISTRY
@@ -21,6 +20,7 @@ from services.cluster_bootstrapper.bootstrap import assemble
 from services.cluster_bootstrapper.settings import ClusterBootstrapperSettings
 from services.renderer.bootstrap import bootstrap as renderer_bootstrap
 from services.renderer.settings import RendererSettings
+from tests.support.kit_schema import kit_pool
 
 pytestmark = pytest.mark.integration
 
@@ -34,10 +34,8 @@ def settings(platform_env: dict[str, str]) -> PlatformSettings:
 
 @pytest.fixture
 async def pool(settings: PlatformSettings) -> AsyncIterator[Pool]:
-    await migrate(settings.require_dsn(), SCHEMA, discover(None))
-    opened = await open_pool(settings.require_dsn(), SCHEMA, "retention-test")
-    yield opened
-    await opened.close()
+    async with kit_pool(settings, SCHEMA) as opened:
+        yield opened
 
 
 def pruned(rule: str) -> float:
