@@ -10,7 +10,7 @@ import pytest
 
 from contracts.attestation import attestation_message, sign_attestation, verify_attestation
 from contracts.events import Attestation
-from services.git_publisher.adapters.git_repository import Identity, fast_import_stream
+from services.git_publisher.adapters.git_repository import Identity, fast_import_stream, push_refusal
 from services.git_publisher.domain.approvals import ATTESTATION_INVALID, approvals_for_commit
 from services.git_publisher.domain.changes import (
     Approval,
@@ -121,6 +121,34 @@ def test_a_marker_names_the_generation_of_the_last_change_and_what_it_did() -> N
     # No marker, or one edited beyond reading: no generation, so the next change rewrites it.
     assert marker_generation(None) is None
     assert marker_generation(b"hand-edited\n") is None
+
+
+RACE = "!\tabc:refs/heads/main\t[remote rejected] (failed to update ref)\nDone\n"
+
+
+@pytest.mark.parametrize(
+    ("output", "verdict"),
+    [
+        ("!\tabc:refs/heads/main\t[rejected] (fetch first)\nDone\n", "moved"),
+        ("!\tabc:refs/heads/main\t[rejected] (non-fast-forward)\nDone\n", "moved"),
+        ("!\tabc:refs/heads/main\t[rejected] (stale info)\nDone\n", "moved"),
+        (RACE, "moved"),
+        (RACE + "remote: error: cannot lock ref 'refs/heads/main': is at 1 but expected 2\n", "moved"),
+        (" ! [remote rejected] main -> main (cannot lock ref 'refs/heads/main': is at 1 but expected 2)", "moved"),
+        ("!\tabc:refs/heads/main\t[remote rejected] (incorrect old value provided)\n", "moved"),
+        ("!\tabc:refs/heads/main\t[remote rejected] (pre-receive hook declined)\n", "refused"),
+        ("!\tabc:refs/heads/main\t[remote rejected] (push declined due to repository rule violations)\n",
+         "refused"),
+        # A hook's own words do not make a refusal a race.
+        ("remote: size limit exceeded but expected below 100 MB\n"
+         "!\tabc:refs/heads/main\t[remote rejected] (pre-receive hook declined)\n", "refused"),
+        ("!\tabc:refs/heads/main\t[remote rejected] (unpacker error)\n", None),
+        ("!\tabc:refs/heads/main\t[remote failure] (remote failed to report status)\n", None),
+        ("fatal: unable to access '<url>': Could not resolve host\n", None),
+    ],
+)  # fmt: skip
+def test_a_failed_push_is_told_apart_by_gits_status_of_the_ref(output: str, verdict: str | None) -> None:
+    assert push_refusal(output) == verdict
 
 
 @pytest.mark.parametrize(

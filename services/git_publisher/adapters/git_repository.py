@@ -25,6 +25,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from prometheus_client import Histogram
 
@@ -50,7 +51,15 @@ GC_EVERY_BATCHES = 50
 
 _URL_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
 _SCP_LIKE = re.compile(r"[\w.+-]+@[\w.-]+:[^\s'\"]*")
-_REJECTED = ("[rejected]", "non-fast-forward", "fetch first", "stale info", "[remote rejected]")
+# The branch moved since the fetch: refused by our own side's fast-forward check ...
+_BRANCH_MOVED = ("[rejected]", "non-fast-forward", "fetch first", "stale info")
+# ... or, on a remote whose receive takes a moment (any hosted remote's checks), lost on its
+# side: another push updated the ref between this push's start and its ref update. git says
+# "[remote rejected] (failed to update ref)" then, with "cannot lock ref ... but expected"
+# or "incorrect old value provided"; a race, not a refusal, and a rebuild fixes it.
+_REMOTE_RACE = ("failed to update ref", "cannot lock ref", "but expected", "incorrect old value provided")
+# The remote could not store the pack (its disk, its unpacker): nothing about the commit.
+_REMOTE_TROUBLE = ("unpacker error", "unpack failed")
 
 
 def sanitised(text: str, secrets: Sequence[str] = ()) -> str:
@@ -66,20 +75,24 @@ def sanitised(text: str, secrets: Sequence[str] = ()) -> str:
 class GitError(Unavailable):
     """A git command failed. ``message`` is safe for events; ``detail`` (sanitised) is for logs.
 
-    ``transient`` (see :func:`libs.errors.is_transient`) is True when the remote could not be
-    reached (fetch or push transport failures, timeouts): the consumer then keeps retrying
-    through an outage instead of failing the request after a few seconds.
+    ``transient`` (see :func:`libs.errors.is_transient`) is True unless retrying cannot
+    help: the remote could not be reached (fetch or push transport failures, timeouts) or a
+    local git call failed (a full disk, a lock file a killed git left behind), and the
+    consumer keeps retrying instead of failing the request after a few quick attempts. Only
+    a remote refusing the commit (:class:`PushRejected` with ``transient=False``) fails fast.
     """
 
-    def __init__(self, message: str, detail: str = "", *, transient: bool = False) -> None:
+    def __init__(self, message: str, detail: str = "", *, transient: bool = True) -> None:
         super().__init__(message)
         self.detail = detail
         self.transient = transient
 
 
 class PushRejected(GitError):
-    """The remote branch moved since the fetch (transient: fetch and rebuild), or a hook of the
-    remote refused the commit (``[remote rejected]``: not transient, retrying cannot change it)."""
+    """The remote branch moved since the fetch, or another push won the race for the ref on
+    the remote's side (transient: fetch and rebuild), or the remote's own checks refused the
+    commit (a ``pre-receive`` hook, secret scanning, a file-size limit: ``[remote rejected]``
+    for any other reason; not transient, the same commit meets the same refusal)."""
 
 
 @dataclass(frozen=True)
@@ -205,7 +218,7 @@ class GitRepository:
             raise self._failure(name, result)
         return result
 
-    def _failure(self, operation: str, result: GitResult, *, transient: bool = False) -> GitError:
+    def _failure(self, operation: str, result: GitResult, *, transient: bool = True) -> GitError:
         detail = sanitised((result.stderr + b"\n" + result.stdout).decode(errors="replace"), self._secrets)
         log.warning("git command failed", extra={"fields": {"operation": operation, "detail": detail}})
         return GitError(f"git {operation} failed", detail, transient=transient)
@@ -335,10 +348,11 @@ class GitRepository:
         if result.returncode != 0:
             output = (result.stdout + result.stderr).decode(errors="replace")
             detail = sanitised(output, self._secrets)
-            if "[remote rejected]" in output:
-                raise PushRejected("git push rejected by the remote", detail, transient=False)
-            if any(marker in output for marker in _REJECTED):
+            refusal = push_refusal(output)
+            if refusal == "moved":
                 raise PushRejected("git push rejected: the remote branch moved", detail, transient=True)
+            if refusal == "refused":
+                raise PushRejected("git push rejected by the remote", detail, transient=False)
             self._last_remote_error = "git push failed"
             log.warning("git command failed", extra={"fields": {"operation": "push", "detail": detail}})
             raise GitError("git push failed", detail, transient=True)
@@ -355,6 +369,30 @@ class GitRepository:
         """Every :data:`GC_EVERY_BATCHES` batches, let ``git gc --auto`` repack (cheap when not needed)."""
         if self._batches and self._batches % GC_EVERY_BATCHES == 0:
             await self.run("gc", "--auto", "--quiet")
+
+
+def push_refusal(output: str) -> Literal["moved", "refused"] | None:
+    """What a failed ``git push --porcelain`` says (stdout and stderr together).
+
+    ``"moved"``: the branch moved or another push won the race for it (rebuild on a new
+    base); ``"refused"``: the remote's own checks refused the commit (permanent for this
+    commit); None: no verdict on the commit (transport failure, remote trouble).
+    """
+    # Only git's own status line of the ref counts: a hook's message ("remote: ...") is free
+    # text and could say anything, "but expected" included.
+    remote_rejected = [line for line in output.splitlines() if "[remote rejected]" in line]
+    if remote_rejected:
+        # The race first: git reports it as "[remote rejected]" too, but it is no refusal.
+        if any(marker in line for line in remote_rejected for marker in _REMOTE_RACE):
+            return "moved"
+        if any(marker in line for line in remote_rejected for marker in _REMOTE_TROUBLE):
+            return None
+        return "refused"
+    if "[remote failure]" in output:
+        return None
+    if any(marker in output for marker in _BRANCH_MOVED):
+        return "moved"
+    return None
 
 
 def _data(payload: bytes) -> bytes:
