@@ -1,7 +1,8 @@
 """Which git-publisher failures are retried for long (transient) and which fail fast.
 
 Transient: a push that lost the race for the branch, a local git failure that a later try
-can get past (a lock file left behind, a full disk). Real git; real remotes.
+can get past (a lock file left behind, a full disk), a rolling restart. A ``git gc`` failing
+after a successful push is no failure of the batch at all. Real git; real remotes.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from libs.errors import is_transient
-from services.git_publisher.adapters.git_repository import BATCH_REF, GitError
+from libs.errors import Unavailable, is_transient
+from libs.telemetry import REGISTRY
+from services.git_publisher.adapters.git_repository import BATCH_REF, GC_EVERY_BATCHES, GitError
+from services.git_publisher.service_layer.batching import CommitBatcher
 from services.git_publisher.service_layer.publisher import Published
-from tests.support.git_remotes import BareRemote, bare_remote
-from tests.support.gitops_changes import bundle, make_publisher
+from tests.support.git_remotes import BareRemote, bare_remote, git
+from tests.support.gitops_changes import applied, bundle, directory, make_publisher
 
 pytestmark = pytest.mark.integration
 
@@ -50,6 +53,24 @@ async def test_a_push_that_lost_the_race_on_the_remote_is_transient(
     assert is_transient(error)
 
 
+async def test_a_failing_gc_after_the_push_leaves_the_batch_published(
+    tmp_path: Path, remote: BareRemote
+) -> None:
+    publisher = make_publisher(tmp_path / "local.git", remote)
+    await publisher.repository.prepare()
+    # This batch is the one that runs "git gc --auto"; a broken gc config makes it fail.
+    publisher.repository._batches = GC_EVERY_BATCHES - 1
+    git(f"--git-dir={publisher.repository.path}", "config", "gc.auto", "not-a-number")
+    failures_before = REGISTRY.get_sample_value("platform_git_gc_failures_total") or 0.0
+
+    [result] = applied(await publisher.publish([bundle(1)]))
+
+    assert result.committed
+    assert remote.commits() == [result.commit_sha]
+    assert remote.files(directory(1))
+    assert REGISTRY.get_sample_value("platform_git_gc_failures_total") == failures_before + 1
+
+
 async def test_a_lock_file_left_behind_fails_the_batch_transiently_until_it_is_gone(
     tmp_path: Path, remote: BareRemote
 ) -> None:
@@ -69,3 +90,18 @@ async def test_a_lock_file_left_behind_fails_the_batch_transiently_until_it_is_g
     lock.unlink()
     [result] = await publisher.publish([bundle(1)])
     assert result == Published(remote.commits()[0], committed=True)
+
+
+async def test_a_change_submitted_while_the_publisher_shuts_down_is_retried(tmp_path: Path) -> None:
+    publisher = make_publisher(tmp_path / "local.git", None)
+    await publisher.repository.prepare()
+    batcher = CommitBatcher(publisher, window_seconds=0.05)
+    stopping = asyncio.Event()
+    stopping.set()
+    await asyncio.wait_for(batcher.run(stopping), 5)
+
+    with pytest.raises(Unavailable) as raised:
+        await batcher.submit(bundle(1))
+    # A rolling restart must not cost the request one of its few attempts for a permanent error.
+    assert raised.value.message == "git publisher is shutting down"
+    assert is_transient(raised.value)

@@ -19,7 +19,7 @@ from tests.support.git_remotes import BareRemote, search_path
 from tests.support.rendered_bundles import CORE_FILES
 
 if TYPE_CHECKING:
-    from services.git_publisher.service_layer.publisher import PublishResult
+    from services.git_publisher.service_layer.publisher import ChangeOutcome
 
 IDENTITY = Identity("platform-control-plane", "platform@example.com")
 
@@ -83,7 +83,7 @@ def make_publisher(
     return DirectPublisher(repository, push_attempts=5, retry_backoff_seconds=0.01)
 
 
-def applied(results: Sequence[PublishResult]) -> list[Published]:
+def applied(results: Sequence[ChangeOutcome]) -> list[Published]:
     """``results``, each checked to be an applied change (none superseded by the branch)."""
     assert all(isinstance(result, Published) for result in results), results
     return [result for result in results if isinstance(result, Published)]

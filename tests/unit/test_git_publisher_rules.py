@@ -19,7 +19,12 @@ from services.git_publisher.domain.changes import (
     remove_directory,
     write_directory,
 )
-from services.git_publisher.domain.generation_markers import marker_generation, marker_path, supersedes
+from services.git_publisher.domain.generation_markers import (
+    UnreadableMarker,
+    marker_generation,
+    marker_path,
+    supersedes,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -118,9 +123,32 @@ def test_a_marker_names_the_generation_of_the_last_change_and_what_it_did() -> N
     assert removal.marker == b"generation: 4\nstate: removed\n"
     assert marker_generation(write.marker) == 3
     assert marker_generation(removal.marker) == 4
-    # No marker, or one edited beyond reading: no generation, so the next change rewrites it.
-    assert marker_generation(None) is None
-    assert marker_generation(b"hand-edited\n") is None
+    assert marker_generation(None) is None  # no marker: the request never reached the branch
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"generation: 7\r\nstate: published\r\n",
+        b"generation:7",
+        b"  generation: 7  \nstate: removed   \n",
+        b"\xef\xbb\xbfGeneration: 7\n",
+        b"state: published\n\ngeneration:\t7\n",
+    ],
+)
+def test_a_hand_edited_marker_is_read_leniently(content: bytes) -> None:
+    assert marker_generation(content) == 7
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"hand-edited\n", b"generation: seven\n", b"generation: 7 # was 6\n",
+     b"generation: -1\n", b"generation: 7\ngeneration: 8\n", b"\xff\xfe"],
+)  # fmt: skip
+def test_a_marker_that_names_no_sure_generation_fails_closed(content: bytes) -> None:
+    # Never "absent": that would let any older generation past the fence.
+    with pytest.raises(UnreadableMarker):
+        marker_generation(content)
 
 
 RACE = "!\tabc:refs/heads/main\t[remote rejected] (failed to update ref)\nDone\n"

@@ -11,6 +11,10 @@ generation can never land after a newer one, whichever replica handles which eve
 
 A teardown leaves its marker behind (a tombstone), also for a request that never had a
 directory, so a late bundle of an older generation cannot bring the environment back.
+
+Markers are read leniently (an editor's CRLF, trailing spaces, ``generation:7``) and fail
+closed: a marker that names no generation it can be sure of raises :class:`UnreadableMarker`
+instead of counting as absent, which would let any older generation through the fence.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ MARKER_ROOT = ".platform/generations"
 
 # What intake issues: "req-" and 16 hex digits (random, or from the idempotency key's digest).
 _HEX_REQUEST_ID = re.compile(r"^req-([0-9a-f]{2})[0-9a-f]*$")
-_GENERATION_LINE = re.compile(rb"^generation: ([0-9]{1,18})$", re.MULTILINE)
+# One line of a marker, surrounding whitespace (CR of a CRLF included) already stripped.
+_GENERATION_LINE = re.compile(r"generation\s*:\s*([0-9]{1,18})", re.IGNORECASE)
+_GENERATION_KEY = re.compile(r"generation\s*:", re.IGNORECASE)
 
 MarkerState = Literal["published", "removed"]
 
@@ -51,16 +57,37 @@ def marker_content(generation: int, state: MarkerState) -> bytes:
     return f"generation: {generation}\nstate: {state}\n".encode()
 
 
-def marker_generation(content: bytes | None) -> int | None:
-    """The generation a marker names; None when there is no marker.
+class UnreadableMarker(ValueError):
+    """A marker exists but names no generation for sure (edited by hand, truncated, garbage)."""
 
-    A marker that cannot be read (edited by hand) also counts as none, so the next change
-    for the request rewrites it instead of blocking the request for good.
+
+def marker_generation(content: bytes | None) -> int | None:
+    """The generation a marker names; None only when there is no marker.
+
+    Tolerates what a hand edit leaves (CRLF line ends, a byte order mark, surrounding
+    spaces, ``generation:7``, any letter case). Raises :class:`UnreadableMarker` for a marker
+    without exactly one readable ``generation`` line (or with two that disagree): treating
+    it as absent would let a stale generation past the fence, so the caller refuses the
+    change until an operator fixes the file.
     """
     if content is None:
         return None
-    match = _GENERATION_LINE.search(content)
-    return int(match.group(1)) if match else None
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise UnreadableMarker("not UTF-8") from None
+    found: set[int] = set()
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not _GENERATION_KEY.match(stripped):
+            continue  # "state: ...", blank lines and anything else a marker may carry
+        match = _GENERATION_LINE.fullmatch(stripped)
+        if match is None:
+            raise UnreadableMarker(f"generation line unreadable: {stripped[:40]!r}")
+        found.add(int(match.group(1)))
+    if len(found) != 1:
+        raise UnreadableMarker("no generation line" if not found else "generation lines disagree")
+    return found.pop()
 
 
 def supersedes(marker: int | None, generation: int) -> bool:

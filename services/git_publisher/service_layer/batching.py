@@ -4,17 +4,20 @@ Handlers run in the kit consumer's per-message transactions. Each one hands its 
 the :class:`CommitBatcher` and waits for the result; only then does it record the
 publication and stage its event, so no message is acknowledged before its commit is on
 the remote. The batcher collects changes for ``window_seconds`` after the first one (and
-never starts batches closer together than that), then publishes them in one go.
+never starts batches closer together than that), then publishes them in one go. Each
+handler gets its own change's outcome: a change the remote refuses, or whose generation
+marker is unreadable, fails only its own handler.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from libs.errors import Unavailable
+from libs.errors import TransientError
 from services.git_publisher.domain.changes import Change
 from services.git_publisher.service_layer.publisher import PublishResult
 
@@ -28,7 +31,21 @@ DRAIN_GRACE_SECONDS = 0.5
 
 
 class BatchPublisher(Protocol):
-    async def publish(self, changes: list[Change]) -> list[PublishResult]: ...
+    async def publish(self, changes: list[Change]) -> Sequence[PublishResult | Exception]:
+        """One outcome per change, in order: its result or the error it alone failed with;
+        raises when the batch as a whole failed."""
+        ...
+
+
+class ShuttingDown(TransientError):
+    """The batcher stopped before the change was published (a rolling restart).
+
+    Transient: the event is redelivered to this or another replica, and a restart must not
+    cost the request one of its few attempts for a permanent failure.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("git publisher is shutting down")
 
 
 @dataclass
@@ -57,7 +74,7 @@ class CommitBatcher:
         if self._closed:
             # Raised, not swallowed: the handler's transaction rolls back and the event is
             # redelivered to this or another replica.
-            raise Unavailable("git publisher is shutting down")
+            raise ShuttingDown
         loop = asyncio.get_running_loop()
         pending = _Pending(change, loop.create_future(), loop.time())
         self._last_activity = pending.enqueued_at
@@ -87,7 +104,7 @@ class CommitBatcher:
             while not self._queue.empty():
                 pending = self._queue.get_nowait()
                 if not pending.future.done():
-                    pending.future.set_exception(Unavailable("git publisher is shutting down"))
+                    pending.future.set_exception(ShuttingDown())
 
     async def _collect(self, first: _Pending) -> list[_Pending]:
         loop = asyncio.get_running_loop()
@@ -119,7 +136,7 @@ class CommitBatcher:
         except BaseException as error:
             # Every waiting handler learns the outcome, even when the batcher itself is being
             # cancelled at shutdown; otherwise its transaction would wait forever.
-            failure = error if isinstance(error, Exception) else Unavailable("git publisher is shutting down")
+            failure = error if isinstance(error, Exception) else ShuttingDown()
             for pending in live:
                 if not pending.future.done():
                     pending.future.set_exception(failure)
@@ -127,5 +144,9 @@ class CommitBatcher:
                 raise
             return
         for pending, result in zip(live, results, strict=True):
-            if not pending.future.done():
+            if pending.future.done():
+                continue
+            if isinstance(result, Exception):
+                pending.future.set_exception(result)
+            else:
                 pending.future.set_result(result)

@@ -7,8 +7,10 @@ Order, and why:
    only: another replica may be pushing a newer generation right now); check the bundle
    (path, file names, approval gate); hand the change to the batcher and wait until it
    is committed and pushed — or refused because the branch's generation marker is newer,
-   which is the check that holds across replicas. Nothing here pins a database
-   connection, so dozens of handlers can wait for one batched push. If the process dies
+   which is the check that holds across replicas. A change that fails on its own (the
+   remote's checks refuse its commit, its generation marker is unreadable) raises here,
+   a permanent error for the kit, while its batch mates are published. Nothing here pins
+   a database connection, so dozens of handlers can wait for one batched push. If the process dies
    after the push, the event is redelivered and the push is repeated harmlessly: the
    directory's tree and marker already match, so no second commit is made (see
    :mod:`~services.git_publisher.service_layer.publisher`).

@@ -11,6 +11,11 @@ A change whose request's marker at the base names a newer generation is not appl
 (:mod:`~services.git_publisher.domain.generation_markers`). The base is always the freshly
 fetched head and the push is fast-forward only; a rejected push rebuilds the whole batch on
 a new base, so every change is checked again against what the remote holds then.
+
+A batch the remote's own checks refuse (a hook, secret scanning, a size limit) is bisected:
+each half is published on its own fresh base, down to the single changes the remote refuses,
+so only those fail and every other change of the batch lands. A change whose marker cannot be
+read fails on its own too (:class:`GenerationMarkerUnreadable`); the rest of its batch goes on.
 """
 
 from __future__ import annotations
@@ -25,10 +30,11 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter, Histogram
 
+from libs.errors import Conflict
 from libs.telemetry import REGISTRY
 from services.git_publisher.adapters.git_repository import GitError, GitRepository, PushRejected
 from services.git_publisher.domain.changes import Change
-from services.git_publisher.domain.generation_markers import marker_generation, supersedes
+from services.git_publisher.domain.generation_markers import UnreadableMarker, marker_generation, supersedes
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +51,16 @@ BATCH_SIZE = Histogram(
 )
 PUSH_RETRIES = Counter(
     "platform_git_push_retries_total", "Batches rebuilt after a rejected or failed push.", registry=REGISTRY
+)
+BISECTIONS = Counter(
+    "platform_git_batch_bisections_total",
+    "Batches split in two because the remote refused their push (a hook, secret scanning, a size limit).",
+    registry=REGISTRY,
+)
+GC_FAILURES = Counter(
+    "platform_git_gc_failures_total",
+    "git gc --auto runs that failed after a batch (the batch's results stand).",
+    registry=REGISTRY,
 )
 SUPERSEDED = Counter(
     "platform_git_changes_superseded_total",
@@ -77,12 +93,32 @@ class Superseded:
 PublishResult = Published | Superseded
 
 
+class GenerationMarkerUnreadable(Conflict):
+    """The branch holds a marker for the request that names no readable generation.
+
+    Permanent (retrying meets the same file): fencing cannot tell whether the change is
+    stale, so it is refused rather than let through; an operator fixes the file on the branch
+    (``generation: <n>``), then replays the dead letter.
+    """
+
+    transient = False
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"generation marker {path} is unreadable; fix it on the branch (generation: <n>)")
+        self.path = path
+
+
+# One per change of a batch: what became of it, or the error that change alone failed with.
+ChangeOutcome = PublishResult | GitError | GenerationMarkerUnreadable
+
+
 @dataclass(frozen=True)
 class _Planned:
     change: Change
     commit_index: int | None  # which of this batch's new commits holds the change's state, if any
     commits: bool  # True when that commit is the change's own
     superseded_by: int | None = None  # the newer generation that fenced the change out
+    unreadable_marker: bool = False  # the marker at the base names no readable generation
 
 
 class DirectPublisher:
@@ -121,44 +157,24 @@ class DirectPublisher:
             if self.repository.remote_failing:
                 await self.warm_up()
 
-    async def publish(self, changes: Sequence[Change]) -> list[PublishResult]:
+    async def publish(self, changes: Sequence[Change]) -> list[ChangeOutcome]:
         """Commit ``changes`` in order (one commit each, skipping those already in place) and push.
 
-        Returns one result per change: :class:`Superseded` for a change older than what the
-        branch holds for its request (including an earlier change of the same batch). Raises
-        :class:`GitError` when the remote still refuses after ``push_attempts`` rounds;
-        nothing is then reported as published.
+        Returns one outcome per change: :class:`Published`; :class:`Superseded` for a change
+        older than what the branch holds for its request (including an earlier change of the
+        same batch); or the error that change alone failed with: :class:`PushRejected` when
+        the remote refuses its commit (found by bisecting the batch),
+        :class:`GenerationMarkerUnreadable`. Raises :class:`GitError` when the batch as a
+        whole fails (the remote unreachable, or still moving, after ``push_attempts``
+        rounds; a single change refused); nothing is then reported as published.
         """
         started = time.perf_counter()
         BATCH_SIZE.observe(len(changes))
         # One mutation sequence at a time: the fetched base, the imported commits and the
         # pushed tip must belong together, or a concurrent batch could push a stale base.
         async with self.repository.lock:
-            attempt = 1
-            while True:
-                try:
-                    results = await self._attempt(changes)
-                    break
-                except GitError as error:
-                    if attempt >= self.push_attempts:
-                        raise
-                    PUSH_RETRIES.inc()
-                    # Jittered exponential backoff: two replicas racing for the same branch
-                    # would otherwise collide again on every round.
-                    delay = self.retry_backoff_seconds * 2 ** (attempt - 1) * (1 + random.random())  # noqa: S311
-                    log.info(
-                        "publish batch will be rebuilt",
-                        extra={
-                            "fields": {
-                                "attempt": attempt,
-                                "rejected": isinstance(error, PushRejected),
-                                "retry_in_s": round(delay, 3),
-                            }
-                        },
-                    )
-                    await asyncio.sleep(delay)
-                    attempt += 1
-            await self.repository.collect_garbage()
+            outcomes = await self._publish_or_bisect(changes)
+            await self._collect_garbage()
         elapsed = time.perf_counter() - started
         BATCH_SECONDS.observe(elapsed)
         log.info(
@@ -166,14 +182,80 @@ class DirectPublisher:
             extra={
                 "fields": {
                     "changes": len(changes),
-                    "commits": sum(isinstance(r, Published) and r.committed for r in results),
-                    "superseded": sum(isinstance(r, Superseded) for r in results),
-                    "attempts": attempt,
+                    "commits": sum(isinstance(r, Published) and r.committed for r in outcomes),
+                    "superseded": sum(isinstance(r, Superseded) for r in outcomes),
+                    "failed": sum(isinstance(r, Exception) for r in outcomes),
                     "seconds": round(elapsed, 4),
                 }
             },
         )
-        return results
+        return outcomes
+
+    async def _publish_or_bisect(self, changes: Sequence[Change]) -> list[ChangeOutcome]:
+        try:
+            return await self._publish_rounds(changes)
+        except PushRejected as refusal:
+            if refusal.transient or len(changes) == 1:
+                raise
+            # The remote's checks refused the batch's tip, which holds every change: find the
+            # change(s) it refuses, instead of failing the innocent ones with them. Halves in
+            # order, the first pushed before the second is built, so a request's changes still
+            # land in order; each half fetches its own base and is fenced again.
+            BISECTIONS.inc()
+            log.warning(
+                "the remote refused a batch; publishing its halves apart",
+                extra={"fields": {"changes": len(changes), "detail": refusal.detail}},
+            )
+        middle = len(changes) // 2
+        outcomes: list[ChangeOutcome] = []
+        for half in (changes[:middle], changes[middle:]):
+            try:
+                outcomes += await self._publish_or_bisect(half)
+            except GitError as error:
+                # A refused single change, or a half that failed as a whole (the remote went
+                # away meanwhile): that half's changes carry the error, the other half stands.
+                outcomes += [error] * len(half)
+        return outcomes
+
+    async def _publish_rounds(self, changes: Sequence[Change]) -> list[ChangeOutcome]:
+        """One batch, rebuilt on a new base after a push that lost against another writer or
+        a git failure, up to ``push_attempts`` rounds; a refusal by the remote is not retried."""
+        attempt = 1
+        while True:
+            try:
+                return await self._attempt(changes)
+            except GitError as error:
+                if attempt >= self.push_attempts or not error.transient:
+                    raise
+                PUSH_RETRIES.inc()
+                # Jittered exponential backoff: two replicas racing for the same branch
+                # would otherwise collide again on every round.
+                delay = self.retry_backoff_seconds * 2 ** (attempt - 1) * (1 + random.random())  # noqa: S311
+                log.info(
+                    "publish batch will be rebuilt",
+                    extra={
+                        "fields": {
+                            "attempt": attempt,
+                            "rejected": isinstance(error, PushRejected),
+                            "retry_in_s": round(delay, 3),
+                        }
+                    },
+                )
+                await asyncio.sleep(delay)
+                attempt += 1
+
+    async def _collect_garbage(self) -> None:
+        # After the push: the batch's commits are on the remote and its results are final,
+        # so a failing repack (a full disk, a lock left over) is logged and counted, never
+        # turned into a failure that would make the handlers retry what already landed.
+        try:
+            await self.repository.collect_garbage()
+        except (GitError, OSError) as error:
+            GC_FAILURES.inc()
+            log.warning(
+                "git gc failed after a batch; its results stand",
+                extra={"fields": {"error": str(error), "detail": getattr(error, "detail", "")}},
+            )
 
     async def _base(self) -> str | None:
         repository = self.repository
@@ -187,7 +269,7 @@ class DirectPublisher:
             return await repository.resolve(repository.tracking_ref)
         return local
 
-    async def _attempt(self, changes: Sequence[Change]) -> list[PublishResult]:
+    async def _attempt(self, changes: Sequence[Change]) -> list[ChangeOutcome]:
         repository = self.repository
         base = await self._base()
         # Both read from the base just fetched: the fence is only as fresh as the base the
@@ -200,7 +282,13 @@ class DirectPublisher:
         for change in changes:
             # ``markers`` and ``trees`` advance with each planned commit, so later changes of
             # the same request in this batch are checked against the earlier ones, in order.
-            current = marker_generation(markers[change.marker_path])
+            try:
+                current = marker_generation(markers[change.marker_path])
+            except UnreadableMarker:
+                # Fail closed, and for this change only: passing it could land a stale
+                # generation, and failing the whole batch would fail it again on every retry.
+                planned.append(_Planned(change, None, commits=False, unreadable_marker=True))
+                continue
             if supersedes(current, change.generation):
                 planned.append(_Planned(change, None, commits=False, superseded_by=current))
                 continue
@@ -225,7 +313,13 @@ class DirectPublisher:
                 await repository.advance_branch(commits[-1], base)
         return [await self._result(plan, base, commits) for plan in planned]
 
-    async def _result(self, plan: _Planned, base: str | None, commits: list[str]) -> PublishResult:
+    async def _result(self, plan: _Planned, base: str | None, commits: list[str]) -> ChangeOutcome:
+        if plan.unreadable_marker:
+            log.warning(
+                "change refused: its generation marker is unreadable",
+                extra={"fields": {"request_id": plan.change.request_id, "marker": plan.change.marker_path}},
+            )
+            return GenerationMarkerUnreadable(plan.change.marker_path)
         if plan.superseded_by is not None:
             SUPERSEDED.inc()
             log.info(
