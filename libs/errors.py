@@ -104,8 +104,7 @@ class TransientError(Unavailable):
 
 # Driver errors that mean "the other side is not there right now", recognised by type name so
 # that this module stays free of driver imports: psycopg's OperationalError (connection lost,
-# server shutting down, serialization failures) and PoolTimeout, nats-py's timeouts and
-# connection errors.
+# server shutting down) and PoolTimeout, nats-py's timeouts and connection errors.
 _TRANSIENT_TYPE_NAMES = frozenset(
     {
         "OperationalError",
@@ -118,14 +117,74 @@ _TRANSIENT_TYPE_NAMES = frozenset(
     }
 )
 
+# Postgres says what went wrong in its SQLSTATE, which decides before the error's class does:
+# psycopg files a statement the server can never run (54xxx: too many columns or arguments)
+# and a wrong password (28xxx) under OperationalError, like a lost connection. Retrying these
+# for an hour only delays the dead letter. Classes: 22 data exception, 23 integrity
+# violation, 28 invalid authorization, 2F SQL routine exception, 38 external routine
+# exception, 39 external routine invocation exception, 42 syntax error or undefined object,
+# 54 program limit exceeded.
+_PERMANENT_SQLSTATE_CLASSES = frozenset({"22", "23", "28", "2F", "38", "39", "42", "54"})
+# What a later attempt can get past: 08 connection exception, 53 insufficient resources (disk
+# full, too many connections), 40001 serialization failure and 40P01 deadlock (the other
+# transaction won; running again succeeds), 57P01-57P03 (the server is shutting down,
+# restarting after a crash, or not accepting connections yet).
+_TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "53"})
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "57P01", "57P02", "57P03"})
+# Of those, the ones that say the database itself is away (not merely busy or contended).
+_UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    """The Postgres SQLSTATE a psycopg error carries (None for a connection that failed client-side)."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    return sqlstate if isinstance(sqlstate, str) and len(sqlstate) == 5 else None
+
+
+def _sqlstate_transient(sqlstate: str) -> bool | None:
+    """What ``sqlstate`` says about retrying: True, False, or None (the error's class decides)."""
+    if sqlstate in _TRANSIENT_SQLSTATES or sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES:
+        return True
+    if sqlstate[:2] in _PERMANENT_SQLSTATE_CLASSES:
+        return False
+    return None
+
 
 def is_transient(exc: BaseException) -> bool:
     """Whether retrying later can fix ``exc``: an explicit ``transient`` attribute decides,
-    else network errors (``OSError``, which includes ``ConnectionError``), timeouts and the
-    drivers' connection errors count as transient, and everything else does not."""
+    then a Postgres error's SQLSTATE (see above), else network errors (``OSError``, which
+    includes ``ConnectionError``), timeouts and the drivers' connection errors count as
+    transient, and everything else does not."""
     explicit = getattr(exc, "transient", None)
     if isinstance(explicit, bool):
         return explicit
+    sqlstate = _sqlstate(exc)
+    if sqlstate is not None:
+        verdict = _sqlstate_transient(sqlstate)
+        if verdict is not None:
+            return verdict
     if isinstance(exc, OSError | TimeoutError):
         return True
     return any(cls.__name__ in _TRANSIENT_TYPE_NAMES for cls in type(exc).__mro__)
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an error it was raised from) says the service's Postgres is away:
+    no connection could be had from the pool, a connection failed or was lost (no SQLSTATE,
+    or class 08), or the server is shutting down or starting (57P01-57P03).
+
+    A consumer stops fetching while this is so: every delivery it took would only fail too.
+    """
+    seen: set[int] = set()
+    error: BaseException | None = exc
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        names = {cls.__name__ for cls in type(error).__mro__}
+        if "PoolTimeout" in names:
+            return True
+        if "OperationalError" in names:
+            sqlstate = _sqlstate(error)
+            if sqlstate is None or sqlstate[:2] == "08" or sqlstate in _UNAVAILABLE_SQLSTATES:
+                return True
+        error = error.__cause__ or error.__context__
+    return False

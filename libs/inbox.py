@@ -23,6 +23,10 @@ brought in line at every start; a consumer or stream lost on the server is recre
 server's own give-up (``max_deliver``, reached only when the process dies on the message
 every time) is recorded as a dead letter from its advisory; an event of a newer
 ``data_version`` than this code reads is parked as a dead letter, not failed.
+
+While the service's database is away the consumer fetches nothing (see
+:meth:`EventConsumer._wait_for_database`): an outage longer than the retry budget costs
+time, never an event.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ from contracts.envelope import ContractError, Envelope, decode_envelope
 from contracts.events import LATEST_VERSIONS, EventData, RequestFailed, RequestStageRetrying
 from libs.bus import Subjects, retry_jetstream
 from libs.database import Pool
-from libs.errors import is_transient, public_message
+from libs.errors import is_database_unavailable, is_transient, public_message
 from libs.outbox import Outbox
 from libs.settings import PlatformSettings
 from libs.telemetry import (
@@ -101,6 +105,9 @@ StartFrom = Literal["new", "all"]
 REPORT_RETRY_FROM_ATTEMPT = 2
 # Dead-letter kinds (the ``kind`` column): why the event is there and what replaying needs.
 FAILED, UNDECODABLE, PARKED, MAX_DELIVERIES = "failed", "undecodable", "parked", "max_deliveries"
+# Probing a database that is away, and retrying a give-up that could not be recorded: from
+# the first delay, doubling, up to the last (short enough that recovery is prompt).
+DATABASE_PROBE_DELAYS = (0.5, 5.0)
 
 
 class HandlerTimedOut(TimeoutError):
@@ -313,6 +320,10 @@ class EventConsumer:
         self._advisories: Any = None
         # The server's ack floor as last seen: where a consumer lost on the server resumes.
         self._ack_floor: int | None = None
+        # Set when a delivery failed because the database is away: fetching stops until it answers.
+        self._database_away = asyncio.Event()
+        # Give-ups of the server still being recorded (retried while the database is away).
+        self._recordings: set[asyncio.Task[None]] = set()
 
     # -- the durable consumer on the server ----------------------------------------------------
 
@@ -443,12 +454,59 @@ class EventConsumer:
     async def _on_max_deliveries(self, advisory: Msg) -> None:
         try:
             body = json.loads(advisory.data)
-            await self.record_max_deliveries(int(body["stream_seq"]), int(body.get("deliveries") or 0))
+            stream_seq, deliveries = int(body["stream_seq"]), int(body.get("deliveries") or 0)
         except Exception as exc:
             log.error(
-                "could not record a message the server gave up on",
+                "unreadable max-deliveries advisory",
                 extra={"fields": {"consumer": self.name, "error_type": type(exc).__name__}},
             )
+            return
+        # Recorded in a task of its own: retrying through a database outage must not hold up
+        # the subscription's other advisories.
+        task = asyncio.create_task(self._record_until_done(stream_seq, deliveries))
+        self._recordings.add(task)
+        task.add_done_callback(self._recordings.discard)
+
+    async def _record_until_done(self, stream_seq: int, deliveries: int) -> None:
+        """Record the server's give-up, retrying with backoff until it is recorded or the service stops.
+
+        The advisory is core NATS: nobody announces it again, and the server never redelivers
+        the message. Dropping it on a failed write would lose the event without a trace, so
+        the stream sequence is logged at ERROR first (the message stays in the stream: an
+        operator can still find it after a crash) and the write is retried.
+        """
+        fields = {"consumer": self.name, "stream": self.stream, "stream_seq": stream_seq}
+        delay, longest = DATABASE_PROBE_DELAYS
+        failures = 0
+        while True:
+            try:
+                await self.record_max_deliveries(stream_seq, deliveries)
+                if failures:
+                    log.warning("recorded the server's give-up after all", extra={"fields": fields})
+                return
+            except NotFoundError:
+                log.error(
+                    "the message the server gave up on is no longer in the stream; not recorded",
+                    extra={"fields": fields},
+                )
+                return
+            except Exception as exc:
+                failures += 1
+                level = logging.ERROR if failures == 1 else logging.WARNING
+                log.log(
+                    level,
+                    "could not record a message the server gave up on; will retry",
+                    extra={"fields": {**fields, "attempt": failures, "error_type": type(exc).__name__}},
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+            if self._stopping.is_set():
+                log.error(
+                    "stopping with a message the server gave up on not recorded; it is still in the stream",
+                    extra={"fields": fields},
+                )
+                return
+            delay = min(longest, delay * 2)
 
     async def record_max_deliveries(self, stream_seq: int, deliveries: int) -> None:
         """Dead-letter stream message ``stream_seq``, which the server stopped redelivering."""
@@ -543,11 +601,19 @@ class EventConsumer:
             if subscription is not None:
                 with contextlib.suppress(Exception):
                     await subscription.unsubscribe()
+        # Give-ups being recorded see the stop, log what is left and end; none outlives the pool.
+        if self._recordings:
+            await asyncio.wait(set(self._recordings), timeout=5.0)
+        for task in list(self._recordings):
+            task.cancel()
 
     async def _run(self) -> None:
         last_lag_check = 0.0
         loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
+            if self._database_away.is_set():
+                await self._wait_for_database()
+                continue
             capacity = self.concurrency - len(self._inflight)
             if capacity <= 0:
                 await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
@@ -576,6 +642,44 @@ class EventConsumer:
                 await self._record_lag()
         if self._inflight:
             await asyncio.wait(self._inflight)
+
+    @property
+    def waiting_for_database(self) -> bool:
+        """Whether fetching is paused until the database answers again."""
+        return self._database_away.is_set()
+
+    def _note_failure(self, exc: BaseException) -> None:
+        """Pause fetching when ``exc`` says the database is away (the probe resumes it)."""
+        if is_database_unavailable(exc):
+            self._database_away.set()
+
+    async def _wait_for_database(self) -> None:
+        """Fetch nothing until ``SELECT 1`` answers, probing with backoff.
+
+        Every delivery counts towards the server's finite ``max_deliver``. Fetching on while
+        the database is away would fail and NAK each message again and again until the server
+        gives up on it, and its dead letter could not be written either: an outage longer
+        than the retry budget would drop events. A pull consumer that does not pull burns no
+        deliveries; the messages wait in the stream and come again once the database is back.
+        """
+        log.warning(
+            "database unavailable; consumer stops fetching", extra={"fields": {"consumer": self.name}}
+        )
+        delay, longest = DATABASE_PROBE_DELAYS
+        while not self._stopping.is_set():
+            try:
+                async with self.pool.connection() as conn:
+                    await conn.execute("SELECT 1")
+            except Exception:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+                delay = min(longest, delay * 2)
+                continue
+            self._database_away.clear()
+            log.warning(
+                "database answers again; consumer fetches again", extra={"fields": {"consumer": self.name}}
+            )
+            return
 
     async def _record_lag(self) -> None:
         try:
@@ -712,6 +816,7 @@ class EventConsumer:
     async def _on_error(
         self, message: Msg, envelope: Envelope, data: Any, exc: Exception, attempt: int
     ) -> str:
+        self._note_failure(exc)
         transient = is_transient(exc)
         fields = {
             "consumer": self.name,
@@ -741,6 +846,7 @@ class EventConsumer:
                     await self.on_give_up(envelope, data, Tx(conn, self.outbox, attempt), exc, attempt)
         except Exception as give_up_error:
             # Could not even record the failure (database down?): keep the message alive.
+            self._note_failure(give_up_error)
             log.error(
                 "could not dead-letter; will retry",
                 extra={"fields": {**fields, "give_up_error": type(give_up_error).__name__}},
@@ -821,7 +927,8 @@ class EventConsumer:
                 await self._insert_dead_letter(
                     conn, letter, envelope.id, envelope.type, error, attempt, PARKED
                 )
-        except Exception:
+        except Exception as exc:
+            self._note_failure(exc)
             with contextlib.suppress(Exception):
                 await message.nak(delay=self.retry.max_backoff_seconds)
             return
@@ -838,7 +945,8 @@ class EventConsumer:
                 await self._insert_dead_letter(
                     conn, _Letter.of(message), None, None, error, attempt, UNDECODABLE
                 )
-        except Exception:
+        except Exception as exc:
+            self._note_failure(exc)
             with contextlib.suppress(Exception):
                 await message.nak(delay=self.retry.max_backoff_seconds)
             return

@@ -96,6 +96,10 @@ class WatchedConsumer(EventConsumer):
         if ended is not None or task is None or self.last_pull is None:
             return ended
         idle = time.monotonic() - self.last_pull
+        # Not pulling while the database is away is on purpose (it saves the messages'
+        # deliveries); a restart would not bring the database back.
+        if self.waiting_for_database:
+            return None
         if idle > stale_after and len(self._inflight) < self.concurrency:
             return f"its fetch loop has not pulled for {idle:.0f}s"
         return None
