@@ -37,6 +37,9 @@ from libs.telemetry import (
 
 log = logging.getLogger(__name__)
 
+# How long a wave's unanswered publishes are waited for once the others were answered.
+STRAGGLER_GRACE = 1.0
+
 
 class RelayPublishError(Exception):
     """Some events of a relay pass were not acknowledged by JetStream; they stay pending.
@@ -287,7 +290,7 @@ class OutboxRelay:
         return outcomes
 
     async def _publish_wave(self, rows: list[dict[str, Any]]) -> list[BaseException | None]:
-        pending: list[asyncio.Future[Any] | BaseException] = []
+        sent: list[tuple[asyncio.Future[Any] | BaseException, bytes, dict[str, str]]] = []
         max_payload = self._max_payload()
         for row in rows:
             headers = dict(row["headers"])
@@ -298,27 +301,83 @@ class OutboxRelay:
             if max_payload and size > max_payload:
                 # Checked here because the server counts headers too and answers an oversized
                 # message by closing the connection, which would look like an outage forever.
-                pending.append(
-                    Rejected(f"message of {size} bytes exceeds the server's max_payload ({max_payload})")
+                refused = Rejected(
+                    f"message of {size} bytes exceeds the server's max_payload ({max_payload})"
                 )
+                sent.append((refused, payload, headers))
                 continue
             try:
-                pending.append(
-                    await self.js.publish_async(row["subject"], payload, stream=self.stream, headers=headers)
+                future = await self.js.publish_async(
+                    row["subject"], payload, stream=self.stream, headers=headers
                 )
             except Exception as exc:  # raised before sending: not connected, too large, stalled
-                pending.append(exc)
-        waits = [
-            asyncio.wait_for(item, self.publish_timeout) if isinstance(item, asyncio.Future) else _raise(item)
-            for item in pending
+                sent.append((exc, payload, headers))
+                continue
+            sent.append((future, payload, headers))
+        await self._settle([item for item, _, _ in sent if isinstance(item, asyncio.Future)])
+        answers = await asyncio.gather(
+            *(self._answer(row["subject"], *item) for row, item in zip(rows, sent, strict=True))
+        )
+        return [
+            None if answer is None else await self._classify(row["subject"], answer)
+            for row, answer in zip(rows, answers, strict=True)
         ]
-        results = await asyncio.gather(*waits, return_exceptions=True)
-        outcomes: list[BaseException | None] = []
-        for row, result in zip(rows, results, strict=True):
-            outcomes.append(
-                await self._classify(row["subject"], result) if isinstance(result, BaseException) else None
+
+    async def _settle(self, futures: list[asyncio.Future[Any]]) -> None:
+        """Wait for the answers to a wave: up to ``publish_timeout`` while none came, and no
+        more than :data:`STRAGGLER_GRACE` past the latest one once some did.
+
+        JetStream answers a stream's publishes as it stores them; a row still unanswered
+        well after the rows around it were answered has lost its answer (see
+        :meth:`_publish_again`). Waiting the full timeout for it would hold back the
+        wave's acknowledged rows, and the next waves, on every pass.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.publish_timeout
+        waiting = set(futures)
+        while waiting:
+            left = deadline - loop.time()
+            if len(waiting) < len(futures):
+                left = min(left, STRAGGLER_GRACE)
+            if left <= 0:
+                return
+            done, waiting = await asyncio.wait(waiting, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                return
+
+    async def _answer(
+        self, subject: str, sent: asyncio.Future[Any] | BaseException, payload: bytes, headers: dict[str, str]
+    ) -> BaseException | None:
+        """What JetStream answered to one row: None (stored), or the error."""
+        if isinstance(sent, BaseException):
+            return sent
+        if not sent.done():
+            sent.cancel()  # frees its place among the client's pending async publishes
+            return await self._publish_again(subject, payload, headers)
+        return None if sent.cancelled() else sent.exception()
+
+    async def _publish_again(
+        self, subject: str, payload: bytes, headers: dict[str, str]
+    ) -> BaseException | None:
+        """Publish a row whose pipelined publish was not answered once more, synchronously.
+
+        nats-py 2.16 loses JetStream's error answers to ``publish_async``: its reply handler
+        raises the :class:`APIError` instead of setting it on the future
+        (https://github.com/nats-io/nats.py/issues/985), so a refusal for good (a 4xx such
+        as the stream's ``max_msg_size``) would look like a timeout, which is transient:
+        the row would never be quarantined and its request's later events would wait
+        behind it forever. The synchronous publish reads the answer correctly. It carries
+        the same ``Nats-Msg-Id``, so if the first publish was stored after all, the stream
+        drops this one as a duplicate and acknowledges it. A timeout or a lost connection
+        stays transient.
+        """
+        try:
+            await self.js.publish(
+                subject, payload, timeout=self.publish_timeout, stream=self.stream, headers=headers
             )
-        return outcomes
+        except Exception as exc:
+            return exc
+        return None
 
     def _max_payload(self) -> int:
         client = getattr(self.js, "_nc", None)  # the JetStream context's connection
@@ -411,7 +470,3 @@ RETURNING event_id
 def _header_bytes(headers: dict[str, str]) -> int:
     """Size of the NATS header block for ``headers`` (``NATS/1.0`` line, ``k: v`` lines, blank line)."""
     return 12 + sum(len(key.encode()) + len(str(value).encode()) + 4 for key, value in headers.items())
-
-
-async def _raise(exc: BaseException) -> None:
-    raise exc

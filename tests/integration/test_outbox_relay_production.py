@@ -10,6 +10,7 @@ lost PubAck and with two relays at once.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -129,6 +130,42 @@ async def test_an_oversized_event_is_quarantined_and_the_events_behind_it_go_on(
     assert "max_payload" in letter.error
 
 
+async def test_an_event_the_stream_refuses_with_a_4xx_is_quarantined_without_holding_up_the_others(
+    settings: PlatformSettings, pool: Pool, nc: Any
+) -> None:
+    # An operator's limit on the stream, below the server's max_payload: only JetStream's
+    # answer (400, "message size exceeds maximum allowed") says the row can never be stored.
+    # nats-py 2.16 loses that answer to publish_async (nats-io/nats.py#985); the relay used
+    # to see a timeout, retry it as transient for ever and wait 5 s on every pass.
+    js = nc.jetstream()
+    config = (await js.stream_info(settings.stream_name)).config
+    config.max_msg_size = 2000
+    await js.update_stream(config)
+    outbox = Outbox(SCHEMA, "relay-test", Subjects.from_settings(settings))
+    poison = await stage(pool, outbox, "req-b", 1, error="x" * 3000)
+    behind_poison = await stage(pool, outbox, "req-b", 2)
+    relaying = relay(settings, pool, js, publish_timeout=5.0)
+
+    outcomes, slowest = [], 0.0
+    for n in range(3):
+        other = await stage(pool, outbox, f"req-c{n}", 1)  # another request's event beside it
+        started = time.monotonic()
+        outcomes += await passes(relaying, 1)
+        slowest = max(slowest, time.monotonic() - started)
+        assert (await outbox_row(pool, other))["published_at"] is not None
+    assert outcomes == ["failed, published 1", "failed, published 1", 1]
+    # The rows answered beside it are not kept waiting for the publish timeout.
+    assert slowest < 3.5
+
+    row = await outbox_row(pool, poison)
+    assert (row["quarantined_at"] is not None, row["rejections"]) == (True, 3)
+    assert "code 400" in row["last_error"]
+    assert await passes(relaying, 1) == [1]  # its request's next event goes on
+    assert (await outbox_row(pool, behind_poison))["published_at"] is not None
+    events = await stream_events(js, settings.stream_name, settings.subject_prefix)
+    assert poison not in [e.id for e in events]
+
+
 async def test_an_event_no_stream_takes_is_quarantined_and_published_when_replayed_after_the_fix(
     settings: PlatformSettings, pool: Pool, nc: Any
 ) -> None:
@@ -179,11 +216,19 @@ async def test_transient_failures_never_quarantine(settings: PlatformSettings, p
 
 
 class LostAck:
-    """The real JetStream context, except that the PubAck of one event never arrives."""
+    """The real JetStream context, except that the PubAck of one event never arrives, nor
+    that of the relay's synchronous publish of it again (the network is what loses them)."""
 
     def __init__(self, js: Any, lost_event_id: str) -> None:
         self._js = js
         self.lost_event_id = lost_event_id
+        self.lost_again = lost_event_id
+
+    async def publish(self, subject: str, payload: bytes, **kwargs: Any) -> Any:
+        if kwargs["headers"]["Nats-Msg-Id"] == self.lost_again:
+            self.lost_again = ""  # only once
+            raise nats.errors.TimeoutError
+        return await self._js.publish(subject, payload, **kwargs)
 
     async def publish_async(self, subject: str, payload: bytes, **kwargs: Any) -> asyncio.Future[Any]:
         if kwargs["headers"]["Nats-Msg-Id"] == self.lost_event_id:
