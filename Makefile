@@ -105,6 +105,8 @@ format: $(STAMP) ## Apply ruff formatting and safe fixes
 
 .PHONY: clean
 clean: ## Remove the virtualenv, caches and local state (stop make run first)
-	@# As root the embedded Postgres may keep its data outside ./state (state/postgres/data-location).
-	@if [ -f state/postgres/data-location ]; then rm -rf -- "$$(cat state/postgres/data-location)"; fi
+	@# platformd deletes the state (PLATFORM_STATE_DIR) with the embedded Postgres' cluster, which
+	@# as root may live outside it (state/postgres/data-location), checking where that points first.
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m services.platformd.main clean-state; \
+	elif [ -f state/postgres/data-location ]; then rm -rf -- "$$(cat state/postgres/data-location)"; fi
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache state

@@ -27,6 +27,7 @@ import fcntl
 import json
 import os
 import shlex
+import shutil
 import signal
 import socket
 import sys
@@ -357,6 +358,13 @@ def _check_gateway_address(address: str) -> None:
         )
 
 
+def _loopback_if_no_host(address: str) -> str:
+    """``:8080`` is ``127.0.0.1:8080``: the dev stack listens on this machine only (as its
+    servers do), and the banner must print a URL a client can use, not ``http://:8080``."""
+    host, separator, port = address.rpartition(":")
+    return f"127.0.0.1:{port}" if separator and not host else address
+
+
 def _preferred_port(port: int) -> int | None:
     return port if _can_listen("127.0.0.1", port) else None
 
@@ -401,8 +409,31 @@ class _Stop(Exception):
     pass
 
 
-def _raise_stop(signum: int, frame: FrameType | None) -> None:
-    raise _Stop
+class _StopSignals:
+    """SIGINT/SIGTERM raise :class:`_Stop`, except inside :meth:`deferred`, which raises it
+    on leaving: a Popen interrupted after its fork leaves a running child whose pid the
+    launcher never learns, so it could neither stop nor record it."""
+
+    def __init__(self) -> None:
+        self._depth = 0
+        self._pending = False
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        if self._depth:
+            self._pending = True
+            return
+        raise _Stop
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+        if not self._depth and self._pending:
+            self._pending = False
+            raise _Stop
 
 
 def run_dev_stack(replicas: int | None = None) -> int:
@@ -410,6 +441,7 @@ def run_dev_stack(replicas: int | None = None) -> int:
     settings = load_settings(DevStackSettings)
     if replicas is not None:
         settings = dataclasses.replace(settings, replicas=replicas)
+    settings = dataclasses.replace(settings, address=_loopback_if_no_host(settings.address))
     state = settings.state_dir.resolve()
     state.mkdir(parents=True, exist_ok=True)
     lock = StateLock(state)
@@ -418,8 +450,9 @@ def run_dev_stack(replicas: int | None = None) -> int:
     postgres: EmbeddedPostgres | None = None
     stack: ProcessStack | None = None
     # Explicit handlers: a launcher started in the background inherits an ignored SIGINT.
-    signal.signal(signal.SIGTERM, _raise_stop)
-    signal.signal(signal.SIGINT, _raise_stop)
+    stop_signals = _StopSignals()
+    signal.signal(signal.SIGTERM, stop_signals.handle)
+    signal.signal(signal.SIGINT, stop_signals.handle)
     try:
         # The order matters: nothing that could disturb another launcher's servers
         # (stopping leftovers, binding ports, starting NATS on shared storage) happens
@@ -432,25 +465,29 @@ def run_dev_stack(replicas: int | None = None) -> int:
         if settings.nats_url:
             nats_url = settings.nats_url
         else:
+            # Assigned and recorded before it is ready: a Ctrl-C while it starts stops it
+            # (the finally below), and a killed launcher's successor finds it in the ledger.
             nats = EmbeddedNats(
                 state / "nats",
                 port=_preferred_port(settings.nats_port),
                 http_port=_preferred_port(settings.nats_http_port) or free_port(),
+                on_spawn=lambda process: ledger.record(NATS_ROLE, process.pid),
             )
             nats.start()
-            assert nats.process is not None
-            ledger.record(NATS_ROLE, nats.process.pid)
             nats_url = nats.url
             nats_monitoring = f"http://127.0.0.1:{nats.http_port}"
         if settings.postgres_dsn:
             dsn = settings.postgres_dsn
         else:
-            server = EmbeddedPostgres(state / "postgres", port=_preferred_port(settings.postgres_port))
-            server.start()
-            if server.process is None:
-                raise _foreign_postgres(server, state)  # not assigned to `postgres`: never stopped
-            postgres = server
-            ledger.record(POSTGRES_ROLE, server.process.pid)
+            # As NATS: owned from the moment it is spawned, not only once it accepts connections.
+            postgres = EmbeddedPostgres(
+                state / "postgres",
+                port=_preferred_port(settings.postgres_port),
+                on_spawn=lambda process: ledger.record(POSTGRES_ROLE, process.pid),
+            )
+            postgres.start()
+            if postgres.process is None:
+                raise _foreign_postgres(postgres, state)  # adopted, not spawned: never stopped
             dsn = _ensure_database(postgres.dsn(), "platform")
         asyncio.run(_migrate_all(dsn))
         remote = settings.gitops_repo_url
@@ -475,6 +512,7 @@ def run_dev_stack(replicas: int | None = None) -> int:
             ops_ports=_ops_ports(settings),
             replicas=settings.replicas,
             on_start=lambda process: _record_service(ledger, process),
+            spawning=stop_signals.deferred,
         )
         each = "" if settings.replicas == 1 else f" ({settings.replicas} processes of each backend)"
         _say(f"starting services{each} ...")
@@ -500,8 +538,10 @@ def run_dev_stack(replicas: int | None = None) -> int:
     except DevStackRefused as exc:
         _complain(str(exc))
         return 1
-    except (EmbeddedServerError, TimeoutError, RuntimeError) as exc:
-        _complain(str(exc))
+    except (EmbeddedServerError, TimeoutError, RuntimeError, OSError) as exc:
+        # An OSError (a directory that cannot be created, a binary that cannot be run) says
+        # what failed in one line; its traceback would say nothing more to the user.
+        _complain(str(exc) if not isinstance(exc, OSError) else f"could not start the stack: {exc}")
         if stack is not None:
             for name in stack.dead_services() or list(stack.services):
                 _say(stack.exit_report(name) if name in stack.dead_services() else _log_excerpt(stack, name))
@@ -511,7 +551,8 @@ def run_dev_stack(replicas: int | None = None) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if stack is not None:
             stack.stop_all()
-        if postgres is not None:
+        # Only a Postgres this launcher spawned: an adopted one (process None) is someone else's.
+        if postgres is not None and postgres.process is not None:
             postgres.stop()
         if nats is not None:
             nats.stop()
@@ -519,6 +560,29 @@ def run_dev_stack(replicas: int | None = None) -> int:
             ledger.clear()
             lock.release()
     _say("stopped.")
+    return 0
+
+
+def clean_dev_state() -> int:
+    """``make clean``: stop what a killed launcher left, delete the embedded Postgres' cluster
+    wherever it lives (as root, possibly outside the state; only where this platform puts
+    clusters), then the state directory (``PLATFORM_STATE_DIR``). Refused while a launcher
+    runs on it."""
+    state = load_settings(DevStackSettings).state_dir.resolve()
+    if not state.exists():
+        return 0
+    lock = StateLock(state)
+    try:
+        lock.acquire()
+        _stop_leftovers(ProcessLedger(state / PIDS_FILE), state)
+        EmbeddedPostgres(state / "postgres").remove_data()
+        shutil.rmtree(state)
+    except (DevStackRefused, EmbeddedServerError, OSError) as exc:
+        _complain(f"cannot remove {state}: {exc}")
+        return 1
+    finally:
+        lock.release()
+    _say(f"removed {state}")
     return 0
 
 
@@ -562,11 +626,8 @@ class BannerFacts:
 
 
 def _platformctl_path() -> str:
-    bin_dir = python_bin_dir()
-    try:
-        return str(bin_dir.relative_to(Path.cwd()) / "platformctl")
-    except ValueError:
-        return str(bin_dir / "platformctl")
+    """Absolute: the banner's commands run in another terminal, in any directory."""
+    return str(python_bin_dir().absolute() / "platformctl")
 
 
 def render_banner(facts: BannerFacts) -> str:

@@ -6,6 +6,7 @@ platformd migrate <service|all>  apply pending migrations and exit
 platformd dev [--replicas N]     embedded NATS + Postgres and all seven services
                                  (N processes of each backend service; the gateway runs once)
 platformd config <service>       list the service's settings and their defaults
+platformd clean-state            delete dev's state and its embedded Postgres cluster (make clean)
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="platformd", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("command", help="a service name, or migrate / dev / config")
+    parser.add_argument("command", help="a service name, or migrate / dev / config / clean-state")
     parser.add_argument("target", nargs="?", help="service for migrate/config (migrate accepts 'all')")
     parser.add_argument(
         "--replicas",
@@ -120,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
             from services.platformd.dev_stack import run_dev_stack
 
             return run_dev_stack(replicas=args.replicas)
+        if args.command == "clean-state":
+            from services.platformd.dev_stack import clean_dev_state
+
+            return clean_dev_state()
         if args.command in ("migrate", "config"):
             if not args.target:
                 return _fail(f"{args.command} needs a service name")

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,6 +80,9 @@ class ProcessStack:
     replicas: int = 1
     # Called after every start of a process (e.g. to record its pid).
     on_start: Callable[[ServiceProcess], None] | None = None
+    # Held while a process is spawned and recorded: platformd dev defers Ctrl-C inside it,
+    # since an interrupted Popen leaves a running child whose pid nobody holds.
+    spawning: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext
     services: dict[str, ServiceProcess] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -126,21 +130,20 @@ class ProcessStack:
             "PLATFORM_ADDRESS": self.gateway_address,
             "PYTHONUNBUFFERED": "1",
         }
-        log = service.log_path.open("ab")
-        service.process = subprocess.Popen(
-            [sys.executable, "-m", "services.platformd.main", service.service],
-            env=child_environment(overrides),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            # Own process group: Ctrl-C in the terminal reaches the launcher, which then
-            # stops every child in order instead of all of them at once.
-            start_new_session=True,
-        )
-        log.close()
-        service.restart_at = None
-        if self.on_start is not None:
-            self.on_start(service)
+        with service.log_path.open("ab") as log, self.spawning():
+            service.process = subprocess.Popen(
+                [sys.executable, "-m", "services.platformd.main", service.service],
+                env=child_environment(overrides),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                # Own process group: Ctrl-C in the terminal reaches the launcher, which then
+                # stops every child in order instead of all of them at once.
+                start_new_session=True,
+            )
+            service.restart_at = None
+            if self.on_start is not None:
+                self.on_start(service)
 
     def start_all(self) -> None:
         for name in self.services:

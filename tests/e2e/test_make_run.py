@@ -8,9 +8,14 @@ any one test also runs alone.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import shutil
 import socket
 import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +24,8 @@ from typing import Any
 import httpx
 import pytest
 
-from libs.embedded import free_port
+from libs.embedded import EXTERNAL_BASE_NAME, EXTERNAL_PARENTS, EmbeddedPostgres, free_port
+from services.intake.domain.model import Status
 from services.platformd.dev_stack import DEV_JWT_SECRET, OPS_PORT_ORDER
 from tests.support.api_flows import PREVIEW
 from tests.support.make_run import (
@@ -43,15 +49,25 @@ START_SECONDS = 150  # a first start: initdb, migrations, seven services, on a b
 STOP_SECONDS = 60
 
 
+def _installation_copies() -> set[Path]:
+    return {copy for parent in EXTERNAL_PARENTS for copy in (parent / EXTERNAL_BASE_NAME).glob("pginstall-*")}
+
+
 @pytest.fixture(scope="module")
 def checkout() -> Iterator[Path]:
+    copies_before = _installation_copies()
     with fresh_checkout() as folder:
         yield folder
+    # As root with this virtualenv out of nobody's reach, Postgres ran from a copy in /var/tmp:
+    # a cache shared by checkouts, so only the one these tests made goes.
+    for copy in _installation_copies() - copies_before:
+        shutil.rmtree(copy, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
 def first(checkout: Path) -> Iterator[MakeRun]:
-    run = MakeRun.start(checkout, f"127.0.0.1:{free_port()}")
+    # No host (`:<port>`): the banner must still print a URL a client can use.
+    run = MakeRun.start(checkout, f":{free_port()}")
     try:
         run.wait_for("is running", START_SECONDS)
         yield run
@@ -113,6 +129,8 @@ def test_a_fresh_checkout_serves_a_preview_request_end_to_end(first: MakeRun) ->
 
 def test_the_banner_follows_platform_address_and_names_every_port(first: MakeRun) -> None:
     api_url = first.banner_url("API")
+    # PLATFORM_ADDRESS was `:<port>`: the stack listens on (and prints) 127.0.0.1.
+    assert api_url.startswith("http://127.0.0.1:"), api_url
     script = first.try_it_script()
     assert script.splitlines()[0].strip() == f"export PLATFORM_API={api_url}"
     assert ":8080" not in first.output
@@ -128,11 +146,12 @@ def test_the_banner_follows_platform_address_and_names_every_port(first: MakeRun
 
 
 @pytest.mark.skipif(shutil.which("jq") is None or shutil.which("curl") is None, reason="needs jq and curl")
-def test_the_banner_commands_work_as_printed(first: MakeRun) -> None:
+def test_the_banner_commands_work_as_printed(first: MakeRun, tmp_path: Path) -> None:
+    # "In another terminal": not necessarily in the checkout.
     done = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", first.try_it_script()],
         check=False,
-        cwd=first.checkout,
+        cwd=tmp_path,
         env=clean_env(PYTHONPATH=str(first.checkout)),
         capture_output=True,
         text=True,
@@ -141,7 +160,9 @@ def test_the_banner_commands_work_as_printed(first: MakeRun) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert '"status": "ready"' in done.stdout  # platformctl request wait
     assert "Platform-Request: req-" in done.stdout  # git log of the remote
-    assert done.stdout.strip().splitlines()[-1] in {'"submitted"', '"queued"', '"ready"'}  # the curl lines
+    # The curl lines: the request just created, in any state of its way to ready.
+    status = Status(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert status not in {Status.FAILED, Status.REJECTED}, done.stdout
 
 
 def test_a_second_make_run_on_the_same_state_is_refused_and_the_first_keeps_serving(
@@ -182,6 +203,128 @@ def test_a_taken_gateway_port_fails_fast_naming_the_port(checkout: Path) -> None
     assert not (state / "nats").exists()
     assert not (state / "postgres").exists()
     assert processes_under(state) == {}
+
+
+def test_a_state_that_cannot_hold_the_servers_fails_in_one_line(checkout: Path) -> None:
+    state = checkout / "state-blocked"
+    state.mkdir()
+    (state / "nats").write_text("a file where the embedded NATS keeps its directory\n")
+
+    run = MakeRun.start(checkout, f"127.0.0.1:{free_port()}", PLATFORM_STATE_DIR=str(state))
+    code = run.wait_exit(60)
+
+    assert code != 0
+    assert "Traceback" not in run.output
+    assert (
+        f"platformd dev: could not start the stack: [Errno 17] File exists: '{state / 'nats'}'" in run.output
+    )
+
+
+def _using(state: Path, timeout: float = 20) -> dict[int, str]:
+    """Processes that still run under ``state`` or hold one of its files open (a service's
+    log), after waiting up to ``timeout`` for them to go."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = processes_under(state)
+        for entry in Path("/proc").glob("[0-9]*"):
+            with contextlib.suppress(OSError):
+                if any(os.readlink(fd).startswith(f"{state}/") for fd in (entry / "fd").iterdir()):
+                    found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
+def _postgres_under(state: Path) -> dict[int, str]:
+    return {pid: command for pid, command in processes_under(state).items() if "/postgres -D" in command}
+
+
+def test_ctrl_c_while_postgres_starts_stops_it_and_the_next_make_run_starts(checkout: Path) -> None:
+    state = checkout / "state-interrupted"
+    address = f"127.0.0.1:{free_port()}"
+    run = MakeRun.start(checkout, address, PLATFORM_STATE_DIR=str(state))
+    following: MakeRun | None = None
+    try:
+        deadline = time.monotonic() + START_SECONDS
+        while not _postgres_under(state):
+            assert run.process.poll() is None, run.output
+            assert time.monotonic() < deadline, run.output
+            time.sleep(0.01)
+        assert "starting services" not in run.output  # still starting Postgres
+
+        run.interrupt()
+
+        assert run.wait_exit(STOP_SECONDS) == 0, run.output
+        assert run.output.rstrip().endswith("stopped.")
+        assert _using(state) == {}
+        following = MakeRun.start(checkout, address, PLATFORM_STATE_DIR=str(state))
+        # Ctrl-C again as the services are being spawned: none of them may be left either.
+        following.wait_for("starting services", START_SECONDS)
+        following.interrupt()
+        assert following.wait_exit(STOP_SECONDS) == 0, following.output
+        assert _using(state) == {}
+    finally:
+        run.stop()
+        if following is not None:
+            following.stop()
+
+
+def _make_clean(checkout: Path, **extra_env: str) -> subprocess.CompletedProcess[str]:
+    """``make clean`` with a stand-in virtualenv (it is deleted) whose python is this one."""
+    venv = Path(tempfile.mkdtemp(prefix="pcp-clean-venv-"))
+    (venv / "bin").mkdir()
+    python = venv / "bin" / "python"
+    python.write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    try:
+        return subprocess.run(
+            ["make", "--no-print-directory", "clean", f"VENV={venv}"],
+            cwd=checkout,
+            env=clean_env(PYTHONPATH=str(checkout), **extra_env),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        shutil.rmtree(venv, ignore_errors=True)
+
+
+@pytest.mark.usefixtures("checkout")  # removes a copy of Postgres' binaries the test made
+def test_make_clean_does_not_delete_what_a_forged_data_location_names() -> None:
+    with fresh_checkout() as other, tempfile.TemporaryDirectory() as precious:
+        (Path(precious) / "work.txt").write_text("keep me\n")
+        record = other / "state" / "postgres" / "data-location"
+        record.parent.mkdir(parents=True)
+        record.write_text(f"{precious}\n")
+
+        done = _make_clean(other)
+
+        assert done.returncode != 0
+        assert f"names {precious!r}, which is not a directory this platform creates" in done.stderr
+        assert (Path(precious) / "work.txt").read_text() == "keep me\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root keeps the cluster outside the state directory")
+@pytest.mark.usefixtures("checkout")  # removes a copy of Postgres' binaries the test made
+def test_make_clean_removes_a_cluster_kept_outside_the_state() -> None:
+    with fresh_checkout() as other, tempfile.TemporaryDirectory() as private:
+        # A state directory `nobody` cannot enter: the cluster lives under /var/tmp.
+        state = Path(private) / "state"
+        server = EmbeddedPostgres(state / "postgres", fast_unsafe=True)
+        server.start()
+        server.stop()
+        location = server.data_location()
+        assert not location.is_relative_to(state)
+        try:
+            done = _make_clean(other, PLATFORM_STATE_DIR=str(state))
+
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert not location.exists()
+            assert not state.exists()
+        finally:
+            if state.exists():
+                server.remove_data()
 
 
 def test_ctrl_c_stops_everything_make_run_started(first: MakeRun, checkout: Path) -> None:
