@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -24,6 +24,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo, DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import APIError, NotFoundError
 
+from contracts.catalog import SERVICES
 from libs.errors import is_transient
 from libs.settings import PlatformSettings
 
@@ -175,23 +176,34 @@ async def configure_stream(settings: PlatformSettings) -> None:
         await nc.close()
 
 
+def durable_name(service: str, name: str) -> str:
+    """The durable consumer ``name`` of ``service`` registers on the stream: ``<service>-<name>``."""
+    return f"{service.replace('_', '-')}-{name}"
+
+
 class StreamBacklog:
-    """Whether the stream's durable consumers are behind events older than a deadline.
+    """Whether the platform's durable consumers are behind events older than a deadline.
 
     Intake's anti-entropy re-requests work that stopped moving; work merely queued behind a
     backlog must not be requested again (that would double the backlog under load). The
     stream's last sequence is sampled on every call, so the sequence the stream had
     ``deadline`` seconds ago is known (after a restart only once ``deadline`` has passed:
     until then nothing counts as stuck).
+
+    Only the durables of ``services`` count (:func:`durable_name`; by default every service
+    of :data:`contracts.catalog.SERVICES`). Anything else on the stream (an operator's
+    debugging tap, the durable of a consumer an upgrade renamed) is consumed by nobody, and
+    counting it would postpone anti-entropy for as long as it exists.
     """
 
-    def __init__(self, js: JetStreamContext, stream: str) -> None:
+    def __init__(self, js: JetStreamContext, stream: str, services: Iterable[str] = SERVICES) -> None:
         self.js = js
         self.stream = stream
+        self.prefixes = tuple(durable_name(service, "") for service in services)
         self._samples: list[tuple[float, int]] = []
 
     async def behind(self, deadline_seconds: float) -> list[str]:
-        """Consumers with undelivered events published more than ``deadline_seconds`` ago.
+        """The platform's consumers with undelivered events published more than ``deadline_seconds`` ago.
 
         Everything but an empty list (or an unknown horizon, reported as ``["(unknown)"]``)
         means: postpone re-requesting.
@@ -216,6 +228,7 @@ class StreamBacklog:
             consumer.name
             for consumer in consumers
             if consumer.config.durable_name
+            and consumer.config.durable_name.startswith(self.prefixes)
             and (consumer.num_pending or 0) > 0
             and _delivered_through(consumer) < horizon
         ]

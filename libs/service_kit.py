@@ -24,7 +24,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from contracts.rpc import ListDeadLetters, Ping, PingReply, ReplayDeadLetter
-from libs.bus import Subjects, connect_nats, ensure_stream, stream_config
+from libs.bus import Subjects, connect_nats, durable_name, ensure_stream, stream_config
 from libs.database import DatabaseTimeouts, Pool, open_pool
 from libs.dead_letters import DeadLetters
 from libs.health import DependencyCheck, DependencyMonitor, LoopHeartbeat, nats_client_problem, task_problem
@@ -220,7 +220,7 @@ class ServiceKit:
         (``start_from="all"``: the whole retained history); an existing one keeps its place.
         """
         consumer = WatchedConsumer(
-            name=f"{self.service.replace('_', '-')}-{name}",
+            name=durable_name(self.service, name),
             event_filter=event_filter,
             handlers=handlers,
             pool=self.pool,

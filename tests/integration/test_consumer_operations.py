@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 import nats
 import pytest
-from nats.js.api import DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from contracts.envelope import new_event
 from contracts.events import RequestStageRetrying, RequestTornDown
@@ -444,7 +444,7 @@ async def test_a_consumer_behind_events_older_than_the_deadline_is_reported_as_b
     dependency = Dependency()
     kit = await harness.start(dependency, start=False)
     await kit.consumers[0].provision()  # the durable exists, but nobody consumes yet
-    backlog = StreamBacklog(kit.js, harness.stream)
+    backlog = StreamBacklog(kit.js, harness.stream, services=(SERVICE,))
     assert await backlog.behind(0.3) == ["(unknown)"]  # no history of the stream yet: wait
     await publish_event(kit.js, harness.prefix, fact().request_id, fact())
     await asyncio.sleep(0.4)
@@ -454,4 +454,22 @@ async def test_a_consumer_behind_events_older_than_the_deadline_is_reported_as_b
 
     await kit.start()
     await wait_until(lambda: harness.handled(kit), what="handled")
+    assert await backlog.behind(0.3) == []
+
+
+async def test_a_durable_of_no_platform_service_does_not_postpone_anti_entropy(harness: Harness) -> None:
+    kit = await harness.start(Dependency())
+    # An operator's debugging tap (or the durable of a consumer an upgrade renamed): it
+    # exists, nobody pulls from it, and it would otherwise postpone anti-entropy for ever.
+    await kit.js.add_consumer(
+        harness.stream, ConsumerConfig(durable_name="debug-tap", ack_policy=AckPolicy.EXPLICIT)
+    )
+    backlog = StreamBacklog(kit.js, harness.stream, services=(SERVICE,))
+    assert await backlog.behind(0.3) == ["(unknown)"]
+    await publish_event(kit.js, harness.prefix, fact().request_id, fact())
+    await wait_until(lambda: harness.handled(kit), what="the service's consumer handled everything")
+    await backlog.behind(0.3)
+    await asyncio.sleep(0.4)  # the event is now older than the deadline; only the tap has it pending
+    info = await kit.js.consumer_info(harness.stream, "debug-tap")
+    assert info.num_pending == 1
     assert await backlog.behind(0.3) == []

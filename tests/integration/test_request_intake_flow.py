@@ -165,3 +165,47 @@ async def test_a_request_stuck_in_the_pipeline_is_asked_for_again(
 
         [again] = await wait_until(second_request, what="second reconcile_requested published")
         assert (again.reason, again.requested_by) == ("retry", "system:anti-entropy")
+
+
+async def test_anti_entropy_postponed_by_a_backlog_that_never_drains_runs_anyway_after_three_deadlines(
+    platform_env: dict[str, str], rpc: RpcClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A consumer that stays behind (scaled to zero, wedged) postpones anti-entropy for at most
+    three deadlines; then the stuck request is asked for again, with a warning saying why so late."""
+    async with running_services(["policy", "intake", "approval"], platform_env) as kits:
+        await catalog_replicated(rpc)
+        created = await rpc.call("intake", "create_request", CreateRequest(body=PREVIEW, actor=ALICE))
+        request_id = created["request"]["id"]
+
+        async def generation() -> int:
+            current = await rpc.call("intake", "get_request", GetRequest(id=request_id, actor=ALICE))
+            return int(current["generation"]) if current["status"] == "queued" else 0
+
+        await wait_until(generation, what="request queued")
+
+        async def always_behind(deadline_seconds: float) -> list[str]:
+            return ["renderer-requests"]
+
+        service = IntakeService(pool=kits["intake"].pool, outbox=kits["intake"].outbox)
+        stopping = asyncio.Event()
+        started = asyncio.get_running_loop().time()
+        sweeping = asyncio.create_task(
+            service.run_sweepers(
+                stopping, interval=0.05, batch=10, deadline_seconds=0.3, backlog=always_behind
+            )
+        )
+        try:
+            await wait_until(lambda: _at_least(generation, 2), timeout=15, what="asked for again")
+        finally:
+            stopping.set()
+            await sweeping
+        assert asyncio.get_running_loop().time() - started >= 3 * 0.3  # postponed until then
+        [warning] = [
+            r for r in caplog.records if r.getMessage().startswith("anti-entropy postponed too long")
+        ]
+        assert warning.levelname == "WARNING"
+        assert warning.fields["consumers"] == ["renderer-requests"]  # type: ignore[attr-defined]
+
+
+async def _at_least(read: Any, value: int) -> bool:
+    return bool(await read() >= value)

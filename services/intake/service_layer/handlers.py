@@ -50,6 +50,10 @@ from services.intake.domain.validation import NAME_MAX_LENGTH, validate_extensio
 log = logging.getLogger(__name__)
 
 MAX_PAGE_SIZE = 200
+# Anti-entropy waits for a backlog at most this many deadlines: a consumer that stays behind
+# that long (scaled to zero, wedged) is not a queue that will drain, and a request whose
+# event was lost must not wait for it for ever.
+MAX_POSTPONED_DEADLINES = 3
 MAX_EVENTS_PAGE_SIZE = 500
 # Roles that see approval attestations (to audit them against the commit trailers). The
 # client's own approval signature is never stored, so nobody sees that.
@@ -456,19 +460,33 @@ class IntakeService:
         A failed pass is retried on the next one; ``deadline_seconds`` <= 0 disables the
         anti-entropy pass. ``backlog(deadline_seconds)`` names the consumers still behind
         events older than the deadline: while there are any, requests are queued, not stuck,
-        and asking for them again would only double the backlog, so the pass waits.
+        and asking for them again would only double the backlog, so the pass waits, but for
+        no longer than :data:`MAX_POSTPONED_DEADLINES` deadlines at a time.
         """
+        loop = asyncio.get_running_loop()
+        postponed_since: float | None = None
         while not stopping.is_set():
             try:
                 count = await self.expire_due(batch)
                 if count:
                     log.info("expired environments", extra={"fields": {"count": count}})
                 behind = await backlog(deadline_seconds) if backlog and deadline_seconds > 0 else []
-                if behind:
+                if not behind:
+                    postponed_since = None
+                elif postponed_since is None:
+                    postponed_since = loop.time()
+                postponed = loop.time() - postponed_since if postponed_since is not None else 0.0
+                if behind and postponed < MAX_POSTPONED_DEADLINES * deadline_seconds:
                     log.info(
                         "anti-entropy postponed: consumers behind", extra={"fields": {"consumers": behind}}
                     )
                 elif deadline_seconds > 0:
+                    if behind:
+                        log.warning(
+                            "anti-entropy postponed too long; running it anyway",
+                            extra={"fields": {"consumers": behind, "postponed_s": round(postponed)}},
+                        )
+                        postponed_since = loop.time()  # the next forced pass after as long again
                     await self.retry_stalled(deadline_seconds, batch)
             except Exception as exc:
                 log.warning("sweep failed", extra={"fields": {"error": safe_database_error(exc)}})
