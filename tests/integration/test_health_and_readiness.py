@@ -227,16 +227,32 @@ async def test_healthz_names_a_consumer_whose_loop_died(platform_env: dict[str, 
 
 async def test_healthz_fails_right_after_the_event_loop_was_stuck(platform_env: dict[str, str]) -> None:
     async with running_service("policy", platform_env) as kit, ops_port(kit) as ops:
-        kit.heartbeat.stale_after = 1.0
+        heartbeat = kit.heartbeat
+        heartbeat.period, heartbeat.stale_after = 0.25, 0.5
+        # The tick sleeping when the period changed measures its lag against the new one:
+        # only the tick after it is on time.
+        for _ in range(2):
+            await wait_until(
+                lambda since=heartbeat.last_tick: _ticked_since(heartbeat, since),
+                timeout=5,
+                what="a heartbeat tick",
+            )
         assert (await ops.get("/healthz")).status_code == 200
-        time.sleep(1.5)  # noqa: ASYNC251 - the point: code that blocks the event loop
+        # The lag a stall of S seconds shows is S less the part of it the heartbeat was
+        # asleep anyway (up to one period): only a stall longer than stale_after + period is
+        # seen whatever the heartbeat's phase.
+        time.sleep(heartbeat.stale_after + heartbeat.period + 0.3)  # noqa: ASYNC251 - the point: code that blocks the event loop
         response = await ops.get("/healthz")
         assert response.status_code == 503
         assert list(response.json()["failing"]) == ["event_loop"]
         assert response.json()["failing"]["event_loop"].startswith("the event loop was stuck for")
         # The next heartbeat tick is on time again: alive.
-        await asyncio.sleep(1.2)
+        await asyncio.sleep(3 * heartbeat.period)
         assert (await ops.get("/healthz")).status_code == 200
+
+
+async def _ticked_since(heartbeat: Any, tick: float | None) -> bool:
+    return heartbeat.last_tick != tick
 
 
 async def test_the_gateway_healthz_fails_when_its_nats_client_gave_up(nats_url: str, isolation: Any) -> None:
