@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import time
 from collections.abc import AsyncIterator
@@ -26,6 +27,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from libs.embedded import free_port
+from libs.health import LoopHeartbeat
 from libs.ops_server import OpsServer
 from libs.rpc import RpcClient
 from libs.service_kit import ServiceKit
@@ -232,11 +234,8 @@ async def test_healthz_fails_right_after_the_event_loop_was_stuck(platform_env: 
         # The tick sleeping when the period changed measures its lag against the new one:
         # only the tick after it is on time.
         for _ in range(2):
-            await wait_until(
-                lambda since=heartbeat.last_tick: _ticked_since(heartbeat, since),
-                timeout=5,
-                what="a heartbeat tick",
-            )
+            since = heartbeat.last_tick
+            await wait_until(functools.partial(_ticked_since, heartbeat, since), timeout=5, what="a tick")
         assert (await ops.get("/healthz")).status_code == 200
         # The lag a stall of S seconds shows is S less the part of it the heartbeat was
         # asleep anyway (up to one period): only a stall longer than stale_after + period is
@@ -251,7 +250,7 @@ async def test_healthz_fails_right_after_the_event_loop_was_stuck(platform_env: 
         assert (await ops.get("/healthz")).status_code == 200
 
 
-async def _ticked_since(heartbeat: Any, tick: float | None) -> bool:
+async def _ticked_since(heartbeat: LoopHeartbeat, tick: float | None) -> bool:
     return heartbeat.last_tick != tick
 
 
