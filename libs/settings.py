@@ -259,7 +259,10 @@ class PlatformSettings:
         "PLATFORM_RPC_SUBJECT_PREFIX", "platform.rpc", doc="Subject prefix of RPC endpoints."
     )
     stream_max_age_days: float = setting(
-        "PLATFORM_EVENTS_MAX_AGE_DAYS", 30.0, doc="Event retention for replay."
+        "PLATFORM_EVENTS_MAX_AGE_DAYS",
+        30.0,
+        doc="Event retention for replay; 0 keeps events for ever (allowed only with "
+        "PLATFORM_RETENTION_INTERVAL_SECONDS=0, as inbox ids must then be kept for ever too).",
     )
     stream_replicas: int = setting("PLATFORM_EVENTS_REPLICAS", 1, doc="Stream replicas (3 in production).")
     stream_duplicate_window_seconds: float = setting(
@@ -379,14 +382,25 @@ class PlatformSettings:
             ("PLATFORM_POSTGRES_CONNECT_TIMEOUT_SECONDS", self.postgres_connect_timeout_seconds),
             ("PLATFORM_NATS_PING_INTERVAL_SECONDS", self.nats_ping_interval_seconds),
             ("PLATFORM_RPC_HANDLER_TIMEOUT_SECONDS", self.rpc_handler_timeout_seconds),
+            # No backoff would retry without end (and overflow computing max_deliver); a zero
+            # lease would cancel every handler at once.
+            ("PLATFORM_RECONCILE_RETRY_BACKOFF_SECONDS", self.consumer_backoff_seconds),
+            ("PLATFORM_RECONCILE_MAX_BACKOFF_SECONDS", self.consumer_max_backoff_seconds),
+            ("PLATFORM_RECONCILE_TIMEOUT_SECONDS", self.consumer_ack_wait_seconds),
         ):
             if seconds <= 0:
                 problems.append(f"{variable} must be positive")
-        if self.retention_inbox_days <= self.stream_max_age_days:
-            problems.append(
-                "PLATFORM_RETENTION_INBOX_DAYS must exceed PLATFORM_EVENTS_MAX_AGE_DAYS "
-                "(a replayed event must still find its inbox id)"
-            )
+        for variable, amount in (
+            ("PLATFORM_EVENTS_MAX_AGE_DAYS", self.stream_max_age_days),
+            ("PLATFORM_RETENTION_INTERVAL_SECONDS", self.retention_interval_seconds),
+            ("PLATFORM_RETENTION_OUTBOX_DAYS", self.retention_outbox_days),
+            ("PLATFORM_RETENTION_INBOX_DAYS", self.retention_inbox_days),
+            ("PLATFORM_RETENTION_DEAD_LETTERS_DAYS", self.retention_dead_letters_days),
+            ("PLATFORM_RETENTION_SERVICE_RECORDS_DAYS", self.retention_service_records_days),
+        ):
+            if amount < 0:
+                problems.append(f"{variable} must not be negative")
+        problems += self._inbox_retention_problems()
         if self.retention_batch_size < 1:
             problems.append("PLATFORM_RETENTION_BATCH_SIZE must be at least 1")
         if self.postgres_pool_wait_seconds >= self.rpc_handler_timeout_seconds:
@@ -406,6 +420,25 @@ class PlatformSettings:
         if self.is_strict and not self.postgres_dsn:
             problems.append("PLATFORM_POSTGRES_DSN is required in strict production mode")
         return problems
+
+    def _inbox_retention_problems(self) -> list[str]:
+        """An inbox id must outlive its event in the stream, or a replay applies it twice."""
+        pruning = self.retention_interval_seconds > 0
+        if self.stream_max_age_days == 0:
+            # NATS keeps events for ever at max age 0: so must the inbox keep their ids.
+            if pruning:
+                return [
+                    "PLATFORM_EVENTS_MAX_AGE_DAYS=0 keeps events for ever, so inbox ids must be kept "
+                    "for ever too: set PLATFORM_RETENTION_INTERVAL_SECONDS=0 (no pruning) or a "
+                    "positive PLATFORM_EVENTS_MAX_AGE_DAYS"
+                ]
+            return []
+        if self.retention_inbox_days <= self.stream_max_age_days:
+            return [
+                "PLATFORM_RETENTION_INBOX_DAYS must exceed PLATFORM_EVENTS_MAX_AGE_DAYS "
+                "(a replayed event must still find its inbox id)"
+            ]
+        return []
 
     def require_dsn(self) -> str:
         if not self.postgres_dsn:

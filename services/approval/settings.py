@@ -50,6 +50,12 @@ class ApprovalSettings(PlatformSettings):
         problems = super().validate()
         if self.approval_record_wait_seconds < 0:
             problems.append("PLATFORM_APPROVAL_RECORD_WAIT_SECONDS must not be negative")
+        elif self.approval_record_wait_seconds >= self.rpc_handler_timeout_seconds:
+            # approve/reject wait inside the RPC handler: a wait as long as its deadline would
+            # answer "unavailable" instead of "the decision is not recorded yet".
+            problems.append(
+                "PLATFORM_APPROVAL_RECORD_WAIT_SECONDS must be below PLATFORM_RPC_HANDLER_TIMEOUT_SECONDS"
+            )
         if self.is_strict:
             if not self.approval_hmac_secret:
                 problems.append("PLATFORM_APPROVAL_HMAC_SECRET is required in strict production mode")

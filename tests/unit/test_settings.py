@@ -15,6 +15,7 @@ from libs.settings import (
     setting,
     split_address,
 )
+from services.approval.settings import ApprovalSettings
 
 pytestmark = pytest.mark.unit
 
@@ -102,6 +103,75 @@ def test_platform_settings_strict_mode_needs_a_database() -> None:
 def test_platform_settings_reject_nonsense_limits() -> None:
     with pytest.raises(SettingsError, match="PLATFORM_RECONCILE_MAX_ATTEMPTS"):
         load_settings(PlatformSettings, {"PLATFORM_RECONCILE_MAX_ATTEMPTS": "0"})
+
+
+@pytest.mark.parametrize(
+    ("environment", "message"),
+    [
+        # No backoff: RetryPolicy.server_max_deliver overflowed at start-up.
+        (
+            {"PLATFORM_RECONCILE_RETRY_BACKOFF_SECONDS": "0"},
+            "PLATFORM_RECONCILE_RETRY_BACKOFF_SECONDS must be positive",
+        ),
+        (
+            {"PLATFORM_RECONCILE_MAX_BACKOFF_SECONDS": "0"},
+            "PLATFORM_RECONCILE_MAX_BACKOFF_SECONDS must be positive",
+        ),
+        # A zero lease made the handler deadline 0: every handler cancelled.
+        ({"PLATFORM_RECONCILE_TIMEOUT_SECONDS": "0"}, "PLATFORM_RECONCILE_TIMEOUT_SECONDS must be positive"),
+        # Max age 0 is "for ever" to NATS; pruning inbox ids would let a replay apply twice.
+        ({"PLATFORM_EVENTS_MAX_AGE_DAYS": "0"}, "PLATFORM_EVENTS_MAX_AGE_DAYS=0 keeps events for ever"),
+        ({"PLATFORM_EVENTS_MAX_AGE_DAYS": "-1"}, "PLATFORM_EVENTS_MAX_AGE_DAYS must not be negative"),
+        (
+            {"PLATFORM_RETENTION_INTERVAL_SECONDS": "-1"},
+            "PLATFORM_RETENTION_INTERVAL_SECONDS must not be negative",
+        ),
+        ({"PLATFORM_RETENTION_OUTBOX_DAYS": "-1"}, "PLATFORM_RETENTION_OUTBOX_DAYS must not be negative"),
+        ({"PLATFORM_RETENTION_INBOX_DAYS": "-1"}, "PLATFORM_RETENTION_INBOX_DAYS must not be negative"),
+        (
+            {"PLATFORM_RETENTION_DEAD_LETTERS_DAYS": "-1"},
+            "PLATFORM_RETENTION_DEAD_LETTERS_DAYS must not be negative",
+        ),
+        (
+            {"PLATFORM_RETENTION_SERVICE_RECORDS_DAYS": "-1"},
+            "PLATFORM_RETENTION_SERVICE_RECORDS_DAYS must not be negative",
+        ),
+    ],
+    ids=lambda value: next(iter(value)) if isinstance(value, dict) else "",
+)
+def test_platform_settings_refuse_values_that_break_at_run_time(
+    environment: dict[str, str], message: str
+) -> None:
+    with pytest.raises(SettingsError) as refused:
+        load_settings(PlatformSettings, environment)
+    assert [problem for problem in refused.value.problems if problem.startswith(message)]
+
+
+def test_every_refused_value_is_reported_at_once() -> None:
+    with pytest.raises(SettingsError) as refused:
+        load_settings(
+            PlatformSettings,
+            {
+                "PLATFORM_RECONCILE_RETRY_BACKOFF_SECONDS": "0",
+                "PLATFORM_RECONCILE_TIMEOUT_SECONDS": "0",
+                "PLATFORM_RETENTION_OUTBOX_DAYS": "-1",
+            },
+        )
+    assert len(refused.value.problems) == 3
+
+
+def test_events_kept_for_ever_need_inbox_ids_kept_for_ever() -> None:
+    settings = load_settings(
+        PlatformSettings, {"PLATFORM_EVENTS_MAX_AGE_DAYS": "0", "PLATFORM_RETENTION_INTERVAL_SECONDS": "0"}
+    )
+    assert (settings.stream_max_age_days, settings.retention_interval_seconds) == (0, 0)
+
+
+def test_the_approval_record_wait_must_end_before_the_rpc_deadline() -> None:
+    with pytest.raises(SettingsError, match="PLATFORM_APPROVAL_RECORD_WAIT_SECONDS must be below"):
+        load_settings(ApprovalSettings, {"PLATFORM_APPROVAL_RECORD_WAIT_SECONDS": "4"})
+    wait = load_settings(ApprovalSettings, {"PLATFORM_APPROVAL_RECORD_WAIT_SECONDS": "3.5"})
+    assert wait.approval_record_wait_seconds == 3.5
 
 
 @pytest.mark.parametrize(
