@@ -31,6 +31,7 @@ import logging
 import os
 import pwd
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -606,7 +607,7 @@ class EmbeddedPostgres:
         staging.mkdir()
         self._give_to_server_user(staging)
         uid, gid, groups = self._server_credentials()
-        result = subprocess.run(
+        initdb = subprocess.Popen(
             [
                 str(self._binary("initdb")),
                 "-D",
@@ -619,17 +620,27 @@ class EmbeddedPostgres:
                 "--no-sync",
                 "--no-instructions",
             ],
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
             cwd=location,  # the caller's directory may be one `nobody` cannot enter
-            check=False,
+            start_new_session=True,
             user=uid,
             group=gid,
             extra_groups=groups,
         )
-        if result.returncode != 0:
+        try:
+            _, stderr = initdb.communicate()
+        except BaseException:
+            # Interrupted (Ctrl-C): initdb's own postgres backend would go on writing into
+            # the staging directory after initdb alone was killed, so kill its whole group.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(initdb.pid, signal.SIGKILL)
+            initdb.wait()
+            raise
+        if initdb.returncode != 0:
             shutil.rmtree(staging, ignore_errors=True)
-            raise EmbeddedServerError(f"initdb failed: {result.stderr.strip()[-1000:]}")
+            raise EmbeddedServerError(f"initdb failed: {stderr.strip()[-1000:]}")
         if pgdata.exists():
             # Without PG_VERSION it is no cluster: what an earlier version left (it ran
             # initdb in place, and an interrupted one leaves files without PG_VERSION).
