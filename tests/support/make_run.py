@@ -80,7 +80,11 @@ def make_run_command(checkout: Path) -> list[str]:
         capture_output=True,
         text=True,
     )
-    if planned.returncode != 0 or "pip" in planned.stdout or "services.platformd.main dev" not in planned.stdout:
+    if (
+        planned.returncode != 0
+        or "pip" in planned.stdout
+        or "services.platformd.main dev" not in planned.stdout
+    ):
         raise AssertionError(
             "`make run` in a copy of the checkout would not just start platformd (it must not "
             f"reinstall the shared virtualenv {VENV}):\n{planned.stdout}{planned.stderr}"
