@@ -196,6 +196,22 @@ def dead_letters(dsn: str) -> dict[str, list[tuple[Any, ...]]]:
     return found
 
 
+def where_requests_stopped(stack: RunningStack, api: httpx.Client, ids: list[str]) -> str:
+    """For a failed run: each unfinished request's timeline, the dead letters and what the
+    outboxes still hold, so the report says where the work stopped."""
+    lines = []
+    for request_id in ids:
+        current = api.get(f"/v1/environment-requests/{request_id}").json()
+        if current.get("status") in FINAL:
+            continue
+        timeline = api.get(f"/v1/environment-requests/{request_id}/events").json().get("items", [])
+        steps = [f"{item.get('type')}->{item.get('status_after')}" for item in timeline]
+        lines.append(f"{request_id} {current.get('status')} {current.get('last_error')!r}: {steps}")
+    lines.append(f"dead letters: {dead_letters(stack.dsn)}")
+    lines.append(f"unpublished outbox rows: {unpublished_outbox_rows(stack.dsn)}")
+    return "\n".join(lines)
+
+
 def _count_per_schema(dsn: str, query: str) -> dict[str, int]:
     counts = {}
     with psycopg.connect(dsn) as conn:
@@ -223,7 +239,10 @@ def assert_each_ready_exactly_once(
     every outbox published, no dead letters."""
     assert ids, "no requests were sent"
     assert len(set(ids)) == len(ids), "two creates got the same id"
-    final = wait_until_final(api, ids, settle_timeout)
+    try:
+        final = wait_until_final(api, ids, settle_timeout)
+    except AssertionError as stuck:
+        raise AssertionError(f"{stuck}\n{where_requests_stopped(stack, api, ids)}") from None
     not_ready = {i: (r["status"], r.get("last_error")) for i, r in final.items() if r["status"] != "ready"}
     assert not not_ready, f"{len(not_ready)} of {len(ids)} not ready: {not_ready}"
 
