@@ -67,6 +67,17 @@ class Conflict(PlatformError):
     code = "conflict"
 
 
+class ConcurrentChange(Conflict):
+    """Someone else changed the record between our read and our write (optimistic concurrency).
+
+    A caller sees a conflict to retry; a consumer retries it like an outage, since the next
+    attempt reads the new version: with several replicas projecting one request's events this
+    is routine, and must not use up the attempts meant for errors retrying cannot fix.
+    """
+
+    transient = True
+
+
 class Forbidden(PlatformError):
     code = "forbidden"
 

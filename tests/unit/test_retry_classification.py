@@ -166,3 +166,15 @@ def test_a_database_error_wrapped_by_a_handler_still_pauses_a_consumer() -> None
     wrapped = RuntimeError("could not load the request")
     wrapped.__cause__ = psycopg_pool.PoolTimeout("couldn't get a connection")
     assert is_database_unavailable(wrapped)
+
+
+def test_a_concurrent_change_is_retried_like_an_outage_and_answered_as_a_conflict() -> None:
+    """Two replicas projecting one request's events collide on its version now and then: the
+    next attempt reads the new version, so it must not use up the attempts for real failures."""
+    from libs.errors import ConcurrentChange, Conflict
+
+    error = ConcurrentChange("request req-1 was changed concurrently; retry")
+    assert is_transient(error)
+    assert isinstance(error, Conflict)
+    assert error.code == "conflict"
+    assert not is_transient(Conflict("request req-1 is deleted"))

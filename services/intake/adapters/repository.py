@@ -19,7 +19,7 @@ from psycopg.types.json import Jsonb
 from contracts.envelope import Envelope
 from contracts.events import Attestation
 from contracts.models import EnvironmentClass, EnvironmentPlan, RequestSpec
-from libs.errors import Conflict, ValidationFailed
+from libs.errors import ConcurrentChange, ValidationFailed
 from services.intake.domain.model import EnvironmentRequest, Status
 
 Conn = AsyncConnection[Any]
@@ -152,7 +152,7 @@ async def save(conn: Conn, request: EnvironmentRequest) -> None:
     )
     if cursor.rowcount != 1:
         request.version = expected
-        raise Conflict(f"request {request.id} was changed concurrently; retry")
+        raise ConcurrentChange(f"request {request.id} was changed concurrently; retry")
 
 
 def encode_cursor(created_at: datetime, request_id: str) -> str:
