@@ -350,9 +350,11 @@ def test_the_next_make_run_stops_what_a_killed_launcher_left(first: MakeRun, che
         killed.wait_for("is running", START_SECONDS)
         left = killed.recorded()
         launcher = killed.launcher_pid()
+        assert [p["role"] for p in left if not is_running(p)] == [], log_tails(killed, left)
         subprocess.run(["kill", "-KILL", str(launcher)], check=True)
         killed.wait_exit(30)
-        assert [p["role"] for p in left if not is_running(p)] == []  # they outlive their launcher
+        # They outlive their launcher.
+        assert [p["role"] for p in left if not is_running(p)] == [], log_tails(killed, left)
 
         following = MakeRun.start(checkout, address)
         try:
@@ -370,3 +372,15 @@ def test_the_next_make_run_stops_what_a_killed_launcher_left(first: MakeRun, che
             following.stop()
     finally:
         killed.stop()
+
+
+def log_tails(run: MakeRun, processes: list[dict[str, object]]) -> str:
+    """The last log lines of every recorded process that is no longer running."""
+    tails = []
+    for process in processes:
+        if is_running(process):
+            continue
+        log = run.state / "logs" / f"{process['role']}.log"
+        text = log.read_text(errors="replace") if log.exists() else "(no log)"
+        tails.append(f"--- {process['role']}:\n" + "\n".join(text.splitlines()[-15:]))
+    return "\n".join(tails)
