@@ -68,12 +68,14 @@ async def bench_outbox_relay(settings: PlatformSettings, events: int) -> None:
     js = nc.jetstream()
     await ensure_stream(js, settings)
     outbox = Outbox(SCHEMA, "bench", Subjects.from_settings(settings))
-    # Staging cost: one transaction per 50 events, as a busy service would produce them.
+    # Staging cost: one transaction per 50 events, as a busy service would produce them, about
+    # many requests (a request's own events are published one after another, in order, so
+    # events all about one request would measure one PubAck round trip each).
     started = time.perf_counter()
     for batch in range(0, events, 50):
         async with pool.connection() as conn, conn.transaction():
             for n in range(batch, min(events, batch + 50)):
-                await outbox.add(conn, "req-bench", failure(n))
+                await outbox.add(conn, f"req-bench-{n % 500}", failure(n))
     staged = time.perf_counter() - started
     report("outbox: stage (50 per transaction)", events, staged, [])
     relay = OutboxRelay(pool, js, dsn=dsn, schema=SCHEMA, stream=settings.stream_name, poll_seconds=0.05)
