@@ -178,3 +178,12 @@ def test_a_concurrent_change_is_retried_like_an_outage_and_answered_as_a_conflic
     assert isinstance(error, Conflict)
     assert error.code == "conflict"
     assert not is_transient(Conflict("request req-1 is deleted"))
+
+
+def test_an_event_that_arrived_before_the_one_it_depends_on_is_retried_like_an_outage() -> None:
+    """An approval projected before its policy decision (two intake replicas, a crash in
+    between) waits for it as long as an outage would, instead of being dead-lettered after a
+    few quick attempts and leaving the request stuck in `submitted`."""
+    from services.intake.domain.model import OutOfOrder
+
+    assert is_transient(OutOfOrder("req-1: approval arrived before the policy decision"))

@@ -109,7 +109,14 @@ REQUESTER_ROLE = "requester"
 
 
 class OutOfOrder(Exception):
-    """An event arrived before one it depends on; retrying later will apply it."""
+    """An event arrived before one it depends on; retrying later will apply it.
+
+    Transient (the consumer retries it for the retry window, not a few quick attempts): the
+    event it waits for may be delayed by a crash or an outage for longer than those attempts
+    last, and giving up would leave the request stuck where it is.
+    """
+
+    transient = True
 
 
 def new_request_id() -> str:
