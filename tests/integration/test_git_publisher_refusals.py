@@ -24,8 +24,8 @@ from services.git_publisher.service_layer.publisher import (
     PublishResult,
     Superseded,
 )
-from tests.support.git_remotes import BareRemote, bare_remote, clone, git
-from tests.support.gitops_changes import bundle, directory, make_publisher, marker
+from tests.support.git_remotes import BareRemote, clone, git
+from tests.support.gitops_changes import bundle, directory, marker
 
 pytestmark = pytest.mark.integration
 
@@ -39,18 +39,6 @@ while read old new ref; do
 done
 exit 0
 """
-
-
-@pytest.fixture
-def remote(tmp_path: Path) -> BareRemote:
-    return bare_remote(tmp_path / "remote.git")
-
-
-@pytest.fixture
-async def publisher(tmp_path: Path, remote: BareRemote) -> DirectPublisher:
-    publisher = make_publisher(tmp_path / "local.git", remote)
-    await publisher.repository.prepare()
-    return publisher
 
 
 async def submitted_together(

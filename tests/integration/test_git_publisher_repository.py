@@ -18,7 +18,7 @@ from services.git_publisher.adapters.git_repository import GitError, GitReposito
 from services.git_publisher.domain.changes import Approval, write_directory
 from services.git_publisher.service_layer.batching import CommitBatcher
 from services.git_publisher.service_layer.publisher import DirectPublisher, Published
-from tests.support.git_remotes import BareRemote, bare_remote, clone, git, search_path
+from tests.support.git_remotes import BareRemote, clone, git, search_path
 from tests.support.gitops_changes import (
     IDENTITY,
     applied,
@@ -32,18 +32,6 @@ from tests.support.gitops_changes import (
 from tests.support.rendered_bundles import CORE_FILES
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def remote(tmp_path: Path) -> BareRemote:
-    return bare_remote(tmp_path / "remote.git")
-
-
-@pytest.fixture
-async def publisher(tmp_path: Path, remote: BareRemote) -> DirectPublisher:
-    publisher = make_publisher(tmp_path / "local.git", remote)
-    await publisher.repository.prepare()
-    return publisher
 
 
 async def test_a_batch_into_an_empty_remote_is_one_push_of_one_commit_per_request(
