@@ -186,9 +186,10 @@ class StateLock:
 class StartedProcess:
     role: str
     pid: int
-    # Clock ticks after boot (/proc/<pid>/stat): with the command line it tells the process
-    # apart from a later one that got the same pid.
+    # Clock ticks after boot (/proc/<pid>/stat): tells the process apart from a later one
+    # that got the same pid.
     start_time: int
+    # As read at spawn, for the messages (possibly still the launcher's, before the exec).
     cmdline: list[str]
 
 
@@ -210,7 +211,11 @@ def _identity(pid: int) -> tuple[int, list[str]] | None:
 
 
 def _is_still(process: StartedProcess) -> bool:
-    return _identity(process.pid) == (process.start_time, process.cmdline)
+    """Whether the recorded process still runs: same pid and start time (a reused pid starts
+    later). Not the command line: it is recorded right after the fork, when the child may not
+    have exec'd its program yet and still shows the launcher's."""
+    identity = _identity(process.pid)
+    return identity is not None and identity[0] == process.start_time
 
 
 class ProcessLedger:

@@ -192,15 +192,14 @@ class MakeRun:
 
 
 def is_running(recorded: dict[str, Any]) -> bool:
-    """Whether the recorded process still runs (same pid, start time and command line)."""
+    """Whether the recorded process still runs (same pid and start time; the recorded command
+    line may be the launcher's, read between the fork and the exec)."""
     try:
         stat = Path(f"/proc/{recorded['pid']}/stat").read_text()
-        cmdline = Path(f"/proc/{recorded['pid']}/cmdline").read_bytes()
     except OSError:
         return False
     fields = stat.rpartition(")")[2].split()
-    arguments = [part.decode(errors="replace") for part in cmdline.split(b"\0") if part]
-    return fields[0] != "Z" and int(fields[19]) == recorded["start_time"] and arguments == recorded["cmdline"]
+    return fields[0] != "Z" and int(fields[19]) == recorded["start_time"]
 
 
 def processes_under(folder: Path) -> dict[int, str]:
