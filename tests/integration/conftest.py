@@ -1,4 +1,5 @@
-"""Fixtures shared by the git-publisher integration tests: a bare remote and a publisher on it."""
+"""Fixtures shared by integration tests: the kit's settings for this test's database and
+stream, a bare GitOps remote and a publisher on it."""
 
 from __future__ import annotations
 
@@ -6,9 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from libs.settings import PlatformSettings, load_settings
 from services.git_publisher.service_layer.publisher import DirectPublisher
 from tests.support.git_remotes import BareRemote, bare_remote
 from tests.support.gitops_changes import make_publisher
+
+
+@pytest.fixture
+def settings(platform_env: dict[str, str]) -> PlatformSettings:
+    """The kit's settings pointing at this test's database and stream."""
+    return load_settings(PlatformSettings, platform_env)
 
 
 @pytest.fixture

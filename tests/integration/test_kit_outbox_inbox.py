@@ -19,16 +19,11 @@ from libs.database import open_pool
 from libs.inbox import EventConsumer, RetryPolicy, Tx
 from libs.migrations import discover, migrate
 from libs.outbox import Outbox, OutboxRelay
-from libs.settings import PlatformSettings, load_settings
+from libs.settings import PlatformSettings
 
 pytestmark = pytest.mark.integration
 
 SCHEMA = "kit_test"
-
-
-@pytest.fixture
-def settings(platform_env: dict[str, str]) -> PlatformSettings:
-    return load_settings(PlatformSettings, platform_env)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from libs.bus import Subjects, ensure_stream, stream_config
 from libs.database import Pool, open_pool
 from libs.dead_letters import DeadLetters
 from libs.outbox import Outbox, OutboxRelay, RelayPublishError, notify_channel
-from libs.settings import PlatformSettings, load_settings
+from libs.settings import PlatformSettings
 from libs.telemetry import REGISTRY
 from tests.support.bus import stream_events
 from tests.support.kit_schema import kit_pool
@@ -31,11 +31,6 @@ from tests.support.kit_schema import kit_pool
 pytestmark = pytest.mark.integration
 
 SCHEMA = "relay_test"
-
-
-@pytest.fixture
-def settings(platform_env: dict[str, str]) -> PlatformSettings:
-    return load_settings(PlatformSettings, platform_env)
 
 
 @pytest.fixture

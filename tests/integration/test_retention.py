@@ -28,11 +28,6 @@ SCHEMA = "retention_test"
 
 
 @pytest.fixture
-def settings(platform_env: dict[str, str]) -> PlatformSettings:
-    return load_settings(PlatformSettings, platform_env)
-
-
-@pytest.fixture
 async def pool(settings: PlatformSettings) -> AsyncIterator[Pool]:
     async with kit_pool(settings, SCHEMA) as opened:
         yield opened
