@@ -61,7 +61,7 @@ lock: $(BIN)/uv ## Re-resolve requirements/*.txt from pyproject.toml (UPGRADE=1:
 
 .PHONY: run
 run: $(STAMP) ## Run the whole system locally (embedded NATS + Postgres, all seven services)
-	$(BIN)/python -m services.platformd.main dev $(RUN_ARGS)
+	$(BIN)/python -m services.tools.platformd.main dev $(RUN_ARGS)
 
 .PHONY: test
 test: $(STAMP) ## Run the whole test suite (unit, integration, e2e, reliability)
@@ -107,6 +107,6 @@ format: $(STAMP) ## Apply ruff formatting and safe fixes
 clean: ## Remove the virtualenv, caches and local state (stop make run first)
 	@# platformd deletes the state (PLATFORM_STATE_DIR) with the embedded Postgres' cluster, which
 	@# as root may live outside it (state/postgres/data-location), checking where that points first.
-	@if [ -x $(BIN)/python ]; then $(BIN)/python -m services.platformd.main clean-state; \
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m services.tools.platformd.main clean-state; \
 	elif [ -f state/postgres/data-location ]; then rm -rf -- "$$(cat state/postgres/data-location)"; fi
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache state

@@ -26,7 +26,7 @@ import pytest
 
 from libs.embedded import EXTERNAL_BASE_NAME, EXTERNAL_PARENTS, EmbeddedPostgres, free_port
 from services.intake.domain.model import Status
-from services.platformd.dev_stack import DEV_JWT_SECRET, OPS_PORT_ORDER
+from services.tools.platformd.dev_stack import DEV_JWT_SECRET, OPS_PORT_ORDER
 from tests.support.api_flows import PREVIEW
 from tests.support.make_run import (
     MakeRun,

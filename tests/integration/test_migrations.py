@@ -11,7 +11,7 @@ import pytest
 
 from libs.migrations import Migration, MigrationError, applied_versions, discover, migrate
 from libs.settings import child_environment
-from services.platformd.registry import BACKEND_SERVICES, service_entry
+from services.tools.platformd.registry import BACKEND_SERVICES, service_entry
 from tests.support.isolation import Isolation, platform_environment
 
 pytestmark = pytest.mark.integration
@@ -22,7 +22,7 @@ def platformd_migrate(
 ) -> subprocess.CompletedProcess[str]:
     """``platformd migrate <target>`` as its own process, the way an operator runs it."""
     return subprocess.run(
-        [sys.executable, "-m", "services.platformd.main", "migrate", target],
+        [sys.executable, "-m", "services.tools.platformd.main", "migrate", target],
         env=child_environment(env),
         capture_output=True,
         text=True,

@@ -63,7 +63,7 @@ def policy_process(environment: dict[str, str]) -> Iterator[subprocess.Popen[str
     """``platformd policy`` as its own process (stdout and stderr in one pipe); killed on the
     way out if the test left it running."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "services.platformd.main", "policy"],
+        [sys.executable, "-m", "services.tools.platformd.main", "policy"],
         env=child_environment(environment),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.platformd.dev_stack import DEV_JWT_SECRET, OPS_PORT_ORDER
+from services.tools.platformd.dev_stack import DEV_JWT_SECRET, OPS_PORT_ORDER
 from tests.support.fault_load import create_with_retries, preview_body, wait_until_final
 from tests.support.platformd_dev import platformd_dev
 from tests.support.stack import mint_token

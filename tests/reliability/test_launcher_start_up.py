@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from libs.embedded import free_port
-from services.platformd.process_stack import ProcessStack
+from services.tools.platformd.process_stack import ProcessStack
 from tests.support.isolation import Isolation, delete_stream, platform_environment
 from tests.support.private_servers import private_postgres
 

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from services.platformd.registry import BACKEND_SERVICES
+from services.tools.platformd.registry import BACKEND_SERVICES
 from tests.support.fault_load import create_with_retries
 from tests.support.stack import RunningStack
 

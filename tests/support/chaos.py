@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from libs.embedded import EmbeddedNats, EmbeddedPostgres
-from services.platformd.process_stack import ProcessStack
-from services.platformd.registry import BACKEND_SERVICES
+from services.tools.platformd.process_stack import ProcessStack
+from services.tools.platformd.registry import BACKEND_SERVICES
 from tests.support.private_servers import crash_nats, crash_postgres
 
 SCALES = ("small", "full")

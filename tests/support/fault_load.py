@@ -16,7 +16,7 @@ import httpx
 import nats
 import psycopg
 
-from services.platformd.registry import BACKEND_SERVICES
+from services.tools.platformd.registry import BACKEND_SERVICES
 from tests.support.bus import stream_events
 from tests.support.stack import RunningStack
 

@@ -83,7 +83,7 @@ def make_run_command(checkout: Path) -> list[str]:
     if (
         planned.returncode != 0
         or "pip" in planned.stdout
-        or "services.platformd.main dev" not in planned.stdout
+        or "services.tools.platformd.main dev" not in planned.stdout
     ):
         raise AssertionError(
             "`make run` in a copy of the checkout would not just start platformd (it must not "

@@ -55,7 +55,7 @@ def _launcher_environment(state_dir: Path, address: str) -> dict[str, str]:
 def platformd_dev(
     folder: Path, start_timeout: float = 120.0, arguments: Sequence[str] = ()
 ) -> Iterator[DevStack]:
-    """Run ``python -m services.platformd.main dev [arguments]`` with its state under ``folder``.
+    """Run ``python -m services.tools.platformd.main dev [arguments]`` with its state under ``folder``.
 
     With ``PLATFORM_TEST_POSTGRES_DSN`` / ``PLATFORM_TEST_NATS_URL`` set, the launcher gets a
     fresh database and a private stream and subject prefixes on those servers (faster than
@@ -86,7 +86,7 @@ def platformd_dev(
             cleanup.callback(lambda: asyncio.run(delete_stream(nats_url, isolation.stream)))
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "services.platformd.main", "dev", *arguments],
+                [sys.executable, "-m", "services.tools.platformd.main", "dev", *arguments],
                 cwd=folder,
                 env=environment,
                 stdin=subprocess.DEVNULL,

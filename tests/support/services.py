@@ -10,7 +10,7 @@ from libs.errors import PlatformError
 from libs.rpc import RpcClient
 from libs.service_kit import ServiceKit
 from libs.settings import load_settings
-from services.platformd.registry import service_entry
+from services.tools.platformd.registry import service_entry
 from tests.support.bus import wait_until
 
 

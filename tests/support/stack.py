@@ -21,8 +21,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from contracts.envelope import Envelope
 from libs.embedded import free_port
 from libs.settings import child_environment
-from services.platformd.process_stack import ProcessStack, git_init_bare
-from services.platformd.registry import BACKEND_SERVICES
+from services.tools.platformd.process_stack import ProcessStack, git_init_bare
+from services.tools.platformd.registry import BACKEND_SERVICES
 from tests.support.bus import stream_messages
 from tests.support.gateway import mint
 from tests.support.isolation import TEST_JWT_SECRET
@@ -187,7 +187,7 @@ def extra_gateway(
     )
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "services.platformd.main", "gateway"],
+            [sys.executable, "-m", "services.tools.platformd.main", "gateway"],
             env=environment,
             stdout=log,
             stderr=subprocess.STDOUT,

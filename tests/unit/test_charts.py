@@ -31,7 +31,7 @@ import pytest
 import yaml
 
 from libs.settings import SettingsError, describe_settings, load_settings
-from services.platformd.registry import SERVICES, service_entry
+from services.tools.platformd.registry import SERVICES, service_entry
 
 helm = pytest.importorskip(
     "helm_python", reason="helm-python-sdk has wheels for linux/x86_64 and macOS/arm64 only"

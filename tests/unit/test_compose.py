@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from libs.settings import describe_settings
-from services.platformd.registry import SERVICES, service_entry
+from services.tools.platformd.registry import SERVICES, service_entry
 
 pytestmark = pytest.mark.unit
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import jwt
 import pytest
 
-from services.platformctl import commands, event_commands
-from services.platformctl.client import CliError, describe_details, redact
-from services.platformctl.commands import parse_hours, parse_labels
-from services.platformctl.main import build_parser
-from services.platformctl.tokens import mint, parse_duration, split_teams
+from services.tools.platformctl import commands, event_commands
+from services.tools.platformctl.client import CliError, describe_details, redact
+from services.tools.platformctl.commands import parse_hours, parse_labels
+from services.tools.platformctl.main import build_parser
+from services.tools.platformctl.tokens import mint, parse_duration, split_teams
 
 pytestmark = pytest.mark.unit
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from services.platformd.dev_stack import StartedProcess, _identity, _is_still
+from services.tools.platformd.dev_stack import StartedProcess, _identity, _is_still
 
 pytestmark = pytest.mark.unit
 

@@ -14,7 +14,7 @@ from libs.settings import SettingsError, load_settings
 from services.approval.settings import ApprovalSettings
 from services.gateway.settings import GatewaySettings
 from services.git_publisher.settings import GitPublisherSettings
-from services.platformd.registry import BACKEND_SERVICES, service_entry
+from services.tools.platformd.registry import BACKEND_SERVICES, service_entry
 
 pytestmark = pytest.mark.unit
 

@@ -12,10 +12,10 @@ from typing import Any, TextIO
 from urllib.parse import quote
 
 from contracts.attestation import sign_approval
-from services.platformctl import catalog_commands
-from services.platformctl.client import ApiClient, CliError, UsageError
-from services.platformctl.output import CLASS_COLUMNS, EVENT_COLUMNS, REQUEST_COLUMNS, emit
-from services.platformctl.tokens import mint, parse_duration, split_teams
+from services.tools.platformctl import catalog_commands
+from services.tools.platformctl.client import ApiClient, CliError, UsageError
+from services.tools.platformctl.output import CLASS_COLUMNS, EVENT_COLUMNS, REQUEST_COLUMNS, emit
+from services.tools.platformctl.tokens import mint, parse_duration, split_teams
 
 REQUESTS = "/v1/environment-requests"
 CLASSES = "/v1/environment-classes"

@@ -25,7 +25,7 @@ import httpx
 
 from libs.embedded import free_port
 from libs.settings import child_environment
-from services.platformd.registry import BACKEND_SERVICES, SERVICES
+from services.tools.platformd.registry import BACKEND_SERVICES, SERVICES
 
 # Settings that name a directory a process keeps for itself. Replicas must not share one:
 # two git-publishers in one working repository would overwrite each other's index, refs
@@ -62,7 +62,7 @@ class ServiceProcess:
 
 @dataclass
 class ProcessStack:
-    """Launches each process as ``python -m services.platformd.main <service>``.
+    """Launches each process as ``python -m services.tools.platformd.main <service>``.
 
     ``environment`` is shared by all services (database, NATS, stream, secrets); each
     process also gets its own ops port, its own copy of :data:`PER_PROCESS_PATHS`, and
@@ -132,7 +132,7 @@ class ProcessStack:
         }
         with service.log_path.open("ab") as log, self.spawning():
             service.process = subprocess.Popen(
-                [sys.executable, "-m", "services.platformd.main", service.service],
+                [sys.executable, "-m", "services.tools.platformd.main", service.service],
                 env=child_environment(overrides),
                 stdout=log,
                 stderr=subprocess.STDOUT,

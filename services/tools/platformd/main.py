@@ -25,7 +25,7 @@ from libs.database import safe_database_error
 from libs.migrations import MigrationError, discover, migrate
 from libs.service_runner import run as run_service
 from libs.settings import PlatformSettings, SettingsError, describe_settings, load_settings
-from services.platformd.registry import BACKEND_SERVICES, SERVICES, service_entry
+from services.tools.platformd.registry import BACKEND_SERVICES, SERVICES, service_entry
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -118,11 +118,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--replicas applies to dev only")
     try:
         if args.command == "dev":
-            from services.platformd.dev_stack import run_dev_stack
+            from services.tools.platformd.dev_stack import run_dev_stack
 
             return run_dev_stack(replicas=args.replicas)
         if args.command == "clean-state":
-            from services.platformd.dev_stack import clean_dev_state
+            from services.tools.platformd.dev_stack import clean_dev_state
 
             return clean_dev_state()
         if args.command in ("migrate", "config"):

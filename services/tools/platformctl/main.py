@@ -25,10 +25,10 @@ from typing import NoReturn, TextIO
 
 from contracts.roles import ROLE_NAMES
 from libs.settings import SettingsError, load_settings
-from services.platformctl import catalog_commands, commands, event_commands
-from services.platformctl.client import ApiClient, CliError, UsageError
-from services.platformctl.output import FORMATS
-from services.platformctl.settings import CliSettings
+from services.tools.platformctl import catalog_commands, commands, event_commands
+from services.tools.platformctl.client import ApiClient, CliError, UsageError
+from services.tools.platformctl.output import FORMATS
+from services.tools.platformctl.settings import CliSettings
 
 PROG = "platformctl"
 EXIT_USAGE = 2

@@ -16,10 +16,10 @@ from urllib.parse import quote
 
 import yaml
 
-from services.platformctl.client import CliError, UsageError
-from services.platformctl.commands import EXIT_OK, Context
-from services.platformctl.output import Column, emit, table
-from services.platformctl.tokens import parse_duration
+from services.tools.platformctl.client import CliError, UsageError
+from services.tools.platformctl.commands import EXIT_OK, Context
+from services.tools.platformctl.output import Column, emit, table
+from services.tools.platformctl.tokens import parse_duration
 
 EVENTS = "/v1/events"
 DEAD_LETTERS = "/v1/dead-letters"

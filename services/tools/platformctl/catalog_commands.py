@@ -7,7 +7,7 @@
     platformctl teams get --team payments
     platformctl request create ... --dry-run             # the plan, nothing stored
 
-Each function takes the parsed arguments and a :class:`~services.platformctl.commands.Context`
+Each function takes the parsed arguments and a :class:`~services.tools.platformctl.commands.Context`
 and returns the exit code; failures raise :class:`CliError`.
 """
 
@@ -22,12 +22,12 @@ from urllib.parse import quote
 
 import yaml
 
-from services.platformctl.client import CliError, UsageError
-from services.platformctl.output import CLASS_COLUMNS, Column, emit
+from services.tools.platformctl.client import CliError, UsageError
+from services.tools.platformctl.output import CLASS_COLUMNS, Column, emit
 
 if TYPE_CHECKING:
     # Only for annotations: commands.py imports this module (request create --dry-run).
-    from services.platformctl.commands import Context
+    from services.tools.platformctl.commands import Context
 
 EXIT_OK = 0
 EXIT_FAILED = 1

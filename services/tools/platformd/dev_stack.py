@@ -44,14 +44,14 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from libs.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedServerError, free_port
 from libs.migrations import discover, migrate
 from libs.settings import load_settings, setting, split_address
-from services.platformd.process_stack import (
+from services.tools.platformd.process_stack import (
     ProcessStack,
     ServiceProcess,
     git_init_bare,
     process_name,
     python_bin_dir,
 )
-from services.platformd.registry import BACKEND_SERVICES, service_entry
+from services.tools.platformd.registry import BACKEND_SERVICES, service_entry
 
 DEV_JWT_SECRET = "dev-jwt-secret"  # noqa: S105 - printed development default, refused in strict mode
 DEV_APPROVAL_SECRET = "dev-approval-secret"  # noqa: S105 - printed development default
