@@ -27,7 +27,7 @@ import decimal
 import re
 from decimal import ROUND_UP, Decimal
 
-from libs.kubernetes_names import label_key_problem
+from contracts.kubernetes_names import label_key_problem
 
 MAX_QUANTITY_LENGTH = 64
 BINARY_SUFFIXES = {"Ki": 10, "Mi": 20, "Gi": 30, "Ti": 40, "Pi": 50, "Ei": 60}  # powers of two

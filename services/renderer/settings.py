@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from libs.kubernetes_names import DNS1123_SUBDOMAIN, is_dns1123_label
+from contracts.kubernetes_names import DNS1123_SUBDOMAIN, is_dns1123_label
 from libs.settings import PlatformSettings, setting
 from services.renderer.domain.git_urls import url_problem
 

@@ -15,9 +15,9 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from contracts.kubernetes_names import is_dns1123_label, label_key_problem, label_value_problem
 from contracts.models import PackManifest
 from libs.errors import ValidationFailed
-from libs.kubernetes_names import is_dns1123_label, label_key_problem, label_value_problem
 from libs.settings import load_settings
 from services.intake.domain.model import request_id_for
 from services.intake.domain.validation import validate_new_request

@@ -12,9 +12,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from contracts.kubernetes_names import is_dns1123_label, label_key_problem, label_value_problem
 from contracts.models import EnvironmentClass, RequestSpec
 from libs.errors import FieldError, ValidationFailed
-from libs.kubernetes_names import is_dns1123_label, label_key_problem, label_value_problem
 
 NAME_MAX_LENGTH = 40
 OWNER_MAX_LENGTH = 254

@@ -21,6 +21,7 @@ from psycopg import AsyncConnection
 
 from contracts.envelope import Envelope
 from contracts.events import ClassUpserted, RequestSubmitted
+from contracts.kubernetes_names import is_dns1123_label
 from contracts.models import Actor, ApprovalView, EnvironmentRequestView, TimelineEntry, ValidatedRequest
 from contracts.rpc import (
     CreateRequest,
@@ -34,7 +35,6 @@ from contracts.rpc import (
 from libs.database import Pool, safe_database_error
 from libs.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from libs.inbox import Tx
-from libs.kubernetes_names import is_dns1123_label
 from libs.outbox import Outbox
 from services.intake.adapters import repository
 from services.intake.domain.model import (

@@ -14,6 +14,12 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from contracts.kubernetes_names import (
+    DNS1123_SUBDOMAIN,
+    is_dns1123_label,
+    label_key_problem,
+    label_value_problem,
+)
 from contracts.models import (
     PACK_KINDS,
     AllowedRegionsRule,
@@ -33,7 +39,6 @@ from contracts.models import (
     TeamBudgetRule,
 )
 from libs.errors import FieldError, ValidationFailed, json_type
-from libs.kubernetes_names import DNS1123_SUBDOMAIN, is_dns1123_label, label_key_problem, label_value_problem
 from libs.kubernetes_quantities import parse_quantity
 from services.policy.domain.budgets import usd_problem
 from services.policy.domain.packs import CORE_OBJECTS, manifest_identity

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from libs.kubernetes_names import DNS1123_LABEL, DNS1123_SUBDOMAIN
+from contracts.kubernetes_names import DNS1123_LABEL, DNS1123_SUBDOMAIN
 
 Schema = Mapping[str, Any]
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 
+from contracts.kubernetes_names import DNS1123_SUBDOMAIN, is_dns1123_label
 from libs import environment_layout
 from libs.environment_layout import NAMESPACE_MAX_LENGTH
-from libs.kubernetes_names import DNS1123_SUBDOMAIN, is_dns1123_label
 from services.renderer.domain.bundle import BundleInvalid
 
 REQUEST_ID = re.compile(r"req-[0-9a-f]{16}")
