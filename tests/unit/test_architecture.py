@@ -1,134 +1,224 @@
 """Architecture rules as tests (STYLE.md "Rooms"): boundaries that a wiki page would not keep.
 
-- services never import each other (they share only ``libs`` and ``contracts``);
-- ``domain/`` packages import no framework, driver or I/O module;
+What the boundary test enforces, over every module of ``libs/``, ``contracts/`` and ``services/``
+(the tools under ``services/tools/`` included):
+
+- services never import each other, nor any tool; the tools (platformd, platformctl) compose the
+  services and may import them;
+- ``libs`` never imports ``services``; ``contracts`` imports neither ``libs`` nor ``services``;
+- ``domain/`` packages import no framework, driver or I/O module, and none of their own service's
+  outer rings (adapters, service layer, entrypoints, bootstrap, settings);
 - no service's SQL names another service's schema;
-- ``os.environ`` is read only by ``libs/settings.py``.
+- only ``libs/settings.py`` reads the process environment;
+- no import cycles: no two platform modules import each other, directly or through others.
+
+Imports are read from the source (``tests/support/architecture.py``), relative ones resolved to
+absolute names and ``from package import module`` counted as an import of the submodule. An import
+under ``if TYPE_CHECKING:`` never runs and is left out. An import inside a function counts like
+one at the top of the module: it still makes the module depend on the other one, it only runs
+later, so a function-local import that closes a loop is a cycle moved out of sight, not removed.
+
+The services are discovered, not listed: the packages under ``services/`` with a ``bootstrap.py``.
+Each detector runs on the real tree and on a small planted violation, so it is shown able to fail.
 """
 
 from __future__ import annotations
 
-import ast
-import re
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.unit
+from tests.support import architecture
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICES = ("gateway", "intake", "policy", "approval", "renderer", "git_publisher", "cluster_bootstrapper")
-SCHEMAS = tuple(s for s in SERVICES if s != "gateway")
-# Launchers compose services; they are not services themselves.
-COMPOSERS = ("platformd", "platformctl")
-
-FORBIDDEN_IN_DOMAIN = (
-    "psycopg",
-    "psycopg_pool",
-    "nats",
-    "litestar",
-    "uvicorn",
-    "httpx",
-    "kubernetes",
-    "git",
-    "subprocess",
-    "socket",
-    "libs.database",
-    "libs.bus",
-    "libs.outbox",
-    "libs.inbox",
-    "libs.rpc",
-    "libs.service_kit",
-    "libs.service_runner",
-    "libs.ops_server",
-    "libs.embedded",
-    "opentelemetry",
-    "prometheus_client",
-)
 
 
-def python_files(folder: Path) -> list[Path]:
-    return sorted(path for path in folder.rglob("*.py") if "__pycache__" not in path.parts)
+def plant(root: Path, files: dict[str, str]) -> Path:
+    """A tree laid out like this repository, holding ``files`` (path -> source)."""
+    for relative, source in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(source, encoding="utf-8")
+    return root
 
 
-def imported_modules(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    modules: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            modules.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            modules.add(node.module)
-    return modules
+TWO_SERVICES = {
+    "services/intake/bootstrap.py": "",
+    "services/intake/domain/rules.py": "",
+    "services/policy/bootstrap.py": "",
+    "services/policy/domain/rules.py": "",
+}
 
 
-def present_services() -> list[str]:
-    return [name for name in SERVICES if (ROOT / "services" / name).is_dir()]
+def test_the_detectors_see_every_service_and_tool() -> None:
+    """A rule checked over nothing passes; the real tree must show up in the import graph."""
+    modules = architecture.project_modules(ROOT)
+    packages = {".".join(name.split(".")[:2]) for name in modules}
+    assert len(architecture.services(ROOT)) > 1
+    assert {f"services.{service}" for service in architecture.services(ROOT)} <= packages
+    assert {"libs.settings", "contracts.events", "services.tools.platformd.main"} <= set(modules)
+    assert {"services.tools.platformctl.main", "services.tools.platformd.main"} <= {
+        found.importer for found in architecture.imports(ROOT)
+    }
 
 
-@pytest.mark.parametrize("service", present_services())
-def test_services_do_not_import_each_other(service: str) -> None:
-    offenders = []
-    for path in python_files(ROOT / "services" / service):
-        for module in imported_modules(path):
-            parts = module.split(".")
-            if parts[0] == "services" and len(parts) > 1 and parts[1] != service:
-                offenders.append(f"{path.relative_to(ROOT)} imports {module}")
-    assert offenders == []
+def test_services_do_not_import_each_other_nor_tools() -> None:
+    assert architecture.cross_service_imports(ROOT) == []
 
 
-@pytest.mark.parametrize("service", present_services())
-def test_domain_is_free_of_frameworks_and_io(service: str) -> None:
-    domain = ROOT / "services" / service / "domain"
-    offenders = []
-    for path in python_files(domain) if domain.is_dir() else []:
-        for module in imported_modules(path):
-            if any(module == bad or module.startswith(bad + ".") for bad in FORBIDDEN_IN_DOMAIN):
-                offenders.append(f"{path.relative_to(ROOT)} imports {module}")
-    assert offenders == []
+def test_libs_and_contracts_do_not_import_outward() -> None:
+    assert architecture.forbidden_layer_imports(ROOT) == []
 
 
-def sql_texts(service: str) -> list[tuple[Path, str]]:
-    folder = ROOT / "services" / service
-    texts = [(path, path.read_text(encoding="utf-8")) for path in sorted(folder.rglob("*.sql"))]
-    sql_keywords = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|ALTER|DROP|TRUNCATE|GRANT)\b")
-    for path in python_files(folder):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if (
-                isinstance(node, ast.Constant)
-                and isinstance(node.value, str)
-                and sql_keywords.search(node.value)
-            ):
-                texts.append((path, node.value))
-    return texts
+def test_domain_is_free_of_frameworks_io_and_outer_rings() -> None:
+    assert architecture.impure_domain_imports(ROOT) == []
 
 
-@pytest.mark.parametrize("service", present_services())
-def test_no_service_sql_names_another_schema(service: str) -> None:
-    others = [schema for schema in SCHEMAS if schema != service]
-    pattern = re.compile(r"\b(" + "|".join(others) + r")\s*\.\s*[a-z_]", re.IGNORECASE)
-    offenders = []
-    for path, text in sql_texts(service):
-        if pattern.search(text) or re.search(r"search_path", text, re.IGNORECASE):
-            offenders.append(str(path.relative_to(ROOT)))
-    assert offenders == []
+def test_no_import_cycles() -> None:
+    assert architecture.import_cycles(ROOT) == []
+
+
+def test_no_service_sql_names_another_schema() -> None:
+    assert architecture.cross_schema_sql(ROOT) == []
 
 
 def test_only_the_settings_module_reads_the_environment() -> None:
-    offenders = []
-    for folder in ("libs", "services", "contracts"):
-        for path in python_files(ROOT / folder):
-            if path == ROOT / "libs" / "settings.py":
-                continue
-            text = path.read_text(encoding="utf-8")
-            if re.search(r"os\.environ|os\.getenv|getenv\(", text):
-                offenders.append(str(path.relative_to(ROOT)))
-    assert offenders == []
+    assert architecture.environment_reads(ROOT) == []
 
 
-def test_the_schema_check_catches_a_cross_schema_query(tmp_path: Path) -> None:
-    """The detector itself must fail on the thing it guards against."""
-    others = [schema for schema in SCHEMAS if schema != "intake"]
-    pattern = re.compile(r"\b(" + "|".join(others) + r")\s*\.\s*[a-z_]", re.IGNORECASE)
-    assert pattern.search("SELECT * FROM policy.decisions")
-    assert not pattern.search("SELECT * FROM requests WHERE class = %s")
+def test_a_service_importing_another_service_or_a_tool_is_caught(tmp_path: Path) -> None:
+    root = plant(
+        tmp_path,
+        {
+            **TWO_SERVICES,
+            "services/intake/adapters/relative.py": "from ...policy.domain import rules\n",
+            "services/intake/adapters/absolute.py": "import services.policy.domain.rules\n",
+            "services/intake/entrypoints/cli.py": "from services.tools.platformctl import main\n",
+            "services/intake/service_layer/own.py": "from ..domain import rules\n",
+            "services/tools/platformctl/main.py": "from services.intake.domain import rules\n",
+        },
+    )
+    assert architecture.cross_service_imports(root) == [
+        "services/intake/adapters/absolute.py:1 imports services.policy.domain.rules",
+        "services/intake/adapters/relative.py:1 imports services.policy.domain.rules",
+        "services/intake/entrypoints/cli.py:1 imports services.tools.platformctl.main",
+    ]
+
+
+def test_libs_importing_services_and_contracts_importing_libs_are_caught(tmp_path: Path) -> None:
+    root = plant(
+        tmp_path,
+        {
+            **TWO_SERVICES,
+            "libs/bus.py": "from services.intake import bootstrap\n",
+            "libs/outbox.py": "from libs import bus\nfrom contracts import events\n",
+            "contracts/events.py": "from libs import bus\n",
+            "contracts/rpc.py": "import services.policy.domain.rules\nfrom . import events\n",
+        },
+    )
+    assert architecture.forbidden_layer_imports(root) == [
+        "contracts/events.py:1 imports libs.bus",
+        "contracts/rpc.py:1 imports services.policy.domain.rules",
+        "libs/bus.py:1 imports services.intake.bootstrap",
+    ]
+
+
+def test_a_domain_importing_a_driver_or_its_outer_rings_is_caught(tmp_path: Path) -> None:
+    root = plant(
+        tmp_path,
+        {
+            **TWO_SERVICES,
+            "services/intake/adapters/repository.py": "import psycopg\n",
+            "services/intake/domain/rules.py": (
+                "import psycopg.rows\n"
+                "from libs.database import connect\n"
+                "from ..adapters import repository\n"
+                "from contracts import events\n"
+                "from . import limits\n"
+            ),
+            "services/intake/domain/limits.py": "def later():\n    import asyncio\n",
+        },
+    )
+    assert architecture.impure_domain_imports(root) == [
+        "services/intake/domain/limits.py:2 imports asyncio",
+        "services/intake/domain/rules.py:1 imports psycopg.rows",
+        "services/intake/domain/rules.py:2 imports libs.database",
+        "services/intake/domain/rules.py:3 imports services.intake.adapters.repository",
+    ]
+
+
+def test_cycles_through_relative_and_function_local_imports_are_caught(tmp_path: Path) -> None:
+    root = plant(
+        tmp_path,
+        {
+            **TWO_SERVICES,
+            "libs/outbox.py": "from libs import relay\n",
+            "libs/relay.py": "def publish():\n    from . import outbox\n",
+            "services/tools/platformctl/commands.py": "from .catalog_commands import show\n",
+            "services/tools/platformctl/catalog_commands.py": "from . import output\n",
+            "services/tools/platformctl/output.py": "from services.tools.platformctl import commands\n",
+        },
+    )
+    assert architecture.import_cycles(root) == [
+        "libs.outbox, libs.relay import each other, e.g. libs.outbox -> libs.relay -> libs.outbox",
+        "services.tools.platformctl.catalog_commands, services.tools.platformctl.commands,"
+        " services.tools.platformctl.output import each other, e.g."
+        " services.tools.platformctl.catalog_commands -> services.tools.platformctl.output"
+        " -> services.tools.platformctl.commands -> services.tools.platformctl.catalog_commands",
+    ]
+
+
+def test_an_import_for_annotations_only_is_not_a_cycle(tmp_path: Path) -> None:
+    root = plant(
+        tmp_path,
+        {
+            "libs/outbox.py": "from libs import relay\n",
+            "libs/relay.py": (
+                "import typing\n"
+                "if typing.TYPE_CHECKING:\n"
+                "    from libs.outbox import Outbox\n"
+                "else:\n"
+                "    Outbox = object\n"
+            ),
+        },
+    )
+    assert architecture.import_cycles(root) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "sql"),
+    [
+        ("services/intake/adapters/repository.py", 'QUERY = "SELECT * FROM policy.decisions"\n'),
+        ("services/intake/adapters/repository.py", 'QUERY = "SET search_path TO policy"\n'),
+        ("services/intake/migrations/0002_copy.sql", "INSERT INTO requests SELECT * FROM Policy . rules;\n"),
+    ],
+)
+def test_sql_naming_another_schema_is_caught(tmp_path: Path, path: str, sql: str) -> None:
+    root = plant(
+        tmp_path,
+        {
+            **TWO_SERVICES,
+            "services/intake/adapters/own.py": 'QUERY = "SELECT * FROM requests WHERE class = %s"\n',
+            path: sql,
+        },
+    )
+    assert architecture.cross_schema_sql(root) == [path]
+
+
+def test_reading_the_environment_outside_settings_is_caught(tmp_path: Path) -> None:
+    root = plant(
+        tmp_path,
+        {
+            **TWO_SERVICES,
+            "libs/settings.py": "import os\nTOKEN = os.environ.get('TOKEN')\n",
+            "libs/bus.py": "import os as system\n\nURL = system.getenv('URL')\n",
+            "services/intake/settings.py": "from os import environ\n",
+            "services/tools/platformd/main.py": "import os\n\ndef spawn():\n    return dict(os.environ)\n",
+            "contracts/events.py": "ENVIRONMENT = 'os.environ is read by settings only'\n",
+        },
+    )
+    assert architecture.environment_reads(root) == [
+        "libs/bus.py:3",
+        "services/intake/settings.py:1",
+        "services/tools/platformd/main.py:4",
+    ]
