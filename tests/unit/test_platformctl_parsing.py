@@ -5,7 +5,7 @@ from __future__ import annotations
 import jwt
 import pytest
 
-from services.tools.platformctl import commands, event_commands
+from services.tools.platformctl import commands, context, event_commands
 from services.tools.platformctl.client import CliError, describe_details, redact
 from services.tools.platformctl.commands import parse_hours, parse_labels
 from services.tools.platformctl.main import build_parser
@@ -106,18 +106,18 @@ def test_every_request_command_is_registered() -> None:
 @pytest.mark.parametrize(
     ("status", "target", "outcome"),
     [
-        ("ready", "ready", commands.EXIT_OK),
-        ("failed", "ready", commands.EXIT_FAILED),
-        ("rejected", "ready", commands.EXIT_FAILED),
-        ("deleting", "ready", commands.EXIT_FAILED),
+        ("ready", "ready", context.EXIT_OK),
+        ("failed", "ready", context.EXIT_FAILED),
+        ("rejected", "ready", context.EXIT_FAILED),
+        ("deleting", "ready", context.EXIT_FAILED),
         ("reconciling", "ready", None),
         ("deleting", "deleted", None),
         ("expiring", "deleted", None),
-        ("deleted", "deleted", commands.EXIT_OK),
-        ("failed", "deleted", commands.EXIT_FAILED),
+        ("deleted", "deleted", context.EXIT_OK),
+        ("failed", "deleted", context.EXIT_FAILED),
         ("pending_approval", "approved", None),
-        ("queued", "approved", commands.EXIT_OK),
-        ("rejected", "approved", commands.EXIT_FAILED),
+        ("queued", "approved", context.EXIT_OK),
+        ("rejected", "approved", context.EXIT_FAILED),
     ],
 )
 def test_what_wait_makes_of_a_status(status: str, target: str, outcome: int | None) -> None:

@@ -7,7 +7,7 @@
     platformctl teams get --team payments
     platformctl request create ... --dry-run             # the plan, nothing stored
 
-Each function takes the parsed arguments and a :class:`~services.tools.platformctl.commands.Context`
+Each function takes the parsed arguments and a :class:`~services.tools.platformctl.context.Context`
 and returns the exit code; failures raise :class:`CliError`.
 """
 
@@ -17,20 +17,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 import yaml
 
 from services.tools.platformctl.client import CliError, UsageError
+from services.tools.platformctl.context import EXIT_FAILED, EXIT_OK, Context
 from services.tools.platformctl.output import CLASS_COLUMNS, Column, emit
-
-if TYPE_CHECKING:
-    # Only for annotations: commands.py imports this module (request create --dry-run).
-    from services.tools.platformctl.commands import Context
-
-EXIT_OK = 0
-EXIT_FAILED = 1
 
 CLASSES = "/v1/environment-classes"
 QUOTA_PROFILES = "/v1/quota-profiles"

@@ -1,24 +1,24 @@
-"""What each platformctl command does. Each takes the parsed arguments and a :class:`Context`
-and returns the exit code; failures raise :class:`CliError` (printed as one line by main)."""
+"""What each platformctl command does. Each takes the parsed arguments and a
+:class:`~services.tools.platformctl.context.Context` and returns the exit code; failures raise
+:class:`CliError` (printed as one line by main)."""
 
 from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TextIO
+from typing import Any
 from urllib.parse import quote
 
 from contracts.attestation import sign_approval
 from services.tools.platformctl import catalog_commands
-from services.tools.platformctl.client import ApiClient, CliError, UsageError
+from services.tools.platformctl.catalog_commands import CLASSES
+from services.tools.platformctl.client import CliError, UsageError
+from services.tools.platformctl.context import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, Context
 from services.tools.platformctl.output import CLASS_COLUMNS, EVENT_COLUMNS, REQUEST_COLUMNS, emit
 from services.tools.platformctl.tokens import mint, parse_duration, split_teams
 
 REQUESTS = "/v1/environment-requests"
-CLASSES = "/v1/environment-classes"
 
 # `request wait` ends successfully on READY and unsuccessfully on any of FAILED_STATUSES:
 # from those the request cannot reach ready without someone acting.
@@ -27,27 +27,6 @@ FAILED_STATUSES = frozenset({"failed", "rejected", "expiring", "deleting", "dele
 
 # `wait --for approved` is met by any status an approved request moves on to.
 APPROVED_OR_LATER = frozenset({"approved", "queued", "reconciling", "awaiting_promotion", "ready"})
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_TIMEOUT = 2
-
-
-@dataclass
-class Context:
-    api: ApiClient
-    output: str
-    stdout: TextIO
-    stderr: TextIO
-    secret: str | None
-    approval_secret: str | None = None
-
-    def note(self, text: str) -> None:
-        self.stderr.write(text + "\n")
-        self.stderr.flush()
-
-
-Command = Callable[[argparse.Namespace, Context], int]
 
 
 def _request_path(request_id: str) -> str:

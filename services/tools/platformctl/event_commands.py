@@ -17,7 +17,7 @@ from urllib.parse import quote
 import yaml
 
 from services.tools.platformctl.client import CliError, UsageError
-from services.tools.platformctl.commands import EXIT_OK, Context
+from services.tools.platformctl.context import EXIT_OK, Context
 from services.tools.platformctl.output import Column, emit, table
 from services.tools.platformctl.tokens import parse_duration
 

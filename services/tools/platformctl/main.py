@@ -27,11 +27,11 @@ from contracts.roles import ROLE_NAMES
 from libs.settings import SettingsError, load_settings
 from services.tools.platformctl import catalog_commands, commands, event_commands
 from services.tools.platformctl.client import ApiClient, CliError, UsageError
+from services.tools.platformctl.context import EXIT_USAGE, Command, Context
 from services.tools.platformctl.output import FORMATS
 from services.tools.platformctl.settings import CliSettings
 
 PROG = "platformctl"
-EXIT_USAGE = 2
 
 
 def usage_error(prog: str, message: str) -> int:
@@ -66,7 +66,7 @@ def add_common(parser: argparse.ArgumentParser, *, top_level: bool) -> None:
 
 
 def command(
-    group: argparse._SubParsersAction[Parser], name: str, run: commands.Command, help_text: str
+    group: argparse._SubParsersAction[Parser], name: str, run: Command, help_text: str
 ) -> argparse.ArgumentParser:
     parser = group.add_parser(name, help=help_text, description=help_text)
     add_common(parser, top_level=False)
@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         # A PLATFORM_* variable standing in for a flag is unusable: a usage error too.
         return usage_error(PROG, str(exc))
-    ctx = commands.Context(
+    ctx = Context(
         api=ApiClient(args.api or settings.api, args.token or settings.token),
         output=args.output or default_output(sys.stdout),
         stdout=sys.stdout,

@@ -1,0 +1,36 @@
+"""What every platformctl command receives (a :class:`Context`) and returns (an exit code).
+
+Its own module so that every command module can depend on it without depending on another.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TextIO
+
+from services.tools.platformctl.client import ApiClient
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+# A usage error and a `wait` that timed out share 2: both mean "nothing was settled".
+EXIT_TIMEOUT = 2
+EXIT_USAGE = 2
+
+
+@dataclass
+class Context:
+    api: ApiClient
+    output: str
+    stdout: TextIO
+    stderr: TextIO
+    secret: str | None
+    approval_secret: str | None = None
+
+    def note(self, text: str) -> None:
+        self.stderr.write(text + "\n")
+        self.stderr.flush()
+
+
+Command = Callable[[argparse.Namespace, Context], int]
