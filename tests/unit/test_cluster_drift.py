@@ -10,7 +10,6 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from kubernetes.utils.quantity import parse_quantity
 
 from contracts.events import DriftItem, RenderedFile
 from services.cluster_bootstrapper.domain.drift import compare, drift_event_due
@@ -54,7 +53,7 @@ def live_copy(obj: DesiredObject) -> dict[str, Any]:
 
 
 def diff(obj: DesiredObject, live: dict[str, Any] | None) -> list[DriftItem]:
-    return compare(obj, live, parse_quantity)
+    return compare(obj, live)
 
 
 # -- semantic comparison ----------------------------------------------------------------------------

@@ -18,8 +18,8 @@ import msgspec
 import pytest
 import yaml
 
+from contracts.kubernetes_names import label_value_problem
 from contracts.models import LimitRangeValues, PackManifest
-from libs.kubernetes_names import label_value_problem
 from libs.settings import SettingsError, load_settings
 from services.renderer.adapters.templates import ManifestTemplates, RawValueInTemplate, manifest_environment
 from services.renderer.bootstrap import build_renderer
@@ -518,7 +518,10 @@ def test_invalid_quota_quantity_is_a_clear_failure(renderer: BundleRenderer) -> 
     ("changes", "message"),
     [
         ({"resource_quota": {}}, "the plan has no resource quota"),
-        ({"resource_quota": {"pods": "-1"}}, "resource quota pods: '-1' is not a Kubernetes quantity"),
+        (
+            {"resource_quota": {"pods": "-1"}},
+            "resource quota pods: '-1' is negative; a resource amount cannot be",
+        ),
         ({"resource_quota": {"bad key!": "1"}}, "'bad key!' is not a resource name"),
         (
             {

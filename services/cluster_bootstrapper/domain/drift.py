@@ -8,9 +8,8 @@ Rules, chosen to match what server-side apply owns and what the apiserver does t
 - In ``metadata`` only ``labels`` and ``annotations`` are compared; name and namespace are
   the identity the object was looked up by, the rest belongs to the apiserver.
 - A changed or removed label or annotation that the bundle sets *is* drift.
-- Resource quantities compare by value (``1`` == ``1000m``, ``1Gi`` == ``1024Mi``) because
-  the apiserver re-serialises them in canonical form. The parser is injected (the official
-  client's ``parse_quantity``) so this module stays free of client imports.
+- Resource quantities compare by the value the apiserver stores (``1`` == ``1000m``,
+  ``1Gi`` == ``1024Mi``) because it re-serialises them in canonical form.
 - An empty map or list in the bundle equals an absent field: the apiserver drops empty
   ``omitempty`` fields when it stores an object.
 - Lists are compared position by position; a length change is one difference on the list.
@@ -21,14 +20,14 @@ Rules, chosen to match what server-side apply owns and what the apiserver does t
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, Literal
 
 from contracts.events import DriftItem
+from libs.kubernetes_quantities import InvalidQuantity, parse_quantity
 from services.cluster_bootstrapper.domain.manifests import DesiredObject
 
-QuantityParser = Callable[[Any], Decimal]
 DriftStatus = Literal["in_sync", "drift_corrected", "drifted"]
 
 # Keys whose values are maps of resource name -> quantity (ResourceQuota, LimitRange,
@@ -62,11 +61,21 @@ def _join(path: str, key: str) -> str:
     return f'{path}["{key}"]'
 
 
+def _quantity(value: Any) -> Decimal | None:
+    # JSON and YAML may carry a quantity as a number (``pods: 10``); the apiserver reads
+    # the number's text. ``True`` is not a quantity although Python counts it as an int.
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    try:
+        return parse_quantity(str(value))
+    except InvalidQuantity:
+        return None
+
+
 class _Comparison:
-    def __init__(self, kind: str, name: str, parse_quantity: QuantityParser) -> None:
+    def __init__(self, kind: str, name: str) -> None:
         self.kind = kind
         self.name = name
-        self.parse_quantity = parse_quantity
         self.items: list[DriftItem] = []
 
     def differ(self, path: str, expected: Any, actual: Any) -> None:
@@ -80,11 +89,9 @@ class _Comparison:
             return False
         if expected == actual and type(expected) is type(actual):
             return True
-        if quantity and actual is not None:
-            try:
-                return self.parse_quantity(expected) == self.parse_quantity(actual)
-            except (ValueError, TypeError, ArithmeticError):
-                return False
+        if quantity:
+            value = _quantity(expected)
+            return value is not None and value == _quantity(actual)
         return False
 
     def walk(self, expected: Any, actual: Any, path: str, key: str, container: str = "") -> None:
@@ -113,12 +120,10 @@ class _Comparison:
             self.differ(path, expected, actual)
 
 
-def compare(
-    desired: DesiredObject, live: Mapping[str, Any] | None, parse_quantity: QuantityParser
-) -> list[DriftItem]:
+def compare(desired: DesiredObject, live: Mapping[str, Any] | None) -> list[DriftItem]:
     """Differences between ``desired`` and the ``live`` object (None: it does not exist)."""
     ref = desired.ref
-    comparison = _Comparison(ref.kind, ref.name, parse_quantity)
+    comparison = _Comparison(ref.kind, ref.name)
     if live is None:
         comparison.differ(MISSING_OBJECT_FIELD, "present", "missing")
         return comparison.items

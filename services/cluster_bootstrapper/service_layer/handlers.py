@@ -27,9 +27,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Generic, Literal, TypeVar
-
-from kubernetes.utils.quantity import parse_quantity
+from typing import Generic, Literal, TypeVar
 
 from contracts.envelope import Envelope
 from contracts.events import (
@@ -68,10 +66,6 @@ DoneT = TypeVar("DoneT")
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def _quantity(value: Any) -> Any:
-    return parse_quantity(value)  # type: ignore[no-untyped-call]
 
 
 # -- the cluster work, independent of transactions ---------------------------------------------
@@ -120,7 +114,7 @@ async def observe(
 ) -> list[tuple[DesiredObject, list[DriftItem]]]:
     """Read every object back and compare it with what the bundle wants."""
     live = await asyncio.gather(*(cluster.read(region, desired.ref) for desired in objects))
-    return [(desired, compare(desired, obj, _quantity)) for desired, obj in zip(objects, live, strict=True)]
+    return [(desired, compare(desired, obj)) for desired, obj in zip(objects, live, strict=True)]
 
 
 def _flatten(observed: list[tuple[DesiredObject, list[DriftItem]]]) -> list[DriftItem]:

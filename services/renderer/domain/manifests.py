@@ -16,9 +16,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from contracts.kubernetes_names import (
+    DNS1123_SUBDOMAIN,
+    is_dns1123_label,
+    label_key_problem,
+    label_value_problem,
+)
 from contracts.models import PACK_KINDS, EnvironmentPlan, LimitRangeValues, PackManifest, RequestSpec
-from libs.kubernetes_names import DNS1123_SUBDOMAIN, is_dns1123_label, label_key_problem, label_value_problem
-from libs.kubernetes_quantities import parse_quantity, resource_name_problem
+from libs.kubernetes_quantities import parse_quantity, quantity_problem, resource_name_problem
 from services.renderer.domain.bundle import invalid_bundle
 from services.renderer.domain.git_urls import url_problem
 from services.renderer.domain.layout import (
@@ -96,10 +101,9 @@ def _quantity_problems(values: dict[str, str], what: str) -> list[str]:
         if name_problem is not None:
             problems.append(f"{what}: {name_problem}")
             continue
-        try:
-            parse_quantity(quantity)
-        except ValueError as exc:
-            problems.append(f"{what} {name}: {exc}")
+        amount_problem = quantity_problem(quantity)
+        if amount_problem is not None:
+            problems.append(f"{what} {name}: {amount_problem}")
     return problems
 
 
