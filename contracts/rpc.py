@@ -1,18 +1,64 @@
-"""Request/reply messages between the gateway and the services.
+"""Request/reply messages between the gateway and the services, and the one list of verbs.
 
 Subject: ``<rpc prefix>.<service>.<verb>``. Reply: ``{"ok": true, "data": ...}`` or
 ``{"ok": false, "error": {"code", "message", "details"}}`` with ``code`` one of
 :data:`ERROR_CODES`.
+
+:data:`RPC_VERBS` is the registry: each :class:`RpcVerb` names its service, its request
+type and its reply type. Services register handlers by verb (``kit.route(verb, handler)``),
+the gateway calls by verb (``RpcClient.ask(verb, message)``) and the JSON Schemas are
+generated from it. Client bodies travel as the :mod:`contracts.inputs` models, which the
+receiving service validates again (:func:`contracts.inputs.decode_input`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
 
-from contracts.models import Actor, EnvironmentPlan, RequestSpec
+from contracts.inputs import (
+    EnvironmentClassInput,
+    EnvironmentRequestInput,
+    ExtensionInput,
+    PolicyPackInput,
+    QuotaProfileInput,
+    RejectionInput,
+    TeamBudgetInput,
+)
+from contracts.models import (
+    Actor,
+    BundlePreview,
+    DeadLetterView,
+    EnvironmentClass,
+    EnvironmentPlan,
+    EnvironmentRequestView,
+    PolicyPack,
+    PolicyPlanView,
+    QuotaProfile,
+    RequestSpec,
+    TeamBudgetView,
+    ValidatedRequest,
+)
+from contracts.replies import (
+    ApprovalOutcome,
+    ClassList,
+    ClassUpsert,
+    CreateOutcome,
+    DeadLetterList,
+    EventFeed,
+    PolicyPackList,
+    PolicyPackUpsert,
+    QuotaProfileList,
+    QuotaProfileUpsert,
+    RejectionOutcome,
+    RequestPage,
+    Timeline,
+)
+
+T = TypeVar("T")
 
 ErrorCode = Literal[
     "validation", "not_found", "conflict", "forbidden", "unauthorized", "unavailable", "internal"
@@ -26,19 +72,20 @@ class RpcErrorBody(msgspec.Struct, frozen=True, kw_only=True):
     details: Any = None
 
 
-class RpcReply(msgspec.Struct, frozen=True, kw_only=True):
+class RpcReply(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
+    """``data`` is the verb's reply type when ``ok``; ``error`` says why not otherwise."""
+
     ok: bool
-    data: Any = None
+    data: T | None = None
     error: RpcErrorBody | None = None
 
 
 class CreateRequest(msgspec.Struct, frozen=True, kw_only=True):
-    """intake.create_request: ``body`` is the client's JSON object, validated by intake."""
+    """intake.create_request, and intake.validate_request (the dry run: validated, nothing stored)."""
 
-    body: dict[str, Any]
+    body: EnvironmentRequestInput
     actor: Actor
     idempotency_key: str | None = None
-    dry_run: bool = False
 
 
 class GetRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -81,11 +128,11 @@ class ReconcileRequest(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ExtendRequest(msgspec.Struct, frozen=True, kw_only=True):
-    """intake.extend: ``body`` is the client's JSON object (``{"ttl_hours": N}``), validated by intake."""
+    """intake.extend: intake checks the new TTL against the request's class."""
 
     id: str
     actor: Actor
-    body: dict[str, Any]
+    body: ExtensionInput
     expected_version: int | None = None
 
 
@@ -109,11 +156,11 @@ class ApproveRequest(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RejectRequest(msgspec.Struct, frozen=True, kw_only=True):
-    """approval.reject: ``body`` is the client's JSON object (``{"reason": "..."}``)."""
+    """approval.reject."""
 
     id: str
     actor: Actor
-    body: dict[str, Any]
+    body: RejectionInput
 
 
 class ListDeadLetters(msgspec.Struct, frozen=True, kw_only=True):
@@ -141,10 +188,10 @@ class ListClasses(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class UpsertClass(msgspec.Struct, frozen=True, kw_only=True):
-    """policy.upsert_class: ``body`` is the admin's JSON object, validated by policy."""
+    """policy.upsert_class: ``name`` is the URL's; policy checks the references to its catalog."""
 
     name: str
-    body: dict[str, Any]
+    body: EnvironmentClassInput
     actor: Actor
 
 
@@ -159,10 +206,10 @@ class ListQuotaProfiles(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class UpsertQuotaProfile(msgspec.Struct, frozen=True, kw_only=True):
-    """policy.upsert_quota_profile: ``body`` is the admin's JSON object, validated by policy."""
+    """policy.upsert_quota_profile: ``name`` is the URL's; policy checks the references to its catalog."""
 
     name: str
-    body: dict[str, Any]
+    body: QuotaProfileInput
     actor: Actor
 
 
@@ -177,10 +224,10 @@ class ListPolicyPacks(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class UpsertPolicyPack(msgspec.Struct, frozen=True, kw_only=True):
-    """policy.upsert_policy_pack: ``body`` is the admin's JSON object, validated by policy."""
+    """policy.upsert_policy_pack: ``name`` is the URL's; policy checks the references to its catalog."""
 
     name: str
-    body: dict[str, Any]
+    body: PolicyPackInput
     actor: Actor
 
 
@@ -192,10 +239,10 @@ class GetTeam(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class SetTeamBudget(msgspec.Struct, frozen=True, kw_only=True):
-    """policy.set_team_budget: ``body`` is ``{"monthly_usd": N}`` (null removes the budget)."""
+    """policy.set_team_budget."""
 
     team: str
-    body: dict[str, Any]
+    body: TeamBudgetInput
     actor: Actor
 
 
@@ -250,32 +297,86 @@ class PingReply(msgspec.Struct, frozen=True, kw_only=True):
     dependencies: dict[str, DependencyReport] = {}
 
 
-RPC_MESSAGES: dict[str, type[Any]] = {
-    "intake.create_request": CreateRequest,
-    "intake.get_request": GetRequest,
-    "intake.list_requests": ListRequests,
-    "intake.list_events": GetRequest,
-    "intake.list_all_events": ListAllEvents,
-    "intake.reconcile": ReconcileRequest,
-    "intake.extend": ExtendRequest,
-    "intake.delete": DeleteRequest,
-    "approval.approve": ApproveRequest,
-    "approval.reject": RejectRequest,
-    # Served by every service (the kit registers them) as <service>.<verb>.
-    "kit.ping": Ping,
-    "kit.list_dead_letters": ListDeadLetters,
-    "kit.replay_dead_letter": ReplayDeadLetter,
-    "policy.list_classes": ListClasses,
-    "policy.get_class": GetClass,
-    "policy.upsert_class": UpsertClass,
-    "policy.list_quota_profiles": ListQuotaProfiles,
-    "policy.get_quota_profile": GetQuotaProfile,
-    "policy.upsert_quota_profile": UpsertQuotaProfile,
-    "policy.list_policy_packs": ListPolicyPacks,
-    "policy.get_policy_pack": GetPolicyPack,
-    "policy.upsert_policy_pack": UpsertPolicyPack,
-    "policy.get_team": GetTeam,
-    "policy.set_team_budget": SetTeamBudget,
-    "policy.plan": PlanRequest,
-    "renderer.render": RenderPreview,
+RequestT = TypeVar("RequestT")
+ReplyT = TypeVar("ReplyT")
+
+KIT = "kit"
+"""The ``service`` of the verbs every service serves (the kit registers them): called as
+``<service>.<verb>`` for the service asked."""
+
+
+@dataclass(frozen=True)
+class RpcVerb(Generic[RequestT, ReplyT]):
+    """One verb: who serves it, what it takes and what it answers."""
+
+    service: str
+    name: str
+    request_type: type[RequestT]
+    reply_type: type[ReplyT]
+
+    @property
+    def key(self) -> str:
+        """``<service>.<verb>``, the registry key (and the subject without its prefix)."""
+        return f"{self.service}.{self.name}"
+
+
+CREATE_REQUEST = RpcVerb("intake", "create_request", CreateRequest, CreateOutcome)
+VALIDATE_REQUEST = RpcVerb("intake", "validate_request", CreateRequest, ValidatedRequest)
+GET_REQUEST = RpcVerb("intake", "get_request", GetRequest, EnvironmentRequestView)
+LIST_REQUESTS = RpcVerb("intake", "list_requests", ListRequests, RequestPage)
+LIST_EVENTS = RpcVerb("intake", "list_events", GetRequest, Timeline)
+LIST_ALL_EVENTS = RpcVerb("intake", "list_all_events", ListAllEvents, EventFeed)
+RECONCILE = RpcVerb("intake", "reconcile", ReconcileRequest, EnvironmentRequestView)
+EXTEND = RpcVerb("intake", "extend", ExtendRequest, EnvironmentRequestView)
+DELETE = RpcVerb("intake", "delete", DeleteRequest, EnvironmentRequestView)
+APPROVE = RpcVerb("approval", "approve", ApproveRequest, ApprovalOutcome)
+REJECT = RpcVerb("approval", "reject", RejectRequest, RejectionOutcome)
+PING = RpcVerb(KIT, "ping", Ping, PingReply)
+LIST_DEAD_LETTERS = RpcVerb(KIT, "list_dead_letters", ListDeadLetters, DeadLetterList)
+REPLAY_DEAD_LETTER = RpcVerb(KIT, "replay_dead_letter", ReplayDeadLetter, DeadLetterView)
+LIST_CLASSES = RpcVerb("policy", "list_classes", ListClasses, ClassList)
+GET_CLASS = RpcVerb("policy", "get_class", GetClass, EnvironmentClass)
+UPSERT_CLASS = RpcVerb("policy", "upsert_class", UpsertClass, ClassUpsert)
+LIST_QUOTA_PROFILES = RpcVerb("policy", "list_quota_profiles", ListQuotaProfiles, QuotaProfileList)
+GET_QUOTA_PROFILE = RpcVerb("policy", "get_quota_profile", GetQuotaProfile, QuotaProfile)
+UPSERT_QUOTA_PROFILE = RpcVerb("policy", "upsert_quota_profile", UpsertQuotaProfile, QuotaProfileUpsert)
+LIST_POLICY_PACKS = RpcVerb("policy", "list_policy_packs", ListPolicyPacks, PolicyPackList)
+GET_POLICY_PACK = RpcVerb("policy", "get_policy_pack", GetPolicyPack, PolicyPack)
+UPSERT_POLICY_PACK = RpcVerb("policy", "upsert_policy_pack", UpsertPolicyPack, PolicyPackUpsert)
+GET_TEAM = RpcVerb("policy", "get_team", GetTeam, TeamBudgetView)
+SET_TEAM_BUDGET = RpcVerb("policy", "set_team_budget", SetTeamBudget, TeamBudgetView)
+PLAN = RpcVerb("policy", "plan", PlanRequest, PolicyPlanView)
+RENDER = RpcVerb("renderer", "render", RenderPreview, BundlePreview)
+
+RPC_VERBS: dict[str, RpcVerb[Any, Any]] = {
+    verb.key: verb
+    for verb in (
+        CREATE_REQUEST,
+        VALIDATE_REQUEST,
+        GET_REQUEST,
+        LIST_REQUESTS,
+        LIST_EVENTS,
+        LIST_ALL_EVENTS,
+        RECONCILE,
+        EXTEND,
+        DELETE,
+        APPROVE,
+        REJECT,
+        PING,
+        LIST_DEAD_LETTERS,
+        REPLAY_DEAD_LETTER,
+        LIST_CLASSES,
+        GET_CLASS,
+        UPSERT_CLASS,
+        LIST_QUOTA_PROFILES,
+        GET_QUOTA_PROFILE,
+        UPSERT_QUOTA_PROFILE,
+        LIST_POLICY_PACKS,
+        GET_POLICY_PACK,
+        UPSERT_POLICY_PACK,
+        GET_TEAM,
+        SET_TEAM_BUDGET,
+        PLAN,
+        RENDER,
+    )
 }

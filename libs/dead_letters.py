@@ -33,6 +33,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from contracts.models import DeadLetterView
+from contracts.replies import DeadLetterList
 from contracts.rpc import ListDeadLetters, ReplayDeadLetter
 from libs.database import Pool
 from libs.errors import Conflict, NotFound, ValidationFailed
@@ -68,7 +69,7 @@ class DeadLetters:
         self.pool = pool
         self.outbox_channel = outbox_channel
 
-    async def list(self, query: ListDeadLetters) -> dict[str, Any]:
+    async def list(self, query: ListDeadLetters) -> DeadLetterList:
         if not 1 <= query.limit <= MAX_LIMIT:
             raise ValidationFailed(
                 f"limit must be between 1 and {MAX_LIMIT}",
@@ -81,7 +82,7 @@ class DeadLetters:
                 [query.limit],
             )
             rows = await cursor.fetchall()
-        return {"items": [_view(row) for row in rows]}
+        return DeadLetterList(items=[_view(row) for row in rows])
 
     async def replay(self, command: ReplayDeadLetter) -> DeadLetterView:
         """Re-deliver dead letter ``command.id``; 404 when unknown, 409 when already replayed."""

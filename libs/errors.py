@@ -5,12 +5,20 @@ credentials, so it is reported by type only (:func:`public_message`).
 
 Validation names every failing field at once: :class:`FieldError` is one item of a
 :class:`ValidationFailed`'s details, :func:`json_type` the wording for a value of the wrong type.
+Public inputs are pydantic models (:mod:`contracts.inputs`): :func:`field_errors_from` turns a
+``pydantic.ValidationError`` into those details (wire names, messages for people) and
+:func:`validation_failed` into the error itself; the gateway and the services use the same
+two functions, so a body gets the same answer on either side of the bus.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import pydantic
+from pydantic_core import ErrorDetails
 
 
 class PlatformError(Exception):
@@ -57,6 +65,102 @@ def json_type(value: Any) -> str:
     if isinstance(value, dict):
         return "an object"
     return "null"
+
+
+def validation_failed(exc: pydantic.ValidationError) -> ValidationFailed:
+    """``exc`` as the API's validation error: ``invalid <what>: <fields>`` with every field
+    in ``details`` (``what`` is the model's title, e.g. "environment request")."""
+    errors = field_errors_from(exc)
+    fields = ", ".join(dict.fromkeys(error.field for error in errors))
+    return ValidationFailed(f"invalid {exc.title}: {fields}", details=[e.as_dict() for e in errors])
+
+
+def field_errors_from(exc: pydantic.ValidationError) -> list[FieldError]:
+    """One :class:`FieldError` per failure pydantic found, in its order.
+
+    Field paths use wire names (pydantic reports aliases) joined the way the API always
+    named them: ``labels.tier``, ``rules[0].hours``, ``limit_range.max.cpu``. A failing dict
+    key is reported at the entry it names. Members of a tagged union (a policy pack's rules)
+    appear by their tag: ``rules[0].max_ttl_hours.hours``.
+    """
+    return [FieldError(_field_path(error), _message(error)) for error in exc.errors(include_url=False)]
+
+
+def _field_path(error: ErrorDetails) -> str:
+    path = ""
+    for part in error["loc"]:
+        if part == "[key]":
+            continue
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        discriminator = str(error.get("ctx", {}).get("discriminator", "")).strip("'")
+        path = f"{path}.{discriminator}" if path else discriminator
+    return path or "body"
+
+
+def _ctx(error: ErrorDetails, name: str) -> Any:
+    return error.get("ctx", {}).get(name)
+
+
+def _number(bound: Any) -> str:
+    """A bound as people write it: 0 rather than 0.0, 1,000,000,000 rather than 1000000000.0."""
+    if isinstance(bound, float) and bound.is_integer():
+        bound = int(bound)
+    return f"{bound:,}" if isinstance(bound, int) and abs(bound) >= 10_000 else str(bound)
+
+
+def _items(count: Any) -> str:
+    return "1 item" if count == 1 else f"{count} items"
+
+
+# pydantic's error type -> what a person reads; the rest keep pydantic's own message.
+_MESSAGES: Mapping[str, Callable[[ErrorDetails], str]] = {
+    "missing": lambda e: "is required",
+    "extra_forbidden": lambda e: "unknown field",
+    "string_type": lambda e: f"must be a string, not {json_type(e['input'])}",
+    "int_type": lambda e: (
+        "must be a whole number"
+        if isinstance(e["input"], float)
+        else f"must be a whole number, not {json_type(e['input'])}"
+    ),
+    "float_type": lambda e: "must be a number",
+    "finite_number": lambda e: "must be a finite number",
+    "bool_type": lambda e: f"must be true or false, not {json_type(e['input'])}",
+    "dict_type": lambda e: f"must be an object, not {json_type(e['input'])}",
+    "model_type": lambda e: f"must be an object, not {json_type(e['input'])}",
+    "model_attributes_type": lambda e: f"must be an object, not {json_type(e['input'])}",
+    "list_type": lambda e: f"must be an array, not {json_type(e['input'])}",
+    "greater_than_equal": lambda e: f"must be at least {_number(_ctx(e, 'ge'))}",
+    "less_than_equal": lambda e: f"must be at most {_number(_ctx(e, 'le'))}",
+    "greater_than": lambda e: f"must be greater than {_number(_ctx(e, 'gt'))}",
+    "less_than": lambda e: f"must be less than {_number(_ctx(e, 'lt'))}",
+    "string_too_short": lambda e: (
+        "must not be empty"
+        if _ctx(e, "min_length") == 1
+        else f"must be at least {_ctx(e, 'min_length')} characters"
+    ),
+    "string_too_long": lambda e: f"must be at most {_ctx(e, 'max_length')} characters",
+    "too_short": lambda e: (
+        "must not be empty"
+        if _ctx(e, "min_length") == 1
+        else f"must have at least {_items(_ctx(e, 'min_length'))}"
+    ),
+    "too_long": lambda e: f"must have at most {_items(_ctx(e, 'max_length'))}",
+    "literal_error": lambda e: f"must be {_ctx(e, 'expected')}",
+    "union_tag_invalid": lambda e: f"unknown type {_ctx(e, 'tag')!r} (known: {_ctx(e, 'expected_tags')})",
+    "union_tag_not_found": lambda e: "is required",
+    "string_pattern_mismatch": lambda e: "has an invalid format",
+    # Raised by the models' own validators: the message is already the rule, for people.
+    "value_error": lambda e: str(_ctx(e, "error")),
+}
+
+
+def _message(error: ErrorDetails) -> str:
+    explain = _MESSAGES.get(error["type"])
+    return explain(error) if explain is not None else error["msg"]
 
 
 class NotFound(PlatformError):

@@ -1,10 +1,14 @@
 """Request/reply between the gateway and the services, on the NATS services ("micro") API.
 
-Every service registers its verbs as endpoints of one micro service, so
-``nats micro ls``/``info``/``stats`` show them to operators. Endpoints are queue-grouped:
-replicas share the load. Replies follow ``{ok, data}`` / ``{ok: false, error}``
+Every service registers its verbs (:data:`contracts.rpc.RPC_VERBS`) as endpoints of one
+micro service, so ``nats micro ls``/``info``/``stats`` show them to operators. Endpoints are
+queue-grouped: replicas share the load. Replies follow ``{ok, data}`` / ``{ok: false, error}``
 (:mod:`contracts.rpc`); unexpected exceptions become ``internal`` without details, so no
 stack trace, DSN or host crosses the bus.
+
+Messages are decoded once, straight into the verb's types; client bodies inside them are
+pydantic models (:mod:`contracts.inputs`) validated during that decoding, and a body that
+fails is answered ``validation`` naming every failing field, as the gateway would.
 """
 
 from __future__ import annotations
@@ -13,23 +17,28 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import nats.errors
 import psycopg
+import pydantic
 from nats.aio.client import Client as NatsClient
 from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import Service
 
-from contracts.rpc import RpcErrorBody, RpcReply
-from libs.errors import PlatformError, Unavailable
+from contracts.inputs import decode_input, encode_input
+from contracts.rpc import KIT, RpcErrorBody, RpcReply, RpcVerb
+from libs.errors import PlatformError, Unavailable, validation_failed
 from libs.telemetry import RPC_SECONDS, Stopwatch, inject_headers, span_from_headers
 
 log = logging.getLogger(__name__)
 
-RpcHandler = Callable[[Any], Awaitable[Any]]
+RequestT = TypeVar("RequestT")
+ReplyT = TypeVar("ReplyT")
+RpcHandler = Callable[[RequestT], Awaitable[ReplyT]]
+_ENCODER = msgspec.json.Encoder(enc_hook=encode_input)
 
 
 class RpcError(PlatformError):
@@ -67,14 +76,18 @@ class RpcServer:
         self.service_name = service
         self.prefix = prefix
         self.version = version
-        self._routes: dict[str, tuple[type[Any], RpcHandler]] = {}
+        self._routes: dict[str, tuple[msgspec.json.Decoder[Any], RpcHandler[Any, Any]]] = {}
         self._service: Service | None = None
         self._slots = asyncio.Semaphore(max_concurrency)
         self.deadline = deadline
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def route(self, verb: str, message_type: type[Any], handler: RpcHandler) -> None:
-        self._routes[verb] = (message_type, handler)
+    def route(self, verb: RpcVerb[RequestT, ReplyT], handler: RpcHandler[RequestT, ReplyT]) -> None:
+        """Serve ``verb`` (one of this service's, or a kit verb) with ``handler``."""
+        if verb.service not in (self.service_name, KIT):
+            raise ValueError(f"{verb.key} is not a verb of the {self.service_name} service")
+        decoder = msgspec.json.Decoder(verb.request_type, dec_hook=decode_input)
+        self._routes[verb.name] = (decoder, handler)
 
     async def start(self) -> None:
         self._service = await add_service(
@@ -108,17 +121,17 @@ class RpcServer:
 
         return dispatch
 
-    async def _in_slot(self, handler: RpcHandler, message: Any) -> Any:
+    async def _in_slot(self, handler: RpcHandler[Any, Any], message: Any) -> Any:
         async with self._slots:
             return await handler(message)
 
     async def _serve(self, verb: str, request: Request, arrived: float) -> None:
-        message_type, handler = self._routes[verb]
+        decoder, handler = self._routes[verb]
         watch = Stopwatch()
         code = "ok"
         with span_from_headers(f"rpc {self.service_name}.{verb}", request.headers):
             try:
-                message = msgspec.json.decode(request.data, type=message_type)
+                message = decoder.decode(request.data)
                 data = await self._within_deadline(lambda: self._in_slot(handler, message), arrived)
                 reply = RpcReply(ok=True, data=data)
             except _DeadlineExceeded:
@@ -132,7 +145,7 @@ class RpcServer:
                 )
             except msgspec.ValidationError as exc:
                 code = "validation"
-                reply = RpcReply(ok=False, error=RpcErrorBody(code="validation", message=str(exc)))
+                reply = _invalid_message(exc)
             except msgspec.DecodeError:
                 code = "validation"
                 reply = RpcReply(ok=False, error=RpcErrorBody(code="validation", message="malformed message"))
@@ -176,7 +189,7 @@ class RpcServer:
                 reply = RpcReply(ok=False, error=RpcErrorBody(code="internal", message="internal error"))
         RPC_SECONDS.labels(self.service_name, verb, code).observe(watch.elapsed())
         with contextlib.suppress(Exception):
-            await request.respond(msgspec.json.encode(reply))
+            await request.respond(_ENCODER.encode(reply))
 
     async def _within_deadline(self, call: Callable[[], Awaitable[Any]], arrived: float) -> Any:
         if self.deadline is None:
@@ -190,24 +203,72 @@ class RpcServer:
             raise _DeadlineExceeded from None
 
 
+def _invalid_message(exc: msgspec.ValidationError) -> RpcReply[Any]:
+    """A message that does not fit its type; a client body inside it that fails its model is
+    answered with every failing field (pydantic's error is the cause of msgspec's)."""
+    if isinstance(exc.__cause__, pydantic.ValidationError):
+        failed = validation_failed(exc.__cause__)
+        return RpcReply(
+            ok=False, error=RpcErrorBody(code="validation", message=failed.message, details=failed.details)
+        )
+    return RpcReply(ok=False, error=RpcErrorBody(code="validation", message=str(exc)))
+
+
 class _DeadlineExceeded(Exception):
     """A request ran into :attr:`RpcServer.deadline`; its handler was cancelled."""
 
 
 class RpcClient:
-    """Calls service verbs; error replies raise :class:`RpcError` with the service's code."""
+    """Calls service verbs; error replies raise :class:`RpcError` with the service's code.
+
+    :meth:`ask` is the typed call (the reply decoded into the verb's reply type);
+    :meth:`call` answers the reply's data as plain JSON values, for tools and tests.
+    """
 
     def __init__(self, nc: NatsClient, prefix: str, timeout: float = 5.0) -> None:
         self.nc = nc
         self.prefix = prefix
         self.timeout = timeout
+        self._reply_decoders: dict[str, msgspec.json.Decoder[Any]] = {}
+
+    async def ask(
+        self,
+        verb: RpcVerb[RequestT, ReplyT],
+        message: RequestT,
+        *,
+        service: str | None = None,
+        timeout: float | None = None,
+    ) -> ReplyT:
+        """``verb``'s reply to ``message``; ``service`` names the service asked for a kit verb."""
+        target = service or verb.service
+        data = await self._request(target, verb.name, message, timeout)
+        decoder = self._reply_decoders.get(verb.key)
+        if decoder is None:
+            decoder = self._reply_decoders[verb.key] = msgspec.json.Decoder(RpcReply[verb.reply_type])  # type: ignore[name-defined]
+        try:
+            reply = decoder.decode(data)
+        except msgspec.ValidationError as exc:
+            # A reply this side cannot represent is a bug on one side; callers get a generic
+            # internal error and the log names the verb, not the payload.
+            raise RpcError("internal", f"the {target} service sent an unexpected {verb.name} reply") from exc
+        except msgspec.DecodeError as exc:
+            raise RpcError("internal", f"the {target} service sent a malformed reply") from exc
+        return _reply_data(reply)  # type: ignore[no-any-return]
 
     async def call(self, service: str, verb: str, message: Any, timeout: float | None = None) -> Any:
+        data = await self._request(service, verb, message, timeout)
+        try:
+            reply = msgspec.json.decode(data, type=RpcReply[Any])
+        except msgspec.DecodeError as exc:
+            raise RpcError("internal", f"the {service} service sent a malformed reply") from exc
+        return _reply_data(reply)
+
+    async def _request(self, service: str, verb: str, message: Any, timeout: float | None) -> bytes:
         subject = f"{self.prefix}.{service}.{verb}"
         try:
             reply_msg = await self.nc.request(
                 subject,
-                msgspec.json.encode(message),
+                _ENCODER.encode(message),
                 timeout=timeout or self.timeout,
                 headers=inject_headers(),
             )
@@ -217,11 +278,11 @@ class RpcClient:
             nats.errors.ConnectionClosedError,
         ) as exc:
             raise Unavailable(f"the {service} service is not answering") from exc
-        try:
-            reply = msgspec.json.decode(reply_msg.data, type=RpcReply)
-        except msgspec.DecodeError as exc:
-            raise RpcError("internal", f"the {service} service sent a malformed reply") from exc
-        if reply.ok:
-            return reply.data
-        error = reply.error or RpcErrorBody(code="internal", message="unknown error")
-        raise RpcError(error.code, error.message, error.details)
+        return reply_msg.data
+
+
+def _reply_data(reply: RpcReply[Any]) -> Any:
+    if reply.ok:
+        return reply.data
+    error = reply.error or RpcErrorBody(code="internal", message="unknown error")
+    raise RpcError(error.code, error.message, error.details)

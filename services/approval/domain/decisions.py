@@ -12,17 +12,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
 
 from contracts.events import RequestPolicyEvaluated
-from libs.errors import Conflict, Forbidden, Unauthorized, ValidationFailed
+from libs.errors import Conflict, Forbidden, Unauthorized
 
 AUTOMATIC_APPROVER = "system:auto-approval"
-MAX_REASON_LENGTH = 1000
-REJECTION_FIELDS = frozenset({"reason"})
 # Lowercase hex HMAC-SHA256: anything else cannot be a signature, so it is refused before
 # any comparison (and never echoed back).
 _SIGNATURE = re.compile(r"[0-9a-f]{64}")
@@ -107,28 +103,3 @@ class ApprovalRecord:
         if self.status is not ApprovalStatus.PENDING:
             raise Conflict(f"request {self.request_id} is already {self.status}; nothing to reject")
         self.status = ApprovalStatus.REJECTED
-
-
-def validate_rejection(body: Mapping[str, Any]) -> str:
-    """The reason of a reject body, or :class:`ValidationFailed` naming every problem."""
-    details = [
-        {"field": str(name), "message": "unknown field (only reason)"}
-        for name in sorted(map(str, body))
-        if name not in REJECTION_FIELDS
-    ]
-    reason = body.get("reason")
-    if reason is None:
-        details.append({"field": "reason", "message": "is required"})
-    elif not isinstance(reason, str):
-        details.append({"field": "reason", "message": "must be a string"})
-    elif not reason.strip():
-        details.append({"field": "reason", "message": "must not be empty"})
-    elif len(reason) > MAX_REASON_LENGTH:
-        details.append({"field": "reason", "message": f"must be at most {MAX_REASON_LENGTH} characters"})
-    elif any(ord(ch) < 32 and ch not in "\n\t" for ch in reason):
-        details.append({"field": "reason", "message": "must not contain control characters"})
-    if details:
-        fields = ", ".join(sorted({str(d["field"]) for d in details}))
-        raise ValidationFailed(f"invalid rejection: {fields}", details=details)
-    assert isinstance(reason, str)
-    return reason.strip()

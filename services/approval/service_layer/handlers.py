@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from contracts.attestation import sign_attestation, verify_approval
 from contracts.envelope import Envelope
@@ -24,6 +23,7 @@ from contracts.events import (
     RequestRejected,
 )
 from contracts.models import PolicyReason
+from contracts.replies import ApprovalOutcome, RejectionOutcome
 from contracts.rpc import ApproveRequest, RejectRequest
 from libs.database import Pool
 from libs.errors import Unauthorized, Unavailable
@@ -35,7 +35,6 @@ from services.approval.domain.decisions import (
     ApprovalStatus,
     check_signature_format,
     initial_status,
-    validate_rejection,
 )
 
 RECORD_POLL_SECONDS = 0.05
@@ -100,7 +99,7 @@ class ApprovalService:
                 )
             await asyncio.sleep(RECORD_POLL_SECONDS)
 
-    async def approve(self, command: ApproveRequest) -> dict[str, Any]:
+    async def approve(self, command: ApproveRequest) -> ApprovalOutcome:
         """One approver's signed approval: 401 bad signature, 403 own request, 409 not pending
         or approved twice; ``request.approved`` once the quorum is met."""
         secret, attestation_secret = self._require_secrets()
@@ -161,17 +160,17 @@ class ApprovalService:
                         approved_by=[a.approver for a in attestations],
                     ),
                 )
-        return {
-            "request_id": command.id,
-            "approver": approver,
-            "approvals_received": len(record.approvers),
-            "approvals_required": record.quorum,
-            "status": str(record.status),
-        }
+        return ApprovalOutcome(
+            request_id=command.id,
+            approver=approver,
+            approvals_received=len(record.approvers),
+            approvals_required=record.quorum,
+            status=str(record.status),
+        )
 
-    async def reject(self, command: RejectRequest) -> dict[str, Any]:
+    async def reject(self, command: RejectRequest) -> RejectionOutcome:
         """End a pending request with a reason (``request.rejected``); 409 unless pending."""
-        reason = validate_rejection(command.body)
+        reason = command.body.reason
         await self._wait_for_record(command.id)
         rejected_by = command.actor.actor
         async with self.pool.connection() as conn, conn.transaction():
@@ -194,4 +193,4 @@ class ApprovalService:
                     reason=reason,
                 ),
             )
-        return {"request_id": command.id, "rejected_by": rejected_by, "status": str(record.status)}
+        return RejectionOutcome(request_id=command.id, rejected_by=rejected_by, status=str(record.status))

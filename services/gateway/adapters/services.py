@@ -1,22 +1,24 @@
-"""The services behind the gateway, reached by request/reply over NATS (DESIGN.md section 3).
+"""The services behind the gateway, reached by request/reply over NATS.
 
-One typed method per verb: the request is a ``contracts.rpc`` message, the reply is decoded
-into the gateway's resource types. Error replies surface as :class:`libs.rpc.RpcError`
-(or :class:`libs.errors.Unavailable` when nobody answers) and are mapped to HTTP statuses
-by the HTTP entrypoint.
+One typed method per verb of :data:`contracts.rpc.RPC_VERBS`: the request is the verb's
+message, the reply is decoded straight into the verb's reply type (a reply that does not
+fit becomes an ``internal`` error, a clean 500, rather than a half-valid body). Error
+replies surface as :class:`libs.rpc.RpcError` (or :class:`libs.errors.Unavailable` when
+nobody answers) and are mapped to HTTP statuses by the HTTP entrypoints.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, TypeVar
 
 import msgspec
 from nats.aio.client import Client as NatsClient
 
+from contracts.catalog import SERVICES
 from contracts.models import (
     BundlePreview,
+    DeadLetterView,
     EnvironmentClass,
     EnvironmentRequestView,
     PolicyPack,
@@ -25,7 +27,48 @@ from contracts.models import (
     TeamBudgetView,
     ValidatedRequest,
 )
+from contracts.replies import (
+    ApprovalOutcome,
+    ClassList,
+    ClassUpsert,
+    CreateOutcome,
+    EventFeed,
+    PolicyPackList,
+    PolicyPackUpsert,
+    QuotaProfileList,
+    QuotaProfileUpsert,
+    RejectionOutcome,
+    RequestPage,
+    Timeline,
+)
 from contracts.rpc import (
+    APPROVE,
+    CREATE_REQUEST,
+    DELETE,
+    EXTEND,
+    GET_CLASS,
+    GET_POLICY_PACK,
+    GET_QUOTA_PROFILE,
+    GET_REQUEST,
+    GET_TEAM,
+    LIST_ALL_EVENTS,
+    LIST_CLASSES,
+    LIST_DEAD_LETTERS,
+    LIST_EVENTS,
+    LIST_POLICY_PACKS,
+    LIST_QUOTA_PROFILES,
+    LIST_REQUESTS,
+    PING,
+    PLAN,
+    RECONCILE,
+    REJECT,
+    RENDER,
+    REPLAY_DEAD_LETTER,
+    SET_TEAM_BUDGET,
+    UPSERT_CLASS,
+    UPSERT_POLICY_PACK,
+    UPSERT_QUOTA_PROFILE,
+    VALIDATE_REQUEST,
     ApproveRequest,
     CreateRequest,
     DeleteRequest,
@@ -53,32 +96,12 @@ from contracts.rpc import (
     UpsertPolicyPack,
     UpsertQuotaProfile,
 )
-from libs.rpc import RpcClient, RpcError
-from services.gateway.adapters.plans import dry_run
-from services.gateway.domain.catalog import (
-    ClassUpsert,
-    DryRunPlan,
-    PolicyPackList,
-    PolicyPackUpsert,
-    QuotaProfileList,
-    QuotaProfileUpsert,
-)
-from services.gateway.domain.resources import (
-    ApprovalOutcome,
-    ClassList,
-    CreateOutcome,
-    DeadLetter,
-    DeadLetterPage,
-    EventFeed,
-    RequestPage,
-    Timeline,
-)
-
-T = TypeVar("T")
+from libs.rpc import RpcClient
+from services.gateway.domain.resources import DeadLetter, DeadLetterPage
 
 # Every backend service answers ``ping``: its readiness and the dependencies it reports
 # (GET /v1/status). The gateway's own readiness does not depend on any of them.
-BACKEND_SERVICES = ("intake", "policy", "approval", "renderer", "git_publisher", "cluster_bootstrapper")
+BACKEND_SERVICES = SERVICES
 
 
 class Services:
@@ -88,46 +111,31 @@ class Services:
         self.nc = nc
         self.rpc = RpcClient(nc, prefix, timeout)
 
-    async def _call(
-        self, service: str, verb: str, message: Any, reply_type: type[T], reply_timeout: float | None = None
-    ) -> T:
-        data = await self.rpc.call(service, verb, message, timeout=reply_timeout)
-        try:
-            return msgspec.convert(data, reply_type)
-        except msgspec.ValidationError as exc:
-            # A reply the gateway cannot represent is a bug on one side; the client gets a
-            # generic 500 and the log names the verb, not the payload.
-            raise RpcError("internal", f"the {service} service sent an unexpected {verb} reply") from exc
-
     # -- intake ----------------------------------------------------------------------------
 
     async def create_request(self, command: CreateRequest) -> CreateOutcome:
-        return await self._call("intake", "create_request", command, CreateOutcome)
-
-    async def create_request_dry_run(self, command: CreateRequest) -> DryRunPlan:
-        """What creating the request would do; see :func:`services.gateway.adapters.plans.dry_run`."""
-        return await dry_run(self, command)
+        return await self.rpc.ask(CREATE_REQUEST, command)
 
     async def get_request(self, query: GetRequest) -> EnvironmentRequestView:
-        return await self._call("intake", "get_request", query, EnvironmentRequestView)
+        return await self.rpc.ask(GET_REQUEST, query)
 
     async def list_requests(self, query: ListRequests) -> RequestPage:
-        return await self._call("intake", "list_requests", query, RequestPage)
+        return await self.rpc.ask(LIST_REQUESTS, query)
 
     async def list_events(self, query: GetRequest) -> Timeline:
-        return await self._call("intake", "list_events", query, Timeline)
+        return await self.rpc.ask(LIST_EVENTS, query)
 
     async def list_all_events(self, query: ListAllEvents) -> EventFeed:
-        return await self._call("intake", "list_all_events", query, EventFeed)
+        return await self.rpc.ask(LIST_ALL_EVENTS, query)
 
     async def reconcile(self, command: ReconcileRequest) -> EnvironmentRequestView:
-        return await self._call("intake", "reconcile", command, EnvironmentRequestView)
+        return await self.rpc.ask(RECONCILE, command)
 
     async def extend(self, command: ExtendRequest) -> EnvironmentRequestView:
-        return await self._call("intake", "extend", command, EnvironmentRequestView)
+        return await self.rpc.ask(EXTEND, command)
 
     async def delete(self, command: DeleteRequest) -> EnvironmentRequestView:
-        return await self._call("intake", "delete", command, EnvironmentRequestView)
+        return await self.rpc.ask(DELETE, command)
 
     async def wait_for_request(
         self, query: GetRequest, settled: Callable[[EnvironmentRequestView], bool], timeout: float
@@ -149,72 +157,73 @@ class Services:
     # -- approval --------------------------------------------------------------------------
 
     async def approve(self, command: ApproveRequest) -> ApprovalOutcome:
-        return await self._call("approval", "approve", command, ApprovalOutcome)
+        return await self.rpc.ask(APPROVE, command)
 
-    async def reject(self, command: RejectRequest) -> dict[str, Any]:
-        return await self._call("approval", "reject", command, dict[str, Any])
+    async def reject(self, command: RejectRequest) -> RejectionOutcome:
+        return await self.rpc.ask(REJECT, command)
 
     # -- dead letters (every service) ------------------------------------------------------
 
     async def list_dead_letters(self, service: str, query: ListDeadLetters) -> DeadLetterPage:
-        return await self._call(service, "list_dead_letters", query, DeadLetterPage)
+        reply = await self.rpc.ask(LIST_DEAD_LETTERS, query, service=service)
+        return DeadLetterPage(items=[_kept_by(service, item) for item in reply.items])
 
     async def replay_dead_letter(self, service: str, command: ReplayDeadLetter) -> DeadLetter:
-        return await self._call(service, "replay_dead_letter", command, DeadLetter)
+        return _kept_by(service, await self.rpc.ask(REPLAY_DEAD_LETTER, command, service=service))
 
     # -- policy ----------------------------------------------------------------------------
 
     async def list_classes(self) -> ClassList:
-        reply = await self._call("policy", "list_classes", ListClasses(), ClassList)
+        reply = await self.rpc.ask(LIST_CLASSES, ListClasses())
         return ClassList(items=sorted(reply.items, key=lambda item: item.name))
 
     async def get_class(self, name: str) -> EnvironmentClass:
-        return await self._call("policy", "get_class", GetClass(name=name), EnvironmentClass)
+        return await self.rpc.ask(GET_CLASS, GetClass(name=name))
 
     # -- catalog, budgets and plans (policy, renderer) -----------------------------------------
 
     async def upsert_class(self, command: UpsertClass) -> ClassUpsert:
-        return await self._call("policy", "upsert_class", command, ClassUpsert)
+        return await self.rpc.ask(UPSERT_CLASS, command)
 
     async def list_quota_profiles(self) -> QuotaProfileList:
-        return await self._call("policy", "list_quota_profiles", ListQuotaProfiles(), QuotaProfileList)
+        return await self.rpc.ask(LIST_QUOTA_PROFILES, ListQuotaProfiles())
 
     async def get_quota_profile(self, name: str) -> QuotaProfile:
-        return await self._call("policy", "get_quota_profile", GetQuotaProfile(name=name), QuotaProfile)
+        return await self.rpc.ask(GET_QUOTA_PROFILE, GetQuotaProfile(name=name))
 
     async def upsert_quota_profile(self, command: UpsertQuotaProfile) -> QuotaProfileUpsert:
-        return await self._call("policy", "upsert_quota_profile", command, QuotaProfileUpsert)
+        return await self.rpc.ask(UPSERT_QUOTA_PROFILE, command)
 
     async def list_policy_packs(self) -> PolicyPackList:
-        return await self._call("policy", "list_policy_packs", ListPolicyPacks(), PolicyPackList)
+        return await self.rpc.ask(LIST_POLICY_PACKS, ListPolicyPacks())
 
     async def get_policy_pack(self, name: str) -> PolicyPack:
-        return await self._call("policy", "get_policy_pack", GetPolicyPack(name=name), PolicyPack)
+        return await self.rpc.ask(GET_POLICY_PACK, GetPolicyPack(name=name))
 
     async def upsert_policy_pack(self, command: UpsertPolicyPack) -> PolicyPackUpsert:
-        return await self._call("policy", "upsert_policy_pack", command, PolicyPackUpsert)
+        return await self.rpc.ask(UPSERT_POLICY_PACK, command)
 
     async def get_team(self, query: GetTeam) -> TeamBudgetView:
-        return await self._call("policy", "get_team", query, TeamBudgetView)
+        return await self.rpc.ask(GET_TEAM, query)
 
     async def set_team_budget(self, command: SetTeamBudget) -> TeamBudgetView:
-        return await self._call("policy", "set_team_budget", command, TeamBudgetView)
+        return await self.rpc.ask(SET_TEAM_BUDGET, command)
 
     async def validate_request(self, command: CreateRequest) -> ValidatedRequest:
-        """``intake.create_request`` with ``dry_run``: validated, nothing stored."""
-        return await self._call("intake", "create_request", command, ValidatedRequest)
+        """``intake.validate_request``: the request validated as a create would store it; nothing stored."""
+        return await self.rpc.ask(VALIDATE_REQUEST, command)
 
     async def plan(self, query: PlanRequest) -> PolicyPlanView:
-        return await self._call("policy", "plan", query, PolicyPlanView)
+        return await self.rpc.ask(PLAN, query)
 
     async def render(self, query: RenderPreview) -> BundlePreview:
-        return await self._call("renderer", "render", query, BundlePreview)
+        return await self.rpc.ask(RENDER, query)
 
     # -- readiness -------------------------------------------------------------------------
 
     async def ping(self, service: str, reply_timeout: float) -> PingReply:
         """The readiness of the ``service`` instance that answered, and its dependencies."""
-        return await self._call(service, "ping", Ping(), PingReply, reply_timeout=reply_timeout)
+        return await self.rpc.ask(PING, Ping(), service=service, timeout=reply_timeout)
 
     async def check_nats(self) -> None:
         """The gateway's readiness: connected, and the server answers a PING (the caller
@@ -222,3 +231,8 @@ class Services:
         if not self.nc.is_connected:
             raise ConnectionError("not connected")
         await self.nc.flush()
+
+
+def _kept_by(service: str, view: DeadLetterView) -> DeadLetter:
+    """A service's dead letter as the gateway lists it: with the service that keeps it."""
+    return DeadLetter(**msgspec.structs.asdict(view), service=service)

@@ -1,50 +1,30 @@
-"""The API's representations of the policy catalog, team budgets and dry-run plans.
+"""The API's representation of a dry run, which the gateway composes from three replies.
 
-The items are the contracts' models (``EnvironmentClass``, ``QuotaProfile``,
-``PolicyPack``, ``TeamBudgetView``, ``PolicyPlanView``, ``BundlePreview``); these Structs
-are the envelopes the policy service replies with and the gateway serves.
+The catalog's envelopes (``QuotaProfileList``, ``ClassUpsert``...) are the policy
+service's replies, defined once in :mod:`contracts.replies` and re-exported here.
 """
 
 from __future__ import annotations
 
 import msgspec
 
-from contracts.models import (
-    BudgetCheck,
-    BundlePreview,
-    EnvironmentClass,
-    EnvironmentPlan,
-    PolicyDecisionView,
-    PolicyPack,
-    QuotaProfile,
-    RequestSpec,
+from contracts.models import BudgetCheck, BundlePreview, EnvironmentPlan, PolicyDecisionView, RequestSpec
+from contracts.replies import (
+    ClassUpsert,
+    PolicyPackList,
+    PolicyPackUpsert,
+    QuotaProfileList,
+    QuotaProfileUpsert,
 )
 
-
-class QuotaProfileList(msgspec.Struct, frozen=True, kw_only=True):
-    items: list[QuotaProfile]
-
-
-class PolicyPackList(msgspec.Struct, frozen=True, kw_only=True):
-    items: list[PolicyPack]
-
-
-class ClassUpsert(msgspec.Struct, frozen=True, kw_only=True):
-    """Reply of ``policy.upsert_class``: ``revision`` travels in ``class.upserted``."""
-
-    created: bool
-    revision: int
-    environment_class: EnvironmentClass = msgspec.field(name="class")
-
-
-class QuotaProfileUpsert(msgspec.Struct, frozen=True, kw_only=True):
-    created: bool
-    profile: QuotaProfile
-
-
-class PolicyPackUpsert(msgspec.Struct, frozen=True, kw_only=True):
-    created: bool
-    pack: PolicyPack
+__all__ = [
+    "ClassUpsert",
+    "DryRunPlan",
+    "PolicyPackList",
+    "PolicyPackUpsert",
+    "QuotaProfileList",
+    "QuotaProfileUpsert",
+]
 
 
 class DryRunPlan(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,10 +1,9 @@
-"""The API's representations: the shapes the services reply with and the gateway serves.
+"""The API's representations that only the gateway serves: errors, identity, health and
+dead letters gathered from every service.
 
-The items themselves are the contracts' models (``EnvironmentClass``,
-``EnvironmentRequestView``, ``TimelineEntry``); these Structs are the envelopes around
-them. Decoding every reply into them means a malformed reply becomes a clean 500 at the
-gateway instead of a half-valid body for the client, and the OpenAPI document is
-generated from the same types.
+What the services reply with (``CreateOutcome``, ``RequestPage``, ``Timeline``...) is
+defined once in :mod:`contracts.replies` and re-exported here for the HTTP layer; the
+OpenAPI document is generated from the same types.
 """
 
 from __future__ import annotations
@@ -14,7 +13,32 @@ from typing import Any
 
 import msgspec
 
-from contracts.models import DeadLetterView, EnvironmentClass, EnvironmentRequestView, TimelineEntry
+from contracts.models import DeadLetterView
+from contracts.replies import (
+    ApprovalOutcome,
+    ClassList,
+    CreateOutcome,
+    EventFeed,
+    RequestPage,
+    Timeline,
+)
+
+__all__ = [
+    "ApprovalOutcome",
+    "ClassList",
+    "CreateOutcome",
+    "DeadLetter",
+    "DeadLetterPage",
+    "DependencyStatus",
+    "ErrorBody",
+    "EventFeed",
+    "Health",
+    "PlatformStatus",
+    "Readiness",
+    "RequestPage",
+    "Timeline",
+    "WhoAmI",
+]
 
 
 class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
@@ -35,37 +59,6 @@ class WhoAmI(msgspec.Struct, frozen=True, kw_only=True):
     subject: str
 
 
-class ClassList(msgspec.Struct, frozen=True, kw_only=True):
-    items: list[EnvironmentClass]
-
-
-class RequestPage(msgspec.Struct, frozen=True, kw_only=True):
-    items: list[EnvironmentRequestView]
-    next_cursor: str | None = None
-
-
-class Timeline(msgspec.Struct, frozen=True, kw_only=True):
-    items: list[TimelineEntry]
-
-
-class EventFeed(msgspec.Struct, frozen=True, kw_only=True):
-    """Timeline entries of every visible request, oldest first; pass ``next_cursor`` as
-    ``after`` to continue (it is set even on an empty page, so a follower keeps its place)."""
-
-    items: list[TimelineEntry]
-    next_cursor: str
-
-
-class ApprovalOutcome(msgspec.Struct, frozen=True, kw_only=True):
-    """Reply of ``approval.approve``: the quorum's progress after this approval."""
-
-    request_id: str
-    approver: str
-    approvals_received: int
-    approvals_required: int
-    status: str
-
-
 class DeadLetter(DeadLetterView, frozen=True, kw_only=True):
     """An event a consumer gave up on. ``service`` names where it is kept (and replayed)."""
 
@@ -77,13 +70,6 @@ class DeadLetterPage(msgspec.Struct, frozen=True, kw_only=True):
 
     items: list[DeadLetter]
     unavailable: list[str] = []
-
-
-class CreateOutcome(msgspec.Struct, frozen=True, kw_only=True):
-    """Reply of ``intake.create_request``: ``created`` is false on an idempotent replay."""
-
-    created: bool
-    request: EnvironmentRequestView
 
 
 class Health(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

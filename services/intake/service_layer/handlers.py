@@ -21,8 +21,10 @@ from psycopg import AsyncConnection
 
 from contracts.envelope import Envelope
 from contracts.events import ClassUpserted, RequestSubmitted
+from contracts.inputs import NAME_MAX_LENGTH, EnvironmentRequestInput
 from contracts.kubernetes_names import is_dns1123_label
 from contracts.models import Actor, ApprovalView, EnvironmentRequestView, TimelineEntry, ValidatedRequest
+from contracts.replies import CreateOutcome, EventFeed, RequestPage, Timeline
 from contracts.rpc import (
     CreateRequest,
     DeleteRequest,
@@ -36,7 +38,7 @@ from libs.database import Pool, safe_database_error
 from libs.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from libs.inbox import Tx
 from libs.outbox import Outbox
-from services.intake.adapters import repository
+from services.intake.adapters import metrics, repository
 from services.intake.domain.model import (
     EXPIRABLE,
     PLACEHOLDER_REQUEST_ID,
@@ -45,7 +47,7 @@ from services.intake.domain.model import (
     Status,
     request_id_for,
 )
-from services.intake.domain.validation import NAME_MAX_LENGTH, validate_extension, validate_new_request
+from services.intake.domain.validation import extended_ttl, request_spec
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +154,11 @@ def _approvals(request: EnvironmentRequest, privileged: bool) -> list[ApprovalVi
     ]
 
 
-def _body_hash(body: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+def _body_hash(body: EnvironmentRequestInput) -> str:
+    """The body as the client sent it (wire names, only the fields given), so a retry with
+    the same JSON object matches whatever the gateway's encoding."""
+    given = body.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    return hashlib.sha256(json.dumps(given, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def teams_in_scope(actor: Actor) -> list[str] | None:
@@ -204,12 +209,10 @@ class IntakeService:
 
     # -- commands and queries -----------------------------------------------------------------
 
-    async def create_request(self, command: CreateRequest) -> dict[str, Any]:
+    async def create_request(self, command: CreateRequest) -> CreateOutcome:
         """Validate and store a new request; replays of an ``Idempotency-Key`` return the first one."""
         actor = command.actor
         body_hash = _body_hash(command.body)
-        if command.dry_run:
-            return await self._validate_only(command, body_hash)
         for _ in range(2):
             async with self.pool.connection() as conn, conn.transaction():
                 if command.idempotency_key:
@@ -218,7 +221,7 @@ class IntakeService:
                     )
                     if existing is not None:
                         return await self._replay(conn, existing, body_hash, actor)
-                spec = validate_new_request(command.body, await repository.classes(conn))
+                spec = request_spec(command.body, await repository.classes(conn))
                 _check_team(actor, spec.team)
                 request_id = request_id_for(actor.actor, command.idempotency_key)
                 if command.idempotency_key and await repository.get(conn, request_id) is not None:
@@ -243,10 +246,10 @@ class IntakeService:
                     continue  # a concurrent retry claimed the key first: answer with its request
                 await repository.add(conn, request)
                 await self._stage(conn, request)
-                return {"created": True, "request": to_view(request, actor)}
+                return CreateOutcome(created=True, request=to_view(request, actor))
         raise Conflict("the idempotency key is being used concurrently; retry")
 
-    async def _validate_only(self, command: CreateRequest, body_hash: str) -> dict[str, Any]:
+    async def validate_request(self, command: CreateRequest) -> ValidatedRequest:
         """A dry run: the request as a create would store it, with its id; nothing is written.
 
         The id is the one a create with the same Idempotency-Key gets, or a placeholder
@@ -256,26 +259,22 @@ class IntakeService:
         async with self.pool.connection() as conn:
             if command.idempotency_key:
                 existing = await repository.find_idempotency_key(conn, actor.actor, command.idempotency_key)
-                if existing is not None and existing[0] != body_hash:
+                if existing is not None and existing[0] != _body_hash(command.body):
                     raise Conflict(
                         "Idempotency-Key was already used with a different body",
                         details=[{"field": "Idempotency-Key", "message": "reused with a different body"}],
                     )
-            spec = validate_new_request(command.body, await repository.classes(conn))
+            spec = request_spec(command.body, await repository.classes(conn))
         _check_team(actor, spec.team)
         keyed = bool(command.idempotency_key)
         request_id = request_id_for(actor.actor, command.idempotency_key) if keyed else PLACEHOLDER_REQUEST_ID
-        validated = ValidatedRequest(
-            request_id=request_id,
-            placeholder_id=not keyed,
-            spec=spec,
-            created_by=actor.actor,
+        return ValidatedRequest(
+            request_id=request_id, placeholder_id=not keyed, spec=spec, created_by=actor.actor
         )
-        return msgspec.to_builtins(validated)  # type: ignore[no-any-return]
 
     async def _replay(
         self, conn: Any, existing: tuple[str, str], body_hash: str, actor: Actor
-    ) -> dict[str, Any]:
+    ) -> CreateOutcome:
         stored_hash, request_id = existing
         if stored_hash != body_hash:
             raise Conflict(
@@ -285,7 +284,7 @@ class IntakeService:
         request = await repository.get(conn, request_id)
         if request is None:
             raise NotFound(f"environment request {request_id} not found")
-        return {"created": False, "request": to_view(request, actor)}
+        return CreateOutcome(created=False, request=to_view(request, actor))
 
     async def get_request(self, query: GetRequest) -> EnvironmentRequestView:
         async with self.pool.connection() as conn:
@@ -295,7 +294,7 @@ class IntakeService:
         _check_visible(query.actor, request)
         return to_view(request, query.actor)
 
-    async def list_requests(self, query: ListRequests) -> dict[str, Any]:
+    async def list_requests(self, query: ListRequests) -> RequestPage:
         if not 1 <= query.limit <= MAX_PAGE_SIZE:
             raise ValidationFailed(
                 f"limit must be between 1 and {MAX_PAGE_SIZE}",
@@ -325,18 +324,18 @@ class IntakeService:
                 cursor=query.cursor,
                 limit=query.limit,
             )
-        return {"items": [to_view(request, query.actor) for request in page], "next_cursor": next_cursor}
+        return RequestPage(items=[to_view(request, query.actor) for request in page], next_cursor=next_cursor)
 
-    async def list_events(self, query: GetRequest) -> dict[str, Any]:
+    async def list_events(self, query: GetRequest) -> Timeline:
         async with self.pool.connection() as conn:
             request = await repository.get(conn, query.id)
             if request is None:
                 raise NotFound(f"environment request {query.id} not found")
             _check_visible(query.actor, request)
             rows = await repository.timeline(conn, query.id)
-        return {"items": [_timeline_entry(row, query.actor) for row in rows]}
+        return Timeline(items=[_timeline_entry(row, query.actor) for row in rows])
 
-    async def list_all_events(self, query: ListAllEvents) -> dict[str, Any]:
+    async def list_all_events(self, query: ListAllEvents) -> EventFeed:
         """Timeline entries of every request the actor may see, oldest first, after a cursor.
 
         ``next_cursor`` is always set (the position after the last entry, or the given one
@@ -351,7 +350,7 @@ class IntakeService:
         if query.after == "end":
             # Where a follower starts when it wants only what happens from now on.
             async with self.pool.connection() as conn:
-                return {"items": [], "next_cursor": (await repository.feed_end(conn)).encode()}
+                return EventFeed(items=[], next_cursor=(await repository.feed_end(conn)).encode())
         after = repository.FeedPosition.decode(query.after) if query.after else repository.FeedPosition(0, 0)
         async with self.pool.connection() as conn:
             rows = await repository.all_timelines(
@@ -363,7 +362,7 @@ class IntakeService:
             )
         last = repository.FeedPosition(rows[-1]["txid"], rows[-1]["seq"]) if rows else after
         next_cursor = last.encode()
-        return {"items": [_timeline_entry(row, query.actor) for row in rows], "next_cursor": next_cursor}
+        return EventFeed(items=[_timeline_entry(row, query.actor) for row in rows], next_cursor=next_cursor)
 
     # -- lifecycle commands ---------------------------------------------------------------------
     # Each locks the record (SELECT ... FOR UPDATE), so concurrent commands and the event
@@ -398,7 +397,7 @@ class IntakeService:
         async with self.pool.connection() as conn, conn.transaction():
             request = await self._load_for_change(conn, command.id, command.actor, command.expected_version)
             classes = await repository.classes(conn)
-            ttl_hours = validate_extension(command.body, classes.get(request.spec.class_name))
+            ttl_hours = extended_ttl(command.body, classes.get(request.spec.class_name))
             request.extend(ttl_hours=ttl_hours, actor=command.actor.actor, now=utcnow())
             await self._commit_change(conn, request)
         return to_view(request, command.actor)
@@ -512,10 +511,12 @@ class IntakeService:
                 tx.conn, envelope.subject, envelope, data, applied=False, status_after="unknown"
             )
             return
+        before = request.status
         changed = request.apply(data, utcnow())
         if changed:
             await repository.save(tx.conn, request)
             await self._stage(tx.conn, request)
+            await metrics.observe_progress(tx.conn, request, envelope, before)
         # Intake's own events were applied when they were emitted.
         applied = changed or envelope.source == self.outbox.source
         # What this event led to: an approval shows "approved" even when the class's automatic

@@ -10,13 +10,9 @@ itself from events (docs/policy.md "Budgets").
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from contracts.models import BudgetCheck
-
-# Upper bound of a budget or a cost: keeps sums exact in a double and rejects typos like 1e30.
-MAX_USD = 1_000_000_000.0
 
 
 @dataclass(frozen=True)
@@ -44,15 +40,3 @@ def budget_check(spend: TeamSpend, request_cost_usd: float) -> BudgetCheck:
         projected_spend_usd=projected,
         exceeded=budget is not None and projected > budget,
     )
-
-
-def usd_problem(value: object) -> str | None:
-    """Why ``value`` is not an amount of US dollars (a finite number from 0 to :data:`MAX_USD`)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return "must be a number"
-    # The bound first: math.isfinite() cannot even convert an integer beyond float range.
-    if value > MAX_USD:
-        return f"must be at most {MAX_USD:,.0f}"
-    if not math.isfinite(value) or value < 0:
-        return "must be a non-negative number"
-    return None

@@ -18,6 +18,13 @@ from psycopg import AsyncConnection
 
 from contracts.events import ClassUpserted
 from contracts.models import Actor, EnvironmentClass, PolicyPack, QuotaProfile, TeamBudgetView
+from contracts.replies import (
+    ClassUpsert,
+    PolicyPackList,
+    PolicyPackUpsert,
+    QuotaProfileList,
+    QuotaProfileUpsert,
+)
 from contracts.rpc import (
     GetPolicyPack,
     GetQuotaProfile,
@@ -36,10 +43,9 @@ from libs.outbox import Outbox
 from services.policy.adapters import repository
 from services.policy.domain.catalog_validation import (
     check_team,
-    parse_budget,
-    parse_class,
-    parse_policy_pack,
-    parse_quota_profile,
+    environment_class,
+    policy_pack,
+    quota_profile,
 )
 from services.policy.domain.packs import compose, packs_of
 
@@ -102,17 +108,17 @@ class CatalogService:
 
     # -- classes -------------------------------------------------------------------------------------
 
-    async def upsert_class(self, command: UpsertClass) -> dict[str, Any]:
+    async def upsert_class(self, command: UpsertClass) -> ClassUpsert:
         """Create or replace a class; intake's replica follows through ``class.upserted``."""
         async with self.pool.connection() as conn, conn.transaction():
             packs = await repository.policy_packs(conn)
-            environment_class = parse_class(
+            new_class = environment_class(
                 command.name,
                 command.body,
                 quota_profiles=await repository.quota_profile_names(conn),
                 policy_packs=set(packs),
             )
-            class_packs, _ = packs_of(environment_class, packs)
+            class_packs, _ = packs_of(new_class, packs)
             conflicts = compose(class_packs).conflicts
             if conflicts:
                 raise ValidationFailed(
@@ -121,17 +127,17 @@ class CatalogService:
                         {"field": "policy_packs", "message": conflict.message} for conflict in conflicts
                     ],
                 )
-            revision, created = await repository.upsert_class(conn, environment_class, command.actor.actor)
+            revision, created = await repository.upsert_class(conn, new_class, command.actor.actor)
             await announce_class(
-                self.outbox, conn, environment_class, revision=revision, updated_by=command.actor.actor
+                self.outbox, conn, new_class, revision=revision, updated_by=command.actor.actor
             )
-        return {"created": created, "revision": revision, "class": environment_class}
+        return ClassUpsert(created=created, revision=revision, environment_class=new_class)
 
     # -- quota profiles ------------------------------------------------------------------------------
 
-    async def list_quota_profiles(self, _: ListQuotaProfiles) -> dict[str, Any]:
+    async def list_quota_profiles(self, _: ListQuotaProfiles) -> QuotaProfileList:
         async with self.pool.connection() as conn:
-            return {"items": await repository.list_quota_profiles(conn)}
+            return QuotaProfileList(items=await repository.list_quota_profiles(conn))
 
     async def get_quota_profile(self, query: GetQuotaProfile) -> QuotaProfile:
         async with self.pool.connection() as conn:
@@ -140,18 +146,18 @@ class CatalogService:
             raise NotFound(f"quota profile {query.name} not found")
         return profile
 
-    async def upsert_quota_profile(self, command: UpsertQuotaProfile) -> dict[str, Any]:
+    async def upsert_quota_profile(self, command: UpsertQuotaProfile) -> QuotaProfileUpsert:
         """Create or replace a profile; classes that use it get the new values from their next request."""
-        profile = parse_quota_profile(command.name, command.body)
+        profile = quota_profile(command.name, command.body)
         async with self.pool.connection() as conn, conn.transaction():
             created = await repository.upsert_quota_profile(conn, profile, command.actor.actor)
-        return {"created": created, "profile": profile}
+        return QuotaProfileUpsert(created=created, profile=profile)
 
     # -- policy packs --------------------------------------------------------------------------------
 
-    async def list_policy_packs(self, _: ListPolicyPacks) -> dict[str, Any]:
+    async def list_policy_packs(self, _: ListPolicyPacks) -> PolicyPackList:
         async with self.pool.connection() as conn:
-            return {"items": await repository.list_policy_packs(conn)}
+            return PolicyPackList(items=await repository.list_policy_packs(conn))
 
     async def get_policy_pack(self, query: GetPolicyPack) -> PolicyPack:
         async with self.pool.connection() as conn:
@@ -160,9 +166,9 @@ class CatalogService:
             raise NotFound(f"policy pack {query.name} not found")
         return pack
 
-    async def upsert_policy_pack(self, command: UpsertPolicyPack) -> dict[str, Any]:
+    async def upsert_policy_pack(self, command: UpsertPolicyPack) -> PolicyPackUpsert:
         """Create or replace a pack; refused if it would clash with another pack of a class using it."""
-        pack = parse_policy_pack(command.name, command.body)
+        pack = policy_pack(command.name, command.body)
         # Off the event loop: the first call loads the schema files (CPU-bound, ~0.5 s).
         details = await asyncio.to_thread(pack_schema_problems, pack, self.schemas)
         if details:
@@ -188,7 +194,7 @@ class CatalogService:
                     "invalid policy pack: it conflicts with other packs of a class", details=details
                 )
             created = await repository.upsert_policy_pack(conn, pack, command.actor.actor)
-        return {"created": created, "pack": pack}
+        return PolicyPackUpsert(created=created, pack=pack)
 
     # -- teams and budgets ---------------------------------------------------------------------------
 
@@ -216,7 +222,8 @@ class CatalogService:
 
     async def set_team_budget(self, command: SetTeamBudget) -> TeamBudgetView:
         """Set (or with null remove) the team's monthly budget; applies to the next evaluation."""
-        monthly_usd = parse_budget(command.team, command.body)
+        check_team(command.team)
+        monthly_usd = command.body.monthly_usd
         async with self.pool.connection() as conn, conn.transaction():
             await repository.set_team_budget(conn, command.team, monthly_usd, command.actor.actor)
             return await self._team_view(conn, command.team)

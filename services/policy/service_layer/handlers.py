@@ -20,6 +20,7 @@ from contracts.events import (
     RequestTeardownRequested,
 )
 from contracts.models import EnvironmentClass, PolicyPlanView, RequestSpec
+from contracts.replies import ClassList
 from contracts.rpc import GetClass, ListClasses, PlanRequest
 from libs.database import Pool
 from libs.errors import NotFound
@@ -82,9 +83,9 @@ class PolicyService:
 
     # -- queries -------------------------------------------------------------------------------------
 
-    async def list_classes(self, _: ListClasses) -> dict[str, Any]:
+    async def list_classes(self, _: ListClasses) -> ClassList:
         async with self.pool.connection() as conn:
-            return {"items": await repository.list_classes(conn)}
+            return ClassList(items=await repository.list_classes(conn))
 
     async def get_class(self, query: GetClass) -> EnvironmentClass:
         async with self.pool.connection() as conn:
