@@ -12,7 +12,7 @@ from typing import TypeVar
 from libs.ops_server import OpsServer
 from libs.service_kit import ServiceKit
 from libs.settings import PlatformSettings, split_address
-from libs.telemetry import configure_logging, configure_tracing, shutdown_tracing
+from libs.telemetry import configure_logging, configure_telemetry, shutdown_telemetry
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,8 @@ async def serve(settings: S, bootstrap: Callable[[S], Awaitable[ServiceKit]]) ->
 
 def run(service: str, settings: S, bootstrap: Callable[[S], Awaitable[ServiceKit]]) -> None:
     configure_logging(service, settings.log_level)
-    configure_tracing(settings.otel_service_name or f"platform-{service}", settings.otlp_endpoint)
+    configure_telemetry(f"platform-{service}", settings)
     try:
         asyncio.run(serve(settings, bootstrap))
     finally:
-        shutdown_tracing()
+        shutdown_telemetry()

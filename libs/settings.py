@@ -359,7 +359,25 @@ class PlatformSettings:
         "PLATFORM_OTLP_ENDPOINT", None, doc="OTLP/HTTP collector URL; tracing export is off when unset."
     )
     otel_service_name: str | None = setting(
-        "PLATFORM_OTEL_SERVICE_NAME", None, doc="Overrides the service name in traces."
+        "PLATFORM_OTEL_SERVICE_NAME", None, doc="Service name in traces; OTEL_SERVICE_NAME wins."
+    )
+    # Standard OpenTelemetry variables: the SDK reads them itself (with their siblings:
+    # headers, timeouts, sampler, resource); they are read here only to decide whether
+    # each signal is exported at all (docs/observability.md).
+    otel_exporter_otlp_endpoint: str | None = setting(
+        "OTEL_EXPORTER_OTLP_ENDPOINT", None, doc="Standard OTLP/HTTP base URL; set, traces are exported."
+    )
+    otel_exporter_otlp_traces_endpoint: str | None = setting(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None, doc="Standard traces URL; set, traces are exported."
+    )
+    otel_traces_exporter: str | None = setting(
+        "OTEL_TRACES_EXPORTER", None, doc="Standard: otlp or none; unset, otlp when an endpoint is set."
+    )
+    otel_metrics_exporter: str | None = setting(
+        "OTEL_METRICS_EXPORTER", None, doc="Standard: otlp also sends the /metrics registry over OTLP."
+    )
+    otel_logs_exporter: str | None = setting(
+        "OTEL_LOGS_EXPORTER", None, doc="Standard: otlp also sends log records over OTLP."
     )
     prometheus_enabled: bool = setting("PLATFORM_PROMETHEUS_ENABLED", True, doc="Serve /metrics.")
 

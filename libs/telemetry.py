@@ -2,7 +2,8 @@
 
 - JSON logs, one object per line, always carrying ``service``, ``trace_id`` and
   ``request_id`` (the environment request being worked on, bound with :func:`bind_request`).
-- OpenTelemetry tracing; spans are exported over OTLP/HTTP only when an endpoint is set,
+- OpenTelemetry tracing; spans are exported over OTLP/HTTP only when the standard
+  ``OTEL_*`` variables (or ``PLATFORM_OTLP_ENDPOINT``) ask for it (:mod:`libs.otlp_export`),
   but trace ids exist either way so logs and events correlate.
 - W3C trace context travels in NATS headers (:func:`inject_headers` / :func:`extract_context`).
 - One Prometheus registry per process (:data:`REGISTRY`) with the kit's shared metrics.
@@ -10,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import json
@@ -17,16 +19,16 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from libs import otlp_export
 
 _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 _service_name = "platform"
@@ -152,23 +154,30 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def configure_tracing(service: str, otlp_endpoint: str | None) -> None:
-    provider = TracerProvider(resource=Resource.create({"service.name": service}))
-    if otlp_endpoint:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+_exporting: list[Any] = []
 
-        endpoint = otlp_endpoint.rstrip("/")
-        if not endpoint.endswith("/v1/traces"):
-            endpoint += "/v1/traces"
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+
+def configure_telemetry(default_service_name: str, settings: otlp_export.ExportSwitches) -> None:
+    """Tracing for this process, and OTLP export of the signals the ``OTEL_*`` variables ask
+    for (:mod:`libs.otlp_export`). Call after :func:`configure_logging`: OTLP logs add a
+    handler beside the JSON one."""
+    service_resource = otlp_export.resource(settings.otel_service_name or default_service_name)
+    # The sampler comes from OTEL_TRACES_SAMPLER (parent-based, always on when unset).
+    provider = TracerProvider(resource=service_resource)
+    if otlp_export.traces_exported(settings):
+        otlp_export.export_traces(provider, settings)
     trace.set_tracer_provider(provider)
+    _exporting.append(provider)
+    if otlp_export.chosen("otlp", settings.otel_metrics_exporter):
+        _exporting.append(otlp_export.export_metrics(service_resource, REGISTRY))
+    if otlp_export.chosen("otlp", settings.otel_logs_exporter):
+        _exporting.append(otlp_export.export_logs(service_resource, redact))
 
 
-def shutdown_tracing() -> None:
-    provider = trace.get_tracer_provider()
-    shutdown = getattr(provider, "shutdown", None)
-    if shutdown is not None:
-        shutdown()
+def shutdown_telemetry() -> None:
+    """Flush and stop every exporter :func:`configure_telemetry` started."""
+    while _exporting:
+        _exporting.pop().shutdown()
 
 
 def tracer() -> trace.Tracer:
@@ -194,6 +203,43 @@ def span_from_headers(
     ctx = extract_context(headers)
     with tracer().start_as_current_span(name, context=ctx, attributes=attributes) as span:
         yield span
+
+
+def replace_samples(gauge: Gauge, samples: Iterable[tuple[Sequence[str], float]]) -> None:
+    """Make ``samples`` (label values, value) the gauge's only series.
+
+    Series absent from ``samples`` disappear instead of keeping a stale value. Nothing
+    awaits between the clear and the last set, so a scrape never sees the gauge half-filled.
+    """
+    gauge.clear()
+    for labels, value in samples:
+        gauge.labels(*labels).set(value)
+
+
+# How often gauges computed from a service's own tables are recomputed: cheap queries,
+# fresh enough for dashboards and for alerts that wait minutes anyway.
+DATABASE_GAUGES_SECONDS = 10.0
+
+
+def refresh_every(
+    refresh: Callable[[], Awaitable[None]], interval: float = DATABASE_GAUGES_SECONDS
+) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
+    """A background loop (:meth:`libs.service_kit.ServiceKit.background`) that calls
+    ``refresh`` now and every ``interval`` seconds until stopping; a failed refresh is
+    logged and leaves the last values, it never ends the loop."""
+
+    async def loop(stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            try:
+                await refresh()
+            except Exception as exc:
+                logging.getLogger(__name__).warning(
+                    "metrics refresh failed", extra={"fields": {"error_type": type(exc).__name__}}
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), interval)
+
+    return loop
 
 
 class Stopwatch:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+
 from libs.service_kit import ServiceKit
+from libs.telemetry import refresh_every
+from services.approval.adapters import metrics
 from services.approval.entrypoints.bus import register
 from services.approval.service_layer.handlers import ApprovalService
 from services.approval.settings import ApprovalSettings
@@ -22,4 +26,5 @@ async def bootstrap(settings: ApprovalSettings) -> ServiceKit:
         record_wait_seconds=settings.approval_record_wait_seconds,
     )
     register(kit, service)
+    kit.background(refresh_every(functools.partial(metrics.refresh, kit.pool)), name="metrics")
     return kit

@@ -15,7 +15,7 @@ from litestar import Litestar
 from nats.aio.client import Client as NatsClient
 
 from libs.bus import connect_nats
-from libs.telemetry import configure_logging, configure_tracing, shutdown_tracing
+from libs.telemetry import configure_logging, configure_telemetry, shutdown_telemetry
 from services.gateway.adapters.services import Services
 from services.gateway.adapters.tokens import authenticator_from_settings
 from services.gateway.entrypoints.http import (
@@ -109,10 +109,10 @@ def _without_listen_address(record: logging.LogRecord) -> bool:
 def run(settings: GatewaySettings) -> None:
     """Serve the API until SIGTERM/SIGINT (uvicorn's signal handling drains gracefully)."""
     configure_logging("gateway", settings.log_level)
-    configure_tracing(settings.otel_service_name or "platform-gateway", settings.otlp_endpoint)
+    configure_telemetry("platform-gateway", settings)
     logging.getLogger("uvicorn.error").addFilter(_without_listen_address)
     log.info("serving the HTTP API", extra={"fields": {"port": settings.listen_address()[1]}})
     try:
         uvicorn.Server(uvicorn_config(settings, create_app(settings))).run()
     finally:
-        shutdown_tracing()
+        shutdown_telemetry()

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from libs.bus import StreamBacklog
 from libs.service_kit import ServiceKit
+from libs.telemetry import refresh_every
+from services.intake.adapters import metrics
 from services.intake.entrypoints.bus import register
 from services.intake.service_layer.handlers import IntakeService
 from services.intake.settings import IntakeSettings
@@ -22,6 +25,7 @@ async def bootstrap(settings: IntakeSettings) -> ServiceKit:
     # once replicated it never empties again, so this gates a fresh install only and cannot
     # flap with policy's availability afterwards.
     kit.readiness["class_catalog"] = service.catalog_replicated
+    kit.background(refresh_every(functools.partial(metrics.refresh, kit.pool)), name="metrics")
     if settings.expiry_sweep_interval_seconds > 0:
         backlog = StreamBacklog(kit.js, settings.stream_name)
 

@@ -1,0 +1,159 @@
+"""Intake's metrics: where requests are, how long they took, what expires soon.
+
+Intake owns the requests, so what is a fact of its tables (requests by status, the oldest
+one in each status, environments expiring in the next 24 hours) is read from its own
+schema on a short loop (:func:`libs.telemetry.refresh_every`); each replica reports the
+same numbers, so dashboards take ``max`` over replicas. Latencies are observed where
+intake projects the status change, from the times the events carry (when it happened,
+not when intake heard of it).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from prometheus_client import Gauge, Histogram
+from psycopg import AsyncConnection
+
+from contracts.envelope import Envelope
+from libs.database import Pool
+from libs.telemetry import REGISTRY, replace_samples
+from services.intake.domain.model import BEFORE_APPROVAL, EXPIRABLE, EnvironmentRequest, Status
+
+Conn = AsyncConnection[Any]
+
+# Seconds, from a preview that is ready in half a second to an approval that waits days.
+LIFECYCLE_BUCKETS = (0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 14400, 43200, 86400, 259200)
+# Nothing moves a request out of these by itself any more; their age says nothing.
+SETTLED = frozenset({Status.READY, Status.FAILED, Status.REJECTED, Status.DELETED})
+EXPIRING_WITHIN = timedelta(hours=24)
+
+REQUESTS = Gauge(
+    "platform_requests",
+    "Environment requests by status and class (intake's records, every status of every class).",
+    ["status", "class"],
+    registry=REGISTRY,
+)
+OLDEST_IN_STATUS = Gauge(
+    "platform_requests_oldest_age_seconds",
+    "Seconds since the least recently changed request in each unsettled status last changed.",
+    ["status"],
+    registry=REGISTRY,
+)
+EXPIRING_SOON = Gauge(
+    "platform_environments_expiring_soon",
+    "Environments (ready or failed) whose expiry falls within the next 24 hours, by class.",
+    ["class"],
+    registry=REGISTRY,
+)
+READY_SECONDS = Histogram(
+    "platform_request_ready_seconds",
+    "From submission to the first time the environment was ready, by class.",
+    ["class"],
+    buckets=LIFECYCLE_BUCKETS,
+    registry=REGISTRY,
+)
+STAGE_SECONDS = Histogram(
+    "platform_request_stage_seconds",
+    "Time to reach a stage from the previous one, by class: approved (from submitted), rendered "
+    "(from the run's reconcile request), published (from rendered), ready (from published).",
+    ["class", "stage"],
+    buckets=LIFECYCLE_BUCKETS,
+    registry=REGISTRY,
+)
+
+# Stage reached by an event -> the timeline event (of the same generation) that began it.
+STAGE_STARTED_BY = {
+    "rendered": "request.reconcile_requested",
+    "published": "request.rendered",
+    "ready": "request.published",
+}
+
+
+async def refresh(pool: Pool) -> None:
+    """Recompute the gauges from intake's tables."""
+    now = datetime.now(UTC)
+    async with pool.connection() as conn:
+        counts = await _fetch(
+            conn, "SELECT status, class, count(*) AS n FROM requests GROUP BY status, class"
+        )
+        classes = await _fetch(conn, "SELECT name FROM environment_classes")
+        oldest = await _fetch(
+            conn,
+            "SELECT status, min(updated_at) AS since FROM requests WHERE NOT status = ANY(%s) GROUP BY status",
+            [sorted(str(status) for status in SETTLED)],
+        )
+        expiring = await _fetch(
+            conn,
+            "SELECT class, count(*) AS n FROM requests WHERE status = ANY(%s)"
+            " AND expires_at >= %s AND expires_at < %s GROUP BY class",
+            [sorted(str(status) for status in EXPIRABLE), now, now + EXPIRING_WITHIN],
+        )
+    replace_samples(REQUESTS, _every_status(counts, {row["name"] for row in classes}))
+    replace_samples(OLDEST_IN_STATUS, (((r["status"],), (now - r["since"]).total_seconds()) for r in oldest))
+    replace_samples(EXPIRING_SOON, (((row["class"],), row["n"]) for row in expiring))
+
+
+def _every_status(counts: list[dict[str, Any]], classes: set[str]) -> list[tuple[tuple[str, str], float]]:
+    """Counts with a zero for every status of every known class, so a query over one status
+    (``failed``) has a series to compare even before the first such request."""
+    found = {(row["status"], row["class"]): float(row["n"]) for row in counts}
+    keys = {(str(status), name) for status in Status for name in classes} | found.keys()
+    return [(key, found.get(key, 0.0)) for key in sorted(keys)]
+
+
+async def observe_progress(
+    conn: Conn, request: EnvironmentRequest, envelope: Envelope, before: Status
+) -> None:
+    """Observe the stage latency (and, the first time it is ready, the end-to-end latency) of
+    a change just projected. A retried projection may observe twice; that is rare (a
+    concurrent change) and far cheaper than deferring to after the commit."""
+    stage = _stage_reached(envelope.type, before, request.status)
+    if stage is None:
+        return
+    started = request.created_at if stage == "approved" else await _began(conn, request, stage)
+    class_name = request.spec.class_name
+    if started is not None:
+        STAGE_SECONDS.labels(class_name, stage).observe(_seconds(started, envelope.time))
+    if stage == "ready" and not await _was_ready_before(conn, request.id, envelope.id):
+        READY_SECONDS.labels(class_name).observe(_seconds(request.created_at, envelope.time))
+
+
+def _stage_reached(event_type: str, before: Status, after: Status) -> str | None:
+    if after is Status.READY and before is not Status.READY:
+        return "ready"
+    if event_type == "request.approved" and before in BEFORE_APPROVAL:
+        return "approved"
+    return {"request.rendered": "rendered", "request.published": "published"}.get(event_type)
+
+
+async def _began(conn: Conn, request: EnvironmentRequest, stage: str) -> datetime | None:
+    rows = await _fetch(
+        conn,
+        "SELECT max(occurred_at) AS at FROM request_timeline"
+        " WHERE request_id = %s AND event_type = %s AND generation = %s",
+        [request.id, STAGE_STARTED_BY[stage], request.generation],
+    )
+    at: datetime | None = rows[0]["at"] if rows else None
+    return at
+
+
+async def _was_ready_before(conn: Conn, request_id: str, event_id: str) -> bool:
+    rows = await _fetch(
+        conn,
+        "SELECT EXISTS (SELECT 1 FROM request_timeline WHERE request_id = %s"
+        " AND status_after = 'ready' AND event_id <> %s::uuid) AS seen",
+        [request_id, event_id],
+    )
+    return bool(rows[0]["seen"])
+
+
+def _seconds(started: datetime, ended: datetime) -> float:
+    # Event times come from different hosts; a little clock skew must not go negative.
+    return max(0.0, (ended - started).total_seconds())
+
+
+async def _fetch(conn: Conn, query: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+    cursor = await conn.execute(query, params)
+    return list(await cursor.fetchall())
