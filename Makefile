@@ -85,7 +85,7 @@ check: lint typecheck test ## Everything CI runs: lint, types, tests
 
 .PHONY: contracts
 contracts: $(STAMP) ## Regenerate JSON Schemas and the AsyncAPI document from the models
-	$(BIN)/python -m contracts.generate
+	$(BIN)/python -m services.tools.contracts_generator
 
 .PHONY: bench
 bench: $(STAMP) ## Throughput and latency benchmarks (outbox relay, consumers, end to end)

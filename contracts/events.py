@@ -1,6 +1,7 @@
 """Integration events: the facts services publish on ``<prefix>.<type>``.
 
-Each model is the ``data`` of an :class:`~contracts.envelope.Envelope`. Models are
+Each model is the ``data`` of an :class:`~contracts.envelope.Envelope`; the first paragraph
+of its docstring says what the fact means (the generated catalog's summary). Models are
 versioned (``__data_version__``); changes are additive (new optional fields only), a
 breaking change is a new model with a new version registered beside the old one.
 """
@@ -31,6 +32,8 @@ class Attestation(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RequestSubmitted(msgspec.Struct, frozen=True, kw_only=True):
+    """An environment request passed validation and was stored; policy evaluation is next."""
+
     __data_version__ = 1
     request_id: str
     spec: RequestSpec
@@ -44,6 +47,9 @@ class RequestSubmitted(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RequestPolicyEvaluated(msgspec.Struct, frozen=True, kw_only=True):
+    """The policy service decided whether the request may proceed, and resolved its plan
+    (quota, limit ranges, policy packs, cost, approvals needed)."""
+
     __data_version__ = 1
     request_id: str
     outcome: Literal["allowed", "rejected"]
@@ -62,6 +68,8 @@ class RequestPolicyEvaluated(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RequestApproved(msgspec.Struct, frozen=True, kw_only=True):
+    """The request may be reconciled: approved automatically or by signed approvals."""
+
     __data_version__ = 1
     request_id: str
     automatic: bool
@@ -70,9 +78,10 @@ class RequestApproved(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RequestApprovalRecorded(msgspec.Struct, frozen=True, kw_only=True):
-    """One approver approved; ``request.approved`` follows once ``approvals_required`` distinct
-    approvers have. Carries no signature: the client's is never stored, and the attestation
-    travels only in ``request.approved``."""
+    """One approver's signed approval was accepted; request.approved follows at the quorum.
+
+    The quorum is ``approvals_required`` distinct approvers. Carries no signature: the
+    client's is never stored, and the attestation travels only in ``request.approved``."""
 
     __data_version__ = 1
     request_id: str
@@ -84,6 +93,8 @@ class RequestApprovalRecorded(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RequestRejected(msgspec.Struct, frozen=True, kw_only=True):
+    """An approver (or the policy outcome) rejected the request; nothing will be rendered."""
+
     __data_version__ = 1
     request_id: str
     rejected_by: str
@@ -94,6 +105,8 @@ class RequestRejected(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RequestReconcileRequested(msgspec.Struct, frozen=True, kw_only=True):
+    """Render and publish this generation of the request (automatically or by hand)."""
+
     __data_version__ = 1
     request_id: str
     generation: int
@@ -110,6 +123,8 @@ class RenderedFile(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RequestRendered(msgspec.Struct, frozen=True, kw_only=True):
+    """The renderer produced the GitOps manifests for one generation of the request."""
+
     __data_version__ = 1
     request_id: str
     generation: int
@@ -128,6 +143,11 @@ class RequestRendered(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RequestPromotionOpened(msgspec.Struct, frozen=True, kw_only=True):
+    """The manifests were pushed to a promotion branch and a pull request opened.
+
+    Reserved for git-publisher's pull-request mode, which today reports the promotion in
+    request.published (mode, promotion_branch, promotion_url)."""
+
     __data_version__ = 1
     request_id: str
     generation: int
@@ -136,6 +156,8 @@ class RequestPromotionOpened(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RequestPublished(msgspec.Struct, frozen=True, kw_only=True):
+    """The manifests of one generation are committed to the GitOps repository."""
+
     __data_version__ = 1
     request_id: str
     generation: int
@@ -159,6 +181,9 @@ class DriftItem(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RequestBootstrapped(msgspec.Struct, frozen=True, kw_only=True):
+    """The cluster side of a published generation was applied (or skipped) and checked for
+    drift."""
+
     __data_version__ = 1
     request_id: str
     generation: int
@@ -172,6 +197,8 @@ class RequestBootstrapped(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RequestDriftDetected(msgspec.Struct, frozen=True, kw_only=True):
+    """A drift check compared the cluster with the published manifests."""
+
     __data_version__ = 1
     request_id: str
     generation: int
@@ -180,6 +207,8 @@ class RequestDriftDetected(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RequestFailed(msgspec.Struct, frozen=True, kw_only=True):
+    """A stage gave up on the request after its retries; the error says why."""
+
     __data_version__ = 1
     request_id: str
     generation: int
@@ -189,9 +218,11 @@ class RequestFailed(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RequestStageRetrying(msgspec.Struct, frozen=True, kw_only=True):
-    """A stage could not reach a dependency (git remote, cluster, database) and will try the
-    event again at ``next_attempt_at``; ``request.failed`` follows only if it never can.
-    Reported from a stage's second failed attempt on, at most once per attempt."""
+    """A stage could not reach a dependency and will retry at next_attempt_at; the request waits.
+
+    The dependency is a git remote, a cluster or a database; ``request.failed`` follows only
+    if the stage never can. Reported from a stage's second failed attempt on, at most once
+    per attempt."""
 
     __data_version__ = 1
     request_id: str
@@ -203,6 +234,8 @@ class RequestStageRetrying(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RequestTeardownRequested(msgspec.Struct, frozen=True, kw_only=True):
+    """The request was deleted or expired; its manifests and cluster objects must go."""
+
     __data_version__ = 1
     request_id: str
     generation: int
@@ -214,8 +247,10 @@ class RequestTeardownRequested(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RequestExtended(msgspec.Struct, frozen=True, kw_only=True):
-    """The request's ``ttl_hours`` changed; ``expires_at`` is the new expiry (None until the
-    environment is first ready, when the TTL starts counting)."""
+    """The request's TTL was changed within its class maximum.
+
+    ``expires_at`` is the new expiry (None until the environment is first ready, when the
+    TTL starts counting)."""
 
     __data_version__ = 1
     request_id: str
@@ -226,6 +261,8 @@ class RequestExtended(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RequestUnpublished(msgspec.Struct, frozen=True, kw_only=True):
+    """The request's manifests were removed from the GitOps repository."""
+
     __data_version__ = 1
     request_id: str
     generation: int
@@ -237,6 +274,8 @@ class RequestUnpublished(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RequestTornDown(msgspec.Struct, frozen=True, kw_only=True):
+    """The request's namespaces and objects are gone from the cluster."""
+
     __data_version__ = 1
     request_id: str
     generation: int
@@ -244,6 +283,8 @@ class RequestTornDown(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ClassUpserted(msgspec.Struct, frozen=True, kw_only=True):
+    """An environment class was created or changed; services refresh their copy."""
+
     __data_version__ = 1
     environment_class: EnvironmentClass = msgspec.field(name="class")
     revision: int

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
@@ -44,6 +44,7 @@ from libs.outbox import Outbox, OutboxRelay
 from libs.retention import Retention, kit_rules
 from libs.rpc import RpcHandler, RpcServer
 from libs.settings import PlatformSettings
+from libs.topology import ServiceTopology
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +216,9 @@ class ServiceKit:
     ) -> EventConsumer:
         """Register a durable consumer ``<service>-<name>`` for the event types in ``handlers``.
 
+        Services declare theirs in a :class:`~libs.topology.ServiceTopology` and register them
+        with :meth:`subscribe`; this is the step beneath, for consumers made up on the spot.
+
         ``event_filter`` names the consumer's interest (every handler must match it); the
         server delivers only the handlers' types. A new durable starts with new events
         (``start_from="all"``: the whole retained history); an existing one keeps its place.
@@ -241,6 +245,28 @@ class ServiceKit:
         )
         self.consumers.append(consumer)
         return consumer
+
+    def subscribe(
+        self, topology: ServiceTopology, owner: object, *, concurrency: Mapping[str, int] | None = None
+    ) -> None:
+        """Register the durable consumers ``topology`` declares, their handlers bound to ``owner``.
+
+        ``concurrency`` sets it for consumers by name (from a service setting); the others
+        take ``PLATFORM_CONSUMER_CONCURRENCY``.
+        """
+        if topology.name != self.service:
+            raise ValueError(f"the {topology.name} topology registered on the {self.service} kit")
+        for consumer in topology.consumers:
+            self.consume(
+                consumer.name,
+                consumer.event_filter,
+                consumer.bound_handlers(owner),
+                on_give_up=consumer.on_give_up,
+                on_retry=consumer.on_retry,
+                concurrency=(concurrency or {}).get(consumer.name),
+                ordered_by_subject=consumer.ordered_by_subject,
+                start_from=consumer.start_from,
+            )
 
     def route(self, verb: str, message_type: type[Any], handler: RpcHandler) -> None:
         self.rpc.route(verb, message_type, handler)

@@ -10,13 +10,14 @@ from typing import Any
 import nats
 import pytest
 
+from services.tools.platformd.registry import BACKEND_SERVICES
 from tests.support.isolation import row_counts
 from tests.support.platformctl import clean_env, run_platformctl
 from tests.support.stack import RunningStack, mint_token
 
 pytestmark = pytest.mark.e2e
 
-SCHEMAS = ("intake", "policy", "approval", "renderer", "git_publisher", "cluster_bootstrapper")
+SCHEMAS = BACKEND_SERVICES
 CREATE = (
     "request", "create", "--app", "checkout", "--team", "payments", "--class", "preview",
     "--region", "us-east-1", "--ttl", "24", "--owner", "alice@example.com",

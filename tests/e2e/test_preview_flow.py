@@ -8,6 +8,7 @@ import httpx
 import pytest
 import yaml
 
+from contracts.catalog import SERVICES
 from tests.support.api_flows import PREVIEW
 from tests.support.rendered_bundles import CORE_FILES
 from tests.support.seed_plans import QUOTAS
@@ -124,14 +125,7 @@ def test_one_trace_spans_the_whole_lifecycle(stack: RunningStack) -> None:
         request_id = created.json()["id"]
         stack.wait_for_status(api, request_id, {"ready"})
     events = stack.events(request_id)
-    assert {envelope.source for envelope, _ in events} == {
-        "intake",
-        "policy",
-        "approval",
-        "renderer",
-        "git_publisher",
-        "cluster_bootstrapper",
-    }
+    assert {envelope.source for envelope, _ in events} == set(SERVICES)
     assert {headers["traceparent"].split("-")[1] for _, headers in events} == {trace_id}
     for envelope, headers in events:
         assert headers["Nats-Msg-Id"] == envelope.id

@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+from libs.topology import Consumer, ServiceTopology
+
+from contracts.events import (
+    RequestApprovalRecorded,
+    RequestApproved,
+    RequestFailed,
+    RequestPolicyEvaluated,
+    RequestRejected,
+    RequestStageRetrying,
+)
 from contracts.rpc import ApproveRequest, RejectRequest
 from libs.service_kit import ServiceKit
 from services.approval.service_layer.handlers import ApprovalService
@@ -10,6 +20,17 @@ from services.approval.service_layer.handlers import ApprovalService
 def register(kit: ServiceKit, service: ApprovalService) -> None:
     kit.route("approve", ApproveRequest, service.approve)
     kit.route("reject", RejectRequest, service.reject)
-    kit.consume(
-        "decisions", "request.policy_evaluated", {"request.policy_evaluated": service.on_policy_evaluated}
-    )
+    kit.subscribe(TOPOLOGY, service)
+
+
+TOPOLOGY = ServiceTopology(
+    name="approval",
+    consumers=(Consumer("decisions", {RequestPolicyEvaluated: ApprovalService.on_policy_evaluated}),),
+    publishes=(
+        RequestApproved,
+        RequestApprovalRecorded,
+        RequestRejected,
+        RequestFailed,
+        RequestStageRetrying,
+    ),
+)

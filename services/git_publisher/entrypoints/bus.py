@@ -2,24 +2,42 @@
 
 from __future__ import annotations
 
+from libs.topology import Consumer, ServiceTopology
+
+from contracts.events import (
+    RequestFailed,
+    RequestPublished,
+    RequestRendered,
+    RequestStageRetrying,
+    RequestTeardownRequested,
+    RequestUnpublished,
+)
 from libs.service_kit import ServiceKit
 from services.git_publisher.service_layer.handlers import GitPublisherService
 
 
 def register(kit: ServiceKit, service: GitPublisherService, service_concurrency: int) -> None:
-    # One consumer for both event types, ordered by request: a teardown must never be
-    # overtaken by that request's rendered bundle (or an older bundle by a newer one), or
-    # the branch would end up holding a directory that should be gone or stale. The server
-    # delivers only these two types (the durable's filter subjects come from the handlers).
-    kit.consume(
-        "requests",
-        "request.>",
-        {
-            "request.rendered": service.publish,
-            "request.teardown_requested": service.unpublish,
-        },
-        ordered_by_subject=True,
-        # Handlers mostly wait for a shared, batched push and hold no database connection
-        # meanwhile (two-phase handlers), so many can be in flight to fill each batch.
-        concurrency=service_concurrency,
-    )
+    kit.subscribe(TOPOLOGY, service, concurrency={"requests": service_concurrency})
+
+
+TOPOLOGY = ServiceTopology(
+    name="git_publisher",
+    consumers=(
+        # One consumer for both event types, ordered by request: a teardown must never be
+        # overtaken by that request's rendered bundle (or an older bundle by a newer one), or
+        # the branch would end up holding a directory that should be gone or stale. The
+        # server delivers only these two types (the durable's filter subjects come from the
+        # handlers). Handlers mostly wait for a shared, batched push and hold no database
+        # connection meanwhile (two-phase handlers), so many can be in flight to fill each
+        # batch: the concurrency is git-publisher's own setting.
+        Consumer(
+            "requests",
+            {
+                RequestRendered: GitPublisherService.publish,
+                RequestTeardownRequested: GitPublisherService.unpublish,
+            },
+            ordered_by_subject=True,
+        ),
+    ),
+    publishes=(RequestPublished, RequestUnpublished, RequestFailed, RequestStageRetrying),
+)

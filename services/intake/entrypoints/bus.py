@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+from libs.topology import Consumer, ServiceTopology, events_under
+
+from contracts.events import (
+    ClassUpserted,
+    RequestExtended,
+    RequestReconcileRequested,
+    RequestSubmitted,
+    RequestTeardownRequested,
+)
 from contracts.rpc import (
     CreateRequest,
     DeleteRequest,
@@ -25,38 +34,36 @@ def register(kit: ServiceKit, service: IntakeService) -> None:
     kit.route("reconcile", ReconcileRequest, service.reconcile)
     kit.route("extend", ExtendRequest, service.extend)
     kit.route("delete", DeleteRequest, service.delete)
-    kit.consume("classes", "class.upserted", {"class.upserted": service.on_class_upserted})
-    # Every request event: intake projects the lifecycle status from all of them. Events
-    # of one request are applied in stream order (ordered by subject). A projection that
-    # keeps failing is dead-lettered and reported nowhere else: reporting it as
-    # request.failed (or request.stage_retrying) would feed intake an event about the same
-    # request, whose projection would fail again, in a loop.
-    kit.consume(
-        "requests",
-        "request.>",
-        dict.fromkeys(REQUEST_EVENTS, service.on_request_event),
-        ordered_by_subject=True,
-        on_give_up=record_only,
-        on_retry=None,
-    )
+    kit.subscribe(TOPOLOGY, service)
 
 
-REQUEST_EVENTS = (
-    "request.submitted",
-    "request.policy_evaluated",
-    "request.approval_recorded",
-    "request.approved",
-    "request.rejected",
-    "request.reconcile_requested",
-    "request.rendered",
-    "request.promotion_opened",
-    "request.published",
-    "request.bootstrapped",
-    "request.drift_detected",
-    "request.failed",
-    "request.stage_retrying",
-    "request.extended",
-    "request.teardown_requested",
-    "request.unpublished",
-    "request.torn_down",
+TOPOLOGY = ServiceTopology(
+    name="intake",
+    consumers=(
+        # A class event is about no request: a failure has nothing to be reported on.
+        Consumer(
+            "classes",
+            {ClassUpserted: IntakeService.on_class_upserted},
+            on_give_up=record_only,
+            on_retry=None,
+        ),
+        # Every request event: intake projects the lifecycle status from all of them, those
+        # added later included. Events of one request are applied in stream order (ordered
+        # by subject). A projection that keeps failing is dead-lettered and reported nowhere
+        # else: reporting it as request.failed (or request.stage_retrying) would feed intake
+        # an event about the same request, whose projection would fail again, in a loop.
+        Consumer(
+            "requests",
+            dict.fromkeys(events_under("request"), IntakeService.on_request_event),
+            ordered_by_subject=True,
+            on_give_up=record_only,
+            on_retry=None,
+        ),
+    ),
+    publishes=(
+        RequestSubmitted,
+        RequestReconcileRequested,
+        RequestTeardownRequested,
+        RequestExtended,
+    ),
 )

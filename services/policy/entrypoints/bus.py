@@ -3,6 +3,17 @@ budget ledger's release events."""
 
 from __future__ import annotations
 
+from libs.topology import Consumer, ServiceTopology
+
+from contracts.events import (
+    ClassUpserted,
+    RequestFailed,
+    RequestPolicyEvaluated,
+    RequestRejected,
+    RequestStageRetrying,
+    RequestSubmitted,
+    RequestTeardownRequested,
+)
 from contracts.rpc import (
     GetClass,
     GetPolicyPack,
@@ -35,12 +46,17 @@ def register(kit: ServiceKit, service: PolicyService, catalog: CatalogService) -
     kit.route("upsert_policy_pack", UpsertPolicyPack, catalog.upsert_policy_pack)
     kit.route("get_team", GetTeam, catalog.get_team)
     kit.route("set_team_budget", SetTeamBudget, catalog.set_team_budget)
-    kit.consume("evaluate", "request.submitted", {"request.submitted": service.on_request_submitted})
-    # An environment stops counting against its team's budget when an approver rejects it
-    # or its teardown is requested (docs/policy.md "Budgets").
-    kit.consume("rejections", "request.rejected", {"request.rejected": service.on_request_rejected})
-    kit.consume(
-        "teardowns",
-        "request.teardown_requested",
-        {"request.teardown_requested": service.on_teardown_requested},
-    )
+    kit.subscribe(TOPOLOGY, service)
+
+
+TOPOLOGY = ServiceTopology(
+    name="policy",
+    consumers=(
+        Consumer("evaluate", {RequestSubmitted: PolicyService.on_request_submitted}),
+        # An environment stops counting against its team's budget when an approver rejects it
+        # or its teardown is requested (docs/policy.md "Budgets").
+        Consumer("rejections", {RequestRejected: PolicyService.on_request_rejected}),
+        Consumer("teardowns", {RequestTeardownRequested: PolicyService.on_teardown_requested}),
+    ),
+    publishes=(RequestPolicyEvaluated, ClassUpserted, RequestFailed, RequestStageRetrying),
+)

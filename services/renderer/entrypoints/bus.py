@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from libs.topology import Consumer, ServiceTopology
+
+from contracts.events import RequestFailed, RequestReconcileRequested, RequestRendered, RequestStageRetrying
 from contracts.rpc import RenderPreview
 from libs.service_kit import ServiceKit
 from services.renderer.service_layer.handlers import RendererService
@@ -10,8 +13,11 @@ from services.renderer.service_layer.handlers import RendererService
 def register(kit: ServiceKit, service: RendererService) -> None:
     # Dry runs (POST /v1/environment-requests?dry_run=true) render through the same pipeline.
     kit.route("render", RenderPreview, service.render_preview)
-    kit.consume(
-        "reconcile",
-        "request.reconcile_requested",
-        {"request.reconcile_requested": service.on_reconcile_requested},
-    )
+    kit.subscribe(TOPOLOGY, service)
+
+
+TOPOLOGY = ServiceTopology(
+    name="renderer",
+    consumers=(Consumer("reconcile", {RequestReconcileRequested: RendererService.on_reconcile_requested}),),
+    publishes=(RequestRendered, RequestFailed, RequestStageRetrying),
+)

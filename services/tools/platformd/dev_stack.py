@@ -51,7 +51,7 @@ from services.tools.platformd.process_stack import (
     process_name,
     python_bin_dir,
 )
-from services.tools.platformd.registry import BACKEND_SERVICES, service_entry
+from services.tools.platformd.registry import BACKEND_SERVICES, ops_port_order, service_entry
 
 DEV_JWT_SECRET = "dev-jwt-secret"  # noqa: S105 - printed development default, refused in strict mode
 DEV_APPROVAL_SECRET = "dev-approval-secret"  # noqa: S105 - printed development default
@@ -61,7 +61,7 @@ PIDS_FILE = "platformd.pids"
 # The order of the preferred ops ports from PLATFORM_DEV_OPS_BASE_PORT: with the default
 # base these are each service's own PLATFORM_HEALTH_ADDRESS default (9101..9106), the
 # ports docs/architecture.md, compose.yaml and the charts use.
-OPS_PORT_ORDER = ("intake", "policy", "approval", "renderer", "git_publisher", "cluster_bootstrapper")
+OPS_PORT_ORDER = ops_port_order()
 NATS_ROLE = "nats-server"
 POSTGRES_ROLE = "postgres"
 LEFTOVER_STOP_SECONDS = 20.0

@@ -1,4 +1,4 @@
-"""The seven deployables and where their settings and composition roots live."""
+"""The deployables (from the services' own declarations) and where their settings and composition roots live."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-# Start order for the dev stack: producers of the catalog first, the gateway last.
-SERVICES = ("policy", "intake", "approval", "renderer", "git_publisher", "cluster_bootstrapper", "gateway")
-BACKEND_SERVICES = SERVICES[:-1]
+from services.tools.topology import SERVICES_DIR, bus_services, deployables
+
+# Start order for the dev stack: the bus services in pipeline order, the gateway (which
+# calls them) last.
+SERVICES = deployables()
+BACKEND_SERVICES = bus_services()
 
 
 @dataclass(frozen=True)
@@ -29,10 +32,19 @@ def service_entry(name: str) -> ServiceEntry:
         raise KeyError(name)
     package = f"services.{normalized}"
     settings_module = importlib.import_module(f"{package}.settings")
-    settings_class = next(
-        value
-        for key, value in vars(settings_module).items()
-        if key.endswith("Settings") and getattr(value, "__module__", "") == settings_module.__name__
-    )
-    schema = None if normalized == "gateway" else normalized
+    # <Name>Settings composes the kit's groups and the service's own (the module may declare groups too).
+    settings_class = getattr(settings_module, f"{normalized.title().replace('_', '')}Settings")
+    # A service with migrations owns the Postgres schema of its name; the gateway owns no data.
+    schema = normalized if (SERVICES_DIR / normalized / "migrations").is_dir() else None
     return ServiceEntry(normalized, settings_class, schema, package)
+
+
+def ops_port_order() -> tuple[str, ...]:
+    """The bus services by the port of their PLATFORM_HEALTH_ADDRESS default (9101, 9102, ...):
+    platformd dev gives them ports in this order from its base, as compose.yaml and the charts do."""
+    return tuple(sorted(BACKEND_SERVICES, key=lambda name: _default_port(service_entry(name).settings_class)))
+
+
+def _default_port(settings_class: type[Any]) -> int:
+    address: str = settings_class.health_address
+    return int(address.rsplit(":", 1)[1])

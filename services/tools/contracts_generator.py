@@ -1,11 +1,13 @@
-"""Generate the committed contract artefacts from the models in ``contracts/``.
+"""Generate the committed contract artefacts from the models in ``contracts/`` and the
+services' bus declarations (who publishes and who consumes each event, read through
+:mod:`services.tools.topology`).
 
 Writes, deterministically (sorted keys, 2-space indent, trailing newline):
 
 - ``contracts/schemas/events/<type>.v<n>.json``: JSON Schema (2020-12) of the full envelope
   of every registered event version (:data:`contracts.events.EVENT_MODELS`);
 - ``contracts/schemas/rpc/<service>.<verb>.json`` and ``reply.json``: JSON Schema of every
-  RPC request (:data:`contracts.rpc.RPC_MESSAGES`) and of the reply;
+  RPC request (:data:`contracts.rpc.RPC_VERBS`) and of the reply;
 - ``contracts/asyncapi.json``: the AsyncAPI 3.0.0 document of the event bus;
 - the event catalog table between the ``GENERATED`` markers of ``docs/contracts.md``.
 
@@ -19,8 +21,8 @@ contracts that were never released.
 
 Usage::
 
-    python -m contracts.generate                  # write (what `make contracts` runs)
-    python -m contracts.generate --check          # write nothing; exit 1 listing drift
+    python -m services.tools.contracts_generator            # write (what `make contracts` runs)
+    python -m services.tools.contracts_generator --check    # write nothing; exit 1 listing drift
 """
 
 from __future__ import annotations
@@ -43,13 +45,14 @@ from typing import Any, Final
 import msgspec
 import msgspec.inspect as mi
 
-from contracts.catalog import ANY_STAGE, MEANINGS, SERVICES, consumers_of, producer_of
 from contracts.envelope import ContractError, Envelope, cloudevents_headers, decode_envelope
 from contracts.events import EVENT_MODELS, EVENT_TYPES
-from contracts.rpc import RPC_MESSAGES, RpcReply
+from contracts.rpc import RPC_VERBS, RpcReply
+from libs.settings import PlatformSettings
+from services.tools.topology import consumers_of, producers_of
 
-CONTRACTS_DIR: Final = Path(__file__).resolve().parent
-REPO_ROOT: Final = CONTRACTS_DIR.parent
+REPO_ROOT: Final = Path(__file__).resolve().parents[2]
+CONTRACTS_DIR: Final = REPO_ROOT / "contracts"
 SCHEMAS_DIR: Final = CONTRACTS_DIR / "schemas"
 EVENT_SCHEMAS_DIR: Final = SCHEMAS_DIR / "events"
 RPC_SCHEMAS_DIR: Final = SCHEMAS_DIR / "rpc"
@@ -61,11 +64,10 @@ JSON_SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
 SCHEMA_BASE_URL: Final = "https://platform.example.com/schemas"
 PACKAGE_NAME: Final = "platform-control-plane"
 
-# Defaults of PLATFORM_EVENTS_SUBJECT_PREFIX / PLATFORM_RPC_SUBJECT_PREFIX / PLATFORM_EVENTS_STREAM
-# (libs/settings.py). Repeated, not imported: contracts/ must not depend on libs/.
-DEFAULT_EVENTS_PREFIX: Final = "platform.events"
-DEFAULT_RPC_PREFIX: Final = "platform.rpc"
-DEFAULT_STREAM: Final = "PLATFORM_EVENTS"
+# Defaults of PLATFORM_EVENTS_SUBJECT_PREFIX / PLATFORM_RPC_SUBJECT_PREFIX / PLATFORM_EVENTS_STREAM.
+DEFAULT_EVENTS_PREFIX: Final = PlatformSettings.subject_prefix
+DEFAULT_RPC_PREFIX: Final = PlatformSettings.rpc_prefix
+DEFAULT_STREAM: Final = PlatformSettings.stream_name
 
 DOCS_BEGIN: Final = "<!-- BEGIN GENERATED: event catalog (make contracts) -->"
 DOCS_END: Final = "<!-- END GENERATED: event catalog -->"
@@ -152,7 +154,13 @@ def docstring(model: type[Any]) -> str | None:
 
 
 def event_description(event_type: str, model: type[Any]) -> str:
-    return docstring(model) or MEANINGS.get(event_type) or f"The {event_type} event."
+    return docstring(model) or f"The {event_type} event."
+
+
+def event_summary(event_type: str) -> str:
+    """What the fact means in one sentence: the first paragraph of its model's docstring."""
+    first_paragraph = event_description(event_type, EVENT_TYPES[event_type]).split("\n\n", 1)[0]
+    return " ".join(first_paragraph.split())
 
 
 def message_id(event_type: str, version: int) -> str:
@@ -243,7 +251,9 @@ def components(ref_template: str) -> Components:
     """
     models: list[type[Any]] = []
     for model in (
-        [m for _, _, m in event_versions()] + [RPC_MESSAGES[k] for k in sorted(RPC_MESSAGES)] + [RpcReply]
+        [m for _, _, m in event_versions()]
+        + [RPC_VERBS[k].request_type for k in sorted(RPC_VERBS)]
+        + [RpcReply]
     ):
         if model not in models:
             models.append(model)
@@ -384,13 +394,12 @@ def headers_schema() -> dict[str, Any]:
 
 
 def _producer_text(event_type: str) -> str:
-    producer = producer_of(event_type)
-    if producer == ANY_STAGE:
-        services = ", ".join(SERVICES)
-        return f"Produced by any stage ({services}): the service that gave up after its retries."
-    if producer is None:
-        return "Producer not yet listed in contracts/catalog.py."
-    return f"Produced by the {producer} service."
+    producers = producers_of(event_type)
+    if not producers:
+        return "No service publishes it yet."
+    if len(producers) == 1:
+        return f"Produced by the {producers[0]} service."
+    return f"Produced by the {', '.join(producers)} services: the one whose stage it reports."
 
 
 def asyncapi_document() -> dict[str, Any]:
@@ -420,7 +429,7 @@ def asyncapi_document() -> dict[str, Any]:
         messages[msg] = {
             "name": msg,
             "title": f"{event_type} v{version}",
-            "summary": MEANINGS.get(event_type, event_type),
+            "summary": event_summary(event_type),
             "description": f"{event_description(event_type, model)}\n\n{_producer_text(event_type)}",
             "contentType": "application/json",
             "correlationId": {
@@ -443,7 +452,7 @@ def asyncapi_document() -> dict[str, Any]:
         channels[event_type] = {
             "address": f"{DEFAULT_EVENTS_PREFIX}.{event_type}",
             "title": event_type,
-            "summary": MEANINGS.get(event_type, event_type),
+            "summary": event_summary(event_type),
             "description": (
                 f"Events of type {event_type}, stored in the {DEFAULT_STREAM} stream. The prefix "
                 f"{DEFAULT_EVENTS_PREFIX} is the default of PLATFORM_EVENTS_SUBJECT_PREFIX (and the stream "
@@ -459,7 +468,7 @@ def asyncapi_document() -> dict[str, Any]:
             "channel": {"$ref": f"#/channels/{event_type}"},
             "messages": message_refs,
             "title": f"Publish {event_type}",
-            "summary": MEANINGS.get(event_type, event_type),
+            "summary": event_summary(event_type),
             "description": (
                 f"{_producer_text(event_type)} Written to the producer's transactional outbox "
                 "and relayed to JetStream with Nats-Msg-Id = event id."
@@ -521,9 +530,9 @@ def catalog_table() -> str:
     ordered = list(EVENT_TYPES) + sorted(set(versions_by_type) - set(EVENT_TYPES))
     for event_type in ordered:
         versions = ", ".join(f"v{v}" for v in versions_by_type.get(event_type, []))
-        producer = producer_of(event_type) or "?"
+        producer = ", ".join(producers_of(event_type)) or "none (reserved)"
         consumers = ", ".join(consumers_of(event_type)) or "none"
-        meaning = MEANINGS.get(event_type, "").replace("|", "\\|")
+        meaning = event_summary(event_type).replace("|", "\\|")
         lines.append(f"| `{event_type}` | {versions} | {producer} | {consumers} | {meaning} |")
     return "\n".join(lines) + "\n"
 
@@ -589,13 +598,13 @@ def synthetic_value(info: mi.Type, depth: int = 0) -> Any:
 
 def synthetic_example(event_type: str, version: int, model: type[Any]) -> dict[str, Any]:
     """A placeholder golden example for an event that has none yet; it must decode."""
-    producer = producer_of(event_type)
+    producers = producers_of(event_type)
     example = {
         "id": str(
             uuid.uuid5(uuid.NAMESPACE_URL, f"{SCHEMA_BASE_URL}/events/{message_id(event_type, version)}")
         ),
         "type": event_type,
-        "source": producer if producer in SERVICES else "intake",
+        "source": producers[0] if producers else "intake",
         "time": "2025-01-01T00:00:00Z",
         "subject": "req-0123456789abcdef",
         "data_version": version,
@@ -762,8 +771,10 @@ def generated_files() -> dict[Path, str]:
         files[event_schema_path(event_type, version)] = render_json(
             event_schema_document(event_type, version, model, comps)
         )
-    for name in sorted(RPC_MESSAGES):
-        files[rpc_schema_path(name)] = render_json(rpc_schema_document(name, RPC_MESSAGES[name], comps))
+    for name in sorted(RPC_VERBS):
+        files[rpc_schema_path(name)] = render_json(
+            rpc_schema_document(name, RPC_VERBS[name].request_type, comps)
+        )
     files[rpc_schema_path("reply")] = render_json(rpc_reply_document(comps))
     files[ASYNCAPI_PATH] = render_json(asyncapi_document())
     if DOCS_PATH.exists():
@@ -816,8 +827,11 @@ def _write(path: Path, content: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m contracts.generate",
-        description="Generate JSON Schemas, the AsyncAPI document and the docs catalog from contracts/.",
+        prog="python -m services.tools.contracts_generator",
+        description=(
+            "Generate JSON Schemas, the AsyncAPI document and the docs catalog from contracts/ "
+            "and the services' bus declarations."
+        ),
     )
     parser.add_argument(
         "--check", action="store_true", help="write nothing; exit 1 listing files that differ from the models"
