@@ -1,10 +1,12 @@
 """Validation against the Kubernetes OpenAPI schemas bundled with kubernetes-validate.
 
-``kubernetes_validate.validate`` re-reads and re-parses the 1.8 MB definitions file on
-every call (~15 ms). This adapter uses the same bundled strict schema files, the same
-Draft 2020-12 validator and the same reference registry, but builds each validator once
-per process and caches it at module level (~0.2 ms per object afterwards).
-``tests/unit/test_renderer_rendering.py`` checks that both agree.
+Every service loads its schemas through :func:`load_schemas`, so one process holds one
+copy whatever the number of services in it. ``kubernetes_validate.validate`` re-reads and
+re-parses the 1.8 MB definitions file on every call (~15 ms). This adapter uses the same
+bundled strict schema files, the same Draft 2020-12 validator and the same reference
+registry, but builds each validator once per process and caches it at module level
+(~0.2 ms per object afterwards). ``tests/unit/test_renderer_rendering.py`` checks that
+both agree.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ from typing import Any
 import jsonschema
 import kubernetes_validate.utils as kubernetes_validate_utils
 from referencing import Registry, Resource
+
+from libs.settings import SettingsError
+
+SCHEMA_VERSION_SETTING = "PLATFORM_KUBERNETES_SCHEMA_VERSION"
 
 
 class UnsupportedKubernetesVersion(ValueError):
@@ -91,3 +97,15 @@ class KubernetesSchemas:
             return [f"no Kubernetes {self.version} schema for kind {kind[:64]!r} of {api_version[:64]!r}"]
         errors = sorted(validator.iter_errors(manifest), key=lambda e: [str(p) for p in e.absolute_path])
         return [_describe(error) for error in errors]
+
+
+@functools.cache
+def load_schemas(version: str) -> KubernetesSchemas:
+    """The schemas of Kubernetes ``version``; a version kubernetes-validate lacks is a settings error.
+
+    Schema files load when first needed (see :meth:`KubernetesSchemas.warm_up`).
+    """
+    try:
+        return KubernetesSchemas(version)
+    except UnsupportedKubernetesVersion as exc:
+        raise SettingsError([f"{SCHEMA_VERSION_SETTING}: {exc}"]) from None

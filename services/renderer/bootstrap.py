@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from libs.kubernetes_schemas import KubernetesSchemas, UnsupportedKubernetesVersion
+from libs.kubernetes_schemas import load_schemas
 from libs.retention import DAY, RetentionRule
 from libs.service_kit import ServiceKit
-from libs.settings import SettingsError
 from services.renderer.adapters.templates import ManifestTemplates
 from services.renderer.domain.manifests import RenderOptions
 from services.renderer.entrypoints.bus import register
@@ -18,10 +17,7 @@ SCHEMA = "renderer"
 
 def build_renderer(settings: RendererSettings) -> BundleRenderer:
     """The render pipeline configured by ``settings``, with templates and schemas loaded."""
-    try:
-        schemas = KubernetesSchemas(settings.kubernetes_schema_version)
-    except UnsupportedKubernetesVersion as exc:
-        raise SettingsError([f"PLATFORM_KUBERNETES_SCHEMA_VERSION: {exc}"]) from None
+    schemas = load_schemas(settings.kubernetes_schema_version)
     options = RenderOptions(
         gitops_repo_url=settings.argocd_source_repo_url,
         label_prefix=settings.label_prefix,
