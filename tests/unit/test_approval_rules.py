@@ -5,19 +5,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+import pydantic
 import pytest
 
 from contracts.attestation import approval_message, sign_approval, verify_approval
-from libs.errors import Conflict, Forbidden, Unauthorized, ValidationFailed
+from contracts.inputs import RejectionInput
+from libs.errors import Conflict, Forbidden, Unauthorized, field_errors_from
 from services.approval.domain.decisions import (
     ApprovalRecord,
     ApprovalStatus,
     check_signature_format,
     same_person,
-    validate_rejection,
 )
-
-pytestmark = pytest.mark.unit
 
 SECRET = "approval-secret-that-is-32-bytes!"
 
@@ -175,7 +174,7 @@ def test_a_rejection_ends_the_record() -> None:
 
 
 def test_a_reason_is_trimmed() -> None:
-    assert validate_rejection({"reason": "  no change ticket \n"}) == "no change ticket"
+    assert RejectionInput.model_validate({"reason": "  no change ticket \n"}).reason == "no change ticket"
 
 
 @pytest.mark.parametrize(
@@ -192,6 +191,6 @@ def test_a_reason_is_trimmed() -> None:
     ],
 )
 def test_bad_rejections_name_every_field(body: dict[str, object], fields: set[str]) -> None:
-    with pytest.raises(ValidationFailed) as failure:
-        validate_rejection(body)
-    assert {detail["field"] for detail in failure.value.details} == fields
+    with pytest.raises(pydantic.ValidationError) as failure:
+        RejectionInput.model_validate(body)
+    assert {error.field for error in field_errors_from(failure.value)} == fields

@@ -11,12 +11,13 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from contracts.inputs import ExtensionInput
 from contracts.roles import Role
 from libs.settings import load_settings
 from services.gateway.adapters.tokens import InvalidToken, StaticSecretVerifier, TokenRouter
 from services.gateway.domain.roles import lacks_team_scope
 from services.gateway.settings import GatewaySettings
-from services.intake.domain.validation import validate_extension
+from services.intake.domain.validation import extended_ttl
 
 pytestmark = pytest.mark.unit
 
@@ -71,9 +72,9 @@ def test_a_router_needs_a_verifier() -> None:
 
 
 def test_extension_validation_without_a_class_still_needs_a_positive_ttl() -> None:
-    assert validate_extension({"ttl_hours": 5}, None) == 5
+    assert extended_ttl(ExtensionInput(ttl_hours=5), None) == 5
     with pytest.raises(Exception, match="ttl_hours"):
-        validate_extension({"ttl_hours": 0}, None)
+        ExtensionInput.model_validate({"ttl_hours": 0})
 
 
 def test_empty_algorithm_lists_mean_the_defaults() -> None:

@@ -1,14 +1,21 @@
-"""Validation of new environment requests: every failing field named, nothing escapes."""
+"""Validation of new environment requests: every failing field named, nothing escapes.
+
+The body's own rules are the :class:`EnvironmentRequestInput` model's; what needs the
+catalog (class, region, TTL maximum) is intake's :func:`request_spec`. A client sees one
+answer either way, so the cases below go through both, as intake does.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pydantic
 import pytest
 
-from contracts.models import EnvironmentClass
-from libs.errors import ValidationFailed
-from services.intake.domain.validation import validate_new_request
+from contracts.inputs import EnvironmentRequestInput, ExtensionInput
+from contracts.models import EnvironmentClass, RequestSpec
+from libs.errors import ValidationFailed, validation_failed
+from services.intake.domain.validation import extended_ttl, request_spec
 from tests.support.api_flows import request_body
 
 pytestmark = pytest.mark.unit
@@ -21,33 +28,61 @@ CLASSES = {
 VALID = request_body()
 
 
-def failing_fields(body: dict[str, Any]) -> set[str]:
+def validate(body: dict[str, Any]) -> RequestSpec:
+    """What intake does with a body: the model, then the catalog's rules."""
+    try:
+        model = EnvironmentRequestInput.model_validate(body)
+    except pydantic.ValidationError as exc:
+        raise validation_failed(exc) from None
+    return request_spec(model, CLASSES)
+
+
+def failures(body: dict[str, Any]) -> dict[str, str]:
     with pytest.raises(ValidationFailed) as failure:
-        validate_new_request(body, CLASSES)
-    return {detail["field"] for detail in failure.value.details}
+        validate(body)
+    details = failure.value.details
+    for detail in details:
+        assert detail["field"] in failure.value.message
+    return {detail["field"]: detail["message"] for detail in details}
+
+
+def failing_fields(body: dict[str, Any]) -> set[str]:
+    return set(failures(body))
 
 
 def test_valid_request_gets_defaults() -> None:
-    spec = validate_new_request(VALID, CLASSES)
+    spec = validate(VALID)
     assert spec.revision == "main"
     assert spec.labels == {}
     assert spec.class_name == "preview"
 
 
-def test_every_failing_field_is_reported_at_once() -> None:
-    body = {
-        **VALID,
-        "app": "Payments",
-        "team": "",
-        "region": "mars-1",
-        "ttl_hours": 0,
-        "repository": "ftp://x",
+def test_every_failing_field_of_the_body_is_reported_at_once() -> None:
+    body = {**VALID, "app": "Payments", "team": "", "ttl_hours": 0, "repository": "ftp://x", "colour": "red"}
+    assert failures(body) == {
+        "app": "must be a DNS-1123 label: lowercase letters, digits and '-', at most 40",
+        "team": "must be a DNS-1123 label: lowercase letters, digits and '-', at most 40",
+        "ttl_hours": "must be at least 1",
+        "repository": (
+            "must be an https:// or ssh git URL "
+            "(https://host/org/repo.git, ssh://git@host/org/repo.git, git@host:org/repo.git)"
+        ),
+        "colour": "unknown field",
     }
-    assert failing_fields(body) == {"app", "team", "region", "ttl_hours", "repository"}
+
+
+def test_every_field_the_catalog_refuses_is_reported_at_once() -> None:
+    assert failures({**VALID, "region": "mars-1", "ttl_hours": 73}) == {
+        "region": "not allowed for class preview (allowed: us-east-1, us-west-2)",
+        "ttl_hours": "must be between 1 and 72 for class preview",
+    }
+    assert failures({**VALID, "class": "gold"}) == {"class": "unknown environment class (known: preview)"}
 
 
 def test_missing_fields_are_named() -> None:
-    assert failing_fields({}) == {"app", "team", "class", "region", "ttl_hours", "owner", "repository"}
+    assert failures({}) == dict.fromkeys(
+        ("app", "team", "class", "region", "ttl_hours", "owner", "repository"), "is required"
+    )
 
 
 @pytest.mark.parametrize(
@@ -67,18 +102,22 @@ def test_missing_fields_are_named() -> None:
         ("ttl_hours", 24.5),
         ("ttl_hours", True),
         ("ttl_hours", 73),
+        ("ttl_hours", 10**30),
         ("revision", "main..evil"),
         ("revision", "-rf"),
         ("revision", "refs/heads/x y"),
+        ("revision", ""),
         ("repository", "https://user:token@github.com/x/y.git"),
         ("repository", "https://github.com/x/y.git\nmalicious: true"),
         ("repository", "file:///etc/passwd"),
         ("labels", ["a"]),
         ("labels", {"app.kubernetes.io/name": "x\ny"}),
         ("labels", {"platform.example.com/team": "other"}),
+        ("labels", {"pod-security.kubernetes.io/enforce": "privileged"}),
         ("labels", {"bad key": "v"}),
         ("labels", {"k": 1}),
         ("owner", "alice\nbob"),
+        ("owner", "   "),
         ("colour", "red"),
     ],
 )
@@ -87,9 +126,24 @@ def test_bad_values_are_rejected_with_the_field_named(field: str, value: Any) ->
     assert any(name == field or name.startswith(f"{field}.") for name in fields), fields
 
 
+def test_label_problems_name_the_label() -> None:
+    assert failures({**VALID, "labels": {"bad key": "v", "tier": 1}}) == {
+        "labels.bad key": (
+            "label key name must be 1-63 characters: letters, digits, '-', '_' or '.', "
+            "starting and ending with a letter or digit"
+        ),
+        "labels.tier": "must be a string, not a number",
+    }
+
+
 def test_too_many_labels() -> None:
     labels = {f"k{i}": "v" for i in range(33)}
-    assert failing_fields({**VALID, "labels": labels}) == {"labels"}
+    assert failures({**VALID, "labels": labels}) == {"labels": "must have at most 32 items"}
+
+
+def test_labels_are_stored_sorted_and_null_means_none() -> None:
+    assert validate({**VALID, "labels": {"b": "2", "a": "1"}}).labels == {"a": "1", "b": "2"}
+    assert validate({**VALID, "labels": None, "revision": None}) == validate(VALID)
 
 
 @pytest.mark.parametrize(
@@ -101,4 +155,17 @@ def test_too_many_labels() -> None:
     ],
 )
 def test_accepted_repository_forms(repository: str) -> None:
-    assert validate_new_request({**VALID, "repository": repository}, CLASSES).repository == repository
+    assert validate({**VALID, "repository": repository}).repository == repository
+
+
+def test_an_extension_stays_within_the_class_maximum() -> None:
+    preview = CLASSES["preview"]
+    assert extended_ttl(ExtensionInput(ttl_hours=72), preview) == 72
+    assert extended_ttl(ExtensionInput(ttl_hours=500), None) == 500
+    with pytest.raises(ValidationFailed) as failure:
+        extended_ttl(ExtensionInput(ttl_hours=73), preview)
+    assert failure.value.details == [
+        {"field": "ttl_hours", "message": "must be between 1 and 72 for class preview"}
+    ]
+    with pytest.raises(pydantic.ValidationError):
+        ExtensionInput.model_validate({"ttl_hours": 2, "app": "x"})

@@ -1,27 +1,38 @@
 """What admins send for classes, quota profiles, policy packs and budgets: every failing field named.
 
-The seed catalog passes the same validation (it is loaded through it), and every seed pack
+A document's own rules are its :mod:`contracts.inputs` model's; what needs the URL's name,
+the rest of the catalog or the Kubernetes quantity grammar is the policy domain's. An admin
+gets one answer either way, so the cases go through both, as the policy service does. The
+seed catalog passes the same validation (it is loaded through it), and every seed pack
 manifest passes the Kubernetes schemas the policy service checks admin packs against.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
+import pydantic
 import pytest
 import yaml
 
-from contracts.models import TeamBudgetRule
-from libs.errors import ValidationFailed
+from contracts.inputs import (
+    MAX_USD,
+    EnvironmentClassInput,
+    PolicyPackInput,
+    QuotaProfileInput,
+    TeamBudgetInput,
+)
+from contracts.models import EnvironmentClass, PolicyPack, QuotaProfile, TeamBudgetRule
+from libs.errors import ValidationFailed, validation_failed
 from libs.kubernetes_schemas import KubernetesSchemas
 from services.policy.adapters.catalog_files import seed_classes, seed_policy_packs, seed_quota_profiles
 from services.policy.domain.catalog_validation import (
-    parse_budget,
-    parse_class,
-    parse_policy_pack,
-    parse_quota_profile,
+    check_team,
+    environment_class,
+    policy_pack,
+    quota_profile,
 )
 from services.policy.service_layer.catalog import pack_schema_problems
 
@@ -30,6 +41,37 @@ pytestmark = pytest.mark.unit
 PROFILES = frozenset({"small", "medium", "large"})
 PACKS = frozenset(pack.name for pack in seed_policy_packs())
 CATALOG = Path(__file__).resolve().parents[2] / "services" / "policy" / "catalog"
+
+
+InputT = TypeVar("InputT", bound=pydantic.BaseModel)
+
+
+def validated(model: type[InputT], body: Any) -> InputT:
+    try:
+        return model.model_validate(body)
+    except pydantic.ValidationError as exc:
+        raise validation_failed(exc) from None
+
+
+def parse_class(
+    name: str, body: Any, *, quota_profiles: frozenset[str], policy_packs: frozenset[str]
+) -> EnvironmentClass:
+    return environment_class(
+        name, validated(EnvironmentClassInput, body), quota_profiles=quota_profiles, policy_packs=policy_packs
+    )
+
+
+def parse_quota_profile(name: str, body: Any) -> QuotaProfile:
+    return quota_profile(name, validated(QuotaProfileInput, body))
+
+
+def parse_policy_pack(name: str, body: Any) -> PolicyPack:
+    return policy_pack(name, validated(PolicyPackInput, body))
+
+
+def parse_budget(team: str, body: Any) -> float | None:
+    check_team(team)
+    return validated(TeamBudgetInput, body).monthly_usd
 
 
 def failing(call: Any, *args: Any, **kwargs: Any) -> dict[str, str]:
@@ -161,24 +203,42 @@ def test_every_failing_class_field_is_named() -> None:
     fields = failing(parse_class, "preview", body, quota_profiles=PROFILES, policy_packs=PACKS)
     assert set(fields) == {
         "colour",
-        "name",
-        "allowed_regions",
         "allowed_regions[0]",
         "requires_approval",
         "approvals_required",
         "max_ttl_hours",
         "default_namespaces",
-        "quota_profile",
-        "policy_packs[1]",
         "estimated_monthly_cost_usd",
     }
-    assert fields["quota_profile"] == "unknown quota profile (known: large, medium, small)"
     assert fields["colour"] == "unknown field"
+    assert fields["estimated_monthly_cost_usd"] == "must be at least 0"
+    # What needs the URL and the catalog is answered once the body itself is sound.
+    sound = {
+        **body,
+        **class_body(),
+        "requires_approval": False,
+        "approvals_required": 0,
+        "default_namespaces": 2,
+    }
+    del sound["colour"]
+    sound["allowed_regions"] = ["us-east-1", "us-east-1"]
+    assert failing(parse_class, "preview", sound, quota_profiles=PROFILES, policy_packs=PACKS) == {
+        "allowed_regions": "must not repeat an item"
+    }
+    sound["allowed_regions"] = ["us-east-1"]
+    sound["quota_profile"] = "huge"
+    sound["policy_packs"] = ["baseline-security", "nope"]
+    fields = failing(parse_class, "preview", sound, quota_profiles=PROFILES, policy_packs=PACKS)
+    assert set(fields) == {"name", "quota_profile", "policy_packs[1]"}
+    assert fields["quota_profile"] == "unknown quota profile (known: large, medium, small)"
+    assert fields["name"] == "must match the name in the URL (preview)"
 
 
 def test_required_class_fields_and_bad_names() -> None:
     fields = failing(parse_class, "Bad Name", {}, quota_profiles=PROFILES, policy_packs=PACKS)
-    assert set(fields) == {"name", "allowed_regions", "max_ttl_hours", "quota_profile"}
+    assert set(fields) == {"allowed_regions", "max_ttl_hours", "quota_profile"}
+    fields = failing(parse_class, "Bad Name", class_body(), quota_profiles=PROFILES, policy_packs=PACKS)
+    assert fields == {"name": "class names must be DNS-1123 labels of at most 63 characters"}
     approval = failing(
         parse_class,
         "gated",
@@ -222,13 +282,16 @@ def test_every_failing_quota_profile_field_is_named() -> None:
         "resource_quota.pods.min",
         "resource_quota.bad key!",
         "resource_quota.services.unit",
-        "resource_quota.secrets",
+        "resource_quota.secrets.minimum",
         "limit_range.maximum",
-        "limit_range.default.cpu",
         "limit_range.max.memory",
     }
-    assert fields["resource_quota.pods.min"] == "Expected `int`, got `str`"
-    assert fields["resource_quota.secrets"] == "Object contains unknown field `minimum`"
+    assert fields["resource_quota.pods.min"] == "must be a whole number, not a string"
+    assert fields["resource_quota.secrets.minimum"] == "unknown field"
+    # Quantities are read with the Kubernetes grammar once the document's shape is sound.
+    body = {**PROFILE, "limit_range": {"default": {"cpu": "a lot"}, "max": {"memory": "-2"}}}
+    fields = failing(parse_quota_profile, "tiny", body)
+    assert set(fields) == {"limit_range.default.cpu", "limit_range.max.memory"}
 
 
 def test_limit_range_defaults_must_not_exceed_the_maximum() -> None:
@@ -284,24 +347,34 @@ def test_every_failing_pack_field_is_named() -> None:
         "owner": "me",
     }
     fields = failing(parse_policy_pack, "house-rules", body)
+    # A rule is named with its type: the fields it may have depend on it.
     assert set(fields) == {
         "owner",
-        "rules[0].hours",
+        "rules[0].max_ttl_hours.hours",
         "rules[1].type",
-        "rules[2].regions",
-        "rules[3].hosts[0]",
-        "rules[4].on_exceed",
-        "rules[5].approvals",
+        "rules[2].allowed_regions.regions",
+        "rules[3].allowed_repository_hosts.hosts[0]",
+        "rules[4].team_budget.on_exceed",
+        "rules[5].min_approvals.approvals",
         "manifests[0]",
         "manifests[1].name",
-        "manifests[2].name",
-        "manifests[3]",
+        "manifests[3].apiVersion",
         "namespace_labels.ok.example/x",
-        "metadata.bad key",
         "metadata.n",
     }
     assert "ClusterRole" in fields["manifests[0]"]
-    assert fields["manifests[3]"] == "Object missing required field `apiVersion`"
+    assert fields["manifests[3].apiVersion"] == "is required"
+    # What needs the pack's name or the platform's own objects, once the body is sound.
+    sound = {
+        "manifests": [
+            {"apiVersion": "v1", "kind": "ResourceQuota", "name": "platform-defaults", "spec": {"hard": {}}},
+            {"apiVersion": "v1", "kind": "ConfigMap", "name": "x"},
+            {"apiVersion": "v1", "kind": "ConfigMap", "name": "x"},
+        ],
+        "metadata": {"bad key": "v"},
+    }
+    fields = failing(parse_policy_pack, "house-rules", sound)
+    assert set(fields) == {"manifests[0].name", "manifests[2]", "metadata.bad key"}
 
 
 def test_pack_manifests_are_checked_against_the_kubernetes_schemas() -> None:
@@ -331,7 +404,7 @@ def test_budgets() -> None:
     assert parse_budget("payments", {"monthly_usd": None}) is None
     assert failing(parse_budget, "payments", {"monthly_usd": -5, "currency": "EUR"}) == {
         "currency": "unknown field",
-        "monthly_usd": "must be a non-negative number",
+        "monthly_usd": "must be at least 0",
     }
     assert set(failing(parse_budget, "payments", {})) == {"monthly_usd"}
     assert set(failing(parse_budget, "payments", {"monthly_usd": True})) == {"monthly_usd"}
@@ -339,9 +412,6 @@ def test_budgets() -> None:
 
 
 def test_a_budget_beyond_float_range_is_a_validation_error_not_a_crash() -> None:
-    from services.policy.domain.budgets import usd_problem
-
-    assert usd_problem(10**400) is not None
-    assert usd_problem(float("nan")) is not None
-    assert usd_problem(float("inf")) is not None
-    assert usd_problem(1500) is None
+    for amount in (10**400, float("nan"), float("inf"), MAX_USD * 2):
+        assert set(failing(parse_budget, "payments", {"monthly_usd": amount})) == {"monthly_usd"}
+    assert parse_budget("payments", {"monthly_usd": 1500}) == 1500.0

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import re
 
+import pydantic
 import pytest
 
-from libs.errors import ValidationFailed
+from contracts.inputs import EnvironmentRequestInput
+from libs.errors import FieldError, field_errors_from
 from services.intake.domain.model import PLACEHOLDER_REQUEST_ID, request_id_for
-from services.intake.domain.validation import validate_new_request
-
-pytestmark = pytest.mark.unit
 
 REQUEST_ID = re.compile(r"req-[0-9a-f]{16}")
 
@@ -54,9 +53,8 @@ def test_without_a_key_ids_are_random_and_the_placeholder_is_never_one_of_them()
     ],
 )
 def test_kubernetes_and_platform_label_domains_are_reserved(key: str) -> None:
-    with pytest.raises(ValidationFailed) as caught:
-        validate_new_request({"labels": {key: "x"}}, {})
-    assert {
-        "field": f"labels.{key}",
-        "message": "label keys with a platform or Kubernetes prefix are reserved",
-    } in (caught.value.details)
+    with pytest.raises(pydantic.ValidationError) as caught:
+        EnvironmentRequestInput.model_validate({"labels": {key: "x"}})
+    assert FieldError(
+        f"labels.{key}", "label keys with a platform or Kubernetes prefix are reserved"
+    ) in field_errors_from(caught.value)
