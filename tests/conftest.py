@@ -4,6 +4,7 @@ the whole stack as processes once per module for the end-to-end and reliability 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,20 @@ from tests.support.isolation import (
     platform_environment,
 )
 from tests.support.stack import RunningStack, running_stack
+
+TESTS = Path(__file__).resolve().parent
+# The folder a test lives in is its layer; its marker follows, so `-m unit` cannot miss a module
+# that forgot to say so.
+FOLDER_MARKERS = ("unit", "integration", "e2e", "reliability")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if not item.path.is_relative_to(TESTS):
+            continue
+        folder = item.path.relative_to(TESTS).parts[0]
+        if folder in FOLDER_MARKERS:
+            item.add_marker(folder)
 
 
 @pytest.fixture(scope="session")

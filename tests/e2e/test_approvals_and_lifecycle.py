@@ -18,8 +18,6 @@ from tests.support.gateway import mint
 from tests.support.isolation import TEST_APPROVAL_SECRET, TEST_ATTESTATION_SECRET, TEST_JWT_SECRET
 from tests.support.stack import RunningStack
 
-pytestmark = pytest.mark.e2e
-
 ALICE = "alice@example.com"  # requester, payments
 BOB = "bob@example.com"  # approver
 CAROL = "carol@example.com"  # approver

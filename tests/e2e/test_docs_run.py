@@ -48,8 +48,6 @@ from tests.support.doc_blocks import (
 )
 from tests.support.platformd_dev import DevStack, platformd_dev
 
-pytestmark = pytest.mark.e2e
-
 REPOSITORY = Path(__file__).resolve().parents[2]
 BLOCKS = all_blocks(REPOSITORY)
 SHELL_BLOCKS = [block for block in BLOCKS if block.is_shell]

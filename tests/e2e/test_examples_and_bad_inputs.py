@@ -17,8 +17,6 @@ import pytest
 from tests.support.api_flows import create, example
 from tests.support.stack import RunningStack
 
-pytestmark = pytest.mark.e2e
-
 MISSING = object()
 
 

@@ -40,7 +40,6 @@ from tests.support.platformctl import clean_env
 from tests.support.stack import mint_token
 
 pytestmark = [
-    pytest.mark.e2e,
     # The printed development secret is short on purpose; strict mode refuses it.
     pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning"),
 ]

@@ -17,8 +17,6 @@ from tests.support.isolation import TEST_APPROVAL_SECRET, TEST_JWT_SECRET
 from tests.support.platformctl import Result, clean_env, run_platformctl
 from tests.support.stack import RunningStack
 
-pytestmark = pytest.mark.e2e
-
 
 def cli(*args: str, token: str | None = None, timeout: float = 90, **env: str) -> Result:
     """Run platformctl with pipes (as a script would) and only the variables given."""

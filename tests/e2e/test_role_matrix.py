@@ -29,8 +29,6 @@ from tests.support.api_flows import SIGNATURE_HEADER, create, example
 from tests.support.isolation import TEST_APPROVAL_SECRET
 from tests.support.stack import RunningStack, extra_gateway, mint_token
 
-pytestmark = pytest.mark.e2e
-
 ROLES = ("viewer", "requester", "approver", "admin")
 EVERYONE = frozenset(ROLES)
 ACTORS = {

@@ -33,7 +33,6 @@ from tests.support.rendered_bundles import preview_bundle
 KUBECONFIG = os.environ.get("KUBECONFIG", "")
 
 pytestmark = [
-    pytest.mark.integration,
     pytest.mark.kubernetes,
     pytest.mark.skipif(not KUBECONFIG, reason="opt-in: set KUBECONFIG to a cluster this test may write to"),
 ]

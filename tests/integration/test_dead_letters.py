@@ -20,8 +20,6 @@ from libs.service_kit import ServiceKit
 from libs.settings import PlatformSettings, load_settings
 from tests.support.bus import publish_event, stream_events, wait_until
 
-pytestmark = pytest.mark.integration
-
 
 class FlakyDependency:
     """Fails every call while ``down``; records the events it handled once up."""

@@ -32,8 +32,6 @@ from libs.embedded import EmbeddedPostgres, EmbeddedServerError
 from tests.support import embedded_round_trip
 from tests.support.embedded_round_trip import exercise_servers
 
-pytestmark = pytest.mark.integration
-
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 AS_ROOT = os.geteuid() == 0
 ONLY_ROOT = "only root runs Postgres as 'nobody' and may keep its data outside the state directory"

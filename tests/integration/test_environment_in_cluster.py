@@ -34,8 +34,6 @@ from tests.support.kubernetes_emulator import running_emulator, stored, write_ku
 from tests.support.rendered_bundles import Bundle, preview_bundle
 from tests.support.services import catalog_replicated, running_services
 
-pytestmark = pytest.mark.integration
-
 ALICE = Actor(subject="alice", actor="alice@example.com", role="requester", teams=["payments"])
 REGION = "us-east-1"
 

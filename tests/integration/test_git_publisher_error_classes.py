@@ -20,8 +20,6 @@ from services.git_publisher.service_layer.publisher import Published
 from tests.support.git_remotes import BareRemote, bare_remote, git
 from tests.support.gitops_changes import applied, bundle, directory, make_publisher
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 def remote(tmp_path: Path) -> BareRemote:

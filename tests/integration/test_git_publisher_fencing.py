@@ -37,8 +37,6 @@ from tests.support.isolation import Isolation
 from tests.support.rendered_bundles import CORE_FILES
 from tests.support.services import running_service
 
-pytestmark = pytest.mark.integration
-
 CONSUMER = "git-publisher-requests"
 
 

@@ -27,8 +27,6 @@ from services.git_publisher.service_layer.publisher import (
 from tests.support.git_remotes import BareRemote, clone, git
 from tests.support.gitops_changes import bundle, directory, marker
 
-pytestmark = pytest.mark.integration
-
 SECRET_SCANNING = """#!/bin/sh
 # Like secret scanning: refuse any push whose new tip holds a file containing SECRET.
 while read old new ref; do

@@ -31,8 +31,6 @@ from tests.support.gitops_changes import (
 )
 from tests.support.rendered_bundles import CORE_FILES
 
-pytestmark = pytest.mark.integration
-
 
 async def test_a_batch_into_an_empty_remote_is_one_push_of_one_commit_per_request(
     publisher: DirectPublisher, remote: BareRemote

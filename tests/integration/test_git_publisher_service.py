@@ -32,8 +32,6 @@ from tests.support.git_remotes import BareRemote, bare_remote
 from tests.support.isolation import Isolation
 from tests.support.services import running_service
 
-pytestmark = pytest.mark.integration
-
 CONSUMER = "git-publisher-requests"
 
 

@@ -16,8 +16,6 @@ from libs.errors import is_transient
 from services.git_publisher.adapters.git_repository import GitError, GitRepository, Identity, PushRejected
 from tests.support.git_remotes import bare_remote, git, search_path
 
-pytestmark = pytest.mark.integration
-
 IDENTITY = Identity(name="Platform Bot", email="bot@example.com")
 
 

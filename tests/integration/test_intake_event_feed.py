@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import pytest
-
 from contracts.envelope import new_event
 from contracts.events import RequestFailed
 from contracts.models import RequestSpec
@@ -13,8 +11,6 @@ from libs.database import open_pool
 from libs.migrations import discover, migrate
 from services.intake.adapters import repository
 from services.intake.domain.model import EnvironmentRequest
-
-pytestmark = pytest.mark.integration
 
 SPEC = RequestSpec(
     app="api",

@@ -22,8 +22,6 @@ import pytest
 from tests.support.gateway import GatewayStack, gateway_stack, mint
 from tests.support.oidc_provider import Provider, ec_key, oidc_provider, rsa_key
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 async def provider() -> AsyncIterator[Provider]:

@@ -28,8 +28,6 @@ from libs.telemetry import REGISTRY
 from tests.support.bus import stream_events
 from tests.support.kit_schema import kit_pool
 
-pytestmark = pytest.mark.integration
-
 SCHEMA = "relay_test"
 
 

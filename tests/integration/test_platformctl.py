@@ -20,8 +20,6 @@ from tests.support.api_flows import request_body
 from tests.support.gateway import JWT_SECRET, GatewayStack, gateway_stack, mint
 from tests.support.platformctl import PLATFORMCTL, Result, clean_env, platformctl
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 async def stack(nats_url: str, isolation: Any) -> AsyncIterator[GatewayStack]:

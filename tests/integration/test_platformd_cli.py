@@ -6,11 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.support.platformctl import clean_env
-
-pytestmark = pytest.mark.integration
 
 PLATFORMD = Path(sys.executable).parent / "platformd"
 

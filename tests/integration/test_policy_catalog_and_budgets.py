@@ -44,8 +44,6 @@ from tests.support.api_flows import PREVIEW
 from tests.support.bus import publish_event, stream_events, wait_until
 from tests.support.services import answering, catalog_replicated, running_service, running_services
 
-pytestmark = pytest.mark.integration
-
 ALICE = Actor(subject="alice", actor="alice@example.com", role="requester", teams=["payments"])
 ROOT = Actor(subject="root", actor="root@example.com", role="admin")
 SETTLED = {"queued", "approved", "pending_approval", "rejected", "failed"}
@@ -98,9 +96,9 @@ async def test_an_admin_class_edit_reaches_intake_within_a_second_and_decides_th
 ) -> None:
     async with running_services(["policy", "intake"], platform_env) as kits:
         await catalog_replicated(rpc)
-        dry_run = CreateRequest(body={**PREVIEW, "region": "eu-west-1"}, actor=ALICE, dry_run=True)
+        dry_run = CreateRequest(body={**PREVIEW, "region": "eu-west-1"}, actor=ALICE)
         with pytest.raises(RpcError) as refused:
-            await rpc.call("intake", "create_request", dry_run)
+            await rpc.call("intake", "validate_request", dry_run)
         assert [d["field"] for d in refused.value.details] == ["region"]
 
         body = await class_body(rpc, "preview", allowed_regions=["us-east-1", "us-west-2", "eu-west-1"])
@@ -112,7 +110,7 @@ async def test_an_admin_class_edit_reaches_intake_within_a_second_and_decides_th
 
         async def accepted() -> Any:
             try:
-                return await rpc.call("intake", "create_request", dry_run)
+                return await rpc.call("intake", "validate_request", dry_run)
             except RpcError:
                 return None
 

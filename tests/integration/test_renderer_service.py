@@ -23,8 +23,6 @@ from tests.support.rendered_bundles import CORE_FILES
 from tests.support.seed_plans import QUOTAS, REQUEST_ID, seed_plan, seed_spec
 from tests.support.services import running_service
 
-pytestmark = pytest.mark.integration
-
 CONSUMER = "renderer-reconcile"
 
 

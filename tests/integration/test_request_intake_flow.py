@@ -18,8 +18,6 @@ from tests.support.bus import stream_events, wait_until
 from tests.support.seed_plans import QUOTAS
 from tests.support.services import catalog_replicated, running_services
 
-pytestmark = pytest.mark.integration
-
 ALICE = Actor(subject="alice", actor="alice@example.com", role="requester", teams=["payments"])
 
 

@@ -22,8 +22,6 @@ from services.renderer.bootstrap import bootstrap as renderer_bootstrap
 from services.renderer.settings import RendererSettings
 from tests.support.kit_schema import kit_pool
 
-pytestmark = pytest.mark.integration
-
 SCHEMA = "retention_test"
 
 

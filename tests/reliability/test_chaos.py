@@ -55,7 +55,7 @@ SCALE = chaos_scale()
 SIZE = SIZES[SCALE]
 SEED = chaos_seed()
 
-pytestmark = [pytest.mark.reliability, pytest.mark.timeout(SIZE.test_seconds)]
+pytestmark = pytest.mark.timeout(SIZE.test_seconds)
 
 
 def test_requests_survive_replica_broker_and_database_crashes(tmp_path: Path) -> None:

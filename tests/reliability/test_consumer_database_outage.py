@@ -28,8 +28,6 @@ from tests.reliability.test_database_outage import private_postgres  # noqa: F40
 from tests.support.bus import publish_event, wait_until
 from tests.support.isolation import Isolation, platform_environment
 
-pytestmark = pytest.mark.reliability
-
 NO_RETRY_BUDGET = {
     "PLATFORM_RECONCILE_MAX_ATTEMPTS": "1",
     "PLATFORM_RECONCILE_RETRY_FOR_SECONDS": "0",

@@ -23,8 +23,6 @@ from tests.support.bus import wait_until
 from tests.support.isolation import Isolation, platform_environment
 from tests.support.services import catalog_replicated, running_services
 
-pytestmark = pytest.mark.reliability
-
 ALICE = Actor(subject="alice", actor="alice@example.com", role="requester")
 PREVIEW = request_body(app="outage", ttl_hours=4, repository="https://github.com/example/app.git")
 

@@ -24,8 +24,6 @@ from psycopg_pool import PoolTimeout
 from libs.database import DatabaseTimeouts, Pool, open_pool
 from libs.embedded import EmbeddedPostgres
 
-pytestmark = pytest.mark.reliability
-
 TIMEOUTS = DatabaseTimeouts(statement=1.0, lock=0.5, idle_in_transaction=5.0, connect=2.0, pool_wait=1.0)
 
 

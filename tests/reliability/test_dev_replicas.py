@@ -17,7 +17,6 @@ from tests.support.platformd_dev import platformd_dev
 from tests.support.stack import mint_token
 
 pytestmark = [
-    pytest.mark.reliability,
     # The printed development secret is short on purpose; strict mode refuses it.
     pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning"),
 ]

@@ -24,8 +24,6 @@ import pytest
 from tests.support.fault_load import create_with_retries
 from tests.support.stack import RunningStack
 
-pytestmark = pytest.mark.reliability
-
 OUTAGE_SECONDS = float(os.environ.get("PLATFORM_GIT_OUTAGE_SECONDS", "20"))
 
 

@@ -14,8 +14,6 @@ from services.tools.platformd.process_stack import ProcessStack
 from tests.support.isolation import Isolation, delete_stream, platform_environment
 from tests.support.private_servers import private_postgres
 
-pytestmark = pytest.mark.reliability
-
 
 def test_a_service_failing_at_start_up_is_started_again_until_it_is_ready(
     tmp_path: Path, nats_url: str

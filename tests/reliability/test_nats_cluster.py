@@ -47,7 +47,7 @@ SIZE = SIZES[chaos_scale()]
 # How long after the nodes came up the stack starts: before the cluster has settled.
 STACK_STARTS_AFTER = 2.0
 
-pytestmark = [pytest.mark.reliability, pytest.mark.timeout(SIZE.test_seconds)]
+pytestmark = pytest.mark.timeout(SIZE.test_seconds)
 
 
 def wait_for(what: str, predicate: Callable[[], bool], timeout: float) -> None:

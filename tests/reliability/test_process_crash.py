@@ -20,8 +20,6 @@ from services.tools.platformd.registry import BACKEND_SERVICES
 from tests.support.fault_load import create_with_retries
 from tests.support.stack import RunningStack
 
-pytestmark = pytest.mark.reliability
-
 BURST = 30
 
 

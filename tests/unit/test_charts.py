@@ -37,8 +37,6 @@ helm = pytest.importorskip(
     "helm_python", reason="helm-python-sdk has wheels for linux/x86_64 and macOS/arm64 only"
 )
 
-pytestmark = pytest.mark.unit
-
 ROOT = Path(__file__).resolve().parents[2]
 CHARTS = ROOT / "charts"
 DEPLOY = ROOT / "deploy"

@@ -17,8 +17,6 @@ import yaml
 from libs.settings import describe_settings
 from services.tools.platformd.registry import SERVICES, service_entry
 
-pytestmark = pytest.mark.unit
-
 COMPOSE = Path(__file__).resolve().parents[2] / "compose.yaml"
 NAMES = [name.replace("_", "-") for name in SERVICES]
 

@@ -3,14 +3,11 @@ byte: a teardown of a request whose render intake has not seen yet removes what 
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from libs import environment_layout
 from services.renderer.domain import layout
-
-pytestmark = pytest.mark.unit
 
 LABEL = st.from_regex(r"[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?", fullmatch=True)
 REQUEST_ID = st.from_regex(r"req-[0-9a-f]{16}", fullmatch=True)

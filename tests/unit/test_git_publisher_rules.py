@@ -26,8 +26,6 @@ from services.git_publisher.domain.generation_markers import (
     supersedes,
 )
 
-pytestmark = pytest.mark.unit
-
 SECRET = "unit-test-approval-secret-0123456789abcdef"
 REQUEST = "req-00000000000000a1"
 DECIDED = datetime(2024, 5, 1, 12, 30, 15, tzinfo=UTC)

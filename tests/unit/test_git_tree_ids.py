@@ -9,8 +9,6 @@ import pytest
 
 from services.git_publisher.domain.git_objects import blob_id, tree_id
 
-pytestmark = pytest.mark.unit
-
 
 def git(repo: Path, *args: str, stdin: bytes | None = None) -> str:
     result = subprocess.run(["git", f"--git-dir={repo}", *args], input=stdin, capture_output=True, check=True)

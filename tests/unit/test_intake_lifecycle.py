@@ -28,8 +28,6 @@ from contracts.models import EnvironmentPlan, LimitRangeValues, PolicyReason, Re
 from libs.errors import Conflict, Forbidden
 from services.intake.domain.model import EnvironmentRequest, OutOfOrder, Status
 
-pytestmark = pytest.mark.unit
-
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 SPEC = RequestSpec(
     app="api",

@@ -28,8 +28,6 @@ from libs.kubernetes_quantities import (
     quantity_problem,
 )
 
-pytestmark = pytest.mark.unit
-
 ROOT = Path(__file__).resolve().parents[2]
 MAX_BINARY = Decimal(2**63 - 1)
 

@@ -9,8 +9,6 @@ import pytest
 
 from libs.telemetry import JsonFormatter, bind_request, redact
 
-pytestmark = pytest.mark.unit
-
 
 @pytest.mark.parametrize(
     ("raw", "forbidden"),

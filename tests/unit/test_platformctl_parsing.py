@@ -11,8 +11,6 @@ from services.tools.platformctl.commands import parse_hours, parse_labels
 from services.tools.platformctl.main import build_parser
 from services.tools.platformctl.tokens import mint, parse_duration, split_teams
 
-pytestmark = pytest.mark.unit
-
 
 @pytest.mark.parametrize(
     ("text", "seconds"), [("1h", 3600), ("30m", 1800), ("3600s", 3600), ("90", 90), ("2d", 172800)]

@@ -5,11 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
-
 from services.tools.platformd.dev_stack import StartedProcess, _identity, _is_still
-
-pytestmark = pytest.mark.unit
 
 
 def test_a_process_recorded_before_its_exec_is_still_recognised() -> None:

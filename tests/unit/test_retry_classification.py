@@ -21,8 +21,6 @@ from libs.inbox import HandlerTimedOut, RetryPolicy
 from libs.settings import PlatformSettings, load_settings
 from services.cluster_bootstrapper.service_layer.ports import ClusterUnavailable, ObjectRejected
 
-pytestmark = pytest.mark.unit
-
 
 @pytest.mark.parametrize(
     "error",
