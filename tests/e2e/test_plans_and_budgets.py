@@ -8,14 +8,11 @@ import subprocess
 from typing import Any
 
 import nats
-import pytest
 
 from services.tools.platformd.registry import BACKEND_SERVICES
 from tests.support.isolation import row_counts
 from tests.support.platformctl import clean_env, run_platformctl
 from tests.support.stack import RunningStack, mint_token
-
-pytestmark = pytest.mark.e2e
 
 SCHEMAS = BACKEND_SERVICES
 CREATE = (
@@ -90,6 +87,7 @@ def test_the_dry_run_shows_exactly_what_the_real_request_commits(
     assert ready["gitops_path"] == manifests["gitops_path"]
 
     committed = stack.git("ls-tree", "--name-only", f"main:{manifests['gitops_path']}").split()
+    assert manifests["files"], "the plan renders no files"
     assert sorted(committed) == sorted(file["name"] for file in manifests["files"])
     for file in manifests["files"]:
         content = subprocess.run(

@@ -25,8 +25,6 @@ from tests.support.bus import publish_event, stream_events, wait_until
 from tests.support.isolation import TEST_APPROVAL_SECRET, TEST_ATTESTATION_SECRET
 from tests.support.services import running_services
 
-pytestmark = pytest.mark.integration
-
 REGULATED = EnvironmentClass(
     name="regulated",
     allowed_regions=["us-east-1"],
@@ -198,6 +196,7 @@ async def test_two_distinct_approvers_are_needed(platform_env: dict[str, str], r
         assert types[-1] == "request.approved"
         # A requester reads the approvals without their attestations.
         requester_view = await rpc.call("intake", "get_request", GetRequest(id=request_id, actor=ALICE))
+        assert len(requester_view["approvals"]) == 2
         assert all(a["attestation"] is None for a in requester_view["approvals"])
 
         with pytest.raises(RpcError) as after:

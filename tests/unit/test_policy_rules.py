@@ -27,8 +27,6 @@ from services.policy.domain.evaluation import Decision, evaluate
 from services.policy.domain.packs import compose, is_pinned_revision, repository_host
 from services.policy.domain.quota_profiles import resource_quota_for
 
-pytestmark = pytest.mark.unit
-
 CLASSES = {c.name: c for c in seed_classes()}
 PROFILES = {p.name: p for p in seed_quota_profiles()}
 PACKS = {p.name: p for p in seed_policy_packs()}
@@ -446,6 +444,7 @@ def test_packs_that_add_the_same_object_conflict() -> None:
 
 
 def test_every_seed_class_combines_its_packs_cleanly() -> None:
+    assert CLASSES, "no seed classes to check"
     for environment_class in CLASSES.values():
         assert compose([PACKS[name] for name in environment_class.policy_packs]).conflicts == []
 
