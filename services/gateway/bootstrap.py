@@ -12,22 +12,28 @@ from collections.abc import AsyncIterator
 
 import uvicorn
 from litestar import Litestar
+from litestar.types import ControllerRouterHandler
 from nats.aio.client import Client as NatsClient
 
 from libs.bus import connect_nats
 from libs.telemetry import configure_logging, configure_telemetry, shutdown_telemetry
 from services.gateway.adapters.services import Services
 from services.gateway.adapters.tokens import authenticator_from_settings
-from services.gateway.entrypoints.http import (
-    DEPENDENCIES,
-    EXCEPTION_HANDLERS,
-    GatewayRuntime,
-    initial_state,
-    openapi_config,
-    reject_control_characters,
-    route_handlers,
-)
+from services.gateway.entrypoints.approvals import ApprovalsController
+from services.gateway.entrypoints.authentication import AuthenticationMiddleware
+from services.gateway.entrypoints.dead_letters import DeadLettersController
+from services.gateway.entrypoints.dependencies import DEPENDENCIES, GatewayRuntime, initial_state
+from services.gateway.entrypoints.environment_classes import EnvironmentClassesController
+from services.gateway.entrypoints.environment_requests import EnvironmentRequestsController
+from services.gateway.entrypoints.errors import EXCEPTION_HANDLERS, reject_control_characters
+from services.gateway.entrypoints.events import EventsController
+from services.gateway.entrypoints.health import healthz, metrics, readyz, status
+from services.gateway.entrypoints.identity import whoami
 from services.gateway.entrypoints.middleware import ResponseDeadlineMiddleware, TelemetryMiddleware
+from services.gateway.entrypoints.openapi import document_error_headers, openapi_config
+from services.gateway.entrypoints.policy_packs import PolicyPacksController
+from services.gateway.entrypoints.quota_profiles import QuotaProfilesController
+from services.gateway.entrypoints.teams import TeamsController
 from services.gateway.service_layer.health import GatewayHealth
 from services.gateway.settings import GatewaySettings
 
@@ -64,13 +70,18 @@ def create_app(settings: GatewaySettings, nc: NatsClient | None = None) -> Lites
                 with contextlib.suppress(Exception):
                     await client.drain()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=route_handlers(settings),
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
         before_request=reject_control_characters,
-        # Outermost first: the span covers the deadline's 503 too.
-        middleware=[TelemetryMiddleware(), ResponseDeadlineMiddleware(settings.http_write_timeout_seconds)],
+        # Outermost first: the span covers the deadline's 503 and the refused tokens too;
+        # the deadline covers a stalling identity provider.
+        middleware=[
+            TelemetryMiddleware(),
+            ResponseDeadlineMiddleware(settings.http_write_timeout_seconds),
+            AuthenticationMiddleware(authenticator),
+        ],
         lifespan=[nats_connection],
         state=initial_state(runtime),
         openapi_config=openapi_config(),
@@ -80,6 +91,31 @@ def create_app(settings: GatewaySettings, nc: NatsClient | None = None) -> Lites
         logging_config=None,
         debug=False,
     )
+    # Built now rather than on the first /schema request: a document that cannot be built
+    # fails the start, and the headers every error status carries are added once.
+    document_error_headers(app.openapi_schema)
+    return app
+
+
+def route_handlers(settings: GatewaySettings) -> list[ControllerRouterHandler]:
+    """Every route of the API: one controller per resource, plus the operations endpoints."""
+    handlers: list[ControllerRouterHandler] = [
+        healthz,
+        readyz,
+        whoami,
+        status,
+        EnvironmentRequestsController,
+        ApprovalsController,
+        EventsController,
+        DeadLettersController,
+        EnvironmentClassesController,
+        QuotaProfilesController,
+        PolicyPacksController,
+        TeamsController,
+    ]
+    if settings.prometheus_enabled:
+        handlers.append(metrics)
+    return handlers
 
 
 def uvicorn_config(settings: GatewaySettings, app: Litestar) -> uvicorn.Config:

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from contracts.rpc import CreateRequest
 from tests.support.api_flows import request_body
@@ -114,14 +115,13 @@ async def test_create_forwards_the_actor_and_idempotency_key(
     [command] = stack.intake.received
     assert isinstance(command, CreateRequest)
     assert command.idempotency_key == "retry-1"
-    assert command.dry_run is False
     assert (command.actor.actor, command.actor.subject, command.actor.role, command.actor.teams) == (
         "alice@example.com",
         "user-1",
         "requester",
         ["payments"],
     )
-    assert command.body == request_body(labels={"pr": "42"})
+    assert command.body.model_dump(by_alias=True, exclude_none=True) == request_body(labels={"pr": "42"})
 
 
 async def test_a_replay_returns_200_and_the_first_request(http: httpx.AsyncClient) -> None:
@@ -373,6 +373,53 @@ async def test_openapi_documents_every_route_and_the_error_body(http: httpx.Asyn
     assert create["security"] == [{"BearerAuth": []}]
     assert "class" in create["requestBody"]["content"]["application/json"]["schema"]["properties"]
     assert {"201", "200", "400", "401", "403", "422", "503"} <= set(create["responses"])
+    # 200 is an idempotent replay or, with dry_run=true, the plan.
+    replay_or_plan = create["responses"]["200"]["content"]["application/json"]["schema"]["oneOf"]
+    assert {"$ref": "#/components/schemas/DryRunPlan"} in replay_or_plan
+    assert "Location" in create["responses"]["201"]["headers"]
+
+
+async def test_openapi_documents_every_error_with_the_body_it_really_has(http: httpx.AsyncClient) -> None:
+    """Every error status of every operation is the ``{error, code, details}`` body, never
+    Litestar's default error schema, with the headers that status always carries."""
+    document = (await http.get("/schema/openapi.json")).json()
+    assert set(document["components"]["schemas"]["ErrorBody"]["properties"]) == {"error", "code", "details"}
+    operations = [
+        (f"{method.upper()} {path}", operation)
+        for path, item in document["paths"].items()
+        if path.startswith("/v1/")
+        for method, operation in item.items()
+    ]
+    assert len(operations) > 20
+    for name, operation in operations:
+        errors = {status: response for status, response in operation["responses"].items() if status >= "400"}
+        assert {"400", "401", "403", "503"} <= set(errors), name
+        for status, response in errors.items():
+            schema = response["content"]["application/json"]["schema"]
+            assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (name, status)
+        assert errors["503"]["headers"]["Retry-After"]["required"] is True, name
+        assert "WWW-Authenticate" in errors["401"]["headers"], name
+
+
+def verified_tokens(metrics_text: str) -> float:
+    families = text_string_to_metric_families(metrics_text)
+    family = next(f for f in families if f.name == "platform_gateway_token_verifications")
+    return sum(sample.value for sample in family.samples if sample.name.endswith("_total"))
+
+
+async def test_a_request_verifies_its_token_once(http: httpx.AsyncClient) -> None:
+    """Authentication runs once per request, before the guards; guards only authorize. A
+    PUT of a class used to verify the token twice: once for the class routes' read guard,
+    once for its own admin guard."""
+    requests = [
+        http.build_request("PUT", "/v1/environment-classes/preview", json={}, headers=auth("viewer")),
+        http.build_request("GET", "/v1/environment-classes", headers=auth("viewer")),
+    ]
+    for request, status in zip(requests, (403, 200), strict=True):
+        before = verified_tokens((await http.get("/metrics")).text)
+        response = await http.send(request)
+        assert response.status_code == status, response.text
+        assert verified_tokens((await http.get("/metrics")).text) - before == 1, request
 
 
 class AssetReferences(HTMLParser):

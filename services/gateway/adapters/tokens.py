@@ -23,7 +23,9 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 import jwt
+from prometheus_client import Counter
 
+from libs.telemetry import REGISTRY
 from services.gateway.adapters.oidc import InvalidToken, OidcVerifier, ProviderUnavailable, decode_claims
 from services.gateway.domain.claims import ClaimNames, Principal, resolve_principal
 from services.gateway.domain.errors import RETRY_AFTER_SECONDS, HttpError, Unauthenticated
@@ -39,6 +41,14 @@ __all__ = [
     "TokenVerifier",
     "authenticator_from_settings",
 ]
+
+
+TOKEN_VERIFICATIONS = Counter(
+    "platform_gateway_token_verifications_total",
+    "Bearer tokens the gateway verified, by result (accepted, refused, provider_unavailable).",
+    ["result"],
+    registry=REGISTRY,
+)
 
 
 class TokenVerifier(Protocol):
@@ -154,12 +164,15 @@ class Authenticator:
         try:
             claims = await self.verifier.verify(token.strip())
         except InvalidToken as exc:
+            TOKEN_VERIFICATIONS.labels("refused").inc()
             raise Unauthenticated(str(exc), token_presented=True) from None
         except ProviderUnavailable as exc:
+            TOKEN_VERIFICATIONS.labels("provider_unavailable").inc()
             # Not the caller's fault and maybe a valid token: ask them to come back.
             raise HttpError(
                 503, "unavailable", f"{exc}; retry later", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
             ) from None
+        TOKEN_VERIFICATIONS.labels("accepted").inc()
         return resolve_principal(claims, self.claim_names)
 
     async def close(self) -> None:

@@ -1,8 +1,9 @@
 """ASGI middleware of the HTTP API: one trace span and metrics per request, and a response deadline.
 
-Both run around the route's own exception handling, so they see the final status of
-error responses too. Requests that match no route (404/405 from the router) are answered
-before any route middleware runs and are therefore not counted.
+Both run around the route's own exception handling and around authentication
+(:mod:`.authentication`), so they see the final status of error responses too. Requests
+that match no route (404/405 from the router) are answered before any route middleware
+runs and are therefore not counted.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import logging
 from collections.abc import Mapping
 from typing import cast
 
-import msgspec
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
@@ -20,8 +20,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import Counter, Histogram
 
 from libs.telemetry import REGISTRY, Stopwatch, extract_context, tracer
-from services.gateway.domain.errors import RETRY_AFTER_SECONDS
-from services.gateway.domain.resources import ErrorBody
+from services.gateway.domain.errors import RETRY_AFTER_SECONDS, HttpError
+from services.gateway.entrypoints.errors import send_error
 
 log = logging.getLogger(__name__)
 
@@ -115,13 +115,12 @@ class ResponseDeadlineMiddleware(ASGIMiddleware):
             if started:
                 # Part of the response is out; all that is left is to drop the connection.
                 raise
-            body = msgspec.json.encode(
-                ErrorBody(error="the request took too long to answer; retry later", code="unavailable")
+            await send_error(
+                send,
+                HttpError(
+                    503,
+                    "unavailable",
+                    "the request took too long to answer; retry later",
+                    headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                ),
             )
-            headers = [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"retry-after", str(RETRY_AFTER_SECONDS).encode()),
-            ]
-            await send({"type": "http.response.start", "status": 503, "headers": headers})
-            await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -1,4 +1,4 @@
-"""The dry run of an environment request, orchestrated by the gateway over three services.
+"""Use case: the dry run of an environment request, orchestrated over three services.
 
 ``POST /v1/environment-requests?dry_run=true`` asks, in order:
 
@@ -13,15 +13,11 @@ unaware of each other: the gateway carries the spec from one to the next.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from contracts.models import BundlePreview
 from contracts.rpc import CreateRequest, PlanRequest, RenderPreview
 from libs.rpc import RpcError
+from services.gateway.adapters.services import Services
 from services.gateway.domain.catalog import DryRunPlan
-
-if TYPE_CHECKING:
-    from services.gateway.adapters.services import Services
 
 
 async def dry_run(services: Services, command: CreateRequest) -> DryRunPlan:

@@ -1,0 +1,76 @@
+"""What the handlers receive: the process's runtime and, per request, the caller and the services."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, cast
+
+from litestar import Request
+from litestar.connection import ASGIConnection
+from litestar.datastructures import State
+from litestar.di import Provide
+
+from libs.ops_server import ReadinessCheck
+from services.gateway.adapters.services import Services
+from services.gateway.adapters.tokens import Authenticator
+from services.gateway.domain.claims import Principal
+from services.gateway.domain.errors import HttpError
+from services.gateway.service_layer.health import GatewayHealth
+from services.gateway.settings import GatewaySettings
+
+
+@dataclass
+class GatewayRuntime:
+    """What the handlers need; ``services`` is attached once NATS is connected (app start-up)."""
+
+    settings: GatewaySettings
+    authenticator: Authenticator
+    health: GatewayHealth
+    services: Services | None = None
+
+    def require_services(self) -> Services:
+        if self.services is None:
+            # Only reachable between process start and the lifespan connecting NATS.
+            raise HttpError(503, "unavailable", "the gateway is starting", headers={"Retry-After": "1"})
+        return self.services
+
+    def readiness_checks(self) -> dict[str, ReadinessCheck]:
+        """This process can do its own job: its NATS connection, nothing else. The backends
+        and the identity provider are reported by ``GET /v1/status`` instead: one of them
+        down must not take every gateway replica out of its Service (reads, creates and
+        approvals keep working while, say, the git remote is unreachable)."""
+        services = self.services
+
+        async def not_connected() -> None:
+            raise ConnectionError("not connected")
+
+        return {"nats": services.check_nats if services else not_connected}
+
+
+def runtime_of(connection: ASGIConnection[Any, Any, Any, Any]) -> GatewayRuntime:
+    return cast(GatewayRuntime, connection.app.state.runtime)
+
+
+def initial_state(runtime: GatewayRuntime) -> State:
+    return State({"runtime": runtime})
+
+
+async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
+    """The caller the authentication middleware established (routes that document the
+    bearer scheme only; anywhere else this is a programming error and fails closed)."""
+    return cast(Principal, request.user)
+
+
+async def provide_services(request: Request[Any, Any, Any]) -> Services:
+    return runtime_of(request).require_services()
+
+
+async def provide_settings(request: Request[Any, Any, Any]) -> GatewaySettings:
+    return runtime_of(request).settings
+
+
+DEPENDENCIES = {
+    "principal": Provide(provide_principal),
+    "services": Provide(provide_services),
+    "settings": Provide(provide_settings),
+}

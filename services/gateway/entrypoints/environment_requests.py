@@ -1,0 +1,243 @@
+"""``/v1/environment-requests``: create (or dry-run), list, read, follow, reconcile, extend, delete.
+
+Approve and reject live in :mod:`.approvals`. Each handler turns the HTTP request into a
+``contracts.rpc`` message or a use case of :mod:`services.gateway.service_layer` and
+returns the reply.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, cast
+
+from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
+from litestar.params import FromPath, HeaderParameter, QueryParameter
+
+from contracts.inputs import EnvironmentRequestInput, ExtensionInput
+from contracts.models import EnvironmentRequestView
+from contracts.replies import RequestPage, Timeline
+from contracts.rpc import CreateRequest, GetRequest, ListRequests
+from services.gateway.adapters.services import Services
+from services.gateway.domain.catalog import DryRunPlan
+from services.gateway.domain.claims import Principal
+from services.gateway.domain.roles import Action
+from services.gateway.entrypoints import request_bodies
+from services.gateway.entrypoints.authentication import SECURITY, requires
+from services.gateway.entrypoints.openapi import BODY_ERRORS, documented, error_responses
+from services.gateway.entrypoints.request_inputs import IfMatch, parse_if_match, read_input
+from services.gateway.service_layer import lifecycle
+from services.gateway.service_layer.dry_run import dry_run
+from services.gateway.settings import GatewaySettings
+
+IDEMPOTENCY_KEY_MAX_LENGTH = 200
+PATH = "/v1/environment-requests"
+
+
+class EnvironmentRequestsController(Controller):
+    path = PATH
+    tags = ["environment requests"]
+    security = SECURITY
+
+    @post(
+        "/",
+        summary="Create an environment request (or, with dry_run=true, plan it)",
+        guards=[requires(Action.CREATE_REQUEST, team_scoped=True)],
+        status_code=201,
+        operation_class=documented(
+            body=request_bodies.ENVIRONMENT_REQUEST,
+            headers={
+                "201": {"Location": "The new request's URL"},
+                "200": {"Idempotent-Replayed": "`true` on an idempotent replay; absent on a dry run"},
+            },
+        ),
+        responses={
+            201: ResponseSpec(
+                data_container=EnvironmentRequestView, description="Created", generate_examples=False
+            ),
+            200: ResponseSpec(
+                data_container=cast("type[Any]", EnvironmentRequestView | DryRunPlan),
+                description=(
+                    "With `dry_run=true`, the plan (`dry_run: true`; nothing stored). Otherwise an "
+                    "idempotent replay (header `Idempotent-Replayed: true`): the request first created "
+                    "with this Idempotency-Key"
+                ),
+                generate_examples=False,
+            ),
+            **error_responses(409, *BODY_ERRORS),
+        },
+    )
+    async def create_request(
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        services: NamedDependency[Services],
+        settings: NamedDependency[GatewaySettings],
+        dry_run_only: Annotated[
+            bool,
+            QueryParameter(
+                name="dry_run", description="Return the plan (decision, quota, packs, cost) and store nothing"
+            ),
+        ] = False,
+        idempotency_key: Annotated[
+            str | None,
+            HeaderParameter(
+                name="Idempotency-Key",
+                max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
+                description="Retries with the same key (and body) return the first request, not a new one",
+            ),
+        ] = None,
+    ) -> Response[Any]:
+        """Validate and store a new request; its status then moves on asynchronously."""
+        command = CreateRequest(
+            body=await read_input(request, settings, EnvironmentRequestInput),
+            actor=principal.to_actor(),
+            idempotency_key=idempotency_key or None,
+        )
+        if dry_run_only:
+            return Response(await dry_run(services, command), status_code=200)
+        outcome = await services.create_request(command)
+        if outcome.created:
+            return Response(
+                outcome.request, status_code=201, headers={"Location": f"{PATH}/{outcome.request.id}"}
+            )
+        return Response(outcome.request, status_code=200, headers={"Idempotent-Replayed": "true"})
+
+    @get(
+        "/",
+        summary="List environment requests",
+        guards=[requires(Action.READ, team_scoped=True)],
+        responses=error_responses(422),
+    )
+    async def list_requests(
+        self,
+        *,
+        principal: NamedDependency[Principal],
+        services: NamedDependency[Services],
+        team: Annotated[str | None, QueryParameter(description="Only this team's requests")] = None,
+        status: Annotated[str | None, QueryParameter(description="Only requests in this status")] = None,
+        class_name: Annotated[str | None, QueryParameter(name="class", description="Only this class")] = None,
+        cursor: Annotated[
+            str | None, QueryParameter(description="`next_cursor` of the previous page")
+        ] = None,
+        limit: Annotated[int, QueryParameter(description="Page size (1-200)")] = 50,
+    ) -> RequestPage:
+        """Newest first, one page at a time; callers with a teams claim see only their teams."""
+        return await services.list_requests(
+            ListRequests(
+                actor=principal.to_actor(),
+                team=team,
+                status=status,
+                class_name=class_name,
+                cursor=cursor,
+                limit=limit,
+            )
+        )
+
+    @get(
+        "/{request_id:str}",
+        summary="Get an environment request",
+        guards=[requires(Action.READ, team_scoped=True)],
+        responses=error_responses(404),
+    )
+    async def get_request(
+        self,
+        principal: NamedDependency[Principal],
+        services: NamedDependency[Services],
+        request_id: FromPath[str],
+    ) -> EnvironmentRequestView:
+        return await services.get_request(GetRequest(id=request_id, actor=principal.to_actor()))
+
+    @get(
+        "/{request_id:str}/events",
+        summary="The request's timeline",
+        guards=[requires(Action.READ, team_scoped=True)],
+        responses=error_responses(404),
+    )
+    async def list_events(
+        self,
+        principal: NamedDependency[Principal],
+        services: NamedDependency[Services],
+        request_id: FromPath[str],
+    ) -> Timeline:
+        """Every event about the request in order, including late or duplicate ones that did not
+        change its status (``applied: false``). Attestation signatures are shown to approvers
+        and admins only."""
+        return await services.list_events(GetRequest(id=request_id, actor=principal.to_actor()))
+
+    @post(
+        "/{request_id:str}/reconcile",
+        summary="Reconcile an environment request",
+        guards=[requires(Action.RECONCILE_REQUEST, team_scoped=True)],
+        status_code=202,
+        responses={
+            202: ResponseSpec(
+                data_container=EnvironmentRequestView,
+                description="Queued: a new generation goes through render, publish and bootstrap",
+                generate_examples=False,
+            ),
+            **error_responses(404, 409),
+        },
+    )
+    async def reconcile(
+        self,
+        principal: NamedDependency[Principal],
+        services: NamedDependency[Services],
+        request_id: FromPath[str],
+        if_match: IfMatch = None,
+    ) -> Response[EnvironmentRequestView]:
+        """From `approved`, `ready` or `failed` only (409 while pending approval, queued or
+        reconciling). Requesters may reconcile their own teams' requests in classes without
+        approval; approvers and admins any."""
+        view = await lifecycle.reconcile(services, principal.to_actor(), request_id, parse_if_match(if_match))
+        return Response(view, status_code=202)
+
+    @patch(
+        "/{request_id:str}",
+        summary="Extend an environment request (change ttl_hours)",
+        guards=[requires(Action.EXTEND_REQUEST, team_scoped=True)],
+        operation_class=documented(body=request_bodies.EXTENSION),
+        responses=error_responses(404, 409, *BODY_ERRORS),
+    )
+    async def extend_request(
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        services: NamedDependency[Services],
+        settings: NamedDependency[GatewaySettings],
+        request_id: FromPath[str],
+        if_match: IfMatch = None,
+    ) -> EnvironmentRequestView:
+        """Body `{"ttl_hours": N}` with 1 <= N <= the class's max_ttl_hours. Once the environment
+        exists, `expires_at` becomes now + N hours. Requesters: own teams only."""
+        body = await read_input(request, settings, ExtensionInput)
+        return await lifecycle.extend(
+            services, principal.to_actor(), request_id, body, parse_if_match(if_match)
+        )
+
+    @delete(
+        "/{request_id:str}",
+        summary="Delete an environment request (tear it down)",
+        guards=[requires(Action.DELETE_REQUEST, team_scoped=True)],
+        status_code=202,
+        responses={
+            202: ResponseSpec(
+                data_container=EnvironmentRequestView,
+                description="Teardown requested: status `deleting`, then `deleted`",
+                generate_examples=False,
+            ),
+            **error_responses(404, 409),
+        },
+    )
+    async def delete_request(
+        self,
+        principal: NamedDependency[Principal],
+        services: NamedDependency[Services],
+        request_id: FromPath[str],
+        if_match: IfMatch = None,
+    ) -> Response[EnvironmentRequestView]:
+        """Moves the request to `deleting` and asks for the teardown (manifests removed from the
+        GitOps repository, namespace deleted); it ends `deleted`. 409 when already being torn
+        down. Requesters: own teams only."""
+        view = await lifecycle.delete(services, principal.to_actor(), request_id, parse_if_match(if_match))
+        return Response(view, status_code=202)

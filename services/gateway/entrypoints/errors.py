@@ -1,0 +1,138 @@
+"""Every error leaves the gateway as ``{"error", "code", "details"}``, whoever raised it.
+
+The exception handlers cover what a handler, a guard, a service reply or Litestar itself
+raises; :func:`send_error` covers the middleware that answers before any handler runs
+(authentication, the response deadline). Both build the body with :func:`error_body`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.types import ExceptionHandlersMap, Send
+
+from libs.errors import PlatformError
+from services.gateway.domain.errors import (
+    GENERIC_INTERNAL_MESSAGE,
+    HttpError,
+    from_framework_status,
+    from_service_error,
+)
+from services.gateway.domain.resources import ErrorBody
+
+log = logging.getLogger(__name__)
+
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def error_body(error: HttpError) -> ErrorBody:
+    return ErrorBody(error=error.message, code=error.code, details=error.details)
+
+
+def error_response(error: HttpError) -> Response[ErrorBody]:
+    return Response(error_body(error), status_code=error.status, headers=error.headers or None)
+
+
+async def send_error(send: Send, error: HttpError) -> None:
+    """Answer with ``error`` straight on the ASGI channel (middleware, before any handler)."""
+    body = msgspec.json.encode(error_body(error))
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in error.headers.items()),
+    ]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def reject_control_characters(request: Request[Any, Any, Any]) -> None:
+    """No path or query value may carry control characters (a NUL cannot even be stored).
+
+    Checked once here, for every route, so each parameter's own validation can assume
+    printable text; the failing parameter is named like any other validation error.
+    """
+    failing = [
+        {"field": name, "message": "must not contain control characters"}
+        for name, value in [*request.path_params.items(), *request.query_params.multi_items()]
+        if isinstance(value, str) and _CONTROL_CHARACTERS.search(value)
+    ]
+    if failing:
+        raise HttpError(
+            400, "validation", "invalid parameters: " + ", ".join(f["field"] for f in failing), failing
+        )
+
+
+def handle_http_error(_: Request[Any, Any, Any], exc: HttpError) -> Response[ErrorBody]:
+    return error_response(exc)
+
+
+def handle_service_error(request: Request[Any, Any, Any], exc: PlatformError) -> Response[ErrorBody]:
+    # RpcError carries the service's code on the instance, libs.errors classes on the class.
+    error = from_service_error(exc.code, exc.message, exc.details)
+    if error.status == 500:
+        log.error(
+            "a service reported an internal error",
+            extra={"fields": {"route": request.scope.get("path_template"), "error_type": type(exc).__name__}},
+        )
+    return error_response(error)
+
+
+def _wire_name(request: Request[Any, Any, Any], key: Any) -> Any:
+    """The parameter's name as the client sent it (``Idempotency-Key``, ``class``), not the
+    handler argument's (``idempotency_key``, ``class_name``)."""
+    try:
+        parameter = request.route_handler.parsed_fn_signature.parameters.get(key)
+    except Exception:  # no route matched: nothing to translate
+        return key
+    alias = getattr(getattr(parameter, "kwarg_definition", None), "name", None)
+    return alias if isinstance(alias, str) and alias else key
+
+
+def handle_framework_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:
+    details: Any = None
+    message = exc.detail
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list):
+        details = [
+            {
+                "field": _wire_name(request, item.get("key")),
+                "message": item.get("message"),
+                "source": item.get("source"),
+            }
+            for item in exc.extra
+            if isinstance(item, dict)
+        ]
+        fields = ", ".join(str(item["field"]) for item in details if item["field"])
+        message = f"invalid request parameters: {fields}" if fields else "invalid request"
+    elif exc.status_code == 404:
+        message = "not found"
+    elif exc.status_code == 405:
+        message = f"method {request.method} is not allowed here"
+    error = from_framework_status(exc.status_code, message, details)
+    if error.status == 500:
+        log.error("request failed", extra={"fields": {"error_type": type(exc).__name__}})
+    else:
+        # Keep framework headers such as Allow on a 405.
+        error.headers = {**(exc.headers or {}), **error.headers}
+    return error_response(error)
+
+
+def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    # The type only: messages and tracebacks of arbitrary exceptions may quote hosts or DSNs.
+    log.error(
+        "unhandled error",
+        extra={"fields": {"route": request.scope.get("path_template"), "error_type": type(exc).__name__}},
+    )
+    return error_response(HttpError(500, "internal", GENERIC_INTERNAL_MESSAGE))
+
+
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    HttpError: handle_http_error,
+    PlatformError: handle_service_error,
+    HTTPException: handle_framework_error,
+    Exception: handle_unexpected,
+}

@@ -1,0 +1,27 @@
+"""``GET /v1/whoami``: the caller as the server resolved it from the bearer token."""
+
+from __future__ import annotations
+
+from litestar import get
+from litestar.di import NamedDependency
+
+from services.gateway.domain.claims import Principal
+from services.gateway.domain.resources import WhoAmI
+from services.gateway.domain.roles import Action
+from services.gateway.entrypoints.authentication import SECURITY, requires
+from services.gateway.entrypoints.openapi import error_responses
+
+
+@get(
+    "/v1/whoami",
+    tags=["identity"],
+    summary="The caller as resolved by the server",
+    guards=[requires(Action.READ)],
+    security=SECURITY,
+    responses=error_responses(),
+)
+async def whoami(principal: NamedDependency[Principal]) -> WhoAmI:
+    """The actor, role, teams and subject the server derived from the bearer token."""
+    return WhoAmI(
+        actor=principal.actor, role=principal.role.value, teams=principal.teams, subject=principal.subject
+    )

@@ -1,0 +1,161 @@
+"""The served OpenAPI document (``/schema``): every status an operation answers, with its real body.
+
+Each route lists its error statuses through :func:`error_responses`, which always adds the
+ones every API route can answer (400 for a bad parameter, 401, 403, 503), all with the
+``{error, code, details}`` body; Litestar's own default error schema (with ``detail``)
+never appears. Headers that come with a status wherever it occurs (``Retry-After`` on
+503, ``WWW-Authenticate`` on 401) are added to the built document by
+:func:`document_error_headers`, once for all operations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypeGuard, cast
+
+from litestar.openapi import OpenAPIConfig, ResponseSpec
+from litestar.openapi.plugins import YamlRenderPlugin
+from litestar.openapi.spec import (
+    Components,
+    OpenAPI,
+    OpenAPIHeader,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    Reference,
+    RequestBody,
+    Schema,
+    SecurityScheme,
+    Tag,
+)
+
+from services.gateway.domain.resources import ErrorBody
+from services.gateway.entrypoints.api_reference import SelfHostedSwaggerRenderPlugin
+from services.gateway.entrypoints.authentication import SECURITY_SCHEME
+
+SCHEMA_PATH = "/schema"
+
+ERROR_DESCRIPTIONS = {
+    400: "Malformed request: unparsable or non-object body, invalid parameter; details name each one",
+    401: "Missing, malformed, expired or unverifiable bearer token",
+    403: "The caller's role or teams do not allow this",
+    404: "No such resource (or not visible to the caller's teams)",
+    408: "The request body was not received in time",
+    409: "Conflicting state (an illegal transition, a stale If-Match, a reused Idempotency-Key)",
+    422: "Well-formed but invalid; details name every failing field",
+    503: "A service or the identity provider is not answering; retry after Retry-After seconds",
+}
+# What any /v1 route may answer: a bad parameter (any route: control characters), the
+# token refused or not allowed, a service or the deadline giving up.
+API_ERRORS = (400, 401, 403, 503)
+# Statuses of every route that reads a JSON body, besides API_ERRORS.
+BODY_ERRORS = (408, 422)
+
+_TEXT = Schema(type=OpenAPIType.STRING)
+ERROR_HEADERS: dict[str, dict[str, OpenAPIHeader]] = {
+    "401": {
+        "WWW-Authenticate": OpenAPIHeader(
+            schema=_TEXT, required=True, description='`Bearer`, or `Bearer error="invalid_token"`'
+        )
+    },
+    "503": {
+        "Retry-After": OpenAPIHeader(
+            schema=Schema(type=OpenAPIType.INTEGER), required=True, description="Seconds to wait"
+        )
+    },
+}
+
+
+def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """The error responses of an API route: :data:`API_ERRORS` plus ``statuses``."""
+    return {
+        status: ResponseSpec(
+            data_container=ErrorBody, description=ERROR_DESCRIPTIONS[status], generate_examples=False
+        )
+        for status in sorted({*API_ERRORS, *statuses})
+    }
+
+
+def documented(
+    *, body: RequestBody | None = None, headers: dict[str, dict[str, str]] | None = None
+) -> type[Operation]:
+    """An operation class documenting what Litestar cannot infer: the JSON ``body`` a handler
+    reads itself, and response ``headers`` as ``{status: {name: description}}`` (Litestar's
+    ``response_headers`` reach the default status only)."""
+
+    @dataclass
+    class DocumentedOperation(Operation):
+        def __post_init__(self) -> None:
+            if body is not None:
+                self.request_body = body
+            for status, named in (headers or {}).items():
+                response = cast(OpenAPIResponse, (self.responses or {})[status])
+                response.headers = {
+                    **(response.headers or {}),
+                    **{name: OpenAPIHeader(schema=_TEXT, description=text) for name, text in named.items()},
+                }
+
+    return DocumentedOperation
+
+
+def document_error_headers(document: OpenAPI) -> None:
+    """Add :data:`ERROR_HEADERS` to every error response of that status (not to a 503 of
+    ``/readyz``, say, whose body is the readiness report and which carries no Retry-After)."""
+    for path_item in (document.paths or {}).values():
+        for method in ("get", "put", "post", "delete", "patch"):
+            operation: Operation | None = getattr(path_item, method)
+            for status, response in ((operation.responses or {}) if operation else {}).items():
+                if status in ERROR_HEADERS and _is_error_body(response):
+                    response.headers = {**(response.headers or {}), **ERROR_HEADERS[status]}
+
+
+def _is_error_body(response: object) -> TypeGuard[OpenAPIResponse]:
+    if not isinstance(response, OpenAPIResponse) or not response.content:
+        return False
+    schema = response.content["application/json"].schema
+    return isinstance(schema, Reference) and schema.ref.endswith(f"/{ErrorBody.__name__}")
+
+
+def openapi_config() -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="platform-control-plane API",
+        version="1.0.0",
+        description=(
+            "Environment requests (create, list, follow, approve, reject, reconcile, extend, delete), "
+            "classes, the event feed, dead letters and the caller's identity. Every `/v1` route needs "
+            "`Authorization: Bearer <JWT>`; errors are `{error, code, details}` with 400/422 validation "
+            "(details name every failing field), 401 unauthenticated or bad approval signature, 403 "
+            "wrong role or team, 404 unknown (or another team's request), 409 illegal transition, "
+            "503 a service not answering (with Retry-After)."
+        ),
+        path=SCHEMA_PATH,
+        # Swagger UI's assets come from the gateway itself, never from a CDN (air-gapped clusters).
+        render_plugins=[SelfHostedSwaggerRenderPlugin(SCHEMA_PATH), YamlRenderPlugin()],
+        use_handler_docstrings=True,
+        components=Components(
+            security_schemes={
+                SECURITY_SCHEME: SecurityScheme(
+                    type="http",
+                    scheme="bearer",
+                    bearer_format="JWT",
+                    description=(
+                        "A JWT: from the OIDC provider (PLATFORM_OIDC_ISSUER_URL; RS/ES/PS algorithms it "
+                        "advertises, `aud` = PLATFORM_OIDC_AUDIENCE) or, in development, HS256/384/512 with "
+                        "PLATFORM_JWT_HS256_SECRET. `exp` is required. Claims (names configurable): role "
+                        "(string or list; the most privileged valid one wins), email (actor, falling back "
+                        "to sub), teams (list; scopes the caller to those teams)."
+                    ),
+                )
+            }
+        ),
+        tags=[
+            Tag(name="environment requests", description="Ask for, list and follow environments"),
+            Tag(name="environment classes", description="The golden-path classes"),
+            Tag(name="identity", description="Who the server thinks you are"),
+            Tag(name="events", description="The timelines of all visible requests, as a feed"),
+            Tag(
+                name="operations",
+                description="Health, readiness and metrics (no auth); the platform's status (any role)",
+            ),
+        ],
+    )

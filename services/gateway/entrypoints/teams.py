@@ -1,0 +1,64 @@
+"""``/v1/teams/{team}``: a team's budget and spend (requesters: their own teams); the budget set by admins."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, get, put
+from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
+from litestar.params import FromPath
+
+from contracts.inputs import TeamBudgetInput
+from contracts.models import TeamBudgetView
+from contracts.rpc import GetTeam, SetTeamBudget
+from services.gateway.adapters.services import Services
+from services.gateway.domain.claims import Principal
+from services.gateway.domain.roles import Action
+from services.gateway.entrypoints import request_bodies
+from services.gateway.entrypoints.authentication import SECURITY, requires
+from services.gateway.entrypoints.openapi import BODY_ERRORS, documented, error_responses
+from services.gateway.entrypoints.request_inputs import read_input
+from services.gateway.settings import GatewaySettings
+
+
+class TeamsController(Controller):
+    path = "/v1/teams"
+    tags = ["teams"]
+    security = SECURITY
+
+    @get(
+        "/{team:str}",
+        summary="A team's budget and current spend",
+        guards=[requires(Action.READ, team_scoped=True)],
+        responses=error_responses(422),
+    )
+    async def get_team(
+        self, principal: NamedDependency[Principal], services: NamedDependency[Services], team: FromPath[str]
+    ) -> TeamBudgetView:
+        """The monthly budget (null: none) and the estimated monthly cost of the team's active
+        environments (allowed by policy, not rejected, not torn down). Requesters see only
+        their own teams."""
+        return await services.get_team(GetTeam(team=team, actor=principal.to_actor()))
+
+    @put(
+        "/{team:str}/budget",
+        summary="Set a team's monthly budget",
+        guards=[requires(Action.SET_TEAM_BUDGET)],
+        operation_class=documented(body=request_bodies.TEAM_BUDGET),
+        responses={
+            200: ResponseSpec(data_container=TeamBudgetView, description="The team", generate_examples=False),
+            **error_responses(*BODY_ERRORS),
+        },
+    )
+    async def set_budget(
+        self,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        services: NamedDependency[Services],
+        settings: NamedDependency[GatewaySettings],
+        team: FromPath[str],
+    ) -> TeamBudgetView:
+        """Applies to the next request evaluated; environments already allowed keep running."""
+        body = await read_input(request, settings, TeamBudgetInput)
+        return await services.set_team_budget(SetTeamBudget(team=team, body=body, actor=principal.to_actor()))
