@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import msgspec
@@ -30,7 +31,7 @@ from nats.micro.service import Service
 
 from contracts.inputs import decode_input, encode_input
 from contracts.rpc import KIT, RpcErrorBody, RpcReply, RpcVerb
-from libs.errors import PlatformError, Unavailable, validation_failed
+from libs.errors import FieldError, PlatformError, Unavailable, ValidationFailed, validation_failed
 from libs.telemetry import RPC_SECONDS, Stopwatch, inject_headers, span_from_headers
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,9 @@ log = logging.getLogger(__name__)
 RequestT = TypeVar("RequestT")
 ReplyT = TypeVar("ReplyT")
 RpcHandler = Callable[[RequestT], Awaitable[ReplyT]]
+# What else is wrong with a message whose client body failed its model: the rules the model
+# cannot judge alone (intake's catalog), so one answer still names every failing field.
+MoreProblems = Callable[[bytes], Awaitable[list[FieldError]]]
 _ENCODER = msgspec.json.Encoder(enc_hook=encode_input)
 
 
@@ -76,18 +80,25 @@ class RpcServer:
         self.service_name = service
         self.prefix = prefix
         self.version = version
-        self._routes: dict[str, tuple[msgspec.json.Decoder[Any], RpcHandler[Any, Any]]] = {}
+        self._routes: dict[str, _Route] = {}
         self._service: Service | None = None
         self._slots = asyncio.Semaphore(max_concurrency)
         self.deadline = deadline
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def route(self, verb: RpcVerb[RequestT, ReplyT], handler: RpcHandler[RequestT, ReplyT]) -> None:
-        """Serve ``verb`` (one of this service's, or a kit verb) with ``handler``."""
+    def route(
+        self,
+        verb: RpcVerb[RequestT, ReplyT],
+        handler: RpcHandler[RequestT, ReplyT],
+        *,
+        more_problems: MoreProblems | None = None,
+    ) -> None:
+        """Serve ``verb`` (one of this service's, or a kit verb) with ``handler``;
+        ``more_problems`` adds to the answer for a client body that fails its model."""
         if verb.service not in (self.service_name, KIT):
             raise ValueError(f"{verb.key} is not a verb of the {self.service_name} service")
         decoder = msgspec.json.Decoder(verb.request_type, dec_hook=decode_input)
-        self._routes[verb.name] = (decoder, handler)
+        self._routes[verb.name] = _Route(decoder, handler, more_problems)
 
     async def start(self) -> None:
         self._service = await add_service(
@@ -126,13 +137,13 @@ class RpcServer:
             return await handler(message)
 
     async def _serve(self, verb: str, request: Request, arrived: float) -> None:
-        decoder, handler = self._routes[verb]
+        route = self._routes[verb]
         watch = Stopwatch()
         code = "ok"
         with span_from_headers(f"rpc {self.service_name}.{verb}", request.headers):
             try:
-                message = decoder.decode(request.data)
-                data = await self._within_deadline(lambda: self._in_slot(handler, message), arrived)
+                message = route.decoder.decode(request.data)
+                data = await self._within_deadline(lambda: self._in_slot(route.handler, message), arrived)
                 reply = RpcReply(ok=True, data=data)
             except _DeadlineExceeded:
                 code = "unavailable"
@@ -145,7 +156,7 @@ class RpcServer:
                 )
             except msgspec.ValidationError as exc:
                 code = "validation"
-                reply = _invalid_message(exc)
+                reply = await _invalid_message(exc, route.more_problems, request.data)
             except msgspec.DecodeError:
                 code = "validation"
                 reply = RpcReply(ok=False, error=RpcErrorBody(code="validation", message="malformed message"))
@@ -203,15 +214,38 @@ class RpcServer:
             raise _DeadlineExceeded from None
 
 
-def _invalid_message(exc: msgspec.ValidationError) -> RpcReply[Any]:
+@dataclass(frozen=True)
+class _Route:
+    decoder: msgspec.json.Decoder[Any]
+    handler: RpcHandler[Any, Any]
+    more_problems: MoreProblems | None
+
+
+async def _invalid_message(
+    exc: msgspec.ValidationError, more_problems: MoreProblems | None, data: bytes
+) -> RpcReply[Any]:
     """A message that does not fit its type; a client body inside it that fails its model is
-    answered with every failing field (pydantic's error is the cause of msgspec's)."""
-    if isinstance(exc.__cause__, pydantic.ValidationError):
-        failed = validation_failed(exc.__cause__)
-        return RpcReply(
-            ok=False, error=RpcErrorBody(code="validation", message=failed.message, details=failed.details)
-        )
-    return RpcReply(ok=False, error=RpcErrorBody(code="validation", message=str(exc)))
+    answered with every failing field (pydantic's error is the cause of msgspec's), the
+    route's ``more_problems`` included for fields the model passed."""
+    if not isinstance(exc.__cause__, pydantic.ValidationError):
+        return RpcReply(ok=False, error=RpcErrorBody(code="validation", message=str(exc)))
+    failed = validation_failed(exc.__cause__)
+    if more_problems is not None:
+        failing = {detail["field"] for detail in failed.details}
+        more = [problem for problem in await more_problems(data) if problem.field not in failing]
+        failed = _with(failed, more)
+    return RpcReply(
+        ok=False, error=RpcErrorBody(code="validation", message=failed.message, details=failed.details)
+    )
+
+
+def _with(failed: ValidationFailed, more: list[FieldError]) -> ValidationFailed:
+    if not more:
+        return failed
+    what = failed.message.partition(":")[0]
+    details = [*failed.details, *(problem.as_dict() for problem in more)]
+    fields = ", ".join(dict.fromkeys(detail["field"] for detail in details))
+    return ValidationFailed(f"{what}: {fields}", details=details)
 
 
 class _DeadlineExceeded(Exception):

@@ -3,7 +3,10 @@
 The body's own rules (names that become namespaces and paths, label syntax, git URLs) are
 the :mod:`contracts.inputs` models', checked when the message is decoded. What is left
 needs intake's replica of the catalog: the class exists, the region is one it allows and
-the TTL stays within its maximum. Every failing field is named at once, like the model's.
+the TTL stays within its maximum. Every failing field is named at once, with the model's:
+:func:`catalog_problems` also judges the fields of a body that failed its model (whatever
+of ``class``, ``region`` and ``ttl_hours`` has the right type), so a client still gets one
+answer naming everything.
 """
 
 from __future__ import annotations
@@ -32,24 +35,34 @@ def _raise_if_any(what: str, errors: list[FieldError]) -> None:
         )
 
 
-def request_spec(body: EnvironmentRequestInput, classes: Mapping[str, EnvironmentClass]) -> RequestSpec:
-    """The request as intake stores it, or :class:`ValidationFailed` naming every field the
-    catalog refuses (an unknown class, a region it does not allow, a TTL above its maximum)."""
-    errors: list[FieldError] = []
-    environment_class = classes.get(body.class_name)
+def catalog_problems(
+    class_name: object, region: object, ttl_hours: object, classes: Mapping[str, EnvironmentClass]
+) -> list[FieldError]:
+    """What the catalog refuses: an unknown class, a region it does not allow, a TTL above its
+    maximum. Values of the wrong type are the model's to report and are skipped here."""
+    if not isinstance(class_name, str):
+        return []
+    environment_class = classes.get(class_name)
     if environment_class is None:
         known = ", ".join(sorted(classes)) or "none"
-        errors.append(FieldError("class", f"unknown environment class (known: {known})"))
-    else:
-        if body.region not in environment_class.allowed_regions:
-            allowed = ", ".join(environment_class.allowed_regions)
-            errors.append(
-                FieldError("region", f"not allowed for class {body.class_name} (allowed: {allowed})")
-            )
-        ttl_problem = _ttl_problem(body.ttl_hours, environment_class)
+        return [FieldError("class", f"unknown environment class (known: {known})")]
+    errors = []
+    if isinstance(region, str) and region not in environment_class.allowed_regions:
+        allowed = ", ".join(environment_class.allowed_regions)
+        errors.append(FieldError("region", f"not allowed for class {class_name} (allowed: {allowed})"))
+    if isinstance(ttl_hours, int) and not isinstance(ttl_hours, bool):
+        ttl_problem = _ttl_problem(ttl_hours, environment_class)
         if ttl_problem is not None:
             errors.append(ttl_problem)
-    _raise_if_any("environment request", errors)
+    return errors
+
+
+def request_spec(body: EnvironmentRequestInput, classes: Mapping[str, EnvironmentClass]) -> RequestSpec:
+    """The request as intake stores it, or :class:`ValidationFailed` naming every field the
+    catalog refuses."""
+    _raise_if_any(
+        "environment request", catalog_problems(body.class_name, body.region, body.ttl_hours, classes)
+    )
     return RequestSpec(
         app=body.app,
         team=body.team,

@@ -35,7 +35,7 @@ from contracts.rpc import (
     ReconcileRequest,
 )
 from libs.database import Pool, safe_database_error
-from libs.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from libs.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
 from libs.inbox import Tx
 from libs.outbox import Outbox
 from services.intake.adapters import metrics, repository
@@ -47,7 +47,7 @@ from services.intake.domain.model import (
     Status,
     request_id_for,
 )
-from services.intake.domain.validation import extended_ttl, request_spec
+from services.intake.domain.validation import catalog_problems, extended_ttl, request_spec
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +248,18 @@ class IntakeService:
                 await self._stage(conn, request)
                 return CreateOutcome(created=True, request=to_view(request, actor))
         raise Conflict("the idempotency key is being used concurrently; retry")
+
+    async def catalog_problems_of(self, message: bytes) -> list[FieldError]:
+        """For a create whose body failed its model: what the catalog refuses of the rest."""
+        try:
+            body = msgspec.json.decode(message).get("body")
+        except (msgspec.DecodeError, AttributeError):
+            return []
+        if not isinstance(body, dict):
+            return []
+        async with self.pool.connection() as conn:
+            classes = await repository.classes(conn)
+        return catalog_problems(body.get("class"), body.get("region"), body.get("ttl_hours"), classes)
 
     async def validate_request(self, command: CreateRequest) -> ValidatedRequest:
         """A dry run: the request as a create would store it, with its id; nothing is written.
