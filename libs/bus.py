@@ -26,7 +26,7 @@ from nats.js.errors import APIError, NotFoundError
 
 from contracts.catalog import SERVICES
 from libs.errors import is_transient
-from libs.settings import PlatformSettings
+from libs.settings import BusSettings
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class Subjects:
         return f"{self.rpc_prefix}.{service}.{verb}"
 
     @classmethod
-    def from_settings(cls, settings: PlatformSettings) -> Subjects:
+    def from_settings(cls, settings: BusSettings) -> Subjects:
         return cls(events_prefix=settings.subject_prefix, rpc_prefix=settings.rpc_prefix)
 
 
@@ -67,7 +67,7 @@ class NatsUnavailable(ConnectionError):
     """NATS could not be reached at start-up within the connect timeout."""
 
 
-async def connect_nats(settings: PlatformSettings, name: str, timeout: float = 30.0) -> NatsClient:
+async def connect_nats(settings: BusSettings, name: str, timeout: float = 30.0) -> NatsClient:
     """Connect, giving up after ``timeout`` at start-up; once connected, reconnect forever.
 
     A NATS restart pauses a running service instead of killing it, while a service that
@@ -77,7 +77,7 @@ async def connect_nats(settings: PlatformSettings, name: str, timeout: float = 3
     async def on_error(exc: Exception) -> None:
         log.warning("nats connection problem", extra={"fields": {"error_type": type(exc).__name__}})
 
-    servers = [url.strip() for url in settings.nats_url.split(",") if url.strip()]
+    servers = [url.strip() for url in settings.nats_url.reveal().split(",") if url.strip()]
     try:
         return await asyncio.wait_for(
             nats.connect(
@@ -99,7 +99,7 @@ async def connect_nats(settings: PlatformSettings, name: str, timeout: float = 3
         raise NatsUnavailable(f"NATS not reachable within {timeout:.0f}s (check PLATFORM_NATS_URL)") from None
 
 
-def stream_config(settings: PlatformSettings) -> StreamConfig:
+def stream_config(settings: BusSettings) -> StreamConfig:
     return StreamConfig(
         name=settings.stream_name,
         subjects=[f"{settings.subject_prefix}.>"],
@@ -142,7 +142,7 @@ async def retry_jetstream(call: Callable[[], Awaitable[T]], what: str, timeout: 
         delay = min(delay * 2, 5.0)
 
 
-async def ensure_stream(js: JetStreamContext, settings: PlatformSettings) -> bool:
+async def ensure_stream(js: JetStreamContext, settings: BusSettings) -> bool:
     """Create the stream when it is missing; True when it was created. An existing stream is left
     as it is: its configuration is ``platformd migrate``'s job (:func:`apply_stream_config`)."""
     timeout = settings.jetstream_startup_timeout_seconds
@@ -155,7 +155,7 @@ async def ensure_stream(js: JetStreamContext, settings: PlatformSettings) -> boo
     return False
 
 
-async def apply_stream_config(js: JetStreamContext, settings: PlatformSettings) -> None:
+async def apply_stream_config(js: JetStreamContext, settings: BusSettings) -> None:
     """Create the stream or bring its configuration in line with the settings (``platformd migrate``)."""
     if await ensure_stream(js, settings):
         return
@@ -167,7 +167,7 @@ async def apply_stream_config(js: JetStreamContext, settings: PlatformSettings) 
     log.info("stream configuration applied", extra={"fields": {"stream": settings.stream_name}})
 
 
-async def configure_stream(settings: PlatformSettings) -> None:
+async def configure_stream(settings: BusSettings) -> None:
     """Connect and :func:`apply_stream_config` once (``platformd migrate``)."""
     nc = await connect_nats(settings, "platform-migrate")
     try:

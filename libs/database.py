@@ -18,7 +18,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 if TYPE_CHECKING:
-    from libs.settings import PlatformSettings
+    from libs.settings import DatabaseSettings
 
 Pool = AsyncConnectionPool[AsyncConnection[dict[str, Any]]]
 
@@ -58,7 +58,7 @@ class DatabaseTimeouts:
         return self.statement + self.answer_margin
 
     @classmethod
-    def from_settings(cls, settings: PlatformSettings) -> DatabaseTimeouts:
+    def from_settings(cls, settings: DatabaseSettings) -> DatabaseTimeouts:
         return cls(
             statement=settings.postgres_statement_timeout_seconds,
             lock=settings.postgres_lock_timeout_seconds,

@@ -55,7 +55,7 @@ from libs.bus import Subjects, retry_jetstream
 from libs.database import Pool
 from libs.errors import is_database_unavailable, is_transient, public_message
 from libs.outbox import Outbox
-from libs.settings import PlatformSettings
+from libs.settings import ConsumerSettings
 from libs.telemetry import (
     CONSUMER_PENDING,
     CONSUMER_RECREATED,
@@ -127,7 +127,7 @@ class RetryPolicy:
     handler_timeout_seconds: float | None = None
 
     @classmethod
-    def from_settings(cls, settings: PlatformSettings) -> RetryPolicy:
+    def from_settings(cls, settings: ConsumerSettings) -> RetryPolicy:
         return cls(
             max_attempts=settings.consumer_max_attempts,
             backoff_seconds=settings.consumer_backoff_seconds,

@@ -1,11 +1,23 @@
 """Typed, read-once settings from ``PLATFORM_*`` environment variables.
 
 Every process builds exactly one settings object at start-up with :func:`load_settings`.
+Settings come in groups by concern (:class:`BusSettings`, :class:`DatabaseSettings`,
+:class:`ConsumerSettings`, :class:`TelemetrySettings`, :class:`SecuritySettings`, ...); a
+service's settings class inherits the groups it needs and adds its own fields.
+
 A field is declared with :func:`setting`, which names its environment variable and
-documents it. Secrets also accept ``<NAME>_FILE`` (the file's content, stripped of the
-trailing newline); an unreadable file is a start-up error, never a silent fallback.
-A value that does not parse is a start-up error naming the variable. All problems are
-collected and reported together so an operator fixes them in one round.
+documents it. Its type says the rest:
+
+- ``Annotated[int, Bounds(ge=1)]``: the allowed range, checked at load time;
+- :class:`Secret` (or :class:`SecretUrl` for a URL or DSN that may carry credentials): the
+  value never prints (repr, str, format and JSON show it masked; ``reveal()`` gives it to
+  the one call that needs it), and ``<NAME>_FILE`` may name a file holding it (its content,
+  stripped of the trailing newline); an unreadable file is a start-up error, never a
+  silent fallback.
+
+A value that does not parse or is out of range is a start-up error naming the variable;
+rules between settings live in the group's ``validate``. All problems are collected and
+reported together so an operator fixes them in one round.
 
 No other module reads ``os.environ``.
 """
@@ -14,18 +26,20 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 T = TypeVar("T")
 
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
 _FALSE = {"0", "false", "no", "off", "n", "f"}
+MASK = "**********"
 
 
 class SettingsError(Exception):
@@ -36,9 +50,121 @@ class SettingsError(Exception):
         super().__init__("invalid configuration: " + "; ".join(problems))
 
 
-def setting(env: str, default: Any = MISSING, *, doc: str, secret: bool = False) -> Any:
+# -- declaring a setting: its variable, its range, whether it is a secret --------------------------
+
+
+class Secret:
+    """A value that never prints: repr, str, format (and so logs, ``platformd config`` and
+    JSON written with ``default=str``) show it masked; other JSON encoders refuse it.
+    Code that needs the value asks for it with :meth:`reveal`."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The value itself, for the one call that needs it (a signature, a connection)."""
+        return self._value
+
+    def masked(self) -> str:
+        return MASK if self._value else ""
+
+    def __str__(self) -> str:
+        return self.masked()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.masked()!r})"
+
+    def __format__(self, spec: str) -> str:
+        return format(self.masked(), spec)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class SecretUrl(Secret):
+    """A URL, or a libpq ``key=value`` DSN, that may carry credentials. Shown with its user
+    info, query and fragment masked (``postgresql://**********@db:5432/platform``), or a
+    DSN's password (``host=db password=**********``); a comma-separated list (NATS servers)
+    part by part. Bare URLs show as they are."""
+
+    def masked(self) -> str:
+        return ",".join(_masked_url(part.strip()) for part in self._value.split(","))
+
+
+_DSN_PASSWORD = re.compile(r"(\b\w*password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+def _masked_url(text: str) -> str:
+    try:
+        url = urlsplit(text)
+    except ValueError:  # not a URL at all (an unbalanced "["): nothing of it is shown
+        return MASK
+    if not (url.scheme and url.netloc):
+        return _DSN_PASSWORD.sub(rf"\g<1>{MASK}", text)
+    # The whole user info: a token often is the user name (https://<token>@host, nats://<token>@host).
+    _user_info, at, host = url.netloc.rpartition("@")
+    netloc = f"{MASK}@{host}" if at else host
+    return urlunsplit((url.scheme, netloc, url.path, MASK if url.query else "", MASK if url.fragment else ""))
+
+
+def reveal(secret: Secret | None) -> str | None:
+    """The value of a secret that may be unset, for the call that needs it."""
+    return None if secret is None else secret.reveal()
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The range a number setting must lie in: inclusive ``ge``/``le``, exclusive ``gt``/``lt``.
+
+    Declared beside the setting (``Annotated[int, Bounds(ge=1)]``) and checked by
+    :func:`load_settings`, which names the variable and the range when a value is outside it.
+    """
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def allows(self, value: float) -> bool:
+        return not (
+            (self.ge is not None and value < self.ge)
+            or (self.gt is not None and value <= self.gt)
+            or (self.le is not None and value > self.le)
+            or (self.lt is not None and value >= self.lt)
+        )
+
+    def describe(self) -> str:
+        """The range in words: ``must be positive``, ``must be between 0 and 65535``."""
+        lower = self.ge if self.ge is not None else self.gt
+        upper = self.le if self.le is not None else self.lt
+        if upper is None and lower == 0:
+            return "must be positive" if self.gt is not None else "must not be negative"
+        if self.ge is not None and self.le is not None:
+            return f"must be between {self.ge} and {self.le}"
+        parts = [
+            f"{phrase} {limit}"
+            for phrase, limit in (
+                ("at least", self.ge),
+                ("above", self.gt),
+                ("at most", self.le),
+                ("below", self.lt),
+            )
+            if limit is not None
+        ]
+        return "must be " + " and ".join(parts)
+
+
+def setting(env: str, default: Any = MISSING, *, doc: str) -> Any:
     """Declare a settings field bound to environment variable ``env``."""
-    metadata = {"env": env, "doc": doc, "secret": secret}
+    metadata = {"env": env, "doc": doc}
     if isinstance(default, list):
         items = tuple(default)
         return field(default_factory=lambda: list(items), metadata=metadata)
@@ -46,6 +172,57 @@ def setting(env: str, default: Any = MISSING, *, doc: str, secret: bool = False)
         pairs = tuple(default.items())
         return field(default_factory=lambda: dict(pairs), metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class _Declared:
+    """What a field's annotation says: the type, whether it may be None, its bounds."""
+
+    kind: Any
+    optional: bool = False
+    bounds: Bounds | None = None
+
+    @property
+    def secret(self) -> bool:
+        return isinstance(self.kind, type) and issubclass(self.kind, Secret)
+
+    @property
+    def collection(self) -> bool:
+        return typing.get_origin(self.kind) in (list, dict)
+
+
+def _declared(annotation: Any) -> _Declared:
+    if typing.get_origin(annotation) is Annotated:
+        inner, *extras = typing.get_args(annotation)
+        bounds = next((extra for extra in extras if isinstance(extra, Bounds)), None)
+        return dataclasses.replace(_declared(inner), bounds=bounds)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        [inner] = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        return dataclasses.replace(_declared(inner), optional=True)
+    return _Declared(annotation)
+
+
+def _settings_of(cls: type[Any]) -> list[tuple[dataclasses.Field[Any], _Declared]]:
+    """The class's settings fields, its own first, then each group's in the order the class
+    lists its groups (the order ``platformd config`` shows and problems are reported in)."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    classes = cls.__mro__
+
+    def declared_by(spec: dataclasses.Field[Any]) -> int:
+        return next(
+            i for i, klass in enumerate(classes) if spec.name in vars(klass).get("__annotations__", {})
+        )
+
+    specs = [spec for spec in dataclasses.fields(cls) if "env" in spec.metadata]
+    return [(spec, _declared(hints[spec.name])) for spec in sorted(specs, key=declared_by)]
+
+
+def secret_variables(cls: type[Any]) -> set[str]:
+    """The variables of ``cls`` that hold secrets (and so also accept ``<NAME>_FILE``)."""
+    return {spec.metadata["env"] for spec, declared in _settings_of(cls) if declared.secret}
+
+
+# -- reading the environment -------------------------------------------------------------------------
 
 
 def parse_bool(raw: str) -> bool:
@@ -57,303 +234,180 @@ def parse_bool(raw: str) -> bool:
     raise ValueError(f"expected a boolean (true/false, yes/no, on/off, 1/0), got {raw!r}")
 
 
-def _parse(raw: str, annotation: Any) -> Any:
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if raw.strip() == "":
-            return None
-        return _parse(raw, inner[0])
-    if annotation is bool:
+def _parse(raw: str, declared: _Declared) -> Any:
+    kind = declared.kind
+    if declared.optional and not raw.strip():
+        return None
+    if declared.secret:
+        return kind(raw)
+    if kind is bool:
         return parse_bool(raw)
-    if annotation is int:
+    if kind is int:
         try:
             return int(raw.strip())
         except ValueError:
             raise ValueError(f"expected an integer, got {raw!r}") from None
-    if annotation is float:
+    if kind is float:
         try:
             return float(raw.strip())
         except ValueError:
             raise ValueError(f"expected a number, got {raw!r}") from None
-    if annotation is Path:
+    if kind is Path:
         return Path(raw.strip()).expanduser()
-    if origin is list:
+    if typing.get_origin(kind) is list:
         return [item.strip() for item in raw.split(",") if item.strip()]
-    if origin is dict:
-        pairs: dict[str, str] = {}
-        for item in raw.split(","):
-            if not item.strip():
-                continue
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ValueError(f"expected key=value pairs separated by commas, got {item!r}")
-            pairs[key.strip()] = value.strip()
-        return pairs
+    if typing.get_origin(kind) is dict:
+        return _parse_pairs(raw)
     return raw
 
 
-def _read_secret_file(path: str) -> str:
-    with open(path, encoding="utf-8") as handle:
-        return handle.read().rstrip("\n")
+def _parse_pairs(raw: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in raw.split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"expected key=value pairs separated by commas, got {item!r}")
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def _raw_value(env: Mapping[str, str], variable: str, *, secret: bool) -> str | None:
+    """The variable's text; for a secret, also the content of the file ``<variable>_FILE`` names."""
+    file_variable = f"{variable}_FILE"
+    if not (secret and env.get(file_variable)):
+        return env.get(variable)
+    if variable in env:
+        raise SettingsError([f"{variable} and {file_variable} are both set; set only one"])
+    try:
+        with open(env[file_variable], encoding="utf-8") as handle:
+            return handle.read().rstrip("\n")
+    except OSError as exc:
+        raise SettingsError(
+            [f"{file_variable}: cannot read the file ({exc.strerror or 'unreadable'})"]
+        ) from None
 
 
 def load_settings(cls: type[T], environ: Mapping[str, str] | None = None) -> T:
     """Build ``cls`` (a dataclass of :func:`setting` fields) from the environment.
 
-    Raises :class:`SettingsError` listing every variable that is unreadable or does not parse.
+    Raises :class:`SettingsError` listing every variable that is unreadable, does not parse,
+    is out of its bounds or breaks a rule of its group (``validate``).
     """
     env = os.environ if environ is None else environ
-    hints = typing.get_type_hints(cls)
+    declared = _settings_of(cls)
     values: dict[str, Any] = {}
     problems: list[str] = []
-    for spec in dataclasses.fields(cls):  # type: ignore[arg-type]
-        name = spec.metadata.get("env")
-        if name is None:
-            continue
-        raw: str | None = env.get(name)
-        file_var = f"{name}_FILE"
-        if spec.metadata.get("secret") and env.get(file_var):
-            if raw is not None:
-                problems.append(f"{name} and {file_var} are both set; set only one")
-                continue
-            try:
-                raw = _read_secret_file(env[file_var])
-            except OSError as exc:
-                problems.append(f"{file_var}: cannot read the file ({exc.strerror or 'unreadable'})")
-                continue
-        if raw is None:
-            continue
-        if not raw.strip() and typing.get_origin(hints[spec.name]) in (list, dict):
-            # An empty list or mapping is never a useful setting (an empty algorithm allow-list
-            # would refuse every token); empty is how Helm values and compose files leave a
-            # variable unset, so it means the default.
-            continue
+    for spec, kind in declared:
+        variable = spec.metadata["env"]
         try:
-            values[spec.name] = _parse(raw, hints[spec.name])
+            raw = _raw_value(env, variable, secret=kind.secret)
+            # Empty is how Helm values and compose files leave a variable unset, and an empty
+            # list or mapping is never a useful setting (an empty algorithm allow-list would
+            # refuse every token): it means the default.
+            if raw is not None and not (kind.collection and not raw.strip()):
+                values[spec.name] = _parse(raw, kind)
+        except SettingsError as exc:
+            problems.extend(exc.problems)
         except ValueError as exc:
-            problems.append(f"{name}: {exc}")
-    missing = [
-        spec.metadata["env"]
-        for spec in dataclasses.fields(cls)  # type: ignore[arg-type]
-        if "env" in spec.metadata
-        and spec.name not in values
-        and spec.default is MISSING
-        and spec.default_factory is MISSING
-    ]
-    problems.extend(f"{name} is required" for name in missing)
+            problems.append(f"{variable}: {exc}")
+    problems.extend(
+        f"{spec.metadata['env']} is required"
+        for spec, _ in declared
+        if spec.name not in values and spec.default is MISSING and spec.default_factory is MISSING
+    )
     if problems:
         raise SettingsError(problems)
     instance = cls(**values)
+    problems = _out_of_bounds(instance, declared)
     validate = getattr(instance, "validate", None)
     if validate is not None:
-        extra = validate()
-        if extra:
-            raise SettingsError(list(extra))
+        problems.extend(validate())
+    if problems:
+        raise SettingsError(problems)
     return instance
 
 
+def _out_of_bounds(instance: Any, declared: list[tuple[dataclasses.Field[Any], _Declared]]) -> list[str]:
+    problems = []
+    for spec, kind in declared:
+        value = getattr(instance, spec.name)
+        if kind.bounds is not None and value is not None and not kind.bounds.allows(value):
+            problems.append(f"{spec.metadata['env']} {kind.bounds.describe()} (got {value})")
+    return problems
+
+
 def describe_settings(cls: type[Any]) -> list[tuple[str, str, str]]:
-    """(variable, default, doc) for every field: used by ``platformd config`` and the docs."""
-    rows = []
-    for spec in dataclasses.fields(cls):
-        if "env" not in spec.metadata:
-            continue
-        if spec.default is not MISSING:
-            default = "" if spec.default is None else str(spec.default)
-        elif spec.default_factory is not MISSING:
-            default = ",".join(map(str, spec.default_factory()))
-        else:
-            default = "(required)"
-        if spec.metadata.get("secret") and not _harmless_default(default):
-            default = "(secret)"
-        rows.append((spec.metadata["env"], default, spec.metadata["doc"]))
-    return rows
+    """(variable, default, doc) for every field: used by ``platformd config`` and the docs.
+    A secret's default shows masked, like its value would."""
+    return [
+        (spec.metadata["env"], _shown_default(spec), spec.metadata["doc"]) for spec, _ in _settings_of(cls)
+    ]
 
 
-def _harmless_default(default: str) -> bool:
-    """A secret's default that holds no secret, so it is shown as it is: none at all, or
-    URLs without credentials (``nats://127.0.0.1:4222``). Anything else, such as a
-    development signing key, is shown as ``(secret)``."""
-    if not default:
-        return True
-    for part in default.split(","):
-        try:
-            url = urlsplit(part.strip())
-            credentials = url.username or url.password
-        except ValueError:  # not a URL at all (an unbalanced "[", a bad port)
-            return False
-        # A query or fragment may carry a token (``?password=``); only bare URLs are shown.
-        if not (url.scheme and url.netloc) or credentials or url.query or url.fragment:
-            return False
-    return True
+def _shown_default(spec: dataclasses.Field[Any]) -> str:
+    if spec.default_factory is not MISSING:
+        value = spec.default_factory()
+        items = [f"{key}={item}" for key, item in value.items()] if isinstance(value, dict) else value
+        return ",".join(map(str, items))
+    if spec.default is MISSING:
+        return "(required)"
+    return "" if spec.default is None else str(spec.default)
+
+
+# -- the groups services compose -------------------------------------------------------------------
+
+
+class SettingsGroup:
+    """Root of the groups: each group's ``validate`` adds its own rules to those of the
+    groups after it in the composing class's MRO (``super().validate()``)."""
+
+    def validate(self) -> list[str]:
+        return []
 
 
 @dataclass(frozen=True)
-class PlatformSettings:
-    """Settings every platform process shares: bus, database, telemetry, runtime."""
+class ProcessSettings(SettingsGroup):
+    """How every process stops, the gateway included."""
 
-    service_name: str = setting("PLATFORM_SERVICE_NAME", "platform", doc="Name used in logs and metrics.")
+    shutdown_timeout_seconds: Annotated[float, Bounds(ge=0)] = setting(
+        "PLATFORM_SHUTDOWN_TIMEOUT_SECONDS", 20.0, doc="Drain time for in-flight work on SIGTERM."
+    )
+
+
+MIN_STRICT_SECRET_BYTES = 32
+
+
+@dataclass(frozen=True)
+class SecuritySettings(SettingsGroup):
+    """Strict production mode, which refuses weak or missing security settings; the groups
+    holding secrets (attestation keys, the gateway's tokens) build on it."""
+
     environment: str = setting(
         "PLATFORM_ENV", "dev", doc="Deployment environment; `prod` implies strict mode."
     )
     strict_production: bool = setting(
         "PLATFORM_STRICT_PRODUCTION", False, doc="Refuse to start with weak or missing security settings."
     )
-    nats_url: str = setting(
-        "PLATFORM_NATS_URL", "nats://127.0.0.1:4222", doc="NATS server URL(s), comma separated.", secret=True
-    )
-    postgres_dsn: str | None = setting(
-        "PLATFORM_POSTGRES_DSN", None, doc="Postgres connection string (libpq URI or key=value).", secret=True
-    )
-    postgres_pool_max: int = setting(
-        "PLATFORM_POSTGRES_POOL_MAX",
-        10,
-        doc="Connections per process; also how many RPC calls a process serves at once (each "
-        "holds one connection, more would only queue for the pool).",
-    )
-    rpc_handler_timeout_seconds: float = setting(
-        "PLATFORM_RPC_HANDLER_TIMEOUT_SECONDS",
-        4.0,
-        doc="An RPC call not answered this long after it arrived is cancelled (its transaction "
-        "rolls back) and answered unavailable; keep it below the gateway's "
-        "PLATFORM_RPC_TIMEOUT_SECONDS (5), so a caller that gave up never sees its command commit later.",
-    )
-    postgres_pool_wait_seconds: float = setting(
-        "PLATFORM_POSTGRES_POOL_WAIT_SECONDS",
-        3.0,
-        doc="Longest wait for a free pool connection before the call fails as unavailable; "
-        "keep it below PLATFORM_RPC_HANDLER_TIMEOUT_SECONDS.",
-    )
-    postgres_statement_timeout_seconds: float = setting(
-        "PLATFORM_POSTGRES_STATEMENT_TIMEOUT_SECONDS",
-        30.0,
-        doc="Server-side limit of one statement; a server that has not answered 2 s after it is "
-        "taken for dead and the connection dropped.",
-    )
-    postgres_lock_timeout_seconds: float = setting(
-        "PLATFORM_POSTGRES_LOCK_TIMEOUT_SECONDS", 10.0, doc="Longest wait for a row or table lock."
-    )
-    postgres_idle_in_transaction_timeout_seconds: float = setting(
-        "PLATFORM_POSTGRES_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS",
-        60.0,
-        doc="A session idle inside an open transaction this long is ended by the server (its locks released).",
-    )
-    postgres_connect_timeout_seconds: float = setting(
-        "PLATFORM_POSTGRES_CONNECT_TIMEOUT_SECONDS", 10.0, doc="Limit for opening one connection."
-    )
-    nats_ping_interval_seconds: float = setting(
-        "PLATFORM_NATS_PING_INTERVAL_SECONDS",
-        5.0,
-        doc="Client pings to the NATS server; three unanswered intervals mark the connection "
-        "dead and start a reconnect.",
-    )
-    auto_migrate: bool = setting("PLATFORM_AUTO_MIGRATE", False, doc="Apply pending migrations on start.")
-    stream_name: str = setting(
-        "PLATFORM_EVENTS_STREAM", "PLATFORM_EVENTS", doc="JetStream stream for events."
-    )
-    subject_prefix: str = setting(
-        "PLATFORM_EVENTS_SUBJECT_PREFIX", "platform.events", doc="Subject prefix of domain events."
-    )
-    rpc_prefix: str = setting(
-        "PLATFORM_RPC_SUBJECT_PREFIX", "platform.rpc", doc="Subject prefix of RPC endpoints."
-    )
-    stream_max_age_days: float = setting(
-        "PLATFORM_EVENTS_MAX_AGE_DAYS",
-        30.0,
-        doc="Event retention for replay; 0 keeps events for ever (allowed only with "
-        "PLATFORM_RETENTION_INTERVAL_SECONDS=0, as inbox ids must then be kept for ever too).",
-    )
-    stream_replicas: int = setting("PLATFORM_EVENTS_REPLICAS", 1, doc="Stream replicas (3 in production).")
-    stream_duplicate_window_seconds: float = setting(
-        "PLATFORM_EVENTS_DUPLICATE_WINDOW_SECONDS",
-        900.0,
-        doc="Server-side dedup window; must exceed the relay's worst retry gap.",
-    )
-    consumer_max_attempts: int = setting(
-        "PLATFORM_RECONCILE_MAX_ATTEMPTS", 5, doc="Deliveries of one event before it is dead-lettered."
-    )
-    consumer_backoff_seconds: float = setting(
-        "PLATFORM_RECONCILE_RETRY_BACKOFF_SECONDS", 1.0, doc="First retry delay; doubles per attempt."
-    )
-    consumer_max_backoff_seconds: float = setting(
-        "PLATFORM_RECONCILE_MAX_BACKOFF_SECONDS", 60.0, doc="Upper bound of the retry delay."
-    )
-    consumer_ack_wait_seconds: float = setting(
-        "PLATFORM_RECONCILE_TIMEOUT_SECONDS", 30.0, doc="Lease of one delivery (kept alive while working)."
-    )
-    consumer_concurrency: int = setting(
-        "PLATFORM_RECONCILE_WORKERS", 8, doc="Events handled concurrently per consumer."
-    )
-    consumer_retry_for_seconds: float = setting(
-        "PLATFORM_RECONCILE_RETRY_FOR_SECONDS",
-        3600.0,
-        doc="How long an event whose handler cannot reach a dependency (network, timeout, 5xx, "
-        "database down) keeps being retried, counted in backoff time; other errors are "
-        "dead-lettered after PLATFORM_RECONCILE_MAX_ATTEMPTS.",
-    )
-    consumer_handler_timeout_seconds: float | None = setting(
-        "PLATFORM_RECONCILE_HANDLER_TIMEOUT_SECONDS",
-        None,
-        doc="A handler running longer is cancelled (its transaction rolls back, the event is "
-        "retried); default 10 x PLATFORM_RECONCILE_TIMEOUT_SECONDS.",
-    )
-    consumer_start_lookback_seconds: float = setting(
-        "PLATFORM_CONSUMER_START_LOOKBACK_SECONDS",
-        300.0,
-        doc="A consumer created for the first time starts with the events of this many seconds "
-        "back (0: only new ones), never with the whole retained history.",
-    )
-    jetstream_startup_timeout_seconds: float = setting(
-        "PLATFORM_JETSTREAM_STARTUP_TIMEOUT_SECONDS",
-        60.0,
-        doc="How long start-up retries JetStream API calls while the broker elects leaders.",
-    )
-    outbox_poll_seconds: float = setting(
-        "PLATFORM_OUTBOX_POLL_SECONDS", 1.0, doc="Relay polling interval (NOTIFY wakes it sooner)."
-    )
-    outbox_quarantine_after: int = setting(
-        "PLATFORM_OUTBOX_QUARANTINE_AFTER",
-        5,
-        doc="Refusals of one outbox row by JetStream (too large, no stream for its subject, a 4xx "
-        "answer) before the relay sets it aside as a dead letter of kind outbox; timeouts and "
-        "lost connections never count.",
-    )
-    retention_interval_seconds: float = setting(
-        "PLATFORM_RETENTION_INTERVAL_SECONDS",
-        3600.0,
-        doc="How often old rows are pruned (published outbox rows, inbox ids, replayed dead "
-        "letters, the service's own records); 0 turns pruning off.",
-    )
-    retention_batch_size: int = setting(
-        "PLATFORM_RETENTION_BATCH_SIZE", 1000, doc="Rows deleted per transaction while pruning."
-    )
-    retention_outbox_days: float = setting(
-        "PLATFORM_RETENTION_OUTBOX_DAYS", 7.0, doc="Published outbox rows are kept this long."
-    )
-    retention_inbox_days: float = setting(
-        "PLATFORM_RETENTION_INBOX_DAYS",
-        35.0,
-        doc="Ids of handled events are kept this long; must exceed PLATFORM_EVENTS_MAX_AGE_DAYS, "
-        "or a replay of an event still in the stream would be applied twice.",
-    )
-    retention_dead_letters_days: float = setting(
-        "PLATFORM_RETENTION_DEAD_LETTERS_DAYS",
-        30.0,
-        doc="Replayed dead letters are kept this long; open ones until an operator acts.",
-    )
-    retention_service_records_days: float = setting(
-        "PLATFORM_RETENTION_SERVICE_RECORDS_DAYS",
-        35.0,
-        doc="Service records whose use is over: renderer bundles, cluster-bootstrapper's "
-        "applied-object records of torn-down or superseded environments.",
-    )
-    health_address: str = setting(
-        "PLATFORM_HEALTH_ADDRESS", "127.0.0.1:9100", doc="host:port for /healthz, /readyz and /metrics."
-    )
-    shutdown_timeout_seconds: float = setting(
-        "PLATFORM_SHUTDOWN_TIMEOUT_SECONDS", 20.0, doc="Drain time for in-flight work on SIGTERM."
-    )
+
+    @property
+    def is_strict(self) -> bool:
+        return self.strict_production or self.environment.lower() in {"prod", "production"}
+
+    @staticmethod
+    def short_secret_problems(variable: str, secret: Secret | None) -> list[str]:
+        """Strict mode's floor for a shared secret: a short one can be guessed offline."""
+        if secret is None or len(secret.reveal().encode()) >= MIN_STRICT_SECRET_BYTES:
+            return []
+        return [f"{variable} must be at least {MIN_STRICT_SECRET_BYTES} bytes in strict production mode"]
+
+
+@dataclass(frozen=True)
+class TelemetrySettings(SettingsGroup):
+    """Logs, traces and metrics."""
+
+    service_name: str = setting("PLATFORM_SERVICE_NAME", "platform", doc="Name used in logs and metrics.")
     log_level: str = setting("PLATFORM_LOG_LEVEL", "INFO", doc="Log level.")
     otlp_endpoint: str | None = setting(
         "PLATFORM_OTLP_ENDPOINT", None, doc="OTLP/HTTP collector URL; tracing export is off when unset."
@@ -381,60 +435,206 @@ class PlatformSettings:
     )
     prometheus_enabled: bool = setting("PLATFORM_PROMETHEUS_ENABLED", True, doc="Serve /metrics.")
 
-    @property
-    def is_strict(self) -> bool:
-        return self.strict_production or self.environment.lower() in {"prod", "production"}
+
+@dataclass(frozen=True)
+class BusSettings(SettingsGroup):
+    """The NATS connection, the event stream and the subjects of events and RPC calls."""
+
+    nats_url: SecretUrl = setting(
+        "PLATFORM_NATS_URL", SecretUrl("nats://127.0.0.1:4222"), doc="NATS server URL(s), comma separated."
+    )
+    nats_ping_interval_seconds: Annotated[float, Bounds(gt=0)] = setting(
+        "PLATFORM_NATS_PING_INTERVAL_SECONDS",
+        5.0,
+        doc="Client pings to the NATS server; three unanswered intervals mark the connection "
+        "dead and start a reconnect.",
+    )
+    jetstream_startup_timeout_seconds: Annotated[float, Bounds(gt=0)] = setting(
+        "PLATFORM_JETSTREAM_STARTUP_TIMEOUT_SECONDS",
+        60.0,
+        doc="How long start-up retries JetStream API calls while the broker elects leaders.",
+    )
+    stream_name: str = setting(
+        "PLATFORM_EVENTS_STREAM", "PLATFORM_EVENTS", doc="JetStream stream for events."
+    )
+    subject_prefix: str = setting(
+        "PLATFORM_EVENTS_SUBJECT_PREFIX", "platform.events", doc="Subject prefix of domain events."
+    )
+    rpc_prefix: str = setting(
+        "PLATFORM_RPC_SUBJECT_PREFIX", "platform.rpc", doc="Subject prefix of RPC endpoints."
+    )
+    stream_max_age_days: Annotated[float, Bounds(ge=0)] = setting(
+        "PLATFORM_EVENTS_MAX_AGE_DAYS",
+        30.0,
+        doc="Event retention for replay; 0 keeps events for ever (allowed only with "
+        "PLATFORM_RETENTION_INTERVAL_SECONDS=0, as inbox ids must then be kept for ever too).",
+    )
+    stream_replicas: Annotated[int, Bounds(ge=1, le=5)] = setting(
+        "PLATFORM_EVENTS_REPLICAS", 1, doc="Stream replicas (3 in production)."
+    )
+    stream_duplicate_window_seconds: Annotated[float, Bounds(gt=0)] = setting(
+        "PLATFORM_EVENTS_DUPLICATE_WINDOW_SECONDS",
+        900.0,
+        doc="Server-side dedup window; must exceed the relay's worst retry gap.",
+    )
+
+
+@dataclass(frozen=True)
+class DatabaseSettings(SettingsGroup):
+    """The service's Postgres: where it is, its pool, and the limits of every session."""
+
+    postgres_dsn: SecretUrl | None = setting(
+        "PLATFORM_POSTGRES_DSN", None, doc="Postgres connection string (libpq URI or key=value)."
+    )
+    postgres_pool_max: Annotated[int, Bounds(ge=1)] = setting(
+        "PLATFORM_POSTGRES_POOL_MAX",
+        10,
+        doc="Connections per process; also how many RPC calls a process serves at once (each "
+        "holds one connection, more would only queue for the pool).",
+    )
+    postgres_pool_wait_seconds: Annotated[float, Bounds(gt=0)] = setting(
+        "PLATFORM_POSTGRES_POOL_WAIT_SECONDS",
+        3.0,
+        doc="Longest wait for a free pool connection before the call fails as unavailable; "
+        "keep it below PLATFORM_RPC_HANDLER_TIMEOUT_SECONDS.",
+    )
+    postgres_statement_timeout_seconds: Annotated[float, Bounds(gt=0)] = setting(
+        "PLATFORM_POSTGRES_STATEMENT_TIMEOUT_SECONDS",
+        30.0,
+        doc="Server-side limit of one statement; a server that has not answered 2 s after it is "
+        "taken for dead and the connection dropped.",
+    )
+    postgres_lock_timeout_seconds: Annotated[float, Bounds(gt=0)] = setting(
+        "PLATFORM_POSTGRES_LOCK_TIMEOUT_SECONDS", 10.0, doc="Longest wait for a row or table lock."
+    )
+    postgres_idle_in_transaction_timeout_seconds: Annotated[float, Bounds(gt=0)] = setting(
+        "PLATFORM_POSTGRES_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS",
+        60.0,
+        doc="A session idle inside an open transaction this long is ended by the server (its locks released).",
+    )
+    postgres_connect_timeout_seconds: Annotated[float, Bounds(gt=0)] = setting(
+        "PLATFORM_POSTGRES_CONNECT_TIMEOUT_SECONDS", 10.0, doc="Limit for opening one connection."
+    )
+    auto_migrate: bool = setting("PLATFORM_AUTO_MIGRATE", False, doc="Apply pending migrations on start.")
+
+    def require_dsn(self) -> str:
+        """The DSN itself, for opening connections."""
+        if not self.postgres_dsn:
+            raise SettingsError(["PLATFORM_POSTGRES_DSN is required"])
+        return self.postgres_dsn.reveal()
+
+
+@dataclass(frozen=True)
+class ConsumerSettings(SettingsGroup):
+    """How event consumers deliver, retry and give up (the ``PLATFORM_RECONCILE_*`` names)."""
+
+    consumer_max_attempts: Annotated[int, Bounds(ge=1)] = setting(
+        "PLATFORM_RECONCILE_MAX_ATTEMPTS", 5, doc="Deliveries of one event before it is dead-lettered."
+    )
+    # No backoff would retry without end (and overflow computing max_deliver); a zero lease
+    # would cancel every handler at once.
+    consumer_backoff_seconds: Annotated[float, Bounds(gt=0)] = setting(
+        "PLATFORM_RECONCILE_RETRY_BACKOFF_SECONDS", 1.0, doc="First retry delay; doubles per attempt."
+    )
+    consumer_max_backoff_seconds: Annotated[float, Bounds(gt=0)] = setting(
+        "PLATFORM_RECONCILE_MAX_BACKOFF_SECONDS", 60.0, doc="Upper bound of the retry delay."
+    )
+    consumer_ack_wait_seconds: Annotated[float, Bounds(gt=0)] = setting(
+        "PLATFORM_RECONCILE_TIMEOUT_SECONDS", 30.0, doc="Lease of one delivery (kept alive while working)."
+    )
+    consumer_concurrency: Annotated[int, Bounds(ge=1)] = setting(
+        "PLATFORM_RECONCILE_WORKERS", 8, doc="Events handled concurrently per consumer."
+    )
+    consumer_retry_for_seconds: Annotated[float, Bounds(ge=0)] = setting(
+        "PLATFORM_RECONCILE_RETRY_FOR_SECONDS",
+        3600.0,
+        doc="How long an event whose handler cannot reach a dependency (network, timeout, 5xx, "
+        "database down) keeps being retried, counted in backoff time; other errors are "
+        "dead-lettered after PLATFORM_RECONCILE_MAX_ATTEMPTS.",
+    )
+    consumer_handler_timeout_seconds: Annotated[float | None, Bounds(gt=0)] = setting(
+        "PLATFORM_RECONCILE_HANDLER_TIMEOUT_SECONDS",
+        None,
+        doc="A handler running longer is cancelled (its transaction rolls back, the event is "
+        "retried); default 10 x PLATFORM_RECONCILE_TIMEOUT_SECONDS.",
+    )
+    consumer_start_lookback_seconds: Annotated[float, Bounds(ge=0)] = setting(
+        "PLATFORM_CONSUMER_START_LOOKBACK_SECONDS",
+        300.0,
+        doc="A consumer created for the first time starts with the events of this many seconds "
+        "back (0: only new ones), never with the whole retained history.",
+    )
+
+
+@dataclass(frozen=True)
+class PlatformSettings(
+    ProcessSettings, SecuritySettings, TelemetrySettings, BusSettings, DatabaseSettings, ConsumerSettings
+):
+    """What every backend service composes: the groups the service kit needs, plus the kit's
+    own settings (the ops port, serving RPC calls, the outbox relay, retention) and the rules
+    between groups."""
+
+    health_address: str = setting(
+        "PLATFORM_HEALTH_ADDRESS", "127.0.0.1:9100", doc="host:port for /healthz, /readyz and /metrics."
+    )
+    rpc_handler_timeout_seconds: Annotated[float, Bounds(gt=0)] = setting(
+        "PLATFORM_RPC_HANDLER_TIMEOUT_SECONDS",
+        4.0,
+        doc="An RPC call not answered this long after it arrived is cancelled (its transaction "
+        "rolls back) and answered unavailable; keep it below the gateway's "
+        "PLATFORM_RPC_TIMEOUT_SECONDS (5), so a caller that gave up never sees its command commit later.",
+    )
+    outbox_poll_seconds: Annotated[float, Bounds(gt=0)] = setting(
+        "PLATFORM_OUTBOX_POLL_SECONDS", 1.0, doc="Relay polling interval (NOTIFY wakes it sooner)."
+    )
+    outbox_quarantine_after: Annotated[int, Bounds(ge=1)] = setting(
+        "PLATFORM_OUTBOX_QUARANTINE_AFTER",
+        5,
+        doc="Refusals of one outbox row by JetStream (too large, no stream for its subject, a 4xx "
+        "answer) before the relay sets it aside as a dead letter of kind outbox; timeouts and "
+        "lost connections never count.",
+    )
+    retention_interval_seconds: Annotated[float, Bounds(ge=0)] = setting(
+        "PLATFORM_RETENTION_INTERVAL_SECONDS",
+        3600.0,
+        doc="How often old rows are pruned (published outbox rows, inbox ids, replayed dead "
+        "letters, the service's own records); 0 turns pruning off.",
+    )
+    retention_batch_size: Annotated[int, Bounds(ge=1)] = setting(
+        "PLATFORM_RETENTION_BATCH_SIZE", 1000, doc="Rows deleted per transaction while pruning."
+    )
+    retention_outbox_days: Annotated[float, Bounds(ge=0)] = setting(
+        "PLATFORM_RETENTION_OUTBOX_DAYS", 7.0, doc="Published outbox rows are kept this long."
+    )
+    retention_inbox_days: Annotated[float, Bounds(ge=0)] = setting(
+        "PLATFORM_RETENTION_INBOX_DAYS",
+        35.0,
+        doc="Ids of handled events are kept this long; must exceed PLATFORM_EVENTS_MAX_AGE_DAYS, "
+        "or a replay of an event still in the stream would be applied twice.",
+    )
+    retention_dead_letters_days: Annotated[float, Bounds(ge=0)] = setting(
+        "PLATFORM_RETENTION_DEAD_LETTERS_DAYS",
+        30.0,
+        doc="Replayed dead letters are kept this long; open ones until an operator acts.",
+    )
+    retention_service_records_days: Annotated[float, Bounds(ge=0)] = setting(
+        "PLATFORM_RETENTION_SERVICE_RECORDS_DAYS",
+        35.0,
+        doc="Service records whose use is over: renderer bundles, cluster-bootstrapper's "
+        "applied-object records of torn-down or superseded environments.",
+    )
 
     def validate(self) -> list[str]:
-        problems = []
-        if self.consumer_max_attempts < 1:
-            problems.append("PLATFORM_RECONCILE_MAX_ATTEMPTS must be at least 1")
-        for variable, seconds in (
-            ("PLATFORM_POSTGRES_POOL_WAIT_SECONDS", self.postgres_pool_wait_seconds),
-            ("PLATFORM_POSTGRES_STATEMENT_TIMEOUT_SECONDS", self.postgres_statement_timeout_seconds),
-            ("PLATFORM_POSTGRES_LOCK_TIMEOUT_SECONDS", self.postgres_lock_timeout_seconds),
-            (
-                "PLATFORM_POSTGRES_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS",
-                self.postgres_idle_in_transaction_timeout_seconds,
-            ),
-            ("PLATFORM_POSTGRES_CONNECT_TIMEOUT_SECONDS", self.postgres_connect_timeout_seconds),
-            ("PLATFORM_NATS_PING_INTERVAL_SECONDS", self.nats_ping_interval_seconds),
-            ("PLATFORM_RPC_HANDLER_TIMEOUT_SECONDS", self.rpc_handler_timeout_seconds),
-            # No backoff would retry without end (and overflow computing max_deliver); a zero
-            # lease would cancel every handler at once.
-            ("PLATFORM_RECONCILE_RETRY_BACKOFF_SECONDS", self.consumer_backoff_seconds),
-            ("PLATFORM_RECONCILE_MAX_BACKOFF_SECONDS", self.consumer_max_backoff_seconds),
-            ("PLATFORM_RECONCILE_TIMEOUT_SECONDS", self.consumer_ack_wait_seconds),
-        ):
-            if seconds <= 0:
-                problems.append(f"{variable} must be positive")
-        for variable, amount in (
-            ("PLATFORM_EVENTS_MAX_AGE_DAYS", self.stream_max_age_days),
-            ("PLATFORM_RETENTION_INTERVAL_SECONDS", self.retention_interval_seconds),
-            ("PLATFORM_RETENTION_OUTBOX_DAYS", self.retention_outbox_days),
-            ("PLATFORM_RETENTION_INBOX_DAYS", self.retention_inbox_days),
-            ("PLATFORM_RETENTION_DEAD_LETTERS_DAYS", self.retention_dead_letters_days),
-            ("PLATFORM_RETENTION_SERVICE_RECORDS_DAYS", self.retention_service_records_days),
-        ):
-            if amount < 0:
-                problems.append(f"{variable} must not be negative")
+        problems = super().validate()
+        try:
+            split_address(self.health_address, "PLATFORM_HEALTH_ADDRESS")
+        except SettingsError as exc:
+            problems.extend(exc.problems)
         problems += self._inbox_retention_problems()
-        if self.retention_batch_size < 1:
-            problems.append("PLATFORM_RETENTION_BATCH_SIZE must be at least 1")
         if self.postgres_pool_wait_seconds >= self.rpc_handler_timeout_seconds:
             problems.append(
                 "PLATFORM_POSTGRES_POOL_WAIT_SECONDS must be below PLATFORM_RPC_HANDLER_TIMEOUT_SECONDS"
             )
-        if self.postgres_pool_max < 1:
-            problems.append("PLATFORM_POSTGRES_POOL_MAX must be at least 1")
-        if self.outbox_quarantine_after < 1:
-            problems.append("PLATFORM_OUTBOX_QUARANTINE_AFTER must be at least 1")
-        if self.consumer_concurrency < 1:
-            problems.append("PLATFORM_RECONCILE_WORKERS must be at least 1")
-        if self.consumer_retry_for_seconds < 0:
-            problems.append("PLATFORM_RECONCILE_RETRY_FOR_SECONDS must not be negative")
-        if self.consumer_handler_timeout_seconds is not None and self.consumer_handler_timeout_seconds <= 0:
-            problems.append("PLATFORM_RECONCILE_HANDLER_TIMEOUT_SECONDS must be positive")
         if self.is_strict and not self.postgres_dsn:
             problems.append("PLATFORM_POSTGRES_DSN is required in strict production mode")
         return problems
@@ -458,52 +658,62 @@ class PlatformSettings:
             ]
         return []
 
-    def require_dsn(self) -> str:
-        if not self.postgres_dsn:
-            raise SettingsError(["PLATFORM_POSTGRES_DSN is required"])
-        return self.postgres_dsn
 
+@dataclass(frozen=True)
+class AttestationSettings(SecuritySettings):
+    """The keys of approvals and attestations: the approval service checks approvers'
+    signatures and signs attestations, git-publisher verifies them. Both must accept and
+    refuse the same configurations, and services never import each other, so the group
+    lives in the kit."""
 
-# -- the attestation key: the approval service signs with it, git-publisher verifies with it -------
-# Both services must accept and refuse the same configurations, and services never import
-# each other, so the rule lives in the kit.
+    approval_hmac_secret: Secret | None = setting(
+        "PLATFORM_APPROVAL_HMAC_SECRET",
+        None,
+        doc="Key of the approval signatures clients send (every approver's CLI holds it); outside "
+        "strict mode also the attestation key when PLATFORM_ATTESTATION_HMAC_SECRET is unset.",
+    )
+    attestation_hmac_secret: Secret | None = setting(
+        "PLATFORM_ATTESTATION_HMAC_SECRET",
+        None,
+        doc="Server-side key of attestations: the approval service signs with it, git-publisher "
+        "verifies with it; unset outside strict mode: PLATFORM_APPROVAL_HMAC_SECRET.",
+    )
 
-MIN_STRICT_ATTESTATION_KEY_BYTES = 32
+    @property
+    def attestation_key(self) -> Secret | None:
+        """The key attestations are signed and verified with.
 
+        ``PLATFORM_ATTESTATION_HMAC_SECRET``; outside strict mode, when it is unset, the approval
+        secret, so a development setup needs one secret only (at the price that approvers, who
+        hold the approval secret, could forge attestations there). Strict mode never falls back.
+        """
+        if self.attestation_hmac_secret:
+            return self.attestation_hmac_secret
+        return None if self.is_strict else self.approval_hmac_secret
 
-def attestation_key(
-    attestation_secret: str | None, approval_secret: str | None, *, strict: bool
-) -> str | None:
-    """The key attestations are signed and verified with.
+    def validate(self) -> list[str]:
+        problems = super().validate()
+        if self.is_strict:
+            problems += self._strict_attestation_key_problems()
+        return problems
 
-    ``PLATFORM_ATTESTATION_HMAC_SECRET``; outside strict mode, when it is unset, the approval
-    secret, so a development setup needs one secret only (at the price that approvers, who
-    hold the approval secret, could forge attestations there). Strict mode never falls back.
-    """
-    if attestation_secret:
-        return attestation_secret
-    return None if strict else approval_secret
-
-
-def strict_attestation_key_problems(attestation_secret: str | None, approval_secret: str | None) -> list[str]:
-    """Why strict production refuses the attestation key: missing, short, or the approval secret
-    again (every approver's CLI holds that one, so they could forge attestations with it)."""
-    if not attestation_secret:
-        return [
-            "PLATFORM_ATTESTATION_HMAC_SECRET is required in strict production mode "
-            "(a server-side key, distinct from PLATFORM_APPROVAL_HMAC_SECRET)"
-        ]
-    if len(attestation_secret.encode()) < MIN_STRICT_ATTESTATION_KEY_BYTES:
-        return [
-            f"PLATFORM_ATTESTATION_HMAC_SECRET must be at least {MIN_STRICT_ATTESTATION_KEY_BYTES} bytes "
-            "in strict production mode"
-        ]
-    if attestation_secret == approval_secret:
-        return [
-            "PLATFORM_ATTESTATION_HMAC_SECRET must differ from PLATFORM_APPROVAL_HMAC_SECRET in strict "
-            "production mode (approvers hold the approval secret and could forge attestations with it)"
-        ]
-    return []
+    def _strict_attestation_key_problems(self) -> list[str]:
+        """Why strict production refuses the attestation key: missing, short, or the approval
+        secret again (every approver's CLI holds that one, so they could forge attestations with it)."""
+        if not self.attestation_hmac_secret:
+            return [
+                "PLATFORM_ATTESTATION_HMAC_SECRET is required in strict production mode "
+                "(a server-side key, distinct from PLATFORM_APPROVAL_HMAC_SECRET)"
+            ]
+        short = self.short_secret_problems("PLATFORM_ATTESTATION_HMAC_SECRET", self.attestation_hmac_secret)
+        if short:
+            return short
+        if self.attestation_hmac_secret == self.approval_hmac_secret:
+            return [
+                "PLATFORM_ATTESTATION_HMAC_SECRET must differ from PLATFORM_APPROVAL_HMAC_SECRET in strict "
+                "production mode (approvers hold the approval secret and could forge attestations with it)"
+            ]
+        return []
 
 
 def split_address(address: str, variable: str) -> tuple[str, int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 
 from libs.service_kit import ServiceKit
+from libs.settings import reveal
 from libs.telemetry import refresh_every
 from services.approval.adapters import metrics
 from services.approval.entrypoints.bus import register
@@ -21,8 +22,8 @@ async def bootstrap(settings: ApprovalSettings) -> ServiceKit:
     service = ApprovalService(
         pool=kit.pool,
         outbox=kit.outbox,
-        secret=settings.approval_hmac_secret,
-        attestation_secret=settings.attestation_key,
+        secret=reveal(settings.approval_hmac_secret),
+        attestation_secret=reveal(settings.attestation_key),
         record_wait_seconds=settings.approval_record_wait_seconds,
     )
     register(kit, service)

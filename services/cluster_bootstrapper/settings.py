@@ -1,11 +1,12 @@
-"""Settings of the cluster-bootstrapper service."""
+"""Settings of the cluster-bootstrapper service: the kit's groups and its own."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
-from libs.settings import PlatformSettings, setting
+from libs.settings import Bounds, PlatformSettings, setting
 
 
 @dataclass(frozen=True)
@@ -40,12 +41,12 @@ class ClusterBootstrapperSettings(PlatformSettings):
         "platform-control-plane",
         doc="Server-side apply field manager of every object this service applies (`force=true`).",
     )
-    drift_scan_interval_seconds: float = setting(
+    drift_scan_interval_seconds: Annotated[float, Bounds(ge=0)] = setting(
         "PLATFORM_DRIFT_SCAN_INTERVAL_SECONDS",
         300.0,
         doc="Seconds between drift scans of applied environments (with self-heal); 0 disables.",
     )
-    k8s_request_timeout_seconds: float = setting(
+    k8s_request_timeout_seconds: Annotated[float, Bounds(gt=0)] = setting(
         "PLATFORM_K8S_REQUEST_TIMEOUT_SECONDS", 15.0, doc="Timeout of one Kubernetes API call."
     )
 
@@ -55,10 +56,6 @@ class ClusterBootstrapperSettings(PlatformSettings):
 
     def validate(self) -> list[str]:
         problems = super().validate()
-        if self.drift_scan_interval_seconds < 0:
-            problems.append("PLATFORM_DRIFT_SCAN_INTERVAL_SECONDS must be 0 (off) or positive")
-        if self.k8s_request_timeout_seconds <= 0:
-            problems.append("PLATFORM_K8S_REQUEST_TIMEOUT_SECONDS must be positive")
         if not self.k8s_field_manager.strip():
             problems.append("PLATFORM_K8S_FIELD_MANAGER must not be empty")
         if self.k8s_apply and self.kubeconfig is not None and not self.kubeconfig.is_file():

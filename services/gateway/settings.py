@@ -1,4 +1,5 @@
-"""Settings of the gateway (SPEC.md "Configuration", "Auth").
+"""Settings of the gateway: the kit's process, telemetry and bus groups, the token group
+(JWT and OIDC, below), and its own HTTP settings.
 
 The original names are kept where they still mean something. How the HTTP timeouts map
 onto uvicorn, which has no per-request read or write deadline of its own:
@@ -13,29 +14,35 @@ onto uvicorn, which has no per-request read or write deadline of its own:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 from urllib.parse import urlsplit
 
-from libs.settings import PlatformSettings, SettingsError, setting, split_address
+from libs.settings import (
+    Bounds,
+    BusSettings,
+    ProcessSettings,
+    Secret,
+    SecuritySettings,
+    SettingsError,
+    TelemetrySettings,
+    setting,
+    split_address,
+)
 
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 # What an OIDC provider's tokens may be signed with: asymmetric only, so a public key can
 # never be used as an HMAC secret (algorithm confusion), and never "none".
 OIDC_ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "PS256")
-MIN_STRICT_SECRET_BYTES = 32
 
 
 @dataclass(frozen=True)
-class GatewaySettings(PlatformSettings):
-    service_name: str = setting("PLATFORM_SERVICE_NAME", "gateway", doc="Name used in logs and metrics.")
-    address: str = setting("PLATFORM_ADDRESS", "127.0.0.1:8080", doc="host:port the HTTP API listens on.")
-    port: int | None = setting(
-        "PORT", None, doc="Overrides the port of PLATFORM_ADDRESS (platforms that set PORT)."
-    )
-    jwt_secret: str | None = setting(
+class TokenSettings(SecuritySettings):
+    """How callers are authenticated (a static HMAC secret, an OIDC provider) and scoped to teams."""
+
+    jwt_secret: Secret | None = setting(
         "PLATFORM_JWT_HS256_SECRET",
         None,
         doc="Shared secret for HS256/384/512 bearer tokens (development and static setups).",
-        secret=True,
     )
     jwt_algorithms: list[str] = setting(
         "PLATFORM_JWT_ALGORITHMS",
@@ -46,7 +53,7 @@ class GatewaySettings(PlatformSettings):
     jwt_audience: str | None = setting(
         "PLATFORM_JWT_AUDIENCE", None, doc="Required `aud` of tokens, when set."
     )
-    jwt_leeway_seconds: float = setting(
+    jwt_leeway_seconds: Annotated[float, Bounds(ge=0)] = setting(
         "PLATFORM_JWT_LEEWAY_SECONDS", 30.0, doc="Clock skew tolerated on `exp`, `nbf` and `iat`."
     )
     allow_static_jwt_in_prod: bool = setting(
@@ -81,15 +88,15 @@ class GatewaySettings(PlatformSettings):
         list(OIDC_ALGORITHMS),
         doc="Allow-list of OIDC token algorithms; only those the provider also advertises are used.",
     )
-    oidc_jwks_cache_seconds: float = setting(
+    oidc_jwks_cache_seconds: Annotated[float, Bounds(gt=0)] = setting(
         "PLATFORM_OIDC_JWKS_CACHE_SECONDS", 300.0, doc="How long the discovery document and JWKS are cached."
     )
-    oidc_jwks_min_refresh_seconds: float = setting(
+    oidc_jwks_min_refresh_seconds: Annotated[float, Bounds(ge=0)] = setting(
         "PLATFORM_OIDC_JWKS_MIN_REFRESH_SECONDS",
         10.0,
         doc="Least time between JWKS refetches caused by tokens with an unknown `kid` (key rotation).",
     )
-    oidc_http_timeout_seconds: float = setting(
+    oidc_http_timeout_seconds: Annotated[float, Bounds(gt=0)] = setting(
         "PLATFORM_OIDC_HTTP_TIMEOUT_SECONDS", 5.0, doc="Timeout of discovery and JWKS requests."
     )
     enforce_team_scope: bool | None = setting(
@@ -97,36 +104,13 @@ class GatewaySettings(PlatformSettings):
         None,
         doc="Refuse request routes to non-admin tokens without a teams claim (always on in strict mode).",
     )
-    approval_settle_seconds: float = setting(
-        "PLATFORM_APPROVAL_SETTLE_SECONDS",
-        5.0,
-        doc="How long approve/reject wait for the request to show the decision before answering.",
-    )
-    http_read_timeout_seconds: float = setting(
-        "PLATFORM_HTTP_READ_TIMEOUT_SECONDS",
-        15.0,
-        doc="Idle keep-alive time of a connection and the limit for reading a request body.",
-    )
-    http_write_timeout_seconds: float = setting(
-        "PLATFORM_HTTP_WRITE_TIMEOUT_SECONDS", 30.0, doc="Deadline for producing a response (then 503)."
-    )
-    readiness_timeout_seconds: float = setting(
-        "PLATFORM_READINESS_TIMEOUT_SECONDS",
-        2.0,
-        doc="Time the /readyz check, and each ping behind /v1/status, may take.",
-    )
-    rpc_timeout_seconds: float = setting(
-        "PLATFORM_RPC_TIMEOUT_SECONDS", 5.0, doc="Time a service may take to answer a request/reply call."
-    )
-    max_body_bytes: int = setting("PLATFORM_MAX_BODY_BYTES", 65536, doc="Largest accepted request body.")
 
     @property
     def team_scope_enforced(self) -> bool:
         return self.is_strict or bool(self.enforce_team_scope)
 
     def validate(self) -> list[str]:
-        # The gateway is stateless: the kit's strict-mode Postgres requirement is for the services.
-        problems = [p for p in super().validate() if not p.startswith("PLATFORM_POSTGRES_DSN")]
+        problems = super().validate()
         if not self.jwt_secret and not self.oidc_issuer_url:
             # Authentication is always on: without a way to verify tokens nothing could be served.
             problems.append(
@@ -143,36 +127,6 @@ class GatewaySettings(PlatformSettings):
             )
         if not self.jwt_algorithms:
             problems.append("PLATFORM_JWT_ALGORITHMS must name at least one algorithm")
-        if self.max_body_bytes < 1:
-            problems.append("PLATFORM_MAX_BODY_BYTES must be positive")
-        for name, value in (
-            ("PLATFORM_HTTP_READ_TIMEOUT_SECONDS", self.http_read_timeout_seconds),
-            ("PLATFORM_HTTP_WRITE_TIMEOUT_SECONDS", self.http_write_timeout_seconds),
-            ("PLATFORM_READINESS_TIMEOUT_SECONDS", self.readiness_timeout_seconds),
-            ("PLATFORM_RPC_TIMEOUT_SECONDS", self.rpc_timeout_seconds),
-            ("PLATFORM_OIDC_JWKS_CACHE_SECONDS", self.oidc_jwks_cache_seconds),
-            ("PLATFORM_OIDC_HTTP_TIMEOUT_SECONDS", self.oidc_http_timeout_seconds),
-        ):
-            if value <= 0:
-                problems.append(f"{name} must be positive")
-        if self.rpc_timeout_seconds >= self.http_write_timeout_seconds:
-            # Otherwise the response deadline would cut off calls the services may still answer.
-            problems.append(
-                "PLATFORM_RPC_TIMEOUT_SECONDS must be shorter than PLATFORM_HTTP_WRITE_TIMEOUT_SECONDS"
-            )
-        elif 2 * (self.approval_settle_seconds + self.rpc_timeout_seconds) >= self.http_write_timeout_seconds:
-            # approve waits for the decision to settle twice around two calls; all of it must
-            # fit in the response deadline, or a slow approval would end in a 503.
-            problems.append(
-                "PLATFORM_HTTP_WRITE_TIMEOUT_SECONDS must exceed twice "
-                "PLATFORM_APPROVAL_SETTLE_SECONDS + PLATFORM_RPC_TIMEOUT_SECONDS"
-            )
-        if self.port is not None and not 0 <= self.port <= 65535:
-            problems.append("PORT must be between 0 and 65535")
-        try:
-            split_address(self.address, "PLATFORM_ADDRESS")
-        except SettingsError as exc:
-            problems.extend(exc.problems)
         return problems
 
     def _oidc_problems(self) -> list[str]:
@@ -185,10 +139,6 @@ class GatewaySettings(PlatformSettings):
             )
         if not self.oidc_algorithms:
             problems.append("PLATFORM_OIDC_ALGORITHMS must name at least one algorithm")
-        if self.oidc_jwks_min_refresh_seconds < 0:
-            problems.append("PLATFORM_OIDC_JWKS_MIN_REFRESH_SECONDS must not be negative")
-        if self.approval_settle_seconds < 0:
-            problems.append("PLATFORM_APPROVAL_SETTLE_SECONDS must not be negative")
         if self.oidc_issuer_url:
             parts = urlsplit(self.oidc_issuer_url)
             if parts.scheme not in ("https", "http") or not parts.hostname:
@@ -219,11 +169,60 @@ class GatewaySettings(PlatformSettings):
                     "PLATFORM_JWT_HS256_SECRET is refused in strict production mode "
                     "unless PLATFORM_ALLOW_STATIC_JWT_IN_PROD=true"
                 )
-            if len(self.jwt_secret.encode()) < MIN_STRICT_SECRET_BYTES:
-                problems.append(
-                    f"PLATFORM_JWT_HS256_SECRET must be at least {MIN_STRICT_SECRET_BYTES} bytes "
-                    "in strict production mode"
-                )
+            problems += self.short_secret_problems("PLATFORM_JWT_HS256_SECRET", self.jwt_secret)
+        return problems
+
+
+@dataclass(frozen=True)
+class GatewaySettings(ProcessSettings, TokenSettings, TelemetrySettings, BusSettings):
+    service_name: str = setting("PLATFORM_SERVICE_NAME", "gateway", doc="Name used in logs and metrics.")
+    address: str = setting("PLATFORM_ADDRESS", "127.0.0.1:8080", doc="host:port the HTTP API listens on.")
+    port: Annotated[int | None, Bounds(ge=0, le=65535)] = setting(
+        "PORT", None, doc="Overrides the port of PLATFORM_ADDRESS (platforms that set PORT)."
+    )
+    approval_settle_seconds: Annotated[float, Bounds(ge=0)] = setting(
+        "PLATFORM_APPROVAL_SETTLE_SECONDS",
+        5.0,
+        doc="How long approve/reject wait for the request to show the decision before answering.",
+    )
+    http_read_timeout_seconds: Annotated[float, Bounds(gt=0)] = setting(
+        "PLATFORM_HTTP_READ_TIMEOUT_SECONDS",
+        15.0,
+        doc="Idle keep-alive time of a connection and the limit for reading a request body.",
+    )
+    http_write_timeout_seconds: Annotated[float, Bounds(gt=0)] = setting(
+        "PLATFORM_HTTP_WRITE_TIMEOUT_SECONDS", 30.0, doc="Deadline for producing a response (then 503)."
+    )
+    readiness_timeout_seconds: Annotated[float, Bounds(gt=0)] = setting(
+        "PLATFORM_READINESS_TIMEOUT_SECONDS",
+        2.0,
+        doc="Time the /readyz check, and each ping behind /v1/status, may take.",
+    )
+    rpc_timeout_seconds: Annotated[float, Bounds(gt=0)] = setting(
+        "PLATFORM_RPC_TIMEOUT_SECONDS", 5.0, doc="Time a service may take to answer a request/reply call."
+    )
+    max_body_bytes: Annotated[int, Bounds(ge=1)] = setting(
+        "PLATFORM_MAX_BODY_BYTES", 65536, doc="Largest accepted request body."
+    )
+
+    def validate(self) -> list[str]:
+        problems = super().validate()
+        if self.rpc_timeout_seconds >= self.http_write_timeout_seconds:
+            # Otherwise the response deadline would cut off calls the services may still answer.
+            problems.append(
+                "PLATFORM_RPC_TIMEOUT_SECONDS must be shorter than PLATFORM_HTTP_WRITE_TIMEOUT_SECONDS"
+            )
+        elif 2 * (self.approval_settle_seconds + self.rpc_timeout_seconds) >= self.http_write_timeout_seconds:
+            # approve waits for the decision to settle twice around two calls; all of it must
+            # fit in the response deadline, or a slow approval would end in a 503.
+            problems.append(
+                "PLATFORM_HTTP_WRITE_TIMEOUT_SECONDS must exceed twice "
+                "PLATFORM_APPROVAL_SETTLE_SECONDS + PLATFORM_RPC_TIMEOUT_SECONDS"
+            )
+        try:
+            split_address(self.address, "PLATFORM_ADDRESS")
+        except SettingsError as exc:
+            problems.extend(exc.problems)
         return problems
 
     def listen_address(self) -> tuple[str, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from libs.service_kit import ServiceKit
+from libs.settings import reveal
 from services.git_publisher.adapters.git_repository import GitRepository, Identity
 from services.git_publisher.entrypoints.bus import register
 from services.git_publisher.service_layer.batching import CommitBatcher
@@ -18,9 +19,9 @@ def build_repository(settings: GitPublisherSettings) -> GitRepository:
         settings.gitops_repo_path,
         branch=settings.git_branch,
         identity=Identity(settings.git_author_name, settings.git_author_email),
-        remote_url=settings.gitops_repo_url,
+        remote_url=reveal(settings.gitops_repo_url),
         push_enabled=settings.git_push_enabled,
-        token=settings.git_token,
+        token=reveal(settings.git_token),
         timeout_seconds=settings.git_timeout_seconds,
         search_path=settings.git_search_path,
         home=settings.git_home,
@@ -44,7 +45,7 @@ async def bootstrap(settings: GitPublisherSettings) -> ServiceKit:
         pool=kit.pool,
         submitter=batcher,
         branch=settings.git_branch,
-        attestation_secret=settings.attestation_key,
+        attestation_secret=reveal(settings.attestation_key),
     )
     register(kit, service, settings.git_publish_concurrency)
     kit.background(batcher.run)

@@ -1,12 +1,13 @@
-"""Settings of the git-publisher service."""
+"""Settings of the git-publisher service: the kit's groups, the attestation keys, and its own."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
-from libs.settings import PlatformSettings, attestation_key, setting, strict_attestation_key_problems
+from libs.settings import AttestationSettings, Bounds, PlatformSettings, Secret, SecretUrl, setting
 
 # A conservative branch name: what `git check-ref-format --branch` accepts, minus oddities.
 _BRANCH = re.compile(r"^(?!/)(?!.*//)(?!.*\.\.)(?!.*/$)(?!.*\.lock$)[A-Za-z0-9._/-]{1,200}$")
@@ -14,7 +15,7 @@ _IDENTITY_FORBIDDEN = re.compile(r"[<>\x00-\x1f]")
 
 
 @dataclass(frozen=True)
-class GitPublisherSettings(PlatformSettings):
+class GitPublisherSettings(PlatformSettings, AttestationSettings):
     service_name: str = setting(
         "PLATFORM_SERVICE_NAME", "git_publisher", doc="Name used in logs and metrics."
     )
@@ -23,14 +24,13 @@ class GitPublisherSettings(PlatformSettings):
     )
     # Handlers wait for the batched push without a database connection (two-phase
     # handlers), so this many can wait together and fill one push.
-    git_publish_concurrency: int = setting(
+    git_publish_concurrency: Annotated[int, Bounds(ge=1)] = setting(
         "PLATFORM_GIT_PUBLISH_CONCURRENCY", 64, doc="Bundles in flight at once (waiting for a batched push)."
     )
-    gitops_repo_url: str | None = setting(
+    gitops_repo_url: SecretUrl | None = setting(
         "PLATFORM_GITOPS_REPO_URL",
         None,
         doc="GitOps remote (https, ssh, file URL or a path); unset: commits stay in the local repository.",
-        secret=True,
     )
     gitops_repo_path: Path = setting(
         "PLATFORM_GITOPS_REPO_PATH",
@@ -47,21 +47,20 @@ class GitPublisherSettings(PlatformSettings):
     git_author_email: str = setting(
         "PLATFORM_GIT_AUTHOR_EMAIL", "platform@example.com", doc="Author and committer email of commits."
     )
-    git_batch_window_seconds: float = setting(
+    git_batch_window_seconds: Annotated[float, Bounds(ge=0)] = setting(
         "PLATFORM_GIT_BATCH_WINDOW_SECONDS",
         0.2,
         doc="How long the first bundle of a batch waits for more before one fetch+commit+push.",
     )
-    git_token: str | None = setting(
+    git_token: Secret | None = setting(
         "PLATFORM_GIT_TOKEN",
         None,
         doc="Token for HTTPS remotes, sent as an Authorization header (never in the URL).",
-        secret=True,
     )
-    git_timeout_seconds: float = setting(
+    git_timeout_seconds: Annotated[float, Bounds(gt=0)] = setting(
         "PLATFORM_GIT_TIMEOUT_SECONDS", 60.0, doc="Upper bound of one git command (fetch, push, ...)."
     )
-    git_push_attempts: int = setting(
+    git_push_attempts: Annotated[int, Bounds(ge=1)] = setting(
         "PLATFORM_GIT_PUSH_ATTEMPTS",
         5,
         doc="Fetch+rebuild+push rounds per batch when the remote moved (non-fast-forward) or failed.",
@@ -72,21 +71,6 @@ class GitPublisherSettings(PlatformSettings):
         "PATH", "/usr/local/bin:/usr/bin:/bin", doc="Where git, ssh and credential helpers are looked up."
     )
     git_home: str | None = setting("HOME", None, doc="Home directory git and ssh read their config from.")
-    attestation_hmac_secret: str | None = setting(
-        "PLATFORM_ATTESTATION_HMAC_SECRET",
-        None,
-        doc="Verifies the approval attestations of approval-gated bundles (the approval service's key).",
-        secret=True,
-    )
-    approval_hmac_secret: str | None = setting(
-        "PLATFORM_APPROVAL_HMAC_SECRET",
-        None,
-        doc=(
-            "Outside strict mode, verifies attestations when PLATFORM_ATTESTATION_HMAC_SECRET is unset "
-            "(as the approval service then signs with it); not needed otherwise."
-        ),
-        secret=True,
-    )
 
     def validate(self) -> list[str]:
         problems = super().validate()
@@ -98,30 +82,8 @@ class GitPublisherSettings(PlatformSettings):
             problems.append("PLATFORM_GIT_AUTHOR_NAME must be non-empty, without '<', '>' or control chars")
         if "@" not in self.git_author_email or _IDENTITY_FORBIDDEN.search(self.git_author_email):
             problems.append("PLATFORM_GIT_AUTHOR_EMAIL must be an email address")
-        if self.git_batch_window_seconds < 0:
-            problems.append("PLATFORM_GIT_BATCH_WINDOW_SECONDS must not be negative")
-        if self.git_timeout_seconds <= 0:
-            problems.append("PLATFORM_GIT_TIMEOUT_SECONDS must be positive")
-        if self.git_push_attempts < 1:
-            problems.append("PLATFORM_GIT_PUSH_ATTEMPTS must be at least 1")
-        if self.git_token is not None and any(c in self.git_token for c in "\r\n"):
+        if self.git_token is not None and any(c in self.git_token.reveal() for c in "\r\n"):
             problems.append("PLATFORM_GIT_TOKEN must be a single line")
-        if self.git_publish_concurrency < 1:
-            problems.append("PLATFORM_GIT_PUBLISH_CONCURRENCY must be at least 1")
-        if self.is_strict:
-            # The approval secret is not required here: git-publisher only verifies
-            # attestations, and in strict mode only with the attestation key. When it is
-            # given anyway, the two must still differ.
-            problems.extend(
-                strict_attestation_key_problems(self.attestation_hmac_secret, self.approval_hmac_secret)
-            )
+        # The approval secret is not required here, even in strict mode: git-publisher only
+        # verifies attestations, with the attestation key (AttestationSettings.validate).
         return problems
-
-    @property
-    def attestation_key(self) -> str | None:
-        """The key attestations are verified with: the approval service's signing key.
-
-        Outside strict mode an unset attestation key falls back to the approval secret, as it
-        does in the approval service, so a development setup needs one secret only.
-        """
-        return attestation_key(self.attestation_hmac_secret, self.approval_hmac_secret, strict=self.is_strict)

@@ -1,4 +1,4 @@
-"""Settings of the policy service."""
+"""Settings of the policy service: the kit's groups and its own."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
-"""Settings of the renderer service."""
+"""Settings of the renderer service: the kit's groups and its own."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from contracts.kubernetes_names import DNS1123_SUBDOMAIN, is_dns1123_label
-from libs.settings import PlatformSettings, setting
+from libs.settings import PlatformSettings, SecretUrl, setting
 from services.renderer.domain.git_urls import url_problem
 
 # Rendered when no GitOps URL is configured (development): obviously not a real host
@@ -24,12 +24,13 @@ class RendererSettings(PlatformSettings):
         "platform.example.com",
         doc="Prefix of the platform labels (<prefix>/team, /app, /class, /quota-profile, /request-id).",
     )
-    gitops_repo_url: str | None = setting(
+    # A secret although it must not carry credentials here: git-publisher reads the same
+    # variable, where it may, and when PLATFORM_ARGOCD_GITOPS_REPO_URL is set it is never rendered.
+    gitops_repo_url: SecretUrl | None = setting(
         "PLATFORM_GITOPS_REPO_URL",
         None,
         doc="GitOps repository URL; Argo CD Applications pull from it unless PLATFORM_ARGOCD_GITOPS_REPO_URL"
         " is set. Must not contain credentials (it is written into the repository).",
-        secret=True,
     )
     argocd_gitops_repo_url: str | None = setting(
         "PLATFORM_ARGOCD_GITOPS_REPO_URL",
@@ -64,7 +65,9 @@ class RendererSettings(PlatformSettings):
     @property
     def argocd_source_repo_url(self) -> str:
         """The GitOps URL written into Applications (see PLATFORM_ARGOCD_GITOPS_REPO_URL)."""
-        return self.argocd_gitops_repo_url or self.gitops_repo_url or PLACEHOLDER_GITOPS_REPO_URL
+        if self.argocd_gitops_repo_url:
+            return self.argocd_gitops_repo_url
+        return self.gitops_repo_url.reveal() if self.gitops_repo_url else PLACEHOLDER_GITOPS_REPO_URL
 
     def validate(self) -> list[str]:
         problems = super().validate()

@@ -122,7 +122,7 @@ async def start(platform_env: dict[str, str], isolation: Isolation) -> AsyncIter
         settings = load_settings(ClusterBootstrapperSettings, environment)
         app = await assemble(settings)
         await app.kit.start()
-        nc = await nats.connect(settings.nats_url)
+        nc = await nats.connect(settings.nats_url.reveal())
         connections.append(nc)
         harness = Harness(app, nc.jetstream(), isolation, settings.require_dsn())
         started.append(harness)

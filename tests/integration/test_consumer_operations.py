@@ -317,7 +317,7 @@ async def test_service_start_creates_a_missing_stream_but_only_migrate_changes_o
     harness: Harness,
 ) -> None:
     settings = load_settings(PlatformSettings, harness.env)
-    nc = await nats.connect(settings.nats_url)
+    nc = await nats.connect(settings.nats_url.reveal())
     js = nc.jetstream()
     try:
         assert await ensure_stream(js, settings) is True

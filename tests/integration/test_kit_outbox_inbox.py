@@ -39,7 +39,7 @@ async def kit_db(settings: PlatformSettings) -> AsyncIterator[Any]:
 
 @pytest.fixture
 async def js(settings: PlatformSettings) -> AsyncIterator[Any]:
-    nc = await nats.connect(settings.nats_url)
+    nc = await nats.connect(settings.nats_url.reveal())
     jetstream = nc.jetstream()
     await ensure_stream(jetstream, settings)
     yield jetstream

@@ -39,7 +39,7 @@ async def pool(settings: PlatformSettings) -> AsyncIterator[Pool]:
 
 @pytest.fixture
 async def nc(settings: PlatformSettings) -> AsyncIterator[Any]:
-    client = await nats.connect(settings.nats_url)
+    client = await nats.connect(settings.nats_url.reveal())
     await ensure_stream(client.jetstream(), settings)
     yield client
     await client.close()

@@ -20,7 +20,6 @@ rendered objects are checked against what the code reads and serves:
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +29,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from libs.settings import SettingsError, describe_settings, load_settings
+from libs.settings import SettingsError, describe_settings, load_settings, secret_variables
 from services.tools.platformd.registry import SERVICES, service_entry
 
 helm = pytest.importorskip(
@@ -246,11 +245,7 @@ def settings_class(chart: str) -> type[Any]:
 
 
 def secret_settings(chart: str) -> set[str]:
-    return {
-        spec.metadata["env"]
-        for spec in dataclasses.fields(settings_class(chart))
-        if spec.metadata.get("secret")
-    }
+    return secret_variables(settings_class(chart))
 
 
 def listen_port(env: dict[str, tuple[Any, ...]], chart: str) -> int:

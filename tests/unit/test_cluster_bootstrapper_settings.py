@@ -71,8 +71,8 @@ def test_an_unusable_cluster_configuration_is_refused_at_start_up() -> None:
             },
         )
     assert error.value.problems == [
-        "PLATFORM_DRIFT_SCAN_INTERVAL_SECONDS must be 0 (off) or positive",
-        "PLATFORM_K8S_REQUEST_TIMEOUT_SECONDS must be positive",
+        "PLATFORM_DRIFT_SCAN_INTERVAL_SECONDS must not be negative (got -5.0)",
+        "PLATFORM_K8S_REQUEST_TIMEOUT_SECONDS must be positive (got 0.0)",
         "PLATFORM_KUBECONFIG: the file does not exist or is not readable",
     ]
     with pytest.raises(SettingsError, match="needs PLATFORM_KUBECONFIG"):

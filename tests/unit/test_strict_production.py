@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from libs.settings import SettingsError, load_settings
+from libs.settings import SettingsError, load_settings, reveal
 from services.approval.settings import ApprovalSettings
 from services.gateway.settings import GatewaySettings
 from services.git_publisher.settings import GitPublisherSettings
@@ -95,7 +95,7 @@ def test_static_jwt_secrets_only_when_allowed() -> None:
         "PLATFORM_JWT_HS256_SECRET": LONG_SECRET,
         "PLATFORM_ALLOW_STATIC_JWT_IN_PROD": "true",
     }
-    assert load_settings(GatewaySettings, allowed).jwt_secret == LONG_SECRET
+    assert reveal(load_settings(GatewaySettings, allowed).jwt_secret) == LONG_SECRET
 
 
 def test_short_static_secrets_are_refused() -> None:
@@ -158,7 +158,7 @@ def test_the_approval_service_needs_its_secret() -> None:
         "PLATFORM_APPROVAL_HMAC_SECRET must be at least 32 bytes in strict production mode"
     ]
     good = {**short, "PLATFORM_APPROVAL_HMAC_SECRET": LONG_SECRET}
-    assert load_settings(ApprovalSettings, good).approval_hmac_secret == LONG_SECRET
+    assert reveal(load_settings(ApprovalSettings, good).approval_hmac_secret) == LONG_SECRET
 
 
 # -- the attestation key (approval signs, git-publisher verifies) ---------------------------------
@@ -213,21 +213,21 @@ def test_strict_production_needs_an_attestation_key_of_its_own(
 def test_strict_production_signs_and_verifies_with_the_attestation_key(service: str) -> None:
     settings_class, strict = ATTESTING_SERVICES[service]
     settings = load_settings(settings_class, {**strict, **ATTESTATION})
-    assert settings.attestation_key == ATTESTATION_KEY
+    assert reveal(settings.attestation_key) == ATTESTATION_KEY
 
 
 def test_git_publisher_does_not_need_the_approvers_secret_in_strict_production() -> None:
     settings = load_settings(GitPublisherSettings, {**STRICT_GIT_PUBLISHER, **ATTESTATION})
     assert settings.approval_hmac_secret is None
-    assert settings.attestation_key == ATTESTATION_KEY
+    assert reveal(settings.attestation_key) == ATTESTATION_KEY
 
 
 @pytest.mark.parametrize("service", list(ATTESTING_SERVICES))
 def test_outside_strict_mode_the_attestation_key_falls_back_to_the_approval_secret(service: str) -> None:
     settings_class, _ = ATTESTING_SERVICES[service]
     dev = {"PLATFORM_APPROVAL_HMAC_SECRET": "dev-approval-secret"}
-    assert load_settings(settings_class, dev).attestation_key == "dev-approval-secret"
-    assert load_settings(settings_class, {**dev, **ATTESTATION}).attestation_key == ATTESTATION_KEY
+    assert reveal(load_settings(settings_class, dev).attestation_key) == "dev-approval-secret"
+    assert reveal(load_settings(settings_class, {**dev, **ATTESTATION}).attestation_key) == ATTESTATION_KEY
     assert load_settings(settings_class, {}).attestation_key is None
 
 
@@ -235,7 +235,7 @@ def test_the_attestation_key_can_come_from_a_file(tmp_path: Path) -> None:
     key_file = tmp_path / "attestation-key"
     key_file.write_text(ATTESTATION_KEY + "\n")
     env = {**STRICT_APPROVAL, "PLATFORM_ATTESTATION_HMAC_SECRET_FILE": str(key_file)}
-    assert load_settings(ApprovalSettings, env).attestation_key == ATTESTATION_KEY
+    assert reveal(load_settings(ApprovalSettings, env).attestation_key) == ATTESTATION_KEY
     missing = {**STRICT_APPROVAL, "PLATFORM_ATTESTATION_HMAC_SECRET_FILE": str(tmp_path / "missing")}
     [problem] = [p for p in refusals(ApprovalSettings, missing) if "_FILE" in p]
     assert problem.startswith("PLATFORM_ATTESTATION_HMAC_SECRET_FILE: cannot read the file")
@@ -248,7 +248,7 @@ def test_an_unreadable_secret_file_is_a_start_up_error(tmp_path: Path) -> None:
     secret_file = tmp_path / "secret"
     secret_file.write_text(LONG_SECRET + "\n")
     settings = load_settings(ApprovalSettings, {"PLATFORM_APPROVAL_HMAC_SECRET_FILE": str(secret_file)})
-    assert settings.approval_hmac_secret == LONG_SECRET
+    assert reveal(settings.approval_hmac_secret) == LONG_SECRET
 
 
 @pytest.mark.parametrize("service", BACKEND_SERVICES)

@@ -91,7 +91,7 @@ class StaticSecretVerifier:
         if not settings.jwt_secret:
             raise ValueError("PLATFORM_JWT_HS256_SECRET is required")
         return cls(
-            settings.jwt_secret,
+            settings.jwt_secret.reveal(),
             settings.jwt_algorithms,
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import NoReturn, TextIO
 
 from contracts.roles import ROLE_NAMES
-from libs.settings import SettingsError, load_settings
+from libs.settings import SettingsError, load_settings, reveal
 from services.tools.platformctl import catalog_commands, commands, event_commands
 from services.tools.platformctl.client import ApiClient, CliError, UsageError
 from services.tools.platformctl.context import EXIT_USAGE, Command, Context
@@ -305,12 +305,12 @@ def main(argv: list[str] | None = None) -> int:
         # A PLATFORM_* variable standing in for a flag is unusable: a usage error too.
         return usage_error(PROG, str(exc))
     ctx = Context(
-        api=ApiClient(args.api or settings.api, args.token or settings.token),
+        api=ApiClient(args.api or settings.api, args.token or reveal(settings.token)),
         output=args.output or default_output(sys.stdout),
         stdout=sys.stdout,
         stderr=sys.stderr,
-        secret=settings.jwt_secret,
-        approval_secret=settings.approval_secret,
+        secret=reveal(settings.jwt_secret),
+        approval_secret=reveal(settings.approval_secret),
     )
     try:
         return int(args.run(args, ctx))

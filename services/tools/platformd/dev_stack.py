@@ -36,14 +36,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import FrameType
-from typing import IO
+from typing import IO, Annotated
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from libs.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedServerError, free_port
 from libs.migrations import discover, migrate
-from libs.settings import load_settings, setting, split_address
+from libs.settings import Bounds, Secret, SecretUrl, load_settings, reveal, setting, split_address
 from services.tools.platformd.process_stack import (
     ProcessStack,
     ServiceProcess,
@@ -74,22 +74,19 @@ START_ATTEMPTS = 5
 @dataclass(frozen=True)
 class DevStackSettings:
     state_dir: Path = setting("PLATFORM_STATE_DIR", Path("state"), doc="Where the dev stack keeps its state.")
-    nats_url: str | None = setting("PLATFORM_NATS_URL", None, doc="Use this NATS instead of an embedded one.")
-    postgres_dsn: str | None = setting(
-        "PLATFORM_POSTGRES_DSN", None, doc="Use this Postgres instead of an embedded one.", secret=True
+    nats_url: SecretUrl | None = setting(
+        "PLATFORM_NATS_URL", None, doc="Use this NATS instead of an embedded one."
     )
-    gitops_repo_url: str | None = setting(
-        "PLATFORM_GITOPS_REPO_URL",
-        None,
-        doc="GitOps remote; a local bare repository when unset.",
-        secret=True,
+    postgres_dsn: SecretUrl | None = setting(
+        "PLATFORM_POSTGRES_DSN", None, doc="Use this Postgres instead of an embedded one."
+    )
+    gitops_repo_url: SecretUrl | None = setting(
+        "PLATFORM_GITOPS_REPO_URL", None, doc="GitOps remote; a local bare repository when unset."
     )
     address: str = setting("PLATFORM_ADDRESS", "127.0.0.1:8080", doc="Gateway listen address.")
-    jwt_secret: str = setting(
-        "PLATFORM_JWT_HS256_SECRET", DEV_JWT_SECRET, doc="Dev token secret.", secret=True
-    )
-    approval_secret: str = setting(
-        "PLATFORM_APPROVAL_HMAC_SECRET", DEV_APPROVAL_SECRET, doc="Dev approval secret.", secret=True
+    jwt_secret: Secret = setting("PLATFORM_JWT_HS256_SECRET", Secret(DEV_JWT_SECRET), doc="Dev token secret.")
+    approval_secret: Secret = setting(
+        "PLATFORM_APPROVAL_HMAC_SECRET", Secret(DEV_APPROVAL_SECRET), doc="Dev approval secret."
     )
     nats_port: int = setting("PLATFORM_DEV_NATS_PORT", 14222, doc="Preferred port of the embedded NATS.")
     nats_http_port: int = setting(
@@ -107,14 +104,11 @@ class DevStackSettings:
         "cluster-bootstrapper prefer the next five, their second replicas the six after those, "
         "and so on. A taken port falls back to a free one.",
     )
-    replicas: int = setting(
+    replicas: Annotated[int, Bounds(ge=1)] = setting(
         "PLATFORM_DEV_REPLICAS",
         1,
         doc="Processes of every backend service (the gateway runs once); `platformd dev --replicas`.",
     )
-
-    def validate(self) -> list[str]:
-        return [] if self.replicas >= 1 else ["PLATFORM_DEV_REPLICAS must be at least 1"]
 
 
 class DevStackRefused(Exception):
@@ -468,7 +462,7 @@ def run_dev_stack(replicas: int | None = None) -> int:
         _check_gateway_address(settings.address)
         nats_monitoring: str | None = None
         if settings.nats_url:
-            nats_url = settings.nats_url
+            nats_url = settings.nats_url.reveal()
         else:
             # Assigned and recorded before it is ready: a Ctrl-C while it starts stops it
             # (the finally below), and a killed launcher's successor finds it in the ledger.
@@ -482,7 +476,7 @@ def run_dev_stack(replicas: int | None = None) -> int:
             nats_url = nats.url
             nats_monitoring = f"http://127.0.0.1:{nats.http_port}"
         if settings.postgres_dsn:
-            dsn = settings.postgres_dsn
+            dsn = settings.postgres_dsn.reveal()
         else:
             # As NATS: owned from the moment it is spawned, not only once it accepts connections.
             postgres = EmbeddedPostgres(
@@ -495,7 +489,7 @@ def run_dev_stack(replicas: int | None = None) -> int:
                 raise _foreign_postgres(postgres, state)  # adopted, not spawned: never stopped
             dsn = _ensure_database(postgres.dsn(), "platform")
         asyncio.run(_migrate_all(dsn))
-        remote = settings.gitops_repo_url
+        remote = reveal(settings.gitops_repo_url)
         if not remote:
             bare = state / "gitops-remote.git"
             git_init_bare(bare)
@@ -507,8 +501,8 @@ def run_dev_stack(replicas: int | None = None) -> int:
             "PLATFORM_GITOPS_REPO_URL": remote,
             "PLATFORM_GITOPS_REPO_PATH": str(state / "git-publisher-repo"),
             "PLATFORM_GIT_PUSH_ENABLED": "true",
-            "PLATFORM_JWT_HS256_SECRET": settings.jwt_secret,
-            "PLATFORM_APPROVAL_HMAC_SECRET": settings.approval_secret,
+            "PLATFORM_JWT_HS256_SECRET": settings.jwt_secret.reveal(),
+            "PLATFORM_APPROVAL_HMAC_SECRET": settings.approval_secret.reveal(),
         }
         stack = ProcessStack(
             environment,
@@ -532,8 +526,8 @@ def run_dev_stack(replicas: int | None = None) -> int:
             remote=None if settings.gitops_repo_url else remote,
             state=state,
             ops_urls={name: stack.ops_url(name) for name in _ops_process_names(settings.replicas)},
-            jwt_secret=settings.jwt_secret,
-            approval_secret=settings.approval_secret,
+            jwt_secret=settings.jwt_secret.reveal(),
+            approval_secret=settings.approval_secret.reveal(),
             platformctl=_platformctl_path(),
         )
         _say(render_banner(facts))

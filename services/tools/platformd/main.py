@@ -24,7 +24,7 @@ from libs.bus import NatsUnavailable, configure_stream
 from libs.database import safe_database_error
 from libs.migrations import MigrationError, discover, migrate
 from libs.service_runner import run as run_service
-from libs.settings import PlatformSettings, SettingsError, describe_settings, load_settings
+from libs.settings import BusSettings, SettingsError, describe_settings, load_settings
 from services.tools.platformd.registry import BACKEND_SERVICES, SERVICES, service_entry
 
 
@@ -64,7 +64,7 @@ def migrate_command(target: str) -> int:
         print(f"{name}: {'applied ' + ', '.join(applied) if applied else 'up to date'}")
     # The event stream's configuration (replicas, retention, dedup window) is applied here, at
     # deploy time: a service start only creates a missing stream, never resets an existing one.
-    shared = load_settings(PlatformSettings)
+    shared = load_settings(BusSettings)
     asyncio.run(configure_stream(shared))
     print(f"stream {shared.stream_name}: configuration applied", file=sys.stderr)
     return 0
