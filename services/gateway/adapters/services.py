@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any, NoReturn
 
 import msgspec
 from nats.aio.client import Client as NatsClient
 
 from contracts.catalog import SERVICES
 from contracts.models import (
+    Actor,
     BundlePreview,
     DeadLetterView,
     EnvironmentClass,
@@ -96,6 +98,7 @@ from contracts.rpc import (
     UpsertPolicyPack,
     UpsertQuotaProfile,
 )
+from libs.errors import Unavailable, ValidationFailed
 from libs.rpc import RpcClient
 from services.gateway.domain.resources import DeadLetter, DeadLetterPage
 
@@ -115,6 +118,17 @@ class Services:
 
     async def create_request(self, command: CreateRequest) -> CreateOutcome:
         return await self.rpc.ask(CREATE_REQUEST, command)
+
+    async def refuse_request(self, body: dict[str, Any], actor: Actor, invalid: ValidationFailed) -> NoReturn:
+        """Answer for a create body that failed its model here: intake's answer names what its
+        catalog refuses too (a region the class does not allow, a TTL above its maximum),
+        beside the model's fields. ``invalid`` (the model's answer) when intake cannot be asked."""
+        try:
+            # Untyped on purpose: the body is the client's, as sent, which no model holds.
+            await self.rpc.call("intake", VALIDATE_REQUEST.name, {"body": body, "actor": actor})
+        except Unavailable:
+            raise invalid from None
+        raise invalid
 
     async def get_request(self, query: GetRequest) -> EnvironmentRequestView:
         return await self.rpc.ask(GET_REQUEST, query)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, cast
 
+import pydantic
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
@@ -18,6 +19,7 @@ from contracts.inputs import EnvironmentRequestInput, ExtensionInput
 from contracts.models import EnvironmentRequestView
 from contracts.replies import RequestPage, Timeline
 from contracts.rpc import CreateRequest, GetRequest, ListRequests
+from libs.errors import validation_failed
 from services.gateway.adapters.services import Services
 from services.gateway.domain.catalog import DryRunPlan
 from services.gateway.domain.claims import Principal
@@ -25,7 +27,7 @@ from services.gateway.domain.roles import Action
 from services.gateway.entrypoints import request_bodies
 from services.gateway.entrypoints.authentication import SECURITY, requires
 from services.gateway.entrypoints.openapi import BODY_ERRORS, documented, error_responses
-from services.gateway.entrypoints.request_inputs import IfMatch, parse_if_match, read_input
+from services.gateway.entrypoints.request_inputs import IfMatch, parse_if_match, read_input, read_json_object
 from services.gateway.service_layer import lifecycle
 from services.gateway.service_layer.dry_run import dry_run
 from services.gateway.settings import GatewaySettings
@@ -89,10 +91,13 @@ class EnvironmentRequestsController(Controller):
         ] = None,
     ) -> Response[Any]:
         """Validate and store a new request; its status then moves on asynchronously."""
+        body = await read_json_object(request, settings)
+        try:
+            request_input = EnvironmentRequestInput.model_validate(body)
+        except pydantic.ValidationError as exc:
+            await services.refuse_request(body, principal.to_actor(), validation_failed(exc))
         command = CreateRequest(
-            body=await read_input(request, settings, EnvironmentRequestInput),
-            actor=principal.to_actor(),
-            idempotency_key=idempotency_key or None,
+            body=request_input, actor=principal.to_actor(), idempotency_key=idempotency_key or None
         )
         if dry_run_only:
             return Response(await dry_run(services, command), status_code=200)
