@@ -39,15 +39,22 @@ from contracts.events import RequestBootstrapped, RequestPublished, RequestUnpub
 from libs.settings import load_settings
 from services.cluster_bootstrapper.bootstrap import ClusterBootstrapper, assemble
 from services.cluster_bootstrapper.settings import ClusterBootstrapperSettings
-from tests.support.bus import publish_event, stream_events, wait_until
+from tests.support.bus import (
+    consumer_settled,
+    last_seq,
+    outbox_drained,
+    publish_event,
+    stream_events,
+    wait_until,
+)
 from tests.support.delaying_proxy import delaying_proxy
 from tests.support.isolation import Isolation
 from tests.support.kubernetes_emulator import running_emulator, stored, write_kubeconfig
 from tests.support.rendered_bundles import Bundle, preview_bundle
 from tests.support.seed_plans import QUOTAS
 
-pytestmark = pytest.mark.integration
-
+SCHEMA = "cluster_bootstrapper"
+PUBLISHED_CONSUMER = "cluster-bootstrapper-published"
 REGION = "us-east-1"
 FIELD_MANAGER = "platform-control-plane"
 COMMIT = "0" * 39 + "1"
@@ -78,9 +85,22 @@ class Harness:
         envelopes = await wait_until(arrived, what=f"{count} x {event_type}")
         return [envelope.decode_data() for envelope in envelopes]
 
+    async def published_all(self) -> None:
+        """Wait until every event the service staged is on the stream: counting them is final."""
+        await wait_until(lambda: outbox_drained(self.dsn, SCHEMA), what="every staged event published")
+
+    async def handled_latest_publication(self) -> None:
+        """Wait until the latest request.published was handled and what it staged published."""
+        stream, prefix = self.isolation.stream, self.isolation.events_prefix
+        past = await last_seq(self.js, stream, prefix, "request.published")
+        await wait_until(
+            lambda: consumer_settled(self.js, stream, PUBLISHED_CONSUMER, past), what="publication handled"
+        )
+        await self.published_all()
+
     def rows(self, query: str, *params: Any) -> list[dict[str, Any]]:
         with psycopg.connect(self.dsn, row_factory=psycopg.rows.dict_row) as conn:
-            conn.execute("SET search_path = cluster_bootstrapper")
+            conn.execute(f"SET search_path = {SCHEMA}")
             return list(conn.execute(query, params).fetchall())
 
 
@@ -316,7 +336,7 @@ async def test_bootstrap_applies_the_bundle_and_the_drift_scan_heals_it(
     # Back in sync: the next scan finds nothing and reports nothing new.
     report = await harness.app.service.scan_drift()
     assert report.outcomes == {"in_sync": 1}
-    await asyncio.sleep(1.0)  # longer than the relay's poll: a new event would have been published
+    await harness.published_all()
     assert len(await harness.events("request.drift_detected")) == 1
     assert [row["status"] for row in harness.rows("SELECT status FROM drift_observations ORDER BY id")] == [
         "in_sync",
@@ -358,7 +378,7 @@ async def test_teardown_deletes_the_argo_application_and_the_namespace(
         # The publication of generation 1, delivered again after the teardown (a retry that
         # lost the race), must not bring the namespace back.
         await harness.publish(published(bundle, 1))
-        await asyncio.sleep(1.5)
+        await harness.handled_latest_publication()
         assert len(await harness.events("request.bootstrapped")) == 1
         assert stored(emu, "v1/namespaces", None, ns) is None
         # The environment is no longer scanned.
@@ -381,13 +401,7 @@ async def test_a_redelivered_publication_is_applied_and_reported_once(
     await harness.publish(event, envelope=envelope, msg_id="first-delivery")
     await harness.publish(event, envelope=envelope, msg_id="second-delivery")
 
-    async def both_handled() -> bool:
-        info = await harness.js.consumer_info(harness.isolation.stream, "cluster-bootstrapper-published")
-        return bool(info.delivered.stream_seq >= 2 and info.num_ack_pending == 0 and info.num_pending == 0)
-
-    await wait_until(both_handled, what="both deliveries handled")
-    await harness.wait_for("request.bootstrapped")
-    await asyncio.sleep(1.0)
+    await harness.handled_latest_publication()
     assert len(await harness.events("request.bootstrapped")) == 1
     # One apply round reached the cluster: one apply per object (the Application is skipped).
     applied_paths = [path for method, path in writes(emulator) if method == "PATCH"]

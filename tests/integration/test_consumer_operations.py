@@ -28,9 +28,7 @@ from libs.inbox import Tx, supports_filter_subjects
 from libs.rpc import RpcClient
 from libs.service_kit import ServiceKit
 from libs.settings import PlatformSettings, load_settings
-from tests.support.bus import publish_event, stream_events, wait_until
-
-pytestmark = pytest.mark.integration
+from tests.support.bus import consumer_settled, publish_event, stream_events, wait_until
 
 SERVICE = "ops"
 CONSUMER = "ops-work"
@@ -129,8 +127,7 @@ async def dead_letters(rpc: RpcClient) -> list[dict[str, Any]]:
 
 
 async def caught_up(kit: ServiceKit) -> bool:
-    info = await kit.js.consumer_info(kit.settings.stream_name, CONSUMER)
-    return bool(info.num_pending == 0 and info.num_ack_pending == 0 and info.delivered.stream_seq > 0)
+    return await consumer_settled(kit.js, kit.settings.stream_name, CONSUMER)
 
 
 # -- 6: outages of minutes ----------------------------------------------------------------------
@@ -265,7 +262,8 @@ async def test_a_new_consumer_starts_with_new_events_and_an_existing_one_keeps_i
     info = await kit.js.consumer_info(harness.stream, CONSUMER)
     assert DeliverPolicy(info.config.deliver_policy) is DeliverPolicy.NEW
     assert info.config.ack_wait == 7
-    await asyncio.sleep(0.5)
+    # Settled: the server has nothing left to deliver, so a replay would have been handled by now.
+    await wait_until(lambda: caught_up(kit), what="the restarted durable settled")
     assert await harness.handled(kit) == 1
 
 

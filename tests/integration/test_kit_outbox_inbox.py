@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,10 +19,10 @@ from libs.inbox import EventConsumer, RetryPolicy, Tx
 from libs.migrations import discover, migrate
 from libs.outbox import Outbox, OutboxRelay
 from libs.settings import PlatformSettings
-
-pytestmark = pytest.mark.integration
+from tests.support.bus import consumer_settled, wait_until
 
 SCHEMA = "kit_test"
+CONSUMER = "kit-test-consumer"
 
 
 @pytest.fixture
@@ -70,14 +69,6 @@ async def stream_envelopes(js: Any, settings: PlatformSettings) -> list[Envelope
             await message.ack()
     await sub.unsubscribe()
     return envelopes
-
-
-async def wait_until(predicate: Any, timeout: float = 15.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 async def test_two_relays_publish_every_event_exactly_once(
@@ -181,7 +172,7 @@ def make_consumer(
 ) -> EventConsumer:
     subjects = Subjects.from_settings(settings)
     return EventConsumer(
-        name="kit-test-consumer",
+        name=CONSUMER,
         event_filter="request.failed",
         handlers={"request.failed": handler},
         pool=pool,
@@ -217,11 +208,7 @@ async def test_redelivered_event_changes_nothing(settings: PlatformSettings, kit
     await publish_raw(js, settings, envelope, "first-delivery")
     await publish_raw(js, settings, envelope, "second-delivery")
 
-    async def both_seen() -> bool:
-        info = await js.consumer_info(settings.stream_name, "kit-test-consumer")
-        return bool(info.num_ack_pending == 0 and info.num_pending == 0 and info.delivered.stream_seq >= 2)
-
-    await wait_until(both_seen)
+    await wait_until(lambda: consumer_settled(js, settings.stream_name, CONSUMER, past_seq=2))
     await consumer.stop()
     assert recorder.calls == 1
     assert await count(kit_db, "SELECT count(*) AS n FROM effects") == 1
@@ -261,7 +248,8 @@ async def test_exhausted_retries_dead_letter_and_report_failure(
         return await count(kit_db, "SELECT count(*) AS n FROM dead_letters") == 1
 
     await wait_until(dead_lettered)
-    await asyncio.sleep(0.6)  # longer than the backoff: a further redelivery would show up
+    # Settled: the server will not deliver the event again, so no further attempt can follow.
+    await wait_until(lambda: consumer_settled(js, settings.stream_name, CONSUMER))
     await consumer.stop()
     assert recorder.calls == 3
     assert await count(kit_db, "SELECT count(*) AS n FROM effects") == 0
@@ -296,12 +284,12 @@ async def test_an_event_whose_id_is_not_a_uuid_is_dead_lettered_at_once(
         return await count(kit_db, "SELECT count(*) AS n FROM dead_letters") == 1
 
     await wait_until(dead_lettered)
-    await asyncio.sleep(0.5)
-    info = await js.consumer_info(settings.stream_name, "kit-test-consumer")
+    # Settled (terminated, not waiting for another delivery): no second attempt can follow.
+    await wait_until(lambda: consumer_settled(js, settings.stream_name, CONSUMER))
     await consumer.stop()
     assert recorder.calls == 0
-    assert info.num_ack_pending == 0  # terminated, not waiting for another delivery
     async with kit_db.connection() as conn:
-        letter = await (await conn.execute("SELECT event_id, error FROM dead_letters")).fetchone()
+        letters = await (await conn.execute("SELECT event_id, error FROM dead_letters")).fetchall()
+    [letter] = letters
     assert letter["event_id"] is None
     assert "id is not a UUID" in letter["error"]

@@ -9,17 +9,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import nats
-import pytest
 
 from libs.embedded import free_port
 from libs.settings import child_environment
 from tests.support.services import running_services
-
-pytestmark = pytest.mark.integration
 
 
 async def gather_replies(nc: Any, subject: str, wait: float = 0.5) -> list[dict[str, Any]]:
@@ -76,6 +73,16 @@ def policy_process(environment: dict[str, str]) -> Iterator[subprocess.Popen[str
             process.kill()
 
 
+def read_through(stream: IO[str], text: str) -> str:
+    """What ``stream`` printed up to the first line holding ``text`` (all of it, if none did)."""
+    lines = []
+    for line in stream:
+        lines.append(line)
+        if text in line:
+            break
+    return "".join(lines)
+
+
 def test_ops_port_and_graceful_shutdown(platform_env: dict[str, str]) -> None:
     port = free_port()
     with policy_process({**platform_env, "PLATFORM_HEALTH_ADDRESS": f"127.0.0.1:{port}"}) as process:
@@ -112,10 +119,12 @@ def test_sigterm_during_start_up_stops_the_service(platform_env: dict[str, str])
     """A service still waiting for NATS must not ignore the orchestrator's SIGTERM."""
     unreachable = f"nats://127.0.0.1:{free_port()}"
     with policy_process({**platform_env, "PLATFORM_NATS_URL": unreachable}) as process:
-        time.sleep(1.5)
+        assert process.stdout is not None
+        # A failed attempt is logged while it retries: the service is in its start-up.
+        output = read_through(process.stdout, "nats connection problem")
         assert process.poll() is None, "still waiting for NATS"
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
-    output = process.stdout.read() if process.stdout else ""
+        output += process.stdout.read()
     assert "start-up interrupted" in output
     assert unreachable not in output

@@ -6,8 +6,10 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import psycopg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from psycopg import sql
 
 from contracts.envelope import Envelope, cloudevents_headers, decode_envelope, encode_envelope, new_event
 from contracts.events import EVENT_TYPE_OF, EventData
@@ -86,3 +88,30 @@ async def wait_until(
         if loop.time() > deadline:
             raise AssertionError(f"{what} not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+async def consumer_settled(js: JetStreamContext, stream: str, durable: str, past_seq: int = 1) -> bool:
+    """Whether ``durable`` was handed every message up to stream sequence ``past_seq`` and holds
+    none pending or unacknowledged: the server has nothing more to deliver to it, so whatever its
+    handlers were going to do about those messages is done. This proves a negative ("the
+    redelivery changed nothing") from state instead of a sleep that merely hopes it was long enough.
+    """
+    info = await js.consumer_info(stream, durable)
+    delivered = (info.delivered.stream_seq if info.delivered else None) or 0
+    return bool(info.num_pending == 0 and info.num_ack_pending == 0 and delivered >= past_seq)
+
+
+async def last_seq(js: JetStreamContext, stream: str, events_prefix: str, event_type: str) -> int:
+    """The stream sequence of the latest ``event_type`` event (to wait for a consumer past it)."""
+    return int((await js.get_last_msg(stream, f"{events_prefix}.{event_type}")).seq or 0)
+
+
+async def outbox_drained(dsn: str, schema: str) -> bool:
+    """Whether ``schema``'s outbox holds no event still to publish: everything the service staged
+    is on the stream, so counting events there is final."""
+    query = sql.SQL("SELECT count(*) FROM {}.outbox WHERE published_at IS NULL").format(
+        sql.Identifier(schema)
+    )
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        row = await (await conn.execute(query)).fetchone()
+    return row is not None and row[0] == 0
