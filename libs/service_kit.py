@@ -23,7 +23,7 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
-from contracts.rpc import ListDeadLetters, Ping, PingReply, ReplayDeadLetter
+from contracts.rpc import LIST_DEAD_LETTERS, PING, REPLAY_DEAD_LETTER, Ping, PingReply, RpcVerb
 from libs.bus import Subjects, connect_nats, durable_name, ensure_stream, stream_config
 from libs.database import DatabaseTimeouts, Pool, open_pool
 from libs.dead_letters import DeadLetters
@@ -42,7 +42,7 @@ from libs.migrations import discover, migrate
 from libs.ops_server import ReadinessCheck, run_checks
 from libs.outbox import Outbox, OutboxRelay
 from libs.retention import Retention, kit_rules
-from libs.rpc import RpcHandler, RpcServer
+from libs.rpc import MoreProblems, ReplyT, RequestT, RpcHandler, RpcServer
 from libs.settings import PlatformSettings
 from libs.topology import ServiceTopology
 
@@ -165,11 +165,11 @@ class ServiceKit:
         self._monitor_task: asyncio.Task[None] | None = None
         self._started = False
         self._stopping = asyncio.Event()
-        self.rpc.route("ping", Ping, self._ping)
+        self.rpc.route(PING, self._ping)
         # Operators list and replay dead letters of every service the same way (platformctl events dlq).
         self.dead_letters = DeadLetters(pool, self.outbox.channel)
-        self.rpc.route("list_dead_letters", ListDeadLetters, self.dead_letters.list)
-        self.rpc.route("replay_dead_letter", ReplayDeadLetter, self.dead_letters.replay)
+        self.rpc.route(LIST_DEAD_LETTERS, self.dead_letters.list)
+        self.rpc.route(REPLAY_DEAD_LETTER, self.dead_letters.replay)
         # Old rows of the kit's tables, and of service tables registered with retention.add.
         self.retention = Retention(
             pool,
@@ -268,8 +268,15 @@ class ServiceKit:
                 start_from=consumer.start_from,
             )
 
-    def route(self, verb: str, message_type: type[Any], handler: RpcHandler) -> None:
-        self.rpc.route(verb, message_type, handler)
+    def route(
+        self,
+        verb: RpcVerb[RequestT, ReplyT],
+        handler: RpcHandler[RequestT, ReplyT],
+        *,
+        more_problems: MoreProblems | None = None,
+    ) -> None:
+        """Serve ``verb`` (from :data:`contracts.rpc.RPC_VERBS`) with ``handler``."""
+        self.rpc.route(verb, handler, more_problems=more_problems)
 
     def background(self, loop: BackgroundLoop, name: str | None = None) -> None:
         """Run ``loop(stopping)`` for the life of the service (sweepers, scanners).

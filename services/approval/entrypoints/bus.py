@@ -12,14 +12,14 @@ from contracts.events import (
     RequestRejected,
     RequestStageRetrying,
 )
-from contracts.rpc import ApproveRequest, RejectRequest
+from contracts.rpc import APPROVE, REJECT
 from libs.service_kit import ServiceKit
 from services.approval.service_layer.handlers import ApprovalService
 
 
 def register(kit: ServiceKit, service: ApprovalService) -> None:
-    kit.route("approve", ApproveRequest, service.approve)
-    kit.route("reject", RejectRequest, service.reject)
+    kit.route(APPROVE, service.approve)
+    kit.route(REJECT, service.reject)
     kit.subscribe(TOPOLOGY, service)
 
 

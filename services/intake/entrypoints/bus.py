@@ -12,13 +12,15 @@ from contracts.events import (
     RequestTeardownRequested,
 )
 from contracts.rpc import (
-    CreateRequest,
-    DeleteRequest,
-    ExtendRequest,
-    GetRequest,
-    ListAllEvents,
-    ListRequests,
-    ReconcileRequest,
+    CREATE_REQUEST,
+    DELETE,
+    EXTEND,
+    GET_REQUEST,
+    LIST_ALL_EVENTS,
+    LIST_EVENTS,
+    LIST_REQUESTS,
+    RECONCILE,
+    VALIDATE_REQUEST,
 )
 from libs.inbox import record_only
 from libs.service_kit import ServiceKit
@@ -26,14 +28,15 @@ from services.intake.service_layer.handlers import IntakeService
 
 
 def register(kit: ServiceKit, service: IntakeService) -> None:
-    kit.route("create_request", CreateRequest, service.create_request)
-    kit.route("get_request", GetRequest, service.get_request)
-    kit.route("list_requests", ListRequests, service.list_requests)
-    kit.route("list_events", GetRequest, service.list_events)
-    kit.route("list_all_events", ListAllEvents, service.list_all_events)
-    kit.route("reconcile", ReconcileRequest, service.reconcile)
-    kit.route("extend", ExtendRequest, service.extend)
-    kit.route("delete", DeleteRequest, service.delete)
+    kit.route(CREATE_REQUEST, service.create_request, more_problems=service.catalog_problems_of)
+    kit.route(VALIDATE_REQUEST, service.validate_request, more_problems=service.catalog_problems_of)
+    kit.route(GET_REQUEST, service.get_request)
+    kit.route(LIST_REQUESTS, service.list_requests)
+    kit.route(LIST_EVENTS, service.list_events)
+    kit.route(LIST_ALL_EVENTS, service.list_all_events)
+    kit.route(RECONCILE, service.reconcile)
+    kit.route(EXTEND, service.extend)
+    kit.route(DELETE, service.delete)
     kit.subscribe(TOPOLOGY, service)
 
 

@@ -15,18 +15,18 @@ from contracts.events import (
     RequestTeardownRequested,
 )
 from contracts.rpc import (
-    GetClass,
-    GetPolicyPack,
-    GetQuotaProfile,
-    GetTeam,
-    ListClasses,
-    ListPolicyPacks,
-    ListQuotaProfiles,
-    PlanRequest,
-    SetTeamBudget,
-    UpsertClass,
-    UpsertPolicyPack,
-    UpsertQuotaProfile,
+    GET_CLASS,
+    GET_POLICY_PACK,
+    GET_QUOTA_PROFILE,
+    GET_TEAM,
+    LIST_CLASSES,
+    LIST_POLICY_PACKS,
+    LIST_QUOTA_PROFILES,
+    PLAN,
+    SET_TEAM_BUDGET,
+    UPSERT_CLASS,
+    UPSERT_POLICY_PACK,
+    UPSERT_QUOTA_PROFILE,
 )
 from libs.service_kit import ServiceKit
 from services.policy.service_layer.catalog import CatalogService
@@ -34,18 +34,18 @@ from services.policy.service_layer.handlers import PolicyService
 
 
 def register(kit: ServiceKit, service: PolicyService, catalog: CatalogService) -> None:
-    kit.route("list_classes", ListClasses, service.list_classes)
-    kit.route("get_class", GetClass, service.get_class)
-    kit.route("plan", PlanRequest, service.plan)
-    kit.route("upsert_class", UpsertClass, catalog.upsert_class)
-    kit.route("list_quota_profiles", ListQuotaProfiles, catalog.list_quota_profiles)
-    kit.route("get_quota_profile", GetQuotaProfile, catalog.get_quota_profile)
-    kit.route("upsert_quota_profile", UpsertQuotaProfile, catalog.upsert_quota_profile)
-    kit.route("list_policy_packs", ListPolicyPacks, catalog.list_policy_packs)
-    kit.route("get_policy_pack", GetPolicyPack, catalog.get_policy_pack)
-    kit.route("upsert_policy_pack", UpsertPolicyPack, catalog.upsert_policy_pack)
-    kit.route("get_team", GetTeam, catalog.get_team)
-    kit.route("set_team_budget", SetTeamBudget, catalog.set_team_budget)
+    kit.route(LIST_CLASSES, service.list_classes)
+    kit.route(GET_CLASS, service.get_class)
+    kit.route(PLAN, service.plan)
+    kit.route(UPSERT_CLASS, catalog.upsert_class)
+    kit.route(LIST_QUOTA_PROFILES, catalog.list_quota_profiles)
+    kit.route(GET_QUOTA_PROFILE, catalog.get_quota_profile)
+    kit.route(UPSERT_QUOTA_PROFILE, catalog.upsert_quota_profile)
+    kit.route(LIST_POLICY_PACKS, catalog.list_policy_packs)
+    kit.route(GET_POLICY_PACK, catalog.get_policy_pack)
+    kit.route(UPSERT_POLICY_PACK, catalog.upsert_policy_pack)
+    kit.route(GET_TEAM, catalog.get_team)
+    kit.route(SET_TEAM_BUDGET, catalog.set_team_budget)
     kit.subscribe(TOPOLOGY, service)
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 from libs.topology import Consumer, ServiceTopology
 
 from contracts.events import RequestFailed, RequestReconcileRequested, RequestRendered, RequestStageRetrying
-from contracts.rpc import RenderPreview
+from contracts.rpc import RENDER
 from libs.service_kit import ServiceKit
 from services.renderer.service_layer.handlers import RendererService
 
 
 def register(kit: ServiceKit, service: RendererService) -> None:
     # Dry runs (POST /v1/environment-requests?dry_run=true) render through the same pipeline.
-    kit.route("render", RenderPreview, service.render_preview)
+    kit.route(RENDER, service.render_preview)
     kit.subscribe(TOPOLOGY, service)
 
 
