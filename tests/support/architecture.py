@@ -13,6 +13,7 @@ and ``from package import name`` points at the submodule ``package.name`` when t
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from collections import deque
 from collections.abc import Iterator
@@ -80,6 +81,16 @@ def python_files(folder: Path) -> list[Path]:
     return sorted(path for path in folder.rglob("*.py") if "__pycache__" not in path.parts)
 
 
+def syntax_tree(path: Path) -> ast.Module:
+    """``path`` parsed; each detector reads every file, so a file is parsed once per version."""
+    return _parsed(path, path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(path: Path, _version: int) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+
 def module_name(root: Path, path: Path) -> str:
     parts = path.relative_to(root).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
@@ -120,7 +131,7 @@ def imports(root: Path) -> list[Import]:
     modules = project_modules(root)
     found: list[Import] = []
     for name, path in modules.items():
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        tree = syntax_tree(path)
         for node in _import_nodes(tree):
             found.extend(
                 Import(name, imported, path, node.lineno)
@@ -310,7 +321,7 @@ def _sql_texts(folder: Path) -> list[tuple[Path, str]]:
     for path in python_files(folder):
         texts.extend(
             (path, node.value)
-            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            for node in ast.walk(syntax_tree(path))
             if isinstance(node, ast.Constant)
             and isinstance(node.value, str)
             and SQL_KEYWORDS.search(node.value)
@@ -324,7 +335,7 @@ def environment_reads(root: Path) -> list[str]:
         f"{path.relative_to(root)}:{line}"
         for name, path in project_modules(root).items()
         if name != SETTINGS_MODULE
-        for line in _environment_lines(ast.parse(path.read_text(encoding="utf-8")))
+        for line in _environment_lines(syntax_tree(path))
     )
 
 

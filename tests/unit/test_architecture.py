@@ -18,8 +18,9 @@ under ``if TYPE_CHECKING:`` never runs and is left out. An import inside a funct
 one at the top of the module: it still makes the module depend on the other one, it only runs
 later, so a function-local import that closes a loop is a cycle moved out of sight, not removed.
 
-The services are discovered, not listed: the packages under ``services/`` with a ``bootstrap.py``.
-Each detector runs on the real tree and on a small planted violation, so it is shown able to fail.
+The services are discovered, not listed: the packages under ``services/`` with a ``bootstrap.py``,
+held to the deployables ``services/tools/topology.py`` derives. Each detector runs on the real tree
+and on a small planted violation, so it is shown able to fail.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from services.tools.topology import deployables
 from tests.support import architecture
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,6 +62,12 @@ def test_the_detectors_see_every_service_and_tool() -> None:
     assert {"services.tools.platformctl.main", "services.tools.platformd.main"} <= {
         found.importer for found in architecture.imports(ROOT)
     }
+
+
+def test_the_services_checked_are_the_deployables_the_topology_derives() -> None:
+    """The detectors read files, so they find services by the same rule the topology applies to
+    the imported packages; this holds the two to one answer."""
+    assert architecture.services(ROOT) == sorted(deployables())
 
 
 def test_services_do_not_import_each_other_nor_tools() -> None:
