@@ -47,6 +47,7 @@ import msgspec.inspect as mi
 
 from contracts.envelope import ContractError, Envelope, cloudevents_headers, decode_envelope
 from contracts.events import EVENT_MODELS, EVENT_TYPES
+from contracts.inputs import json_schema_hook
 from contracts.rpc import RPC_VERBS, RpcReply
 from libs.settings import PlatformSettings
 from services.tools.topology import consumers_of, producers_of
@@ -257,7 +258,9 @@ def components(ref_template: str) -> Components:
     ):
         if model not in models:
             models.append(model)
-    refs, schemas = msgspec.json.schema_components(models, ref_template=ref_template)
+    refs, schemas = msgspec.json.schema_components(
+        models, ref_template=ref_template, schema_hook=json_schema_hook
+    )
     return Components(
         refs=dict(zip(models, refs, strict=True)),
         schemas=normalised_descriptions(dict(schemas)),
