@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-import pytest
 import yaml
 
 from contracts.catalog import SERVICES
@@ -13,8 +12,6 @@ from tests.support.api_flows import PREVIEW
 from tests.support.rendered_bundles import CORE_FILES
 from tests.support.seed_plans import QUOTAS
 from tests.support.stack import RunningStack
-
-pytestmark = pytest.mark.e2e
 
 
 def test_preview_request_becomes_ready_with_one_pushed_commit(stack: RunningStack) -> None:

@@ -28,8 +28,6 @@ from tests.support.rendered_bundles import CORE_FILES
 from tests.support.seed_plans import QUOTAS
 from tests.support.services import answering, running_services
 
-pytestmark = pytest.mark.integration
-
 SCHEMAS = ("intake", "policy", "approval", "renderer")
 # Minted at import: valid for the longest a test session may take.
 TOKEN_TTL = 4 * 3600

@@ -17,8 +17,6 @@ from contracts.rpc import CreateRequest
 from tests.support.api_flows import request_body
 from tests.support.gateway import BACKENDS, GatewayStack, auth, gateway_stack, mint
 
-pytestmark = pytest.mark.integration
-
 SECRET_LIKE = ("nats://", "127.0.0.1", "localhost", "postgresql://", "Traceback")
 
 

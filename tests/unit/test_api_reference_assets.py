@@ -7,11 +7,7 @@ import fnmatch
 import tomllib
 from pathlib import Path
 
-import pytest
-
 from services.gateway.entrypoints.api_reference import ASSETS_DIR, SWAGGER_UI_VERSION
-
-pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVED = ("swagger-ui-bundle.js", "swagger-ui-standalone-preset.js", "swagger-ui.css", "favicon-32x32.png")

@@ -9,8 +9,6 @@ import pytest
 from libs.settings import SettingsError, load_settings
 from services.cluster_bootstrapper.settings import ClusterBootstrapperSettings
 
-pytestmark = pytest.mark.unit
-
 
 def test_defaults_leave_the_cluster_alone() -> None:
     settings = load_settings(ClusterBootstrapperSettings, {})

@@ -25,8 +25,6 @@ from services.cluster_bootstrapper.domain.manifests import (
 )
 from tests.support.rendered_bundles import preview_bundle
 
-pytestmark = pytest.mark.unit
-
 BUNDLE = preview_bundle(zero_trust=True)
 NS = BUNDLE.namespace
 

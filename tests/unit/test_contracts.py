@@ -20,8 +20,6 @@ from contracts.events import EVENT_MODELS, EVENT_TYPES
 from services.tools import contracts_generator as generate
 from services.tools import topology
 
-pytestmark = pytest.mark.unit
-
 EXAMPLE_FILES = sorted(generate.EXAMPLES_DIR.glob("v*/*.json"))
 COMMITTED_SCHEMAS = sorted(generate.EVENT_SCHEMAS_DIR.glob("*.json")) + sorted(
     generate.RPC_SCHEMAS_DIR.glob("*.json")

@@ -17,8 +17,6 @@ from services.gateway.domain.errors import PermissionDenied, Unauthenticated
 from services.gateway.domain.roles import Action, is_allowed
 from services.gateway.settings import GatewaySettings
 
-pytestmark = pytest.mark.unit
-
 SECRET = "unit-test-secret-that-is-64-bytes-long-for-hs512-0123456789abcdef"
 NAMES = ClaimNames()
 

@@ -6,11 +6,7 @@ import asyncio
 import json
 from typing import Any
 
-import pytest
-
 from services.gateway.entrypoints.middleware import ResponseDeadlineMiddleware
-
-pytestmark = pytest.mark.unit
 
 
 async def call(app: Any) -> list[dict[str, Any]]:

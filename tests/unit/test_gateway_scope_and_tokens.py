@@ -19,8 +19,6 @@ from services.gateway.domain.roles import lacks_team_scope
 from services.gateway.settings import GatewaySettings
 from services.intake.domain.validation import extended_ttl
 
-pytestmark = pytest.mark.unit
-
 SECRET = "unit-test-secret-that-is-long-enough-0123456789"
 
 

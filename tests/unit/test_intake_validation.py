@@ -18,8 +18,6 @@ from libs.errors import ValidationFailed, validation_failed
 from services.intake.domain.validation import extended_ttl, request_spec
 from tests.support.api_flows import request_body
 
-pytestmark = pytest.mark.unit
-
 CLASSES = {
     "preview": EnvironmentClass(
         name="preview", allowed_regions=["us-east-1", "us-west-2"], max_ttl_hours=72, quota_profile="small"

@@ -25,8 +25,6 @@ import yaml
 from libs.telemetry import REGISTRY
 from services.tools.platformctl.main import build_parser
 
-pytestmark = pytest.mark.unit
-
 ROOT = Path(__file__).resolve().parents[2]
 OBSERVABILITY = ROOT / "deploy" / "observability"
 RUNBOOKS = ROOT / "docs" / "runbooks"

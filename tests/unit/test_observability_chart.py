@@ -20,8 +20,6 @@ import yaml
 
 from tests.unit.test_charts import KUBERNETES_VERSION, NAMESPACE, helm, render
 
-pytestmark = pytest.mark.unit
-
 ROOT = Path(__file__).resolve().parents[2]
 OBSERVABILITY = ROOT / "deploy" / "observability"
 DEFAULT_RUNBOOKS = "https://github.com/example/platform-control-plane/blob/main/docs/runbooks"

@@ -36,8 +36,6 @@ from services.policy.domain.catalog_validation import (
 )
 from services.policy.service_layer.catalog import pack_schema_problems
 
-pytestmark = pytest.mark.unit
-
 PROFILES = frozenset({"small", "medium", "large"})
 PACKS = frozenset(pack.name for pack in seed_policy_packs())
 CATALOG = Path(__file__).resolve().parents[2] / "services" / "policy" / "catalog"

@@ -11,7 +11,6 @@ import posixpath
 from typing import Any
 
 import pydantic
-import pytest
 import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -30,8 +29,6 @@ from services.renderer.domain.yaml_values import block, flow
 from services.renderer.settings import RendererSettings
 from tests.support.rendered_bundles import CORE_FILES
 from tests.support.seed_plans import catalog_plan, seed_plan, seed_spec
-
-pytestmark = pytest.mark.unit
 
 PREFIX = "platform.example.com"
 # Built once: hypothesis runs the test body many times and function fixtures would reset.

@@ -31,8 +31,6 @@ from services.renderer.settings import RendererSettings
 from tests.support.rendered_bundles import CORE_FILES
 from tests.support.seed_plans import CLASSES, LIMITS, QUOTAS, REQUEST_ID, catalog_plan, seed_plan, seed_spec
 
-pytestmark = pytest.mark.unit
-
 GOLDEN = Path(__file__).parent / "golden" / "renderer"
 GITOPS_URL = "https://git.example.com/platform/gitops.git"
 SEED_CLASSES = sorted(CLASSES)

@@ -16,8 +16,6 @@ from contracts.rpc import CREATE_REQUEST, KIT, RPC_VERBS, RpcVerb
 from libs.errors import validation_failed
 from tests.support.api_flows import request_body
 
-pytestmark = pytest.mark.unit
-
 ROOT = Path(__file__).resolve().parents[2]
 # Where each service registers its verbs; the kit registers the verbs every service serves.
 REGISTRATIONS = {

@@ -16,8 +16,6 @@ from services.gateway.settings import GatewaySettings
 from services.git_publisher.settings import GitPublisherSettings
 from services.tools.platformd.registry import BACKEND_SERVICES, service_entry
 
-pytestmark = pytest.mark.unit
-
 LONG_SECRET = "s" * 32
 # Strict production wants an attestation key distinct from the approval secret.
 ATTESTATION_KEY = "t" * 32
