@@ -56,7 +56,8 @@ async def serve(settings: S, bootstrap: Callable[[S], Awaitable[ServiceKit]]) ->
 
 def run(service: str, settings: S, bootstrap: Callable[[S], Awaitable[ServiceKit]]) -> None:
     configure_logging(service, settings.log_level)
-    configure_telemetry(f"platform-{service}", settings)
+    # The same name as its RPC service in `nats micro ls`: platform-git-publisher.
+    configure_telemetry(f"platform-{service.replace('_', '-')}", settings)
     try:
         asyncio.run(serve(settings, bootstrap))
     finally:
