@@ -693,6 +693,14 @@ def _types(schema: Mapping[str, Any], root: Mapping[str, Any]) -> frozenset[str]
     return frozenset({"any"})
 
 
+def _branch_key(schema: Mapping[str, Any], root: Mapping[str, Any]) -> tuple[frozenset[str], frozenset[Any]]:
+    """A union member's JSON types and the ``const`` properties (tags) that tell it apart."""
+    resolved, _ = _resolve(schema, root)
+    properties: Mapping[str, Any] = resolved.get("properties", {})
+    tags = frozenset((name, value["const"]) for name, value in properties.items() if "const" in value)
+    return _types(schema, root), tags
+
+
 @dataclass
 class _Comparison:
     """One old/new schema pair being compared; roots resolve each side's own ``$ref``s."""
@@ -735,11 +743,12 @@ class _Comparison:
         old_values, new_values = old.get("additionalProperties"), new.get("additionalProperties")
         if isinstance(old_values, Mapping) and isinstance(new_values, Mapping):
             self.compare(old_values, new_values, f"{path}{{}}")
-        # Union members are matched by JSON type: `Plan | None` compares the Plan branches.
+        # Union members are matched by JSON type and tag: `Plan | None` compares the Plan
+        # branches, a tagged union (a pack's rules) each member with the one of its tag.
         for old_branch in old.get("anyOf") or old.get("oneOf") or []:
-            branch_types = _types(old_branch, self.old_root)
+            branch_key = _branch_key(old_branch, self.old_root)
             for new_branch in new.get("anyOf") or new.get("oneOf") or []:
-                if _types(new_branch, self.new_root) == branch_types:
+                if _branch_key(new_branch, self.new_root) == branch_key:
                     self.compare(old_branch, new_branch, path)
                     break
 
