@@ -46,6 +46,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy, StreamConfig
 from nats.js.errors import APIError, NotFoundError
+from opentelemetry.trace import SpanKind
 from psycopg import AsyncConnection
 
 from contracts.catalog import subject_matches
@@ -737,7 +738,15 @@ class EventConsumer:
             with span_from_headers(
                 f"{self.name} {envelope.type}",
                 message.headers,
-                **{"messaging.system": "nats", "platform.event_id": envelope.id, "platform.attempt": attempt},
+                SpanKind.CONSUMER,
+                **{
+                    "messaging.system": "nats",
+                    "messaging.operation.type": "process",
+                    "messaging.destination.name": message.subject,
+                    "messaging.consumer.group.name": self.name,
+                    "messaging.message.id": envelope.id,
+                    "platform.attempt": attempt,
+                },
             ):
                 outcome = await self._handle(message, envelope, data, handler, attempt, lease)
         finally:

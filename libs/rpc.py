@@ -28,6 +28,7 @@ from nats.aio.client import Client as NatsClient
 from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import Service
+from opentelemetry.trace import SpanKind
 
 from contracts.inputs import decode_input, encode_input
 from contracts.rpc import KIT, RpcErrorBody, RpcReply, RpcVerb
@@ -140,7 +141,12 @@ class RpcServer:
         route = self._routes[verb]
         watch = Stopwatch()
         code = "ok"
-        with span_from_headers(f"rpc {self.service_name}.{verb}", request.headers):
+        with span_from_headers(
+            f"rpc {self.service_name}.{verb}",
+            request.headers,
+            SpanKind.SERVER,
+            **{"rpc.system": "nats", "rpc.service": self.service_name, "rpc.method": verb},
+        ):
             try:
                 message = route.decoder.decode(request.data)
                 data = await self._within_deadline(lambda: self._in_slot(route.handler, message), arrived)

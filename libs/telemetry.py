@@ -197,11 +197,15 @@ def extract_context(headers: Mapping[str, str] | None) -> otel_context.Context:
 
 @contextlib.contextmanager
 def span_from_headers(
-    name: str, headers: Mapping[str, str] | None, **attributes: Any
+    name: str,
+    headers: Mapping[str, str] | None,
+    kind: trace.SpanKind = trace.SpanKind.INTERNAL,
+    **attributes: Any,
 ) -> Iterator[trace.Span]:
-    """Start a span that continues the trace carried in ``headers``."""
+    """Start a span that continues the trace carried in ``headers``; ``attributes`` use the
+    OpenTelemetry semantic conventions' names where one exists (docs/observability.md)."""
     ctx = extract_context(headers)
-    with tracer().start_as_current_span(name, context=ctx, attributes=attributes) as span:
+    with tracer().start_as_current_span(name, context=ctx, kind=kind, attributes=attributes) as span:
         yield span
 
 

@@ -107,7 +107,7 @@ def metrics_url(stack: RunningStack, process: str) -> str:
 
 def scrape(stack: RunningStack) -> Scrape:
     families: dict[str, str] = {}
-    samples = []
+    samples: list[Sample] = []
     for process in stack.processes.services:
         text = httpx.get(metrics_url(stack, process), timeout=5).text
         for family in text_string_to_metric_families(text):
@@ -138,7 +138,9 @@ def evaluate(expr: str, samples: list[Sample]) -> dict[tuple[str, ...], float]:
     assert isinstance(node.rhs, promql_parser.NumberLiteral), expr
     selector = node.lhs.expr
     assert isinstance(selector, promql_parser.VectorSelector), expr
-    by = list(node.lhs.modifier.labels)
+    modifier = node.lhs.modifier
+    assert modifier is not None, f"{expr}: aggregate by named labels"
+    by = list(modifier.labels)
     groups: dict[tuple[str, ...], list[float]] = {}
     for sample in samples:
         if sample.name == selector.name and all(
@@ -155,12 +157,13 @@ def evaluate(expr: str, samples: list[Sample]) -> dict[tuple[str, ...], float]:
 
 def _matches(matcher: Any, labels: dict[str, str]) -> bool:
     value = labels.get(matcher.name, "")
-    return {
+    outcomes: dict[str, bool] = {
         "MatchOp.Equal": value == matcher.value,
         "MatchOp.NotEqual": value != matcher.value,
         "MatchOp.Re": re.fullmatch(matcher.value, value) is not None,
         "MatchOp.NotRe": re.fullmatch(matcher.value, value) is None,
-    }[str(matcher.op)]
+    }
+    return outcomes[str(matcher.op)]
 
 
 def test_every_dashboard_and_alert_metric_is_exported_and_the_request_is_counted(
@@ -216,6 +219,12 @@ def test_with_only_the_standard_endpoint_set_the_request_trace_arrives_with_data
     ]
     assert database, sorted({span.name for span in trace()})
     assert {span.service for span in database} >= {"platform-intake"}
+    # Attribute names of the OpenTelemetry semantic conventions: HTTP server, RPC, messaging.
+    spans = trace()
+    assert any(span.attributes.get("http.route") == "/v1/environment-requests" for span in spans)
+    assert any(span.attributes.get("rpc.method") == "create_request" for span in spans)
+    consumed = {span.attributes.get("messaging.consumer.group.name") for span in spans}
+    assert {"intake-requests", "git-publisher-requests"} <= consumed
 
 
 def test_an_unreachable_git_remote_fires_the_dependency_alert_until_it_is_back(stack: RunningStack) -> None:
