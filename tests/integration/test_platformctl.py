@@ -115,7 +115,7 @@ async def test_create_prints_json_when_piped(stack: GatewayStack) -> None:
     assert created["labels"] == {"pr": "42", "tier": "web"}
     assert created["ttl_hours"] == 24
     [command] = stack.intake.received
-    assert command.body["repository"] == "https://github.com/example/payments-api.git"
+    assert command.body.repository == "https://github.com/example/payments-api.git"
 
 
 async def test_equals_form_flags_and_idempotency_key(stack: GatewayStack) -> None:
