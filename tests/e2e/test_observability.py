@@ -29,8 +29,6 @@ from tests.support.otlp_receiver import OtlpReceiver
 from tests.support.stack import RunningStack
 from tests.unit.test_observability_assets import QUERIES, SUFFIXES, alert_rules, metric_names
 
-pytestmark = pytest.mark.e2e
-
 COMPARISONS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
     "<": operator.lt,

@@ -11,8 +11,6 @@ from prometheus_client import Histogram as PrometheusHistogram
 from libs import otlp_export
 from libs.settings import PlatformSettings, load_settings
 
-pytestmark = pytest.mark.unit
-
 
 def settings(**environ: str) -> PlatformSettings:
     return load_settings(PlatformSettings, environ)
