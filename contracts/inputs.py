@@ -42,6 +42,7 @@ from contracts.kubernetes_names import (
     label_key_problem,
     label_value_problem,
 )
+from contracts.kubernetes_quantities import SUFFIXES
 from contracts.models import PACK_KINDS
 
 # app and team become namespace names, label values and GitOps path segments.
@@ -67,7 +68,21 @@ MAX_QUOTA_VALUE = 1_000_000
 MAX_METADATA_VALUE_LENGTH = 4096
 # Upper bound of a budget or a cost: keeps sums exact in a double and rejects typos like 1e30.
 MAX_USD = 1_000_000_000.0
-QuantityUnit = Literal["", "m", "k", "M", "G", "T", "Ki", "Mi", "Gi", "Ti"]
+# A formula's unit: no suffix, or one of the quantity grammar's (its owner lists them).
+QUANTITY_UNITS = ("", *sorted(SUFFIXES))
+
+
+def _known_unit(unit: str) -> str:
+    if unit not in QUANTITY_UNITS:
+        raise ValueError(f"must be one of {', '.join(repr(u) for u in QUANTITY_UNITS)}")
+    return unit
+
+
+QuantityUnit = Annotated[
+    str,
+    Field(max_length=2, json_schema_extra={"enum": list(QUANTITY_UNITS)}),
+    AfterValidator(_known_unit),
+]
 # A ConfigMap key (pack manifests' data; pack metadata is written as "<pack>.<key>").
 CONFIGMAP_KEY = re.compile(r"[-._a-zA-Z0-9]{1,253}")
 _HOST = re.compile(r"(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")

@@ -19,7 +19,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from kubernetes.utils.quantity import parse_quantity as client_parse_quantity
 
-from libs.kubernetes_quantities import (
+from contracts.kubernetes_quantities import (
     BINARY_SUFFIXES,
     DECIMAL_SUFFIXES,
     SUFFIXES,
@@ -179,7 +179,7 @@ def test_accepted_exactly_where_the_published_pattern_and_integer_exponents_allo
 
 # -- one grammar --------------------------------------------------------------------------------------
 
-GRAMMAR_OWNER = ROOT / "libs" / "kubernetes_quantities.py"
+GRAMMAR_OWNER = ROOT / "contracts" / "kubernetes_quantities.py"
 FOREIGN_PARSERS = ("kubernetes.utils.quantity", "kubernetes.utils")
 _SUFFIX_RUN = re.compile(r"KMGTPE|\[[numkKMGTPE]{4,}\]|(Ki|Mi|Gi|Ti|Pi|Ei)\W{0,3}(Ki|Mi|Gi|Ti|Pi|Ei)")
 
@@ -228,4 +228,4 @@ def test_there_is_one_quantity_grammar() -> None:
         for path in sorted((ROOT / folder).rglob("*.py")):
             if path != GRAMMAR_OWNER and "__pycache__" not in path.parts:
                 found += _grammar_copies(path)
-    assert found == [], "parse, check and compare quantities with libs.kubernetes_quantities"
+    assert found == [], "parse, check and compare quantities with contracts.kubernetes_quantities"

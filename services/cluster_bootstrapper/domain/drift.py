@@ -25,7 +25,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from contracts.events import DriftItem
-from libs.kubernetes_quantities import InvalidQuantity, parse_quantity
+from contracts.kubernetes_quantities import InvalidQuantity, parse_quantity
 from services.cluster_bootstrapper.domain.manifests import DesiredObject
 
 DriftStatus = Literal["in_sync", "drift_corrected", "drifted"]

@@ -3,7 +3,7 @@
 The documents' shapes and bounds are the :mod:`contracts.inputs` models', checked when
 the message is decoded. What is left here needs what the model cannot see: the name in
 the URL, the rest of the catalog (a class's quota profile and packs must exist), the
-Kubernetes quantity grammar (:mod:`libs.kubernetes_quantities`, shared with the renderer)
+Kubernetes quantity grammar (:mod:`contracts.kubernetes_quantities`, shared with the renderer)
 and the objects the platform renders itself. Each function turns a validated model into
 the catalog's type or raises :class:`~libs.errors.ValidationFailed` naming every failing
 field (``[{"field": "limit_range.default_request", "message": "..."}]``).
@@ -27,7 +27,7 @@ from contracts.inputs import (
 from contracts.kubernetes_names import is_dns1123_label
 from contracts.models import EnvironmentClass, PolicyPack, QuotaProfile
 from libs.errors import FieldError, ValidationFailed
-from libs.kubernetes_quantities import parse_quantity, quantity_problem
+from contracts.kubernetes_quantities import parse_quantity, quantity_problem
 from services.policy.domain.packs import CORE_OBJECTS, manifest_identity
 
 # A pack's manifest is written as pack-<pack>-<kind>-<name>.yaml.
