@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from libs.topology import Consumer, ServiceTopology
-
 from contracts.events import (
     RequestApprovalRecorded,
     RequestApproved,
@@ -14,6 +12,7 @@ from contracts.events import (
 )
 from contracts.rpc import APPROVE, REJECT
 from libs.service_kit import ServiceKit
+from libs.topology import Consumer, ServiceTopology
 from services.approval.service_layer.handlers import ApprovalService
 
 

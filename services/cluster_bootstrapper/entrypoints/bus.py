@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from libs.topology import Consumer, ServiceTopology
-
 from contracts.events import (
     RequestBootstrapped,
     RequestDriftDetected,
@@ -14,6 +12,7 @@ from contracts.events import (
     RequestUnpublished,
 )
 from libs.service_kit import ServiceKit
+from libs.topology import Consumer, ServiceTopology
 from services.cluster_bootstrapper.service_layer.handlers import ClusterBootstrapperService
 from services.cluster_bootstrapper.settings import ClusterBootstrapperSettings
 

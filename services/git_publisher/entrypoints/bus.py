@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from libs.topology import Consumer, ServiceTopology
-
 from contracts.events import (
     RequestFailed,
     RequestPublished,
@@ -13,6 +11,7 @@ from contracts.events import (
     RequestUnpublished,
 )
 from libs.service_kit import ServiceKit
+from libs.topology import Consumer, ServiceTopology
 from services.git_publisher.service_layer.handlers import GitPublisherService
 
 

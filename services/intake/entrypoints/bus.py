@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from libs.topology import Consumer, ServiceTopology, events_under
-
 from contracts.events import (
     ClassUpserted,
     RequestExtended,
@@ -24,6 +22,7 @@ from contracts.rpc import (
 )
 from libs.inbox import record_only
 from libs.service_kit import ServiceKit
+from libs.topology import Consumer, ServiceTopology, events_under
 from services.intake.service_layer.handlers import IntakeService
 
 

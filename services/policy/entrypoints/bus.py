@@ -3,8 +3,6 @@ budget ledger's release events."""
 
 from __future__ import annotations
 
-from libs.topology import Consumer, ServiceTopology
-
 from contracts.events import (
     ClassUpserted,
     RequestFailed,
@@ -29,6 +27,7 @@ from contracts.rpc import (
     UPSERT_QUOTA_PROFILE,
 )
 from libs.service_kit import ServiceKit
+from libs.topology import Consumer, ServiceTopology
 from services.policy.service_layer.catalog import CatalogService
 from services.policy.service_layer.handlers import PolicyService
 

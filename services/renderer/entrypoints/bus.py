@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from libs.topology import Consumer, ServiceTopology
-
 from contracts.events import RequestFailed, RequestReconcileRequested, RequestRendered, RequestStageRetrying
 from contracts.rpc import RENDER
 from libs.service_kit import ServiceKit
+from libs.topology import Consumer, ServiceTopology
 from services.renderer.service_layer.handlers import RendererService
 
 
