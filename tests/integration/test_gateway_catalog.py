@@ -11,22 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
 import pytest
 import yaml
 
-from libs.rpc import RpcClient
 from libs.service_kit import ServiceKit
-from services.gateway.bootstrap import create_app
 from tests.support.api_flows import PREVIEW
 from tests.support.bus import stream_events, wait_until
-from tests.support.gateway import auth, gateway_settings, mint
-from tests.support.http import serve
+from tests.support.gateway import auth, gateway_with_services, mint
 from tests.support.isolation import row_counts
 from tests.support.platformctl import clean_env, platformctl
 from tests.support.rendered_bundles import CORE_FILES
 from tests.support.seed_plans import QUOTAS
-from tests.support.services import answering, running_services
 
 SCHEMAS = ("intake", "policy", "approval", "renderer")
 # Minted at import: valid for the longest a test session may take.
@@ -63,23 +58,11 @@ class Stack:
 
 @pytest.fixture
 async def stack(platform_env: dict[str, str]) -> AsyncIterator[Stack]:
-    async with running_services(["policy", "intake", "approval", "renderer"], platform_env) as kits:
-        nc = await nats.connect(platform_env["PLATFORM_NATS_URL"])
-        rpc = RpcClient(nc, platform_env["PLATFORM_RPC_SUBJECT_PREFIX"], timeout=5)
-
-        # Intake is ready once the class catalog is replicated; the others once they answer.
-        await wait_until(
-            lambda: answering(rpc, *SCHEMAS), what="services answering, class catalog replicated to intake"
-        )
-        await nc.close()
-        settings = gateway_settings(
-            platform_env["PLATFORM_NATS_URL"], platform_env["PLATFORM_RPC_SUBJECT_PREFIX"]
-        )
-        async with (
-            serve(create_app(settings)) as base_url,
-            httpx.AsyncClient(base_url=base_url, timeout=10) as http,
-        ):
-            yield Stack(http, base_url, platform_env, kits)
+    async with (
+        gateway_with_services(platform_env, ["policy", "intake", "approval", "renderer"]) as (base_url, kits),
+        httpx.AsyncClient(base_url=base_url, timeout=10) as http,
+    ):
+        yield Stack(http, base_url, platform_env, kits)
 
 
 def error_fields(response: httpx.Response, status: int) -> set[str]:
@@ -101,12 +84,20 @@ async def test_admins_upsert_classes_and_everyone_reads_them(stack: Stack) -> No
     assert refused.status_code == 403
     assert "cannot change environment classes" in refused.json()["error"]
 
+    # The body's own rules first (the gateway's model), then the references to the catalog
+    # (policy's): each answer names every field that fails it.
     invalid = await http.put(
         "/v1/environment-classes/preview",
         json={**body, "max_ttl_hours": 0, "quota_profile": "huge", "policy_packs": ["nope"], "extra": 1},
         headers=ADMIN,
     )
-    assert error_fields(invalid, 422) == {"max_ttl_hours", "quota_profile", "policy_packs[0]", "extra"}
+    assert error_fields(invalid, 422) == {"max_ttl_hours", "extra"}
+    unknown = await http.put(
+        "/v1/environment-classes/preview",
+        json={**body, "quota_profile": "huge", "policy_packs": ["nope"]},
+        headers=ADMIN,
+    )
+    assert error_fields(unknown, 422) == {"quota_profile", "policy_packs[0]"}
     assert (
         await http.put("/v1/environment-classes/preview", content=b"[1]", headers=ADMIN)
     ).status_code == 400
@@ -198,7 +189,7 @@ async def test_admins_add_quota_profiles_and_policy_packs_without_code_changes(s
         "rules": [{"type": "max_ttl_hours", "hours": -1}],
     }
     invalid = await http.put("/v1/policy-packs/load-testing", json=broken_pack, headers=ADMIN)
-    assert error_fields(invalid, 422) == {"rules[0].hours"}
+    assert error_fields(invalid, 422) == {"rules[0].max_ttl_hours.hours"}
     broken_pack["rules"] = []
     invalid = await http.put("/v1/policy-packs/load-testing", json=broken_pack, headers=ADMIN)
     assert error_fields(invalid, 422) == {"manifests[0]"}

@@ -1,10 +1,12 @@
-"""The gateway on a real socket, in front of stand-ins for its NATS peers.
+"""The gateway on a real socket, in front of stand-ins for its NATS peers or of the real services.
 
 The stand-ins are transport peers, not mocks of the gateway: they register on NATS
 through the kit's :class:`libs.rpc.RpcServer`, which decodes every incoming message into
 the verb's ``contracts.rpc`` type (a wrong shape from the gateway is a validation error
-reply, as with the real service), and they reply with the contracts' models. The real
-services are tested on their own; the whole stack is covered by the e2e tests.
+reply, as with the real service), and they reply with the contracts' models. What the
+gateway promises its callers is checked against both (:func:`gateway_stack` and
+:func:`gateway_with_services`), so a stand-in that drifts from the real intake shows up
+as a failing test; the whole stack is covered by the e2e tests.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -39,11 +41,14 @@ from contracts.rpc import (
     Ping,
 )
 from libs.errors import Forbidden, NotFound
-from libs.rpc import RpcServer
+from libs.rpc import RpcClient, RpcServer
+from libs.service_kit import ServiceKit
 from libs.settings import load_settings
 from services.gateway.bootstrap import create_app
 from services.gateway.settings import GatewaySettings
+from tests.support.bus import wait_until
 from tests.support.http import serve
+from tests.support.services import answering, running_services
 
 JWT_SECRET = "gateway-test-secret-that-is-long-enough-0123456789"
 BACKENDS = SERVICES
@@ -253,3 +258,22 @@ async def gateway_stack(nats_url: str, rpc_prefix: str, **extra_env: str) -> Asy
         for server in servers.values():
             await server.stop(timeout=1)
         await nc.close()
+
+
+@contextlib.asynccontextmanager
+async def gateway_with_services(
+    environment: Mapping[str, str], names: Sequence[str]
+) -> AsyncIterator[tuple[str, dict[str, ServiceKit]]]:
+    """The gateway in front of the real ``names`` services (run in this process through their
+    composition roots), once each answers ``ping`` as ready: intake is ready once policy's
+    class catalog has reached it. Yields the gateway's base URL and the services' kits."""
+    nats_url, rpc_prefix = environment["PLATFORM_NATS_URL"], environment["PLATFORM_RPC_SUBJECT_PREFIX"]
+    async with running_services(list(names), environment) as kits:
+        nc = await nats.connect(nats_url)
+        try:
+            rpc = RpcClient(nc, rpc_prefix, timeout=5)
+            await wait_until(lambda: answering(rpc, *names), what=f"{', '.join(names)} answering as ready")
+        finally:
+            await nc.close()
+        async with serve(create_app(gateway_settings(nats_url, rpc_prefix))) as base_url:
+            yield base_url, kits
