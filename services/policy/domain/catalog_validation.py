@@ -25,9 +25,9 @@ from contracts.inputs import (
     QuotaProfileInput,
 )
 from contracts.kubernetes_names import is_dns1123_label
+from contracts.kubernetes_quantities import parse_quantity, quantity_problem
 from contracts.models import EnvironmentClass, PolicyPack, QuotaProfile
 from libs.errors import FieldError, ValidationFailed
-from contracts.kubernetes_quantities import parse_quantity, quantity_problem
 from services.policy.domain.packs import CORE_OBJECTS, manifest_identity
 
 # A pack's manifest is written as pack-<pack>-<kind>-<name>.yaml.

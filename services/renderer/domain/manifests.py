@@ -22,8 +22,8 @@ from contracts.kubernetes_names import (
     label_key_problem,
     label_value_problem,
 )
-from contracts.models import PACK_KINDS, EnvironmentPlan, LimitRangeValues, PackManifest, RequestSpec
 from contracts.kubernetes_quantities import parse_quantity, quantity_problem, resource_name_problem
+from contracts.models import PACK_KINDS, EnvironmentPlan, LimitRangeValues, PackManifest, RequestSpec
 from services.renderer.domain.bundle import invalid_bundle
 from services.renderer.domain.git_urls import url_problem
 from services.renderer.domain.layout import (
