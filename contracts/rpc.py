@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import msgspec
 
@@ -80,12 +80,21 @@ class RpcReply(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
     error: RpcErrorBody | None = None
 
 
+_DRY_RUN_DEPRECATED = (
+    "Deprecated: true asks create_request for a dry run, answered as validate_request answers "
+    "(a validated request; nothing stored). Use validate_request."
+)
+
+
 class CreateRequest(msgspec.Struct, frozen=True, kw_only=True):
     """intake.create_request, and intake.validate_request (the dry run: validated, nothing stored)."""
 
     body: EnvironmentRequestInput
     actor: Actor
     idempotency_key: str | None = None
+    # Gateways released before validate_request ask for a dry run this way; intake answers
+    # them as validate_request would, so a rolling deploy never turns their dry run into a create.
+    dry_run: Annotated[bool, msgspec.Meta(description=_DRY_RUN_DEPRECATED)] = False
 
 
 class GetRequest(msgspec.Struct, frozen=True, kw_only=True):

@@ -17,7 +17,9 @@ new event starts with a corpus entry (replace it with realistic values by hand).
 
 An existing schema is only replaced by an additive change (see :func:`breaking_changes`);
 a breaking change must be a new event version. ``--allow-breaking`` overrides that for
-contracts that were never released.
+contracts that were never released; the released ones (``contracts/baseline/``) are
+checked regardless, except for the breaks ``contracts/baseline/accepted-breaks.json``
+lists with their reason.
 
 Usage::
 
@@ -58,6 +60,12 @@ SCHEMAS_DIR: Final = CONTRACTS_DIR / "schemas"
 EVENT_SCHEMAS_DIR: Final = SCHEMAS_DIR / "events"
 RPC_SCHEMAS_DIR: Final = SCHEMAS_DIR / "rpc"
 EXAMPLES_DIR: Final = CONTRACTS_DIR / "examples"
+# The schemas as last released (events/ and rpc/ as under schemas/): running consumers and
+# gateways were built from these, so the models must stay compatible with them, whatever
+# the committed schemas became since. A break made on purpose is listed, with its reason,
+# in ACCEPTED_BREAKS_PATH.
+BASELINE_DIR: Final = CONTRACTS_DIR / "baseline"
+ACCEPTED_BREAKS_PATH: Final = BASELINE_DIR / "accepted-breaks.json"
 ASYNCAPI_PATH: Final = CONTRACTS_DIR / "asyncapi.json"
 DOCS_PATH: Final = REPO_ROOT / "docs" / "contracts.md"
 
@@ -678,7 +686,9 @@ def _types(schema: Mapping[str, Any], root: Mapping[str, Any]) -> frozenset[str]
     schema, _ = _resolve(schema, root)
     branches = schema.get("anyOf") or schema.get("oneOf")
     if branches:
-        return frozenset().union(*(_types(branch, root) for branch in branches))
+        types: frozenset[str] = frozenset().union(*(_types(branch, root) for branch in branches))
+        # A union with an unconstrained member takes any value: `Any | None` is `Any`.
+        return frozenset({"any"}) if "any" in types else types
     declared = schema.get("type")
     if isinstance(declared, str):
         return frozenset({declared})
@@ -812,6 +822,34 @@ def schema_breaks(files: Mapping[Path, str]) -> dict[Path, list[str]]:
     return breaks
 
 
+def release_breaks(files: Mapping[Path, str]) -> dict[Path, list[str]]:
+    """Released schemas (:data:`BASELINE_DIR`) that ``files`` break, beyond the accepted breaks."""
+    accepted = accepted_breaks()
+    breaks: dict[Path, list[str]] = {}
+    for released in sorted(BASELINE_DIR.glob("*/*.json")):
+        name = released.relative_to(BASELINE_DIR).as_posix()
+        current = SCHEMAS_DIR / name
+        content = files.get(current)
+        problems = (
+            ["the released contract is gone (no model produces it)"]
+            if content is None
+            else breaking_changes(json.loads(released.read_text(encoding="utf-8")), json.loads(content))
+        )
+        unaccepted = [problem for problem in problems if problem not in accepted.get(name, ())]
+        if unaccepted:
+            breaks[current] = unaccepted
+    return breaks
+
+
+def accepted_breaks() -> dict[str, list[str]]:
+    """Per released schema (``rpc/<verb>.json``), the breaks made on purpose (each entry of
+    :data:`ACCEPTED_BREAKS_PATH` gives its ``reason`` beside its ``problems``)."""
+    if not ACCEPTED_BREAKS_PATH.exists():
+        return {}
+    listed = json.loads(ACCEPTED_BREAKS_PATH.read_text(encoding="utf-8"))
+    return {name: list(entry["problems"]) for name, entry in listed.items()}
+
+
 def _read(path: Path) -> str | None:
     return path.read_text(encoding="utf-8") if path.exists() else None
 
@@ -851,13 +889,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--allow-breaking",
         action="store_true",
-        help="overwrite schemas even when the change is not additive (only for unreleased contracts)",
+        help=(
+            "overwrite schemas even when the change is not additive (only for unreleased contracts: "
+            "the released ones under contracts/baseline/ are checked regardless)"
+        ),
     )
     args = parser.parse_args(argv)
 
     files = generated_files()
     examples = missing_examples()
-    breaks = {} if args.allow_breaking else schema_breaks(files)
+    breaks = release_breaks(files) | ({} if args.allow_breaking else schema_breaks(files))
     for path, problems in breaks.items():
         sys.stderr.write(f"breaking change to {relative(path)}:\n")
         sys.stderr.writelines(f"  - {problem}\n" for problem in problems)

@@ -111,6 +111,31 @@ async def test_invalid_request_names_every_field(platform_env: dict[str, str], r
         assert listed == {"items": [], "next_cursor": None}
 
 
+async def test_a_dry_run_from_a_gateway_that_predates_validate_request_stores_nothing(
+    platform_env: dict[str, str], rpc: RpcClient
+) -> None:
+    """Released gateways ask create_request with dry_run for a plan: during a rolling deploy
+    they must still get the validated request back, never a created one."""
+    async with running_services(["policy", "intake"], platform_env):
+        await catalog_replicated(rpc)
+        old_gateway_message = {
+            "body": PREVIEW,
+            "actor": msgspec.to_builtins(ALICE),
+            "idempotency_key": "k-dry",
+            "dry_run": True,
+        }
+        validated = await rpc.call("intake", "create_request", old_gateway_message)
+        assert "created" not in validated
+        assert validated["placeholder_id"] is False
+        assert validated["spec"]["app"] == PREVIEW["app"]
+        listed = await rpc.call("intake", "list_requests", ListRequests(actor=ALICE))
+        assert listed == {"items": [], "next_cursor": None}
+        created = await rpc.call(
+            "intake", "create_request", CreateRequest(body=PREVIEW, actor=ALICE, idempotency_key="k-dry")
+        )
+        assert created["request"]["id"] == validated["request_id"]
+
+
 async def test_idempotency_key_returns_the_first_request(
     platform_env: dict[str, str], rpc: RpcClient
 ) -> None:

@@ -481,6 +481,43 @@ def test_changed_const_is_breaking() -> None:
     ]
 
 
+def test_models_keep_the_released_contracts() -> None:
+    """The released schemas (contracts/baseline/) bind whatever the committed ones became:
+    regenerating with --allow-breaking cannot drop a field a running gateway still sends."""
+    files = generate.generated_files()
+    assert sorted(generate.BASELINE_DIR.glob("*/*.json")), "the release baseline is missing"
+    assert generate.release_breaks(files) == {}
+
+
+def test_every_accepted_break_of_a_released_contract_still_happens() -> None:
+    """An accepted break that no longer occurs would silently accept a later one of the same wording."""
+    files = generate.generated_files()
+    for name, accepted in generate.accepted_breaks().items():
+        released = json.loads((generate.BASELINE_DIR / name).read_text(encoding="utf-8"))
+        now = json.loads(files[generate.SCHEMAS_DIR / name])
+        assert set(accepted) <= set(generate.breaking_changes(released, now)), name
+
+
+def test_a_released_field_removed_again_is_refused_despite_allow_breaking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    baseline = tmp_path / "baseline"
+    (baseline / "rpc").mkdir(parents=True)
+    (baseline / "rpc" / "intake.create_request.json").write_text(
+        generate.render_json(_schema({"dry_run": {"type": "boolean"}}, [])), encoding="utf-8"
+    )
+    monkeypatch.setattr(generate, "BASELINE_DIR", baseline)
+    monkeypatch.setattr(generate, "ACCEPTED_BREAKS_PATH", baseline / "accepted-breaks.json")
+    dropped = generate.render_json(_schema({}, []))
+    monkeypatch.setattr(
+        generate, "generated_files", lambda: {generate.rpc_schema_path("intake.create_request"): dropped}
+    )
+    monkeypatch.setattr(generate, "missing_examples", dict)
+
+    assert generate.main(["--allow-breaking", "--check"]) == 1
+    assert "data.dry_run: property removed" in capsys.readouterr().err
+
+
 def test_generator_refuses_a_breaking_overwrite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``make contracts`` keeps the committed schema when the models changed it non-additively."""
     events_dir = tmp_path / "events"
