@@ -20,6 +20,7 @@ from libs.telemetry import configure_logging, configure_telemetry, shutdown_tele
 from services.gateway.adapters.services import Services
 from services.gateway.adapters.tokens import authenticator_from_settings
 from services.gateway.entrypoints.approvals import ApprovalsController
+from services.gateway.entrypoints.auth_config import AuthConfigController
 from services.gateway.entrypoints.authentication import AuthenticationMiddleware
 from services.gateway.entrypoints.dead_letters import DeadLettersController
 from services.gateway.entrypoints.dependencies import DEPENDENCIES, GatewayRuntime, initial_state
@@ -103,6 +104,7 @@ def route_handlers(settings: GatewaySettings) -> list[ControllerRouterHandler]:
         healthz,
         readyz,
         whoami,
+        AuthConfigController,
         status,
         EnvironmentRequestsController,
         ApprovalsController,

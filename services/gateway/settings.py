@@ -83,6 +83,11 @@ class TokenSettings(SecuritySettings):
     oidc_audience: str | None = setting(
         "PLATFORM_OIDC_AUDIENCE", None, doc="Required `aud` of OIDC tokens (required with the issuer)."
     )
+    oidc_client_id: str | None = setting(
+        "PLATFORM_OIDC_CLIENT_ID",
+        None,
+        doc="Public OIDC client id `platformctl login` uses (no secret); shown by GET /v1/auth/config.",
+    )
     oidc_algorithms: list[str] = setting(
         "PLATFORM_OIDC_ALGORITHMS",
         list(OIDC_ALGORITHMS),

@@ -8,6 +8,7 @@ import json
 import os
 import pty
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -92,7 +93,12 @@ async def test_a_minted_token_round_trips_through_whoami(stack: GatewayStack) ->
     assert response.json() == expected
     whoami = await platformctl("whoami", f"--api={stack.base_url}", "--token", token)
     assert whoami.code == 0
-    assert whoami.json() == expected
+    shown = whoami.json()
+    # ... and when the token expires (its exp, 30 minutes after its iat).
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert shown.pop("expires_at") == datetime.fromtimestamp(claims["exp"], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert claims["exp"] - claims["iat"] == 1800
+    assert shown == expected
 
 
 async def test_token_ttl_forms(stack: GatewayStack) -> None:

@@ -2,7 +2,8 @@
 
 stdout and stderr are pipes (not a terminal), and the environment holds none of the
 caller's ``PLATFORM_*`` variables: a developer's own ``PLATFORM_TOKEN`` or ``PLATFORM_API``
-must not leak into a test.
+must not leak into a test. Nor may their contexts and ``login`` tokens: unless a test
+passes its own ``PLATFORMCTL_CONFIG``, the config file is one that cannot exist.
 """
 
 from __future__ import annotations
@@ -29,9 +30,18 @@ class Result:
         return json.loads(self.stdout)
 
 
+# Below a file, so it is never there and can never be created: no contexts, no tokens.
+NO_CONFIG = f"{os.devnull}/platformctl/config.yaml"
+
+
 def clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment without ``PLATFORM_*``, plus ``extra``."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PLATFORM_")}
+    """This process's environment without ``PLATFORM_*`` and platformctl's config, plus ``extra``."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PLATFORM_", "PLATFORMCTL_")) and key != "XDG_CONFIG_HOME"
+    }
+    env["PLATFORMCTL_CONFIG"] = NO_CONFIG
     env.update(extra)
     return env
 

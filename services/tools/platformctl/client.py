@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -78,11 +79,26 @@ class Reply:
     body: Any
 
 
+TokenSource = Callable[[], str | None]
+"""Where a token comes from when it is needed: a ``login`` token is refreshed only then."""
+
+
 class ApiClient:
-    def __init__(self, base_url: str, token: str | None, timeout: float = 30.0) -> None:
+    def __init__(self, base_url: str, token: str | TokenSource | None, timeout: float = 30.0) -> None:
         self.base_url = base_url.rstrip("/")
-        self.token = token
+        self._token = token
         self.timeout = timeout
+
+    def bearer(self) -> str:
+        """The token to send; a usage error when there is none."""
+        token = self._token() if callable(self._token) else self._token
+        if not token:
+            raise UsageError(
+                "no token: run 'platformctl login', pass --token or set PLATFORM_TOKEN "
+                "('platformctl token mint' makes a development one)"
+            )
+        self._token = token  # a login token is read, and refreshed, once per command
+        return token
 
     def request(
         self,
@@ -92,14 +108,14 @@ class ApiClient:
         params: dict[str, Any] | None = None,
         json_body: Any = None,
         headers: dict[str, str] | None = None,
+        authenticated: bool = True,
     ) -> Reply:
-        """Send one request; raises :class:`CliError` for transport failures and error statuses."""
-        if not self.token:
-            raise UsageError(
-                "no token: pass --token or set PLATFORM_TOKEN; 'platformctl token mint' makes one"
-            )
+        """Send one request (with the bearer token unless ``authenticated`` is false: the
+        public sign-in settings); raises :class:`CliError` for transport failures and error
+        statuses."""
+        auth = {"Authorization": f"Bearer {self.bearer()}"} if authenticated else {}
         sent_headers = {
-            "Authorization": f"Bearer {self.token}",
+            **auth,
             "Accept": "application/json",
             **(headers or {}),
         }
@@ -132,3 +148,6 @@ class ApiClient:
 
     def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
         return self.request("GET", path, params=params).body
+
+    def get_public(self, path: str) -> Any:
+        return self.request("GET", path, authenticated=False).body

@@ -6,19 +6,22 @@ from __future__ import annotations
 
 import argparse
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 from contracts.attestation import sign_approval
 from services.tools.platformctl import catalog_commands
 from services.tools.platformctl.catalog_commands import CLASSES
-from services.tools.platformctl.client import CliError, UsageError
+from services.tools.platformctl.client import ApiClient, CliError, UsageError, redact
 from services.tools.platformctl.context import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, Context
+from services.tools.platformctl.oidc import AUTH_CONFIG, expiry_of
 from services.tools.platformctl.output import CLASS_COLUMNS, EVENT_COLUMNS, REQUEST_COLUMNS, emit
 from services.tools.platformctl.tokens import mint, parse_duration, split_teams
 
 REQUESTS = "/v1/environment-requests"
+# Short: minting is local, and a blackholed API must not make it hang.
+STRICT_CHECK_SECONDS = 3.0
 
 # `request wait` ends successfully on READY and unsuccessfully on any of FAILED_STATUSES:
 # from those the request cannot reach ready without someone acting.
@@ -48,6 +51,7 @@ def token_mint(args: argparse.Namespace, ctx: Context) -> int:
         ttl = parse_duration(args.ttl)
     except ValueError as exc:
         raise UsageError(f"--ttl: {exc}") from None
+    refuse_in_strict_production(ctx)
     token = mint(
         secret=secret,
         subject=subject,
@@ -64,11 +68,31 @@ def token_mint(args: argparse.Namespace, ctx: Context) -> int:
     return EXIT_OK
 
 
+def refuse_in_strict_production(ctx: Context) -> None:
+    """A gateway in strict production mode takes its identity provider's tokens only: minting
+    for it is a mistake worth stopping early. Minting needs no API, so one that cannot be
+    asked (offline, an older gateway) does not stop it."""
+    try:
+        published = ApiClient(ctx.api.base_url, None, timeout=STRICT_CHECK_SECONDS).get_public(AUTH_CONFIG)
+    except CliError:
+        return
+    if isinstance(published, dict) and published.get("strict_production") is True:
+        raise CliError(
+            f"the API at {redact(ctx.api.base_url)} runs in strict production mode and refuses "
+            "development tokens; sign in with 'platformctl login' instead"
+        )
+
+
 # -- identity and classes ------------------------------------------------------------------------
 
 
 def whoami(_: argparse.Namespace, ctx: Context) -> int:
-    emit(ctx.stdout, ctx.api.get("/v1/whoami"), ctx.output)
+    """The caller as the API resolved it, and when the token expires."""
+    identity = ctx.api.get("/v1/whoami")
+    expires_at = expiry_of(ctx.api.bearer())
+    if isinstance(identity, dict) and expires_at is not None:
+        identity["expires_at"] = datetime.fromtimestamp(expires_at, UTC).isoformat().replace("+00:00", "Z")
+    emit(ctx.stdout, identity, ctx.output)
     return EXIT_OK
 
 

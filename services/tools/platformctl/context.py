@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from services.tools.platformctl.client import ApiClient
+from services.tools.platformctl.config_file import CliConfig
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -27,6 +28,9 @@ class Context:
     stderr: TextIO
     secret: str | None
     approval_secret: str | None = None
+    config: CliConfig | None = None
+    # The context in use (--context, else the current one), if any.
+    context_name: str | None = None
 
     def note(self, text: str) -> None:
         self.stderr.write(text + "\n")

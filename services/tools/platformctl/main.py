@@ -1,5 +1,6 @@
 """platformctl: ask for environments and follow them from a terminal or a script.
 
+    platformctl login --api https://platform.example.com     # or: token mint (development)
     platformctl token mint --role requester --actor alice@example.com --team payments
     platformctl classes
     platformctl request create --app payments-api --team payments --class preview \\
@@ -10,6 +11,8 @@
     platformctl events tail
 
 Output is a table on a terminal and JSON when piped (`| jq -r .id`); `-o` chooses.
+--api/--token win over PLATFORM_API/PLATFORM_TOKEN, which win over the context
+(`platformctl config get-contexts`; --context picks another).
 Exit codes: 0 success (and `wait`: ready); 1 the API refused or failed, or could not be
 reached (and `wait`: failed/rejected); 2 usage error: a flag or its value is missing or
 invalid, nothing was sent (the message ends with "see '... --help'"); `wait` also exits 2
@@ -21,15 +24,18 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from functools import partial
 from typing import NoReturn, TextIO
 
 from contracts.roles import ROLE_NAMES
 from libs.settings import SettingsError, load_settings, reveal
-from services.tools.platformctl import catalog_commands, commands, event_commands
+from services.tools.platformctl import catalog_commands, commands, event_commands, login_commands
 from services.tools.platformctl.client import ApiClient, CliError, UsageError
+from services.tools.platformctl.config_file import load_config
 from services.tools.platformctl.context import EXIT_USAGE, Command, Context
 from services.tools.platformctl.output import FORMATS
 from services.tools.platformctl.settings import CliSettings
+from services.tools.platformctl.targets import resolve_target, selected_context
 
 PROG = "platformctl"
 
@@ -56,6 +62,9 @@ def add_common(parser: argparse.ArgumentParser, *, top_level: bool) -> None:
         "--api", default=default, help="API base URL (env PLATFORM_API, default http://localhost:8080)"
     )
     parser.add_argument("--token", default=default, help="bearer token (env PLATFORM_TOKEN)")
+    parser.add_argument(
+        "--context", default=default, help="context of the config file to use (default: the current one)"
+    )
     parser.add_argument(
         "-o",
         "--output",
@@ -153,14 +162,23 @@ def add_policy_catalog_commands(root: argparse._SubParsersAction[Parser]) -> Non
         )
 
 
-def add_team_commands(root: argparse._SubParsersAction[Parser]) -> None:
+def add_team_flag(parser: argparse.ArgumentParser, default_team: str | None, help_text: str) -> None:
+    """``--team``, required unless the context names a default team."""
+    if default_team is None:
+        parser.add_argument("--team", required=True, help=help_text)
+    else:
+        parser.add_argument(
+            "--team", default=default_team, help=f"{help_text} (context default {default_team})"
+        )
+
+
+def add_team_commands(root: argparse._SubParsersAction[Parser], default_team: str | None) -> None:
     teams = root.add_parser("teams", help="team budgets and spend")
     sub = teams.add_subparsers(
         dest="teams_command", required=True, metavar="{get,set-budget}", parser_class=Parser
     )
-    command(sub, "get", catalog_commands.teams_get, "a team's budget and current spend").add_argument(
-        "--team", required=True
-    )
+    get = command(sub, "get", catalog_commands.teams_get, "a team's budget and current spend")
+    add_team_flag(get, default_team, "the team")
     budget = command(
         sub, "set-budget", catalog_commands.teams_set_budget, "set a team's monthly budget (admin)"
     )
@@ -169,7 +187,7 @@ def add_team_commands(root: argparse._SubParsersAction[Parser]) -> None:
     budget.add_argument("--clear", action="store_true", help="remove the team's budget")
 
 
-def add_request_commands(root: argparse._SubParsersAction[Parser]) -> None:
+def add_request_commands(root: argparse._SubParsersAction[Parser], default_team: str | None) -> None:
     request = root.add_parser("request", help="environment requests")
     sub = request.add_subparsers(
         dest="request_command",
@@ -180,7 +198,7 @@ def add_request_commands(root: argparse._SubParsersAction[Parser]) -> None:
 
     create = command(sub, "create", commands.request_create, "ask for an environment")
     create.add_argument("--app", required=True, help="application name (DNS label)")
-    create.add_argument("--team", required=True, help="owning team (DNS label)")
+    add_team_flag(create, default_team, "owning team (DNS label)")
     create.add_argument("--class", dest="class_name", required=True, help="environment class")
     create.add_argument("--region", required=True, help="one of the class's regions")
     create.add_argument("--ttl", required=True, help="lifetime in hours (24 or 24h)")
@@ -262,29 +280,75 @@ def add_event_commands(root: argparse._SubParsersAction[Parser]) -> None:
     replay.add_argument("--id", required=True, type=int, help="dead letter id (see events dlq)")
 
 
-# Groups of commands; later ones (request approve|reject|reconcile|extend|delete,
-# classes apply, events tail|replay|dlq) register here the same way.
-COMMAND_GROUPS: tuple[Callable[[argparse._SubParsersAction[Parser]], None], ...] = (
-    add_token_commands,
-    add_class_commands,
-    add_request_commands,
-    add_event_commands,
-    add_policy_catalog_commands,
-    add_team_commands,
-)
+def add_session_commands(root: argparse._SubParsersAction[Parser]) -> None:
+    login = command(
+        root,
+        "login",
+        login_commands.login,
+        "sign in with the API's identity provider (device code; --browser: this machine's browser)",
+    )
+    login.add_argument("--browser", action="store_true", help="sign in in a browser on this machine (PKCE)")
+    # login creates the context it names; logout may clean up after one removed from the file.
+    login.set_defaults(context_optional=True)
+    logout = command(root, "logout", login_commands.logout, "forget the context's tokens (and revoke them)")
+    logout.set_defaults(context_optional=True)
 
 
-def build_parser() -> Parser:
+def add_config_commands(root: argparse._SubParsersAction[Parser]) -> None:
+    config = root.add_parser("config", help="contexts: which API, issuer, team and output to use")
+    sub = config.add_subparsers(
+        dest="config_command",
+        required=True,
+        metavar="{get-contexts,use-context,set-context}",
+        parser_class=Parser,
+    )
+    command(sub, "get-contexts", login_commands.get_contexts, "list the contexts (* marks the current one)")
+    use = command(sub, "use-context", login_commands.use_context, "make a context the current one")
+    use.add_argument("name")
+    # Not `command`: its --api and --output are the context's, not this call's.
+    change = sub.add_parser(
+        "set-context",
+        help="create or change a context",
+        description="create a context (--api required) or change the fields given; '' removes a field",
+    )
+    change.set_defaults(run=login_commands.set_context, usage_prog=change.prog)
+    change.add_argument("name")
+    change.add_argument("--api", dest="context_api", help="the API's base URL")
+    change.add_argument("--issuer", dest="context_issuer", help="the identity provider (login sets it)")
+    change.add_argument("--team", dest="context_team", help="default --team of request create, teams get")
+    change.add_argument(
+        "--output", dest="context_output", choices=(*FORMATS, ""), help="default output format"
+    )
+    for parser in (use, change):
+        # Switching away from, or repairing, a current context the file no longer defines.
+        parser.set_defaults(context_optional=True)
+
+
+def build_parser(default_team: str | None = None) -> Parser:
+    """The command line; ``default_team`` (the context's) makes ``--team`` optional where it
+    names the team to act for."""
     parser = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common(parser, top_level=True)
     root = parser.add_subparsers(
         dest="command",
         required=True,
-        metavar="{token,whoami,classes,request,events,teams,quota-profiles,policy-packs}",
+        metavar=(
+            "{login,logout,whoami,config,token,classes,request,events,teams,quota-profiles,policy-packs}"
+        ),
         parser_class=Parser,
     )
-    command(root, "whoami", commands.whoami, "show who the API thinks you are")
-    for add_group in COMMAND_GROUPS:
+    command_groups: tuple[Callable[[argparse._SubParsersAction[Parser]], None], ...] = (
+        add_session_commands,
+        add_config_commands,
+        add_token_commands,
+        add_class_commands,
+        partial(add_request_commands, default_team=default_team),
+        add_event_commands,
+        add_policy_catalog_commands,
+        partial(add_team_commands, default_team=default_team),
+    )
+    command(root, "whoami", commands.whoami, "show who the API thinks you are and when the token expires")
+    for add_group in command_groups:
         add_group(root)
     return parser
 
@@ -294,8 +358,38 @@ def default_output(stdout: TextIO) -> str:
     return "table" if stdout.isatty() else "json"
 
 
+def context_team(argv: list[str] | None) -> str | None:
+    """The default team of the context this command line uses, read before it is parsed
+    (it decides whether ``--team`` is required); None when anything is amiss, which the
+    full parse then reports."""
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--context")
+    try:
+        known, _ = early.parse_known_args(argv)
+        config = load_config(load_settings(CliSettings).config_path)
+        _, entry = selected_context(known, config)
+    except (SystemExit, SettingsError, CliError):
+        return None
+    return entry.team if entry else None
+
+
+def build_context(args: argparse.Namespace, settings: CliSettings) -> Context:
+    config = load_config(settings.config_path)
+    target = resolve_target(args, settings, config)
+    return Context(
+        api=ApiClient(target.api, target.token),
+        output=target.output or default_output(sys.stdout),
+        stdout=sys.stdout,
+        stderr=sys.stderr,
+        secret=reveal(settings.jwt_secret),
+        approval_secret=reveal(settings.approval_secret),
+        config=config,
+        context_name=target.context,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    args, extra = build_parser().parse_known_args(argv)
+    args, extra = build_parser(context_team(argv)).parse_known_args(argv)
     if extra:
         # Reported against the command they were given to, so its --help is the one to read.
         return usage_error(getattr(args, "usage_prog", PROG), f"unrecognized arguments: {' '.join(extra)}")
@@ -304,16 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         # A PLATFORM_* variable standing in for a flag is unusable: a usage error too.
         return usage_error(PROG, str(exc))
-    ctx = Context(
-        api=ApiClient(args.api or settings.api, args.token or reveal(settings.token)),
-        output=args.output or default_output(sys.stdout),
-        stdout=sys.stdout,
-        stderr=sys.stderr,
-        secret=reveal(settings.jwt_secret),
-        approval_secret=reveal(settings.approval_secret),
-    )
     try:
-        return int(args.run(args, ctx))
+        return int(args.run(args, build_context(args, settings)))
     except UsageError as exc:
         return usage_error(args.usage_prog, exc.message)
     except CliError as exc:
