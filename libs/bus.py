@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import nats
 from nats.aio.client import Client as NatsClient
@@ -83,6 +84,7 @@ async def connect_nats(settings: BusSettings, name: str, timeout: float = 30.0) 
             nats.connect(
                 servers=servers,
                 name=name,
+                **identity_options(settings),
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,
                 connect_timeout=5,
@@ -97,6 +99,27 @@ async def connect_nats(settings: BusSettings, name: str, timeout: float = 30.0) 
         )
     except TimeoutError:
         raise NatsUnavailable(f"NATS not reachable within {timeout:.0f}s (check PLATFORM_NATS_URL)") from None
+
+
+def identity_options(settings: BusSettings) -> dict[str, Any]:
+    """How this process proves who it is to NATS (docs/security.md): its NKEY seed, the inbox
+    prefix its identity may subscribe to, and TLS. Nothing set: an anonymous plain connection."""
+    options: dict[str, Any] = {"inbox_prefix": settings.nats_inbox_prefix}
+    if settings.nats_nkey_seed:
+        options["nkeys_seed_str"] = settings.nats_nkey_seed.reveal()
+    if settings.nats_tls_ca_file or settings.nats_tls_cert_file:
+        options["tls"] = tls_context(settings)
+    return options
+
+
+def tls_context(settings: BusSettings) -> ssl.SSLContext:
+    """Verifies the server against ``PLATFORM_NATS_TLS_CA_FILE`` (else the system's CAs) and
+    presents the client certificate when one is set (mutual TLS)."""
+    ca_file = str(settings.nats_tls_ca_file) if settings.nats_tls_ca_file else None
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+    if settings.nats_tls_cert_file and settings.nats_tls_key_file:
+        context.load_cert_chain(settings.nats_tls_cert_file, settings.nats_tls_key_file)
+    return context
 
 
 def stream_config(settings: BusSettings) -> StreamConfig:

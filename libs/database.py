@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from psycopg import AsyncConnection, OperationalError
@@ -108,6 +109,17 @@ def service_conninfo(
     for key, value in _KEEPALIVES.items():
         params.setdefault(key, value)
     return make_conninfo(**params)  # type: ignore[arg-type]
+
+
+def with_tls(dsn: str, sslmode: str | None, sslrootcert: Path | None) -> str:
+    """The DSN with ``PLATFORM_POSTGRES_SSLMODE`` / ``PLATFORM_POSTGRES_SSLROOTCERT`` applied:
+    set, they win over the DSN's own ``sslmode``/``sslrootcert``; unset, the DSN is unchanged
+    (a DSN may carry them itself, as libpq allows)."""
+    overrides = {"sslmode": sslmode, "sslrootcert": str(sslrootcert) if sslrootcert else None}
+    overrides = {key: value for key, value in overrides.items() if value}
+    if not overrides:
+        return dsn
+    return make_conninfo(dsn, **overrides)
 
 
 class DeadlineConnection(AsyncConnection[dict[str, Any]]):

@@ -99,8 +99,12 @@ class EmbeddedNats:
         sync_always: bool = False,
         http_port: int | None = None,
         on_spawn: OnSpawn | None = None,
+        authorization: str | None = None,
     ) -> None:
         self.store_dir = store_dir
+        # nats-server's ``authorization`` block (its users and their permissions); with it
+        # the server refuses anonymous connections.
+        self.authorization = authorization
         self.on_spawn = on_spawn
         self.port = port or free_port()
         self.sync_always = sync_always
@@ -129,6 +133,7 @@ class EmbeddedNats:
         config.write_text(
             f'listen: "127.0.0.1:{self.port}"\n{monitoring}'
             f'jetstream {{\n  store_dir: "{self.store_dir / "jetstream"}"{sync}\n}}\n'
+            f"{self.authorization or ''}"
         )
         log = self.store_dir / "nats-server.log"
         self.process = subprocess.Popen(

@@ -443,6 +443,27 @@ class BusSettings(SettingsGroup):
     nats_url: SecretUrl = setting(
         "PLATFORM_NATS_URL", SecretUrl("nats://127.0.0.1:4222"), doc="NATS server URL(s), comma separated."
     )
+    nats_nkey_seed: Secret | None = setting(
+        "PLATFORM_NATS_NKEY_SEED",
+        None,
+        doc="NKEY seed of this process's NATS identity (docs/security.md); usually "
+        "PLATFORM_NATS_NKEY_SEED_FILE, a file holding it. Unset: connect without one.",
+    )
+    nats_inbox_prefix: str = setting(
+        "PLATFORM_NATS_INBOX_PREFIX",
+        "_INBOX",
+        doc="Subject prefix of this process's replies; with identities, the one its identity may "
+        "subscribe to (`platformd nats-config` lists them, e.g. _INBOX_intake).",
+    )
+    nats_tls_ca_file: Path | None = setting(
+        "PLATFORM_NATS_TLS_CA_FILE", None, doc="CA bundle the NATS server's certificate is verified with."
+    )
+    nats_tls_cert_file: Path | None = setting(
+        "PLATFORM_NATS_TLS_CERT_FILE", None, doc="Client certificate for NATS (mutual TLS)."
+    )
+    nats_tls_key_file: Path | None = setting(
+        "PLATFORM_NATS_TLS_KEY_FILE", None, doc="Private key of PLATFORM_NATS_TLS_CERT_FILE."
+    )
     nats_ping_interval_seconds: Annotated[float, Bounds(gt=0)] = setting(
         "PLATFORM_NATS_PING_INTERVAL_SECONDS",
         5.0,
@@ -477,6 +498,12 @@ class BusSettings(SettingsGroup):
         900.0,
         doc="Server-side dedup window; must exceed the relay's worst retry gap.",
     )
+
+    def validate(self) -> list[str]:
+        problems = super().validate()
+        if bool(self.nats_tls_cert_file) != bool(self.nats_tls_key_file):
+            problems.append("PLATFORM_NATS_TLS_CERT_FILE and PLATFORM_NATS_TLS_KEY_FILE go together")
+        return problems
 
 
 @dataclass(frozen=True)
@@ -515,13 +542,26 @@ class DatabaseSettings(SettingsGroup):
     postgres_connect_timeout_seconds: Annotated[float, Bounds(gt=0)] = setting(
         "PLATFORM_POSTGRES_CONNECT_TIMEOUT_SECONDS", 10.0, doc="Limit for opening one connection."
     )
+    postgres_sslmode: str | None = setting(
+        "PLATFORM_POSTGRES_SSLMODE",
+        None,
+        doc="libpq sslmode (verify-full in production); wins over one in the DSN. Unset: the DSN's, "
+        "else libpq's default (prefer).",
+    )
+    postgres_sslrootcert: Path | None = setting(
+        "PLATFORM_POSTGRES_SSLROOTCERT",
+        None,
+        doc="CA bundle the Postgres server's certificate is verified with (libpq sslrootcert).",
+    )
     auto_migrate: bool = setting("PLATFORM_AUTO_MIGRATE", False, doc="Apply pending migrations on start.")
 
     def require_dsn(self) -> str:
-        """The DSN itself, for opening connections."""
+        """The DSN itself, with the TLS settings, for opening connections."""
+        from libs.database import with_tls  # the database module builds on these settings
+
         if not self.postgres_dsn:
             raise SettingsError(["PLATFORM_POSTGRES_DSN is required"])
-        return self.postgres_dsn.reveal()
+        return with_tls(self.postgres_dsn.reveal(), self.postgres_sslmode, self.postgres_sslrootcert)
 
 
 @dataclass(frozen=True)

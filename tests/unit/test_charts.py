@@ -121,6 +121,7 @@ def everything_values(chart: str) -> dict[str, Any]:
         "extraVolumes": [{"name": "ssh", "secret": {"secretName": "platform-ssh"}}],
         "extraVolumeMounts": [{"name": "ssh", "mountPath": "/home/platform/.ssh", "readOnly": True}],
         "image": {"digest": "sha256:" + "0" * 64},
+        "natsIdentity": {"existingSecret": f"platform-nats-{chart}"},
     }
     if chart == "gateway":
         values["ingress"] = {

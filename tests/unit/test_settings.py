@@ -316,6 +316,7 @@ SECRET_VALUES = {
     "PLATFORM_JWT_HS256_SECRET": ("jwt-secret-2b6-" + "j" * 32, "2b6"),
     "PLATFORM_APPROVAL_HMAC_SECRET": ("approval-secret-8f0-" + "a" * 32, "8f0"),
     "PLATFORM_ATTESTATION_HMAC_SECRET": ("attestation-key-6e4-" + "t" * 32, "6e4"),
+    "PLATFORM_NATS_NKEY_SEED": ("SUAnkey-seed-1d7", "1d7"),
 }
 
 

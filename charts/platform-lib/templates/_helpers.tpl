@@ -94,10 +94,12 @@ Settings the code marks secret (`setting(..., secret=True)`). They may only be r
 into a Secret; tests/unit/test_charts.py fails when this list and the code disagree.
 */}}
 {{- define "platform-lib.secretSettings" -}}
-{{- list "PLATFORM_POSTGRES_DSN" "PLATFORM_NATS_URL" "PLATFORM_JWT_HS256_SECRET" "PLATFORM_APPROVAL_HMAC_SECRET" "PLATFORM_ATTESTATION_HMAC_SECRET" "PLATFORM_GITOPS_REPO_URL" "PLATFORM_GIT_TOKEN" | toJson -}}
+{{- list "PLATFORM_POSTGRES_DSN" "PLATFORM_NATS_URL" "PLATFORM_JWT_HS256_SECRET" "PLATFORM_APPROVAL_HMAC_SECRET" "PLATFORM_ATTESTATION_HMAC_SECRET" "PLATFORM_GITOPS_REPO_URL" "PLATFORM_GIT_TOKEN" "PLATFORM_NATS_NKEY_SEED" | toJson -}}
 {{- end -}}
 
 {{- define "platform-lib.kubeconfigDir" -}}/etc/platform/kubeconfig{{- end -}}
+
+{{- define "platform-lib.natsIdentityDir" -}}/etc/platform/nats{{- end -}}
 
 {{/*
 Variables derived from other values, so the probes, the container port and the mounts
@@ -112,6 +114,13 @@ PLATFORM_GITOPS_REPO_PATH: {{ printf "%s/repo.git" (trimSuffix "/" .mountPath) |
 {{- with .Values.kubeconfig }}
 {{- if .existingSecret }}
 PLATFORM_KUBECONFIG: {{ printf "%s/config" (include "platform-lib.kubeconfigDir" $) | quote }}
+{{- end }}
+{{- end }}
+{{- with .Values.natsIdentity }}
+{{- if .existingSecret }}
+PLATFORM_NATS_NKEY_SEED_FILE: {{ printf "%s/seed" (include "platform-lib.natsIdentityDir" $) | quote }}
+{{- /* The replies of this identity's requests: the only inbox it may subscribe to. */}}
+PLATFORM_NATS_INBOX_PREFIX: {{ printf "_INBOX_%s" (include "platform-lib.serviceName" $ | replace "-" "_") | quote }}
 {{- end }}
 {{- end }}
 {{- end -}}
@@ -198,6 +207,17 @@ client writes CA files there), the kubeconfig Secret, and extraVolumes.
         path: config
 {{- end }}
 {{- end }}
+{{- with .Values.natsIdentity }}
+{{- if .existingSecret }}
+- name: nats-identity
+  secret:
+    secretName: {{ .existingSecret | quote }}
+    defaultMode: 0440
+    items:
+      - key: {{ .key | default "nkey-seed" | quote }}
+        path: seed
+{{- end }}
+{{- end }}
 {{- with .Values.extraVolumes }}
 {{ toYaml . }}
 {{- end }}
@@ -210,6 +230,13 @@ client writes CA files there), the kubeconfig Secret, and extraVolumes.
 {{- if .existingSecret }}
 - name: kubeconfig
   mountPath: {{ include "platform-lib.kubeconfigDir" $ }}
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- with .Values.natsIdentity }}
+{{- if .existingSecret }}
+- name: nats-identity
+  mountPath: {{ include "platform-lib.natsIdentityDir" $ }}
   readOnly: true
 {{- end }}
 {{- end }}

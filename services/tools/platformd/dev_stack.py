@@ -43,7 +43,18 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from libs.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedServerError, free_port
 from libs.migrations import discover, migrate
-from libs.settings import Bounds, Secret, SecretUrl, load_settings, reveal, setting, split_address
+from libs.settings import (
+    Bounds,
+    BusSettings,
+    Secret,
+    SecretUrl,
+    load_settings,
+    reveal,
+    setting,
+    split_address,
+)
+from services.tools.nats_permissions import OPERATOR, SUBSCRIBER
+from services.tools.platformd.nats_identities import BusIdentities, ensure_identities
 from services.tools.platformd.process_stack import (
     ProcessStack,
     ServiceProcess,
@@ -51,7 +62,7 @@ from services.tools.platformd.process_stack import (
     process_name,
     python_bin_dir,
 )
-from services.tools.platformd.registry import BACKEND_SERVICES, ops_port_order, service_entry
+from services.tools.platformd.registry import BACKEND_SERVICES, SERVICES, ops_port_order, service_entry
 
 DEV_JWT_SECRET = "dev-jwt-secret"  # noqa: S105 - printed development default, refused in strict mode
 DEV_APPROVAL_SECRET = "dev-approval-secret"  # noqa: S105 - printed development default
@@ -89,6 +100,12 @@ class DevStackSettings:
         "PLATFORM_APPROVAL_HMAC_SECRET", Secret(DEV_APPROVAL_SECRET), doc="Dev approval secret."
     )
     nats_port: int = setting("PLATFORM_DEV_NATS_PORT", 14222, doc="Preferred port of the embedded NATS.")
+    nats_identities: bool = setting(
+        "PLATFORM_DEV_NATS_IDENTITIES",
+        True,
+        doc="The embedded NATS admits only the platform's identities (a seed per service, "
+        "state/nats/subscriber.nk, state/nats/operator.nk; docs/security.md); false: anonymous.",
+    )
     nats_http_port: int = setting(
         "PLATFORM_DEV_NATS_HTTP_PORT",
         8222,
@@ -461,9 +478,12 @@ def run_dev_stack(replicas: int | None = None) -> int:
         _refuse_foreign_nats(state)
         _check_gateway_address(settings.address)
         nats_monitoring: str | None = None
+        identities: BusIdentities | None = None
         if settings.nats_url:
             nats_url = settings.nats_url.reveal()
         else:
+            if settings.nats_identities:
+                identities = ensure_identities(state / "nats", load_settings(BusSettings))
             # Assigned and recorded before it is ready: a Ctrl-C while it starts stops it
             # (the finally below), and a killed launcher's successor finds it in the ledger.
             nats = EmbeddedNats(
@@ -471,6 +491,7 @@ def run_dev_stack(replicas: int | None = None) -> int:
                 port=_preferred_port(settings.nats_port),
                 http_port=_preferred_port(settings.nats_http_port) or free_port(),
                 on_spawn=lambda process: ledger.record(NATS_ROLE, process.pid),
+                authorization=identities.authorization if identities is not None else None,
             )
             nats.start()
             nats_url = nats.url
@@ -508,6 +529,7 @@ def run_dev_stack(replicas: int | None = None) -> int:
             environment,
             state / "logs",
             gateway_address=settings.address,
+            service_environment=identities.service_environment(SERVICES) if identities is not None else {},
             ops_ports=_ops_ports(settings),
             replicas=settings.replicas,
             on_start=lambda process: _record_service(ledger, process),
@@ -522,12 +544,17 @@ def run_dev_stack(replicas: int | None = None) -> int:
             api_url=stack.api_url,
             nats_url=None if settings.nats_url else nats_url,
             nats_monitoring_url=nats_monitoring,
+            nats_seed_files=(
+                {name: identities.seed_files[name] for name in (SUBSCRIBER, OPERATOR)}
+                if identities is not None
+                else {}
+            ),
             postgres_dsn=postgres.dsn("platform") if postgres is not None else None,
             remote=None if settings.gitops_repo_url else remote,
             state=state,
             ops_urls={name: stack.ops_url(name) for name in _ops_process_names(settings.replicas)},
-            jwt_secret=settings.jwt_secret.reveal(),
-            approval_secret=settings.approval_secret.reveal(),
+            jwt_secret=settings.jwt_secret,
+            approval_secret=settings.approval_secret,
             platformctl=_platformctl_path(),
         )
         _say(render_banner(facts))
@@ -614,13 +641,16 @@ class BannerFacts:
     api_url: str
     nats_url: str | None
     nats_monitoring_url: str | None
+    # The seed files of the identities people use (subscriber, operator); empty: anonymous NATS.
+    nats_seed_files: Mapping[str, Path]
     postgres_dsn: str | None
     remote: str | None
     state: Path
     # Ops URL of every backend process (replicas included), in the order shown.
     ops_urls: Mapping[str, str]
-    jwt_secret: str
-    approval_secret: str
+    # Shown only while they are the development defaults: a secret the user set stays theirs.
+    jwt_secret: Secret
+    approval_secret: Secret
     platformctl: str
 
 
@@ -629,18 +659,37 @@ def _platformctl_path() -> str:
     return str(python_bin_dir().absolute() / "platformctl")
 
 
+def _shown(secret: Secret, default: str, variable: str) -> str:
+    """A development default as it is (the docs print it too); anything else by its variable only."""
+    if secret.reveal() == default:
+        return f"{default} (dev default)"
+    return f"{secret} (your {variable})"
+
+
 def render_banner(facts: BannerFacts) -> str:
     """The text printed once the stack is ready. Its "Try it" lines are a shell script
     that works as printed: they begin with ``export PLATFORM_API=...`` (platformctl and the
     curl lines read it), so a changed ``PLATFORM_ADDRESS`` is followed everywhere."""
     q = shlex.quote
     ctl = q(facts.platformctl)
-    note = {True: " (dev default)", False: ""}
+    jwt_is_default = facts.jwt_secret.reveal() == DEV_JWT_SECRET
     if facts.nats_url is None:
         nats = "external (PLATFORM_NATS_URL)"
     else:
         monitoring = facts.nats_monitoring_url
         nats = f"{facts.nats_url} (embedded; monitoring {monitoring}/varz, /jsz, /healthz)"
+    # Anonymous connections are refused: these seeds are how people reach the bus.
+    nats_keys = "".join(f"\n    {name:12} {path}" for name, path in facts.nats_seed_files.items())
+    operator_seed = facts.nats_seed_files.get(OPERATOR)
+    nats_cli = (
+        f"  # the bus as the operator (the nats CLI): nats --server {facts.nats_url} "
+        f"--nkey {q(str(operator_seed))} stream ls\n"
+        if operator_seed is not None
+        else ""
+    )
+    # Without --secret, platformctl takes PLATFORM_JWT_HS256_SECRET, which a user who set
+    # their own secret has in their environment.
+    mint_secret = f" --secret {q(DEV_JWT_SECRET)}" if jwt_is_default else ""
     postgres = (
         "external (PLATFORM_POSTGRES_DSN)"
         if facts.postgres_dsn is None
@@ -655,12 +704,12 @@ def render_banner(facts: BannerFacts) -> str:
     return f"""
 platform-control-plane is running
   API            {facts.api_url}   (OpenAPI: {facts.api_url}/schema)
-  NATS           {nats}
+  NATS           {nats}{nats_keys}
   Postgres       {postgres}
   GitOps remote  {remote}
   State, logs    {facts.state}  ({facts.state / "logs"})
-  JWT secret     {facts.jwt_secret}{note[facts.jwt_secret == DEV_JWT_SECRET]}
-  Approval key   {facts.approval_secret}{note[facts.approval_secret == DEV_APPROVAL_SECRET]}
+  JWT secret     {_shown(facts.jwt_secret, DEV_JWT_SECRET, "PLATFORM_JWT_HS256_SECRET")}
+  Approval key   {_shown(facts.approval_secret, DEV_APPROVAL_SECRET, "PLATFORM_APPROVAL_HMAC_SECRET")}
 
 Ops ports: GET <url>/healthz, <url>/readyz, <url>/metrics; log files in {facts.state / "logs"}
   {"gateway":22} {facts.api_url:24} gateway.log (ops on the API port)
@@ -669,11 +718,11 @@ Ops ports: GET <url>/healthz, <url>/readyz, <url>/metrics; log files in {facts.s
 Try it (in another terminal):
   export PLATFORM_API={facts.api_url}
   export PLATFORM_TOKEN=$({ctl} token mint --subject alice --actor alice@example.com --role requester \\
-        --team payments --secret {q(facts.jwt_secret)})
+        --team payments{mint_secret})
   ID=$({ctl} request create --app payments-api --team payments --class preview --region us-east-1 \\
         --ttl 24 --owner alice@example.com --repo https://github.com/example/payments-api.git | jq -r .id)
   {ctl} request wait --id "$ID"
-{git_log}
+{git_log}{nats_cli}
   # or with curl:
   ID=$(curl -s -H "Authorization: Bearer $PLATFORM_TOKEN" -H 'Content-Type: application/json' \\
         -d '{{"app": "payments-api", "team": "payments", "class": "preview", "region": "us-east-1",

@@ -6,6 +6,10 @@ platformd migrate <service|all>  apply pending migrations and exit
 platformd dev [--replicas N]     embedded NATS + Postgres and all seven services
                                  (N processes of each backend service; the gateway runs once)
 platformd config <service>       list the service's settings and their defaults
+platformd nats-config [--format table|server|helm]
+                                 the NATS identities and their subject permissions: as a
+                                 table, as nats-server's authorization block, or as values
+                                 for the official NATS Helm chart (deploy/nats/identities.yaml)
 platformd clean-state            delete dev's state and its embedded Postgres cluster (make clean)
 """
 
@@ -79,6 +83,24 @@ def config_command(name: str) -> int:
     return 0
 
 
+NATS_CONFIG_FORMATS = ("table", "server", "helm")
+
+
+def nats_config_command(output_format: str) -> int:
+    """The permission model for the subjects and stream these settings name."""
+    from services.tools import nats_permissions
+
+    settings = load_settings(BusSettings)
+    render = {
+        "table": nats_permissions.describe,
+        "server": nats_permissions.server_authorization,
+        "helm": nats_permissions.helm_values,
+    }[output_format]
+    sys.stdout.write(render(settings))
+    sys.stdout.flush()
+    return 0
+
+
 def _reader_left() -> int:
     """``platformd config gateway | head``: the reader closed the pipe; end quietly.
 
@@ -104,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="platformd", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("command", help="a service name, or migrate / dev / config / clean-state")
+    parser.add_argument(
+        "command", help="a service name, or migrate / dev / config / nats-config / clean-state"
+    )
     parser.add_argument("target", nargs="?", help="service for migrate/config (migrate accepts 'all')")
     parser.add_argument(
         "--replicas",
@@ -113,14 +137,24 @@ def main(argv: list[str] | None = None) -> int:
         help="dev only: run N processes of every backend service, each with its own ops port and\n"
         "log file (<service>-<n>.log); the gateway runs once. Default: PLATFORM_DEV_REPLICAS or 1",
     )
+    parser.add_argument(
+        "--format",
+        choices=NATS_CONFIG_FORMATS,
+        default="table",
+        help="nats-config only: table (default), server (nats-server's authorization block) or helm",
+    )
     args = parser.parse_args(argv)
     if args.replicas is not None and args.command != "dev":
         parser.error("--replicas applies to dev only")
+    if args.format != "table" and args.command != "nats-config":
+        parser.error("--format applies to nats-config only")
     try:
         if args.command == "dev":
             from services.tools.platformd.dev_stack import run_dev_stack
 
             return run_dev_stack(replicas=args.replicas)
+        if args.command == "nats-config":
+            return nats_config_command(args.format)
         if args.command == "clean-state":
             from services.tools.platformd.dev_stack import clean_dev_state
 
