@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-import operator
-import re
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -20,32 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import promql_parser
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.alerts import Sample, evaluate
 from tests.support.api_flows import PREVIEW
 from tests.support.otlp_receiver import OtlpReceiver
 from tests.support.stack import RunningStack
 from tests.unit.test_observability_assets import QUERIES, SUFFIXES, alert_rules, metric_names
-
-COMPARISONS: dict[str, Callable[[float, float], bool]] = {
-    ">": operator.gt,
-    "<": operator.lt,
-    "==": operator.eq,
-    "!=": operator.ne,
-    ">=": operator.ge,
-    "<=": operator.le,
-}
-AGGREGATIONS: dict[str, Callable[[list[float]], float]] = {"max": max, "min": min, "sum": sum}
-
-
-@dataclass(frozen=True)
-class Sample:
-    process: str
-    name: str
-    labels: dict[str, str]
-    value: float
 
 
 @dataclass
@@ -125,43 +105,6 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout:.0f}s: {what} {diagnose()}")
         time.sleep(0.5)
-
-
-def evaluate(expr: str, samples: list[Sample]) -> dict[tuple[str, ...], float]:
-    """An alert expression of the shape ``<agg> by (<labels>) (<selector>) <op> <number>``
-    over one scrape: the series that would fire, by their grouping labels."""
-    node = promql_parser.parse(expr)
-    assert isinstance(node, promql_parser.BinaryExpr), expr
-    assert isinstance(node.lhs, promql_parser.AggregateExpr), expr
-    assert isinstance(node.rhs, promql_parser.NumberLiteral), expr
-    selector = node.lhs.expr
-    assert isinstance(selector, promql_parser.VectorSelector), expr
-    modifier = node.lhs.modifier
-    assert modifier is not None, f"{expr}: aggregate by named labels"
-    by = list(modifier.labels)
-    groups: dict[tuple[str, ...], list[float]] = {}
-    for sample in samples:
-        if sample.name == selector.name and all(
-            _matches(m, sample.labels) for m in selector.matchers.matchers
-        ):
-            groups.setdefault(tuple(sample.labels.get(label, "") for label in by), []).append(sample.value)
-    aggregate, compare = AGGREGATIONS[str(node.lhs.op)], COMPARISONS[str(node.op)]
-    return {
-        key: value
-        for key, value in ((key, aggregate(values)) for key, values in groups.items())
-        if compare(value, node.rhs.val)
-    }
-
-
-def _matches(matcher: Any, labels: dict[str, str]) -> bool:
-    value = labels.get(matcher.name, "")
-    outcomes: dict[str, bool] = {
-        "MatchOp.Equal": value == matcher.value,
-        "MatchOp.NotEqual": value != matcher.value,
-        "MatchOp.Re": re.fullmatch(matcher.value, value) is not None,
-        "MatchOp.NotRe": re.fullmatch(matcher.value, value) is None,
-    }
-    return outcomes[str(matcher.op)]
 
 
 def test_every_dashboard_and_alert_metric_is_exported_and_the_request_is_counted(

@@ -12,11 +12,15 @@ import pytest
 from contracts.models import Actor
 from contracts.rpc import CreateRequest, GetRequest, ListClasses, ListRequests
 from libs.rpc import RpcClient, RpcError
+from libs.telemetry import REGISTRY
+from services.intake.adapters import metrics
 from services.intake.service_layer.handlers import IntakeService
+from tests.support.alerts import evaluate, registry_samples
 from tests.support.api_flows import PREVIEW
 from tests.support.bus import stream_events, wait_until
 from tests.support.seed_plans import QUOTAS
 from tests.support.services import catalog_replicated, running_services
+from tests.unit.test_observability_assets import alert_rules
 
 ALICE = Actor(subject="alice", actor="alice@example.com", role="requester", teams=["payments"])
 
@@ -232,3 +236,53 @@ async def test_anti_entropy_postponed_by_a_backlog_that_never_drains_runs_anyway
 
 async def _at_least(read: Any, value: int) -> bool:
     return bool(await read() >= value)
+
+
+async def test_a_request_retried_by_anti_entropy_keeps_aging_until_the_stuck_alert_fires(
+    platform_env: dict[str, str], rpc: RpcClient
+) -> None:
+    """Each retry asks again but is not progress: the oldest-age gauge counts from the last
+    change before the first retry, so PlatformRequestsStuck fires for a request nothing renders."""
+    [rule] = [rule for rule in alert_rules() if rule["alert"] == "PlatformRequestsStuck"]
+    async with running_services(["policy", "intake", "approval"], platform_env) as kits:
+        await catalog_replicated(rpc)
+        created = await rpc.call("intake", "create_request", CreateRequest(body=PREVIEW, actor=ALICE))
+        request_id = created["request"]["id"]
+
+        async def queued() -> Any:
+            current = await rpc.call("intake", "get_request", GetRequest(id=request_id, actor=ALICE))
+            return current if current["status"] == "queued" else None
+
+        await wait_until(queued, what="request queued")  # no renderer runs: it stays queued
+        pool = kits["intake"].pool
+        service = IntakeService(pool=pool, outbox=kits["intake"].outbox)
+
+        async def queued_age() -> float:
+            await metrics.refresh(pool)
+            age = REGISTRY.get_sample_value("platform_requests_oldest_age_seconds", {"status": "queued"})
+            assert age is not None
+            return age
+
+        ages = []
+        for _ in range(3):
+            await asyncio.sleep(0.3)
+            assert await service.retry_stalled(deadline_seconds=0.1) == 1
+            ages.append(await queued_age())
+        generation = (await rpc.call("intake", "get_request", GetRequest(id=request_id, actor=ALICE)))[
+            "generation"
+        ]
+        assert generation == 4
+        # Every retry just set updated_at, yet the age grew by the time between retries.
+        assert ages[0] >= 0.3
+        assert ages[2] - ages[0] >= 0.6, ages
+        assert not evaluate(rule["expr"], registry_samples(REGISTRY))
+
+        # The request last changed an hour before the anti-entropy first found it stalled.
+        async with pool.connection() as conn:
+            await conn.execute(
+                "UPDATE requests SET stalled_since = stalled_since - interval '1 hour' WHERE id = %s",
+                [request_id],
+            )
+        assert await service.retry_stalled(deadline_seconds=0.1) == 1
+        assert await queued_age() > 3600
+        assert ("queued",) in evaluate(rule["expr"], registry_samples(REGISTRY))

@@ -63,6 +63,7 @@ _COLUMNS = [
     "failure_kind",
     "failed_stage",
     "next_attempt_at",
+    "stalled_since",
     "git_removal_commit_sha",
     "deleted_at",
     "namespace_deleted",

@@ -185,6 +185,10 @@ class EnvironmentRequest:
     # Set while a stage waits to retry a dependency it could not reach (request.stage_retrying);
     # ``last_error`` then says why. Cleared when a stage reports progress.
     next_attempt_at: datetime | None = None
+    # When the anti-entropy found the request stalled, it had last changed at this time; kept
+    # across its retries (a re-drive is not progress) until the request leaves the statuses it
+    # re-drives or someone starts new work. Null while the request moves by itself.
+    stalled_since: datetime | None = None
     # The end of a teardown, as reported: the commit that removed the environment's manifests
     # from the GitOps repository (request.unpublished; null if there was nothing to remove),
     # when it ended, and whether the platform deleted the namespace (false: cluster apply is
@@ -229,6 +233,8 @@ class EnvironmentRequest:
             self.reached = self.status
         if changed:
             self.updated_at = now
+        if self.status not in STALLED:
+            self.stalled_since = None
         return changed
 
     def _policy_evaluated(self, data: RequestPolicyEvaluated, now: datetime) -> bool:
@@ -539,12 +545,16 @@ class EnvironmentRequest:
         A lost event (a crash of a JetStream node before it synced, an operator purging a
         stream) would otherwise leave the request queued or tearing down forever. The new
         generation makes every late event of the old one stale; each stage is idempotent.
+        The request stays stalled since its last change before the first retry, however often
+        it is retried (and re-run through stages it had passed), so a stuck one keeps aging.
         """
+        stalled_since = self.stalled_since or self.updated_at
         if self.status in (Status.QUEUED, Status.RECONCILING) and self.plan is not None:
             self.start_reconcile(requested_by=ANTI_ENTROPY_ACTOR, reason="retry", now=now)
         elif self.status in TEARING_DOWN:
             reason: Literal["deleted", "expired"] = "expired" if self.status is Status.EXPIRING else "deleted"
             self._start_teardown(self.status, requested_by=ANTI_ENTROPY_ACTOR, reason=reason, now=now)
+        self.stalled_since = stalled_since
 
     def expire(self, now: datetime) -> bool:
         """The sweeper's teardown of an environment past ``expires_at``; False if not due."""
@@ -563,6 +573,7 @@ class EnvironmentRequest:
         self.next_attempt_at = None
         self.failure_kind = self.failed_stage = None
         self.updated_at = now
+        self.stalled_since = None
         spec = self.spec
         self.outgoing.append(
             RequestTeardownRequested(
@@ -588,6 +599,7 @@ class EnvironmentRequest:
         self.next_attempt_at = None
         self.failure_kind = self.failed_stage = None
         self.updated_at = now
+        self.stalled_since = None
         self.outgoing.append(
             RequestReconcileRequested(
                 request_id=self.id,
