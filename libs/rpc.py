@@ -148,7 +148,7 @@ class RpcServer:
             **{"rpc.system": "nats", "rpc.service": self.service_name, "rpc.method": verb},
         ):
             try:
-                message = route.decoder.decode(request.data)
+                message = _decoded(route, request.data)
                 data = await self._within_deadline(lambda: self._in_slot(route.handler, message), arrived)
                 reply = RpcReply(ok=True, data=data)
             except _DeadlineExceeded:
@@ -162,10 +162,7 @@ class RpcServer:
                 )
             except msgspec.ValidationError as exc:
                 code = "validation"
-                reply = await _invalid_message(exc, route.more_problems, request.data)
-            except msgspec.DecodeError:
-                code = "validation"
-                reply = RpcReply(ok=False, error=RpcErrorBody(code="validation", message="malformed message"))
+                reply = await self._invalid_message(verb, exc, request.data, arrived)
             except PlatformError as exc:
                 code = exc.code
                 reply = RpcReply(
@@ -208,6 +205,41 @@ class RpcServer:
         with contextlib.suppress(Exception):
             await request.respond(_ENCODER.encode(reply))
 
+    async def _invalid_message(
+        self, verb: str, exc: msgspec.ValidationError, data: bytes, arrived: float
+    ) -> RpcReply[Any]:
+        """A message that does not fit its type; a client body inside it that fails its model is
+        answered with every failing field (pydantic's error is the cause of msgspec's), the
+        route's ``more_problems`` included for fields the model passed."""
+        if not isinstance(exc.__cause__, pydantic.ValidationError):
+            return RpcReply(ok=False, error=RpcErrorBody(code="validation", message=str(exc)))
+        failed = validation_failed(exc.__cause__)
+        failing = {detail["field"] for detail in failed.details}
+        more = [
+            problem
+            for problem in await self._more_problems(verb, data, arrived)
+            if problem.field not in failing
+        ]
+        failed = _with(failed, more)
+        return RpcReply(
+            ok=False, error=RpcErrorBody(code="validation", message=failed.message, details=failed.details)
+        )
+
+    async def _more_problems(self, verb: str, data: bytes, arrived: float) -> list[FieldError]:
+        """The route's ``more_problems`` (a database read, say), held to a slot and the deadline
+        like any handler; when it cannot answer, the model's own answer goes out alone."""
+        more_problems = self._routes[verb].more_problems
+        if more_problems is None:
+            return []
+        try:
+            return await self._within_deadline(lambda: self._in_slot(more_problems, data), arrived)  # type: ignore[no-any-return]
+        except Exception as exc:
+            log.warning(
+                "rpc: the invalid message is answered without its catalog problems",
+                extra={"fields": {"verb": verb, "error_type": type(exc).__name__}},
+            )
+            return []
+
     async def _within_deadline(self, call: Callable[[], Awaitable[Any]], arrived: float) -> Any:
         if self.deadline is None:
             return await call()
@@ -227,22 +259,15 @@ class _Route:
     more_problems: MoreProblems | None
 
 
-async def _invalid_message(
-    exc: msgspec.ValidationError, more_problems: MoreProblems | None, data: bytes
-) -> RpcReply[Any]:
-    """A message that does not fit its type; a client body inside it that fails its model is
-    answered with every failing field (pydantic's error is the cause of msgspec's), the
-    route's ``more_problems`` included for fields the model passed."""
-    if not isinstance(exc.__cause__, pydantic.ValidationError):
-        return RpcReply(ok=False, error=RpcErrorBody(code="validation", message=str(exc)))
-    failed = validation_failed(exc.__cause__)
-    if more_problems is not None:
-        failing = {detail["field"] for detail in failed.details}
-        more = [problem for problem in await more_problems(data) if problem.field not in failing]
-        failed = _with(failed, more)
-    return RpcReply(
-        ok=False, error=RpcErrorBody(code="validation", message=failed.message, details=failed.details)
-    )
+def _decoded(route: _Route, data: bytes) -> Any:
+    """``data`` as the route's request type. Bytes that are no JSON, or nest deeper than the
+    decoder can follow (msgspec and pydantic recurse), are a malformed message."""
+    try:
+        return route.decoder.decode(data)
+    except msgspec.ValidationError:
+        raise  # JSON that does not fit the type: answered field by field
+    except (msgspec.DecodeError, RecursionError):
+        raise ValidationFailed("malformed message") from None
 
 
 def _with(failed: ValidationFailed, more: list[FieldError]) -> ValidationFailed:
