@@ -225,21 +225,45 @@ def replace_samples(gauge: Gauge, samples: Iterable[tuple[Sequence[str], float]]
 DATABASE_GAUGES_SECONDS = 10.0
 
 
+METRICS_REFRESHED = Gauge(
+    "platform_metrics_refresh_last_success_timestamp_seconds",
+    "Unix time the gauges read from this service's database were last recomputed (0 until the "
+    "first time): while it ages, those gauges show old values.",
+    ["service"],
+    registry=REGISTRY,
+)
+
+
 def refresh_every(
     refresh: Callable[[], Awaitable[None]], interval: float = DATABASE_GAUGES_SECONDS
 ) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
     """A background loop (:meth:`libs.service_kit.ServiceKit.background`) that calls
-    ``refresh`` now and every ``interval`` seconds until stopping; a failed refresh is
-    logged and leaves the last values, it never ends the loop."""
+    ``refresh`` now and every ``interval`` seconds until stopping.
+
+    A failed refresh leaves the last values and never ends the loop; it is logged once when
+    refreshes start failing and once when they recover (not every ``interval``), and
+    :data:`METRICS_REFRESHED` stops moving, which is what the stale-metrics alert watches.
+    """
 
     async def loop(stopping: asyncio.Event) -> None:
+        log = logging.getLogger(__name__)
+        refreshed = METRICS_REFRESHED.labels(_service_name)
+        failing = False
         while not stopping.is_set():
             try:
                 await refresh()
             except Exception as exc:
-                logging.getLogger(__name__).warning(
-                    "metrics refresh failed", extra={"fields": {"error_type": type(exc).__name__}}
-                )
+                if not failing:
+                    log.warning(
+                        "metrics refresh failing; the database gauges keep their last values",
+                        extra={"fields": {"error_type": type(exc).__name__}},
+                    )
+                failing = True
+            else:
+                refreshed.set(time.time())
+                if failing:
+                    log.info("metrics refresh recovered")
+                failing = False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), interval)
 

@@ -1,0 +1,50 @@
+"""The loop that recomputes database gauges: a failing database is logged once per change of
+state, and the last-success timestamp the stale-metrics alert watches stops moving."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from libs import telemetry
+from libs.telemetry import REGISTRY, refresh_every
+
+
+def last_success() -> float:
+    # Labelled with the process's service name (configure_logging sets it).
+    labels = {"service": telemetry._service_name}
+    value = REGISTRY.get_sample_value("platform_metrics_refresh_last_success_timestamp_seconds", labels)
+    assert value is not None
+    return value
+
+
+async def test_an_outage_is_logged_once_when_it_starts_and_once_when_it_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    outcomes = iter([None, *[ConnectionError("database down")] * 5, None])
+    timestamps: list[float] = []
+    stopping = asyncio.Event()
+
+    async def refresh() -> None:
+        timestamps.append(last_success())
+        outcome = next(outcomes, None)
+        if outcome is not None:
+            raise outcome
+        if len(timestamps) == 7:
+            stopping.set()
+
+    with caplog.at_level(logging.INFO, logger="libs.telemetry"):
+        await asyncio.wait_for(refresh_every(refresh, interval=0.01)(stopping), 5)
+
+    messages = [record.getMessage() for record in caplog.records if record.name == "libs.telemetry"]
+    assert messages == [
+        "metrics refresh failing; the database gauges keep their last values",
+        "metrics refresh recovered",
+    ]
+    assert timestamps[0] == 0  # no success yet
+    first_success = timestamps[1]
+    assert first_success > 0
+    assert set(timestamps[1:7]) == {first_success}  # frozen while every refresh failed
+    assert last_success() > first_success
