@@ -1,6 +1,7 @@
 """The observability chart renders the repository's dashboards and alerts, unchanged.
 
-Rendered by the Helm Go SDK like the service charts (tests/unit/test_charts.py): with its
+Rendered by the Helm Go SDK like the service charts (tests/unit/test_charts.py), loaded in
+place through its files/ link: with its
 defaults the dashboard ConfigMap for the Grafana sidecar and no PrometheusRule (the CRD may
 not exist); with ``prometheusRule.enabled`` the rules of deploy/observability/alerts.yaml,
 their runbook links pointed at ``prometheusRule.runbookBaseUrl``.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +23,14 @@ from tests.unit.test_charts import KUBERNETES_VERSION, NAMESPACE, helm, render
 
 ROOT = Path(__file__).resolve().parents[2]
 OBSERVABILITY = ROOT / "deploy" / "observability"
+CHART = ROOT / "charts" / "observability"
 DEFAULT_RUNBOOKS = "https://github.com/example/platform-control-plane/blob/main/docs/runbooks"
 
 
 @pytest.fixture(scope="module")
-def chart_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the chart with its files/ link resolved, as ``helm package`` would ship it."""
-    copy = tmp_path_factory.mktemp("charts") / "observability"
-    shutil.copytree(ROOT / "charts" / "observability", copy)
-    return copy
+def chart_dir() -> Path:
+    """The chart where it is, its files/ the link to deploy/observability (Helm follows it)."""
+    return CHART
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +88,42 @@ def test_the_switch_renders_the_alerts_as_a_prometheus_rule(chart: Any) -> None:
     assert all(url.startswith(base_url) and url.endswith(".md") for url in urls)
     # The dashboards stay on beside it.
     assert of_kind(objects, "ConfigMap")
+
+
+def copy_with_files(tmp_path: Path, make_files: Callable[[Path], None]) -> Any:
+    """The chart copied without its link; ``make_files`` puts what a checkout left at files/."""
+    copy = tmp_path / "observability"
+    shutil.copytree(CHART, copy, symlinks=True)
+    (copy / "files").unlink()
+    make_files(copy / "files")
+    return helm.Chart.load(copy)
+
+
+def unresolved_link(files: Path) -> None:
+    # What git writes for a symlink with core.symlinks=false: a file holding the target.
+    files.write_text("../../deploy/observability")
+
+
+def dashboards_without_alerts(files: Path) -> None:
+    shutil.copytree(OBSERVABILITY / "dashboards", files / "dashboards")
+    (files / "alerts.yaml").write_text("# nothing here\n")
+
+
+@pytest.mark.parametrize(
+    ("make_files", "complaint"),
+    [
+        (unresolved_link, "no dashboards in files/dashboards/*.json"),
+        (dashboards_without_alerts, "files/alerts.yaml is missing or has no rule groups"),
+    ],
+)
+def test_a_chart_whose_files_are_not_the_link_refuses_to_render(
+    tmp_path: Path, make_files: Callable[[Path], None], complaint: str
+) -> None:
+    broken = copy_with_files(tmp_path, make_files)
+    try:
+        with pytest.raises(helm.HelmRenderError) as refused:
+            render(broken, None)
+    finally:
+        broken.close()
+    assert complaint in str(refused.value)
+    assert "core.symlinks=true" in str(refused.value)
