@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,17 @@ class DevStack:
 
     def banner(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    @property
+    def nats_url(self) -> str:
+        """The embedded NATS, as the banner names it."""
+        match = re.search(r"^\s*NATS\s+(nats://\S+)", self.banner(), re.MULTILINE)
+        assert match, f"no embedded NATS in the banner:\n{self.banner()}"
+        return match.group(1)
+
+    def seed_file(self, identity: str) -> Path:
+        """The NKEY seed ``platformd dev`` made for ``identity`` (a service, subscriber, operator)."""
+        return self.state_dir / "nats" / f"{identity}.nk"
 
 
 def _launcher_environment(state_dir: Path, address: str) -> dict[str, str]:
@@ -53,31 +65,37 @@ def _launcher_environment(state_dir: Path, address: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def platformd_dev(
-    folder: Path, start_timeout: float = 120.0, arguments: Sequence[str] = ()
+    folder: Path,
+    start_timeout: float = 120.0,
+    arguments: Sequence[str] = (),
+    environment: Mapping[str, str] | None = None,
+    embedded_nats: bool = False,
 ) -> Iterator[DevStack]:
     """Run ``python -m services.tools.platformd.main dev [arguments]`` with its state under ``folder``.
 
     With ``PLATFORM_TEST_POSTGRES_DSN`` / ``PLATFORM_TEST_NATS_URL`` set, the launcher gets a
     fresh database and a private stream and subject prefixes on those servers (faster than
     starting embedded ones); otherwise it starts its embedded servers under its state
-    directory, exactly as ``make run`` does.
+    directory, exactly as ``make run`` does. ``embedded_nats``: the embedded NATS (with the
+    platform's identities, as ``make run``) even when a test NATS is given; ``environment``
+    adds settings of the launcher's (its secrets, say).
     """
     state_dir = folder / "state"
     log_path = folder / "platformd-dev.log"
     address = f"127.0.0.1:{free_port()}"
-    environment = _launcher_environment(state_dir, address)
+    launcher_environment = {**_launcher_environment(state_dir, address), **(environment or {})}
     admin_dsn = os.environ.get("PLATFORM_TEST_POSTGRES_DSN")
-    nats_url = os.environ.get("PLATFORM_TEST_NATS_URL")
+    nats_url = None if embedded_nats else os.environ.get("PLATFORM_TEST_NATS_URL")
     with contextlib.ExitStack() as cleanup:
         if admin_dsn:
-            environment["PLATFORM_POSTGRES_DSN"] = cleanup.enter_context(fresh_database(admin_dsn))
+            launcher_environment["PLATFORM_POSTGRES_DSN"] = cleanup.enter_context(fresh_database(admin_dsn))
         else:
             # As root the embedded cluster lives outside the state directory (under
             # /var/tmp); remove_data deletes it wherever it is, once the launcher stopped it.
             cleanup.callback(lambda: EmbeddedPostgres(state_dir / "postgres").remove_data())
         if nats_url:
             isolation = Isolation.new()
-            environment.update(
+            launcher_environment.update(
                 PLATFORM_NATS_URL=nats_url,
                 PLATFORM_EVENTS_STREAM=isolation.stream,
                 PLATFORM_EVENTS_SUBJECT_PREFIX=isolation.events_prefix,
@@ -88,7 +106,7 @@ def platformd_dev(
             process = subprocess.Popen(
                 [sys.executable, "-m", "services.tools.platformd.main", "dev", *arguments],
                 cwd=folder,
-                env=environment,
+                env=launcher_environment,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
