@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -471,16 +471,35 @@ class PackManifestInput(_Input):
     spec: dict[str, Any] = {}
     data: dict[ConfigMapKey, str] | None = None
 
+    @field_validator("spec")
+    @classmethod
+    def _configmap_has_no_spec(cls, spec: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if _allowed_kind(info) == "ConfigMap" and spec:
+            raise ValueError("a ConfigMap has data, not a spec")
+        return spec
+
+    @field_validator("data")
+    @classmethod
+    def _only_configmap_has_data(
+        cls, data: dict[str, str] | None, info: ValidationInfo
+    ) -> dict[str, str] | None:
+        kind = _allowed_kind(info)
+        if kind not in (None, "ConfigMap") and data is not None:
+            raise ValueError(f"a {kind} has a spec, not data")
+        return data
+
     @model_validator(mode="after")
-    def _allowed_kind_with_spec_or_data(self) -> PackManifestInput:
+    def _kind_is_allowed(self) -> PackManifestInput:
         if (self.api_version, self.kind) not in PACK_KINDS:
             allowed = ", ".join(f"{kind} ({api})" for api, kind in sorted(PACK_KINDS))
             raise ValueError(f"kind {self.kind} of {self.api_version} is not allowed (allowed: {allowed})")
-        if self.kind == "ConfigMap" and self.spec:
-            raise ValueError("a ConfigMap has data, not a spec")
-        if self.kind != "ConfigMap" and self.data is not None:
-            raise ValueError(f"a {self.kind} has a spec, not data")
         return self
+
+
+def _allowed_kind(info: ValidationInfo) -> str | None:
+    """The manifest's kind when it is one a pack may add (else its spec and data are moot)."""
+    kind = info.data.get("kind")
+    return kind if (info.data.get("api_version"), kind) in PACK_KINDS else None
 
 
 class PolicyPackInput(_Input):
@@ -496,6 +515,13 @@ class PolicyPackInput(_Input):
     namespace_labels: dict[LabelKey, LabelValue] = {}
     metadata: dict[str, Annotated[str, Field(max_length=MAX_METADATA_VALUE_LENGTH)]] = {}
 
+
+UNION_MEMBER_TAGS: frozenset[str] = frozenset(
+    member.model_fields["type"].annotation.__args__[0]
+    for member in get_args(get_args(PackRuleInput)[0])
+)
+"""The ``type`` of each tagged union member (a pack's rules). pydantic puts it into an error's
+location (``rules[0].max_ttl_hours.hours``); the API names the field without it."""
 
 PUBLIC_INPUTS: tuple[type[BaseModel], ...] = (
     EnvironmentRequestInput,

@@ -20,6 +20,8 @@ from typing import Any
 import pydantic
 from pydantic_core import ErrorDetails
 
+from contracts.inputs import UNION_MEMBER_TAGS
+
 
 class PlatformError(Exception):
     """An expected failure with a message written for the user.
@@ -80,17 +82,19 @@ def field_errors_from(exc: pydantic.ValidationError) -> list[FieldError]:
 
     Field paths use wire names (pydantic reports aliases) joined the way the API always
     named them: ``labels.tier``, ``rules[0].hours``, ``limit_range.max.cpu``. A failing dict
-    key is reported at the entry it names. Members of a tagged union (a policy pack's rules)
-    appear by their tag: ``rules[0].max_ttl_hours.hours``.
+    key is reported at the entry it names, and a tagged union member's field without the tag
+    pydantic puts before it (``rules[0].max_ttl_hours.hours`` is ``rules[0].hours``).
     """
     return [FieldError(_field_path(error), _message(error)) for error in exc.errors(include_url=False)]
 
 
 def _field_path(error: ErrorDetails) -> str:
     path = ""
+    after_index = False
     for part in error["loc"]:
-        if part == "[key]":
+        if part == "[key]" or (after_index and part in UNION_MEMBER_TAGS):
             continue
+        after_index = isinstance(part, int)
         if isinstance(part, int):
             path += f"[{part}]"
         else:

@@ -327,9 +327,9 @@ def test_a_valid_pack_round_trips() -> None:
 def test_every_failing_pack_field_is_named() -> None:
     body = {
         "rules": [
-            {"type": "max_ttl_hours", "hours": "long"},
+            {"type": "max_ttl_hours", "hours": "long", "colour": "red"},
             {"type": "teleport"},
-            {"type": "allowed_regions", "regions": []},
+            {"type": "allowed_regions", "regions": [], "effect": "shrug"},
             {"type": "allowed_repository_hosts", "hosts": ["GitHub.com/x"]},
             {"type": "team_budget", "on_exceed": "shrug"},
             {"type": "min_approvals", "approvals": 0},
@@ -339,29 +339,37 @@ def test_every_failing_pack_field_is_named() -> None:
             {"apiVersion": "v1", "kind": "ConfigMap", "name": "../x"},
             {"apiVersion": "v1", "kind": "ResourceQuota", "name": "platform-defaults", "spec": {"hard": {}}},
             {"kind": "ConfigMap", "name": "x"},
+            {"apiVersion": "v1", "kind": "ConfigMap", "name": "y", "spec": {"a": "b"}},
+            {"apiVersion": "v1", "kind": "LimitRange", "name": "z", "data": {"a": "b"}},
         ],
         "namespace_labels": {"ok.example/x": "not a label value!"},
         "metadata": {"bad key": "v", "n": 1},
         "owner": "me",
     }
     fields = failing(parse_policy_pack, "house-rules", body)
-    # A rule is named with its type: the fields it may have depend on it.
     assert set(fields) == {
         "owner",
-        "rules[0].max_ttl_hours.hours",
+        "rules[0].hours",
+        "rules[0].colour",
         "rules[1].type",
-        "rules[2].allowed_regions.regions",
-        "rules[3].allowed_repository_hosts.hosts[0]",
-        "rules[4].team_budget.on_exceed",
-        "rules[5].min_approvals.approvals",
+        "rules[2].regions",
+        "rules[2].effect",
+        "rules[3].hosts[0]",
+        "rules[4].on_exceed",
+        "rules[5].approvals",
         "manifests[0]",
         "manifests[1].name",
         "manifests[3].apiVersion",
+        "manifests[4].spec",
+        "manifests[5].data",
         "namespace_labels.ok.example/x",
         "metadata.n",
     }
     assert "ClusterRole" in fields["manifests[0]"]
     assert fields["manifests[3].apiVersion"] == "is required"
+    assert fields["manifests[4].spec"] == "a ConfigMap has data, not a spec"
+    assert fields["manifests[5].data"] == "a LimitRange has a spec, not data"
+    assert fields["rules[0].colour"] == "unknown field"
     # What needs the pack's name or the platform's own objects, once the body is sound.
     sound = {
         "manifests": [
