@@ -7,7 +7,10 @@ line per offence, empty when the rule holds.
 
 The import graph is read with :mod:`ast`, never by importing the code: a rule must hold for a
 module whether or not anything imports it. Relative imports are resolved to absolute module names,
-and ``from package import name`` points at the submodule ``package.name`` when there is one.
+and ``from package import name`` points at the submodule ``package.name`` when there is one. An
+``importlib.import_module(...)`` or ``__import__(...)`` call counts as an import of the module its
+string names, or, for an f-string, of the dotted prefix written out before the first placeholder
+(``f"services.policy.{name}"`` imports from ``services.policy``).
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ PROJECT_PACKAGES = ("libs", "contracts", "services")
 TOOLS_PACKAGE = "services.tools"
 SETTINGS_MODULE = "libs.settings"
 
-# What a layer may never import: the kit serves the services and the contracts serve everyone.
+# What a layer may never import: the kit serves the services and the contracts serve everyone;
+# nothing that ships imports the tests.
 FORBIDDEN_LAYER_IMPORTS = {
-    "libs": ("services",),
-    "contracts": ("libs", "services"),
+    "libs": ("services", "tests"),
+    "contracts": ("libs", "services", "tests"),
+    "services": ("tests",),
 }
 
 # Frameworks, drivers and I/O that a pure domain must not reach, directly or through the kit.
@@ -61,6 +66,10 @@ FORBIDDEN_IN_DOMAIN = (
 OUTER_LAYERS = ("adapters", "service_layer", "entrypoints", "bootstrap", "settings")
 
 ENVIRONMENT_NAMES = frozenset({"environ", "environb", "getenv", "getenvb", "putenv", "unsetenv"})
+# os re-exports the environment of the platform's own module (posix, or nt on Windows).
+OS_MODULES = frozenset({"os", "posix", "nt"})
+# Calls that import the module their first argument names.
+DYNAMIC_IMPORTERS = frozenset({"import_module", "__import__"})
 SQL_KEYWORDS = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|ALTER|DROP|TRUNCATE|GRANT|SET)\b")
 
 
@@ -137,7 +146,32 @@ def imports(root: Path) -> list[Import]:
                 Import(name, imported, path, node.lineno)
                 for imported in _imported_modules(node, name, is_package(path), modules)
             )
+        found.extend(Import(name, imported, path, line) for line, imported in _dynamic_imports(tree))
     return found
+
+
+def _dynamic_imports(tree: ast.AST) -> Iterator[tuple[int, str]]:
+    """(line, module) of every ``import_module``/``__import__`` call whose first argument names
+    an absolute module: a string, or the dotted prefix an f-string starts with."""
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and node.args and _called_name(node.func) in DYNAMIC_IMPORTERS):
+            continue
+        named = node.args[0]
+        if isinstance(named, ast.Constant) and isinstance(named.value, str):
+            module = named.value
+        elif isinstance(named, ast.JoinedStr) and named.values and isinstance(named.values[0], ast.Constant):
+            # Only whole names before the first placeholder: f"services.pol{x}" says "services".
+            module = str(named.values[0].value).rpartition(".")[0]
+        else:
+            continue
+        if module and not module.startswith("."):
+            yield node.lineno, module
+
+
+def _called_name(func: ast.expr) -> str | None:
+    if isinstance(func, ast.Name):
+        return func.id
+    return func.attr if isinstance(func, ast.Attribute) else None
 
 
 def _import_nodes(node: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
@@ -198,7 +232,8 @@ def cross_service_imports(root: Path) -> list[str]:
 
 
 def forbidden_layer_imports(root: Path) -> list[str]:
-    """``libs`` importing ``services``, or ``contracts`` importing ``libs`` or ``services``."""
+    """``libs`` importing ``services``, ``contracts`` importing ``libs`` or ``services``, or any
+    of them importing ``tests``."""
     return sorted(
         found.describe(root)
         for found in imports(root)
@@ -340,23 +375,32 @@ def environment_reads(root: Path) -> list[str]:
 
 
 def _environment_lines(tree: ast.AST) -> list[int]:
-    os_aliases = {"os"} | {
+    os_aliases = set(OS_MODULES) | {
         alias.asname
         for node in ast.walk(tree)
         if isinstance(node, ast.Import)
         for alias in node.names
-        if alias.name == "os" and alias.asname
+        if alias.name in OS_MODULES and alias.asname
     }
-    lines = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module == "os":
-            if any(alias.name in ENVIRONMENT_NAMES for alias in node.names):
-                lines.add(node.lineno)
-        elif (
-            isinstance(node, ast.Attribute)
-            and node.attr in ENVIRONMENT_NAMES
-            and isinstance(node.value, ast.Name)
-            and node.value.id in os_aliases
-        ):
-            lines.add(node.lineno)
-    return sorted(lines)
+    return sorted({node.lineno for node in ast.walk(tree) if _reads_environment(node, os_aliases)})
+
+
+def _reads_environment(node: ast.AST, os_aliases: set[str]) -> bool:
+    """``os.environ`` (any alias, ``posix``/``nt`` too), ``from os import environ`` or ``*``, and
+    ``getattr(os, "environ")``."""
+    if isinstance(node, ast.ImportFrom) and node.module in OS_MODULES:
+        return any(alias.name in ENVIRONMENT_NAMES or alias.name == "*" for alias in node.names)
+    if isinstance(node, ast.Attribute):
+        return node.attr in ENVIRONMENT_NAMES and _names(node.value, os_aliases)
+    if isinstance(node, ast.Call) and _called_name(node.func) == "getattr" and len(node.args) >= 2:
+        target, attribute = node.args[0], node.args[1]
+        return (
+            _names(target, os_aliases)
+            and isinstance(attribute, ast.Constant)
+            and attribute.value in ENVIRONMENT_NAMES
+        )
+    return False
+
+
+def _names(node: ast.expr, names: set[str]) -> bool:
+    return isinstance(node, ast.Name) and node.id in names

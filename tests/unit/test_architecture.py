@@ -6,6 +6,7 @@ What the boundary test enforces, over every module of ``libs/``, ``contracts/`` 
 - services never import each other, nor any tool; the tools (platformd, platformctl) compose the
   services and may import them;
 - ``libs`` never imports ``services``; ``contracts`` imports neither ``libs`` nor ``services``;
+  none of them imports ``tests``;
 - ``domain/`` packages import no framework, driver or I/O module, and none of their own service's
   outer rings (adapters, service layer, entrypoints, bootstrap, settings);
 - no service's SQL names another service's schema;
@@ -17,6 +18,9 @@ absolute names and ``from package import module`` counted as an import of the su
 under ``if TYPE_CHECKING:`` never runs and is left out. An import inside a function counts like
 one at the top of the module: it still makes the module depend on the other one, it only runs
 later, so a function-local import that closes a loop is a cycle moved out of sight, not removed.
+``importlib.import_module`` and ``__import__`` with a string (or an f-string's written-out dotted
+prefix) are imports too. The environment is read through ``os``, ``posix`` or ``nt``, by attribute,
+``from ... import`` (``*`` included) or ``getattr``.
 
 The services are discovered, not listed: the packages under ``services/`` with a ``bootstrap.py``,
 held to the deployables ``services/tools/topology.py`` derives. Each detector runs on the real tree
@@ -110,6 +114,50 @@ def test_a_service_importing_another_service_or_a_tool_is_caught(tmp_path: Path)
         "services/intake/adapters/absolute.py:1 imports services.policy.domain.rules",
         "services/intake/adapters/relative.py:1 imports services.policy.domain.rules",
         "services/intake/entrypoints/cli.py:1 imports services.tools.platformctl.main",
+    ]
+
+
+def test_dynamic_imports_of_another_service_are_caught_in_services_and_libs(tmp_path: Path) -> None:
+    root = plant(
+        tmp_path,
+        {
+            **TWO_SERVICES,
+            "services/intake/adapters/plugins.py": (
+                "import importlib\n"
+                "from importlib import import_module\n"
+                "RULES = importlib.import_module('services.policy.domain.rules')\n"
+                "def load(name):\n"
+                "    return __import__(f'services.policy.{name}')\n"
+                "OWN = import_module('services.intake.domain.rules')\n"
+                "ANY = import_module(f'services.{RULES}.bootstrap')\n"
+            ),
+            "libs/runner.py": "import importlib\n\ndef start(name):\n    importlib.import_module(f'services.{name}.bootstrap')\n",
+            "services/tools/platformd/main.py": "import importlib\nimportlib.import_module('services.policy.bootstrap')\n",
+        },
+    )
+    assert architecture.cross_service_imports(root) == [
+        "services/intake/adapters/plugins.py:3 imports services.policy.domain.rules",
+        "services/intake/adapters/plugins.py:5 imports services.policy",
+    ]
+    assert architecture.forbidden_layer_imports(root) == ["libs/runner.py:4 imports services"]
+
+
+def test_shipped_code_importing_the_tests_is_caught(tmp_path: Path) -> None:
+    root = plant(
+        tmp_path,
+        {
+            **TWO_SERVICES,
+            "libs/bus.py": "import tests.support.bus\n",
+            "contracts/events.py": "from tests.support import seed_plans\n",
+            "services/intake/adapters/fake.py": "def fake():\n    from tests.support.bus import wait_until\n",
+            "services/tools/platformd/dev.py": "import importlib\nimportlib.import_module('tests.support.stack')\n",
+        },
+    )
+    assert architecture.forbidden_layer_imports(root) == [
+        "contracts/events.py:1 imports tests.support",
+        "libs/bus.py:1 imports tests.support.bus",
+        "services/intake/adapters/fake.py:2 imports tests.support.bus",
+        "services/tools/platformd/dev.py:2 imports tests.support.stack",
     ]
 
 
@@ -223,10 +271,18 @@ def test_reading_the_environment_outside_settings_is_caught(tmp_path: Path) -> N
             "services/intake/settings.py": "from os import environ\n",
             "services/tools/platformd/main.py": "import os\n\ndef spawn():\n    return dict(os.environ)\n",
             "contracts/events.py": "ENVIRONMENT = 'os.environ is read by settings only'\n",
+            "libs/rpc.py": "import os\nTIMEOUT = getattr(os, 'environ')['TIMEOUT']\nSEP = getattr(os, 'sep')\n",
+            "libs/outbox.py": "from os import *\n",
+            "libs/inbox.py": "import posix\nHOME = posix.environ[b'HOME']\n",
+            "libs/health.py": "from nt import getenv\n",
         },
     )
     assert architecture.environment_reads(root) == [
         "libs/bus.py:3",
+        "libs/health.py:1",
+        "libs/inbox.py:2",
+        "libs/outbox.py:1",
+        "libs/rpc.py:2",
         "services/intake/settings.py:1",
         "services/tools/platformd/main.py:4",
     ]
