@@ -18,6 +18,7 @@ unknown fields; the wire names are the aliases (``class``, ``apiVersion``).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, get_args
@@ -25,6 +26,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -86,7 +88,8 @@ QuantityUnit = Annotated[
 # A ConfigMap key (pack manifests' data; pack metadata is written as "<pack>.<key>").
 CONFIGMAP_KEY = re.compile(r"[-._a-zA-Z0-9]{1,253}")
 _HOST = re.compile(r"(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-_OWNER = re.compile(r"[A-Za-z0-9@._+'-][A-Za-z0-9@._+ '-]*|[A-Za-z0-9@._+ '-]*[A-Za-z0-9@._+'-]")
+# Names and addresses, spaces included; not blank.
+_OWNER = re.compile(r"[A-Za-z0-9@._+ '-]*[A-Za-z0-9@._+'-][A-Za-z0-9@._+ '-]*")
 _HTTPS_URL = re.compile(r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?/[A-Za-z0-9._~/-]+")
 _SSH_URL = re.compile(r"ssh://([A-Za-z0-9._-]+@)?[A-Za-z0-9.-]+(:[0-9]{1,5})?/[A-Za-z0-9._~/-]+")
 _SCP_URL = re.compile(r"[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[A-Za-z0-9._~-][A-Za-z0-9._~/-]*")
@@ -128,6 +131,26 @@ def _checked(problem: Callable[[str], str | None]) -> AfterValidator:
 
 class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_left_out(cls, data: Any) -> Any:
+        """A field given as null is a field left out (YAML writes an empty key as null): a
+        required one "is required", another takes its default. Fields that take null keep it."""
+        if not isinstance(data, dict):
+            return data
+        left_out = _not_nullable(cls)
+        return {key: value for key, value in data.items() if value is not None or key not in left_out}
+
+
+@functools.cache
+def _not_nullable(model: type[BaseModel]) -> frozenset[str]:
+    """Wire names of ``model``'s fields whose type does not include null."""
+    return frozenset(
+        field.alias or name
+        for name, field in model.model_fields.items()
+        if type(None) not in get_args(field.annotation)
+    )
 
 
 # -- shared value types ------------------------------------------------------------------------
@@ -212,6 +235,13 @@ def _request_label_key_problem(key: str) -> str | None:
     return problem
 
 
+def _labels_count(labels: Any) -> Any:
+    """Too many labels is one problem, whatever their keys: checked before them."""
+    if isinstance(labels, dict) and len(labels) > MAX_LABELS:
+        raise ValueError(f"at most {MAX_LABELS} labels are allowed")
+    return labels
+
+
 def _labels_size(labels: dict[str, str] | None) -> dict[str, str] | None:
     if labels and sum(len(key) + len(value) for key, value in labels.items()) > MAX_LABELS_BYTES:
         raise ValueError(f"labels must total at most {MAX_LABELS_BYTES} bytes")
@@ -221,6 +251,7 @@ def _labels_size(labels: dict[str, str] | None) -> dict[str, str] | None:
 RequestLabels = Annotated[
     dict[Annotated[str, _checked(_request_label_key_problem)], LabelValue],
     Field(max_length=MAX_LABELS),
+    BeforeValidator(_labels_count),
     AfterValidator(_labels_size),
 ]
 
@@ -517,8 +548,7 @@ class PolicyPackInput(_Input):
 
 
 UNION_MEMBER_TAGS: frozenset[str] = frozenset(
-    member.model_fields["type"].annotation.__args__[0]
-    for member in get_args(get_args(PackRuleInput)[0])
+    member.model_fields["type"].annotation.__args__[0] for member in get_args(get_args(PackRuleInput)[0])
 )
 """The ``type`` of each tagged union member (a pack's rules). pydantic puts it into an error's
 location (``rules[0].max_ttl_hours.hours``); the API names the field without it."""

@@ -136,7 +136,23 @@ def test_label_problems_name_the_label() -> None:
 
 def test_too_many_labels() -> None:
     labels = {f"k{i}": "v" for i in range(33)}
-    assert failures({**VALID, "labels": labels}) == {"labels": "must have at most 32 items"}
+    assert failures({**VALID, "labels": labels}) == {"labels": "at most 32 labels are allowed"}
+    # One problem, whatever the keys: not 33 more about them.
+    labels = {f"bad key {i}": "v" for i in range(33)}
+    assert failures({**VALID, "labels": labels}) == {"labels": "at most 32 labels are allowed"}
+
+
+def test_an_owner_with_spaces_around_it_is_a_name_a_blank_one_is_not() -> None:
+    assert validate({**VALID, "owner": " alice "}).owner == " alice "
+    assert validate({**VALID, "owner": "Alice O'Neil"}).owner == "Alice O'Neil"
+    assert set(failures({**VALID, "owner": "   "})) == {"owner"}
+
+
+def test_a_required_field_given_as_null_is_required() -> None:
+    assert failures({**VALID, "app": None, "ttl_hours": None}) == {
+        "app": "is required",
+        "ttl_hours": "is required",
+    }
 
 
 def test_labels_are_stored_sorted_and_null_means_none() -> None:

@@ -232,6 +232,25 @@ def test_every_failing_class_field_is_named() -> None:
     assert fields["name"] == "must match the name in the URL (preview)"
 
 
+def test_an_optional_class_field_given_as_null_takes_its_default() -> None:
+    """An empty key in a YAML class file is null: it means the default, as leaving it out does."""
+    nulls = {
+        "default_namespaces": None,
+        "policy_packs": None,
+        "approvals_required": None,
+        "description": None,
+    }
+    left_out = class_body()
+    del left_out["policy_packs"]
+    assert parse_class("preview", {**left_out, **nulls}, quota_profiles=PROFILES, policy_packs=PACKS) == (
+        parse_class("preview", left_out, quota_profiles=PROFILES, policy_packs=PACKS)
+    )
+    body = {**class_body(), "quota_profile": None}
+    assert failing(parse_class, "preview", body, quota_profiles=PROFILES, policy_packs=PACKS) == {
+        "quota_profile": "is required"
+    }
+
+
 def test_required_class_fields_and_bad_names() -> None:
     fields = failing(parse_class, "Bad Name", {}, quota_profiles=PROFILES, policy_packs=PACKS)
     assert set(fields) == {"allowed_regions", "max_ttl_hours", "quota_profile"}
