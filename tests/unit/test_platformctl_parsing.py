@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import jwt
 import pytest
 
 from services.tools.platformctl import commands, context, event_commands
-from services.tools.platformctl.client import CliError, describe_details, redact
+from services.tools.platformctl.browser_login import code_challenge
+from services.tools.platformctl.client import CliError, UsageError, describe_details, redact
 from services.tools.platformctl.commands import parse_hours, parse_labels
+from services.tools.platformctl.config_file import (
+    ContextEntry,
+    check_context_name,
+    context_name_for,
+    load_config,
+    save_config,
+)
 from services.tools.platformctl.main import build_parser
+from services.tools.platformctl.oidc import bearer_token
 from services.tools.platformctl.tokens import mint, parse_duration, split_teams
 
 
@@ -120,3 +132,79 @@ def test_every_request_command_is_registered() -> None:
 )
 def test_what_wait_makes_of_a_status(status: str, target: str, outcome: int | None) -> None:
     assert commands.wait_outcome(status, target) == outcome
+
+
+# -- signing in and contexts -----------------------------------------------------------------------
+
+
+def test_pkce_challenge_is_s256() -> None:
+    # RFC 7636 appendix B.
+    verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+    assert code_challenge(verifier) == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+
+
+def test_the_token_sent_is_the_one_meant_for_the_api() -> None:
+    def signed(audience: str) -> str:
+        return jwt.encode({"aud": audience, "exp": 2000}, "k" * 32, algorithm="HS256")
+
+    for_api, for_client = signed("platform"), signed("platformctl")
+    # An access token for the API is sent, expiring when the provider says.
+    answer = {"access_token": for_api, "id_token": for_client, "expires_in": 60}
+    assert bearer_token(answer, "platform", now=1000) == (for_api, 1060)
+    # An access token that is not (opaque, or for another audience): the ID token, if it is.
+    assert bearer_token({"access_token": "opaque", "id_token": for_client}, "platformctl", now=1000) == (
+        for_client,
+        2000,
+    )
+    # Neither is: the access token, and the gateway says what is wrong with it.
+    assert bearer_token({"access_token": "opaque", "id_token": for_client}, "other", 1000) == ("opaque", None)
+
+
+def test_context_names_from_the_api_and_their_limits() -> None:
+    assert context_name_for("https://platform.example.com") == "platform.example.com"
+    assert context_name_for("http://127.0.0.1:8080/") == "127.0.0.1:8080"
+    for bad in ("../x", ".hidden", "a/b", ""):
+        with pytest.raises(UsageError, match="invalid context name"):
+            check_context_name(bad)
+
+
+def test_the_config_file_round_trips_and_bad_ones_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    assert load_config(path).contexts == {}  # none yet
+    config = load_config(path)
+    config.contexts["prod"] = ContextEntry(api="https://platform.example.com", team="payments", output="yaml")
+    config.current = "prod"
+    save_config(config)
+    assert load_config(path) == config
+    for text, problem in (
+        ("contexts: [1, 2]", "'contexts' must map names to contexts"),
+        ("contexts: {prod: {team: x}}", "context 'prod' needs an 'api' URL"),
+        ("contexts: {prod: {api: x, output: xml}}", "output must be one of json, yaml, table"),
+        ("contexts: {prod: [", "not valid YAML"),
+    ):
+        path.write_text(text)
+        with pytest.raises(CliError, match=re.escape(problem)):
+            load_config(path)
+
+
+def test_context_flag_on_every_command_and_the_contexts_default_team() -> None:
+    parser = build_parser()
+    for argv in (
+        ["--context", "prod", "classes"],
+        ["classes", "--context=prod"],
+        ["logout", "--context", "prod"],
+    ):
+        assert parser.parse_args(argv).context == "prod", argv
+    create = ["request", "create", "--app", "a", "--class", "c", "--region", "r", "--ttl", "1"]
+    create += ["--owner", "o", "--repo", "https://example.com/r.git"]
+    with pytest.raises(SystemExit):
+        parser.parse_args(create)  # --team is required without a default team
+    assert build_parser(default_team="payments").parse_args(create).team == "payments"
+    assert build_parser(default_team="payments").parse_args([*create, "--team", "search"]).team == "search"
+    change = parser.parse_args(["config", "set-context", "prod", "--api", "https://x", "--output", "yaml"])
+    assert (change.name, change.context_api, change.context_output, change.api) == (
+        "prod",
+        "https://x",
+        "yaml",
+        None,
+    )
