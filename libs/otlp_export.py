@@ -16,6 +16,10 @@ endpoints, headers, timeouts and certificates, ``OTEL_BSP_*``, ``OTEL_METRIC_EXP
   ``/metrics`` serves is sent as it is (same names and labels), beside the SDK's own
   instruments. ``/metrics`` stays the primary interface.
 - logs: only with ``OTEL_LOGS_EXPORTER=otlp``; the same redacted messages as stderr.
+
+Only the OTLP/HTTP (protobuf) exporters are installed. A value this process cannot honour
+(``OTEL_EXPORTER_OTLP_PROTOCOL=grpc``, ``OTEL_TRACES_EXPORTER=console``) is refused when the
+settings load (:func:`unsupported`), never silently replaced by something else.
 """
 
 from __future__ import annotations
@@ -74,6 +78,19 @@ class ExportSwitches(Protocol):
     def otel_service_name(self) -> str | None: ...
 
 
+# What the installed exporters can do, by standard variable (a gRPC collector port, 4317,
+# would receive nothing; "prometheus" metrics are /metrics, served anyway).
+PROTOCOLS = frozenset({"http/protobuf"})
+SUPPORTED = {
+    "OTEL_EXPORTER_OTLP_PROTOCOL": PROTOCOLS,
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": PROTOCOLS,
+    "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": PROTOCOLS,
+    "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL": PROTOCOLS,
+    "OTEL_TRACES_EXPORTER": frozenset({"otlp", "none"}),
+    "OTEL_METRICS_EXPORTER": frozenset({"otlp", "prometheus", "none"}),
+    "OTEL_LOGS_EXPORTER": frozenset({"otlp", "none"}),
+}
+
 _PROCESS_STARTED_NS = time.time_ns()
 _REGISTRY_SCOPE = InstrumentationScope("platform-control-plane.prometheus")
 
@@ -87,6 +104,17 @@ def resource(default_service_name: str) -> Resource:
 def chosen(exporter: str, variable: str | None) -> bool:
     """Whether an ``OTEL_*_EXPORTER`` value (a comma-separated list) names ``exporter``."""
     return exporter in {item.strip().lower() for item in (variable or "").split(",")}
+
+
+def unsupported(variable: str, value: str | None, supported: frozenset[str]) -> list[str]:
+    """The problem, naming ``variable``, when its value (a comma-separated list for the
+    exporters) names something this process cannot do; none when unset."""
+    named = {item.strip().lower() for item in (value or "").split(",") if item.strip()}
+    unknown = sorted(named - supported)
+    if not unknown:
+        return []
+    known = ", ".join(sorted(supported))
+    return [f"{variable}: {', '.join(unknown)} is not supported here (supported: {known})"]
 
 
 def traces_exported(settings: ExportSwitches) -> bool:

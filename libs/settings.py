@@ -433,7 +433,28 @@ class TelemetrySettings(SettingsGroup):
     otel_logs_exporter: str | None = setting(
         "OTEL_LOGS_EXPORTER", None, doc="Standard: otlp also sends log records over OTLP."
     )
+    otel_exporter_otlp_protocol: str | None = setting(
+        "OTEL_EXPORTER_OTLP_PROTOCOL", None, doc="Standard: only http/protobuf (OTLP/HTTP) is supported."
+    )
+    otel_exporter_otlp_traces_protocol: str | None = setting(
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", None, doc="Standard: only http/protobuf is supported."
+    )
+    otel_exporter_otlp_metrics_protocol: str | None = setting(
+        "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", None, doc="Standard: only http/protobuf is supported."
+    )
+    otel_exporter_otlp_logs_protocol: str | None = setting(
+        "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", None, doc="Standard: only http/protobuf is supported."
+    )
     prometheus_enabled: bool = setting("PLATFORM_PROMETHEUS_ENABLED", True, doc="Serve /metrics.")
+
+    def validate(self) -> list[str]:
+        from libs import otlp_export  # the exporters know what they support
+
+        values = {spec.metadata.get("env"): getattr(self, spec.name) for spec in dataclasses.fields(self)}
+        problems = super().validate()
+        for variable, supported in otlp_export.SUPPORTED.items():
+            problems += otlp_export.unsupported(variable, values[variable], supported)
+        return problems
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from prometheus_client import Gauge as PrometheusGauge
 from prometheus_client import Histogram as PrometheusHistogram
 
 from libs import otlp_export
-from libs.settings import PlatformSettings, load_settings
+from libs.settings import PlatformSettings, SettingsError, load_settings
 
 
 def settings(**environ: str) -> PlatformSettings:
@@ -25,13 +25,42 @@ def settings(**environ: str) -> PlatformSettings:
         ({"PLATFORM_OTLP_ENDPOINT": "http://collector:4318"}, True),
         ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", "OTEL_TRACES_EXPORTER": "none"}, False),
         ({"OTEL_TRACES_EXPORTER": "otlp"}, True),
-        ({"OTEL_TRACES_EXPORTER": "console"}, False),
+        (
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            },
+            True,
+        ),
     ],
 )
 def test_traces_are_exported_when_the_standard_variables_or_the_alias_ask(
     environ: dict[str, str], exported: bool
 ) -> None:
     assert otlp_export.traces_exported(settings(**environ)) is exported
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "refused"),
+    [
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc", "grpc"),
+        ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json", "http/json"),
+        ("OTEL_TRACES_EXPORTER", "console", "console"),
+        ("OTEL_TRACES_EXPORTER", "otlp,zipkin", "zipkin"),
+        ("OTEL_METRICS_EXPORTER", "console", "console"),
+        ("OTEL_LOGS_EXPORTER", "console", "console"),
+    ],
+)
+def test_what_the_exporters_cannot_do_is_refused_at_start_naming_the_variable(
+    variable: str, value: str, refused: str
+) -> None:
+    """Only OTLP over HTTP exists here: a gRPC protocol or a console exporter would otherwise
+    be ignored and the operator left wondering where the spans went."""
+    with pytest.raises(SettingsError) as error:
+        settings(OTEL_EXPORTER_OTLP_ENDPOINT="http://collector:4317", **{variable: value})
+    [problem] = error.value.problems
+    assert problem.startswith(f"{variable}: {refused} is not supported here (supported: ")
+    assert ("http/protobuf" in problem) is ("PROTOCOL" in variable)
 
 
 def test_the_alias_fills_in_the_endpoint_only_when_the_standard_variables_name_none() -> None:
