@@ -122,8 +122,9 @@ def openapi_config() -> OpenAPIConfig:
         version="1.0.0",
         description=(
             "Environment requests (create, list, follow, approve, reject, reconcile, extend, delete), "
-            "classes, the event feed, dead letters and the caller's identity. Every `/v1` route needs "
-            "`Authorization: Bearer <JWT>`; errors are `{error, code, details}` with 400/422 validation "
+            "classes, the event feed, dead letters and the caller's identity. Every `/v1` route but "
+            "`GET /v1/auth/config` (how to sign in) needs `Authorization: Bearer <JWT>`; errors are "
+            "`{error, code, details}` with 400/422 validation "
             "(details name every failing field), 401 unauthenticated or bad approval signature, 403 "
             "wrong role or team, 404 unknown (or another team's request), 409 illegal transition, "
             "503 a service not answering (with Retry-After)."
