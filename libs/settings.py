@@ -25,6 +25,7 @@ No other module reads ``os.environ``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import types
@@ -103,16 +104,21 @@ _DSN_PASSWORD = re.compile(r"(\b\w*password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.
 
 
 def _masked_url(text: str) -> str:
+    scheme, separator, rest = text.partition("://")
+    if separator and "@" in rest:
+        # A password may hold "/", "?" or "#" unescaped, which a URL parser reads as the
+        # path, query or fragment: everything before the last "@" is user info to hide.
+        shown = _masked_url(f"{scheme}://{rest.rpartition('@')[2]}")
+        return shown.replace("://", f"://{MASK}@", 1)
     try:
         url = urlsplit(text)
     except ValueError:  # not a URL at all (an unbalanced "["): nothing of it is shown
         return MASK
     if not (url.scheme and url.netloc):
         return _DSN_PASSWORD.sub(rf"\g<1>{MASK}", text)
-    # The whole user info: a token often is the user name (https://<token>@host, nats://<token>@host).
-    _user_info, at, host = url.netloc.rpartition("@")
-    netloc = f"{MASK}@{host}" if at else host
-    return urlunsplit((url.scheme, netloc, url.path, MASK if url.query else "", MASK if url.fragment else ""))
+    return urlunsplit(
+        (url.scheme, url.netloc, url.path, MASK if url.query else "", MASK if url.fragment else "")
+    )
 
 
 def reveal(secret: Secret | None) -> str | None:
@@ -249,9 +255,12 @@ def _parse(raw: str, declared: _Declared) -> Any:
             raise ValueError(f"expected an integer, got {raw!r}") from None
     if kind is float:
         try:
-            return float(raw.strip())
+            number = float(raw.strip())
         except ValueError:
             raise ValueError(f"expected a number, got {raw!r}") from None
+        if not math.isfinite(number):  # nan passes every bound; inf is no limit anyone means
+            raise ValueError(f"expected a finite number, got {raw!r}")
+        return number
     if kind is Path:
         return Path(raw.strip()).expanduser()
     if typing.get_origin(kind) is list:

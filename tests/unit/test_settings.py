@@ -94,6 +94,14 @@ def test_values_outside_their_bounds_name_the_variable_and_the_range() -> None:
     assert load_settings(Example, {"X_COUNT": "64", "X_RATIO": "0.001", "X_REQUIRED": "x"}).count == 64
 
 
+@pytest.mark.parametrize("number", ["nan", "NaN", "inf", "-inf", "1e999"])
+def test_a_number_that_is_not_finite_is_refused_naming_the_variable(number: str) -> None:
+    """nan compares false with every bound, so it would pass any range; inf is no limit."""
+    with pytest.raises(SettingsError) as failure:
+        load_settings(Example, {"X_RATIO": number, "X_REQUIRED": "x"})
+    assert failure.value.problems == [f"X_RATIO: expected a finite number, got {number!r}"]
+
+
 @pytest.mark.parametrize(
     ("bounds", "words"),
     [
@@ -159,6 +167,11 @@ def test_a_secret_never_prints() -> None:
             "host=db user=app password=********** dbname=platform",
         ),
         ("https://x-access-token:tok@git.example.com/g.git", "https://**********@git.example.com/g.git"),
+        # Unescaped "/", "#" or "?" in a password: a URL parser would read a path, fragment or query.
+        ("postgresql://app:pa/ss@db/p", "postgresql://**********@db/p"),
+        ("https://user:pa#ss@host/repo", "https://**********@host/repo"),
+        ("nats://user:p?w@n1:4222,nats://n2:4222", "nats://**********@n1:4222,nats://n2:4222"),
+        ("https://user:p@ss@host/repo?token=t", "https://**********@host/repo?**********"),
         ("git@github.com:org/gitops.git", "git@github.com:org/gitops.git"),
         ("https://[broken/g.git", "**********"),
     ],
@@ -343,7 +356,9 @@ def test_settings_of_every_service_never_show_a_secret(service: str) -> None:
     assert shown_secrets(str(settings)) == []
     assert shown_secrets(json.dumps(dataclasses.asdict(settings), default=str)) == []
     # Yet each secret is there for the code that asks for it.
-    for variable in secret_variables(settings_class):
+    secrets = secret_variables(settings_class)
+    assert secrets
+    for variable in secrets:
         field = next(f for f in dataclasses.fields(settings_class) if f.metadata.get("env") == variable)
         assert reveal(getattr(settings, field.name)) == SECRET_VALUES[variable][0]
 
