@@ -362,6 +362,8 @@ def test_migration_hook_job(rendered: Rendered, chart: str, variant: str) -> Non
         if "secret" in v and v["name"] in {m["name"] for m in container(deployment)["volumeMounts"]}
     ]
     job_volumes = job["spec"]["template"]["spec"]["volumes"]
+    # The variant with every option on mounts secret files: there, at least, the loop runs.
+    assert secret_volumes or variant != "everything"
     for volume in secret_volumes:
         assert volume in job_volumes
         mount = next(m for m in container(deployment)["volumeMounts"] if m["name"] == volume["name"])
@@ -375,7 +377,9 @@ def test_migration_job_needs_nothing_the_release_creates(
     """A pre-install hook runs before the release's other objects exist."""
     objects = rendered[chart, variant]
     created = {(o["kind"], o["metadata"]["name"]) for o in objects if not is_hook(o)}
-    for job in of_kind(objects, "Job"):
+    jobs = of_kind(objects, "Job")
+    assert jobs or chart == "gateway", "every chart but the gateway's migrates a schema"
+    for job in jobs:
         pod = job["spec"]["template"]["spec"]
         account = pod.get("serviceAccountName")
         assert account is None or ("ServiceAccount", account) not in created
@@ -395,7 +399,9 @@ def test_secrets_are_referenced_never_inlined(rendered: Rendered, chart: str, va
     objects = rendered[chart, variant]
     assert of_kind(objects, "Secret") == [], "the charts never carry a secret"
     secrets = secret_settings(chart)
-    for configmap in of_kind(objects, "ConfigMap"):
+    configmaps = of_kind(objects, "ConfigMap")
+    assert configmaps
+    for configmap in configmaps:
         assert not secrets & set(configmap["data"]), "a secret setting in a ConfigMap"
     for workload in [one(objects, "Deployment"), *of_kind(objects, "Job")]:
         for name, source in effective_env(workload, objects).items():
