@@ -160,12 +160,16 @@ def test_every_pack_a_seed_class_names_exists_as_a_file() -> None:
 
 def test_every_seed_pack_manifest_is_valid_kubernetes() -> None:
     schemas = KubernetesSchemas("1.30.0")
-    for pack in seed_policy_packs():
+    packs = seed_policy_packs()
+    assert packs
+    for pack in packs:
         assert pack_schema_problems(pack, schemas) == [], pack.name
 
 
 def test_seed_packs_are_loaded_through_the_admin_validation() -> None:
-    for path in sorted((CATALOG / "packs").glob("*.yaml")):
+    paths = sorted((CATALOG / "packs").glob("*.yaml"))
+    assert paths
+    for path in paths:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         assert parse_policy_pack(path.stem, raw).name == path.stem
 
