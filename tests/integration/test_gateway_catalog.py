@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ import yaml
 
 from libs.service_kit import ServiceKit
 from tests.support.api_flows import PREVIEW
-from tests.support.bus import stream_events, wait_until
+from tests.support.bus import outbox_drained, stream_events, wait_until
 from tests.support.gateway import auth, gateway_with_services, mint
 from tests.support.isolation import row_counts
 from tests.support.platformctl import clean_env, platformctl
@@ -300,10 +299,14 @@ async def test_team_budgets_and_spend(stack: Stack) -> None:
 # -- dry run -------------------------------------------------------------------------------------------
 
 
+async def outboxes_drained(stack: Stack) -> bool:
+    return all([await outbox_drained(stack.env["PLATFORM_POSTGRES_DSN"], schema) for schema in SCHEMAS])
+
+
 async def test_a_dry_run_shows_the_plan_stores_nothing_and_matches_the_real_render(stack: Stack) -> None:
     http = stack.http
     await http.put("/v1/teams/payments/budget", json={"monthly_usd": 1000}, headers=ADMIN)
-    await asyncio.sleep(0.3)  # let the relays settle so the stream is quiet
+    await wait_until(lambda: outboxes_drained(stack), what="every staged event published")
     rows_before, sequence_before = (
         row_counts(stack.env["PLATFORM_POSTGRES_DSN"], SCHEMAS),
         await stack.last_sequence(),
@@ -315,7 +318,8 @@ async def test_a_dry_run_shows_the_plan_stores_nothing_and_matches_the_real_rend
     )
     assert response.status_code == 200, response.text
     plan = response.json()
-    await asyncio.sleep(0.3)
+    # Anything the dry run staged would be a row still, or, once relayed, a stream message.
+    await wait_until(lambda: outboxes_drained(stack), what="every staged event published")
     assert row_counts(stack.env["PLATFORM_POSTGRES_DSN"], SCHEMAS) == rows_before
     assert await stack.last_sequence() == sequence_before
     listed = (await http.get("/v1/environment-requests", headers=ALICE)).json()["items"]
