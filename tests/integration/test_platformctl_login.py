@@ -268,6 +268,11 @@ async def test_contexts_switch_between_two_gateways(
             elsewhere = await platformctl("--api", other.base_url, "whoami", env=env)
             assert elsewhere.code == 2
             assert "no token" in elsewhere.stderr
+            # ... nor when the context itself is pointed at another API after the sign-in.
+            await platformctl("config", "set-context", "a", "--api", other.base_url, env=env)
+            moved = await platformctl("whoami", env=env)
+            assert moved.code == 2
+            assert "no token" in moved.stderr
 
 
 async def actor(env: dict[str, str], *args: str) -> str:

@@ -118,7 +118,9 @@ def _fields(entry: ContextEntry) -> dict[str, Any]:
 def use_context(args: argparse.Namespace, ctx: Context) -> int:
     config = _config(ctx)
     if args.name not in config.contexts:
-        raise UsageError(f"no context {args.name!r} in {config.path} ('platformctl config get-contexts' lists them)")
+        raise UsageError(
+            f"no context {args.name!r} in {config.path} ('platformctl config get-contexts' lists them)"
+        )
     config.current = args.name
     save_config(config)
     ctx.note(f"Switched to context {args.name} ({redact(config.contexts[args.name].api)})")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from services.tools.platformctl.client import CliError
-from services.tools.platformctl.config_file import CliConfig, private_directory, write_private
+from services.tools.platformctl.config_file import CliConfig, private_directory, same_api, write_private
 from services.tools.platformctl.oidc import Provider, TokenError, bearer_token, refresh
 
 # Refreshed this long before it expires, so a token does not run out between the check and
@@ -86,12 +86,12 @@ def remove_session(config: CliConfig, context: str) -> Session | None:
     return None
 
 
-def current_token(config: CliConfig, context: str) -> str | None:
-    """The context's token, refreshed first when it expires within the skew; None when the
-    context has no sign-in. An expired session that cannot be refreshed is an error that
-    says how to sign in again."""
+def current_token(config: CliConfig, context: str, api: str) -> str | None:
+    """The context's token for ``api``, refreshed first when it expires within the skew;
+    None when the context has no sign-in for that API (it was pointed elsewhere since). An
+    expired session that cannot be refreshed is an error that says how to sign in again."""
     session = load_session(config, context)
-    if session is None:
+    if session is None or not same_api(session.api, api):
         return None
     if not session.expiring(time.time()):
         return session.token

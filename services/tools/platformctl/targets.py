@@ -36,7 +36,7 @@ def resolve_target(args: argparse.Namespace, settings: CliSettings, config: CliC
     api = args.api or settings.api or (entry.api if entry else DEFAULT_API)
     token: str | TokenSource | None = args.token or reveal(settings.token)
     if token is None and name is not None and entry is not None and same_api(api, entry.api):
-        token = partial(current_token, config, name)
+        token = partial(current_token, config, name, api)
     return Target(
         api=api,
         token=token,
@@ -54,5 +54,7 @@ def selected_context(args: argparse.Namespace, config: CliConfig) -> tuple[str |
         return None, None
     entry = config.contexts.get(name)
     if entry is None and not getattr(args, "context_optional", False):
-        raise UsageError(f"no context {name!r} in {config.path} ('platformctl config get-contexts' lists them)")
+        raise UsageError(
+            f"no context {name!r} in {config.path} ('platformctl config get-contexts' lists them)"
+        )
     return name, entry
