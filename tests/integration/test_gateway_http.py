@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from litestar import Litestar
 from prometheus_client.parser import text_string_to_metric_families
 
 from contracts.rpc import CreateRequest
@@ -116,6 +117,16 @@ async def test_whoami_shows_the_resolved_caller(http: httpx.AsyncClient) -> None
         "subject": "user-1",
     }
 
+
+
+@pytest.mark.parametrize("claims", [{"email": "alice@example.com\x00root"}, {"sub": "user-1\r\nX: y"}])
+async def test_a_caller_named_with_control_characters_is_401(
+    http: httpx.AsyncClient, claims: dict[str, str]
+) -> None:
+    response = await http.get("/v1/whoami", headers=auth("viewer", **claims))
+    body = assert_error_body(response, 401, "unauthorized")
+    assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+    assert "\x00" not in body["error"]
 
 # -- creating requests ---------------------------------------------------------------------------
 
@@ -312,6 +323,30 @@ async def test_the_trace_context_travels_to_the_service(http: httpx.AsyncClient,
     forwarded = await asyncio.wait_for(seen.get(), 5)
     await subscription.unsubscribe()
     assert forwarded["traceparent"].split("-")[1] == trace_id
+
+
+def concrete_paths(app: Litestar) -> list[str]:
+    """Every path of the app's route table, each path parameter given a value of its type."""
+
+    def value(match: re.Match[str]) -> str:
+        return "1" if match["type"] == "int" else "x"
+
+    return [re.sub(r"\{\w+:(?P<type>\w+)\}", value, route.path) for route in app.routes]
+
+
+async def test_options_and_head_are_never_a_server_error_on_any_path(
+    http: httpx.AsyncClient, stack: GatewayStack
+) -> None:
+    """OPTIONS needs no token on any path (preflights carry none): 204 with the methods the
+    path allows. A guard that finds no caller is a 401, never a crash."""
+    paths = concrete_paths(stack.app)
+    assert len(paths) > 20
+    for path in paths:
+        options = await http.options(path)
+        assert options.status_code == 204, (path, options.status_code, options.text)
+        assert "OPTIONS" in options.headers["Allow"], path
+        head = await http.head(path)
+        assert head.status_code < 500, (path, head.status_code)
 
 
 # -- operations ----------------------------------------------------------------------------------

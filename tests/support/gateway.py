@@ -21,6 +21,7 @@ from typing import Any
 
 import jwt
 import nats
+from litestar import Litestar
 from nats.aio.client import Client as NatsClient
 
 from contracts.catalog import SERVICES
@@ -194,6 +195,7 @@ class StandInPolicy:
 
 @dataclass
 class GatewayStack:
+    app: Litestar
     base_url: str
     settings: GatewaySettings
     nc: NatsClient
@@ -252,8 +254,9 @@ async def gateway_stack(nats_url: str, rpc_prefix: str, **extra_env: str) -> Asy
     try:
         for server in servers.values():
             await server.start()
-        async with serve(create_app(settings)) as base_url:
-            yield GatewayStack(base_url, settings, nc, intake, policy, servers)
+        app = create_app(settings)
+        async with serve(app) as base_url:
+            yield GatewayStack(app, base_url, settings, nc, intake, policy, servers)
     finally:
         for server in servers.values():
             await server.stop(timeout=1)

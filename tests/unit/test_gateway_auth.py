@@ -8,13 +8,18 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from litestar import Controller, Litestar, get
+from litestar.testing import TestClient
 
 from contracts.roles import Role
 from libs.settings import SettingsError, load_settings
+from libs.telemetry import REGISTRY
 from services.gateway.adapters.tokens import Authenticator, InvalidToken, StaticSecretVerifier
 from services.gateway.domain.claims import ClaimNames, resolve_principal
 from services.gateway.domain.errors import PermissionDenied, Unauthenticated
 from services.gateway.domain.roles import Action, is_allowed
+from services.gateway.entrypoints.authentication import requires
+from services.gateway.entrypoints.errors import EXCEPTION_HANDLERS
 from services.gateway.settings import GatewaySettings
 
 SECRET = "unit-test-secret-that-is-64-bytes-long-for-hs512-0123456789abcdef"
@@ -81,6 +86,22 @@ def test_actor_falls_back_to_the_subject() -> None:
 def test_a_token_naming_nobody_is_unauthenticated() -> None:
     with pytest.raises(Unauthenticated):
         resolve_principal({"role": "admin"}, NAMES)
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"sub": "u-1", "email": "alice@example.com\x00admin"},
+        {"sub": "u-1\n", "email": "alice@example.com"},
+        {"sub": "u-1\x1b[31m"},
+        {"sub": "u-1", "teams": ["payments", "ops\x7f"]},
+    ],
+)
+def test_a_claim_with_control_characters_invalidates_the_token(claims: dict[str, Any]) -> None:
+    with pytest.raises(Unauthenticated) as caught:
+        resolve_principal({**claims, "role": "viewer"}, NAMES)
+    assert caught.value.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+    assert "control characters" in caught.value.message
 
 
 def test_teams_absent_means_unrestricted() -> None:
@@ -248,6 +269,45 @@ async def test_authenticate_resolves_the_principal() -> None:
         f"Bearer {token(valid_claims(role=['admin']))}"
     )
     assert (principal.actor, principal.role) == ("alice@example.com", Role.ADMIN)
+
+
+def test_a_guard_that_finds_no_caller_answers_401_instead_of_crashing() -> None:
+    """A guarded route the authentication middleware skipped (no ``security`` declared, or
+    Litestar's automatic OPTIONS handler under a controller-level guard) fails closed."""
+
+    class Unsecured(Controller):
+        path = "/unsecured"
+        guards = [requires(Action.READ)]
+
+        @get(sync_to_thread=False)
+        def read(self) -> str:
+            return "never"
+
+    app = Litestar([Unsecured], exception_handlers=EXCEPTION_HANDLERS)
+    with TestClient(app) as client:
+        for method in ("GET", "OPTIONS"):
+            response = client.request(method, "/unsecured")
+            assert response.status_code == 401, (method, response.text)
+            assert response.json()["code"] == "unauthorized"
+            assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+def verifications(result: str) -> float:
+    return REGISTRY.get_sample_value("platform_gateway_token_verifications_total", {"result": result}) or 0.0
+
+
+@pytest.mark.parametrize(
+    ("claims", "refusal"),
+    [({"role": "nobody"}, PermissionDenied), ({"teams": {"payments": True}}, Unauthenticated)],
+)
+async def test_a_signed_token_without_a_usable_caller_counts_as_refused(
+    claims: dict[str, Any], refusal: type[Exception]
+) -> None:
+    before = {result: verifications(result) for result in ("accepted", "refused")}
+    with pytest.raises(refusal):
+        await Authenticator(verifier(), NAMES).authenticate(f"Bearer {token(valid_claims(**claims))}")
+    assert verifications("accepted") == before["accepted"]
+    assert verifications("refused") == before["refused"] + 1
 
 
 # -- settings ------------------------------------------------------------------------------------

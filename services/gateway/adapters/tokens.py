@@ -45,7 +45,8 @@ __all__ = [
 
 TOKEN_VERIFICATIONS = Counter(
     "platform_gateway_token_verifications_total",
-    "Bearer tokens the gateway verified, by result (accepted, refused, provider_unavailable).",
+    "Bearer tokens the gateway verified, by result (accepted: a caller with a role; refused: "
+    "invalid, or valid but naming no usable caller; provider_unavailable).",
     ["result"],
     registry=REGISTRY,
 )
@@ -155,9 +156,7 @@ class Authenticator:
 
     async def authenticate(self, authorization: str | None) -> Principal:
         if not authorization or not authorization.strip():
-            raise Unauthenticated(
-                "missing bearer token (send 'Authorization: Bearer <token>')", token_presented=False
-            )
+            raise Unauthenticated.no_credentials()
         scheme, _, token = authorization.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthenticated("the Authorization header must be 'Bearer <token>'", token_presented=False)
@@ -172,8 +171,14 @@ class Authenticator:
             raise HttpError(
                 503, "unavailable", f"{exc}; retry later", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
             ) from None
+        try:
+            principal = resolve_principal(claims, self.claim_names)
+        except HttpError:
+            # Signed, but naming nobody, no role or unusable claims: not an accepted token.
+            TOKEN_VERIFICATIONS.labels("refused").inc()
+            raise
         TOKEN_VERIFICATIONS.labels("accepted").inc()
-        return resolve_principal(claims, self.claim_names)
+        return principal
 
     async def close(self) -> None:
         if self.oidc is not None:

@@ -5,6 +5,8 @@
   caller is known, it is just not allowed anything).
 - actor: from the actor claim (``email``), falling back to the subject claim (``sub``).
 - teams: from the teams claim, a list of strings; absent means unrestricted.
+- actor, subject and teams are text the gateway echoes and stores: one with control
+  characters makes the token invalid (401).
 
 Claim names may be dotted paths (``realm_access.roles``) for identity providers that
 nest them; a literal key with dots (``https://example.com/roles``) is tried first.
@@ -20,6 +22,7 @@ from contracts.models import Actor
 from contracts.roles import Role
 from services.gateway.domain.errors import PermissionDenied, Unauthenticated
 from services.gateway.domain.roles import ROLES_BY_PRIVILEGE, most_privileged
+from services.gateway.domain.text import has_control_characters
 
 
 @dataclass(frozen=True)
@@ -63,9 +66,18 @@ def claim(claims: Mapping[str, Any], name: str) -> Any:
     return current
 
 
-def _text(value: Any) -> str | None:
+def _printable(value: str, name: str) -> str:
+    """``value`` stripped; a claim with control characters makes the whole token invalid,
+    as a path or query value with them makes the request invalid."""
+    if has_control_characters(value):
+        raise Unauthenticated(f"the token's {name!r} claim contains control characters", token_presented=True)
+    return value.strip()
+
+
+def _text(claims: Mapping[str, Any], name: str) -> str | None:
+    value = claim(claims, name)
     if isinstance(value, str) and value.strip():
-        return value.strip()
+        return _printable(value, name)
     return None
 
 
@@ -93,9 +105,9 @@ def resolve_teams(claims: Mapping[str, Any], names: ClaimNames) -> list[str] | N
     # A single team sent as a plain string is common with identity providers that
     # flatten one-element lists.
     if isinstance(raw, str):
-        return [raw.strip()] if raw.strip() else []
+        raw = [raw]
     if isinstance(raw, list) and all(isinstance(item, str) for item in raw):
-        return [item.strip() for item in raw if item.strip()]
+        return [_printable(item, names.teams) for item in raw if item.strip()]
     raise Unauthenticated(
         f"the token's {names.teams!r} claim must be a list of strings", token_presented=True
     )
@@ -104,11 +116,12 @@ def resolve_teams(claims: Mapping[str, Any], names: ClaimNames) -> list[str] | N
 def resolve_principal(claims: Mapping[str, Any], names: ClaimNames) -> Principal:
     """Build the caller from verified claims.
 
-    Raises :class:`Unauthenticated` when the token names nobody or its teams claim is
-    malformed, :class:`PermissionDenied` when it carries no valid role.
+    Raises :class:`Unauthenticated` when the token names nobody, its teams claim is
+    malformed or a claim used as text carries control characters, :class:`PermissionDenied`
+    when it carries no valid role.
     """
-    subject = _text(claim(claims, names.subject))
-    actor = _text(claim(claims, names.actor)) or subject
+    subject = _text(claims, names.subject)
+    actor = _text(claims, names.actor) or subject
     if actor is None:
         raise Unauthenticated(
             f"the token has neither an {names.actor!r} nor a {names.subject!r} claim", token_presented=True

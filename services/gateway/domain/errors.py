@@ -77,6 +77,10 @@ class Unauthenticated(HttpError):
         challenge = 'Bearer error="invalid_token"' if token_presented else "Bearer"
         super().__init__(401, "unauthorized", message, headers={"WWW-Authenticate": challenge})
 
+    @classmethod
+    def no_credentials(cls) -> Unauthenticated:
+        return cls("missing bearer token (send 'Authorization: Bearer <token>')", token_presented=False)
+
 
 class PermissionDenied(HttpError):
     def __init__(self, message: str, details: Any = None) -> None:

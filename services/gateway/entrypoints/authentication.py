@@ -20,10 +20,9 @@ from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Guard, Receive, Scope, Send
 
 from services.gateway.adapters.tokens import Authenticator
-from services.gateway.domain.claims import Principal
 from services.gateway.domain.errors import HttpError, PermissionDenied
 from services.gateway.domain.roles import ACTION_PHRASES, Action, allowed_roles, is_allowed, lacks_team_scope
-from services.gateway.entrypoints.dependencies import runtime_of
+from services.gateway.entrypoints.dependencies import caller_of, runtime_of
 from services.gateway.entrypoints.errors import send_error
 
 SECURITY_SCHEME = "BearerAuth"
@@ -32,7 +31,10 @@ SECURITY: list[dict[str, list[str]]] = [{SECURITY_SCHEME: []}]
 
 def _is_public(scope: Scope) -> bool:
     """Routes that do not document the bearer scheme (health, metrics, the API reference),
-    and CORS preflights, which carry no credentials by design."""
+    and OPTIONS on any path: Litestar answers it with the ``Allow`` header alone (nothing
+    the public OpenAPI document does not say), and CORS preflights carry no credentials
+    by design. Hence guards belong on routes, not controllers (a controller's guards
+    would run on OPTIONS too, and refuse it for want of a caller)."""
     if scope.get("method") == "OPTIONS":
         return True
     handler = scope.get("route_handler")
@@ -72,7 +74,7 @@ def requires(action: Action, *, team_scoped: bool = False) -> Guard:
     """
 
     async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        principal: Principal = connection.user
+        principal = caller_of(connection)
         if not is_allowed(principal.role, action):
             allowed = [role.value for role in allowed_roles(action)]
             raise PermissionDenied(

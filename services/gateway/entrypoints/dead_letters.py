@@ -36,9 +36,15 @@ class DeadLettersController(Controller):
     path = "/v1/dead-letters"
     tags = ["operations"]
     security = SECURITY
-    guards = [requires(Action.OPERATE_EVENTS)]
 
-    @get("/", summary="Dead letters of every service", responses=error_responses(422))
+    # Guards sit on the routes, never on the controller: a controller's guards also run on
+    # Litestar's automatic OPTIONS handler, which is public on every path.
+    @get(
+        "/",
+        summary="Dead letters of every service",
+        guards=[requires(Action.OPERATE_EVENTS)],
+        responses=error_responses(422),
+    )
     async def list_dead_letters(
         self,
         services: NamedDependency[Services],
@@ -56,6 +62,7 @@ class DeadLettersController(Controller):
     @post(
         "/{service:str}/{dead_letter_id:int}/replay",
         summary="Replay a dead letter",
+        guards=[requires(Action.OPERATE_EVENTS)],
         status_code=202,
         responses={
             202: ResponseSpec(

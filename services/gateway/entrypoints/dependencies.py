@@ -14,7 +14,7 @@ from libs.ops_server import ReadinessCheck
 from services.gateway.adapters.services import Services
 from services.gateway.adapters.tokens import Authenticator
 from services.gateway.domain.claims import Principal
-from services.gateway.domain.errors import HttpError
+from services.gateway.domain.errors import HttpError, Unauthenticated
 from services.gateway.service_layer.health import GatewayHealth
 from services.gateway.settings import GatewaySettings
 
@@ -55,10 +55,21 @@ def initial_state(runtime: GatewayRuntime) -> State:
     return State({"runtime": runtime})
 
 
+def caller_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    """The caller the authentication middleware established.
+
+    Only routes that document the bearer scheme have one; a guard or handler reached
+    without it (a route declared without ``security``, Litestar's automatic OPTIONS
+    handler under a controller-level guard) fails closed with a 401, never a crash.
+    """
+    principal = connection.scope.get("user")
+    if not isinstance(principal, Principal):
+        raise Unauthenticated.no_credentials()
+    return principal
+
+
 async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
-    """The caller the authentication middleware established (routes that document the
-    bearer scheme only; anywhere else this is a programming error and fails closed)."""
-    return cast(Principal, request.user)
+    return caller_of(request)
 
 
 async def provide_services(request: Request[Any, Any, Any]) -> Services:

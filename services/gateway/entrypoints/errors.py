@@ -8,7 +8,6 @@ raises; :func:`send_error` covers the middleware that answers before any handler
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 import msgspec
@@ -24,10 +23,9 @@ from services.gateway.domain.errors import (
     from_service_error,
 )
 from services.gateway.domain.resources import ErrorBody
+from services.gateway.domain.text import has_control_characters
 
 log = logging.getLogger(__name__)
-
-_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def error_body(error: HttpError) -> ErrorBody:
@@ -51,7 +49,7 @@ async def send_error(send: Send, error: HttpError) -> None:
 
 
 async def reject_control_characters(request: Request[Any, Any, Any]) -> None:
-    """No path or query value may carry control characters (a NUL cannot even be stored).
+    """No path or query value may carry control characters (``domain.text``).
 
     Checked once here, for every route, so each parameter's own validation can assume
     printable text; the failing parameter is named like any other validation error.
@@ -59,7 +57,7 @@ async def reject_control_characters(request: Request[Any, Any, Any]) -> None:
     failing = [
         {"field": name, "message": "must not contain control characters"}
         for name, value in [*request.path_params.items(), *request.query_params.multi_items()]
-        if isinstance(value, str) and _CONTROL_CHARACTERS.search(value)
+        if isinstance(value, str) and has_control_characters(value)
     ]
     if failing:
         raise HttpError(
