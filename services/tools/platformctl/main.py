@@ -313,11 +313,19 @@ def add_config_commands(root: argparse._SubParsersAction[Parser]) -> None:
     )
     change.set_defaults(run=login_commands.set_context, usage_prog=change.prog)
     change.add_argument("name")
-    change.add_argument("--api", dest="context_api", help="the API's base URL")
-    change.add_argument("--issuer", dest="context_issuer", help="the identity provider (login sets it)")
-    change.add_argument("--team", dest="context_team", help="default --team of request create, teams get")
+    change.add_argument("--api", dest="context_api", metavar="URL", help="the API's base URL")
     change.add_argument(
-        "--output", dest="context_output", choices=(*FORMATS, ""), help="default output format"
+        "--issuer", dest="context_issuer", metavar="URL", help="the identity provider (login sets it)"
+    )
+    change.add_argument(
+        "--team", dest="context_team", metavar="TEAM", help="default --team of request create, teams get"
+    )
+    change.add_argument(
+        "--output",
+        dest="context_output",
+        choices=(*FORMATS, ""),
+        metavar="FORMAT",
+        help=f"default output format: {', '.join(FORMATS)}",
     )
     for parser in (use, change):
         # Switching away from, or repairing, a current context the file no longer defines.
