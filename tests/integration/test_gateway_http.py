@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from contracts.rpc import CreateRequest
 from tests.support.api_flows import request_body
+from tests.support.bus import wait_until
 from tests.support.gateway import BACKENDS, GatewayStack, auth, gateway_stack, gateway_with_services, mint
 
 SECRET_LIKE = ("nats://", "127.0.0.1", "localhost", "postgresql://", "Traceback")
@@ -118,7 +119,6 @@ async def test_whoami_shows_the_resolved_caller(http: httpx.AsyncClient) -> None
     }
 
 
-
 @pytest.mark.parametrize("claims", [{"email": "alice@example.com\x00root"}, {"sub": "user-1\r\nX: y"}])
 async def test_a_caller_named_with_control_characters_is_401(
     http: httpx.AsyncClient, claims: dict[str, str]
@@ -127,6 +127,7 @@ async def test_a_caller_named_with_control_characters_is_401(
     body = assert_error_body(response, 401, "unauthorized")
     assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
     assert "\x00" not in body["error"]
+
 
 # -- creating requests ---------------------------------------------------------------------------
 
@@ -383,9 +384,13 @@ async def test_status_reports_each_backend_as_seen_from_the_gateway(
     assert not any(marker in response.text for marker in SECRET_LIKE)
 
     await stack.answer("approval", "renderer", "git_publisher", "cluster_bootstrapper")
-    await asyncio.sleep(1.1)  # /v1/status checks afresh at most once a second
-    body = (await http.get("/v1/status", headers=auth("viewer"))).json()
-    assert body["status"] == "ok"
+
+    async def all_up() -> dict[str, Any] | None:
+        # /v1/status checks afresh at most once a second: the change shows within a few.
+        status = (await http.get("/v1/status", headers=auth("viewer"))).json()
+        return status if status["status"] == "ok" else None
+
+    body = await wait_until(all_up, timeout=10, interval=0.2, what="every dependency reported up")
     assert {item["state"] for item in body["dependencies"]} == {"up"}
 
 
