@@ -31,6 +31,13 @@ SETTLED = frozenset({Status.READY, Status.FAILED, Status.REJECTED, Status.DELETE
 # them every few seconds would cost more as it does).
 TERMINAL = frozenset({Status.REJECTED, Status.DELETED})
 IN_PLAY = [status for status in Status if status not in TERMINAL]
+# Counts and ages of the requests still in play. The terminal statuses are written out as
+# constants (of our own enum) so the planner matches the requests_in_play index's predicate.
+_TERMINAL_LIST = ", ".join(f"'{status}'" for status in sorted(TERMINAL))
+IN_PLAY_QUERY = (
+    "SELECT status, class, count(*) AS n, min(coalesce(stalled_since, updated_at)) AS since"  # noqa: S608
+    f" FROM requests WHERE status NOT IN ({_TERMINAL_LIST}) GROUP BY status, class"
+)
 EXPIRING_WITHIN = timedelta(hours=24)
 
 REQUESTS = Gauge(
@@ -81,12 +88,7 @@ async def refresh(pool: Pool) -> None:
     """Recompute the gauges from intake's tables."""
     now = datetime.now(UTC)
     async with pool.connection() as conn:
-        # Only requests still in play (the requests_in_play index holds just those rows).
-        in_play = await _fetch(
-            conn,
-            "SELECT status, class, count(*) AS n, min(coalesce(stalled_since, updated_at)) AS since"
-            f" FROM requests WHERE status NOT IN ({_quoted(TERMINAL)}) GROUP BY status, class",  # noqa: S608
-        )
+        in_play = await _fetch(conn, IN_PLAY_QUERY)
         classes = await _fetch(conn, "SELECT name FROM environment_classes")
         expiring = await _fetch(
             conn,
@@ -97,11 +99,6 @@ async def refresh(pool: Pool) -> None:
     replace_samples(REQUESTS, _every_status(in_play, {row["name"] for row in classes}))
     replace_samples(OLDEST_IN_STATUS, _oldest_unsettled(in_play, now))
     replace_samples(EXPIRING_SOON, (((row["class"],), row["n"]) for row in expiring))
-
-
-def _quoted(statuses: frozenset[Status]) -> str:
-    # Constants of our own enum, written out so the planner can match the index's predicate.
-    return ", ".join(f"'{status}'" for status in sorted(statuses))
 
 
 def _every_status(counts: list[dict[str, Any]], classes: set[str]) -> list[tuple[tuple[str, str], float]]:
