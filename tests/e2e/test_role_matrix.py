@@ -7,13 +7,15 @@ services). Allowed cells must answer the route's 2xx (and really act: each actin
 gets a request of its own in the right state), denied ones 403 (including requests of other
 teams), and no token 401.
 
-The table is data: routes added later (class and budget administration) are new rows.
+The table is data: routes added later (class and budget administration) are new rows, and
+every operation of the served OpenAPI document must have one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -72,6 +74,8 @@ ROUTES = [
     Route("readyz", "GET", "/readyz", None, 200, team_scoped=False),
     Route("metrics", "GET", "/metrics", None, 200, team_scoped=False),
     Route("whoami", "GET", "/v1/whoami", EVERYONE, 200, team_scoped=False),
+    Route("sign-in settings", "GET", "/v1/auth/config", None, 200, team_scoped=False),
+    Route("platform status", "GET", "/v1/status", EVERYONE, 200, team_scoped=False),
     Route("list classes", "GET", "/v1/environment-classes", EVERYONE, 200, team_scoped=False),
     Route("get class", "GET", "/v1/environment-classes/preview", EVERYONE, 200, team_scoped=False),
     Route(
@@ -91,6 +95,16 @@ ROUTES = [
         201,
         other_team=403,
         body=lambda _: example("preview", app=f"m-{uuid.uuid4().hex[:8]}"),
+    ),
+    Route(
+        "plan request (dry run)",
+        "POST",
+        "/v1/environment-requests",
+        frozenset({"requester", "admin"}),
+        200,
+        other_team=403,
+        body=lambda _: example("preview", app=f"d-{uuid.uuid4().hex[:8]}"),
+        params={"dry_run": "true"},
     ),
     Route("get request", "GET", "/v1/environment-requests/{id}", EVERYONE, 200, target="shared"),
     Route("request timeline", "GET", "/v1/environment-requests/{id}/events", EVERYONE, 200, target="shared"),
@@ -381,7 +395,28 @@ def test_cell(cell: Cell, gateways: dict[bool, str], targets: Targets) -> None:
         assert response.json()["status"] == after[route.name]
 
 
-def test_the_matrix_covers_every_route_and_role() -> None:
+def documented_operation(route: Route, templates: list[str]) -> tuple[str, str]:
+    """The document's (method, path template) that ``route`` calls."""
+    concrete = route.path.replace("{id}", "x")
+    matching = [
+        template
+        for template in templates
+        if re.fullmatch(re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(template)), concrete)
+    ]
+    assert len(matching) == 1, f"{route.name}: {route.path} matches {matching} in the document"
+    return route.method, matching[0]
+
+
+def test_the_matrix_has_a_row_for_every_documented_operation(stack: RunningStack) -> None:
+    """Derived from the served document, so a route added without a row fails here."""
+    document = httpx.get(f"{stack.api_url}/schema/openapi.json", timeout=15).json()
+    templates = list(document["paths"])
+    documented = {(method.upper(), path) for path, item in document["paths"].items() for method in item}
+    assert len(documented) > 20
+    assert {documented_operation(route, templates) for route in ROUTES} == documented
+
+
+def test_the_matrix_covers_every_role() -> None:
     assert len(CELLS) == sum(1 if r.roles is None else 1 + 2 * len(ROLES) * len(SCOPES) for r in ROUTES)
     acting = [cell for cell in CELLS if cell.acts]
     assert {cell.route.name for cell in acting} == {
