@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -305,6 +305,17 @@ class RpcClient:
         timeout: float | None = None,
     ) -> ReplyT:
         """``verb``'s reply to ``message``; ``service`` names the service asked for a kit verb."""
+        return await self._ask(verb, message, service, timeout)
+
+    async def ask_unvalidated(self, verb: RpcVerb[Any, ReplyT], message: Mapping[str, Any]) -> ReplyT:
+        """``verb``'s reply to ``message`` given as plain JSON values, not the verb's request
+        type: for a client body its model refused, which the service is shown as sent so that
+        its ``validation`` answer names every failing field (its own rules' beside the model's)."""
+        return await self._ask(verb, message, None, None)
+
+    async def _ask(
+        self, verb: RpcVerb[Any, ReplyT], message: Any, service: str | None, timeout: float | None
+    ) -> ReplyT:
         target = service or verb.service
         data = await self._request(target, verb.name, message, timeout)
         decoder = self._reply_decoders.get(verb.key)
@@ -344,6 +355,16 @@ class RpcClient:
         ) as exc:
             raise Unavailable(f"the {service} service is not answering") from exc
         return reply_msg.data
+
+
+def message_fields(message: bytes) -> dict[str, Any]:
+    """A request message as plain JSON values ({} if it is no JSON object): what a route's
+    ``more_problems`` reads, since the message failed its type."""
+    try:
+        fields = msgspec.json.decode(message)
+    except (msgspec.DecodeError, RecursionError):
+        return {}
+    return fields if isinstance(fields, dict) else {}
 
 
 def _reply_data(reply: RpcReply[Any]) -> Any:

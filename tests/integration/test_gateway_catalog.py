@@ -83,20 +83,12 @@ async def test_admins_upsert_classes_and_everyone_reads_them(stack: Stack) -> No
     assert refused.status_code == 403
     assert "cannot change environment classes" in refused.json()["error"]
 
-    # The body's own rules first (the gateway's model), then the references to the catalog
-    # (policy's): each answer names every field that fails it.
     invalid = await http.put(
         "/v1/environment-classes/preview",
         json={**body, "max_ttl_hours": 0, "quota_profile": "huge", "policy_packs": ["nope"], "extra": 1},
         headers=ADMIN,
     )
-    assert error_fields(invalid, 422) == {"max_ttl_hours", "extra"}
-    unknown = await http.put(
-        "/v1/environment-classes/preview",
-        json={**body, "quota_profile": "huge", "policy_packs": ["nope"]},
-        headers=ADMIN,
-    )
-    assert error_fields(unknown, 422) == {"quota_profile", "policy_packs[0]"}
+    assert error_fields(invalid, 422) == {"max_ttl_hours", "quota_profile", "policy_packs[0]", "extra"}
     assert (
         await http.put("/v1/environment-classes/preview", content=b"[1]", headers=ADMIN)
     ).status_code == 400
@@ -174,6 +166,11 @@ async def test_admins_add_quota_profiles_and_policy_packs_without_code_changes(s
         "limit_range": {"default": {"cpu": "1"}, "default_request": {"cpu": "500m"}, "max": {"cpu": "4"}},
     }
     assert (await http.put("/v1/quota-profiles/xl", json=profile, headers=ALICE)).status_code == 403
+    # A body failing its model still hears that its name is not the URL's, in the same answer.
+    misnamed = await http.put(
+        "/v1/quota-profiles/xl", json={**profile, "name": "xxl", "resource_quota": {}}, headers=ADMIN
+    )
+    assert error_fields(misnamed, 422) == {"name", "resource_quota"}
     assert (await http.put("/v1/quota-profiles/xl", json=profile, headers=ADMIN)).status_code == 201
 
     broken_pack = {
@@ -188,7 +185,7 @@ async def test_admins_add_quota_profiles_and_policy_packs_without_code_changes(s
         "rules": [{"type": "max_ttl_hours", "hours": -1}],
     }
     invalid = await http.put("/v1/policy-packs/load-testing", json=broken_pack, headers=ADMIN)
-    assert error_fields(invalid, 422) == {"rules[0].max_ttl_hours.hours"}
+    assert error_fields(invalid, 422) == {"rules[0].hours"}
     broken_pack["rules"] = []
     invalid = await http.put("/v1/policy-packs/load-testing", json=broken_pack, headers=ADMIN)
     assert error_fields(invalid, 422) == {"manifests[0]"}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import msgspec
 from nats.aio.client import Client as NatsClient
@@ -21,24 +21,15 @@ from contracts.models import (
     Actor,
     BundlePreview,
     DeadLetterView,
-    EnvironmentClass,
     EnvironmentRequestView,
-    PolicyPack,
     PolicyPlanView,
-    QuotaProfile,
     TeamBudgetView,
     ValidatedRequest,
 )
 from contracts.replies import (
     ApprovalOutcome,
-    ClassList,
-    ClassUpsert,
     CreateOutcome,
     EventFeed,
-    PolicyPackList,
-    PolicyPackUpsert,
-    QuotaProfileList,
-    QuotaProfileUpsert,
     RejectionOutcome,
     RequestPage,
     Timeline,
@@ -48,17 +39,11 @@ from contracts.rpc import (
     CREATE_REQUEST,
     DELETE,
     EXTEND,
-    GET_CLASS,
-    GET_POLICY_PACK,
-    GET_QUOTA_PROFILE,
     GET_REQUEST,
     GET_TEAM,
     LIST_ALL_EVENTS,
-    LIST_CLASSES,
     LIST_DEAD_LETTERS,
     LIST_EVENTS,
-    LIST_POLICY_PACKS,
-    LIST_QUOTA_PROFILES,
     LIST_REQUESTS,
     PING,
     PLAN,
@@ -67,24 +52,15 @@ from contracts.rpc import (
     RENDER,
     REPLAY_DEAD_LETTER,
     SET_TEAM_BUDGET,
-    UPSERT_CLASS,
-    UPSERT_POLICY_PACK,
-    UPSERT_QUOTA_PROFILE,
     VALIDATE_REQUEST,
     ApproveRequest,
     CreateRequest,
     DeleteRequest,
     ExtendRequest,
-    GetClass,
-    GetPolicyPack,
-    GetQuotaProfile,
     GetRequest,
     GetTeam,
     ListAllEvents,
-    ListClasses,
     ListDeadLetters,
-    ListPolicyPacks,
-    ListQuotaProfiles,
     ListRequests,
     Ping,
     PingReply,
@@ -93,18 +69,19 @@ from contracts.rpc import (
     RejectRequest,
     RenderPreview,
     ReplayDeadLetter,
+    RpcVerb,
     SetTeamBudget,
-    UpsertClass,
-    UpsertPolicyPack,
-    UpsertQuotaProfile,
 )
 from libs.errors import Unavailable, ValidationFailed
-from libs.rpc import RpcClient
+from libs.rpc import RpcClient, RpcError
 from services.gateway.domain.resources import DeadLetter, DeadLetterPage
 
 # Every backend service answers ``ping``: its readiness and the dependencies it reports
 # (GET /v1/status). The gateway's own readiness does not depend on any of them.
 BACKEND_SERVICES = SERVICES
+
+RequestT = TypeVar("RequestT")
+ReplyT = TypeVar("ReplyT")
 
 
 class Services:
@@ -120,15 +97,9 @@ class Services:
         return await self.rpc.ask(CREATE_REQUEST, command)
 
     async def refuse_request(self, body: dict[str, Any], actor: Actor, invalid: ValidationFailed) -> NoReturn:
-        """Answer for a create body that failed its model here: intake's answer names what its
-        catalog refuses too (a region the class does not allow, a TTL above its maximum),
-        beside the model's fields. ``invalid`` (the model's answer) when intake cannot be asked."""
-        try:
-            # Untyped on purpose: the body is the client's, as sent, which no model holds.
-            await self.rpc.call("intake", VALIDATE_REQUEST.name, {"body": body, "actor": actor})
-        except Unavailable:
-            raise invalid from None
-        raise invalid
+        """Answer for a create body that failed its model here: intake names what its catalog
+        refuses too (a region the class does not allow, a TTL above its maximum)."""
+        await self.refuse(VALIDATE_REQUEST, {"body": body, "actor": actor}, invalid)
 
     async def get_request(self, query: GetRequest) -> EnvironmentRequestView:
         return await self.rpc.ask(GET_REQUEST, query)
@@ -185,37 +156,27 @@ class Services:
     async def replay_dead_letter(self, service: str, command: ReplayDeadLetter) -> DeadLetter:
         return _kept_by(service, await self.rpc.ask(REPLAY_DEAD_LETTER, command, service=service))
 
-    # -- policy ----------------------------------------------------------------------------
+    # -- the catalog, budgets and plans (policy, renderer) ---------------------------------
 
-    async def list_classes(self) -> ClassList:
-        reply = await self.rpc.ask(LIST_CLASSES, ListClasses())
-        return ClassList(items=sorted(reply.items, key=lambda item: item.name))
+    async def ask(self, verb: RpcVerb[RequestT, ReplyT], message: RequestT) -> ReplyT:
+        """Any verb: for callers written once for several (the catalog's documents)."""
+        return await self.rpc.ask(verb, message)
 
-    async def get_class(self, name: str) -> EnvironmentClass:
-        return await self.rpc.ask(GET_CLASS, GetClass(name=name))
-
-    # -- catalog, budgets and plans (policy, renderer) -----------------------------------------
-
-    async def upsert_class(self, command: UpsertClass) -> ClassUpsert:
-        return await self.rpc.ask(UPSERT_CLASS, command)
-
-    async def list_quota_profiles(self) -> QuotaProfileList:
-        return await self.rpc.ask(LIST_QUOTA_PROFILES, ListQuotaProfiles())
-
-    async def get_quota_profile(self, name: str) -> QuotaProfile:
-        return await self.rpc.ask(GET_QUOTA_PROFILE, GetQuotaProfile(name=name))
-
-    async def upsert_quota_profile(self, command: UpsertQuotaProfile) -> QuotaProfileUpsert:
-        return await self.rpc.ask(UPSERT_QUOTA_PROFILE, command)
-
-    async def list_policy_packs(self) -> PolicyPackList:
-        return await self.rpc.ask(LIST_POLICY_PACKS, ListPolicyPacks())
-
-    async def get_policy_pack(self, name: str) -> PolicyPack:
-        return await self.rpc.ask(GET_POLICY_PACK, GetPolicyPack(name=name))
-
-    async def upsert_policy_pack(self, command: UpsertPolicyPack) -> PolicyPackUpsert:
-        return await self.rpc.ask(UPSERT_POLICY_PACK, command)
+    async def refuse(
+        self, verb: RpcVerb[Any, Any], message: dict[str, Any], invalid: ValidationFailed
+    ) -> NoReturn:
+        """Answer for a body its model refused here (``invalid``): the service, shown the
+        message with the body as the client sent it, answers ``validation`` naming what its
+        own rules refuse beside the model's fields. When it cannot say so (not answering, too
+        busy to answer in time) the model's answer stands: a 422 rather than a 503."""
+        try:
+            await self.rpc.ask_unvalidated(verb, message)
+        except RpcError as exc:
+            if exc.code == "validation":
+                raise
+        except Unavailable:
+            pass
+        raise invalid
 
     async def get_team(self, query: GetTeam) -> TeamBudgetView:
         return await self.rpc.ask(GET_TEAM, query)

@@ -1,26 +1,163 @@
-"""PUT of a catalog item (class, quota profile, policy pack): 201 when new, 200 when replaced.
+"""The catalog's documents (classes, quota profiles, policy packs): one controller shape for all.
 
-The owning service (policy) validates the whole body and names each failing field (422);
-the gateway only checks that the body is one JSON object (400 otherwise).
+Everyone lists and reads them; admins PUT them whole (201 when new, 200 when replaced). A
+body its :mod:`contracts.inputs` model refuses is still shown to policy, which adds what
+only it can judge (the name in the URL, the profile and packs a class refers to), so one
+422 names every failing field; policy validates a body the model accepts again, with the
+catalog as it is in its transaction.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import Any, Generic, Protocol, TypeVar
 
-from litestar import Response
+import msgspec
+import pydantic
+from litestar import Controller, Request, Response, get, put
+from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import RequestBody
+from litestar.params import FromPath
 
-from services.gateway.entrypoints.openapi import BODY_ERRORS, error_responses
+from contracts.rpc import RpcVerb
+from libs.errors import validation_failed
+from services.gateway.adapters.services import Services
+from services.gateway.domain.claims import Principal
+from services.gateway.domain.roles import Action
+from services.gateway.entrypoints.authentication import SECURITY, requires
+from services.gateway.entrypoints.openapi import BODY_ERRORS, documented, error_responses
+from services.gateway.entrypoints.request_inputs import read_json_object
+from services.gateway.settings import GatewaySettings
 
 
-def upserted(item: Any, created: bool) -> Response[Any]:
-    return Response(item, status_code=201 if created else 200)
+class _Upserted(Protocol):
+    @property
+    def created(self) -> bool: ...
 
 
-def upsert_responses(model: type[Any]) -> dict[int, ResponseSpec]:
-    return {
-        200: ResponseSpec(data_container=model, description="Replaced", generate_examples=False),
-        201: ResponseSpec(data_container=model, description="Created", generate_examples=False),
-        **error_responses(*BODY_ERRORS),
-    }
+ReplyT = TypeVar("ReplyT", bound=_Upserted)
+
+
+@dataclass(frozen=True)
+class CatalogDocument(Generic[ReplyT]):
+    """One kind of catalog document, as its controller serves it.
+
+    ``stored`` picks the document out of the upsert's reply; ``headers`` documents the
+    response headers of a PUT (``{name: description}``) and ``header_values`` fills them.
+    Operation ids are ``V1<Path><List|NameGet|NameUpsert><Noun>``, as they were when each
+    kind had a controller of its own.
+    """
+
+    path: str
+    tag: str
+    plural: str
+    singular: str
+    list_verb: RpcVerb[Any, Any]
+    get_verb: RpcVerb[Any, Any]
+    upsert_verb: RpcVerb[Any, ReplyT]
+    model: type[pydantic.BaseModel]
+    body: RequestBody
+    upsert_permission: Action
+    upsert_description: str
+    stored: Callable[[ReplyT], Any]
+    headers: dict[str, str] = field(default_factory=dict)
+    header_values: Callable[[ReplyT], dict[str, str]] = lambda _: {}
+
+    def operation_id(self, action: str, noun: str) -> str:
+        resource = "".join(part.title() for part in self.path.rsplit("/", 1)[-1].split("-"))
+        return f"V1{resource}{action}{noun.rsplit(maxsplit=1)[-1].title()}"
+
+
+def catalog_controller(name: str, document: CatalogDocument[Any]) -> type[Controller]:
+    """A controller serving ``document``'s list, get and PUT at ``document.path``."""
+    item_type, list_type = document.get_verb.reply_type, document.list_verb.reply_type
+
+    @get(
+        "/",
+        summary=f"List {document.plural}",
+        description=f"Every {document.singular}, sorted by name.",
+        guards=[requires(Action.READ)],
+        operation_id=document.operation_id("List", document.plural),
+        responses={200: _spec(list_type, f"The {document.plural}"), **error_responses()},
+    )
+    async def list_documents(self: Controller, services: NamedDependency[Services]) -> Response[Any]:
+        # Sorted here whoever answers: the order is the gateway's promise.
+        listed = await services.ask(document.list_verb, document.list_verb.request_type())
+        return Response(msgspec.structs.replace(listed, items=sorted(listed.items, key=attrgetter("name"))))
+
+    @get(
+        "/{name:str}",
+        summary=f"Get {_article(document.singular)} {document.singular}",
+        guards=[requires(Action.READ)],
+        operation_id=document.operation_id("NameGet", document.singular),
+        responses={200: _spec(item_type, f"The {document.singular}"), **error_responses(404)},
+    )
+    async def get_document(
+        self: Controller, services: NamedDependency[Services], name: FromPath[str]
+    ) -> Response[Any]:
+        return Response(await services.ask(document.get_verb, document.get_verb.request_type(name=name)))
+
+    @put(
+        "/{name:str}",
+        summary=f"Create or replace {_article(document.singular)} {document.singular} (full replace)",
+        description=document.upsert_description,
+        guards=[requires(document.upsert_permission)],
+        operation_id=document.operation_id("NameUpsert", document.singular),
+        operation_class=documented(
+            body=document.body,
+            headers=dict.fromkeys(("200", "201"), document.headers) if document.headers else None,
+        ),
+        responses={
+            200: _spec(item_type, "Replaced"),
+            201: _spec(item_type, "Created"),
+            **error_responses(*BODY_ERRORS),
+        },
+    )
+    async def upsert_document(
+        self: Controller,
+        request: Request[Any, Any, Any],
+        principal: NamedDependency[Principal],
+        services: NamedDependency[Services],
+        settings: NamedDependency[GatewaySettings],
+        name: FromPath[str],
+    ) -> Response[Any]:
+        raw = await read_json_object(request, settings)
+        actor = principal.to_actor()
+        try:
+            body = document.model.model_validate(raw)
+        except pydantic.ValidationError as exc:
+            await services.refuse(
+                document.upsert_verb, {"name": name, "body": raw, "actor": actor}, validation_failed(exc)
+            )
+        outcome = await services.ask(
+            document.upsert_verb, document.upsert_verb.request_type(name=name, body=body, actor=actor)
+        )
+        return Response(
+            document.stored(outcome),
+            status_code=201 if outcome.created else 200,
+            headers=document.header_values(outcome),
+        )
+
+    return type(
+        name,
+        (Controller,),
+        {
+            "path": document.path,
+            "tags": [document.tag],
+            "security": SECURITY,
+            "list_documents": list_documents,
+            "get_document": get_document,
+            "upsert_document": upsert_document,
+        },
+    )
+
+
+def _spec(model: type[Any], description: str) -> ResponseSpec:
+    return ResponseSpec(data_container=model, description=description, generate_examples=False)
+
+
+def _article(noun: str) -> str:
+    return "an" if noun[0] in "aeiou" else "a"

@@ -38,6 +38,7 @@ from libs.database import Pool, safe_database_error
 from libs.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
 from libs.inbox import Tx
 from libs.outbox import Outbox
+from libs.rpc import message_fields
 from services.intake.adapters import metrics, repository
 from services.intake.domain.model import (
     EXPIRABLE,
@@ -255,10 +256,7 @@ class IntakeService:
 
     async def catalog_problems_of(self, message: bytes) -> list[FieldError]:
         """For a create whose body failed its model: what the catalog refuses of the rest."""
-        try:
-            body = msgspec.json.decode(message).get("body")
-        except (msgspec.DecodeError, AttributeError):
-            return []
+        body = message_fields(message).get("body")
         if not isinstance(body, dict):
             return []
         async with self.pool.connection() as conn:

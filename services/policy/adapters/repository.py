@@ -142,6 +142,11 @@ async def list_policy_packs(conn: Conn) -> list[PolicyPack]:
     return [msgspec.convert(row["definition"], PolicyPack) for row in await cursor.fetchall()]
 
 
+async def policy_pack_names(conn: Conn) -> set[str]:
+    cursor = await conn.execute("SELECT name FROM policy_packs")
+    return {row["name"] for row in await cursor.fetchall()}
+
+
 async def policy_packs(conn: Conn, names: list[str] | None = None) -> dict[str, PolicyPack]:
     """Packs by name: the named ones that exist, or all of them."""
     if names is None:

@@ -49,17 +49,43 @@ class Problems:
             raise ValidationFailed(f"invalid {what}: {fields}", details=[e.as_dict() for e in self.errors])
 
 
-def _name(path_name: str, body_name: str | None, what: str, problems: Problems) -> None:
-    """The name is the URL's; a ``name`` in the body must repeat it."""
+def name_problems(path_name: str, body_name: object, what: str) -> list[FieldError]:
+    """The name is the URL's; a ``name`` in the body must repeat it (one of another type is
+    the model's to report)."""
+    problems = []
     if not is_dns1123_label(path_name, CATALOG_NAME_MAX_LENGTH):
-        problems.add(
-            "name", f"{what} names must be DNS-1123 labels of at most {CATALOG_NAME_MAX_LENGTH} characters"
+        problems.append(
+            FieldError(
+                "name",
+                f"{what} names must be DNS-1123 labels of at most {CATALOG_NAME_MAX_LENGTH} characters",
+            )
         )
-    if body_name is not None and body_name != path_name:
-        problems.add("name", f"must match the name in the URL ({path_name})")
+    if isinstance(body_name, str) and body_name != path_name:
+        problems.append(FieldError("name", f"must match the name in the URL ({path_name})"))
+    return problems
 
 
 # -- classes ------------------------------------------------------------------------------------------
+
+
+def reference_problems(
+    quota_profile: object,
+    policy_packs: object,
+    *,
+    known_profiles: Collection[str],
+    known_packs: Collection[str],
+) -> list[FieldError]:
+    """A class's references to profiles and packs the catalog does not have. Values of the
+    wrong type are the model's to report and are skipped, so this also reads raw bodies."""
+    problems = []
+    if isinstance(quota_profile, str) and quota_profile not in known_profiles:
+        known = ", ".join(sorted(known_profiles))
+        problems.append(FieldError("quota_profile", f"unknown quota profile (known: {known})"))
+    for index, pack in enumerate(policy_packs if isinstance(policy_packs, list) else []):
+        if isinstance(pack, str) and pack not in known_packs:
+            known = ", ".join(sorted(known_packs))
+            problems.append(FieldError(f"policy_packs[{index}]", f"unknown policy pack (known: {known})"))
+    return problems
 
 
 def environment_class(
@@ -72,14 +98,10 @@ def environment_class(
     """The class ``body`` describes; ``quota_profiles`` and ``policy_packs`` are the names that
     exist, and a class may refer only to those."""
     problems = Problems()
-    _name(path_name, body.name, "class", problems)
-    if body.quota_profile not in quota_profiles:
-        problems.add("quota_profile", f"unknown quota profile (known: {', '.join(sorted(quota_profiles))})")
-    for index, pack in enumerate(body.policy_packs):
-        if pack not in policy_packs:
-            problems.add(
-                f"policy_packs[{index}]", f"unknown policy pack (known: {', '.join(sorted(policy_packs))})"
-            )
+    problems.errors += name_problems(path_name, body.name, "class")
+    problems.errors += reference_problems(
+        body.quota_profile, list(body.policy_packs), known_profiles=quota_profiles, known_packs=policy_packs
+    )
     problems.raise_if_any("environment class")
     assert body.approvals_required is not None  # the model defaults it from requires_approval
     return EnvironmentClass(
@@ -127,7 +149,7 @@ def _limit_range_problems(limit_range: LimitRangeInput, problems: Problems) -> N
 def quota_profile(path_name: str, body: QuotaProfileInput) -> QuotaProfile:
     """The profile ``body`` describes, its LimitRange values real Kubernetes quantities."""
     problems = Problems()
-    _name(path_name, body.name, "quota profile", problems)
+    problems.errors += name_problems(path_name, body.name, "quota profile")
     _limit_range_problems(body.limit_range, problems)
     problems.raise_if_any("quota profile")
     document = body.model_dump(mode="json", exclude={"name"})
@@ -157,7 +179,7 @@ def policy_pack(path_name: str, body: PolicyPackInput) -> PolicyPack:
     """The pack ``body`` describes. Its manifests' Kubernetes schemas are checked by the
     service (an adapter), which adds its findings to the same answer."""
     problems = Problems()
-    _name(path_name, body.name, "policy pack", problems)
+    problems.errors += name_problems(path_name, body.name, "policy pack")
     _manifest_problems(path_name, body, problems)
     for key in body.metadata:
         # Written as "<pack>.<key>" into the ConfigMap: the combined key must be one.

@@ -28,7 +28,7 @@ from contracts.rpc import (
 )
 from libs.service_kit import ServiceKit
 from libs.topology import Consumer, ServiceTopology
-from services.policy.service_layer.catalog import CatalogService
+from services.policy.service_layer.catalog import CatalogService, name_problems_of
 from services.policy.service_layer.handlers import PolicyService
 
 
@@ -36,13 +36,15 @@ def register(kit: ServiceKit, service: PolicyService, catalog: CatalogService) -
     kit.route(LIST_CLASSES, service.list_classes)
     kit.route(GET_CLASS, service.get_class)
     kit.route(PLAN, service.plan)
-    kit.route(UPSERT_CLASS, catalog.upsert_class)
+    kit.route(UPSERT_CLASS, catalog.upsert_class, more_problems=catalog.class_problems_of)
     kit.route(LIST_QUOTA_PROFILES, catalog.list_quota_profiles)
     kit.route(GET_QUOTA_PROFILE, catalog.get_quota_profile)
-    kit.route(UPSERT_QUOTA_PROFILE, catalog.upsert_quota_profile)
+    kit.route(
+        UPSERT_QUOTA_PROFILE, catalog.upsert_quota_profile, more_problems=name_problems_of("quota profile")
+    )
     kit.route(LIST_POLICY_PACKS, catalog.list_policy_packs)
     kit.route(GET_POLICY_PACK, catalog.get_policy_pack)
-    kit.route(UPSERT_POLICY_PACK, catalog.upsert_policy_pack)
+    kit.route(UPSERT_POLICY_PACK, catalog.upsert_policy_pack, more_problems=name_problems_of("policy pack"))
     kit.route(GET_TEAM, catalog.get_team)
     kit.route(SET_TEAM_BUDGET, catalog.set_team_budget)
     kit.subscribe(TOPOLOGY, service)

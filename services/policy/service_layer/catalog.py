@@ -10,9 +10,10 @@ as it is inside the transaction.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from psycopg import AsyncConnection
 
@@ -37,19 +38,23 @@ from contracts.rpc import (
     UpsertQuotaProfile,
 )
 from libs.database import Pool
-from libs.errors import Forbidden, NotFound, ValidationFailed
+from libs.errors import FieldError, Forbidden, NotFound, ValidationFailed
 from libs.kubernetes_schemas import KubernetesSchemas
 from libs.outbox import Outbox
+from libs.rpc import MoreProblems, message_fields
 from services.policy.adapters import repository
 from services.policy.domain.catalog_validation import (
     check_team,
     environment_class,
+    name_problems,
     policy_pack,
     quota_profile,
+    reference_problems,
 )
 from services.policy.domain.packs import compose, packs_of
 
 Conn = AsyncConnection[Any]
+T = TypeVar("T")
 # Stands in for the request's namespace when a pack's manifest is checked against its schema.
 SCHEMA_CHECK_NAMESPACE = "schema-check"
 
@@ -89,6 +94,28 @@ async def announce_class(
             updated_at=datetime.now(UTC),
         ),
     )
+
+
+async def read_one(pool: Pool, read: Callable[[Conn, str], Awaitable[T | None]], name: str, what: str) -> T:
+    """``read(conn, name)``: the catalog item called ``name``, or :class:`NotFound` for ``what``."""
+    async with pool.connection() as conn:
+        found = await read(conn, name)
+    if found is None:
+        raise NotFound(f"{what} {name} not found")
+    return found
+
+
+def name_problems_of(what: str) -> MoreProblems:
+    """For a ``what`` document whose body failed its model: whether its name is the URL's."""
+
+    async def problems(message: bytes) -> list[FieldError]:
+        fields = message_fields(message)
+        body = fields.get("body")
+        return name_problems(
+            str(fields.get("name", "")), body.get("name") if isinstance(body, dict) else None, what
+        )
+
+    return problems
 
 
 def team_in_scope(actor: Actor, team: str) -> None:
@@ -133,6 +160,23 @@ class CatalogService:
             )
         return ClassUpsert(created=created, revision=revision, environment_class=new_class)
 
+    async def class_problems_of(self, message: bytes) -> list[FieldError]:
+        """For a class body that failed its model: what the URL's name and the catalog refuse
+        of the rest (an unknown quota profile or pack), so one answer names every field."""
+        fields = message_fields(message)
+        body = fields.get("body")
+        if not isinstance(body, dict):
+            return []
+        async with self.pool.connection() as conn:
+            known_profiles = await repository.quota_profile_names(conn)
+            known_packs = await repository.policy_pack_names(conn)
+        return name_problems(str(fields.get("name", "")), body.get("name"), "class") + reference_problems(
+            body.get("quota_profile"),
+            body.get("policy_packs"),
+            known_profiles=known_profiles,
+            known_packs=known_packs,
+        )
+
     # -- quota profiles ------------------------------------------------------------------------------
 
     async def list_quota_profiles(self, _: ListQuotaProfiles) -> QuotaProfileList:
@@ -140,11 +184,7 @@ class CatalogService:
             return QuotaProfileList(items=await repository.list_quota_profiles(conn))
 
     async def get_quota_profile(self, query: GetQuotaProfile) -> QuotaProfile:
-        async with self.pool.connection() as conn:
-            profile = await repository.get_quota_profile(conn, query.name)
-        if profile is None:
-            raise NotFound(f"quota profile {query.name} not found")
-        return profile
+        return await read_one(self.pool, repository.get_quota_profile, query.name, "quota profile")
 
     async def upsert_quota_profile(self, command: UpsertQuotaProfile) -> QuotaProfileUpsert:
         """Create or replace a profile; classes that use it get the new values from their next request."""
@@ -160,11 +200,7 @@ class CatalogService:
             return PolicyPackList(items=await repository.list_policy_packs(conn))
 
     async def get_policy_pack(self, query: GetPolicyPack) -> PolicyPack:
-        async with self.pool.connection() as conn:
-            pack = await repository.get_policy_pack(conn, query.name)
-        if pack is None:
-            raise NotFound(f"policy pack {query.name} not found")
-        return pack
+        return await read_one(self.pool, repository.get_policy_pack, query.name, "policy pack")
 
     async def upsert_policy_pack(self, command: UpsertPolicyPack) -> PolicyPackUpsert:
         """Create or replace a pack; refused if it would clash with another pack of a class using it."""

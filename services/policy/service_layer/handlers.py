@@ -23,13 +23,12 @@ from contracts.models import EnvironmentClass, PolicyPlanView, RequestSpec
 from contracts.replies import ClassList
 from contracts.rpc import GetClass, ListClasses, PlanRequest
 from libs.database import Pool
-from libs.errors import NotFound
 from libs.inbox import Tx
 from libs.outbox import Outbox
 from services.policy.adapters import catalog_files, repository
 from services.policy.domain.budgets import TeamSpend
 from services.policy.domain.evaluation import Decision, evaluate
-from services.policy.service_layer.catalog import announce_class
+from services.policy.service_layer.catalog import announce_class, read_one
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +87,7 @@ class PolicyService:
             return ClassList(items=await repository.list_classes(conn))
 
     async def get_class(self, query: GetClass) -> EnvironmentClass:
-        async with self.pool.connection() as conn:
-            environment_class = await repository.get_class(conn, query.name)
-        if environment_class is None:
-            raise NotFound(f"environment class {query.name} not found")
-        return environment_class
+        return await read_one(self.pool, repository.get_class, query.name, "environment class")
 
     async def plan(self, query: PlanRequest) -> PolicyPlanView:
         """The decision and plan ``query.spec`` would get now; reads only, stores nothing."""
