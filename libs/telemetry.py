@@ -209,6 +209,12 @@ def span_from_headers(
         yield span
 
 
+def table_gauge(name: str, documentation: str, label: str) -> Gauge:
+    """A gauge of facts read from a service's own tables, one series per ``label`` value:
+    recomputed on a loop (:func:`refresh_every`) and replaced whole (:func:`replace_samples`)."""
+    return Gauge(name, documentation, [label], registry=REGISTRY)
+
+
 def replace_samples(gauge: Gauge, samples: Iterable[tuple[Sequence[str], float]]) -> None:
     """Make ``samples`` (label values, value) the gauge's only series.
 

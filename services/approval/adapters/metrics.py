@@ -8,22 +8,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from prometheus_client import Gauge
-
 from libs.database import Pool
-from libs.telemetry import REGISTRY, replace_samples
+from libs.telemetry import replace_samples, table_gauge
 
-PENDING = Gauge(
-    "platform_approvals_pending",
-    "Requests waiting for an approver's decision, by class.",
-    ["class"],
-    registry=REGISTRY,
+PENDING = table_gauge(
+    "platform_approvals_pending", "Requests waiting for an approver's decision, by class.", "class"
 )
-OLDEST_PENDING = Gauge(
+OLDEST_PENDING = table_gauge(
     "platform_approvals_pending_oldest_age_seconds",
     "Seconds the longest-waiting pending approval has waited, by class.",
-    ["class"],
-    registry=REGISTRY,
+    "class",
 )
 
 

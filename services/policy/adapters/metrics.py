@@ -6,22 +6,16 @@ every replica reports the same numbers, so dashboards take ``max`` over replicas
 
 from __future__ import annotations
 
-from prometheus_client import Gauge
-
 from libs.database import Pool
-from libs.telemetry import REGISTRY, replace_samples
+from libs.telemetry import replace_samples, table_gauge
 
-SPEND = Gauge(
+SPEND = table_gauge(
     "platform_team_monthly_spend_usd",
     "Estimated monthly cost of a team's active environments (what its budget is checked against).",
-    ["team"],
-    registry=REGISTRY,
+    "team",
 )
-BUDGET = Gauge(
-    "platform_team_monthly_budget_usd",
-    "A team's monthly budget, for teams an admin gave one.",
-    ["team"],
-    registry=REGISTRY,
+BUDGET = table_gauge(
+    "platform_team_monthly_budget_usd", "A team's monthly budget, for teams an admin gave one.", "team"
 )
 
 
