@@ -41,6 +41,7 @@ from pydantic_core import PydanticCustomError
 from contracts.kubernetes_names import (
     DNS1123_LABEL,
     DNS1123_SUBDOMAIN,
+    LABEL_NAME,
     label_key_problem,
     label_value_problem,
 )
@@ -173,7 +174,21 @@ DnsSubdomain = Annotated[
     explained("must be a DNS-1123 subdomain (lowercase letters, digits, '-', '.')"),
 ]
 LabelKey = Annotated[str, _checked(label_key_problem)]
-LabelValue = Annotated[str, _checked(label_value_problem)]
+LabelValue = Annotated[
+    str,
+    Field(
+        description="A Kubernetes label value: at most 63 letters, digits, '-', '_' or '.', "
+        "starting and ending with a letter or digit (or empty)",
+        # Shown, not enforced here: label_value_problem is the rule, in its own words.
+        json_schema_extra={"pattern": f"^(?:{LABEL_NAME.pattern})?$", "maxLength": 63},
+    ),
+    _checked(label_value_problem),
+]
+# The JSON Schema of a map keyed by label keys (the keys' rule is label_key_problem's).
+LABEL_KEY_SCHEMA: dict[str, Any] = {
+    "pattern": f"^(?:{DNS1123_SUBDOMAIN.pattern}/)?{LABEL_NAME.pattern}$",
+    "maxLength": 253 + 1 + 63,
+}
 TtlHours = Annotated[int, Field(ge=1, le=MAX_TTL_HOURS, description="Whole hours")]
 Usd = Annotated[float, Field(ge=0, le=MAX_USD, allow_inf_nan=False, description="US dollars")]
 Description = Annotated[str, Field(max_length=DESCRIPTION_MAX_LENGTH)]
@@ -250,7 +265,16 @@ def _labels_size(labels: dict[str, str] | None) -> dict[str, str] | None:
 
 RequestLabels = Annotated[
     dict[Annotated[str, _checked(_request_label_key_problem)], LabelValue],
-    Field(max_length=MAX_LABELS),
+    Field(
+        max_length=MAX_LABELS,
+        description=(
+            "Kubernetes labels for the environment's namespaces: keys are [prefix/]name (name: "
+            "1-63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit; "
+            f"prefix: a DNS subdomain). Keys under {', '.join(RESERVED_LABEL_PREFIXES)} and their "
+            f"subdomains are reserved. At most {MAX_LABELS} labels, {MAX_LABELS_BYTES} bytes in all."
+        ),
+        json_schema_extra={"propertyNames": LABEL_KEY_SCHEMA},
+    ),
     BeforeValidator(_labels_count),
     AfterValidator(_labels_size),
 ]
@@ -272,13 +296,33 @@ class EnvironmentRequestInput(_Input):
     ttl_hours: TtlHours
     owner: Annotated[
         str,
-        Field(max_length=OWNER_MAX_LENGTH, pattern=_whole(_OWNER)),
+        Field(
+            max_length=OWNER_MAX_LENGTH,
+            pattern=_whole(_OWNER),
+            description="A person's name or e-mail address: letters, digits, spaces and @._+'-, not blank",
+        ),
         explained(f"must be a name or e-mail address of at most {OWNER_MAX_LENGTH} characters"),
     ]
-    repository: Annotated[str, Field(max_length=REPOSITORY_MAX_LENGTH), _checked(repository_problem)]
+    repository: Annotated[
+        str,
+        Field(
+            max_length=REPOSITORY_MAX_LENGTH,
+            description=(
+                "The app's git repository: https://host/org/repo.git, ssh://[user@]host/org/repo.git "
+                "or user@host:org/repo.git; no credentials in the URL, no local paths"
+            ),
+        ),
+        _checked(repository_problem),
+    ]
     revision: (
         Annotated[str, Field(min_length=1, max_length=REVISION_MAX_LENGTH), _checked(revision_problem)] | None
-    ) = Field(default=None, description="A git branch, tag or commit; main when left out")
+    ) = Field(
+        default=None,
+        description=(
+            "A git branch, tag or commit (git check-ref-format rules: no spaces, '..', '~', '^', ':', "
+            "'?', '*', '[' or '\\'; no component starting with '.'); main when left out"
+        ),
+    )
     labels: RequestLabels | None = None
 
 
@@ -543,7 +587,9 @@ class PolicyPackInput(_Input):
     description: Description = ""
     rules: list[PackRuleInput] = Field(default=[], max_length=MAX_LIST_ITEMS)
     manifests: list[PackManifestInput] = Field(default=[], max_length=MAX_LIST_ITEMS)
-    namespace_labels: dict[LabelKey, LabelValue] = {}
+    namespace_labels: Annotated[
+        dict[LabelKey, LabelValue], Field(json_schema_extra={"propertyNames": LABEL_KEY_SCHEMA})
+    ] = {}
     metadata: dict[str, Annotated[str, Field(max_length=MAX_METADATA_VALUE_LENGTH)]] = {}
 
 

@@ -105,6 +105,16 @@ def _field_path(error: ErrorDetails) -> str:
     return path or "body"
 
 
+ECHO_MAX_LENGTH = 64
+
+
+def echoed(value: Any) -> str:
+    """A client's value quoted in a message, cut to :data:`ECHO_MAX_LENGTH` characters: enough
+    to recognise it, never a megabyte of it back in the answer and the logs."""
+    text = repr(str(value))
+    return text if len(text) <= ECHO_MAX_LENGTH else f"{text[: ECHO_MAX_LENGTH - 4]}...'"
+
+
 def _ctx(error: ErrorDetails, name: str) -> Any:
     return error.get("ctx", {}).get(name)
 
@@ -154,7 +164,9 @@ _MESSAGES: Mapping[str, Callable[[ErrorDetails], str]] = {
     ),
     "too_long": lambda e: f"must have at most {_items(_ctx(e, 'max_length'))}",
     "literal_error": lambda e: f"must be {_ctx(e, 'expected')}",
-    "union_tag_invalid": lambda e: f"unknown type {_ctx(e, 'tag')!r} (known: {_ctx(e, 'expected_tags')})",
+    "union_tag_invalid": lambda e: (
+        f"unknown type {echoed(_ctx(e, 'tag'))} (known: {_ctx(e, 'expected_tags')})"
+    ),
     "union_tag_not_found": lambda e: "is required",
     "string_pattern_mismatch": lambda e: "has an invalid format",
     # Raised by the models' own validators: the message is already the rule, for people.

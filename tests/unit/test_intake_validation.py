@@ -7,12 +7,13 @@ answer either way, so the cases below go through both, as intake does.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pydantic
 import pytest
 
-from contracts.inputs import EnvironmentRequestInput, ExtensionInput
+from contracts.inputs import EnvironmentRequestInput, ExtensionInput, PolicyPackInput
 from contracts.models import EnvironmentClass, RequestSpec
 from libs.errors import ValidationFailed, validation_failed
 from services.intake.domain.validation import extended_ttl, request_spec
@@ -183,3 +184,29 @@ def test_an_extension_stays_within_the_class_maximum() -> None:
     ]
     with pytest.raises(pydantic.ValidationError):
         ExtensionInput.model_validate({"ttl_hours": 2, "app": "x"})
+
+
+def test_the_schema_tells_the_label_repository_and_revision_rules() -> None:
+    """Rules checked by validators still show in the JSON Schema (and the OpenAPI document)."""
+    schema = EnvironmentRequestInput.model_json_schema(by_alias=True)
+    labels = next(
+        branch for branch in schema["properties"]["labels"]["anyOf"] if branch.get("type") == "object"
+    )
+    keys = re.compile(labels["propertyNames"]["pattern"])
+    assert keys.fullmatch("app.example.com/tier")
+    assert not keys.fullmatch("bad key")
+    assert "reserved" in labels["description"]
+    assert labels["additionalProperties"]["maxLength"] == 63
+    assert "ssh://" in schema["properties"]["repository"]["description"]
+    revision = schema["properties"]["revision"]["description"]
+    assert "'..'" in revision
+    assert "main when left out" in revision
+
+
+def test_a_long_client_value_is_echoed_cut_short() -> None:
+    assert failures({**VALID, "labels": {"k": "v" * 10_000}})["labels.k"].startswith("label value must be")
+    with pytest.raises(pydantic.ValidationError) as failure:
+        PolicyPackInput.model_validate({"rules": [{"type": "x" * 10_000}]})
+    message = validation_failed(failure.value).details[0]["message"]
+    assert message.startswith("unknown type 'xxx")
+    assert len(message) < 400

@@ -35,7 +35,7 @@ from contracts.rpc import (
     ReconcileRequest,
 )
 from libs.database import Pool, safe_database_error
-from libs.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
+from libs.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed, echoed
 from libs.inbox import Tx
 from libs.outbox import Outbox
 from libs.rpc import message_fields
@@ -316,7 +316,8 @@ class IntakeService:
             )
         if query.status is not None and query.status not in {s.value for s in Status}:
             raise ValidationFailed(
-                "unknown status", details=[{"field": "status", "message": f"unknown status {query.status!r}"}]
+                "unknown status",
+                details=[{"field": "status", "message": f"unknown status {echoed(query.status)}"}],
             )
         if query.team is not None and not is_dns1123_label(query.team, NAME_MAX_LENGTH):
             raise ValidationFailed(
