@@ -15,7 +15,7 @@ from contracts.models import Actor
 from contracts.rpc import CreateRequest, GetRequest, ListDeadLetters
 from libs.rpc import RpcClient
 from tests.support.api_flows import PREVIEW
-from tests.support.bus import publish_event, stream_events, wait_until
+from tests.support.bus import outbox_drained, publish_event, stream_events, wait_until
 from tests.support.services import catalog_replicated, running_services
 
 ALICE = Actor(subject="alice", actor="alice@example.com", role="requester", teams=["payments"])
@@ -94,6 +94,16 @@ async def test_a_projection_that_keeps_failing_is_dead_lettered_once(
     prefix, stream = platform_env["PLATFORM_EVENTS_SUBJECT_PREFIX"], platform_env["PLATFORM_EVENTS_STREAM"]
     async with running_services(["policy", "intake", "approval"], environment) as kits:
         request = await queued_request(rpc)
+
+        async def caught_up() -> bool:
+            info = await kits["intake"].js.consumer_info(stream, "intake-requests")
+            return bool(info.num_pending == 0 and info.num_ack_pending == 0)
+
+        # The request's own events (intake projects what it publishes) are all in before its
+        # record is broken, so the only event that can fail is the one this test sends.
+        dsn = platform_env["PLATFORM_POSTGRES_DSN"]
+        await wait_until(lambda: outbox_drained(dsn, "intake"), what="intake's events published")
+        await wait_until(caught_up, what="intake caught up")
         # A record intake can no longer read: every projection of an event about it fails.
         with psycopg.connect(platform_env["PLATFORM_POSTGRES_DSN"], autocommit=True) as conn:
             conn.execute(
@@ -112,10 +122,6 @@ async def test_a_projection_that_keeps_failing_is_dead_lettered_once(
 
         [letter] = await wait_until(letters, what="dead-lettered")
         assert letter["event_id"] == event.id
-
-        async def caught_up() -> bool:
-            info = await kits["intake"].js.consumer_info(stream, "intake-requests")
-            return bool(info.num_pending == 0 and info.num_ack_pending == 0)
 
         await wait_until(caught_up, what="intake caught up")
         await kits["intake"].relay.publish_pending()

@@ -118,7 +118,7 @@ async def test_an_oversized_event_is_quarantined_and_the_events_behind_it_go_on(
     # Later passes leave it alone: nothing is pending.
     assert await passes(relay(settings, pool, nc.jetstream()), 1) == [0]
     letters = await DeadLetters(pool, notify_channel(SCHEMA)).list(ListDeadLetters())
-    [letter] = letters["items"]
+    [letter] = letters.items
     assert (letter.kind, letter.consumer, letter.event_id) == ("outbox", "outbox", poison)
     assert "max_payload" in letter.error
 
@@ -173,7 +173,7 @@ async def test_an_event_no_stream_takes_is_quarantined_and_published_when_replay
     assert "no stream takes subject" in row["last_error"]
 
     dead_letters = DeadLetters(pool, notify_channel(SCHEMA))
-    [letter] = (await dead_letters.list(ListDeadLetters()))["items"]
+    [letter] = (await dead_letters.list(ListDeadLetters())).items
     assert letter.kind == "outbox"
     # The operator fixes the cause (the stream takes the subject now) and replays the dead letter.
     config = stream_config(settings)
@@ -186,7 +186,7 @@ async def test_an_event_no_stream_takes_is_quarantined_and_published_when_replay
     events = await stream_events(js, settings.stream_name, orphan_prefix)
     assert [e.id for e in events] == [orphan]  # the original event, under its own id
     assert (await outbox_row(pool, orphan))["published_at"] is not None
-    assert (await dead_letters.list(ListDeadLetters()))["items"] == []
+    assert (await dead_letters.list(ListDeadLetters())).items == []
 
 
 async def test_transient_failures_never_quarantine(settings: PlatformSettings, pool: Pool, nc: Any) -> None:
