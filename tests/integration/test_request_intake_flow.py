@@ -277,10 +277,12 @@ async def test_a_request_retried_by_anti_entropy_keeps_aging_until_the_stuck_ale
         assert ages[2] - ages[0] >= 0.6, ages
         assert not evaluate(rule["expr"], registry_samples(REGISTRY))
 
-        # The request last changed an hour before the anti-entropy first found it stalled.
+        # The request last changed an hour before the anti-entropy first found it stalled (and
+        # the last retry is past the deadline, however quickly this test got here).
         async with pool.connection() as conn:
             await conn.execute(
-                "UPDATE requests SET stalled_since = stalled_since - interval '1 hour' WHERE id = %s",
+                "UPDATE requests SET stalled_since = stalled_since - interval '1 hour',"
+                " updated_at = updated_at - interval '1 second' WHERE id = %s",
                 [request_id],
             )
         assert await service.retry_stalled(deadline_seconds=0.1) == 1
