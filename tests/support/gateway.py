@@ -73,7 +73,13 @@ CLASSES = [
 ]
 
 
-def mint(role: Any = "requester", *, secret: str = JWT_SECRET, ttl: int = 600, **claims: Any) -> str:
+# Test modules mint their tokens at import: they must outlive the slowest whole run.
+SESSION_TOKEN_TTL = 24 * 3600
+
+
+def mint(
+    role: Any = "requester", *, secret: str = JWT_SECRET, ttl: int = SESSION_TOKEN_TTL, **claims: Any
+) -> str:
     """An HS256 token for ``role`` valid ``ttl`` seconds from now; ``claims`` add or replace claims."""
     now = int(time.time())
     payload = {

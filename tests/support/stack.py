@@ -29,11 +29,11 @@ from tests.support.isolation import TEST_JWT_SECRET
 
 
 def mint_token(actor: str, role: str, teams: list[str] | None = None, secret: str = TEST_JWT_SECRET) -> str:
-    """An hour's token for ``actor`` (subject: the address's local part) that the stack accepts."""
+    """A token for ``actor`` (subject: the address's local part) that the stack accepts."""
     claims: dict[str, Any] = {"sub": actor.split("@", maxsplit=1)[0], "email": actor}
     if teams is not None:
         claims["teams"] = teams
-    return mint(role, secret=secret, ttl=3600, **claims)
+    return mint(role, secret=secret, **claims)
 
 
 @dataclass
