@@ -11,20 +11,18 @@ from typing import Annotated, Any
 
 from litestar import Controller, Request, post
 from litestar.di import NamedDependency
-from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, HeaderParameter
 
 from contracts.inputs import RejectionInput
-from contracts.models import EnvironmentRequestView
+from contracts.models import Actor, EnvironmentRequestView
 from contracts.rpc import RejectRequest
 from services.gateway.adapters.services import Services
-from services.gateway.domain.claims import Principal
 from services.gateway.domain.errors import Unauthenticated
 from services.gateway.domain.roles import Action
 from services.gateway.entrypoints import request_bodies
 from services.gateway.entrypoints.authentication import SECURITY, requires
 from services.gateway.entrypoints.environment_requests import PATH
-from services.gateway.entrypoints.openapi import BODY_ERRORS, documented, error_responses
+from services.gateway.entrypoints.openapi import BODY_ERRORS, answers, documented
 from services.gateway.entrypoints.request_inputs import read_input
 from services.gateway.service_layer import approvals
 from services.gateway.settings import GatewaySettings
@@ -42,21 +40,18 @@ class ApprovalsController(Controller):
         summary="Approve an environment request (signed)",
         guards=[requires(Action.APPROVE_REQUEST, team_scoped=True)],
         status_code=200,
-        responses={
-            200: ResponseSpec(
-                data_container=EnvironmentRequestView,
-                description=(
-                    "Approval recorded: `approved` once the class's quorum of distinct approvers is met, "
-                    "else still `pending_approval` with this approver in `approvals`"
-                ),
-                generate_examples=False,
-            ),
-            **error_responses(404, 409),
-        },
+        responses=answers(
+            200,
+            EnvironmentRequestView,
+            "Approval recorded: `approved` once the class's quorum of distinct approvers is met, "
+            "else still `pending_approval` with this approver in `approvals`",
+            404,
+            409,
+        ),
     )
     async def approve(
         self,
-        principal: NamedDependency[Principal],
+        actor: NamedDependency[Actor],
         services: NamedDependency[Services],
         settings: NamedDependency[GatewaySettings],
         request_id: FromPath[str],
@@ -77,7 +72,7 @@ class ApprovalsController(Controller):
         if not signature or not signature.strip():
             raise Unauthenticated(f"missing {SIGNATURE_HEADER} header", token_presented=True)
         return await approvals.approve(
-            services, principal.to_actor(), request_id, signature.strip(), settings.approval_settle_seconds
+            services, actor, request_id, signature.strip(), settings.approval_settle_seconds
         )
 
     @post(
@@ -86,24 +81,24 @@ class ApprovalsController(Controller):
         guards=[requires(Action.REJECT_REQUEST, team_scoped=True)],
         status_code=200,
         operation_class=documented(body=request_bodies.REJECTION),
-        responses={
-            200: ResponseSpec(
-                data_container=EnvironmentRequestView,
-                description="Rejected: status `rejected`, the reason in `last_error` and the timeline",
-                generate_examples=False,
-            ),
-            **error_responses(404, 409, *BODY_ERRORS),
-        },
+        responses=answers(
+            200,
+            EnvironmentRequestView,
+            "Rejected: status `rejected`, the reason in `last_error` and the timeline",
+            404,
+            409,
+            *BODY_ERRORS,
+        ),
     )
     async def reject(
         self,
         request: Request[Any, Any, Any],
-        principal: NamedDependency[Principal],
+        actor: NamedDependency[Actor],
         services: NamedDependency[Services],
         settings: NamedDependency[GatewaySettings],
         request_id: FromPath[str],
     ) -> EnvironmentRequestView:
         """Body `{"reason": "..."}` (1-1000 characters). Ends a request pending approval."""
         body = await read_input(request, settings, RejectionInput)
-        command = RejectRequest(id=request_id, actor=principal.to_actor(), body=body)
+        command = RejectRequest(id=request_id, actor=actor, body=body)
         return await approvals.reject(services, command, settings.approval_settle_seconds)

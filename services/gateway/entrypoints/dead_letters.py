@@ -7,17 +7,16 @@ from typing import Annotated
 
 from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
-from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, QueryParameter
 
+from contracts.models import Actor
 from contracts.rpc import ListDeadLetters, ReplayDeadLetter
 from services.gateway.adapters.services import BACKEND_SERVICES, Services
-from services.gateway.domain.claims import Principal
 from services.gateway.domain.errors import BadRequest
 from services.gateway.domain.resources import DeadLetter, DeadLetterPage
 from services.gateway.domain.roles import Action
 from services.gateway.entrypoints.authentication import SECURITY, requires
-from services.gateway.entrypoints.openapi import error_responses
+from services.gateway.entrypoints.openapi import answers, error_responses
 from services.gateway.service_layer import dead_letters
 
 
@@ -64,22 +63,17 @@ class DeadLettersController(Controller):
         summary="Replay a dead letter",
         guards=[requires(Action.OPERATE_EVENTS)],
         status_code=202,
-        responses={
-            202: ResponseSpec(
-                data_container=DeadLetter, description="Re-delivered to its consumer", generate_examples=False
-            ),
-            **error_responses(404, 409),
-        },
+        responses=answers(202, DeadLetter, "Re-delivered to its consumer", 404, 409),
     )
     async def replay(
         self,
-        principal: NamedDependency[Principal],
+        actor: NamedDependency[Actor],
         services: NamedDependency[Services],
         service: FromPath[str],
         dead_letter_id: FromPath[int],
     ) -> Response[DeadLetter]:
         """The event is delivered again to the consumer that gave up on it (others ignore the
         copy); 409 if it was replayed already. The dead letter is kept, marked `replayed_at`."""
-        command = ReplayDeadLetter(id=dead_letter_id, replayed_by=principal.actor)
+        command = ReplayDeadLetter(id=dead_letter_id, replayed_by=actor.actor)
         replayed = await dead_letters.replay(services, _service_name(service), command)
         return Response(replayed, status_code=202)

@@ -1,4 +1,6 @@
-"""What the handlers receive: the process's runtime and, per request, the caller and the services."""
+"""What the handlers receive: the process's runtime and, per request, the caller (as resolved,
+and as the ``Actor`` every RPC message carries), the request a lifecycle route changes, and the
+services."""
 
 from __future__ import annotations
 
@@ -9,13 +11,17 @@ from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.params import FromPath
 
+from contracts.models import Actor
 from libs.ops_server import ReadinessCheck
 from services.gateway.adapters.services import Services
 from services.gateway.adapters.tokens import Authenticator
 from services.gateway.domain.claims import Principal
 from services.gateway.domain.errors import HttpError, Unauthenticated
+from services.gateway.entrypoints.request_inputs import IfMatch, parse_if_match
 from services.gateway.service_layer.health import GatewayHealth
+from services.gateway.service_layer.lifecycle import RequestChange
 from services.gateway.settings import GatewaySettings
 
 
@@ -72,6 +78,21 @@ async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
     return caller_of(request)
 
 
+async def provide_actor(request: Request[Any, Any, Any]) -> Actor:
+    """The caller as the services see it (what every RPC message carries)."""
+    return caller_of(request).to_actor()
+
+
+async def provide_change(
+    request: Request[Any, Any, Any], request_id: FromPath[str], if_match: IfMatch = None
+) -> RequestChange:
+    """The ``change`` of a route that changes the request at ``{request_id}`` on behalf of
+    the caller, conditional on ``If-Match`` when sent."""
+    return RequestChange(
+        actor=caller_of(request).to_actor(), request_id=request_id, expected_version=parse_if_match(if_match)
+    )
+
+
 async def provide_services(request: Request[Any, Any, Any]) -> Services:
     return runtime_of(request).require_services()
 
@@ -81,6 +102,8 @@ async def provide_settings(request: Request[Any, Any, Any]) -> GatewaySettings:
 
 
 DEPENDENCIES = {
+    "actor": Provide(provide_actor),
+    "change": Provide(provide_change),
     "principal": Provide(provide_principal),
     "services": Provide(provide_services),
     "settings": Provide(provide_settings),

@@ -16,20 +16,20 @@ from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, QueryParameter
 
 from contracts.inputs import EnvironmentRequestInput, ExtensionInput
-from contracts.models import EnvironmentRequestView
+from contracts.models import Actor, EnvironmentRequestView
 from contracts.replies import RequestPage, Timeline
 from contracts.rpc import CreateRequest, GetRequest, ListRequests
 from libs.errors import validation_failed
 from services.gateway.adapters.services import Services
 from services.gateway.domain.catalog import DryRunPlan
-from services.gateway.domain.claims import Principal
 from services.gateway.domain.roles import Action
 from services.gateway.entrypoints import request_bodies
 from services.gateway.entrypoints.authentication import SECURITY, requires
-from services.gateway.entrypoints.openapi import BODY_ERRORS, documented, error_responses
-from services.gateway.entrypoints.request_inputs import IfMatch, parse_if_match, read_input, read_json_object
+from services.gateway.entrypoints.openapi import BODY_ERRORS, answers, documented, error_responses
+from services.gateway.entrypoints.request_inputs import read_input, read_json_object
 from services.gateway.service_layer import lifecycle
 from services.gateway.service_layer.dry_run import dry_run
+from services.gateway.service_layer.lifecycle import RequestChange
 from services.gateway.settings import GatewaySettings
 
 IDEMPOTENCY_KEY_MAX_LENGTH = 200
@@ -54,9 +54,7 @@ class EnvironmentRequestsController(Controller):
             },
         ),
         responses={
-            201: ResponseSpec(
-                data_container=EnvironmentRequestView, description="Created", generate_examples=False
-            ),
+            **answers(201, EnvironmentRequestView, "Created", 409, *BODY_ERRORS),
             200: ResponseSpec(
                 data_container=cast("type[Any]", EnvironmentRequestView | DryRunPlan),
                 description=(
@@ -66,13 +64,12 @@ class EnvironmentRequestsController(Controller):
                 ),
                 generate_examples=False,
             ),
-            **error_responses(409, *BODY_ERRORS),
         },
     )
     async def create_request(
         self,
         request: Request[Any, Any, Any],
-        principal: NamedDependency[Principal],
+        actor: NamedDependency[Actor],
         services: NamedDependency[Services],
         settings: NamedDependency[GatewaySettings],
         dry_run_only: Annotated[
@@ -95,10 +92,8 @@ class EnvironmentRequestsController(Controller):
         try:
             request_input = EnvironmentRequestInput.model_validate(body)
         except pydantic.ValidationError as exc:
-            await services.refuse_request(body, principal.to_actor(), validation_failed(exc))
-        command = CreateRequest(
-            body=request_input, actor=principal.to_actor(), idempotency_key=idempotency_key or None
-        )
+            await services.refuse_request(body, actor, validation_failed(exc))
+        command = CreateRequest(body=request_input, actor=actor, idempotency_key=idempotency_key or None)
         if dry_run_only:
             return Response(await dry_run(services, command), status_code=200)
         outcome = await services.create_request(command)
@@ -117,7 +112,7 @@ class EnvironmentRequestsController(Controller):
     async def list_requests(
         self,
         *,
-        principal: NamedDependency[Principal],
+        actor: NamedDependency[Actor],
         services: NamedDependency[Services],
         team: Annotated[str | None, QueryParameter(description="Only this team's requests")] = None,
         status: Annotated[str | None, QueryParameter(description="Only requests in this status")] = None,
@@ -130,7 +125,7 @@ class EnvironmentRequestsController(Controller):
         """Newest first, one page at a time; callers with a teams claim see only their teams."""
         return await services.list_requests(
             ListRequests(
-                actor=principal.to_actor(),
+                actor=actor,
                 team=team,
                 status=status,
                 class_name=class_name,
@@ -146,12 +141,9 @@ class EnvironmentRequestsController(Controller):
         responses=error_responses(404),
     )
     async def get_request(
-        self,
-        principal: NamedDependency[Principal],
-        services: NamedDependency[Services],
-        request_id: FromPath[str],
+        self, actor: NamedDependency[Actor], services: NamedDependency[Services], request_id: FromPath[str]
     ) -> EnvironmentRequestView:
-        return await services.get_request(GetRequest(id=request_id, actor=principal.to_actor()))
+        return await services.get_request(GetRequest(id=request_id, actor=actor))
 
     @get(
         "/{request_id:str}/events",
@@ -160,42 +152,33 @@ class EnvironmentRequestsController(Controller):
         responses=error_responses(404),
     )
     async def list_events(
-        self,
-        principal: NamedDependency[Principal],
-        services: NamedDependency[Services],
-        request_id: FromPath[str],
+        self, actor: NamedDependency[Actor], services: NamedDependency[Services], request_id: FromPath[str]
     ) -> Timeline:
         """Every event about the request in order, including late or duplicate ones that did not
         change its status (``applied: false``). Attestation signatures are shown to approvers
         and admins only."""
-        return await services.list_events(GetRequest(id=request_id, actor=principal.to_actor()))
+        return await services.list_events(GetRequest(id=request_id, actor=actor))
 
     @post(
         "/{request_id:str}/reconcile",
         summary="Reconcile an environment request",
         guards=[requires(Action.RECONCILE_REQUEST, team_scoped=True)],
         status_code=202,
-        responses={
-            202: ResponseSpec(
-                data_container=EnvironmentRequestView,
-                description="Queued: a new generation goes through render, publish and bootstrap",
-                generate_examples=False,
-            ),
-            **error_responses(404, 409),
-        },
+        responses=answers(
+            202,
+            EnvironmentRequestView,
+            "Queued: a new generation goes through render, publish and bootstrap",
+            404,
+            409,
+        ),
     )
     async def reconcile(
-        self,
-        principal: NamedDependency[Principal],
-        services: NamedDependency[Services],
-        request_id: FromPath[str],
-        if_match: IfMatch = None,
+        self, services: NamedDependency[Services], change: NamedDependency[RequestChange]
     ) -> Response[EnvironmentRequestView]:
         """From `approved`, `ready` or `failed` only (409 while pending approval, queued or
         reconciling). Requesters may reconcile their own teams' requests in classes without
         approval; approvers and admins any."""
-        view = await lifecycle.reconcile(services, principal.to_actor(), request_id, parse_if_match(if_match))
-        return Response(view, status_code=202)
+        return Response(await lifecycle.reconcile(services, change), status_code=202)
 
     @patch(
         "/{request_id:str}",
@@ -207,42 +190,28 @@ class EnvironmentRequestsController(Controller):
     async def extend_request(
         self,
         request: Request[Any, Any, Any],
-        principal: NamedDependency[Principal],
         services: NamedDependency[Services],
         settings: NamedDependency[GatewaySettings],
-        request_id: FromPath[str],
-        if_match: IfMatch = None,
+        change: NamedDependency[RequestChange],
     ) -> EnvironmentRequestView:
         """Body `{"ttl_hours": N}` with 1 <= N <= the class's max_ttl_hours. Once the environment
         exists, `expires_at` becomes now + N hours. Requesters: own teams only."""
         body = await read_input(request, settings, ExtensionInput)
-        return await lifecycle.extend(
-            services, principal.to_actor(), request_id, body, parse_if_match(if_match)
-        )
+        return await lifecycle.extend(services, change, body)
 
     @delete(
         "/{request_id:str}",
         summary="Delete an environment request (tear it down)",
         guards=[requires(Action.DELETE_REQUEST, team_scoped=True)],
         status_code=202,
-        responses={
-            202: ResponseSpec(
-                data_container=EnvironmentRequestView,
-                description="Teardown requested: status `deleting`, then `deleted`",
-                generate_examples=False,
-            ),
-            **error_responses(404, 409),
-        },
+        responses=answers(
+            202, EnvironmentRequestView, "Teardown requested: status `deleting`, then `deleted`", 404, 409
+        ),
     )
     async def delete_request(
-        self,
-        principal: NamedDependency[Principal],
-        services: NamedDependency[Services],
-        request_id: FromPath[str],
-        if_match: IfMatch = None,
+        self, services: NamedDependency[Services], change: NamedDependency[RequestChange]
     ) -> Response[EnvironmentRequestView]:
         """Moves the request to `deleting` and asks for the teardown (manifests removed from the
         GitOps repository, namespace deleted); it ends `deleted`. 409 when already being torn
         down. Requesters: own teams only."""
-        view = await lifecycle.delete(services, principal.to_actor(), request_id, parse_if_match(if_match))
-        return Response(view, status_code=202)
+        return Response(await lifecycle.delete(services, change), status_code=202)

@@ -12,10 +12,10 @@ from litestar import Controller, get
 from litestar.di import NamedDependency
 from litestar.params import QueryParameter
 
+from contracts.models import Actor
 from contracts.replies import EventFeed
 from contracts.rpc import ListAllEvents
 from services.gateway.adapters.services import Services
-from services.gateway.domain.claims import Principal
 from services.gateway.domain.roles import Action
 from services.gateway.entrypoints.authentication import SECURITY, requires
 from services.gateway.entrypoints.openapi import error_responses
@@ -34,7 +34,7 @@ class EventsController(Controller):
     )
     async def list_events(
         self,
-        principal: NamedDependency[Principal],
+        actor: NamedDependency[Actor],
         services: NamedDependency[Services],
         after: Annotated[
             str | None, QueryParameter(description="`next_cursor` of the previous page", max_length=41)
@@ -45,5 +45,5 @@ class EventsController(Controller):
         """Oldest first. `next_cursor` is always set: poll with `after=<next_cursor>` to follow
         new entries (what `platformctl events tail` does)."""
         return await services.list_all_events(
-            ListAllEvents(actor=principal.to_actor(), after=after, request_id=request_id, limit=limit)
+            ListAllEvents(actor=actor, after=after, request_id=request_id, limit=limit)
         )

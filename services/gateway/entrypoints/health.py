@@ -16,10 +16,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from libs.ops_server import run_checks
 from libs.telemetry import REGISTRY
 from services.gateway.domain.resources import ErrorBody, Health, PlatformStatus, Readiness
-from services.gateway.domain.roles import Action
-from services.gateway.entrypoints.authentication import SECURITY, requires
 from services.gateway.entrypoints.dependencies import runtime_of
-from services.gateway.entrypoints.openapi import ERROR_DESCRIPTIONS, error_responses
+from services.gateway.entrypoints.openapi import ERROR_DESCRIPTIONS, any_role_get
 
 # A public route has no caller to refuse; a query value with control characters is still a 400.
 PUBLIC_ERRORS = {
@@ -81,14 +79,7 @@ async def metrics() -> Response[bytes]:
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
-@get(
-    "/v1/status",
-    tags=["operations"],
-    summary="The platform's dependencies and their state",
-    guards=[requires(Action.READ)],
-    security=SECURITY,
-    responses=error_responses(),
-)
+@any_role_get("/v1/status", tag="operations", summary="The platform's dependencies and their state")
 async def status(request: Request[Any, Any, Any]) -> PlatformStatus:
     """Every dependency with its state (`up`, `down`, `unknown`), last error and since when:
     the identity provider and each backend as the gateway sees them (`reported_by:

@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-from litestar import get
 from litestar.di import NamedDependency
 
 from services.gateway.domain.claims import Principal
 from services.gateway.domain.resources import WhoAmI
-from services.gateway.domain.roles import Action
-from services.gateway.entrypoints.authentication import SECURITY, requires
-from services.gateway.entrypoints.openapi import error_responses
+from services.gateway.entrypoints.openapi import any_role_get
 
 
-@get(
-    "/v1/whoami",
-    tags=["identity"],
-    summary="The caller as resolved by the server",
-    guards=[requires(Action.READ)],
-    security=SECURITY,
-    responses=error_responses(),
-)
+@any_role_get("/v1/whoami", tag="identity", summary="The caller as resolved by the server")
 async def whoami(principal: NamedDependency[Principal]) -> WhoAmI:
     """The actor, role, teams and subject the server derived from the bearer token."""
     return WhoAmI(

@@ -11,8 +11,9 @@ never appears. Headers that come with a status wherever it occurs (``Retry-After
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypeGuard, cast
+from typing import Any, TypeGuard, cast
 
+from litestar import get
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import YamlRenderPlugin
 from litestar.openapi.spec import (
@@ -30,8 +31,9 @@ from litestar.openapi.spec import (
 )
 
 from services.gateway.domain.resources import ErrorBody
+from services.gateway.domain.roles import Action
 from services.gateway.entrypoints.api_reference import SelfHostedSwaggerRenderPlugin
-from services.gateway.entrypoints.authentication import SECURITY_SCHEME
+from services.gateway.entrypoints.authentication import SECURITY, SECURITY_SCHEME, requires
 
 SCHEMA_PATH = "/schema"
 
@@ -74,6 +76,27 @@ def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
         )
         for status in sorted({*API_ERRORS, *statuses})
     }
+
+
+def answers(status: int, body: Any, description: str, *errors: int) -> dict[int, ResponseSpec]:
+    """A route's responses: its success ``status`` with ``body``, then :func:`error_responses`."""
+    return {
+        status: ResponseSpec(data_container=body, description=description, generate_examples=False),
+        **error_responses(*errors),
+    }
+
+
+def any_role_get(path: str, *, tag: str, summary: str) -> get:
+    """A ``GET`` outside any controller that every role may call: bearer scheme documented
+    (hence required), the read guard, the API errors."""
+    return get(
+        path,
+        tags=[tag],
+        summary=summary,
+        guards=[requires(Action.READ)],
+        security=SECURITY,
+        responses=error_responses(),
+    )
 
 
 def documented(

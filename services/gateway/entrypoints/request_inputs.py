@@ -73,7 +73,8 @@ def _body_problem(message: str) -> list[dict[str, str]]:
 
 
 def parse_if_match(value: str | None) -> int | None:
-    """``If-Match: "3"`` (or ``3``, ``W/"3"``) -> 3: the version the caller last read."""
+    """``If-Match: "3"`` (or ``3``, ``W/"3"``) -> 3: the version the caller last read
+    (none: the change is unconditional)."""
     if value is None or not value.strip():
         return None
     text = value.strip().removeprefix("W/").strip('"')

@@ -8,32 +8,41 @@ request changed since).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from contracts.inputs import ExtensionInput
 from contracts.models import Actor, EnvironmentRequestView
 from contracts.rpc import DeleteRequest, ExtendRequest, ReconcileRequest
 from services.gateway.adapters.services import Services
 
 
-async def reconcile(
-    services: Services, actor: Actor, request_id: str, expected_version: int | None
-) -> EnvironmentRequestView:
+@dataclass(frozen=True)
+class RequestChange:
+    """Who changes which request, and the version they last read (``None``: unconditional)."""
+
+    actor: Actor
+    request_id: str
+    expected_version: int | None
+
+
+async def reconcile(services: Services, change: RequestChange) -> EnvironmentRequestView:
     """A new generation through render, publish and bootstrap."""
     return await services.reconcile(
-        ReconcileRequest(id=request_id, actor=actor, expected_version=expected_version)
+        ReconcileRequest(id=change.request_id, actor=change.actor, expected_version=change.expected_version)
     )
 
 
-async def extend(
-    services: Services, actor: Actor, request_id: str, body: ExtensionInput, expected_version: int | None
-) -> EnvironmentRequestView:
+async def extend(services: Services, change: RequestChange, body: ExtensionInput) -> EnvironmentRequestView:
     """A new TTL, counted from now once the environment exists."""
     return await services.extend(
-        ExtendRequest(id=request_id, actor=actor, body=body, expected_version=expected_version)
+        ExtendRequest(
+            id=change.request_id, actor=change.actor, body=body, expected_version=change.expected_version
+        )
     )
 
 
-async def delete(
-    services: Services, actor: Actor, request_id: str, expected_version: int | None
-) -> EnvironmentRequestView:
+async def delete(services: Services, change: RequestChange) -> EnvironmentRequestView:
     """Teardown: status ``deleting``, then ``deleted``."""
-    return await services.delete(DeleteRequest(id=request_id, actor=actor, expected_version=expected_version))
+    return await services.delete(
+        DeleteRequest(id=change.request_id, actor=change.actor, expected_version=change.expected_version)
+    )
