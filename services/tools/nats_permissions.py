@@ -1,5 +1,6 @@
 """Who may publish and subscribe what on the bus: one NATS identity per service, a read-only
-subscriber for downstream tools and an operator, derived from the services' declarations.
+subscriber for downstream tools, an operator and the provisioner of the stream, derived
+from the services' declarations.
 
 The subjects come from the same code that makes the connections: a service's durable
 consumers and published events from its ``TOPOLOGY`` (:mod:`services.tools.topology`), its
@@ -33,6 +34,7 @@ from services.tools.topology import bus_services, deployables, rpc_subjects, sub
 
 SUBSCRIBER: Final = "subscriber"
 OPERATOR: Final = "operator"
+PROVISIONER: Final = "provisioner"
 GATEWAY: Final = "gateway"
 DEFAULT_INBOX: Final = "_INBOX"
 JS_API: Final = "$JS.API"
@@ -99,16 +101,16 @@ def _consumer_api(stream: str, durable: str) -> list[str]:
 
 def _service(service: str, subjects: Subjects, stream: str) -> Permissions:
     """A bus service: its events (the ones it consumes too: a dead letter is redriven on its
-    own subject), its durables, the stream it creates when missing and whose configuration
-    ``platformd migrate`` applies, the message the server gave up on (``STREAM.MSG.GET``),
-    the consumer list (intake's backlog check), its RPC endpoints and micro discovery."""
+    own subject), its durables, the stream it creates when missing (a create never changes
+    an existing stream: the server refuses one whose configuration differs), the message the
+    server gave up on (``STREAM.MSG.GET``), the consumer list (intake's backlog check), its
+    RPC endpoints and micro discovery. Never a stream update: that is the provisioner's."""
     consumed = sorted(subjects.event(event_type) for event_type in topology(service).consumed_types)
     durables = _durables(service)
     stream_api = [
         f"{JS_API}.INFO",
         f"{JS_API}.STREAM.INFO.{stream}",
         f"{JS_API}.STREAM.CREATE.{stream}",
-        f"{JS_API}.STREAM.UPDATE.{stream}",
         f"{JS_API}.STREAM.MSG.GET.{stream}",
         f"{JS_API}.CONSUMER.LIST.{stream}",
     ]
@@ -165,16 +167,16 @@ def _subscriber(subjects: Subjects, stream: str) -> Permissions:
 
 def _operator(subjects: Subjects, stream: str) -> Permissions:
     """Inspection of the stream and its consumers (``nats stream``/``consumer``/``micro``),
-    replay through consumers of its own (it may create and delete any consumer), the stream's
-    configuration (``platformd migrate``), and the kit's verbs of every service
-    (ping, list and redrive dead letters). Never a stream delete or purge, never an event,
-    never a verb that acts for a user."""
+    replay through consumers of its own (it may create and delete any consumer, so it can
+    stop a platform durable: the service recreates it where it had acknowledged), and the
+    kit's verbs of every service (ping, list and redrive dead letters). Never a change of
+    the stream (no update, delete or purge), never an event, never a verb that acts for a
+    user."""
     publish = [
         f"{JS_API}.INFO",
         f"{JS_API}.STREAM.LIST",
         f"{JS_API}.STREAM.NAMES",
         f"{JS_API}.STREAM.INFO.{stream}",
-        f"{JS_API}.STREAM.UPDATE.{stream}",
         f"{JS_API}.STREAM.MSG.GET.{stream}",
         f"{JS_API}.DIRECT.GET.{stream}",
         f"{JS_API}.DIRECT.GET.{stream}.>",
@@ -187,6 +189,21 @@ def _operator(subjects: Subjects, stream: str) -> Permissions:
     return Permissions(tuple(publish), tuple(subscribe))
 
 
+def _provisioner(stream: str) -> Permissions:
+    """``platformd migrate`` (the Helm migration Job, ``platformd dev``): creates the stream
+    and applies its configuration, and nothing else. A configuration is powerful, so this
+    key is held by the deployment alone: subjects, limits and retention decide what the
+    stream keeps (``max_msgs: 1`` empties it in effect)."""
+    publish = [
+        f"{JS_API}.INFO",
+        f"{JS_API}.STREAM.INFO.{stream}",
+        f"{JS_API}.STREAM.CREATE.{stream}",
+        f"{JS_API}.STREAM.UPDATE.{stream}",
+    ]
+    prefix = inbox_prefix(PROVISIONER)
+    return Permissions(tuple(publish), (f"{prefix}.>",), inbox_prefix=prefix)
+
+
 def _service_identity(name: str, subjects: Subjects, stream: str) -> Identity:
     if name in bus_services():
         return Identity(name, _service(name, subjects, stream), "its events, consumers and endpoints")
@@ -196,13 +213,14 @@ def _service_identity(name: str, subjects: Subjects, stream: str) -> Identity:
 
 
 def identities(settings: BusSettings) -> tuple[Identity, ...]:
-    """Every identity: the services in start order, then the subscriber and the operator."""
+    """Every identity: the services in start order, the subscriber, the operator and the provisioner."""
     subjects = Subjects.from_settings(settings)
     stream = settings.stream_name
     return (
         *(_service_identity(name, subjects, stream) for name in deployables()),
         Identity(SUBSCRIBER, _subscriber(subjects, stream), "read-only, events through durables of its own"),
         Identity(OPERATOR, _operator(subjects, stream), "inspection, replay and dead-letter redrive"),
+        Identity(PROVISIONER, _provisioner(stream), "creates the stream and applies its configuration"),
     )
 
 

@@ -267,7 +267,10 @@ def test_a_forged_admin_actor_from_a_service_identity_never_reaches_the_handler(
 def test_no_secret_appears_in_logs_banners_errors_events_or_config(
     dev: DevStack, flow: dict[str, Any]
 ) -> None:
-    seeds = [dev.seed_file(name).read_text().strip() for name in (*SERVICES, "subscriber", "operator")]
+    seeds = [
+        dev.seed_file(name).read_text().strip()
+        for name in (*SERVICES, "subscriber", "operator", "provisioner")
+    ]
     secrets = [JWT_SECRET, APPROVAL_SECRET, *seeds]
     texts: dict[str, str] = {"banner and launcher output": dev.banner()}
     for log in sorted((dev.state_dir / "logs").glob("*.log")):

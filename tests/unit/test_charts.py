@@ -122,6 +122,7 @@ def everything_values(chart: str) -> dict[str, Any]:
         "extraVolumeMounts": [{"name": "ssh", "mountPath": "/home/platform/.ssh", "readOnly": True}],
         "image": {"digest": "sha256:" + "0" * 64},
         "natsIdentity": {"existingSecret": f"platform-nats-{chart}"},
+        "migration": {"natsIdentity": {"existingSecret": "platform-nats-provisioner"}},
     }
     if chart == "gateway":
         values["ingress"] = {
@@ -352,9 +353,26 @@ def test_migration_hook_job(rendered: Rendered, chart: str, variant: str) -> Non
     annotations = job["metadata"]["annotations"]
     assert set(annotations["helm.sh/hook"].split(",")) == {"pre-install", "pre-upgrade"}
     assert container(job)["command"] == ["platformd", "migrate", chart]
-    # migrate loads and validates the service's full settings first: same environment.
+    # migrate loads and validates the service's full settings first: same environment, but
+    # for the NATS identity, which is the provisioner's (it alone may configure the stream).
     deployment = one(objects, "Deployment")
-    assert effective_env(job, objects) == effective_env(deployment, objects)
+    job_env, deployment_env = effective_env(job, objects), effective_env(deployment, objects)
+    identity = {"PLATFORM_NATS_NKEY_SEED_FILE", "PLATFORM_NATS_INBOX_PREFIX"}
+    assert {k: v for k, v in job_env.items() if k not in identity} == {
+        k: v for k, v in deployment_env.items() if k not in identity
+    }
+    if variant == "everything":
+        assert job_env["PLATFORM_NATS_INBOX_PREFIX"] == ("value", "_INBOX_provisioner")
+        seed = job_env["PLATFORM_NATS_NKEY_SEED_FILE"][1]
+        mounted = {m["mountPath"]: m["name"] for m in container(job)["volumeMounts"]}
+        volume = next(
+            v
+            for v in job["spec"]["template"]["spec"]["volumes"]
+            if v["name"] == mounted[str(Path(seed).parent)]
+        )
+        assert volume["secret"]["secretName"] == "platform-nats-provisioner"
+    else:
+        assert job_env.keys() & identity == deployment_env.keys() & identity
     # ... and the same Secret-backed files (the kubeconfig is validated at load too).
     secret_volumes = [
         v
@@ -527,6 +545,11 @@ def test_every_chart_has_deploy_values() -> None:
         ("intake", {"terminationGracePeriodSeconds": 20}, "must exceed PLATFORM_SHUTDOWN_TIMEOUT_SECONDS"),
         ("git-publisher", {"gitRepo": {"persistence": {"enabled": True}}}, "one ReadWriteOnce volume"),
         ("gateway", {"migration": {"enabled": True}}, "owns no schema"),
+        (
+            "intake",
+            {"natsIdentity": {"existingSecret": "nats-intake"}},
+            "migration.natsIdentity.existingSecret is required",
+        ),
         (
             "cluster-bootstrapper",
             {"serviceAccount": {"automountToken": False}},

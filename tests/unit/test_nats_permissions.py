@@ -17,6 +17,7 @@ from libs.settings import BusSettings, load_settings
 from services.tools.nats_permissions import (
     GATEWAY,
     OPERATOR,
+    PROVISIONER,
     SUBSCRIBER,
     Identity,
     helm_values,
@@ -51,8 +52,24 @@ def identity(name: str) -> Identity:
     return IDENTITIES[name]
 
 
-def test_every_service_and_the_two_people_identities_exist() -> None:
-    assert list(IDENTITIES) == [*bus_services(), GATEWAY, SUBSCRIBER, OPERATOR]
+def test_every_service_the_two_people_identities_and_the_provisioner_exist() -> None:
+    assert list(IDENTITIES) == [*bus_services(), GATEWAY, SUBSCRIBER, OPERATOR, PROVISIONER]
+
+
+def test_only_the_provisioner_may_change_the_stream() -> None:
+    update = f"$JS.API.STREAM.UPDATE.{STREAM}"
+    assert [name for name, item in IDENTITIES.items() if item.permissions.may_publish(update)] == [
+        PROVISIONER
+    ]
+    provisioner = identity(PROVISIONER).permissions
+    assert set(provisioner.publish) == {
+        "$JS.API.INFO",
+        f"$JS.API.STREAM.INFO.{STREAM}",
+        f"$JS.API.STREAM.CREATE.{STREAM}",
+        update,
+    }
+    assert provisioner.subscribe == ("_INBOX_provisioner.>",)
+    assert provisioner.inbox_prefix == "_INBOX_provisioner"
 
 
 def test_only_the_gateway_may_call_the_verbs_that_act_for_a_user() -> None:

@@ -101,6 +101,8 @@ into a Secret; tests/unit/test_charts.py fails when this list and the code disag
 
 {{- define "platform-lib.natsIdentityDir" -}}/etc/platform/nats{{- end -}}
 
+{{- define "platform-lib.provisionerIdentityDir" -}}/etc/platform/nats-provisioner{{- end -}}
+
 {{/*
 Variables derived from other values, so the probes, the container port and the mounts
 cannot disagree with what the process binds and reads.

@@ -5,11 +5,22 @@ release creates, because on install none of it exists yet: settings are inlined 
 than read from the ConfigMap, the ServiceAccount is the namespace's default (or one named
 in migration.serviceAccountName that already exists), and only Secrets created out of band
 are referenced. It gets the Deployment's exact environment, since migrate validates the
-service's full settings first (tests/unit/test_charts.py compares the two).
+service's full settings first (tests/unit/test_charts.py compares the two), except its
+NATS identity: migrate also applies the event stream's configuration, which only the
+provisioner's identity (migration.natsIdentity) may change.
 */}}
 {{- define "platform-lib.migrationJob" -}}
 {{- if .Values.migration.enabled -}}
 {{- $service := include "platform-lib.serviceName" . -}}
+{{- $env := include "platform-lib.env" . | fromYaml -}}
+{{- $provisioner := (.Values.migration.natsIdentity | default dict).existingSecret -}}
+{{- if and (.Values.natsIdentity | default dict).existingSecret (not $provisioner) -}}
+{{- fail "migration.natsIdentity.existingSecret is required with natsIdentity: the migration Job applies the stream's configuration as the provisioner (docs/security.md)" -}}
+{{- end -}}
+{{- if $provisioner -}}
+{{- $_ := set $env "PLATFORM_NATS_NKEY_SEED_FILE" (printf "%s/seed" (include "platform-lib.provisionerIdentityDir" .)) -}}
+{{- $_ := set $env "PLATFORM_NATS_INBOX_PREFIX" "_INBOX_provisioner" -}}
+{{- end -}}
 apiVersion: batch/v1
 kind: Job
 metadata:
@@ -59,7 +70,7 @@ spec:
           imagePullPolicy: {{ .Values.image.pullPolicy }}
           command: ["platformd", "migrate", {{ $service | quote }}]
           env:
-            {{- range $name, $value := include "platform-lib.env" . | fromYaml }}
+            {{- range $name, $value := $env }}
             - name: {{ $name }}
               value: {{ $value | quote }}
             {{- end }}
@@ -76,8 +87,22 @@ spec:
           {{- end }}
           volumeMounts:
             {{- include "platform-lib.sharedVolumeMounts" . | nindent 12 }}
+            {{- if $provisioner }}
+            - name: nats-provisioner
+              mountPath: {{ include "platform-lib.provisionerIdentityDir" . }}
+              readOnly: true
+            {{- end }}
       volumes:
         {{- include "platform-lib.sharedVolumes" . | nindent 8 }}
+        {{- if $provisioner }}
+        - name: nats-provisioner
+          secret:
+            secretName: {{ $provisioner | quote }}
+            defaultMode: 0440
+            items:
+              - key: {{ .Values.migration.natsIdentity.key | default "nkey-seed" | quote }}
+                path: seed
+        {{- end }}
       {{- with include "platform-lib.scheduling" . | trim }}
       {{- . | nindent 6 }}
       {{- end }}

@@ -41,6 +41,7 @@ from typing import IO, Annotated
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from libs.bus import configure_stream
 from libs.embedded import EmbeddedNats, EmbeddedPostgres, EmbeddedServerError, free_port
 from libs.migrations import discover, migrate
 from libs.settings import (
@@ -53,7 +54,7 @@ from libs.settings import (
     setting,
     split_address,
 )
-from services.tools.nats_permissions import OPERATOR, SUBSCRIBER
+from services.tools.nats_permissions import OPERATOR, PROVISIONER, SUBSCRIBER
 from services.tools.platformd.nats_identities import BusIdentities, ensure_identities
 from services.tools.platformd.process_stack import (
     ProcessStack,
@@ -421,6 +422,15 @@ async def _migrate_all(dsn: str) -> None:
             await migrate(dsn, entry.schema, discover(entry.package))
 
 
+def _provision_stream(nats_url: str, identities: BusIdentities | None) -> None:
+    """What ``platformd migrate`` does to the stream, as the provisioner: the services' own
+    identities may create a missing stream but never change one."""
+    environment = {**os.environ, "PLATFORM_NATS_URL": nats_url}
+    if identities is not None:
+        environment.update(identities.environment(PROVISIONER))
+    asyncio.run(configure_stream(load_settings(BusSettings, environment)))
+
+
 class _Stop(Exception):
     pass
 
@@ -510,6 +520,7 @@ def run_dev_stack(replicas: int | None = None) -> int:
                 raise _foreign_postgres(postgres, state)  # adopted, not spawned: never stopped
             dsn = _ensure_database(postgres.dsn(), "platform")
         asyncio.run(_migrate_all(dsn))
+        _provision_stream(nats_url, identities)
         remote = reveal(settings.gitops_repo_url)
         if not remote:
             bare = state / "gitops-remote.git"
