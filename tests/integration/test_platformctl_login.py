@@ -230,6 +230,24 @@ async def test_an_expired_token_is_refreshed(
     )
 
 
+async def test_processes_refreshing_at_once_share_one_refresh(
+    gateway: GatewayStack, provider: Provider, env: dict[str, str], config_file: Path
+) -> None:
+    # Within the 30 s skew: the next command refreshes it, while the gateway still takes it.
+    provider.access_token_ttl = 20
+    assert (await device_login(env, "--api", gateway.base_url, "--context", "dev")).code == 0
+    provider.access_token_ttl = 600
+    provider.refresh_delay_seconds = 1.0  # both are refreshing, or waiting, at the same time
+    first, second = await asyncio.gather(platformctl("whoami", env=env), platformctl("whoami", env=env))
+    assert (first.code, first.stderr) == (0, "")
+    assert (second.code, second.stderr) == (0, "")
+    # One refresh; the other process used its token instead of spending the rotated one again.
+    assert provider.grants == [DEVICE_GRANT, "refresh_token"]
+    assert provider.reused == []
+    [live] = provider.refresh_tokens
+    assert stored(config_file.parent / "tokens" / "dev.json")["refresh_token"] == live
+
+
 async def test_contexts_switch_between_two_gateways(
     nats_url: str, isolation: Any, gateway: GatewayStack, provider: Provider, env: dict[str, str]
 ) -> None:

@@ -10,7 +10,8 @@ For ``platformctl login`` it is also the authorization server of one public clie
 (``client_id``, no secret): the device authorization grant (RFC 8628; the user "signs in"
 by opening the verification URL, ``&consent=deny`` refuses), the authorization code grant
 with PKCE S256 (``/authorize`` signs the user in at once and redirects to the loopback
-redirect URI, RFC 8252), refresh tokens (rotated on each use) and revocation (RFC 7009).
+redirect URI, RFC 8252), refresh tokens (rotated on each use; a used one presented again
+ends the whole sign-in, as providers that detect reuse do) and revocation (RFC 7009).
 Whoever signs in gets the claims in ``user``.
 """
 
@@ -102,12 +103,17 @@ class Provider:
     slow_down_polls: int = 0
     devices: dict[str, DeviceGrant] = field(default_factory=dict)
     codes: dict[str, CodeGrant] = field(default_factory=dict)
+    # The live refresh tokens and who signed in; each token ever issued and its sign-in.
     refresh_tokens: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sign_ins: dict[str, str] = field(default_factory=dict)
+    # Seconds a refresh takes: long enough for two clients to be refreshing at once.
+    refresh_delay_seconds: float = 0.0
     # What happened, for the tests to check: each grant type that got tokens, the
     # monotonic time of each device-code poll, each revoked token.
     grants: list[str] = field(default_factory=list)
     polls: list[float] = field(default_factory=list)
     revoked: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
 
     def rotate(self) -> SigningKey:
         """Replace every published key by a new one (the old ones stop verifying)."""
@@ -174,6 +180,8 @@ class Provider:
             await asyncio.sleep(self.stall_seconds)
         query = dict(parse_qsl(scope["query_string"].decode()))
         form = dict(parse_qsl((await _body(receive)).decode()))
+        if form.get("grant_type") == "refresh_token":
+            await asyncio.sleep(self.refresh_delay_seconds)
         status, body, headers = self._answer(scope["method"], scope["path"], query, form)
         payload = json.dumps(body).encode()
         await send(
@@ -259,15 +267,27 @@ class Provider:
         elif grant_type == "authorization_code":
             refused = self._code_exchange(form)
         elif grant_type == "refresh_token":
-            # Rotation: a refresh token works once; the session keeps who signed in.
-            stored = self.refresh_tokens.pop(form.get("refresh_token", ""), None)
-            refused, claims = (None, stored) if stored is not None else ("invalid_grant", claims)
+            return self._refresh(form.get("refresh_token", ""))
         else:
             refused = "unsupported_grant_type"
         if refused:
             return 400, {"error": refused}
         self.grants.append(grant_type)
-        return 200, self._issue(claims)
+        return 200, self._issue(claims, sign_in=secrets.token_hex(8))
+
+    def _refresh(self, refresh_token: str) -> tuple[int, dict[str, Any]]:
+        """Rotation: a refresh token works once, and the new one continues the same sign-in.
+        One used before (a copy someone kept) ends that sign-in: all its tokens stop working."""
+        claims = self.refresh_tokens.pop(refresh_token, None)
+        sign_in = self.sign_ins.get(refresh_token)
+        if claims is None or sign_in is None:
+            if sign_in is not None:
+                self.reused.append(refresh_token)
+                for live in [token for token in self.refresh_tokens if self.sign_ins[token] == sign_in]:
+                    del self.refresh_tokens[live]
+            return 400, {"error": "invalid_grant"}
+        self.grants.append("refresh_token")
+        return 200, self._issue(claims, sign_in)
 
     def _device_poll(self, device_code: str) -> str | None:
         """The OAuth error of this poll, or None once the user has signed in."""
@@ -297,9 +317,10 @@ class Provider:
             return "invalid_grant"
         return None
 
-    def _issue(self, claims: dict[str, Any]) -> dict[str, Any]:
+    def _issue(self, claims: dict[str, Any], sign_in: str) -> dict[str, Any]:
         refresh_token = secrets.token_urlsafe(24)
         self.refresh_tokens[refresh_token] = claims
+        self.sign_ins[refresh_token] = sign_in
         return {
             "access_token": self.token(ttl=self.access_token_ttl, **claims),
             "id_token": self.token(audience=self.client_id, ttl=self.access_token_ttl, **claims),

@@ -3,13 +3,22 @@ file, 0600 in a 0700 directory), refreshed when they are about to expire.
 
 A session remembers the provider endpoints it needs (token, revocation), so a refresh or a
 ``logout`` works without asking the API or the provider's discovery document again.
+
+Several platformctl processes may share a session (a script running commands in
+parallel). Providers that rotate refresh tokens accept each one once, and many end the
+whole session when one is used twice, so a refresh happens under an exclusive lock on
+``tokens/<context>.json.lock``: the process that waited for it finds the session already
+refreshed and uses that token.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -52,6 +61,26 @@ def session_path(config: CliConfig, context: str) -> Path:
     return config.tokens_dir / f"{context}.json"
 
 
+def lock_path(config: CliConfig, context: str) -> Path:
+    return config.tokens_dir / f"{context}.json.lock"
+
+
+@contextlib.contextmanager
+def session_lock(config: CliConfig, context: str) -> Iterator[None]:
+    """Hold the context's session lock (waiting for another process that holds it)."""
+    path = lock_path(config, context)
+    private_directory(config.tokens_dir)
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise CliError(f"{path}: cannot open the lock file ({exc.strerror or 'not allowed'})") from None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
 def save_session(config: CliConfig, context: str, session: Session) -> None:
     private_directory(config.tokens_dir)
     write_private(session_path(config, context), json.dumps(asdict(session), indent=2) + "\n")
@@ -77,24 +106,39 @@ def load_session(config: CliConfig, context: str) -> Session | None:
 
 def remove_session(config: CliConfig, context: str) -> Session | None:
     """Delete the context's tokens; returns what was stored (None if nothing was)."""
-    session = None
-    with contextlib.suppress(CliError):
-        session = load_session(config, context)
-    with contextlib.suppress(FileNotFoundError):
-        session_path(config, context).unlink()
+    if not session_path(config, context).exists():
+        return None
+    # Under the lock, so that a refresh under way cannot write the session back afterwards.
+    with session_lock(config, context):
+        session = None
+        with contextlib.suppress(CliError):
+            session = load_session(config, context)
+        for path in (session_path(config, context), lock_path(config, context)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
         return session
-    return None
 
 
 def current_token(config: CliConfig, context: str, api: str) -> str | None:
     """The context's token for ``api``, refreshed first when it expires within the skew;
     None when the context has no sign-in for that API (it was pointed elsewhere since). An
     expired session that cannot be refreshed is an error that says how to sign in again."""
+    session = _session_for(config, context, api)
+    if session is not None and session.expiring(time.time()):
+        with session_lock(config, context):
+            # Another process may have refreshed it (or signed out) while this one waited.
+            session = _session_for(config, context, api)
+            if session is not None and session.expiring(time.time()):
+                session = _refreshed(config, context, session)
+    return session.token if session else None
+
+
+def _session_for(config: CliConfig, context: str, api: str) -> Session | None:
     session = load_session(config, context)
-    if session is None or not same_api(session.api, api):
-        return None
-    if not session.expiring(time.time()):
-        return session.token
+    return session if session is not None and same_api(session.api, api) else None
+
+
+def _refreshed(config: CliConfig, context: str, session: Session) -> Session:
     again = f"the sign-in to {context} has expired; run 'platformctl login --context {context}'"
     if not session.refresh_token:
         raise CliError(again)
@@ -105,4 +149,4 @@ def current_token(config: CliConfig, context: str, api: str) -> str | None:
             raise CliError(again) from None
         raise
     save_session(config, context, session)
-    return session.token
+    return session
