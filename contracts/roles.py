@@ -1,14 +1,19 @@
-"""The roles a bearer token can carry (the ``role`` claim by default).
+"""The roles a bearer token can carry (the ``role`` claim by default), and whose teams a
+caller acts for.
 
-Shared by the gateway, which authorizes with them, and by the tools that mint or check
-tokens (``platformctl token mint``), so both know the same four names. What each role
-may do is the gateway's business (``services/gateway/domain/roles.py``).
+Shared by the gateway, which authorizes with them, by the services that filter and check
+what a caller sees (intake's requests, policy's team budgets), and by the tools that mint or
+check tokens (``platformctl token mint``), so all know the same four names and the same
+team-scope rule. Which routes a role may use is the gateway's business
+(``services/gateway/domain/roles.py``).
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 from typing import Final
+
+from contracts.models import Actor
 
 
 class Role(StrEnum):
@@ -20,3 +25,21 @@ class Role(StrEnum):
 
 # Least privileged first, as the role matrix reads.
 ROLE_NAMES: Final[tuple[str, ...]] = tuple(role.value for role in Role)
+
+
+def teams_in_scope(actor: Actor) -> frozenset[str] | None:
+    """The teams ``actor`` acts for; None means every team.
+
+    Admins act for every team, even when their token carries a teams claim; a token without
+    the claim is unrestricted (the gateway refuses such tokens on scoped routes when team
+    scoping is enforced, before any service sees them).
+    """
+    if actor.role == Role.ADMIN or actor.teams is None:
+        return None
+    return frozenset(actor.teams)
+
+
+def acts_for(actor: Actor, team: str) -> bool:
+    """Whether ``actor`` may see or act on what belongs to ``team``."""
+    scope = teams_in_scope(actor)
+    return scope is None or team in scope

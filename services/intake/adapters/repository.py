@@ -177,7 +177,7 @@ async def list_requests(
     team: str | None,
     status: str | None,
     class_name: str | None,
-    teams_in_scope: list[str] | None,
+    teams_in_scope: frozenset[str] | None,
     cursor: str | None,
     limit: int,
 ) -> tuple[list[EnvironmentRequest], str | None]:
@@ -190,7 +190,7 @@ async def list_requests(
             params.append(value)
     if teams_in_scope is not None:
         clauses.append("team = ANY(%s)")
-        params.append(teams_in_scope)
+        params.append(sorted(teams_in_scope))
     if cursor:
         created_at, request_id = decode_cursor(cursor)
         clauses.append("(created_at, id) < (%s, %s)")
@@ -285,7 +285,7 @@ class FeedPosition:
 async def all_timelines(
     conn: Conn,
     *,
-    teams_in_scope: list[str] | None,
+    teams_in_scope: frozenset[str] | None,
     after: FeedPosition,
     request_id: str | None,
     limit: int,
@@ -302,7 +302,7 @@ async def all_timelines(
     params: list[Any] = [after.txid, after.seq]
     if teams_in_scope is not None:
         clauses.append("r.team = ANY(%s)")
-        params.append(teams_in_scope)
+        params.append(sorted(teams_in_scope))
     if request_id is not None:
         clauses.append("t.request_id = %s")
         params.append(request_id)

@@ -26,6 +26,7 @@ from contracts.replies import (
     QuotaProfileList,
     QuotaProfileUpsert,
 )
+from contracts.roles import Role, acts_for
 from contracts.rpc import (
     GetPolicyPack,
     GetQuotaProfile,
@@ -118,9 +119,10 @@ def name_problems_of(what: str) -> MoreProblems:
     return problems
 
 
-def team_in_scope(actor: Actor, team: str) -> None:
-    """Requesters see only their own teams' budgets (SPEC.md); other roles see every team."""
-    if actor.role == "requester" and actor.teams is not None and team not in actor.teams:
+def check_budget_readable(actor: Actor, team: str) -> None:
+    """Every role reads every team's budget, except requesters: only their own teams'
+    (docs/api.md); whose teams a caller acts for is the one rule of :mod:`contracts.roles`."""
+    if actor.role == Role.REQUESTER and not acts_for(actor, team):
         raise Forbidden(
             f"team {team} is not one of your teams",
             details=[{"field": "team", "message": "not in the token's teams"}],
@@ -252,7 +254,7 @@ class CatalogService:
     async def get_team(self, query: GetTeam) -> TeamBudgetView:
         """Any valid team name answers (a team with no budget and no environments has spend 0)."""
         check_team(query.team)
-        team_in_scope(query.actor, query.team)
+        check_budget_readable(query.actor, query.team)
         async with self.pool.connection() as conn:
             return await self._team_view(conn, query.team)
 
