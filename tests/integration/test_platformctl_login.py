@@ -9,6 +9,7 @@ console script with its own config file in the test's directory.
 from __future__ import annotations
 
 import asyncio
+import os
 import stat
 import time
 from collections.abc import AsyncIterator
@@ -145,13 +146,54 @@ async def test_the_token_cache_is_readable_by_its_owner_only(
     gateway: GatewayStack, env: dict[str, str], config_file: Path
 ) -> None:
     tokens = config_file.parent / "tokens"
-    tokens.mkdir(parents=True, mode=0o755)  # there already, and too open
+    tokens.mkdir(parents=True, mode=0o755)  # there already, and too open, as is the config's
     tokens.chmod(0o755)
+    config_file.parent.chmod(0o755)
     assert (await device_login(env, "--api", gateway.base_url, "--context", "dev")).code == 0
     assert mode(tokens) == 0o700
+    assert mode(config_file.parent) == 0o700
     assert mode(tokens / "dev.json") == 0o600
     assert mode(config_file) == 0o600
     assert names_in(tokens) == ["dev.json"]  # no partial files left
+
+
+async def test_tokens_are_never_written_through_a_link_or_into_someone_elses_directory(
+    gateway: GatewayStack, provider: Provider, env: dict[str, str], config_file: Path, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    config_file.parent.mkdir()
+    (config_file.parent / "tokens").symlink_to(elsewhere)
+    linked = await platformctl("login", "--api", gateway.base_url, "--context", "dev", env=env)
+    assert (linked.code, linked.stderr) == (
+        1,
+        f"platformctl: {config_file.parent / 'tokens'}: is a symbolic link; "
+        "platformctl keeps its config and tokens only in a directory of your own\n",
+    )
+    assert provider.grants == []  # refused before anyone signed in
+    assert names_in(elsewhere) == []
+    theirs = someone_elses_directory(tmp_path)
+    foreign = await platformctl(
+        "config",
+        "set-context",
+        "dev",
+        "--api",
+        gateway.base_url,
+        env={**env, "PLATFORMCTL_CONFIG": f"{theirs}/config.yaml"},
+    )
+    assert foreign.code == 1
+    assert foreign.stderr.startswith(f"platformctl: {theirs}: belongs to another user (uid ")
+    assert not (theirs / "config.yaml").exists()
+
+
+def someone_elses_directory(tmp_path: Path) -> Path:
+    """A directory of another user's: root gives one away; anyone else has the root directory."""
+    if os.geteuid() != 0:
+        return Path("/")
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, 65534, 65534)  # nobody
+    return theirs
 
 
 async def test_browser_login_with_pkce(

@@ -18,6 +18,7 @@ from services.tools.platformctl.config_file import (
     context_name_for,
     load_config,
     save_config,
+    write_private,
 )
 from services.tools.platformctl.main import build_parser
 from services.tools.platformctl.oidc import bearer_token
@@ -185,6 +186,17 @@ def test_the_config_file_round_trips_and_bad_ones_are_named(tmp_path: Path) -> N
         path.write_text(text)
         with pytest.raises(CliError, match=re.escape(problem)):
             load_config(path)
+
+
+def test_a_link_planted_as_the_config_file_is_replaced_not_followed(tmp_path: Path) -> None:
+    target = tmp_path / "someone-elses-file"
+    target.write_text("theirs")
+    config = tmp_path / "platformctl" / "config.yaml"
+    config.parent.mkdir()
+    config.symlink_to(target)
+    write_private(config, "mine")
+    assert (config.is_symlink(), config.read_text(), target.read_text()) == (False, "mine", "theirs")
+    assert sorted(path.name for path in config.parent.iterdir()) == ["config.yaml"]
 
 
 def test_context_flag_on_every_command_and_the_contexts_default_team() -> None:

@@ -16,8 +16,11 @@ it, readable by its owner only (:mod:`services.tools.platformctl.sessions`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
+import secrets
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,28 +127,73 @@ def save_config(config: CliConfig) -> None:
 
 def write_private(path: Path, text: str) -> None:
     """Replace ``path`` with ``text``, readable and writable by its owner only (0600), whatever
-    the umask; a missing directory is created 0700. Written beside and renamed over the old
-    file, so a reader never sees half a file and the permissions hold from the first byte."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.fchmod(descriptor, 0o600)  # a leftover partial file keeps its mode otherwise
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(partial, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            partial.unlink()
-        raise CliError(f"{path}: cannot write the file ({exc.strerror or 'unwritable'})") from None
+    the umask, in a directory of this user's (see :func:`private_directory`; a missing one is
+    created 0700). Written beside and renamed over the old file, so a reader never sees half
+    a file and the permissions hold from the first byte. Both go through the directory
+    checked, not its path again, and never follow a symbolic link planted as the new file."""
+    partial = f".{path.name}.{secrets.token_hex(8)}.tmp"
+    with _own_directory(path.parent, tighten=False) as directory:
+        try:
+            descriptor = os.open(partial, _NEW_FILE, 0o600, dir_fd=directory)
+        except OSError as exc:
+            raise _unwritable(path, exc) from None
+        try:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                os.fchmod(handle.fileno(), 0o600)  # the umask may have taken bits away
+                handle.write(text)
+            os.replace(partial, path.name, src_dir_fd=directory, dst_dir_fd=directory)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(partial, dir_fd=directory)
+            raise _unwritable(path, exc) from None
+
+
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _unwritable(path: Path, exc: OSError) -> CliError:
+    return CliError(f"{path}: cannot write the file ({exc.strerror or 'unwritable'})")
 
 
 def private_directory(path: Path) -> Path:
     """``path`` as a directory only its owner can enter (0700), also when it already existed
     with looser permissions: the tokens in it must not be listable or readable by others."""
+    with _own_directory(path, tighten=True):
+        return path
+
+
+@contextlib.contextmanager
+def _own_directory(path: Path, *, tighten: bool) -> Iterator[int]:
+    """An open descriptor of ``path``, created 0700 when missing. It must be a directory of
+    this user's and not a symbolic link: tokens written into a directory someone else
+    controls (or into wherever a link planted there points) are theirs to read."""
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path.chmod(0o700)
+        path.mkdir(mode=0o700, parents=True)
+    except FileExistsError:
+        pass
     except OSError as exc:
         raise CliError(f"{path}: cannot create the directory ({exc.strerror or 'not allowed'})") from None
-    return path
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise CliError(f"{path}: {_not_usable(path, exc)}; {_OWN_DIRECTORY}") from None
+    try:
+        owner = os.fstat(descriptor).st_uid
+        if owner != os.geteuid():
+            raise CliError(f"{path}: belongs to another user (uid {owner}); {_OWN_DIRECTORY}")
+        if tighten:
+            os.fchmod(descriptor, 0o700)
+        yield descriptor
+    finally:
+        os.close(descriptor)
+
+
+_OWN_DIRECTORY = "platformctl keeps its config and tokens only in a directory of your own"
+
+
+def _not_usable(path: Path, exc: OSError) -> str:
+    if path.is_symlink():
+        return "is a symbolic link"
+    if exc.errno == errno.ENOTDIR:
+        return "is not a directory"
+    return f"cannot open the directory ({exc.strerror or 'not allowed'})"

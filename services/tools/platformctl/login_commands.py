@@ -29,7 +29,7 @@ from services.tools.platformctl.config_file import (
 )
 from services.tools.platformctl.context import EXIT_OK, Context
 from services.tools.platformctl.output import Column, emit
-from services.tools.platformctl.sessions import Session, remove_session, save_session
+from services.tools.platformctl.sessions import Session, remove_session, save_session, token_directory
 
 CONTEXT_COLUMNS: list[Column] = [
     ("CURRENT", lambda c: "*" if c.get("current") else ""),
@@ -50,6 +50,7 @@ def login(args: argparse.Namespace, ctx: Context) -> int:
     config = _config(ctx)
     api = ctx.api.base_url
     name = _login_context(config, args.context, ctx.context_name, api)
+    token_directory(config)  # refused before the user signs in for nothing
     provider = oidc.discover(ctx.api)
     answer = browser_login(provider, ctx.note) if args.browser else oidc.device_login(provider, ctx.note)
     session = Session.signed_in(api, provider, answer)

@@ -1,5 +1,6 @@
 """The tokens ``login`` got, one file per context (``tokens/<context>.json`` beside the config
-file, 0600 in a 0700 directory), refreshed when they are about to expire.
+file, 0600 in a 0700 directory of the user's own, in a 0700 config directory), refreshed
+when they are about to expire.
 
 A session remembers the provider endpoints it needs (token, revocation), so a refresh or a
 ``logout`` works without asking the API or the provider's discovery document again.
@@ -61,6 +62,13 @@ def session_path(config: CliConfig, context: str) -> Path:
     return config.tokens_dir / f"{context}.json"
 
 
+def token_directory(config: CliConfig) -> Path:
+    """The tokens directory, checked (see :func:`private_directory`) and closed to others
+    (0700), and so is the config file's directory that holds it."""
+    private_directory(config.path.parent)
+    return private_directory(config.tokens_dir)
+
+
 def lock_path(config: CliConfig, context: str) -> Path:
     return config.tokens_dir / f"{context}.json.lock"
 
@@ -68,8 +76,8 @@ def lock_path(config: CliConfig, context: str) -> Path:
 @contextlib.contextmanager
 def session_lock(config: CliConfig, context: str) -> Iterator[None]:
     """Hold the context's session lock (waiting for another process that holds it)."""
+    token_directory(config)
     path = lock_path(config, context)
-    private_directory(config.tokens_dir)
     try:
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as exc:
@@ -82,7 +90,7 @@ def session_lock(config: CliConfig, context: str) -> Iterator[None]:
 
 
 def save_session(config: CliConfig, context: str, session: Session) -> None:
-    private_directory(config.tokens_dir)
+    token_directory(config)
     write_private(session_path(config, context), json.dumps(asdict(session), indent=2) + "\n")
 
 
