@@ -196,6 +196,60 @@ def someone_elses_directory(tmp_path: Path) -> Path:
     return theirs
 
 
+async def test_a_context_keeps_its_identity_provider_unless_told_otherwise(
+    gateway: GatewayStack, provider: Provider, env: dict[str, str], config_file: Path
+) -> None:
+    before = (
+        "config",
+        "set-context",
+        "dev",
+        "--api",
+        gateway.base_url,
+        "--issuer",
+        "https://login.example.com",
+    )
+    assert (await platformctl(*before, env=env)).code == 0
+    refused = await platformctl("login", "--context", "dev", env=env)
+    assert (refused.code, refused.stderr) == (
+        1,
+        f"platformctl: the API at {gateway.base_url} now names the identity provider {provider.issuer}, "
+        "but context dev signs in with https://login.example.com; if that change is expected, run "
+        "'platformctl login --context dev --accept-issuer' "
+        f"(or 'platformctl config set-context dev --issuer {provider.issuer}')\n",
+    )
+    assert provider.grants == []  # refused before anyone signed in
+    assert stored(config_file)["contexts"]["dev"]["issuer"] == "https://login.example.com"
+    accepted = await device_login(env, "--context", "dev", "--accept-issuer")
+    assert accepted.code == 0, accepted.stderr
+    assert stored(config_file)["contexts"]["dev"]["issuer"] == provider.issuer
+    # From now on the new one is the context's: a plain login goes through.
+    assert (await device_login(env, "--context", "dev")).code == 0
+
+
+async def test_signing_in_is_over_https_only_except_on_this_machine(
+    nats_url: str, isolation: Any, env: dict[str, str]
+) -> None:
+    plain = await platformctl("login", "--api", "http://platform.example.com", env=env)
+    assert (plain.code, plain.stderr) == (
+        1,
+        "platformctl: the API http://platform.example.com is not https: platformctl signs in over https "
+        "only (plain http only to this machine: localhost, 127.0.0.1, ::1)\n",
+    )
+    plain_issuer = {
+        "PLATFORM_OIDC_ISSUER_URL": "http://login.example.com",
+        "PLATFORM_OIDC_AUDIENCE": "platform",
+        "PLATFORM_OIDC_CLIENT_ID": "platformctl",
+        "PLATFORM_JWT_HS256_SECRET": "",
+    }
+    async with gateway_stack(nats_url, isolation.rpc_prefix, **plain_issuer) as stack:
+        refused = await platformctl("login", "--api", stack.base_url, env=env)
+    assert (refused.code, refused.stderr) == (
+        1,
+        "platformctl: the identity provider http://login.example.com is not https: platformctl signs in "
+        "over https only (plain http only to this machine: localhost, 127.0.0.1, ::1)\n",
+    )
+
+
 async def test_browser_login_with_pkce(
     gateway: GatewayStack, provider: Provider, env: dict[str, str]
 ) -> None:

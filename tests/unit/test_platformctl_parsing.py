@@ -21,7 +21,7 @@ from services.tools.platformctl.config_file import (
     write_private,
 )
 from services.tools.platformctl.main import build_parser
-from services.tools.platformctl.oidc import bearer_token
+from services.tools.platformctl.oidc import bearer_token, require_https
 from services.tools.platformctl.tokens import mint, parse_duration, split_teams
 
 
@@ -159,6 +159,21 @@ def test_the_token_sent_is_the_one_meant_for_the_api() -> None:
     )
     # Neither is: the access token, and the gateway says what is wrong with it.
     assert bearer_token({"access_token": "opaque", "id_token": for_client}, "other", 1000) == ("opaque", None)
+
+
+@pytest.mark.parametrize(
+    "url", ["https://login.example.com", "http://127.0.0.1:8080", "http://[::1]:8080/x", "http://localhost"]
+)
+def test_signing_in_over_https_or_on_this_machine(url: str) -> None:
+    require_https(url, "the API")
+
+
+@pytest.mark.parametrize(
+    "url", ["http://login.example.com", "http://10.0.0.1", "http://localhost.example.com", "ftp://127.0.0.1"]
+)
+def test_plain_http_elsewhere_is_refused(url: str) -> None:
+    with pytest.raises(CliError, match="is not https"):
+        require_https(url, "the API")
 
 
 def test_context_names_from_the_api_and_their_limits() -> None:

@@ -49,9 +49,12 @@ def _config(ctx: Context) -> CliConfig:
 def login(args: argparse.Namespace, ctx: Context) -> int:
     config = _config(ctx)
     api = ctx.api.base_url
+    oidc.require_https(api, "the API")
     name = _login_context(config, args.context, ctx.context_name, api)
     token_directory(config)  # refused before the user signs in for nothing
     provider = oidc.discover(ctx.api)
+    if not args.accept_issuer:
+        _check_issuer(config.contexts.get(name), name, api, provider.issuer)
     answer = browser_login(provider, ctx.note) if args.browser else oidc.device_login(provider, ctx.note)
     session = Session.signed_in(api, provider, answer)
     save_session(config, name, session)
@@ -62,6 +65,20 @@ def login(args: argparse.Namespace, ctx: Context) -> int:
     identity = ApiClient(api, session.token).get("/v1/whoami")
     ctx.note(f"Signed in to {name} ({redact(api)}) as {_describe(identity)}")
     return EXIT_OK
+
+
+def _check_issuer(entry: ContextEntry | None, name: str, api: str, issuer: str) -> None:
+    """A context keeps the identity provider it was first signed in with: an API (or
+    someone answering in its name) that suddenly names another one does not get the
+    user's sign-in there without the user saying so."""
+    if entry is None or entry.issuer is None or entry.issuer == issuer:
+        return
+    raise CliError(
+        f"the API at {redact(api)} now names the identity provider {issuer}, but context "
+        f"{name} signs in with {entry.issuer}; if that change is expected, run "
+        f"'platformctl login --context {name} --accept-issuer' "
+        f"(or 'platformctl config set-context {name} --issuer {issuer}')"
+    )
 
 
 def _login_context(config: CliConfig, requested: str | None, selected: str | None, api: str) -> str:

@@ -288,6 +288,11 @@ def add_session_commands(root: argparse._SubParsersAction[Parser]) -> None:
         "sign in with the API's identity provider (device code; --browser: this machine's browser)",
     )
     login.add_argument("--browser", action="store_true", help="sign in in a browser on this machine (PKCE)")
+    login.add_argument(
+        "--accept-issuer",
+        action="store_true",
+        help="sign in even though the API names another identity provider than the context's",
+    )
     # login creates the context it names; logout may clean up after one removed from the file.
     login.set_defaults(context_optional=True)
     logout = command(root, "logout", login_commands.logout, "forget the context's tokens (and revoke them)")

@@ -9,10 +9,12 @@ what the gateway publishes at ``GET /v1/auth/config`` and the provider at
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import jwt
@@ -68,13 +70,14 @@ def discover(api: ApiClient) -> Provider:
             f"the API at {where} names no client to sign in as (its PLATFORM_OIDC_CLIENT_ID is not set)"
         )
     issuer = str(published["issuer"])
+    require_https(issuer, "the identity provider")
     document = _provider_json("GET", f"{issuer.rstrip('/')}/.well-known/openid-configuration", issuer)
     if document.get("issuer") != issuer:
         # A discovery document for another issuer would hand our codes to someone else.
         raise CliError(f"the identity provider's discovery document names another issuer than {issuer}")
     if not isinstance(document.get("token_endpoint"), str):
         raise CliError(f"the identity provider at {issuer} has no token endpoint")
-    return Provider(
+    provider = Provider(
         issuer=issuer,
         client_id=str(published["client_id"]),
         audience=published.get("audience"),
@@ -83,6 +86,36 @@ def discover(api: ApiClient) -> Provider:
         authorization_endpoint=document.get("authorization_endpoint"),
         revocation_endpoint=document.get("revocation_endpoint"),
     )
+    for endpoint in (
+        provider.token_endpoint,
+        provider.device_authorization_endpoint,
+        provider.authorization_endpoint,
+        provider.revocation_endpoint,
+    ):
+        if endpoint is not None:
+            require_https(endpoint, "the identity provider's endpoint")
+    return provider
+
+
+def require_https(url: str, what: str) -> None:
+    """Codes, tokens and sign-ins travel over https only; plain http only to this machine
+    (a development gateway or provider on loopback), where nobody on the network sees it."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(parts.hostname or "")):
+        return
+    raise CliError(
+        f"{what} {redact(url)} is not https: platformctl signs in over https only "
+        "(plain http only to this machine: localhost, 127.0.0.1, ::1)"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def device_login(provider: Provider, note: Note) -> dict[str, Any]:
