@@ -300,6 +300,29 @@ async def test_slow_down_makes_the_polls_wait_five_seconds_more(
     assert second - first >= provider.device_interval + 5
 
 
+async def test_a_negative_poll_interval_is_one_second(
+    gateway: GatewayStack, provider: Provider, env: dict[str, str]
+) -> None:
+    provider.device_interval = -1
+    result = await device_login(env, "--api", gateway.base_url)
+    assert result.code == 0, result.stderr
+
+
+async def test_a_huge_poll_interval_still_polls_before_the_code_expires(
+    gateway: GatewayStack, provider: Provider, env: dict[str, str]
+) -> None:
+    provider.device_interval, provider.device_code_ttl = 1000, 2
+    started = time.monotonic()
+    result = await platformctl("login", "--api", gateway.base_url, env=env)  # nobody signs in
+    assert result.code == 1
+    assert result.stderr.splitlines()[-1] == (
+        "platformctl: the code expired before the sign-in was completed; run 'platformctl login' again"
+    )
+    assert len(provider.polls) == 1
+    assert provider.polls[0] - started < 5
+    assert time.monotonic() - started < 10
+
+
 async def test_an_expired_token_is_refreshed(
     gateway: GatewayStack, provider: Provider, env: dict[str, str], config_file: Path
 ) -> None:

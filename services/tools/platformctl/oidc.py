@@ -10,6 +10,7 @@ what the gateway publishes at ``GET /v1/auth/config`` and the provider at
 from __future__ import annotations
 
 import ipaddress
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,11 @@ HTTP_TIMEOUT_SECONDS = 30.0
 # RFC 8628 3.5: without an interval the client waits 5 s; after slow_down, 5 s more each time.
 DEFAULT_POLL_SECONDS = 5.0
 SLOW_DOWN_SECONDS = 5.0
+# Whatever the provider asks: never hammering it, never waiting minutes for one poll.
+MIN_POLL_SECONDS = 1.0
+MAX_POLL_SECONDS = 60.0
+# How long a device code lives when the provider does not say.
+DEFAULT_CODE_SECONDS = 600.0
 
 Note = Callable[[str], None]
 
@@ -132,20 +138,21 @@ def device_login(provider: Provider, note: Note) -> dict[str, Any]:
     if isinstance(grant.get("verification_uri_complete"), str):
         note(f"(or open {grant['verification_uri_complete']})")
     note("Waiting for the sign-in to complete...")
-    interval = float(grant.get("interval") or DEFAULT_POLL_SECONDS)
-    deadline = time.monotonic() + float(grant.get("expires_in") or 600)
+    interval = _poll_interval(_seconds(grant.get("interval"), DEFAULT_POLL_SECONDS))
+    deadline = time.monotonic() + _seconds(grant.get("expires_in"), DEFAULT_CODE_SECONDS)
     form = {
         "grant_type": DEVICE_CODE_GRANT,
         "device_code": grant["device_code"],
         "client_id": provider.client_id,
     }
-    while time.monotonic() < deadline:
-        time.sleep(interval)
+    # The last poll is when the code expires, however long the interval.
+    while (remaining := deadline - time.monotonic()) > 0:
+        time.sleep(min(interval, remaining))
         try:
             return token_request(provider.token_endpoint, provider.issuer, form)
         except TokenError as exc:
             if exc.error == "slow_down":
-                interval += SLOW_DOWN_SECONDS
+                interval = _poll_interval(interval + SLOW_DOWN_SECONDS)
             elif exc.error == "access_denied":
                 raise CliError("the sign-in was denied") from None
             elif exc.error == "expired_token":
@@ -153,6 +160,17 @@ def device_login(provider: Provider, note: Note) -> dict[str, Any]:
             elif exc.error != "authorization_pending":
                 raise
     raise CliError("the code expired before the sign-in was completed; run 'platformctl login' again")
+
+
+def _seconds(value: Any, default: float) -> float:
+    """A number of seconds the provider sent; ``default`` when it sent none (or not a number)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return default
+    return float(value)
+
+
+def _poll_interval(seconds: float) -> float:
+    return min(max(seconds, MIN_POLL_SECONDS), MAX_POLL_SECONDS)
 
 
 def refresh(provider: Provider, refresh_token: str) -> dict[str, Any]:
