@@ -13,10 +13,12 @@ from services.tools.platformctl.browser_login import code_challenge
 from services.tools.platformctl.client import CliError, UsageError, describe_details, redact
 from services.tools.platformctl.commands import parse_hours, parse_labels
 from services.tools.platformctl.config_file import (
+    CliConfig,
     ContextEntry,
     check_context_name,
     context_name_for,
     load_config,
+    new_context_name,
     save_config,
     write_private,
 )
@@ -179,9 +181,28 @@ def test_plain_http_elsewhere_is_refused(url: str) -> None:
 def test_context_names_from_the_api_and_their_limits() -> None:
     assert context_name_for("https://platform.example.com") == "platform.example.com"
     assert context_name_for("http://127.0.0.1:8080/") == "127.0.0.1:8080"
+    assert context_name_for("http://[::1]:8080") == "0:0:0:0:0:0:0:1:8080"
+    assert context_name_for("https://[2001:db8::a]/") == "2001:db8:0:0:0:0:0:a"
+    assert context_name_for("https://example.com/team-a/api/") == "example.com_team-a_api"
+    assert context_name_for("https://example.com:8443/team b") == "example.com:8443_team_b"
+    assert len(context_name_for(f"https://example.com/{'x' * 200}")) == 100
     for bad in ("../x", ".hidden", "a/b", ""):
         with pytest.raises(UsageError, match="invalid context name"):
             check_context_name(bad)
+
+
+def test_a_new_context_never_takes_over_another_apis(tmp_path: Path) -> None:
+    config = CliConfig(tmp_path / "config.yaml")
+    for api in ("https://example.com/team-a", "https://example.com/team-b", "http://example.com/team-a"):
+        name = new_context_name(config, api)
+        config.contexts[name] = ContextEntry(api=api)
+    assert {name: entry.api for name, entry in config.contexts.items()} == {
+        "example.com_team-a": "https://example.com/team-a",
+        "example.com_team-b": "https://example.com/team-b",
+        "example.com_team-a-2": "http://example.com/team-a",
+    }
+    # Signing in to an API again finds its context.
+    assert new_context_name(config, "http://example.com/team-a/") == "example.com_team-a-2"
 
 
 def test_the_config_file_round_trips_and_bad_ones_are_named(tmp_path: Path) -> None:

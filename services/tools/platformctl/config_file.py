@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import os
 import re
 import secrets
@@ -33,6 +34,7 @@ from services.tools.platformctl.output import FORMATS
 
 # A context name is also a file name (its tokens): no path separators, no leading dot.
 CONTEXT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,99}")
+_NOT_IN_NAMES = re.compile(r"[^A-Za-z0-9._:@-]")
 
 
 @dataclass
@@ -63,10 +65,31 @@ def check_context_name(name: str) -> str:
 
 
 def context_name_for(api: str) -> str:
-    """The name ``login`` gives a new context: the API's host, and its port if it has one."""
+    """The name ``login`` gives a new context: the API's host, then its port and path if it
+    has them (``platform.example.com``, ``127.0.0.1:8080``, ``example.com_platform_v2``).
+    An IPv6 address is written out in full (``0:0:0:0:0:0:0:1:8080``), so that it starts
+    with a digit and the port stays apart from it."""
     parts = urlsplit(api)
-    name = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
-    return check_context_name(name)
+    host = str(parts.hostname)
+    with contextlib.suppress(ValueError):
+        address = ipaddress.ip_address(host)
+        if address.version == 6:
+            host = ":".join(group.lstrip("0") or "0" for group in address.exploded.split(":"))
+    path = parts.path.strip("/")
+    name = host + (f":{parts.port}" if parts.port else "") + (f"_{path}" if path else "")
+    return check_context_name(_NOT_IN_NAMES.sub("_", name)[:100])
+
+
+def new_context_name(config: CliConfig, api: str) -> str:
+    """The name of the context ``login`` creates for ``api``: :func:`context_name_for`,
+    followed by ``-2``, ``-3``... while that name is another API's context, so that a
+    sign-in never takes over the context of another API."""
+    base = name = context_name_for(api)
+    number = 1
+    while (entry := config.contexts.get(name)) is not None and not same_api(entry.api, api):
+        number += 1
+        name = f"{base[:90]}-{number}"
+    return name
 
 
 def same_api(first: str, second: str) -> bool:

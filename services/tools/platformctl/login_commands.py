@@ -23,7 +23,7 @@ from services.tools.platformctl.config_file import (
     CliConfig,
     ContextEntry,
     check_context_name,
-    context_name_for,
+    new_context_name,
     same_api,
     save_config,
 )
@@ -83,13 +83,13 @@ def _check_issuer(entry: ContextEntry | None, name: str, api: str, issuer: str) 
 
 def _login_context(config: CliConfig, requested: str | None, selected: str | None, api: str) -> str:
     """``--context``; else the current context when it is this API's; else a new context
-    named after the API's host."""
+    named after the API's host, port and path."""
     if requested:
         return check_context_name(requested)
     current = config.contexts.get(selected) if selected else None
     if selected and current is not None and same_api(current.api, api):
         return selected
-    return context_name_for(api)
+    return new_context_name(config, api)
 
 
 def _describe(identity: Any) -> str:
