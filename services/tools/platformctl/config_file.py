@@ -185,6 +185,13 @@ def private_directory(path: Path) -> Path:
         return path
 
 
+def check_own_directory(path: Path) -> None:
+    """Refuse ``path`` now if it exists and writing into it would be refused (see
+    :func:`_own_directory`): before the user signs in for nothing."""
+    if os.path.lexists(path):
+        os.close(_opened_directory(path))
+
+
 @contextlib.contextmanager
 def _own_directory(path: Path, *, tighten: bool) -> Iterator[int]:
     """An open descriptor of ``path``, created 0700 when missing. It must be a directory of
@@ -196,19 +203,25 @@ def _own_directory(path: Path, *, tighten: bool) -> Iterator[int]:
         pass
     except OSError as exc:
         raise CliError(f"{path}: cannot create the directory ({exc.strerror or 'not allowed'})") from None
+    descriptor = _opened_directory(path)
     try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        raise CliError(f"{path}: {_not_usable(path, exc)}; {_OWN_DIRECTORY}") from None
-    try:
-        owner = os.fstat(descriptor).st_uid
-        if owner != os.geteuid():
-            raise CliError(f"{path}: belongs to another user (uid {owner}); {_OWN_DIRECTORY}")
         if tighten:
             os.fchmod(descriptor, 0o700)
         yield descriptor
     finally:
         os.close(descriptor)
+
+
+def _opened_directory(path: Path) -> int:
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise CliError(f"{path}: {_not_usable(path, exc)}; {_OWN_DIRECTORY}") from None
+    owner = os.fstat(descriptor).st_uid
+    if owner != os.geteuid():
+        os.close(descriptor)
+        raise CliError(f"{path}: belongs to another user (uid {owner}); {_OWN_DIRECTORY}")
+    return descriptor
 
 
 _OWN_DIRECTORY = "platformctl keeps its config and tokens only in a directory of your own"

@@ -23,13 +23,14 @@ from services.tools.platformctl.config_file import (
     CliConfig,
     ContextEntry,
     check_context_name,
+    check_own_directory,
     new_context_name,
     same_api,
     save_config,
 )
 from services.tools.platformctl.context import EXIT_OK, Context
 from services.tools.platformctl.output import Column, emit
-from services.tools.platformctl.sessions import Session, remove_session, save_session, token_directory
+from services.tools.platformctl.sessions import Session, remove_session, save_session
 
 CONTEXT_COLUMNS: list[Column] = [
     ("CURRENT", lambda c: "*" if c.get("current") else ""),
@@ -51,7 +52,8 @@ def login(args: argparse.Namespace, ctx: Context) -> int:
     api = ctx.api.base_url
     oidc.require_https(api, "the API")
     name = _login_context(config, args.context, ctx.context_name, api)
-    token_directory(config)  # refused before the user signs in for nothing
+    for directory in (config.path.parent, config.tokens_dir):
+        check_own_directory(directory)  # refused before the user signs in for nothing
     provider = oidc.discover(ctx.api)
     if not args.accept_issuer:
         _check_issuer(config.contexts.get(name), name, api, provider.issuer)
