@@ -36,9 +36,18 @@ T = TypeVar("T")
 _DAY = 24 * 3600
 
 
+REPLAY = "replay"
+
+
 @dataclass(frozen=True)
 class Subjects:
-    """Subject naming for events and RPC endpoints."""
+    """Subject naming for events and RPC endpoints.
+
+    An event is published on ``<events prefix>.<type>``. A dead letter's redrive goes to the
+    one durable that gave up on it, on ``<events prefix>.replay.<durable>.<type>``: only that
+    durable's filter takes it, and only that durable's service may publish there, so no
+    service can republish another's event to everyone who consumes it.
+    """
 
     events_prefix: str
     rpc_prefix: str
@@ -46,8 +55,25 @@ class Subjects:
     def event(self, event_type: str) -> str:
         return f"{self.events_prefix}.{event_type}"
 
+    def replay(self, durable: str, event_type: str) -> str:
+        return self.event(f"{REPLAY}.{durable}.{event_type}")
+
+    def replays(self, durable: str) -> str:
+        """Every redrive addressed to ``durable``."""
+        return self.event(f"{REPLAY}.{durable}.>")
+
     def event_type(self, subject: str) -> str:
-        return subject.removeprefix(self.events_prefix + ".")
+        relative = subject.removeprefix(self.events_prefix + ".")
+        if self.replayed_for(subject) is not None:
+            return relative.split(".", 2)[2]
+        return relative
+
+    def replayed_for(self, subject: str) -> str | None:
+        """The durable a redrive on ``subject`` is for; None for an event's own subject."""
+        tokens = subject.removeprefix(self.events_prefix + ".").split(".")
+        if len(tokens) > 2 and tokens[0] == REPLAY and subject.startswith(self.events_prefix + "."):
+            return tokens[1]
+        return None
 
     @property
     def all_events(self) -> str:

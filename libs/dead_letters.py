@@ -11,11 +11,13 @@ service serves two RPC verbs over them, registered by the kit:
   the dead letter replayed. The relay then publishes it like any event, so a crash between
   steps loses nothing: either all three happened or none.
 
-The payload is republished unchanged (same envelope id) on the event's own subject, so
-every consumer of that subject receives it again; those that had handled it find their
-inbox row and acknowledge without effect, while the consumer that gave up, whose inbox row
-was just deleted, handles it afresh. A new ``Nats-Msg-Id`` is needed because the stream's
-duplicate window would otherwise drop the republished copy.
+The payload is republished unchanged (same envelope id) to the consumer that gave up
+alone, on ``<events prefix>.replay.<durable>.<type>`` (:meth:`libs.bus.Subjects.replay`):
+only that durable's filter takes it, and its inbox row was just deleted, so it handles the
+event afresh. Other consumers of the type never see the copy, and a service's identity may
+publish only on its own durables' replay subjects, never on the events it consumes. A new
+``Nats-Msg-Id`` is needed because the stream's duplicate window would otherwise drop the
+republished copy.
 
 The outbox relay lists here too: a row JetStream refuses for good is quarantined
 (:class:`libs.outbox.OutboxRelay`) and recorded as a dead letter of kind ``outbox`` under
@@ -35,6 +37,7 @@ from psycopg import AsyncConnection
 from contracts.models import DeadLetterView
 from contracts.replies import DeadLetterList
 from contracts.rpc import ListDeadLetters, ReplayDeadLetter
+from libs.bus import Subjects
 from libs.database import Pool
 from libs.errors import Conflict, NotFound, ValidationFailed
 
@@ -65,9 +68,10 @@ _COLUMNS = (
 class DeadLetters:
     """The two operator verbs over one service's ``dead_letters`` table."""
 
-    def __init__(self, pool: Pool, outbox_channel: str) -> None:
+    def __init__(self, pool: Pool, outbox_channel: str, subjects: Subjects) -> None:
         self.pool = pool
         self.outbox_channel = outbox_channel
+        self.subjects = subjects
 
     async def list(self, query: ListDeadLetters) -> DeadLetterList:
         if not 1 <= query.limit <= MAX_LIMIT:
@@ -102,7 +106,7 @@ class DeadLetters:
                 # The relay quarantined the row: the event is still in the outbox, never published.
                 await _release_outbox_row(conn, command.id, row["outbox_seq"])
             else:
-                await _stage_copy(conn, row, command)
+                await _stage_copy(conn, row, command, self.subjects)
             cursor = await conn.execute(
                 f"UPDATE dead_letters SET replayed_at = now() WHERE id = %s RETURNING {_COLUMNS}",  # noqa: S608
                 [command.id],
@@ -128,9 +132,12 @@ async def _release_outbox_row(conn: AsyncConnection[Any], letter_id: int, seq: i
         raise Conflict(f"dead letter {letter_id}: its outbox row is no longer quarantined")
 
 
-async def _stage_copy(conn: AsyncConnection[Any], row: dict[str, Any], command: ReplayDeadLetter) -> None:
+async def _stage_copy(
+    conn: AsyncConnection[Any], row: dict[str, Any], command: ReplayDeadLetter, subjects: Subjects
+) -> None:
     """Make the consumer handle the dead letter's event again: forget it in the consumer's
-    inbox and stage the stored payload in the outbox under a fresh ``Nats-Msg-Id``."""
+    inbox and stage the stored payload in the outbox, addressed to that consumer alone,
+    under a fresh ``Nats-Msg-Id``."""
     if row["event_id"] is not None:
         # Without this the consumer would take the replay for a duplicate and skip it.
         await conn.execute(
@@ -142,12 +149,14 @@ async def _stage_copy(conn: AsyncConnection[Any], row: dict[str, Any], command: 
     # The outbox row's event_id is what the relay sends as Nats-Msg-Id: fresh, so the
     # stream's duplicate window does not swallow the copy. The payload keeps its id. No
     # ordering key: a replay comes after its request's newer events whatever the relay does.
+    # The type of an undecodable letter is its subject's (a redrive's subject names it too).
+    event_type = row["event_type"] or subjects.event_type(row["subject"])
     await conn.execute(
         "INSERT INTO outbox (event_id, event_type, subject, payload, headers) VALUES (%s, %s, %s, %s, %s)",
         [
             uuid.uuid4(),
-            row["event_type"] or "unknown",
-            row["subject"],
+            event_type,
+            subjects.replay(row["consumer"], event_type),
             bytes(row["payload"]),
             json.dumps(headers),
         ],

@@ -18,8 +18,8 @@ transaction), then the message is terminated. A message is never acknowledged wi
 either its effect or its dead letter being committed.
 
 Around that: the durable consumer's configuration on the server is derived from the code
-(its filter subjects are the handlers' event types, so nothing else is delivered) and
-brought in line at every start; a consumer or stream lost on the server is recreated; the
+(its filter subjects are the handlers' event types and its own redrives, so nothing else is
+delivered) and brought in line at every start; a consumer or stream lost on the server is recreated; the
 server's own give-up (``max_deliver``, reached only when the process dies on the message
 every time) is recorded as a dead letter from its advisory; an event of a newer
 ``data_version`` than this code reads is parked as a dead letter, not failed.
@@ -296,10 +296,13 @@ class EventConsumer:
         if outside:
             raise ValueError(f"consumer {name}: handlers for {outside} outside its filter {event_filter!r}")
         self.subjects = subjects
-        # The server delivers only what there is a handler for (NATS 2.10 filter_subjects):
-        # the registrations are the one fact, the durable's filters follow from them.
-        self.filter_subjects = sorted(subjects.event(event_type) for event_type in handlers)
-        self.event_filter = event_filter
+        # The server delivers only what there is a handler for (NATS 2.10 filter_subjects),
+        # and the dead letters an operator redrives to this durable alone: the registrations
+        # are the one fact, the durable's filters follow from them.
+        self.filter_subjects = [
+            *sorted(subjects.event(event_type) for event_type in handlers),
+            subjects.replays(name),
+        ]
         self.handlers = handlers
         self.pool = pool
         self.js = js
@@ -345,15 +348,14 @@ class EventConsumer:
         )
 
     def _filters(self) -> dict[str, Any]:
-        """The durable's filter: one subject per handled type where the server can (NATS 2.10+)."""
-        if len(self.filter_subjects) == 1:
-            return {"filter_subject": self.filter_subjects[0]}
+        """The durable's filters: one subject per handled type and its redrives (NATS 2.10+)."""
         if supports_filter_subjects(self.nc):
             return {"filter_subjects": self.filter_subjects}
         # A server before 2.10 ignores filter_subjects, so the durable would silently take the
-        # whole stream; the registration's wider filter is the closest it understands, and
-        # routing by type acknowledges what has no handler without decoding it.
-        return {"filter_subject": self.subjects.event(self.event_filter)}
+        # whole stream; one filter covering the types and the redrives is the whole stream
+        # anyway, and routing acknowledges without decoding what has no handler here (another
+        # type, another durable's redrive).
+        return {"filter_subject": self.subjects.all_events}
 
     def _new_consumer_config(self, *, stream_last_seq: int, stream_created: bool) -> ConsumerConfig:
         config = self.consumer_config()
@@ -417,13 +419,21 @@ class EventConsumer:
         await self._reconfigure(info.config)
 
     def _remember(self, info: ConsumerInfo) -> None:
-        if info.ack_floor is not None and info.ack_floor.stream_seq is not None:
-            self._ack_floor = info.ack_floor.stream_seq
+        floor = info.ack_floor.stream_seq if info.ack_floor is not None else None
+        if not info.num_ack_pending and info.delivered is not None and info.delivered.stream_seq:
+            # Nothing awaits an ack, so everything delivered is done (a server before 2.10
+            # reports a floor of 0 until the first ack, which would mean the whole stream).
+            floor = max(floor or 0, info.delivered.stream_seq)
+        if floor is not None:
+            self._ack_floor = floor
 
     async def _reconfigure(self, current: ConsumerConfig) -> None:
         desired = self.consumer_config()
         changes = _config_changes(current, desired)
         if not changes:
+            return
+        if "filter_subjects" in changes and not supports_filter_subjects(self.nc):
+            await self._recreate(changes)
             return
         # Where the durable stands is kept: its start settings cannot change, and must not.
         update = dataclasses.replace(
@@ -443,6 +453,23 @@ class EventConsumer:
             return
         log.warning(
             "updated durable consumer configuration",
+            extra={"fields": {"consumer": self.name, "changes": changes}},
+        )
+
+    async def _recreate(self, changes: dict[str, Any]) -> None:
+        """A new filter on a server before 2.10: one that takes an updated filter into its
+        configuration but then delivers nothing. The durable is deleted and created again,
+        resuming after what it had acknowledged (anything redelivered is a no-op through the
+        inbox)."""
+        # Another replica starting at the same time may have deleted or recreated it first.
+        with contextlib.suppress(NotFoundError):
+            await self._jetstream(lambda: self.js.delete_consumer(self.stream, self.name), "delete_consumer")
+        stream = await self._jetstream(lambda: self.js.stream_info(self.stream), "stream_info")
+        config = self._new_consumer_config(stream_last_seq=stream.state.last_seq, stream_created=False)
+        with contextlib.suppress(APIError):
+            await self._jetstream(lambda: self.js.add_consumer(self.stream, config), "add_consumer")
+        log.warning(
+            "recreated durable consumer with its new filter",
             extra={"fields": {"consumer": self.name, "changes": changes}},
         )
 
@@ -708,11 +735,17 @@ class EventConsumer:
         headers = message.headers or {}
         return headers.get("ce-type") or self.subjects.event_type(message.subject)
 
+    def _handles(self, message: Msg) -> bool:
+        """A type with a handler, on its own subject or redriven to this durable."""
+        addressee = self.subjects.replayed_for(message.subject)
+        return addressee in (None, self.name) and self._event_type(message) in self.handlers
+
     async def _process(self, message: Msg) -> None:
         attempt = message.metadata.num_delivered or 1
-        # Routed by type before anything is decoded: what this consumer does not handle (a
-        # durable's filter may still be broader during an upgrade) is acknowledged unread.
-        if self._event_type(message) not in self.handlers:
+        # Routed before anything is decoded: what this consumer does not handle (a durable's
+        # filter may still be broader during an upgrade, or on a server before 2.10) is
+        # acknowledged unread.
+        if not self._handles(message):
             EVENTS_HANDLED.labels(self.name, self._event_type(message), "skipped").inc()
             await self._ack(message)
             return

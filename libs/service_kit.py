@@ -167,7 +167,7 @@ class ServiceKit:
         self._stopping = asyncio.Event()
         self.rpc.route(PING, self._ping)
         # Operators list and replay dead letters of every service the same way (platformctl events dlq).
-        self.dead_letters = DeadLetters(pool, self.outbox.channel)
+        self.dead_letters = DeadLetters(pool, self.outbox.channel, self.subjects)
         self.rpc.route(LIST_DEAD_LETTERS, self.dead_letters.list)
         self.rpc.route(REPLAY_DEAD_LETTER, self.dead_letters.replay)
         # Old rows of the kit's tables, and of service tables registered with retention.add.

@@ -40,9 +40,9 @@ def events_under(namespace: str) -> tuple[type[Any], ...]:
 def event_filter(event_types: Iterable[str]) -> str:
     """The narrowest subject pattern (relative to the events prefix) covering ``event_types``.
 
-    One type is its own filter; several share their leading tokens followed by ``>``. The
-    durable's server-side filters are the types themselves (NATS 2.10); this pattern is what
-    a server before 2.10 gets, and what a handler's type is checked against.
+    One type is its own filter; several share their leading tokens followed by ``>``. It
+    names the consumer's interest, and a handler's type is checked against it; the durable's
+    server-side filters are the types themselves and its redrives (:mod:`libs.inbox`).
     """
     token_lists = [event_type.split(".") for event_type in sorted(set(event_types))]
     if not token_lists:

@@ -100,12 +100,12 @@ def _consumer_api(stream: str, durable: str) -> list[str]:
 
 
 def _service(service: str, subjects: Subjects, stream: str) -> Permissions:
-    """A bus service: its events (the ones it consumes too: a dead letter is redriven on its
-    own subject), its durables, the stream it creates when missing (a create never changes
+    """A bus service: its events, the redrives of its durables' dead letters (addressed to
+    the durable alone: :meth:`libs.bus.Subjects.replay`; never the events it consumes, which
+    would reach every other consumer of them), its durables, the stream it creates when missing (a create never changes
     an existing stream: the server refuses one whose configuration differs), the message the
     server gave up on (``STREAM.MSG.GET``), the consumer list (intake's backlog check), its
     RPC endpoints and micro discovery. Never a stream update: that is the provisioner's."""
-    consumed = sorted(subjects.event(event_type) for event_type in topology(service).consumed_types)
     durables = _durables(service)
     stream_api = [
         f"{JS_API}.INFO",
@@ -115,9 +115,12 @@ def _service(service: str, subjects: Subjects, stream: str) -> Permissions:
         f"{JS_API}.CONSUMER.LIST.{stream}",
     ]
     publish = [
-        *sorted(set(subjects_published(service, subjects)) | set(consumed)),
+        *subjects_published(service, subjects),
+        *(subjects.replays(durable) for durable in durables),
         *stream_api,
         *(subject for durable in durables for subject in _consumer_api(stream, durable)),
+        # A server before 2.10 takes a changed filter only on a new durable (libs.inbox).
+        *(f"{JS_API}.CONSUMER.DELETE.{stream}.{durable}" for durable in durables),
     ]
     subscribe = [
         f"{inbox_prefix(service)}.>",

@@ -19,7 +19,7 @@ import nats
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from contracts.envelope import new_event
+from contracts.envelope import cloudevents_headers, encode_envelope, new_event
 from contracts.events import RequestStageRetrying, RequestTornDown
 from contracts.rpc import ListDeadLetters
 from libs.bus import StreamBacklog, apply_stream_config, ensure_stream, stream_config
@@ -189,10 +189,11 @@ def filters(config: Any) -> list[str]:
 
 
 def handled_filters(kit: ServiceKit, prefix: str, *types: str) -> list[str]:
-    """What the durable filters on: one subject per handled type on NATS 2.10+, else the wide filter."""
-    if len(types) == 1 or supports_filter_subjects(kit.nc):
-        return sorted(f"{prefix}.{event_type}" for event_type in types)
-    return [f"{prefix}.request.>"]
+    """What the durable filters on: one subject per handled type and its own redrives on NATS
+    2.10+, else the one filter covering both, the whole stream."""
+    if supports_filter_subjects(kit.nc):
+        return sorted([*(f"{prefix}.{event_type}" for event_type in types), f"{prefix}.replay.{CONSUMER}.>"])
+    return [f"{prefix}.>"]
 
 
 async def test_the_durable_receives_only_the_types_it_has_handlers_for(harness: Harness) -> None:
@@ -311,6 +312,44 @@ async def test_restart_brings_the_durable_in_line_with_the_settings(harness: Har
     assert filters(after) == handled_filters(kit, harness.prefix, "request.torn_down", "request.unpublished")
 
 
+async def test_a_durable_of_an_earlier_version_takes_its_redrives_after_a_restart(harness: Harness) -> None:
+    """An upgrade from the version whose durables filtered on their types only: the restart
+    adds the durable's redrive subject (on a server before 2.10 by recreating the durable
+    where it had acknowledged), keeps its place, and a redrive reaches it."""
+    settings = load_settings(PlatformSettings, harness.env)
+    nc = await nats.connect(harness.env["PLATFORM_NATS_URL"])
+    js = nc.jetstream()
+    try:
+        await ensure_stream(js, settings)
+        await publish_event(js, harness.prefix, fact(1).request_id, fact(1))  # before the durable
+        earlier = ConsumerConfig(
+            durable_name=CONSUMER,
+            filter_subject=f"{harness.prefix}.request.torn_down",
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.NEW,
+        )
+        await js.add_consumer(harness.stream, earlier)
+        await publish_event(js, harness.prefix, fact(2).request_id, fact(2))  # while it was down
+    finally:
+        await nc.close()
+    kit = await harness.start(Dependency())
+    info = await kit.js.consumer_info(harness.stream, CONSUMER)
+    assert filters(info.config) == handled_filters(kit, harness.prefix, "request.torn_down")
+    redriven = new_event("request.torn_down", "test", fact(3).request_id, fact(3))
+    await kit.js.publish(
+        kit.subjects.replay(CONSUMER, redriven.type),
+        encode_envelope(redriven),
+        headers=cloudevents_headers(redriven),
+    )
+
+    async def both() -> bool:
+        return await harness.handled(kit) == 2
+
+    await wait_until(both, what="the event from while it was down and the redrive handled")
+    await wait_until(lambda: caught_up(kit), what="caught up")
+    assert await harness.handled(kit) == 2  # its place kept: nothing from before it existed
+
+
 async def test_service_start_creates_a_missing_stream_but_only_migrate_changes_one(
     harness: Harness,
 ) -> None:
@@ -356,7 +395,7 @@ async def test_a_deleted_consumer_is_recreated_and_consuming_goes_on(harness: Ha
 
     await wait_until(both, what="handled after the consumer was recreated")
     info = await kit.js.consumer_info(harness.stream, CONSUMER)
-    assert filters(info.config) == [f"{harness.prefix}.request.torn_down"]
+    assert filters(info.config) == handled_filters(kit, harness.prefix, "request.torn_down")
 
 
 async def test_a_deleted_stream_is_recreated_and_consuming_goes_on(harness: Harness) -> None:
@@ -402,9 +441,11 @@ async def test_a_message_the_process_dies_on_is_dead_lettered_from_the_advisory(
     for _ in range(4):
         [message] = await crashing.fetch(1, timeout=5)
         assert message.data  # taken, then the process "dies"
-    # The server gives up when it would deliver a fifth time (a replica is pulling).
+    # The server gives up when it would deliver a fifth time (a replica is pulling). (A
+    # server before 2.10 may deliver the give-up's own report: its durables take every type.)
     with contextlib.suppress(TimeoutError):
-        assert await crashing.fetch(1, timeout=3) == []
+        again = await crashing.fetch(1, timeout=3)
+        assert [m for m in again if m.metadata.sequence.stream == message.metadata.sequence.stream] == []
 
     [letter] = await wait_until(lambda: dead_letters(rpc), timeout=30, what="dead letter from the advisory")
     assert (letter["kind"], letter["event_id"], letter["attempts"]) == ("max_deliveries", envelope.id, 4)

@@ -1,7 +1,9 @@
 """Dead letters through the kit's RPC verbs: list them, replay one once its cause is fixed.
 
 A service built on the real :class:`ServiceKit` (its migrations, consumer, relay and RPC)
-with one handler whose dependency is "down" until the test brings it back.
+with one handler whose dependency is "down" until the test brings it back, and a second
+durable consuming the same type that handles it at once (another service's consumer, for
+what a redrive must not reach).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import pytest
 
 from contracts.events import RequestFailed
 from contracts.rpc import ListDeadLetters, ReplayDeadLetter
-from libs.inbox import Tx
+from libs.inbox import Tx, supports_filter_subjects
 from libs.rpc import RpcClient, RpcError
 from libs.service_kit import ServiceKit
 from libs.settings import PlatformSettings, load_settings
@@ -54,6 +56,7 @@ async def service(platform_env: dict[str, str]) -> AsyncIterator[tuple[ServiceKi
     dependency = FlakyDependency()
     # No give-up hook: the test looks at the dead letter itself, not at request.failed.
     kit.consume("work", "request.failed", {"request.failed": dependency}, on_give_up=_nothing)
+    kit.consume("observer", "request.failed", {"request.failed": _nothing})
     await kit.start()
     try:
         yield kit, dependency
@@ -112,15 +115,23 @@ async def test_a_dead_letter_is_listed_and_replayed_once(
         return await handled(kit) == 1
 
     await wait_until(done, what="replayed event handled")
-    # The same event (same envelope id) went through the consumer again, under a new Nats-Msg-Id.
-    copies = [
-        e
-        for e in await stream_events(
-            kit.js, platform_env["PLATFORM_EVENTS_STREAM"], platform_env["PLATFORM_EVENTS_SUBJECT_PREFIX"]
-        )
-        if e.id == envelope.id
-    ]
+    # The same event (same envelope id) went through the consumer again, under a new
+    # Nats-Msg-Id, on a subject addressed to the consumer that gave up on it.
+    prefix, stream = platform_env["PLATFORM_EVENTS_SUBJECT_PREFIX"], platform_env["PLATFORM_EVENTS_STREAM"]
+    copies = [e for e in await stream_events(kit.js, stream, prefix) if e.id == envelope.id]
     assert len(copies) == 2
+    [redrive] = await stream_events(kit.js, stream, prefix, "replay.dltest-work.request.failed")
+    assert redrive.id == envelope.id
+    # The other consumer of the type was delivered the event once: the redrive never reached
+    # it (a server before 2.10 takes one filter per durable: the whole stream, so there it
+    # was delivered and acknowledged unread).
+    observer = await kit.js.consumer_info(stream, "dltest-observer")
+    deliveries = 1 if supports_filter_subjects(kit.nc) else 2
+    assert (observer.delivered.consumer_seq, observer.num_pending, observer.num_ack_pending) == (
+        deliveries,
+        0,
+        0,
+    )
     assert await listed() == []  # replayed ones are hidden by default ...
     everything = await rpc.call("dltest", "list_dead_letters", ListDeadLetters(include_replayed=True))
     assert [item["id"] for item in everything["items"]] == [letter["id"]]  # ... and kept

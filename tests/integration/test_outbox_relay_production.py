@@ -117,7 +117,9 @@ async def test_an_oversized_event_is_quarantined_and_the_events_behind_it_go_on(
     assert metric("platform_outbox_quarantined_rows") == 1
     # Later passes leave it alone: nothing is pending.
     assert await passes(relay(settings, pool, nc.jetstream()), 1) == [0]
-    letters = await DeadLetters(pool, notify_channel(SCHEMA)).list(ListDeadLetters())
+    letters = await DeadLetters(pool, notify_channel(SCHEMA), Subjects.from_settings(settings)).list(
+        ListDeadLetters()
+    )
     [letter] = letters.items
     assert (letter.kind, letter.consumer, letter.event_id) == ("outbox", "outbox", poison)
     assert "max_payload" in letter.error
@@ -172,7 +174,7 @@ async def test_an_event_no_stream_takes_is_quarantined_and_published_when_replay
     assert row["quarantined_at"] is not None
     assert "no stream takes subject" in row["last_error"]
 
-    dead_letters = DeadLetters(pool, notify_channel(SCHEMA))
+    dead_letters = DeadLetters(pool, notify_channel(SCHEMA), Subjects.from_settings(settings))
     [letter] = (await dead_letters.list(ListDeadLetters())).items
     assert letter.kind == "outbox"
     # The operator fixes the cause (the stream takes the subject now) and replays the dead letter.

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from contracts.events import EVENT_TYPES
 from contracts.rpc import KIT, RPC_VERBS
-from libs.bus import Subjects, durable_name
+from libs.bus import REPLAY, Subjects, durable_name
 from libs.settings import BusSettings, load_settings
 from services.tools.nats_permissions import (
     GATEWAY,
@@ -96,14 +97,28 @@ def test_a_service_serves_its_own_endpoints_and_no_others(service: str) -> None:
 
 
 @pytest.mark.parametrize("service", bus_services())
-def test_a_service_publishes_its_events_and_redrives_those_it_consumes_only(service: str) -> None:
+def test_a_service_publishes_its_events_and_redrives_to_its_own_durables_only(service: str) -> None:
     permissions = identity(service).permissions
-    own = set(subjects_published(service, SUBJECTS)) | {
-        SUBJECTS.event(event_type) for event_type in topology(service).consumed_types
-    }
+    own = {durable_name(service, consumer.name) for consumer in topology(service).consumers}
     events = [pattern for pattern in permissions.publish if pattern.startswith(f"{SUBJECTS.events_prefix}.")]
-    assert set(events) == own
+    assert set(events) == set(subjects_published(service, SUBJECTS)) | {SUBJECTS.replays(d) for d in own}
     assert not permissions.may_publish(f"{SUBJECTS.events_prefix}.request.made_up")
+    # A type it consumes but does not emit reaches every consumer of it: never its to publish.
+    for event_type in topology(service).consumed_types - topology(service).published_types:
+        assert not permissions.may_publish(SUBJECTS.event(event_type)), event_type
+    for durable in PLATFORM_DURABLES:
+        redrive = SUBJECTS.replay(durable, "request.teardown_requested")
+        assert permissions.may_publish(redrive) == (durable in own), redrive
+
+
+def test_a_redrive_subject_names_its_durable_and_the_event_type() -> None:
+    redrive = SUBJECTS.replay("git-publisher-work", "request.teardown_requested")
+    assert redrive == "platform.events.replay.git-publisher-work.request.teardown_requested"
+    assert SUBJECTS.replayed_for(redrive) == "git-publisher-work"
+    assert SUBJECTS.event_type(redrive) == "request.teardown_requested"
+    assert SUBJECTS.replayed_for(SUBJECTS.event("request.teardown_requested")) is None
+    # The namespace is the redrives': no event type may live in it.
+    assert not [event_type for event_type in EVENT_TYPES if event_type.startswith(f"{REPLAY}.")]
 
 
 @pytest.mark.parametrize("service", bus_services())
@@ -117,9 +132,9 @@ def test_a_service_drives_its_own_durables_only(service: str) -> None:
         assert permissions.may_publish(ack) == (durable in own), ack
     for destructive in (f"$JS.API.STREAM.DELETE.{STREAM}", f"$JS.API.STREAM.PURGE.{STREAM}"):
         assert not permissions.may_publish(destructive)
-    assert not any(
-        permissions.may_publish(f"$JS.API.CONSUMER.DELETE.{STREAM}.{d}") for d in PLATFORM_DURABLES
-    )
+    for durable in PLATFORM_DURABLES:
+        delete = f"$JS.API.CONSUMER.DELETE.{STREAM}.{durable}"
+        assert permissions.may_publish(delete) == (durable in own), delete
 
 
 def test_the_gateway_uses_no_jetstream_and_no_events() -> None:
