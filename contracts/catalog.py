@@ -22,6 +22,22 @@ SERVICES: Final[tuple[str, ...]] = (
     "cluster_bootstrapper",
 )
 
+# The platform's durable consumers (``<service>-<name>``), what intake's anti-entropy waits for
+# (``libs.bus.StreamBacklog``): a downstream tool's durable named ``intake-tap`` is not one of
+# them. A test holds it to the declarations.
+DURABLES: Final[tuple[str, ...]] = (
+    "intake-classes",
+    "intake-requests",
+    "policy-evaluate",
+    "policy-rejections",
+    "policy-teardowns",
+    "approval-decisions",
+    "renderer-reconcile",
+    "git-publisher-requests",
+    "cluster-bootstrapper-published",
+    "cluster-bootstrapper-unpublished",
+)
+
 
 def subject_matches(pattern: str, subject: str) -> bool:
     """NATS subject matching: ``*`` matches exactly one token, a final ``>`` one or more."""

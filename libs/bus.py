@@ -25,7 +25,6 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo, DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import APIError, NotFoundError
 
-from contracts.catalog import SERVICES
 from libs.errors import is_transient
 from libs.settings import BusSettings
 
@@ -239,16 +238,17 @@ class StreamBacklog:
     ``deadline`` seconds ago is known (after a restart only once ``deadline`` has passed:
     until then nothing counts as stuck).
 
-    Only the durables of ``services`` count (:func:`durable_name`; by default every service
-    of :data:`contracts.catalog.SERVICES`). Anything else on the stream (an operator's
-    debugging tap, the durable of a consumer an upgrade renamed) is consumed by nobody, and
-    counting it would postpone anti-entropy for as long as it exists.
+    Only ``durables`` count, by their exact names (the caller's: a library cannot read the
+    services' declarations; :data:`contracts.catalog.DURABLES` names the platform's). Anything
+    else on the stream (an operator's debugging tap, a downstream tool's durable, whatever its
+    name, the durable of a consumer an upgrade renamed) is consumed by nobody the platform
+    waits for, and counting it would postpone anti-entropy for as long as it exists.
     """
 
-    def __init__(self, js: JetStreamContext, stream: str, services: Iterable[str] = SERVICES) -> None:
+    def __init__(self, js: JetStreamContext, stream: str, durables: Iterable[str]) -> None:
         self.js = js
         self.stream = stream
-        self.prefixes = tuple(durable_name(service, "") for service in services)
+        self.durables = frozenset(durables)
         self._samples: list[tuple[float, int]] = []
 
     async def behind(self, deadline_seconds: float) -> list[str]:
@@ -276,8 +276,7 @@ class StreamBacklog:
         return [
             consumer.name
             for consumer in consumers
-            if consumer.config.durable_name
-            and consumer.config.durable_name.startswith(self.prefixes)
+            if consumer.config.durable_name in self.durables
             and (consumer.num_pending or 0) > 0
             and _delivered_through(consumer) < horizon
         ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 
+from contracts.catalog import DURABLES
 from libs.bus import StreamBacklog
 from libs.service_kit import ServiceKit
 from libs.telemetry import refresh_every
@@ -27,7 +28,7 @@ async def bootstrap(settings: IntakeSettings) -> ServiceKit:
     kit.readiness["class_catalog"] = service.catalog_replicated
     kit.background(refresh_every(functools.partial(metrics.refresh, kit.pool)), name="metrics")
     if settings.expiry_sweep_interval_seconds > 0:
-        backlog = StreamBacklog(kit.js, settings.stream_name)
+        backlog = StreamBacklog(kit.js, settings.stream_name, DURABLES)
 
         async def sweep(stopping: asyncio.Event) -> None:
             await service.run_sweepers(

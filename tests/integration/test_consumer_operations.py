@@ -483,7 +483,7 @@ async def test_a_consumer_behind_events_older_than_the_deadline_is_reported_as_b
     dependency = Dependency()
     kit = await harness.start(dependency, start=False)
     await kit.consumers[0].provision()  # the durable exists, but nobody consumes yet
-    backlog = StreamBacklog(kit.js, harness.stream, services=(SERVICE,))
+    backlog = StreamBacklog(kit.js, harness.stream, durables=(CONSUMER,))
     assert await backlog.behind(0.3) == ["(unknown)"]  # no history of the stream yet: wait
     await publish_event(kit.js, harness.prefix, fact().request_id, fact())
     await asyncio.sleep(0.4)
@@ -496,19 +496,22 @@ async def test_a_consumer_behind_events_older_than_the_deadline_is_reported_as_b
     assert await backlog.behind(0.3) == []
 
 
-async def test_a_durable_of_no_platform_service_does_not_postpone_anti_entropy(harness: Harness) -> None:
+@pytest.mark.parametrize("tap", ["debug-tap", f"{SERVICE}-tap"])
+async def test_a_durable_of_no_platform_consumer_does_not_postpone_anti_entropy(
+    harness: Harness, tap: str
+) -> None:
     kit = await harness.start(Dependency())
-    # An operator's debugging tap (or the durable of a consumer an upgrade renamed): it
-    # exists, nobody pulls from it, and it would otherwise postpone anti-entropy for ever.
-    await kit.js.add_consumer(
-        harness.stream, ConsumerConfig(durable_name="debug-tap", ack_policy=AckPolicy.EXPLICIT)
-    )
-    backlog = StreamBacklog(kit.js, harness.stream, services=(SERVICE,))
+    # An operator's debugging tap, a downstream tool's durable named like the service's (the
+    # subscriber may name its durables anything but the platform's), the durable of a
+    # consumer an upgrade renamed: it exists, nobody pulls from it, and it would otherwise
+    # postpone anti-entropy for ever.
+    await kit.js.add_consumer(harness.stream, ConsumerConfig(durable_name=tap, ack_policy=AckPolicy.EXPLICIT))
+    backlog = StreamBacklog(kit.js, harness.stream, durables=(CONSUMER,))
     assert await backlog.behind(0.3) == ["(unknown)"]
     await publish_event(kit.js, harness.prefix, fact().request_id, fact())
     await wait_until(lambda: harness.handled(kit), what="the service's consumer handled everything")
     await backlog.behind(0.3)
     await asyncio.sleep(0.4)  # the event is now older than the deadline; only the tap has it pending
-    info = await kit.js.consumer_info(harness.stream, "debug-tap")
+    info = await kit.js.consumer_info(harness.stream, tap)
     assert info.num_pending == 1
     assert await backlog.behind(0.3) == []

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from contracts.catalog import DURABLES
 from contracts.events import EVENT_TYPES
 from contracts.rpc import KIT, RPC_VERBS
 from libs.bus import REPLAY, Subjects, durable_name
@@ -71,6 +72,10 @@ def test_only_the_provisioner_may_change_the_stream() -> None:
     }
     assert provisioner.subscribe == ("_INBOX_provisioner.>",)
     assert provisioner.inbox_prefix == "_INBOX_provisioner"
+
+
+def test_the_durables_intake_waits_for_are_the_declared_ones() -> None:
+    assert sorted(DURABLES) == sorted(PLATFORM_DURABLES)
 
 
 def test_only_the_gateway_may_call_the_verbs_that_act_for_a_user() -> None:
