@@ -13,9 +13,11 @@ Every identity is an NKEY user of the server's ``authorization`` block (``platfo
 nats-config`` prints it, ``platformd dev`` writes it for its embedded server, and
 deploy/nats/identities.yaml is it for the official Helm chart). Replies need no publish
 permission: ``allow_responses`` lets an identity answer the requests it received. The
-platform's identities take their replies under inbox prefixes of their own (``_INBOX_<identity>``),
-so no other identity can subscribe to the gateway's RPC answers; the subscriber and the
-operator keep the default ``_INBOX`` so standard clients and the ``nats`` CLI work unchanged.
+platform's identities and the operator take their replies under inbox prefixes of their own
+(``_INBOX_<identity>``), so no other identity can subscribe to the gateway's RPC answers or
+the operator's dead-letter listings and message reads (the ``nats`` CLI takes
+``--inbox-prefix _INBOX_operator``); only the subscriber keeps the default ``_INBOX``, so a
+downstream team's standard client works unchanged.
 """
 
 from __future__ import annotations
@@ -188,8 +190,9 @@ def _operator(subjects: Subjects, stream: str) -> Permissions:
         "$SRV.>",
         *_called_rpc_subjects(subjects, kit_only=True),
     ]
-    subscribe = [f"{DEFAULT_INBOX}.>", subjects.all_events, "$JS.EVENT.>"]
-    return Permissions(tuple(publish), tuple(subscribe))
+    prefix = inbox_prefix(OPERATOR)
+    subscribe = [f"{prefix}.>", subjects.all_events, "$JS.EVENT.>"]
+    return Permissions(tuple(publish), tuple(subscribe), inbox_prefix=prefix)
 
 
 def _provisioner(stream: str) -> Permissions:

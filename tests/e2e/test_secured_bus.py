@@ -261,6 +261,39 @@ def test_a_forged_admin_actor_from_a_service_identity_never_reaches_the_handler(
     assert response.status_code == 403, response.text
 
 
+def test_the_operators_replies_are_out_of_the_subscribers_reach(dev: DevStack, flow: dict[str, Any]) -> None:
+    subscriber = Identity(dev, "subscriber")
+    operator = Identity(dev, "operator", "_INBOX_operator")
+
+    async def session() -> tuple[list[str], Any, Any]:
+        tap = await subscriber.connect()
+        overheard: list[str] = []
+
+        async def overhear(message: Any) -> None:
+            overheard.append(message.subject)
+
+        await tap.subscribe("_INBOX.>", cb=overhear)
+        await tap.subscribe("_INBOX_operator.>", cb=overhear)
+        await tap.flush()
+        nc = await operator.connect()
+        try:
+            js = nc.jetstream(timeout=5)
+            info = await js.stream_info(STREAM)
+            first = await js.get_msg(STREAM, info.state.first_seq)
+            await nc.request("platform.rpc.intake.list_dead_letters", b"{}", timeout=5)
+        finally:
+            await nc.close()
+        await asyncio.sleep(0.3)
+        await tap.close()
+        return overheard, info, first
+
+    overheard, info, first = run(session)
+    assert info.state.messages > 0
+    assert first.data, "the operator read nothing"
+    assert overheard == []
+    assert subscriber.refused("_INBOX_operator.>"), subscriber.refusals
+
+
 # -- secrets stay secret ---------------------------------------------------------------------------
 
 
@@ -290,7 +323,7 @@ def test_no_secret_appears_in_logs_banners_errors_events_or_config(
 
 def _stream_payloads(dev: DevStack) -> list[str]:
     """Every event on the stream with its headers, read as the operator."""
-    operator = Identity(dev, "operator")
+    operator = Identity(dev, "operator", "_INBOX_operator")
 
     async def read() -> list[str]:
         nc = await operator.connect()

@@ -173,8 +173,11 @@ def test_the_subscriber_reads_events_through_its_own_durables_and_does_nothing_e
         *(f"$JS.ACK.{STREAM}.{durable}.1.1.1.1.0" for durable in PLATFORM_DURABLES),
     ]
     assert [subject for subject in refused if permissions.may_publish(subject)] == []
-    # The platform's replies travel under prefixes the subscriber cannot subscribe to.
+    # The platform's and the operator's replies travel under prefixes the subscriber cannot
+    # subscribe to.
     assert not permissions.may_subscribe("_INBOX_gateway.abc.1")
+    assert not permissions.may_subscribe("_INBOX_operator.abc.1")
+    assert permissions.may_subscribe("_INBOX.abc.1")
 
 
 def test_the_operator_inspects_and_redrives_but_never_deletes_the_stream_or_acts_for_a_user() -> None:
@@ -187,6 +190,9 @@ def test_the_operator_inspects_and_redrives_but_never_deletes_the_stream_or_acts
     assert not permissions.may_publish(f"$JS.API.STREAM.PURGE.{STREAM}")
     assert not permissions.may_publish(SUBJECTS.event("request.approved"))
     assert not any(permissions.may_publish(subject) for subject in USER_FACING)
+    assert permissions.inbox_prefix == "_INBOX_operator"
+    assert permissions.may_subscribe("_INBOX_operator.abc.1")
+    assert not permissions.may_subscribe("_INBOX.abc.1")
 
 
 def test_the_committed_helm_values_are_the_generated_ones() -> None:

@@ -54,7 +54,7 @@ from libs.settings import (
     setting,
     split_address,
 )
-from services.tools.nats_permissions import OPERATOR, PROVISIONER, SUBSCRIBER
+from services.tools.nats_permissions import OPERATOR, PROVISIONER, SUBSCRIBER, inbox_prefix
 from services.tools.platformd.nats_identities import BusIdentities, ensure_identities
 from services.tools.platformd.process_stack import (
     ProcessStack,
@@ -694,7 +694,7 @@ def render_banner(facts: BannerFacts) -> str:
     operator_seed = facts.nats_seed_files.get(OPERATOR)
     nats_cli = (
         f"  # the bus as the operator (the nats CLI): nats --server {facts.nats_url} "
-        f"--nkey {q(str(operator_seed))} stream ls\n"
+        f"--nkey {q(str(operator_seed))} --inbox-prefix {inbox_prefix(OPERATOR)} stream ls\n"
         if operator_seed is not None
         else ""
     )
