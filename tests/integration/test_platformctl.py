@@ -160,9 +160,10 @@ async def test_http_errors_are_one_line_naming_the_problem(stack: GatewayStack) 
         "request", "get", "--id", "req-0000000000000000", env=api_env(stack, "viewer")
     )
     assert_one_line_error(missing, "req-0000000000000000 not found", "404")
-    assert missing.code == 1  # the API refused: not a usage error
+    assert missing.code == 3  # the API refused: not a usage error
     denied = await platformctl(*CREATE_ARGS, env=api_env(stack, "viewer"))
     assert_one_line_error(denied, "viewer", "403")
+    assert denied.code == 4
     scoped = await platformctl(*CREATE_ARGS, env=api_env(stack, teams=["search"]))
     assert_one_line_error(scoped, "team payments", "403")
 
@@ -171,7 +172,7 @@ async def test_unreachable_api_and_missing_token_are_one_line() -> None:
     api = f"http://127.0.0.1:{free_port()}"
     unreachable = await platformctl("classes", "--api", api, "--token", "x")
     assert_one_line_error(unreachable, f"cannot reach the API at {api}")
-    assert unreachable.code == 1
+    assert unreachable.code == 3
     no_token = await platformctl("classes", "--api", api)
     assert_one_line_error(no_token, "PLATFORM_TOKEN")
 
@@ -247,11 +248,11 @@ async def test_wait_exits_1_on_failure_with_the_last_error(stack: GatewayStack) 
     assert len(result.stderr.splitlines()) == 1
 
 
-async def test_wait_exits_2_on_timeout(stack: GatewayStack) -> None:
+async def test_wait_exits_124_on_timeout(stack: GatewayStack) -> None:
     created = (await platformctl(*CREATE_ARGS, env=api_env(stack))).json()
     stack.intake.status_scripts[created["id"]] = ["queued"]
     result = await platformctl("request", "wait", "--id", created["id"], "--timeout=1s", env=api_env(stack))
-    assert result.code == 2
+    assert result.code == 124
     assert result.json()["status"] == "queued"
     assert "timed out" in result.stderr
 

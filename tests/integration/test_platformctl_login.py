@@ -166,7 +166,7 @@ async def test_tokens_are_never_written_through_a_link_or_into_someone_elses_dir
     (config_file.parent / "tokens").symlink_to(elsewhere)
     linked = await platformctl("login", "--api", gateway.base_url, "--context", "dev", env=env)
     assert (linked.code, linked.stderr) == (
-        1,
+        2,
         f"platformctl: {config_file.parent / 'tokens'}: is a symbolic link; "
         "platformctl keeps its config and tokens only in a directory of your own\n",
     )
@@ -181,7 +181,7 @@ async def test_tokens_are_never_written_through_a_link_or_into_someone_elses_dir
         gateway.base_url,
         env={**env, "PLATFORMCTL_CONFIG": f"{theirs}/config.yaml"},
     )
-    assert foreign.code == 1
+    assert foreign.code == 2  # platformctl's own config is unusable: nothing was sent
     assert foreign.stderr.startswith(f"platformctl: {theirs}: belongs to another user (uid ")
     assert not (theirs / "config.yaml").exists()
 
@@ -211,7 +211,7 @@ async def test_a_context_keeps_its_identity_provider_unless_told_otherwise(
     assert (await platformctl(*before, env=env)).code == 0
     refused = await platformctl("login", "--context", "dev", env=env)
     assert (refused.code, refused.stderr) == (
-        1,
+        4,
         f"platformctl: the API at {gateway.base_url} now names the identity provider {provider.issuer}, "
         "but context dev signs in with https://login.example.com; if that change is expected, run "
         "'platformctl login --context dev --accept-issuer' "
@@ -231,7 +231,7 @@ async def test_signing_in_is_over_https_only_except_on_this_machine(
 ) -> None:
     plain = await platformctl("login", "--api", "http://platform.example.com", env=env)
     assert (plain.code, plain.stderr) == (
-        1,
+        2,
         "platformctl: the API http://platform.example.com is not https: platformctl signs in over https "
         "only (plain http only to this machine: localhost, 127.0.0.1, ::1)\n",
     )
@@ -244,7 +244,7 @@ async def test_signing_in_is_over_https_only_except_on_this_machine(
     async with gateway_stack(nats_url, isolation.rpc_prefix, **plain_issuer) as stack:
         refused = await platformctl("login", "--api", stack.base_url, env=env)
     assert (refused.code, refused.stderr) == (
-        1,
+        3,
         "platformctl: the identity provider http://login.example.com is not https: platformctl signs in "
         "over https only (plain http only to this machine: localhost, 127.0.0.1, ::1)\n",
     )
@@ -286,7 +286,7 @@ async def test_a_denied_device_sign_in_fails(
     gateway: GatewayStack, env: dict[str, str], config_file: Path
 ) -> None:
     result = await device_login(env, "--api", gateway.base_url, consent="deny")
-    assert result.code == 1
+    assert result.code == 4
     assert result.stderr.splitlines()[-1] == "platformctl: the sign-in was denied"
     assert names_in(config_file.parent) == []  # no context, no tokens
 
@@ -314,7 +314,7 @@ async def test_a_huge_poll_interval_still_polls_before_the_code_expires(
     provider.device_interval, provider.device_code_ttl = 1000, 2
     started = time.monotonic()
     result = await platformctl("login", "--api", gateway.base_url, env=env)  # nobody signs in
-    assert result.code == 1
+    assert result.code == 4
     assert result.stderr.splitlines()[-1] == (
         "platformctl: the code expired before the sign-in was completed; run 'platformctl login' again"
     )
@@ -342,7 +342,7 @@ async def test_an_expired_token_is_refreshed(
     provider.refresh_tokens.clear()
     await asyncio.sleep(1.2)
     expired = await platformctl("whoami", env=env)
-    assert expired.code == 1
+    assert expired.code == 4
     assert (
         expired.stderr
         == "platformctl: the sign-in to dev has expired; run 'platformctl login --context dev'\n"
@@ -451,7 +451,7 @@ async def test_token_mint_is_refused_against_strict_production(
             published = (await http.get("/v1/auth/config")).json()
         assert published["strict_production"] is True
         refused = await platformctl(*mint_args, "--api", production.base_url)
-        assert refused.code == 1
+        assert refused.code == 4
         assert refused.stdout == ""
         assert refused.stderr == (
             f"platformctl: the API at {production.base_url} runs in strict production mode and refuses "

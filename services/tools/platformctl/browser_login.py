@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from services.tools.platformctl.client import CliError
+from services.tools.platformctl.exit_codes import EXIT_AUTH
 from services.tools.platformctl.oidc import SCOPES, Note, Provider, token_request
 
 CALLBACK_PATH = "/callback"
@@ -71,9 +72,14 @@ def browser_login(provider: Provider, note: Note, wait_seconds: float = WAIT_SEC
         note(f"Opening the sign-in page in your browser; if it does not open, visit:\n{url}")
         webbrowser.open(url)
         if not redirect.arrived.wait(wait_seconds):
-            raise CliError("the browser did not come back from the sign-in page in time; run login again")
+            raise CliError(
+                "the browser did not come back from the sign-in page in time; run login again",
+                exit_code=EXIT_AUTH,
+            )
     if redirect.error or not redirect.code:
-        raise CliError(f"the sign-in failed: {redirect.error or 'no code in the redirect'}")
+        raise CliError(
+            f"the sign-in failed: {redirect.error or 'no code in the redirect'}", exit_code=EXIT_AUTH
+        )
     return token_request(
         provider.token_endpoint,
         provider.issuer,

@@ -23,7 +23,7 @@ from urllib.parse import quote
 import yaml
 
 from services.tools.platformctl.client import CliError, UsageError
-from services.tools.platformctl.context import EXIT_FAILED, EXIT_OK, Context
+from services.tools.platformctl.context import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Context
 from services.tools.platformctl.output import CLASS_COLUMNS, Column, emit
 
 CLASSES = "/v1/environment-classes"
@@ -58,21 +58,23 @@ def read_documents(source: str) -> list[dict[str, Any]]:
     try:
         text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     except OSError as exc:
-        raise CliError(f"-f {source}: cannot read the file ({exc.strerror or 'unreadable'})") from None
+        raise CliError(
+            f"-f {source}: cannot read the file ({exc.strerror or 'unreadable'})", exit_code=EXIT_USAGE
+        ) from None
     try:
         loaded = [document for document in yaml.safe_load_all(text) if document is not None]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise CliError(f"-f {source}: not valid YAML or JSON{where}") from None
+        raise CliError(f"-f {source}: not valid YAML or JSON{where}", exit_code=EXIT_USAGE) from None
     documents: list[Any] = []
     for document in loaded:
         documents.extend(document if isinstance(document, list) else [document])
     if not documents:
-        raise CliError(f"-f {source}: no objects found")
+        raise CliError(f"-f {source}: no objects found", exit_code=EXIT_USAGE)
     for index, document in enumerate(documents):
         if not isinstance(document, dict) or not isinstance(document.get("name"), str):
-            raise CliError(f"-f {source}: object {index + 1} needs a string 'name'")
+            raise CliError(f"-f {source}: object {index + 1} needs a string 'name'", exit_code=EXIT_USAGE)
     return documents
 
 

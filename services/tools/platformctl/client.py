@@ -9,15 +9,36 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from services.tools.platformctl.exit_codes import EXIT_API, EXIT_AUTH, EXIT_USAGE
+
 
 class CliError(Exception):
-    """A failure to report as ``platformctl: <message>``; ``status`` is the HTTP status if any."""
+    """A failure to report as ``platformctl: <message>``; ``status`` is the HTTP status if any.
 
-    def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
+    Its exit code follows the table in :mod:`exit_codes`: 4 for 401/403, else 3 (the API or
+    the network), unless the raiser names another one: ``EXIT_USAGE`` for a local file or
+    setting that cannot be used, ``EXIT_AUTH`` for a sign-in that was refused or expired.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        status: int | None = None,
+        code: str | None = None,
+        *,
+        exit_code: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
         self.code = code
+        self._exit_code = exit_code
+
+    @property
+    def exit_code(self) -> int:
+        if self._exit_code is not None:
+            return self._exit_code
+        return EXIT_AUTH if self.status in (401, 403) else EXIT_API
 
     @property
     def transient(self) -> bool:
@@ -29,6 +50,9 @@ class UsageError(CliError):
     """The command cannot run as typed: a flag or its value is missing or invalid (or the
     ``PLATFORM_*`` variable standing in for a flag). Raised before anything is sent to the
     API; platformctl exits 2 for it, like argparse does for the flags it checks itself."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, exit_code=EXIT_USAGE)
 
 
 def redact(url: str) -> str:

@@ -15,6 +15,7 @@ from services.tools.platformctl import catalog_commands
 from services.tools.platformctl.catalog_commands import CLASSES
 from services.tools.platformctl.client import ApiClient, CliError, UsageError, redact
 from services.tools.platformctl.context import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, Context
+from services.tools.platformctl.exit_codes import EXIT_AUTH
 from services.tools.platformctl.oidc import AUTH_CONFIG, expiry_of
 from services.tools.platformctl.output import CLASS_COLUMNS, EVENT_COLUMNS, REQUEST_COLUMNS, emit
 from services.tools.platformctl.tokens import mint, parse_duration, split_teams
@@ -79,7 +80,8 @@ def refuse_in_strict_production(ctx: Context) -> None:
     if isinstance(published, dict) and published.get("strict_production") is True:
         raise CliError(
             f"the API at {redact(ctx.api.base_url)} runs in strict production mode and refuses "
-            "development tokens; sign in with 'platformctl login' instead"
+            "development tokens; sign in with 'platformctl login' instead",
+            exit_code=EXIT_AUTH,
         )
 
 

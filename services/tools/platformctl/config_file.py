@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from services.tools.platformctl.client import CliError, UsageError
+from services.tools.platformctl.exit_codes import EXIT_USAGE
 from services.tools.platformctl.output import FORMATS
 
 # A context name is also a file name (its tokens): no path separators, no leading dot.
@@ -103,16 +104,20 @@ def load_config(path: Path) -> CliConfig:
     except (FileNotFoundError, NotADirectoryError):
         return CliConfig(path)
     except OSError as exc:
-        raise CliError(f"{path}: cannot read the file ({exc.strerror or 'unreadable'})") from None
+        raise CliError(
+            f"{path}: cannot read the file ({exc.strerror or 'unreadable'})", exit_code=EXIT_USAGE
+        ) from None
     try:
         document = yaml.safe_load(text) or {}
     except yaml.YAMLError:
-        raise CliError(f"{path}: not valid YAML") from None
+        raise CliError(f"{path}: not valid YAML", exit_code=EXIT_USAGE) from None
     if not isinstance(document, dict):
-        raise CliError(f"{path}: expected a mapping with 'contexts' and 'current-context'")
+        raise CliError(
+            f"{path}: expected a mapping with 'contexts' and 'current-context'", exit_code=EXIT_USAGE
+        )
     contexts = document.get("contexts") or {}
     if not isinstance(contexts, dict):
-        raise CliError(f"{path}: 'contexts' must map names to contexts")
+        raise CliError(f"{path}: 'contexts' must map names to contexts", exit_code=EXIT_USAGE)
     current = document.get("current-context")
     return CliConfig(
         path,
@@ -123,10 +128,12 @@ def load_config(path: Path) -> CliConfig:
 
 def _entry(path: Path, name: str, value: Any) -> ContextEntry:
     if not isinstance(value, dict) or not isinstance(value.get("api"), str):
-        raise CliError(f"{path}: context {name!r} needs an 'api' URL")
+        raise CliError(f"{path}: context {name!r} needs an 'api' URL", exit_code=EXIT_USAGE)
     output = value.get("output")
     if output is not None and output not in FORMATS:
-        raise CliError(f"{path}: context {name!r}: output must be one of {', '.join(FORMATS)}")
+        raise CliError(
+            f"{path}: context {name!r}: output must be one of {', '.join(FORMATS)}", exit_code=EXIT_USAGE
+        )
     return ContextEntry(
         api=value["api"],
         issuer=_optional_text(value.get("issuer")),
@@ -175,7 +182,7 @@ _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _unwritable(path: Path, exc: OSError) -> CliError:
-    return CliError(f"{path}: cannot write the file ({exc.strerror or 'unwritable'})")
+    return CliError(f"{path}: cannot write the file ({exc.strerror or 'unwritable'})", exit_code=EXIT_USAGE)
 
 
 def private_directory(path: Path) -> Path:
@@ -202,7 +209,9 @@ def _own_directory(path: Path, *, tighten: bool) -> Iterator[int]:
     except FileExistsError:
         pass
     except OSError as exc:
-        raise CliError(f"{path}: cannot create the directory ({exc.strerror or 'not allowed'})") from None
+        raise CliError(
+            f"{path}: cannot create the directory ({exc.strerror or 'not allowed'})", exit_code=EXIT_USAGE
+        ) from None
     descriptor = _opened_directory(path)
     try:
         if tighten:
@@ -216,11 +225,13 @@ def _opened_directory(path: Path) -> int:
     try:
         descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
-        raise CliError(f"{path}: {_not_usable(path, exc)}; {_OWN_DIRECTORY}") from None
+        raise CliError(f"{path}: {_not_usable(path, exc)}; {_OWN_DIRECTORY}", exit_code=EXIT_USAGE) from None
     owner = os.fstat(descriptor).st_uid
     if owner != os.geteuid():
         os.close(descriptor)
-        raise CliError(f"{path}: belongs to another user (uid {owner}); {_OWN_DIRECTORY}")
+        raise CliError(
+            f"{path}: belongs to another user (uid {owner}); {_OWN_DIRECTORY}", exit_code=EXIT_USAGE
+        )
     return descriptor
 
 

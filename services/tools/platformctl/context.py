@@ -12,12 +12,10 @@ from typing import TextIO
 
 from services.tools.platformctl.client import ApiClient
 from services.tools.platformctl.config_file import CliConfig
+from services.tools.platformctl.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-# A usage error and a `wait` that timed out share 2: both mean "nothing was settled".
-EXIT_TIMEOUT = 2
-EXIT_USAGE = 2
+# Re-exported: every command module returns these.
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_TIMEOUT", "EXIT_USAGE", "Command", "Context"]
 
 
 @dataclass

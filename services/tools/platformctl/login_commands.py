@@ -29,6 +29,7 @@ from services.tools.platformctl.config_file import (
     save_config,
 )
 from services.tools.platformctl.context import EXIT_OK, Context
+from services.tools.platformctl.exit_codes import EXIT_AUTH, EXIT_USAGE
 from services.tools.platformctl.output import Column, emit
 from services.tools.platformctl.sessions import Session, remove_session, save_session
 
@@ -50,7 +51,7 @@ def _config(ctx: Context) -> CliConfig:
 def login(args: argparse.Namespace, ctx: Context) -> int:
     config = _config(ctx)
     api = ctx.api.base_url
-    oidc.require_https(api, "the API")
+    oidc.require_https(api, "the API", EXIT_USAGE)
     name = _login_context(config, args.context, ctx.context_name, api)
     for directory in (config.path.parent, config.tokens_dir):
         check_own_directory(directory)  # refused before the user signs in for nothing
@@ -79,7 +80,8 @@ def _check_issuer(entry: ContextEntry | None, name: str, api: str, issuer: str) 
         f"the API at {redact(api)} now names the identity provider {issuer}, but context "
         f"{name} signs in with {entry.issuer}; if that change is expected, run "
         f"'platformctl login --context {name} --accept-issuer' "
-        f"(or 'platformctl config set-context {name} --issuer {issuer}')"
+        f"(or 'platformctl config set-context {name} --issuer {issuer}')",
+        exit_code=EXIT_AUTH,
     )
 
 

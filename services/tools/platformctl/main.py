@@ -13,10 +13,7 @@
 Output is a table on a terminal and JSON when piped (`| jq -r .id`); `-o` chooses.
 --api/--token win over PLATFORM_API/PLATFORM_TOKEN, which win over the context
 (`platformctl config get-contexts`; --context picks another).
-Exit codes: 0 success (and `wait`: ready); 1 the API refused or failed, or could not be
-reached (and `wait`: failed/rejected); 2 usage error: a flag or its value is missing or
-invalid, nothing was sent (the message ends with "see '... --help'"); `wait` also exits 2
-when it times out ("timed out after ...").
+Exit codes are below; `platformctl <command> --help` shows examples.
 """
 
 from __future__ import annotations
@@ -32,7 +29,8 @@ from libs.settings import SettingsError, load_settings, reveal
 from services.tools.platformctl import catalog_commands, commands, event_commands, login_commands
 from services.tools.platformctl.client import ApiClient, CliError, UsageError
 from services.tools.platformctl.config_file import load_config
-from services.tools.platformctl.context import EXIT_USAGE, Command, Context
+from services.tools.platformctl.context import Command, Context
+from services.tools.platformctl.exit_codes import EXIT_BUG, EXIT_INTERRUPTED, EXIT_USAGE, exit_code_table
 from services.tools.platformctl.output import FORMATS
 from services.tools.platformctl.settings import CliSettings
 from services.tools.platformctl.targets import resolve_target, selected_context
@@ -340,7 +338,12 @@ def add_config_commands(root: argparse._SubParsersAction[Parser]) -> None:
 def build_parser(default_team: str | None = None) -> Parser:
     """The command line; ``default_team`` (the context's) makes ``--team`` optional where it
     names the team to act for."""
-    parser = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(
+        prog=PROG,
+        description=__doc__,
+        epilog=f"exit codes:\n{exit_code_table()}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_common(parser, top_level=True)
     root = parser.add_subparsers(
         dest="command",
@@ -417,16 +420,16 @@ def main(argv: list[str] | None = None) -> int:
         return usage_error(args.usage_prog, exc.message)
     except CliError as exc:
         sys.stderr.write(f"{PROG}: {' '.join(exc.message.split())}\n")
-        return 1
+        return exc.exit_code
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # `platformctl request list | head`: the reader left; nothing more to say.
         return 0
     except Exception as exc:
         # A bug in platformctl itself: still one line, since scripts parse stderr.
         sys.stderr.write(f"{PROG}: unexpected error ({type(exc).__name__}); please report it\n")
-        return 1
+        return EXIT_BUG
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import httpx
 import jwt
 
 from services.tools.platformctl.client import ApiClient, CliError, redact
+from services.tools.platformctl.exit_codes import EXIT_API, EXIT_AUTH
 
 AUTH_CONFIG = "/v1/auth/config"
 # offline_access asks for a refresh token, so a session outlives one access token.
@@ -45,7 +46,7 @@ class TokenError(CliError):
 
     def __init__(self, error: str, description: str | None) -> None:
         detail = f": {description}" if description else ""
-        super().__init__(f"the identity provider refused: {error}{detail}")
+        super().__init__(f"the identity provider refused: {error}{detail}", exit_code=EXIT_AUTH)
         self.error = error
 
 
@@ -103,15 +104,18 @@ def discover(api: ApiClient) -> Provider:
     return provider
 
 
-def require_https(url: str, what: str) -> None:
+def require_https(url: str, what: str, exit_code: int = EXIT_API) -> None:
     """Codes, tokens and sign-ins travel over https only; plain http only to this machine
-    (a development gateway or provider on loopback), where nobody on the network sees it."""
+    (a development gateway or provider on loopback), where nobody on the network sees it.
+    ``exit_code``: an API that names a plain http provider is the API's fault (3); a plain
+    http URL the user typed is a usage error."""
     parts = urlsplit(url)
     if parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(parts.hostname or "")):
         return
     raise CliError(
         f"{what} {redact(url)} is not https: platformctl signs in over https only "
-        "(plain http only to this machine: localhost, 127.0.0.1, ::1)"
+        "(plain http only to this machine: localhost, 127.0.0.1, ::1)",
+        exit_code=exit_code,
     )
 
 
@@ -154,12 +158,15 @@ def device_login(provider: Provider, note: Note) -> dict[str, Any]:
             if exc.error == "slow_down":
                 interval = _poll_interval(interval + SLOW_DOWN_SECONDS)
             elif exc.error == "access_denied":
-                raise CliError("the sign-in was denied") from None
+                raise CliError("the sign-in was denied", exit_code=EXIT_AUTH) from None
             elif exc.error == "expired_token":
                 break
             elif exc.error != "authorization_pending":
                 raise
-    raise CliError("the code expired before the sign-in was completed; run 'platformctl login' again")
+    raise CliError(
+        "the code expired before the sign-in was completed; run 'platformctl login' again",
+        exit_code=EXIT_AUTH,
+    )
 
 
 def _seconds(value: Any, default: float) -> float:

@@ -26,6 +26,7 @@ from typing import Any
 
 from services.tools.platformctl.client import CliError
 from services.tools.platformctl.config_file import CliConfig, private_directory, same_api, write_private
+from services.tools.platformctl.exit_codes import EXIT_AUTH, EXIT_USAGE
 from services.tools.platformctl.oidc import Provider, TokenError, bearer_token, refresh
 
 # Refreshed this long before it expires, so a token does not run out between the check and
@@ -81,7 +82,9 @@ def session_lock(config: CliConfig, context: str) -> Iterator[None]:
     try:
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as exc:
-        raise CliError(f"{path}: cannot open the lock file ({exc.strerror or 'not allowed'})") from None
+        raise CliError(
+            f"{path}: cannot open the lock file ({exc.strerror or 'not allowed'})", exit_code=EXIT_USAGE
+        ) from None
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX)
         yield
@@ -109,7 +112,9 @@ def load_session(config: CliConfig, context: str) -> Session | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        raise CliError(f"{path}: unreadable; run 'platformctl login --context {context}' again") from None
+        raise CliError(
+            f"{path}: unreadable; run 'platformctl login --context {context}' again", exit_code=EXIT_AUTH
+        ) from None
 
 
 def remove_session(config: CliConfig, context: str) -> Session | None:
@@ -149,12 +154,12 @@ def _session_for(config: CliConfig, context: str, api: str) -> Session | None:
 def _refreshed(config: CliConfig, context: str, session: Session) -> Session:
     again = f"the sign-in to {context} has expired; run 'platformctl login --context {context}'"
     if not session.refresh_token:
-        raise CliError(again)
+        raise CliError(again, exit_code=EXIT_AUTH)
     try:
         session = session.refreshed(refresh(session.provider, session.refresh_token))
     except TokenError as exc:
         if exc.error == "invalid_grant":
-            raise CliError(again) from None
+            raise CliError(again, exit_code=EXIT_AUTH) from None
         raise
     save_session(config, context, session)
     return session
