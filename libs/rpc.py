@@ -46,6 +46,11 @@ MoreProblems = Callable[[bytes], Awaitable[list[FieldError]]]
 _ENCODER = msgspec.json.Encoder(enc_hook=encode_input)
 
 
+def micro_name(service: str) -> str:
+    """The name ``service`` registers as a micro service (``nats micro info platform-intake``)."""
+    return f"platform-{service.replace('_', '-')}"
+
+
 class RpcError(PlatformError):
     """An error reply from a service, raised on the calling side."""
 
@@ -104,7 +109,7 @@ class RpcServer:
     async def start(self) -> None:
         self._service = await add_service(
             self.nc,
-            name=f"platform-{self.service_name.replace('_', '-')}",
+            name=micro_name(self.service_name),
             version=self.version,
             description=f"platform-control-plane {self.service_name} commands and queries",
         )

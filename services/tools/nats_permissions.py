@@ -31,6 +31,7 @@ import yaml
 from contracts.catalog import subject_matches
 from contracts.rpc import KIT, RPC_VERBS
 from libs.bus import Subjects, durable_name
+from libs.rpc import micro_name
 from libs.settings import BusSettings
 from services.tools.topology import bus_services, deployables, rpc_subjects, subjects_published, topology
 
@@ -40,6 +41,7 @@ PROVISIONER: Final = "provisioner"
 GATEWAY: Final = "gateway"
 DEFAULT_INBOX: Final = "_INBOX"
 JS_API: Final = "$JS.API"
+SRV: Final = "$SRV"
 
 
 @dataclass(frozen=True)
@@ -127,10 +129,18 @@ def _service(service: str, subjects: Subjects, stream: str) -> Permissions:
     subscribe = [
         f"{inbox_prefix(service)}.>",
         *rpc_subjects(service, subjects),
-        "$SRV.>",
+        *_discovery(service),
         *(f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{durable}" for durable in durables),
     ]
     return Permissions(tuple(publish), tuple(subscribe), inbox_prefix=inbox_prefix(service), answers=True)
+
+
+def _discovery(service: str) -> list[str]:
+    """What nats-py's micro service subscribes to for ``nats micro ls``/``info``/``stats``:
+    ``$SRV.<verb>`` (every service), ``$SRV.<verb>.<name>`` and ``$SRV.<verb>.<name>.<id>``
+    (this one), so a service never hears another's discovery requests."""
+    name = micro_name(service)
+    return [f"{SRV}.*", f"{SRV}.*.{name}", f"{SRV}.*.{name}.>"]
 
 
 def _called_rpc_subjects(subjects: Subjects, *, kit_only: bool = False) -> list[str]:

@@ -15,6 +15,7 @@ from contracts.catalog import DURABLES
 from contracts.events import EVENT_TYPES
 from contracts.rpc import KIT, RPC_VERBS
 from libs.bus import REPLAY, Subjects, durable_name
+from libs.rpc import micro_name
 from libs.settings import BusSettings, load_settings
 from services.tools.nats_permissions import (
     GATEWAY,
@@ -124,6 +125,18 @@ def test_a_redrive_subject_names_its_durable_and_the_event_type() -> None:
     assert SUBJECTS.replayed_for(SUBJECTS.event("request.teardown_requested")) is None
     # The namespace is the redrives': no event type may live in it.
     assert not [event_type for event_type in EVENT_TYPES if event_type.startswith(f"{REPLAY}.")]
+
+
+@pytest.mark.parametrize("service", bus_services())
+def test_a_service_hears_discovery_requests_for_itself_only(service: str) -> None:
+    permissions = identity(service).permissions
+    own, other = micro_name(service), micro_name(next(s for s in bus_services() if s != service))
+    for verb in ("PING", "INFO", "STATS"):
+        assert permissions.may_subscribe(f"$SRV.{verb}")
+        assert permissions.may_subscribe(f"$SRV.{verb}.{own}")
+        assert permissions.may_subscribe(f"$SRV.{verb}.{own}.x1y2z3")
+        assert not permissions.may_subscribe(f"$SRV.{verb}.{other}")
+        assert not permissions.may_subscribe(f"$SRV.{verb}.{other}.x1y2z3")
 
 
 @pytest.mark.parametrize("service", bus_services())
