@@ -31,7 +31,7 @@ from services.gateway.entrypoints.events import EventsController
 from services.gateway.entrypoints.health import healthz, metrics, readyz, status
 from services.gateway.entrypoints.identity import whoami
 from services.gateway.entrypoints.middleware import ResponseDeadlineMiddleware, TelemetryMiddleware
-from services.gateway.entrypoints.openapi import document_error_headers, openapi_config
+from services.gateway.entrypoints.openapi import document_error_headers, document_etags, openapi_config
 from services.gateway.entrypoints.policy_packs import PolicyPacksController
 from services.gateway.entrypoints.quota_profiles import QuotaProfilesController
 from services.gateway.entrypoints.teams import TeamsController
@@ -93,8 +93,10 @@ def create_app(settings: GatewaySettings, nc: NatsClient | None = None) -> Lites
         debug=False,
     )
     # Built now rather than on the first /schema request: a document that cannot be built
-    # fails the start, and the headers every error status carries are added once.
+    # fails the start, and the headers every error status (and every tagged read) carries
+    # are added once.
     document_error_headers(app.openapi_schema)
+    document_etags(app.openapi_schema)
     return app
 
 

@@ -75,7 +75,7 @@ def timeline_types(client: httpx.Client, request_id: str) -> list[str]:
 def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
     body: dict[str, Any] = response.json()
-    assert set(body) == {"error", "code", "details"}
+    assert set(body) == {"error", "code", "details", "type", "title", "status", "detail", "instance"}
     assert body["code"] == code
     assert not any(marker in response.text for marker in SECRET_LIKE)
     return body

@@ -385,7 +385,7 @@ def test_cell(cell: Cell, gateways: dict[bool, str], targets: Targets) -> None:
     assert response.status_code == cell.status, f"{cell.id}: {response.status_code} {response.text[:300]}"
     if response.status_code >= 400:
         error = response.json()
-        assert set(error) == {"error", "code", "details"}
+        assert set(error) == {"error", "code", "details", "type", "title", "status", "detail", "instance"}
         assert (
             error["code"] == {401: "unauthorized", 403: "forbidden", 404: "not_found"}[response.status_code]
         )

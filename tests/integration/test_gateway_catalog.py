@@ -67,7 +67,7 @@ async def stack(platform_env: dict[str, str]) -> AsyncIterator[Stack]:
 def error_fields(response: httpx.Response, status: int) -> set[str]:
     assert response.status_code == status, response.text
     body = response.json()
-    assert set(body) == {"error", "code", "details"}
+    assert set(body) == {"error", "code", "details", "type", "title", "status", "detail", "instance"}
     return {detail["field"] for detail in body["details"]}
 
 

@@ -21,6 +21,7 @@ from tests.support.bus import wait_until
 from tests.support.gateway import BACKENDS, GatewayStack, auth, gateway_stack, gateway_with_services, mint
 
 SECRET_LIKE = ("nats://", "127.0.0.1", "localhost", "postgresql://", "Traceback")
+PROBLEM_MEMBERS = {"error", "code", "details", "type", "title", "status", "detail", "instance"}
 
 # The sign-in settings: public, since `platformctl login` reads them before it has a token.
 PUBLIC_API_PATHS = {"/v1/auth/config"}
@@ -60,11 +61,16 @@ async def api(
 
 def assert_error_body(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
     body = response.json()
-    assert set(body) == {"error", "code", "details"}
+    assert set(body) == PROBLEM_MEMBERS
     assert body["code"] == code
     assert isinstance(body["error"], str)
     assert body["error"]
+    assert body["detail"] == body["error"]
+    assert body["status"] == status
+    assert body["type"] == f"/problems/{code}"
+    assert body["instance"] == response.request.url.raw_path.decode().split("?")[0]
     assert not any(marker in response.text for marker in SECRET_LIKE)
     return body
 
@@ -436,7 +442,7 @@ async def test_openapi_documents_every_route_and_the_error_body(http: httpx.Asyn
             if path.startswith("/v1/") and path not in PUBLIC_API_PATHS:
                 assert operation["security"] == [{"BearerAuth": []}], (method, path)
                 assert "401" in operation["responses"], (method, path)
-                assert operation["responses"]["401"]["content"]["application/json"]["schema"] == {
+                assert operation["responses"]["401"]["content"]["application/problem+json"]["schema"] == {
                     "$ref": "#/components/schemas/ErrorBody"
                 }, (method, path)
     page = await http.get("/schema")
@@ -446,7 +452,7 @@ async def test_openapi_documents_every_route_and_the_error_body(http: httpx.Asyn
     approve = document["paths"]["/v1/environment-requests/{request_id}/approve"]["post"]
     assert any(p["name"] == "X-Platform-Approval-Signature" for p in approve["parameters"])
     assert document["components"]["securitySchemes"]["BearerAuth"]["scheme"] == "bearer"
-    assert set(document["components"]["schemas"]["ErrorBody"]["properties"]) == {"error", "code", "details"}
+    assert set(document["components"]["schemas"]["ErrorBody"]["properties"]) == PROBLEM_MEMBERS
     create = document["paths"]["/v1/environment-requests"]["post"]
     assert create["security"] == [{"BearerAuth": []}]
     assert "class" in create["requestBody"]["content"]["application/json"]["schema"]["properties"]
@@ -458,10 +464,10 @@ async def test_openapi_documents_every_route_and_the_error_body(http: httpx.Asyn
 
 
 async def test_openapi_documents_every_error_with_the_body_it_really_has(http: httpx.AsyncClient) -> None:
-    """Every error status of every operation is the ``{error, code, details}`` body, never
+    """Every error status of every operation is the problem body (with ``error``, ``code``, ``details``), never
     Litestar's default error schema, with the headers that status always carries."""
     document = (await http.get("/schema/openapi.json")).json()
-    assert set(document["components"]["schemas"]["ErrorBody"]["properties"]) == {"error", "code", "details"}
+    assert set(document["components"]["schemas"]["ErrorBody"]["properties"]) == PROBLEM_MEMBERS
     operations = [
         (f"{method.upper()} {path}", operation)
         for path, item in document["paths"].items()
@@ -473,7 +479,8 @@ async def test_openapi_documents_every_error_with_the_body_it_really_has(http: h
         errors = {status: response for status, response in operation["responses"].items() if status >= "400"}
         assert {"400", "401", "403", "503"} <= set(errors), name
         for status, response in errors.items():
-            schema = response["content"]["application/json"]["schema"]
+            assert set(response["content"]) == {"application/problem+json"}, (name, status)
+            schema = response["content"]["application/problem+json"]["schema"]
             assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (name, status)
         assert errors["503"]["headers"]["Retry-After"]["required"] is True, name
         assert "WWW-Authenticate" in errors["401"]["headers"], name

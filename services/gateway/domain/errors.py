@@ -1,12 +1,17 @@
 """HTTP errors of the gateway and how service error codes map onto statuses.
 
-Every error leaves the gateway as ``{"error": <message>, "code": <code>, "details": ...}``.
+Every error leaves the gateway as an RFC 9457 problem (``application/problem+json``) that
+also carries the members clients read before problems existed:
+``{"error": <message>, "code": <code>, "details": ..., "type", "title", "status",
+"detail", "instance"}``. A problem's ``type`` names its ``code`` (:data:`PROBLEM_TYPES`),
+so ``type`` and ``title`` stay the same whenever that code occurs, whatever the status.
 Messages of ``internal`` errors are replaced by a generic one: whatever went wrong inside
 a service may mention hosts, DSNs or file paths, and none of that belongs in a response.
 """
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 # How many seconds a client should wait before retrying when a service is not answering.
@@ -23,6 +28,26 @@ STATUS_BY_CODE: dict[str, int] = {
     "unauthorized": 401,
     "unavailable": 503,
     "internal": 500,
+}
+
+# A problem's ``type``: this prefix and its code, a URI reference relative to the API's
+# base URL. It identifies the problem; the codes are described in the API documentation.
+PROBLEM_TYPES = "/problems/"
+
+# A short summary of each code for people (the problem's ``title``).
+TITLE_BY_CODE: dict[str, str] = {
+    "validation": "Invalid request",
+    "not_found": "Not found",
+    "conflict": "Conflict with the current state",
+    "forbidden": "Not allowed",
+    "unauthorized": "Not authenticated",
+    "unavailable": "Temporarily unavailable",
+    "internal": "Internal error",
+    "method_not_allowed": "Method not allowed",
+    "timeout": "Request body not received in time",
+    "payload_too_large": "Request body too large",
+    "unsupported_media_type": "Unsupported media type",
+    "rate_limited": "Too many requests",
 }
 
 # HTTP status -> code, for errors raised by the web framework itself (routing, parameters).
@@ -59,6 +84,14 @@ class HttpError(Exception):
         self.message = message
         self.details = details
         self.headers = dict(headers or {})
+
+    @property
+    def problem_type(self) -> str:
+        return PROBLEM_TYPES + self.code
+
+    @property
+    def title(self) -> str:
+        return TITLE_BY_CODE.get(self.code) or HTTPStatus(self.status).phrase
 
 
 class BadRequest(HttpError):

@@ -42,12 +42,22 @@ __all__ = [
 
 
 class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
-    """Every error response. ``details`` is null or, for validation errors, a list of
-    ``{"field", "message"}`` objects naming each failing field."""
+    """Every error response: an RFC 9457 problem (``application/problem+json``).
+
+    ``error`` (the message), ``code`` (machine-readable) and ``details`` (null or, for
+    validation errors, a list of ``{"field", "message"}`` objects naming each failing
+    field) are the members clients have always read. ``type`` is ``/problems/<code>``
+    (relative to the API's URL), ``title`` a fixed summary of the code, ``status`` the
+    HTTP status, ``detail`` the message again and ``instance`` the request's path."""
 
     error: str
     code: str
     details: Any = None
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str
 
 
 class WhoAmI(msgspec.Struct, frozen=True, kw_only=True):

@@ -11,10 +11,8 @@ from __future__ import annotations
 import msgspec
 from litestar import Controller, get
 from litestar.di import NamedDependency
-from litestar.openapi import ResponseSpec
 
-from services.gateway.domain.resources import ErrorBody
-from services.gateway.entrypoints.openapi import ERROR_DESCRIPTIONS
+from services.gateway.entrypoints.openapi import error_spec
 from services.gateway.settings import GatewaySettings
 
 
@@ -37,11 +35,7 @@ class AuthConfigController(Controller):
         summary="How to sign in (no token needed)",
         sync_to_thread=False,
         # No caller to refuse; a query value with control characters is still a 400.
-        responses={
-            400: ResponseSpec(
-                data_container=ErrorBody, description=ERROR_DESCRIPTIONS[400], generate_examples=False
-            )
-        },
+        responses={400: error_spec(400)},
     )
     def get_config(self, settings: NamedDependency[GatewaySettings]) -> AuthConfig:
         """The OIDC issuer, the audience tokens must carry and the public client id to sign in

@@ -59,7 +59,7 @@ class AuthenticationMiddleware(ASGIMiddleware):
         except HttpError as refused:
             # Answered here, inside the telemetry and deadline middleware, so the refusal
             # is counted and traced with its real status.
-            await send_error(send, refused)
+            await send_error(scope, send, refused)
             return
         scope["user"] = principal
         await next_app(scope, receive, send)

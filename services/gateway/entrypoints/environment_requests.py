@@ -25,7 +25,14 @@ from services.gateway.domain.catalog import DryRunPlan
 from services.gateway.domain.roles import Action
 from services.gateway.entrypoints import request_bodies
 from services.gateway.entrypoints.authentication import SECURITY, requires
-from services.gateway.entrypoints.openapi import BODY_ERRORS, answers, documented, error_responses
+from services.gateway.entrypoints.conditional import IfNoneMatch, tagged, version_tag
+from services.gateway.entrypoints.openapi import (
+    BODY_ERRORS,
+    answers,
+    documented,
+    error_responses,
+    tagged_answers,
+)
 from services.gateway.entrypoints.request_inputs import read_input, read_json_object
 from services.gateway.service_layer import lifecycle
 from services.gateway.service_layer.dry_run import dry_run
@@ -138,12 +145,18 @@ class EnvironmentRequestsController(Controller):
         "/{request_id:str}",
         summary="Get an environment request",
         guards=[requires(Action.READ, team_scoped=True)],
-        responses=error_responses(404),
+        responses=tagged_answers(EnvironmentRequestView, "The request; `ETag` is its `version`", 404),
     )
     async def get_request(
-        self, actor: NamedDependency[Actor], services: NamedDependency[Services], request_id: FromPath[str]
-    ) -> EnvironmentRequestView:
-        return await services.get_request(GetRequest(id=request_id, actor=actor))
+        self,
+        actor: NamedDependency[Actor],
+        services: NamedDependency[Services],
+        request_id: FromPath[str],
+        if_none_match: IfNoneMatch = None,
+    ) -> Response[EnvironmentRequestView]:
+        """`ETag: "<version>"`, the value `If-Match` takes on `PATCH`, `DELETE` and `reconcile`."""
+        view = await services.get_request(GetRequest(id=request_id, actor=actor))
+        return tagged(view, version_tag(view.version), if_none_match)
 
     @get(
         "/{request_id:str}/events",

@@ -1,4 +1,5 @@
-"""Every error leaves the gateway as ``{"error", "code", "details"}``, whoever raised it.
+"""Every error leaves the gateway as an RFC 9457 problem that keeps ``{"error", "code",
+"details"}``, whoever raised it.
 
 The exception handlers cover what a handler, a guard, a service reply or Litestar itself
 raises; :func:`send_error` covers the middleware that answers before any handler runs
@@ -9,11 +10,12 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import quote
 
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
-from litestar.types import ExceptionHandlersMap, Send
+from litestar.types import ExceptionHandlersMap, Scope, Send
 
 from libs.errors import PlatformError
 from services.gateway.domain.errors import (
@@ -27,20 +29,38 @@ from services.gateway.domain.text import has_control_characters
 
 log = logging.getLogger(__name__)
 
-
-def error_body(error: HttpError) -> ErrorBody:
-    return ErrorBody(error=error.message, code=error.code, details=error.details)
+PROBLEM_JSON = "application/problem+json"
 
 
-def error_response(error: HttpError) -> Response[ErrorBody]:
-    return Response(error_body(error), status_code=error.status, headers=error.headers or None)
+def error_body(error: HttpError, scope: Scope) -> ErrorBody:
+    """``error`` as a problem about the request of ``scope`` (its path is the ``instance``)."""
+    return ErrorBody(
+        error=error.message,
+        code=error.code,
+        details=error.details,
+        type=error.problem_type,
+        title=error.title,
+        status=error.status,
+        detail=error.message,
+        # Percent-encoded again: the ASGI path is decoded, ``instance`` is a URI reference.
+        instance=quote(scope.get("root_path", "") + scope["path"], safe="/:@!$&'()*+,;="),
+    )
 
 
-async def send_error(send: Send, error: HttpError) -> None:
+def error_response(error: HttpError, request: Request[Any, Any, Any]) -> Response[ErrorBody]:
+    return Response(
+        error_body(error, request.scope),
+        status_code=error.status,
+        headers=error.headers or None,
+        media_type=PROBLEM_JSON,
+    )
+
+
+async def send_error(scope: Scope, send: Send, error: HttpError) -> None:
     """Answer with ``error`` straight on the ASGI channel (middleware, before any handler)."""
-    body = msgspec.json.encode(error_body(error))
+    body = msgspec.json.encode(error_body(error, scope))
     headers = [
-        (b"content-type", b"application/json"),
+        (b"content-type", PROBLEM_JSON.encode()),
         (b"content-length", str(len(body)).encode()),
         *((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in error.headers.items()),
     ]
@@ -65,8 +85,8 @@ async def reject_control_characters(request: Request[Any, Any, Any]) -> None:
         )
 
 
-def handle_http_error(_: Request[Any, Any, Any], exc: HttpError) -> Response[ErrorBody]:
-    return error_response(exc)
+def handle_http_error(request: Request[Any, Any, Any], exc: HttpError) -> Response[ErrorBody]:
+    return error_response(exc, request)
 
 
 def handle_service_error(request: Request[Any, Any, Any], exc: PlatformError) -> Response[ErrorBody]:
@@ -77,7 +97,7 @@ def handle_service_error(request: Request[Any, Any, Any], exc: PlatformError) ->
             "a service reported an internal error",
             extra={"fields": {"route": request.scope.get("path_template"), "error_type": type(exc).__name__}},
         )
-    return error_response(error)
+    return error_response(error, request)
 
 
 def _wire_name(request: Request[Any, Any, Any], key: Any) -> Any:
@@ -116,7 +136,7 @@ def handle_framework_error(request: Request[Any, Any, Any], exc: HTTPException) 
     else:
         # Keep framework headers such as Allow on a 405.
         error.headers = {**(exc.headers or {}), **error.headers}
-    return error_response(error)
+    return error_response(error, request)
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
@@ -125,7 +145,7 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respon
         "unhandled error",
         extra={"fields": {"route": request.scope.get("path_template"), "error_type": type(exc).__name__}},
     )
-    return error_response(HttpError(500, "internal", GENERIC_INTERNAL_MESSAGE))
+    return error_response(HttpError(500, "internal", GENERIC_INTERNAL_MESSAGE), request)
 
 
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {

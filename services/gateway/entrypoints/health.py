@@ -15,14 +15,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from libs.ops_server import run_checks
 from libs.telemetry import REGISTRY
-from services.gateway.domain.resources import ErrorBody, Health, PlatformStatus, Readiness
+from services.gateway.domain.resources import Health, PlatformStatus, Readiness
 from services.gateway.entrypoints.dependencies import runtime_of
-from services.gateway.entrypoints.openapi import ERROR_DESCRIPTIONS, any_role_get
+from services.gateway.entrypoints.openapi import any_role_get, error_spec
 
 # A public route has no caller to refuse; a query value with control characters is still a 400.
-PUBLIC_ERRORS = {
-    400: ResponseSpec(data_container=ErrorBody, description=ERROR_DESCRIPTIONS[400], generate_examples=False)
-}
+PUBLIC_ERRORS = {400: error_spec(400)}
 
 
 @get(

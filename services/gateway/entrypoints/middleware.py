@@ -116,6 +116,7 @@ class ResponseDeadlineMiddleware(ASGIMiddleware):
                 # Part of the response is out; all that is left is to drop the connection.
                 raise
             await send_error(
+                scope,
                 send,
                 HttpError(
                     503,

@@ -2,10 +2,11 @@
 
 Each route lists its error statuses through :func:`error_responses`, which always adds the
 ones every API route can answer (400 for a bad parameter, 401, 403, 503), all with the
-``{error, code, details}`` body; Litestar's own default error schema (with ``detail``)
-never appears. Headers that come with a status wherever it occurs (``Retry-After`` on
+problem body (``application/problem+json``: ``error``, ``code``, ``details`` and the RFC 9457
+members); Litestar's own default error schema never appears. Headers that come with a status wherever it occurs (``Retry-After`` on
 503, ``WWW-Authenticate`` on 401) are added to the built document by
-:func:`document_error_headers`, once for all operations.
+:func:`document_error_headers`, once for all operations; likewise the ``ETag`` of the
+tagged reads (:mod:`.conditional`) by :func:`document_etags`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from services.gateway.domain.resources import ErrorBody
 from services.gateway.domain.roles import Action
 from services.gateway.entrypoints.api_reference import SelfHostedSwaggerRenderPlugin
 from services.gateway.entrypoints.authentication import SECURITY, SECURITY_SCHEME, requires
+from services.gateway.entrypoints.errors import PROBLEM_JSON
 
 SCHEMA_PATH = "/schema"
 
@@ -68,14 +70,29 @@ ERROR_HEADERS: dict[str, dict[str, OpenAPIHeader]] = {
 }
 
 
+ETAG_HEADER = OpenAPIHeader(
+    schema=_TEXT,
+    required=True,
+    description="Strong entity tag of the representation; send it back in `If-None-Match`",
+)
+NOT_MODIFIED = ResponseSpec(
+    data_container=None, description="The representation `If-None-Match` names is current: no body"
+)
+
+
+def error_spec(status: int) -> ResponseSpec:
+    """The problem answered with ``status``."""
+    return ResponseSpec(
+        data_container=ErrorBody,
+        description=ERROR_DESCRIPTIONS[status],
+        generate_examples=False,
+        media_type=PROBLEM_JSON,
+    )
+
+
 def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
     """The error responses of an API route: :data:`API_ERRORS` plus ``statuses``."""
-    return {
-        status: ResponseSpec(
-            data_container=ErrorBody, description=ERROR_DESCRIPTIONS[status], generate_examples=False
-        )
-        for status in sorted({*API_ERRORS, *statuses})
-    }
+    return {status: error_spec(status) for status in sorted({*API_ERRORS, *statuses})}
 
 
 def answers(status: int, body: Any, description: str, *errors: int) -> dict[int, ResponseSpec]:
@@ -84,6 +101,11 @@ def answers(status: int, body: Any, description: str, *errors: int) -> dict[int,
         status: ResponseSpec(data_container=body, description=description, generate_examples=False),
         **error_responses(*errors),
     }
+
+
+def tagged_answers(body: Any, description: str, *errors: int) -> dict[int, ResponseSpec]:
+    """A tagged read's responses (:mod:`.conditional`): ``200`` with ``body``, ``304``, the errors."""
+    return {**answers(200, body, description, *errors), 304: NOT_MODIFIED}
 
 
 def any_role_get(path: str, *, tag: str, summary: str) -> get:
@@ -132,10 +154,22 @@ def document_error_headers(document: OpenAPI) -> None:
                     response.headers = {**(response.headers or {}), **ERROR_HEADERS[status]}
 
 
+def document_etags(document: OpenAPI) -> None:
+    """``ETag`` on the ``200`` and ``304`` of every ``GET`` that answers ``304`` (the tagged reads)."""
+    for path_item in (document.paths or {}).values():
+        responses = (path_item.get.responses or {}) if path_item.get else {}
+        if "304" in responses:
+            for status in ("200", "304"):
+                response = responses[status]
+                if isinstance(response, OpenAPIResponse):
+                    response.headers = {**(response.headers or {}), "ETag": ETAG_HEADER}
+
+
 def _is_error_body(response: object) -> TypeGuard[OpenAPIResponse]:
     if not isinstance(response, OpenAPIResponse) or not response.content:
         return False
-    schema = response.content["application/json"].schema
+    media = response.content.get(PROBLEM_JSON)
+    schema = media.schema if media else None
     return isinstance(schema, Reference) and schema.ref.endswith(f"/{ErrorBody.__name__}")
 
 
@@ -147,7 +181,8 @@ def openapi_config() -> OpenAPIConfig:
             "Environment requests (create, list, follow, approve, reject, reconcile, extend, delete), "
             "classes, the event feed, dead letters and the caller's identity. Every `/v1` route but "
             "`GET /v1/auth/config` (how to sign in) needs `Authorization: Bearer <JWT>`; errors are "
-            "`{error, code, details}` with 400/422 validation "
+            "RFC 9457 problems (`application/problem+json`: `type`, `title`, `status`, `detail`, "
+            "`instance`) that also carry `{error, code, details}`, with 400/422 validation "
             "(details name every failing field), 401 unauthenticated or bad approval signature, 403 "
             "wrong role or team, 404 unknown (or another team's request), 409 illegal transition, "
             "503 a service not answering (with Retry-After)."

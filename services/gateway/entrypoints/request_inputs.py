@@ -73,9 +73,9 @@ def _body_problem(message: str) -> list[dict[str, str]]:
 
 
 def parse_if_match(value: str | None) -> int | None:
-    """``If-Match: "3"`` (or ``3``, ``W/"3"``) -> 3: the version the caller last read
-    (none: the change is unconditional)."""
-    if value is None or not value.strip():
+    """``If-Match: "3"`` (the request's ``ETag``; or ``3``, ``W/"3"``) -> 3: the version the
+    caller last read (none, or ``*``: any version, the change is unconditional)."""
+    if value is None or value.strip() in {"", "*"}:
         return None
     text = value.strip().removeprefix("W/").strip('"')
     if not text.isdigit() or len(text) > 9:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, Request, get, put
+from litestar import Controller, Request, Response, get, put
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath
@@ -17,7 +17,8 @@ from services.gateway.domain.claims import Principal
 from services.gateway.domain.roles import Action
 from services.gateway.entrypoints import request_bodies
 from services.gateway.entrypoints.authentication import SECURITY, requires
-from services.gateway.entrypoints.openapi import BODY_ERRORS, documented, error_responses
+from services.gateway.entrypoints.conditional import IfNoneMatch, content_tag, tagged
+from services.gateway.entrypoints.openapi import BODY_ERRORS, documented, error_responses, tagged_answers
 from services.gateway.entrypoints.request_inputs import read_input
 from services.gateway.settings import GatewaySettings
 
@@ -31,15 +32,20 @@ class TeamsController(Controller):
         "/{team:str}",
         summary="A team's budget and current spend",
         guards=[requires(Action.READ, team_scoped=True)],
-        responses=error_responses(422),
+        responses=tagged_answers(TeamBudgetView, "The team", 422),
     )
     async def get_team(
-        self, principal: NamedDependency[Principal], services: NamedDependency[Services], team: FromPath[str]
-    ) -> TeamBudgetView:
+        self,
+        principal: NamedDependency[Principal],
+        services: NamedDependency[Services],
+        team: FromPath[str],
+        if_none_match: IfNoneMatch = None,
+    ) -> Response[TeamBudgetView]:
         """The monthly budget (null: none) and the estimated monthly cost of the team's active
         environments (allowed by policy, not rejected, not torn down). Requesters see only
-        their own teams."""
-        return await services.get_team(GetTeam(team=team, actor=principal.to_actor()))
+        their own teams. The `ETag` is a hash of this answer: it changes with the spend too."""
+        view = await services.get_team(GetTeam(team=team, actor=principal.to_actor()))
+        return tagged(view, content_tag(view), if_none_match)
 
     @put(
         "/{team:str}/budget",

@@ -1,6 +1,8 @@
 """The catalog's documents (classes, quota profiles, policy packs): one controller shape for all.
 
-Everyone lists and reads them; admins PUT them whole (201 when new, 200 when replaced). A
+Everyone lists and reads them (a read is tagged with a hash of the document,
+:mod:`.conditional`); admins PUT them whole (201 when new, 200 when replaced), the last
+writer winning: policy keeps no version a PUT could be made conditional on. A
 body its :mod:`contracts.inputs` model refuses is still shown to policy, which adds what
 only it can judge (the name in the URL, the profile and packs a class refers to), so one
 422 names every failing field; policy validates a body the model accepts again, with the
@@ -28,7 +30,8 @@ from services.gateway.adapters.services import Services
 from services.gateway.domain.claims import Principal
 from services.gateway.domain.roles import Action
 from services.gateway.entrypoints.authentication import SECURITY, requires
-from services.gateway.entrypoints.openapi import BODY_ERRORS, documented, error_responses
+from services.gateway.entrypoints.conditional import IfNoneMatch, content_tag, tagged
+from services.gateway.entrypoints.openapi import BODY_ERRORS, documented, error_responses, tagged_answers
 from services.gateway.entrypoints.request_inputs import read_json_object
 from services.gateway.settings import GatewaySettings
 
@@ -93,12 +96,16 @@ def catalog_controller(name: str, document: CatalogDocument[Any]) -> type[Contro
         summary=f"Get {_article(document.singular)} {document.singular}",
         guards=[requires(Action.READ)],
         operation_id=document.operation_id("NameGet", document.singular),
-        responses={200: _spec(item_type, f"The {document.singular}"), **error_responses(404)},
+        responses=tagged_answers(item_type, f"The {document.singular}", 404),
     )
     async def get_document(
-        self: Controller, services: NamedDependency[Services], name: FromPath[str]
+        self: Controller,
+        services: NamedDependency[Services],
+        name: FromPath[str],
+        if_none_match: IfNoneMatch = None,
     ) -> Response[Any]:
-        return Response(await services.ask(document.get_verb, document.get_verb.request_type(name=name)))
+        stored = await services.ask(document.get_verb, document.get_verb.request_type(name=name))
+        return tagged(stored, content_tag(stored), if_none_match)
 
     @put(
         "/{name:str}",

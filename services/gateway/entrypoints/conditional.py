@@ -1,0 +1,48 @@
+"""Conditional reads: each resource ``GET`` answers with a strong ``ETag``, and ``304 Not
+Modified`` (no body, the ``ETag`` again) when the caller's ``If-None-Match`` names it.
+
+An environment request's tag is its ``version`` (``"7"``), the value ``If-Match`` takes on
+its writes (:mod:`.request_inputs`). Catalog documents and teams have no version a client
+could send back, so their tag is a hash of the representation: it changes exactly when
+what a ``GET`` returns changes (a team's spend included).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Response
+from litestar.params import HeaderParameter
+
+IfNoneMatch = Annotated[
+    str | None,
+    HeaderParameter(
+        name="If-None-Match",
+        description="ETags of representations the caller holds (or `*`): `304`, no body, when one is current",
+        max_length=1024,
+    ),
+]
+
+
+def version_tag(version: int) -> str:
+    return f'"{version}"'
+
+
+def content_tag(body: Any) -> str:
+    # Sorted keys: the same document gets the same tag whatever order a service sent it in.
+    return f'"{hashlib.sha256(msgspec.json.encode(body, order="sorted")).hexdigest()[:32]}"'
+
+
+def tagged(body: Any, etag: str, if_none_match: str | None) -> Response[Any]:
+    """``body`` with its ``etag``, or ``304`` when ``If-None-Match`` names it."""
+    if if_none_match is not None and _names(if_none_match, etag):
+        return Response(content=None, status_code=304, headers={"ETag": etag})
+    return Response(body, headers={"ETag": etag})
+
+
+def _names(if_none_match: str, etag: str) -> bool:
+    """RFC 9110's weak comparison: ``W/"x"`` names ``"x"``; ``*`` names any current representation."""
+    held = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+    return "*" in held or etag in held

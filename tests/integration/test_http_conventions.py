@@ -1,0 +1,164 @@
+"""HTTP conventions of the API through the real gateway in front of the real policy and intake
+(real NATS and Postgres): every error is an RFC 9457 problem that keeps ``error``, ``code`` and
+``details``; every resource read carries an ``ETag`` and answers ``If-None-Match`` with 304."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.api_flows import PREVIEW
+from tests.support.gateway import auth, gateway_with_services
+
+TOKEN_TTL = 4 * 3600
+ADMIN = auth("admin", email="root@example.com", sub="root", ttl=TOKEN_TTL)
+ALICE = auth("requester", teams=["payments"], ttl=TOKEN_TTL)
+VIEWER = auth("viewer", teams=["payments"], ttl=TOKEN_TTL)
+PROBLEM_MEMBERS = {"error", "code", "details", "type", "title", "status", "detail", "instance"}
+
+
+@pytest.fixture
+async def http(platform_env: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
+    async with (
+        gateway_with_services(platform_env, ["policy", "intake"]) as (base_url, _),
+        httpx.AsyncClient(base_url=base_url, timeout=10) as client,
+    ):
+        yield client
+
+
+def assert_problem(response: httpx.Response, status: int, code: str, path: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert set(body) == PROBLEM_MEMBERS
+    assert body["code"] == code
+    assert body["status"] == status
+    assert body["type"] == f"/problems/{code}"
+    assert body["title"]
+    assert body["detail"] == body["error"]
+    assert body["error"]
+    assert body["instance"] == path
+    return body
+
+
+async def create_request(http: httpx.AsyncClient) -> dict[str, Any]:
+    response = await http.post("/v1/environment-requests", json=PREVIEW, headers=ALICE)
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+async def test_every_kind_of_error_is_a_problem_keeping_error_code_and_details(
+    http: httpx.AsyncClient,
+) -> None:
+    bad_limit = await http.get("/v1/environment-requests", params={"limit": "many"}, headers=ALICE)
+    body = assert_problem(bad_limit, 400, "validation", "/v1/environment-requests")
+    assert [detail["field"] for detail in body["details"]] == ["limit"]
+
+    no_token = await http.get("/v1/environment-requests")
+    assert_problem(no_token, 401, "unauthorized", "/v1/environment-requests")
+    assert no_token.headers["www-authenticate"] == "Bearer"
+
+    viewer_creates = await http.post("/v1/environment-requests", json=PREVIEW, headers=VIEWER)
+    assert_problem(viewer_creates, 403, "forbidden", "/v1/environment-requests")
+
+    unknown = await http.get("/v1/environment-requests/req-missing", headers=ALICE)
+    assert_problem(unknown, 404, "not_found", "/v1/environment-requests/req-missing")
+    assert_problem(await http.get("/v1/nowhere", headers=ALICE), 404, "not_found", "/v1/nowhere")
+
+    wrong_method = await http.put("/v1/environment-requests", headers=ALICE)
+    assert_problem(wrong_method, 405, "method_not_allowed", "/v1/environment-requests")
+    assert "GET" in wrong_method.headers["allow"]
+
+    invalid = await http.post("/v1/environment-requests", json={**PREVIEW, "ttl_hours": 0}, headers=ALICE)
+    body = assert_problem(invalid, 422, "validation", "/v1/environment-requests")
+    assert "ttl_hours" in {detail["field"] for detail in body["details"]}
+
+    created = await create_request(http)
+    path = f"/v1/environment-requests/{created['id']}"
+    assert (await http.delete(path, headers=ALICE)).status_code == 202
+    again = await http.delete(path, headers=ALICE)
+    assert_problem(again, 409, "conflict", path)
+
+    # The renderer is not running: nobody answers its dead letters.
+    replay = "/v1/dead-letters/renderer/1/replay"
+    unavailable = await http.post(replay, headers=ADMIN)
+    assert_problem(unavailable, 503, "unavailable", replay)
+    assert unavailable.headers["retry-after"] == "5"
+
+
+async def test_the_instance_is_the_path_as_sent(http: httpx.AsyncClient) -> None:
+    response = await http.get("/v1/environment-classes/no%20such%20class", headers=ALICE)
+    assert_problem(response, 404, "not_found", "/v1/environment-classes/no%20such%20class")
+
+
+async def test_health_reports_stay_plain_json(http: httpx.AsyncClient) -> None:
+    response = await http.get("/readyz")
+    assert response.headers["content-type"] == "application/json"
+    assert set(response.json()) == {"status", "checks"}
+
+
+async def test_an_environment_request_is_tagged_with_its_version(http: httpx.AsyncClient) -> None:
+    created = await create_request(http)
+    path = f"/v1/environment-requests/{created['id']}"
+    read = await http.get(path, headers=ALICE)
+    assert read.status_code == 200
+    etag = read.headers["etag"]
+    assert etag == f'"{read.json()["version"]}"'
+
+    unchanged = await http.get(path, headers={**ALICE, "If-None-Match": etag})
+    assert unchanged.status_code == 304
+    assert unchanged.content == b""
+    assert unchanged.headers["etag"] == etag
+    assert (await http.get(path, headers={**ALICE, "If-None-Match": f"W/{etag}"})).status_code == 304
+    assert (await http.get(path, headers={**ALICE, "If-None-Match": '"0", *'})).status_code == 304
+
+    # The ETag is what If-Match takes: a stale one refuses the change, the current one makes it.
+    stale = '"0"'
+    refused = await http.patch(path, json={"ttl_hours": 12}, headers={**ALICE, "If-Match": stale})
+    assert_problem(refused, 409, "conflict", path)
+    current = await http.get(path, headers=ALICE)
+    changed = await http.patch(
+        path, json={"ttl_hours": 12}, headers={**ALICE, "If-Match": current.headers["etag"]}
+    )
+    assert changed.status_code == 200, changed.text
+
+    after = await http.get(path, headers={**ALICE, "If-None-Match": current.headers["etag"]})
+    assert after.status_code == 200
+    assert after.headers["etag"] == f'"{after.json()["version"]}"' != current.headers["etag"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/environment-classes/preview",
+        "/v1/quota-profiles/small",
+        "/v1/policy-packs/baseline-security",
+        "/v1/teams/payments",
+    ],
+)
+async def test_catalog_documents_and_teams_are_tagged(http: httpx.AsyncClient, path: str) -> None:
+    read = await http.get(path, headers=ALICE)
+    assert read.status_code == 200, read.text
+    etag = read.headers["etag"]
+    assert re.fullmatch(r'"[0-9a-f]{32}"', etag), etag  # strong: no W/ prefix
+
+    unchanged = await http.get(path, headers={**ALICE, "If-None-Match": etag})
+    assert (unchanged.status_code, unchanged.content, unchanged.headers["etag"]) == (304, b"", etag)
+    stale = await http.get(path, headers={**ALICE, "If-None-Match": '"stale"'})
+    assert stale.status_code == 200
+    assert stale.json() == read.json()
+
+
+async def test_a_tag_changes_when_the_document_does(http: httpx.AsyncClient) -> None:
+    before = await http.get("/v1/teams/payments", headers=ALICE)
+    set_budget = await http.put("/v1/teams/payments/budget", json={"monthly_usd": 1234}, headers=ADMIN)
+    assert set_budget.status_code == 200, set_budget.text
+    after = await http.get("/v1/teams/payments", headers={**ALICE, "If-None-Match": before.headers["etag"]})
+    assert after.status_code == 200
+    assert after.json()["monthly_budget_usd"] == 1234
+    assert after.headers["etag"] != before.headers["etag"]
