@@ -46,6 +46,24 @@ MoreProblems = Callable[[bytes], Awaitable[list[FieldError]]]
 _ENCODER = msgspec.json.Encoder(enc_hook=encode_input)
 
 
+# Headers JetStream puts on what it delivers or republishes (and NATS on status messages).
+_DELIVERY_HEADERS = ("Nats-Stream", "Nats-Sequence", "Status")
+
+
+def is_request(request: Request) -> bool:
+    """Whether a message on an RPC subject is a caller's request, not a stream's delivery.
+
+    Any identity that may create a push consumer chooses where it delivers, an RPC subject
+    included (the server cannot refuse that: docs/security.md). Such a delivery must neither
+    be handled nor answered: an answer to its ``$JS.ACK`` reply subject acknowledges it.
+    """
+    reply = request._msg.reply
+    headers = request.headers or {}
+    return (
+        bool(reply) and not reply.startswith("$JS.ACK.") and not any(h in headers for h in _DELIVERY_HEADERS)
+    )
+
+
 def micro_name(service: str) -> str:
     """The name ``service`` registers as a micro service (``nats micro info platform-intake``)."""
     return f"platform-{service.replace('_', '-')}"
@@ -129,6 +147,12 @@ class RpcServer:
 
     def _dispatcher(self, verb: str) -> Callable[[Request], Awaitable[None]]:
         async def dispatch(request: Request) -> None:
+            if not is_request(request):
+                log.warning(
+                    "dropped a message on an RPC subject that is no request (a stream delivery?)",
+                    extra={"fields": {"verb": verb, "subject": request.subject}},
+                )
+                return
             # The task waits for its slot itself, so its deadline counts from arrival; waiting
             # here would hold up the subscription and leave later requests' clocks unstarted.
             arrived = asyncio.get_running_loop().time()

@@ -26,7 +26,7 @@ import httpx
 import nats
 import pytest
 from nats.aio.client import Client as NatsClient
-from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from libs.bus import durable_name
 from services.tools.platformd.registry import SERVICES
@@ -259,6 +259,44 @@ def test_a_forged_admin_actor_from_a_service_identity_never_reaches_the_handler(
     with client(dev, ALICE, "requester", ["payments"]) as alice:
         response = alice.put("/v1/teams/payments/budget", json={"monthly_usd": 1})
     assert response.status_code == 403, response.text
+
+
+def test_a_push_consumer_aimed_at_an_rpc_subject_makes_no_service_act_or_answer(
+    dev: DevStack, flow: dict[str, Any]
+) -> None:
+    """The server lets the subscriber deliver its consumer's events anywhere, intake's RPC
+    subject included; intake must not take them for calls (an answer would acknowledge them)."""
+    subscriber = Identity(dev, "subscriber")
+
+    async def session() -> Any:
+        nc = await subscriber.connect()
+        js = nc.jetstream(timeout=5)
+        try:
+            trap = ConsumerConfig(
+                durable_name="push-trap",
+                deliver_subject="platform.rpc.intake.list_dead_letters",
+                deliver_group="q",  # the micro endpoints' queue group: the server delivers to it
+                deliver_policy=DeliverPolicy.LAST,
+                ack_policy=AckPolicy.EXPLICIT,
+                max_deliver=1,
+            )
+            await js.add_consumer(STREAM, trap)
+            deadline = time.monotonic() + 10
+            info = await js.consumer_info(STREAM, "push-trap")
+            while info.delivered.consumer_seq < 1 and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+                info = await js.consumer_info(STREAM, "push-trap")
+            await asyncio.sleep(1.0)  # time for an answer, were one given
+            return await js.consumer_info(STREAM, "push-trap")
+        finally:
+            await nc.close()
+
+    info = run(session)
+    assert info.delivered.consumer_seq == 1, "the server delivered nothing to the RPC subject"
+    # Nobody answered on the delivery's $JS.ACK reply subject: it is still unacknowledged.
+    assert (info.num_ack_pending, info.ack_floor.consumer_seq) == (1, 0)
+    intake_log = (dev.state_dir / "logs" / "intake.log").read_text(errors="replace")
+    assert "dropped a message on an RPC subject that is no request" in intake_log
 
 
 def test_the_operators_replies_are_out_of_the_subscribers_reach(dev: DevStack, flow: dict[str, Any]) -> None:
