@@ -140,3 +140,26 @@ async def test_a_service_creates_the_stream_when_it_is_missing(secured: SecuredN
         await policy.close()
     assert info.config.name == STREAM
     assert secured.refusals == []
+
+
+def test_a_seed_file_left_empty_is_replaced_with_a_new_seed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A crash between creating a seed file and writing it must not block the next start."""
+    folder = tmp_path / "state" / "nats"
+    settings = load_settings(BusSettings, {})
+    kept = ensure_identities(folder, settings).seed_files
+    operator_seed = kept["operator"].read_text()
+    kept["subscriber"].write_text("")
+    kept["intake"].write_text("not a seed\n")
+
+    again = ensure_identities(folder, settings)
+    for name in ("subscriber", "intake"):
+        seed = again.seed_files[name].read_text().strip()
+        assert public_key(seed).startswith("U"), name
+        assert oct(again.seed_files[name].stat().st_mode & 0o777) == "0o600"
+        assert f"{again.seed_files[name]} holds no NKEY seed" in caplog.text
+    assert again.seed_files["operator"].read_text() == operator_seed  # the good ones are kept
+    assert public_key(again.seed_files["subscriber"].read_text().strip()) in again.authorization
+    assert oct(folder.stat().st_mode & 0o777) == "0o700"
+    assert sorted(path.name for path in folder.iterdir() if path.suffix != ".nk") == []
