@@ -96,7 +96,9 @@ async def test_a_minted_token_round_trips_through_whoami(stack: GatewayStack) ->
     shown = whoami.json()
     # ... and when the token expires (its exp, 30 minutes after its iat).
     claims = jwt.decode(token, options={"verify_signature": False})
-    assert shown.pop("expires_at") == datetime.fromtimestamp(claims["exp"], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert shown.pop("expires_at") == datetime.fromtimestamp(claims["exp"], UTC).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
     assert claims["exp"] - claims["iat"] == 1800
     assert shown == expected
 
@@ -244,8 +246,14 @@ async def test_wait_exits_1_on_failure_with_the_last_error(stack: GatewayStack) 
     result = await platformctl("request", "wait", "--id", created["id"], env=api_env(stack))
     assert result.code == 1
     assert result.json()["status"] == "failed"
-    assert "template error in networkpolicy.yaml" in result.stderr
-    assert len(result.stderr.splitlines()) == 1
+    *progress, reason, next_step = result.stderr.splitlines()
+    assert [line.split("  ", 2)[2] for line in progress] == ["queued", "queued → failed"]
+    assert reason == (
+        f"platformctl: request {created['id']} is failed: render: template error in networkpolicy.yaml"
+    )
+    assert next_step.startswith(
+        f"platformctl: next: see what happened: platformctl request events --id {created['id']}"
+    )
 
 
 async def test_wait_exits_124_on_timeout(stack: GatewayStack) -> None:
@@ -293,7 +301,8 @@ async def test_wait_shows_status_changes_live_on_a_terminal(stack: GatewayStack)
     assert process.returncode == 0
     assert json.loads(stdout)["status"] == "ready"
     lines = shown.decode().splitlines()
-    assert [line.split("  ", 1)[1] for line in lines] == [
+    # HH:MM:SS, the time since the wait began, the change
+    assert [line.split("  ", 2)[2] for line in lines] == [
         "queued",
         "queued → reconciling",
         "reconciling → ready",

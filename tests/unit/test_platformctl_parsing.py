@@ -8,7 +8,7 @@ from pathlib import Path
 import jwt
 import pytest
 
-from services.tools.platformctl import commands, context, event_commands
+from services.tools.platformctl import commands, context, event_commands, waiting
 from services.tools.platformctl.browser_login import code_challenge
 from services.tools.platformctl.client import CliError, UsageError, describe_details, redact
 from services.tools.platformctl.commands import parse_hours, parse_labels
@@ -134,7 +134,7 @@ def test_every_request_command_is_registered() -> None:
     ],
 )
 def test_what_wait_makes_of_a_status(status: str, target: str, outcome: int | None) -> None:
-    assert commands.wait_outcome(status, target) == outcome
+    assert waiting.wait_outcome(status, target) == outcome
 
 
 # -- signing in and contexts -----------------------------------------------------------------------
@@ -245,10 +245,11 @@ def test_context_flag_on_every_command_and_the_contexts_default_team() -> None:
         assert parser.parse_args(argv).context == "prod", argv
     create = ["request", "create", "--app", "a", "--class", "c", "--region", "r", "--ttl", "1"]
     create += ["--owner", "o", "--repo", "https://example.com/r.git"]
-    with pytest.raises(SystemExit):
-        parser.parse_args(create)  # --team is required without a default team
-    assert build_parser(default_team="payments").parse_args(create).team == "payments"
-    assert build_parser(default_team="payments").parse_args([*create, "--team", "search"]).team == "search"
+    with pytest.raises(UsageError, match="required: --team"):
+        commands.create_body(parser.parse_args(create))  # no default team to fall back on
+    with_default = build_parser(default_team="payments")
+    assert commands.create_body(with_default.parse_args(create))["team"] == "payments"
+    assert commands.create_body(with_default.parse_args([*create, "--team", "search"]))["team"] == "search"
     change = parser.parse_args(["config", "set-context", "prod", "--api", "https://x", "--output", "yaml"])
     assert (change.name, change.context_api, change.context_output, change.api) == (
         "prod",

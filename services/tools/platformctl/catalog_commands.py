@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import yaml
-
 from services.tools.platformctl.client import CliError, UsageError
 from services.tools.platformctl.context import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Context
+from services.tools.platformctl.files import load_documents
 from services.tools.platformctl.output import CLASS_COLUMNS, Column, emit
 
 CLASSES = "/v1/environment-classes"
@@ -55,18 +52,7 @@ def _path(collection: str, name: str) -> str:
 def read_documents(source: str) -> list[dict[str, Any]]:
     """The objects in ``source`` (a path, or ``-`` for stdin): YAML or JSON, one object, a list
     of objects, or several YAML documents."""
-    try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise CliError(
-            f"-f {source}: cannot read the file ({exc.strerror or 'unreadable'})", exit_code=EXIT_USAGE
-        ) from None
-    try:
-        loaded = [document for document in yaml.safe_load_all(text) if document is not None]
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise CliError(f"-f {source}: not valid YAML or JSON{where}", exit_code=EXIT_USAGE) from None
+    loaded = load_documents(source)
     documents: list[Any] = []
     for document in loaded:
         documents.extend(document if isinstance(document, list) else [document])

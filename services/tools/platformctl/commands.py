@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import argparse
-import time
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -14,28 +13,28 @@ from contracts.attestation import sign_approval
 from services.tools.platformctl import catalog_commands
 from services.tools.platformctl.catalog_commands import CLASSES
 from services.tools.platformctl.client import ApiClient, CliError, UsageError, redact
-from services.tools.platformctl.context import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, Context
+from services.tools.platformctl.context import EXIT_OK, Context
 from services.tools.platformctl.exit_codes import EXIT_AUTH
+from services.tools.platformctl.files import load_object
 from services.tools.platformctl.oidc import AUTH_CONFIG, expiry_of
 from services.tools.platformctl.output import CLASS_COLUMNS, EVENT_COLUMNS, REQUEST_COLUMNS, emit
 from services.tools.platformctl.tokens import mint, parse_duration, split_teams
+from services.tools.platformctl.waiting import READY, REQUESTS, request_path, wait_for
 
-REQUESTS = "/v1/environment-requests"
 # Short: minting is local, and a blackholed API must not make it hang.
 STRICT_CHECK_SECONDS = 3.0
 
-# `request wait` ends successfully on READY and unsuccessfully on any of FAILED_STATUSES:
-# from those the request cannot reach ready without someone acting.
-READY = "ready"
-FAILED_STATUSES = frozenset({"failed", "rejected", "expiring", "deleting", "deleted"})
-
-# `wait --for approved` is met by any status an approved request moves on to.
-APPROVED_OR_LATER = frozenset({"approved", "queued", "reconciling", "awaiting_promotion", "ready"})
-
-
-def _request_path(request_id: str) -> str:
-    # Quoted so an id can never turn into another route ("../environment-classes").
-    return f"{REQUESTS}/{quote(request_id, safe='')}"
+# The request body's fields and the flags that set them (`request create`); the flags win
+# over a file's fields, which win over the context's default team.
+CREATE_FLAGS = (
+    ("app", "--app"),
+    ("team", "--team"),
+    ("class", "--class"),
+    ("region", "--region"),
+    ("ttl_hours", "--ttl"),
+    ("owner", "--owner"),
+    ("repository", "--repo"),
+)
 
 
 # -- token ---------------------------------------------------------------------------------------
@@ -134,21 +133,34 @@ def parse_hours(text: str) -> int:
     return int(value)
 
 
-def request_create(args: argparse.Namespace, ctx: Context) -> int:
-    body: dict[str, Any] = {
+def create_body(args: argparse.Namespace) -> dict[str, Any]:
+    """The request to create: ``-f``'s fields, overridden by the flags given; every field
+    the API requires must come from one of them. Fields the file names that the API does
+    not know are sent as they are, and refused there."""
+    body: dict[str, Any] = {"team": args.context_team} if args.context_team else {}
+    if args.file is not None:
+        body.update(load_object(args.file))
+    flags: dict[str, Any] = {
         "app": args.app,
         "team": args.team,
         "class": args.class_name,
         "region": args.region,
-        "ttl_hours": parse_hours(args.ttl),
+        "ttl_hours": parse_hours(args.ttl) if args.ttl is not None else None,
         "owner": args.owner,
         "repository": args.repo,
+        "revision": args.revision,
+        "labels": parse_labels(args.labels),
     }
-    if args.revision is not None:
-        body["revision"] = args.revision
-    labels = parse_labels(args.labels)
-    if labels is not None:
-        body["labels"] = labels
+    body.update({field: value for field, value in flags.items() if value is not None})
+    missing = [flag for field, flag in CREATE_FLAGS if body.get(field) in (None, "")]
+    if missing:
+        where = " (or their fields in the -f file)" if args.file is not None else ""
+        raise UsageError(f"the following arguments are required: {', '.join(missing)}{where}")
+    return body
+
+
+def request_create(args: argparse.Namespace, ctx: Context) -> int:
+    body = create_body(args)
     headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else None
     params = {"dry_run": "true"} if args.dry_run else None
     reply = ctx.api.request("POST", REQUESTS, json_body=body, headers=headers, params=params)
@@ -158,8 +170,16 @@ def request_create(args: argparse.Namespace, ctx: Context) -> int:
         ctx.note(
             f"platformctl: replayed: {reply.body.get('id')} was created earlier with this idempotency key"
         )
-    emit(ctx.stdout, reply.body, ctx.output)
-    return EXIT_OK
+    return shown_or_awaited(args, ctx, reply.body, READY)
+
+
+def shown_or_awaited(args: argparse.Namespace, ctx: Context, request: dict[str, Any], target: str) -> int:
+    """The request as the API answered, or with ``--wait`` the request once it is ``target``
+    (or can no longer get there, or the timeout passed)."""
+    if not args.wait:
+        emit(ctx.stdout, request, ctx.output)
+        return EXIT_OK
+    return wait_for(ctx, str(request.get("id")), target, args.timeout, args.interval)
 
 
 def request_list(args: argparse.Namespace, ctx: Context) -> int:
@@ -180,12 +200,12 @@ def request_list(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def request_get(args: argparse.Namespace, ctx: Context) -> int:
-    emit(ctx.stdout, ctx.api.get(_request_path(args.id)), ctx.output)
+    emit(ctx.stdout, ctx.api.get(request_path(args.id)), ctx.output)
     return EXIT_OK
 
 
 def request_events(args: argparse.Namespace, ctx: Context) -> int:
-    emit(ctx.stdout, ctx.api.get(f"{_request_path(args.id)}/events"), ctx.output, EVENT_COLUMNS)
+    emit(ctx.stdout, ctx.api.get(f"{request_path(args.id)}/events"), ctx.output, EVENT_COLUMNS)
     return EXIT_OK
 
 
@@ -195,23 +215,22 @@ def request_approve(args: argparse.Namespace, ctx: Context) -> int:
     if not secret:
         raise UsageError("no approval secret: pass --approval-secret or set PLATFORM_APPROVAL_HMAC_SECRET")
     actor = ctx.api.get("/v1/whoami").get("actor")
-    current = ctx.api.get(_request_path(args.id))
+    current = ctx.api.get(request_path(args.id))
     if not isinstance(actor, str) or not isinstance(current.get("class"), str):
         raise CliError("the API answered without an actor or a class; cannot sign the approval")
     signature = sign_approval(secret, request_id=args.id, actor=actor, class_name=current["class"])
     reply = ctx.api.request(
-        "POST", f"{_request_path(args.id)}/approve", headers={"X-Platform-Approval-Signature": signature}
+        "POST", f"{request_path(args.id)}/approve", headers={"X-Platform-Approval-Signature": signature}
     )
     approved = reply.body
     if approved.get("status") == "pending_approval":
         count = len(approved.get("approvals") or [])
         ctx.note(f"platformctl: approval recorded ({count} so far); more approvers are needed")
-    emit(ctx.stdout, approved, ctx.output)
-    return EXIT_OK
+    return shown_or_awaited(args, ctx, approved, READY)
 
 
 def request_reject(args: argparse.Namespace, ctx: Context) -> int:
-    reply = ctx.api.request("POST", f"{_request_path(args.id)}/reject", json_body={"reason": args.reason})
+    reply = ctx.api.request("POST", f"{request_path(args.id)}/reject", json_body={"reason": args.reason})
     emit(ctx.stdout, reply.body, ctx.output)
     return EXIT_OK
 
@@ -222,81 +241,22 @@ def _if_match(args: argparse.Namespace) -> dict[str, str] | None:
 
 
 def request_reconcile(args: argparse.Namespace, ctx: Context) -> int:
-    reply = ctx.api.request("POST", f"{_request_path(args.id)}/reconcile", headers=_if_match(args))
-    emit(ctx.stdout, reply.body, ctx.output)
-    return EXIT_OK
+    reply = ctx.api.request("POST", f"{request_path(args.id)}/reconcile", headers=_if_match(args))
+    return shown_or_awaited(args, ctx, reply.body, READY)
 
 
 def request_extend(args: argparse.Namespace, ctx: Context) -> int:
     body = {"ttl_hours": parse_hours(args.ttl)}
-    reply = ctx.api.request("PATCH", _request_path(args.id), json_body=body, headers=_if_match(args))
+    reply = ctx.api.request("PATCH", request_path(args.id), json_body=body, headers=_if_match(args))
     emit(ctx.stdout, reply.body, ctx.output)
     return EXIT_OK
 
 
 def request_delete(args: argparse.Namespace, ctx: Context) -> int:
-    reply = ctx.api.request("DELETE", _request_path(args.id), headers=_if_match(args))
-    emit(ctx.stdout, reply.body, ctx.output)
-    return EXIT_OK
-
-
-def wait_outcome(status: str, target: str) -> int | None:
-    """EXIT_OK when ``status`` is the awaited one, EXIT_FAILED when it can no longer get there
-    by itself, None while waiting makes sense. Waiting for ``deleted`` passes through the
-    teardown statuses, which are progress then, not failure."""
-    if status == target or (target == "approved" and status in APPROVED_OR_LATER):
-        return EXIT_OK
-    hopeless = FAILED_STATUSES - {target}
-    if target == "deleted":
-        hopeless -= {"expiring", "deleting"}
-    return EXIT_FAILED if status in hopeless else None
+    reply = ctx.api.request("DELETE", request_path(args.id), headers=_if_match(args))
+    return shown_or_awaited(args, ctx, reply.body, "deleted")
 
 
 def request_wait(args: argparse.Namespace, ctx: Context) -> int:
-    """Poll until the request is ready (0), failed or rejected (1), or the timeout passes (2)."""
-    target = getattr(args, "target", None) or READY
-    try:
-        timeout = parse_duration(args.timeout)
-    except ValueError as exc:
-        raise UsageError(f"--timeout: {exc}") from None
-    live = ctx.stderr.isatty()
-    deadline = time.monotonic() + timeout
-    last: dict[str, Any] | None = None
-    last_status: str | None = None
-    while True:
-        try:
-            current = ctx.api.get(_request_path(args.id))
-        except CliError as exc:
-            # A gateway restart or a service blip must not fail a script that waits minutes;
-            # anything else (401, 403, 404) will not get better by waiting.
-            if not exc.transient or time.monotonic() >= deadline:
-                raise
-            if live:
-                ctx.note(f"{_clock()}  (retrying: {exc.message})")
-            time.sleep(args.interval)
-            continue
-        last = current
-        status = str(current.get("status"))
-        if status != last_status and live:
-            ctx.note(f"{_clock()}  {last_status} → {status}" if last_status else f"{_clock()}  {status}")
-        last_status = status
-        outcome = wait_outcome(status, target)
-        if outcome == EXIT_OK:
-            emit(ctx.stdout, current, ctx.output)
-            return EXIT_OK
-        if outcome == EXIT_FAILED:
-            emit(ctx.stdout, current, ctx.output)
-            reason = current.get("last_error") or "no error recorded"
-            ctx.note(f"platformctl: request {args.id} is {status}: {reason}")
-            return EXIT_FAILED
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        time.sleep(min(args.interval, remaining))
-    emit(ctx.stdout, last, ctx.output)
-    ctx.note(f"platformctl: timed out after {args.timeout} waiting for {args.id} (status {last_status})")
-    return EXIT_TIMEOUT
-
-
-def _clock() -> str:
-    return datetime.now().strftime("%H:%M:%S")
+    """Poll until the request is ready (0), failed or rejected (1), or the timeout passes (124)."""
+    return wait_for(ctx, args.id, getattr(args, "target", None) or READY, args.timeout, args.interval)

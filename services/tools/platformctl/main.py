@@ -34,6 +34,7 @@ from services.tools.platformctl.exit_codes import EXIT_BUG, EXIT_INTERRUPTED, EX
 from services.tools.platformctl.output import FORMATS
 from services.tools.platformctl.settings import CliSettings
 from services.tools.platformctl.targets import resolve_target, selected_context
+from services.tools.platformctl.waiting import DEFAULT_TIMEOUT
 
 PROG = "platformctl"
 
@@ -185,6 +186,20 @@ def add_team_commands(root: argparse._SubParsersAction[Parser], default_team: st
     budget.add_argument("--clear", action="store_true", help="remove the team's budget")
 
 
+def add_wait_flags(parser: argparse.ArgumentParser, target: str) -> None:
+    """``--wait`` (and its ``--timeout``): then the command ends as ``request wait`` does."""
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help=f"then wait until the request is {target} (exit 0), failed or rejected (1) or the "
+        "timeout passes (124), showing each status change on stderr",
+    )
+    parser.add_argument(
+        "--timeout", default=DEFAULT_TIMEOUT, help="with --wait: give up after this long (default 300s)"
+    )
+    parser.add_argument("--interval", type=float, default=0.5, help=argparse.SUPPRESS)
+
+
 def add_request_commands(root: argparse._SubParsersAction[Parser], default_team: str | None) -> None:
     request = root.add_parser("request", help="environment requests")
     sub = request.add_subparsers(
@@ -195,17 +210,28 @@ def add_request_commands(root: argparse._SubParsersAction[Parser], default_team:
     )
 
     create = command(sub, "create", commands.request_create, "ask for an environment")
-    create.add_argument("--app", required=True, help="application name (DNS label)")
-    add_team_flag(create, default_team, "owning team (DNS label)")
-    create.add_argument("--class", dest="class_name", required=True, help="environment class")
-    create.add_argument("--region", required=True, help="one of the class's regions")
-    create.add_argument("--ttl", required=True, help="lifetime in hours (24 or 24h)")
-    create.add_argument("--owner", required=True, help="responsible person")
-    create.add_argument("--repo", required=True, help="git repository URL (https:// or ssh)")
+    create.add_argument(
+        "-f",
+        "--file",
+        help="the request as YAML or JSON, the API's fields (app, team, class, region, ttl_hours, "
+        "owner, repository, revision, labels); - is stdin; flags override its fields",
+    )
+    create.add_argument("--app", help="application name (DNS label)")
+    team_help = "owning team (DNS label)"
+    create.add_argument(
+        "--team", help=f"{team_help} (context default {default_team})" if default_team else team_help
+    )
+    create.set_defaults(context_team=default_team)
+    create.add_argument("--class", dest="class_name", help="environment class")
+    create.add_argument("--region", help="one of the class's regions")
+    create.add_argument("--ttl", help="lifetime in hours (24 or 24h)")
+    create.add_argument("--owner", help="responsible person")
+    create.add_argument("--repo", help="git repository URL (https:// or ssh)")
     create.add_argument("--revision", help="git ref to deploy (default main)")
     create.add_argument("--labels", help="k=v,k2=v2")
     create.add_argument("--idempotency-key", help="retries with the same key return the first request")
     create.add_argument("--dry-run", action="store_true", help="show the plan, store nothing")
+    add_wait_flags(create, "ready")
 
     listing = command(sub, "list", commands.request_list, "list environment requests")
     listing.add_argument("--team")
@@ -222,7 +248,9 @@ def add_request_commands(root: argparse._SubParsersAction[Parser], default_team:
 
     wait = command(sub, "wait", commands.request_wait, "wait until a request is ready, failed or rejected")
     wait.add_argument("--id", required=True, help="request id (req-...)")
-    wait.add_argument("--timeout", default="300", help="give up after this long: 300, 5m (default 300s)")
+    wait.add_argument(
+        "--timeout", default=DEFAULT_TIMEOUT, help="give up after this long: 300, 5m (default 300s)"
+    )
     wait.add_argument(
         "--for",
         dest="target",
@@ -237,18 +265,20 @@ def add_request_commands(root: argparse._SubParsersAction[Parser], default_team:
     )
     approve.add_argument("--id", required=True, help="request id (req-...)")
     approve.add_argument("--approval-secret", help="HMAC key (env PLATFORM_APPROVAL_HMAC_SECRET)")
+    add_wait_flags(approve, "ready")
 
     reject = command(sub, "reject", commands.request_reject, "reject a request pending approval")
     reject.add_argument("--id", required=True, help="request id (req-...)")
     reject.add_argument("--reason", required=True, help="why (shown on the request and in its timeline)")
 
-    for name, run, help_text in (
-        ("reconcile", commands.request_reconcile, "render, publish and bootstrap the request again"),
-        ("delete", commands.request_delete, "tear the environment down"),
+    for name, run, help_text, target in (
+        ("reconcile", commands.request_reconcile, "render, publish and bootstrap the request again", "ready"),
+        ("delete", commands.request_delete, "tear the environment down", "deleted"),
     ):
         parser = command(sub, name, run, help_text)
         parser.add_argument("--id", required=True, help="request id (req-...)")
         parser.add_argument("--if-version", type=int, help="only if the request is still at this version")
+        add_wait_flags(parser, target)
 
     extend = command(sub, "extend", commands.request_extend, "change the TTL (within the class maximum)")
     extend.add_argument("--id", required=True, help="request id (req-...)")
