@@ -139,10 +139,12 @@ def identity_options(settings: BusSettings) -> dict[str, Any]:
 
 def tls_context(settings: BusSettings) -> ssl.SSLContext:
     """Verifies the server against ``PLATFORM_NATS_TLS_CA_FILE`` (else the system's CAs) and
-    presents the client certificate when one is set (mutual TLS)."""
+    presents the client certificate when one is set (mutual TLS). A certificate is never
+    dropped silently: without its key file (which the settings refuse) the key must be in
+    the certificate's file, or this raises."""
     ca_file = str(settings.nats_tls_ca_file) if settings.nats_tls_ca_file else None
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
-    if settings.nats_tls_cert_file and settings.nats_tls_key_file:
+    if settings.nats_tls_cert_file:
         context.load_cert_chain(settings.nats_tls_cert_file, settings.nats_tls_key_file)
     return context
 
