@@ -61,16 +61,21 @@ def run_platformctl(*args: str, env: dict[str, str] | None = None, timeout: floa
     return Result(done.returncode, done.stdout, done.stderr)
 
 
-async def platformctl(*args: str, env: dict[str, str] | None = None, limit_seconds: float = 30) -> Result:
-    """Run platformctl without blocking the event loop (the gateway under test may share it)."""
+async def platformctl(
+    *args: str, env: dict[str, str] | None = None, limit_seconds: float = 30, stdin: str | None = None
+) -> Result:
+    """Run platformctl without blocking the event loop (the gateway under test may share it);
+    ``stdin``: what it reads there (else it reads nothing: stdin is closed)."""
     process = await asyncio.create_subprocess_exec(
         str(PLATFORMCTL),
         *args,
+        stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=env if env is not None else clean_env(),
     )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), limit_seconds)
+    sent = stdin.encode() if stdin is not None else None
+    stdout, stderr = await asyncio.wait_for(process.communicate(sent), limit_seconds)
     assert process.returncode is not None
     return Result(process.returncode, stdout.decode(), stderr.decode())
 

@@ -18,7 +18,8 @@ import yaml
 
 from services.tools.platformctl.client import CliError, UsageError
 from services.tools.platformctl.context import EXIT_OK, Context
-from services.tools.platformctl.output import Column, emit, table
+from services.tools.platformctl.jsonpath import PREFIX
+from services.tools.platformctl.output import Column, emit, render, table
 from services.tools.platformctl.tokens import parse_duration
 
 EVENTS = "/v1/events"
@@ -37,6 +38,8 @@ DEAD_LETTER_COLUMNS: list[Column] = [
 
 
 def _entry_line(entry: dict[str, Any], fmt: str) -> str:
+    if fmt.startswith(PREFIX):
+        return render(entry, fmt)
     if fmt == "json":
         return json.dumps(entry, separators=(",", ":"), ensure_ascii=False)
     if fmt == "yaml":

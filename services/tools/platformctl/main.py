@@ -19,24 +19,34 @@ Exit codes are below; `platformctl <command> --help` shows examples.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import sys
 from collections.abc import Callable
 from functools import partial
-from typing import NoReturn, TextIO
+from typing import Any, NoReturn, TextIO
 
 from contracts.roles import ROLE_NAMES
 from libs.settings import SettingsError, load_settings, reveal
-from services.tools.platformctl import catalog_commands, commands, event_commands, login_commands
+from services.tools.platformctl import catalog_commands, commands, completion, event_commands, login_commands
 from services.tools.platformctl.client import ApiClient, CliError, UsageError
 from services.tools.platformctl.config_file import load_config
 from services.tools.platformctl.context import Command, Context
-from services.tools.platformctl.exit_codes import EXIT_BUG, EXIT_INTERRUPTED, EXIT_USAGE, exit_code_table
-from services.tools.platformctl.output import FORMATS
+from services.tools.platformctl.examples import examples_epilog
+from services.tools.platformctl.exit_codes import (
+    EXIT_BUG,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    exit_code_table,
+)
+from services.tools.platformctl.output import FORMATS, OUTPUT_HELP, output_format
 from services.tools.platformctl.settings import CliSettings
 from services.tools.platformctl.targets import resolve_target, selected_context
 from services.tools.platformctl.waiting import DEFAULT_TIMEOUT
 
 PROG = "platformctl"
+# The installed distribution platformctl comes with (its --version).
+DISTRIBUTION = "platform-control-plane"
 
 
 def usage_error(prog: str, message: str) -> int:
@@ -45,8 +55,25 @@ def usage_error(prog: str, message: str) -> int:
     return EXIT_USAGE
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Wraps descriptions as usual, but keeps an ``examples:`` epilog's lines as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("examples:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse that reports usage errors as one line, like :func:`usage_error`."""
+    """argparse that reports usage errors as one line, like :func:`usage_error`, and ends
+    every command's ``--help`` with its examples."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        command_path = str(kwargs.get("prog", "")).removeprefix(PROG).strip()
+        if command_path:
+            kwargs.setdefault("formatter_class", HelpFormatter)
+            kwargs.setdefault("epilog", examples_epilog(command_path))
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise SystemExit(usage_error(self.prog, message))
@@ -67,9 +94,10 @@ def add_common(parser: argparse.ArgumentParser, *, top_level: bool) -> None:
     parser.add_argument(
         "-o",
         "--output",
-        choices=FORMATS,
+        type=output_format,
+        metavar="FORMAT",
         default=default,
-        help="output format (default: table on a terminal, else json)",
+        help=f"{OUTPUT_HELP} (default: table on a terminal, else json)",
     )
 
 
@@ -375,11 +403,13 @@ def build_parser(default_team: str | None = None) -> Parser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_common(parser, top_level=True)
+    parser.add_argument("--version", action="version", version=f"{PROG} {package_version()}")
     root = parser.add_subparsers(
         dest="command",
         required=True,
         metavar=(
-            "{login,logout,whoami,config,token,classes,request,events,teams,quota-profiles,policy-packs}"
+            "{login,logout,whoami,config,token,classes,request,events,teams,quota-profiles,policy-packs,"
+            "completion}"
         ),
         parser_class=Parser,
     )
@@ -396,7 +426,20 @@ def build_parser(default_team: str | None = None) -> Parser:
     command(root, "whoami", commands.whoami, "show who the API thinks you are and when the token expires")
     for add_group in command_groups:
         add_group(root)
+    shells = root.add_parser(
+        "completion",
+        help="print a shell completion script (bash, zsh, fish)",
+        description="print a completion script for the shell, made from platformctl's own commands and flags",
+    )
+    shells.add_argument("shell", choices=completion.SHELLS)
     return parser
+
+
+def package_version() -> str:
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def default_output(stdout: TextIO) -> str:
@@ -435,10 +478,15 @@ def build_context(args: argparse.Namespace, settings: CliSettings) -> Context:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, extra = build_parser(context_team(argv)).parse_known_args(argv)
+    parser = build_parser(context_team(argv))
+    args, extra = parser.parse_known_args(argv)
     if extra:
         # Reported against the command they were given to, so its --help is the one to read.
         return usage_error(getattr(args, "usage_prog", PROG), f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "completion":
+        # Needs neither an API nor a config: it must work in a fresh shell's rc file.
+        sys.stdout.write(completion.script(args.shell, parser))
+        return EXIT_OK
     try:
         settings = load_settings(CliSettings)
     except SettingsError as exc:

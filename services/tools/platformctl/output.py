@@ -1,14 +1,34 @@
-"""Rendering API resources as JSON (scripts), YAML (people who like it) or tables (terminals)."""
+"""Rendering API resources as JSON (scripts), YAML (people who like it), tables (terminals)
+or the fields a ``jsonpath=`` template picks (a script that needs one value)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Callable
 from typing import Any, TextIO
 
 import yaml
 
+from services.tools.platformctl import jsonpath
+from services.tools.platformctl.client import UsageError
+
 FORMATS = ("json", "yaml", "table")
+OUTPUT_HELP = "json, yaml, table or jsonpath='{.field}' (see docs/cli.md)"
+
+
+def output_format(text: str) -> str:
+    """``-o``'s value: one of FORMATS or ``jsonpath=<template>``, checked before anything is sent."""
+    if text in FORMATS:
+        return text
+    if text.startswith(jsonpath.PREFIX):
+        try:
+            jsonpath.parse(text.removeprefix(jsonpath.PREFIX))
+        except jsonpath.JsonPathError as exc:
+            raise argparse.ArgumentTypeError(f"jsonpath: {exc}") from None
+        return text
+    raise argparse.ArgumentTypeError(f"expected json, yaml, table or jsonpath=TEMPLATE, got {text!r}")
+
 
 Column = tuple[str, Callable[[dict[str, Any]], Any]]
 
@@ -81,6 +101,11 @@ def key_values(item: dict[str, Any]) -> str:
 
 def render(value: Any, fmt: str, columns: list[Column] | None = None) -> str:
     """``value`` in ``fmt``; tables use ``columns`` for lists (``{"items": [...]}``) of resources."""
+    if fmt.startswith(jsonpath.PREFIX):
+        try:
+            return jsonpath.parse(fmt.removeprefix(jsonpath.PREFIX)).render(value)
+        except jsonpath.JsonPathError as exc:
+            raise UsageError(f"-o {fmt}: {exc}") from None
     if fmt == "json":
         return json.dumps(value, indent=2, ensure_ascii=False)
     if fmt == "yaml":
