@@ -486,6 +486,29 @@ async def test_openapi_documents_every_error_with_the_body_it_really_has(http: h
         assert "WWW-Authenticate" in errors["401"]["headers"], name
 
 
+TAGGED_READS = [
+    "/v1/environment-requests/{request_id}",
+    "/v1/environment-classes/{name}",
+    "/v1/quota-profiles/{name}",
+    "/v1/policy-packs/{name}",
+    "/v1/teams/{team}",
+]
+
+
+async def test_openapi_documents_the_etag_and_304_of_every_resource_read(http: httpx.AsyncClient) -> None:
+    document = (await http.get("/schema/openapi.json")).json()
+    tagged = sorted(
+        path for path, item in document["paths"].items() if "304" in item.get("get", {}).get("responses", {})
+    )
+    assert tagged == sorted(TAGGED_READS)
+    for path in TAGGED_READS:
+        read = document["paths"][path]["get"]
+        assert "If-None-Match" in {parameter["name"] for parameter in read["parameters"]}, path
+        for status in ("200", "304"):
+            assert read["responses"][status]["headers"]["ETag"]["required"] is True, (path, status)
+        assert "content" not in read["responses"]["304"], path
+
+
 def verified_tokens(metrics_text: str) -> float:
     families = text_string_to_metric_families(metrics_text)
     family = next(f for f in families if f.name == "platform_gateway_token_verifications")

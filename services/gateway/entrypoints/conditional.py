@@ -39,7 +39,7 @@ def tagged(body: Any, etag: str, if_none_match: str | None) -> Response[Any]:
     """``body`` with its ``etag``, or ``304`` when ``If-None-Match`` names it."""
     if if_none_match is not None and _names(if_none_match, etag):
         return Response(content=None, status_code=304, headers={"ETag": etag})
-    return Response(body, headers={"ETag": etag})
+    return Response(body, status_code=200, headers={"ETag": etag})
 
 
 def _names(if_none_match: str, etag: str) -> bool:
