@@ -460,7 +460,7 @@ async def test_platformctl_applies_classes_sets_budgets_and_shows_plans(stack: S
     assert json.loads(out)["max_ttl_hours"] == 36
 
     code, _, err = await platformctl_as(stack, "classes", "apply", "-f", str(classes), role="requester")
-    assert code == 1
+    assert code == 4  # authorization: the exit code scripts branch on
     assert "requester role cannot change environment classes" in err
 
     # A file that leaves fields out replaces them with their defaults, and says so.

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,6 +13,7 @@ import httpx
 import pytest
 
 from tests.support.api_flows import PREVIEW
+from tests.support.bus import wait_until
 from tests.support.gateway import auth, gateway_with_services
 
 TOKEN_TTL = 4 * 3600
@@ -102,9 +104,18 @@ async def test_health_reports_stay_plain_json(http: httpx.AsyncClient) -> None:
     assert set(response.json()) == {"status", "checks"}
 
 
+async def settled(http: httpx.AsyncClient, path: str) -> bool:
+    """Whether the request kept its version for half a second: policy's answer moves it on
+    once after the create (only intake and policy run here, so nothing moves it further)."""
+    before = (await http.get(path, headers=ALICE)).json()["version"]
+    await asyncio.sleep(0.5)
+    return bool(before > 1 and (await http.get(path, headers=ALICE)).json()["version"] == before)
+
+
 async def test_an_environment_request_is_tagged_with_its_version(http: httpx.AsyncClient) -> None:
     created = await create_request(http)
     path = f"/v1/environment-requests/{created['id']}"
+    await wait_until(lambda: settled(http, path), what="the request's version to stop changing")
     read = await http.get(path, headers=ALICE)
     assert read.status_code == 200
     etag = read.headers["etag"]

@@ -49,6 +49,7 @@ from libs.settings import (
     BusSettings,
     Secret,
     SecretUrl,
+    child_environment,
     load_settings,
     reveal,
     setting,
@@ -425,9 +426,10 @@ async def _migrate_all(dsn: str) -> None:
 def _provision_stream(nats_url: str, identities: BusIdentities | None) -> None:
     """What ``platformd migrate`` does to the stream, as the provisioner: the services' own
     identities may create a missing stream but never change one."""
-    environment = {**os.environ, "PLATFORM_NATS_URL": nats_url}
+    overrides = {"PLATFORM_NATS_URL": nats_url}
     if identities is not None:
-        environment.update(identities.environment(PROVISIONER))
+        overrides.update(identities.environment(PROVISIONER))
+    environment = child_environment(overrides)
     asyncio.run(configure_stream(load_settings(BusSettings, environment)))
 
 
