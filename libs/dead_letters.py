@@ -40,6 +40,7 @@ from contracts.rpc import ListDeadLetters, ReplayDeadLetter
 from libs.bus import Subjects
 from libs.database import Pool
 from libs.errors import Conflict, NotFound, ValidationFailed
+from libs.telemetry import OUTBOX_QUARANTINED_ROWS
 
 MAX_LIMIT = 500
 
@@ -105,6 +106,9 @@ class DeadLetters:
             if row["kind"] == "outbox":
                 # The relay quarantined the row: the event is still in the outbox, never published.
                 await _release_outbox_row(conn, command.id, row["outbox_seq"])
+                # The gauge falls with the release, not at the relay's next restart, so the
+                # quarantine alert clears once the operator has dealt with every row.
+                OUTBOX_QUARANTINED_ROWS.set(await _quarantined_rows(conn))
             else:
                 await _stage_copy(conn, row, command, self.subjects)
             cursor = await conn.execute(
@@ -130,6 +134,12 @@ async def _release_outbox_row(conn: AsyncConnection[Any], letter_id: int, seq: i
     )
     if await cursor.fetchone() is None:
         raise Conflict(f"dead letter {letter_id}: its outbox row is no longer quarantined")
+
+
+async def _quarantined_rows(conn: AsyncConnection[Any]) -> int:
+    cursor = await conn.execute("SELECT count(*) AS n FROM outbox WHERE quarantined_at IS NOT NULL")
+    row = await cursor.fetchone()
+    return int(row["n"]) if row else 0
 
 
 async def _stage_copy(

@@ -25,6 +25,7 @@ from libs.dead_letters import DeadLetters
 from libs.outbox import Outbox, OutboxRelay, RelayPublishError, notify_channel
 from libs.settings import PlatformSettings
 from libs.telemetry import REGISTRY
+from tests.support.alerts import alert_expr, evaluate, registry_samples
 from tests.support.bus import stream_events
 from tests.support.kit_schema import kit_pool
 
@@ -169,10 +170,14 @@ async def test_an_event_no_stream_takes_is_quarantined_and_published_when_replay
     orphan_prefix = f"{settings.subject_prefix}-orphan"
     orphans = Outbox(SCHEMA, "relay-test", Subjects(events_prefix=orphan_prefix, rpc_prefix="unused"))
     orphan = await stage(pool, orphans, "req-a", 1)
+    quarantined = alert_expr("PlatformOutboxRowsQuarantined")
+    assert await relay(settings, pool, js).count_quarantined() == 0  # what a relay does on start
+    assert not evaluate(quarantined, registry_samples(REGISTRY))
     assert await passes(relay(settings, pool, js), 3) == ["failed, published 0", "failed, published 0", 0]
     row = await outbox_row(pool, orphan)
     assert row["quarantined_at"] is not None
     assert "no stream takes subject" in row["last_error"]
+    assert evaluate(quarantined, registry_samples(REGISTRY)) == {("",): 1}  # Prometheus adds job
 
     dead_letters = DeadLetters(pool, notify_channel(SCHEMA), Subjects.from_settings(settings))
     [letter] = (await dead_letters.list(ListDeadLetters())).items
@@ -189,6 +194,36 @@ async def test_an_event_no_stream_takes_is_quarantined_and_published_when_replay
     assert [e.id for e in events] == [orphan]  # the original event, under its own id
     assert (await outbox_row(pool, orphan))["published_at"] is not None
     assert (await dead_letters.list(ListDeadLetters())).items == []
+    assert not evaluate(quarantined, registry_samples(REGISTRY))
+
+
+async def test_events_the_relay_cannot_publish_for_minutes_fire_the_delayed_alert(
+    settings: PlatformSettings, pool: Pool, nc: Any
+) -> None:
+    js = nc.jetstream()
+    delayed = alert_expr("PlatformOutboxEventsDelayed")
+    nowhere = f"{settings.subject_prefix}-nowhere"
+    orphans = Outbox(SCHEMA, "relay-test", Subjects(events_prefix=nowhere, rpc_prefix="unused"))
+    waiting = await stage(pool, orphans, "req-d", 1)
+    stuck = relay(settings, pool, js, quarantine_after=100)
+    assert await passes(stuck, 1) == ["failed, published 0"]
+    assert not evaluate(delayed, registry_samples(REGISTRY))  # refused for a moment: no page yet
+    # The relay has been failing for three minutes (the row was committed that long ago).
+    async with pool.connection() as conn:
+        await conn.execute(
+            "UPDATE outbox SET created_at = created_at - interval '3 minutes' WHERE event_id = %s", [waiting]
+        )
+    assert await passes(stuck, 1) == ["failed, published 0"]
+    [(job, age)] = evaluate(delayed, registry_samples(REGISTRY)).items()
+    assert job == ("",)
+    assert age > 180
+    # The cause is fixed (the stream takes the subject): the event goes out, nothing waits, the
+    # oldest age is 0 again and the alert clears.
+    config = stream_config(settings)
+    config.subjects = [*(config.subjects or []), f"{nowhere}.>"]
+    await js.update_stream(config)
+    assert await passes(stuck, 2) == [1, 0]
+    assert not evaluate(delayed, registry_samples(REGISTRY))
 
 
 async def test_transient_failures_never_quarantine(settings: PlatformSettings, pool: Pool, nc: Any) -> None:
