@@ -21,11 +21,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.alerts import Sample, evaluate
+from tests.support.alerts import Sample, alert_expr, evaluate
 from tests.support.api_flows import PREVIEW
 from tests.support.otlp_receiver import OtlpReceiver
 from tests.support.stack import RunningStack
-from tests.unit.test_observability_assets import QUERIES, SUFFIXES, alert_rules, metric_names
+from tests.unit.test_observability_assets import QUERIES, SUFFIXES, metric_names
 
 
 @dataclass
@@ -169,11 +169,11 @@ def test_with_only_the_standard_endpoint_set_the_request_trace_arrives_with_data
 
 
 def test_an_unreachable_git_remote_fires_the_dependency_alert_until_it_is_back(stack: RunningStack) -> None:
-    [rule] = [rule for rule in alert_rules() if rule["alert"] == "PlatformDependencyDown"]
+    down = alert_expr("PlatformDependencyDown")
     remote = ("gitops_remote",)
 
     def firing() -> dict[tuple[str, ...], float]:
-        return evaluate(rule["expr"], scrape(stack).samples)
+        return evaluate(down, scrape(stack).samples)
 
     wait_for(
         lambda: scrape(stack).values("platform_dependency_up", dependency="gitops_remote"), "a first check"

@@ -28,6 +28,8 @@ from libs.inbox import Tx, supports_filter_subjects
 from libs.rpc import RpcClient
 from libs.service_kit import ServiceKit
 from libs.settings import PlatformSettings, load_settings
+from libs.telemetry import CONSUMER_PENDING, REGISTRY
+from tests.support.alerts import alert_expr, evaluate, registry_samples
 from tests.support.bus import consumer_settled, publish_event, stream_events, wait_until
 
 SERVICE = "ops"
@@ -172,12 +174,37 @@ async def test_an_error_retrying_cannot_fix_fails_after_max_attempts(
     kit = await harness.start(
         dependency, PLATFORM_RECONCILE_MAX_ATTEMPTS="3", PLATFORM_RECONCILE_RETRY_FOR_SECONDS="3600"
     )
+    before = registry_samples(REGISTRY)
     await publish_event(kit.js, harness.prefix, fact().request_id, fact())
 
     [letter] = await wait_until(lambda: dead_letters(rpc), what="dead-lettered")
     assert (letter["attempts"], letter["kind"]) == (3, "failed")
     assert dependency.calls == 3
     assert await stream_events(kit.js, harness.stream, harness.prefix, "request.stage_retrying") == []
+    # Over the scrapes before and after, the dead-letter alert names the consumer.
+    assert evaluate(alert_expr("PlatformDeadLetters"), registry_samples(REGISTRY), before=before) == {
+        (CONSUMER,): 1
+    }
+
+
+async def test_a_consumer_far_behind_the_stream_fires_the_lag_alert(harness: Harness) -> None:
+    lagging = alert_expr("PlatformConsumerLagging")
+    dependency = Dependency()
+    kit = await harness.start(dependency, start=False, PLATFORM_RECONCILE_WORKERS="1")
+    await kit.consumers[0].provision()  # the durable is there; its service was down meanwhile
+    for n in range(520):
+        await publish_event(kit.js, harness.prefix, fact(n).request_id, fact(n))
+    CONSUMER_PENDING.labels(CONSUMER).set(0)
+    assert not evaluate(lagging, registry_samples(REGISTRY))
+
+    await kit.start()  # the consumer reports its lag with its first fetch
+
+    async def firing() -> dict[tuple[str, ...], float]:
+        return evaluate(lagging, registry_samples(REGISTRY))
+
+    fired = await wait_until(firing, what="the lag alert")
+    assert list(fired) == [(CONSUMER,)]
+    assert fired[(CONSUMER,)] > 500
 
 
 # -- 16: rolling upgrades -----------------------------------------------------------------------

@@ -12,6 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
+from libs.telemetry import REGISTRY
+from tests.support.alerts import alert_expr, evaluate, registry_samples
 from tests.support.api_flows import PREVIEW
 from tests.support.bus import wait_until
 from tests.support.gateway import auth, gateway_with_services
@@ -173,3 +175,22 @@ async def test_a_tag_changes_when_the_document_does(http: httpx.AsyncClient) -> 
     assert after.status_code == 200
     assert after.json()["monthly_budget_usd"] == 1234
     assert after.headers["etag"] != before.headers["etag"]
+
+
+async def test_server_errors_fire_the_error_rate_alert_and_client_errors_do_not(
+    http: httpx.AsyncClient,
+) -> None:
+    errors = alert_expr("PlatformHttpErrors")
+    start = registry_samples(REGISTRY)
+    for _ in range(20):
+        assert (await http.get("/v1/environment-requests/req-missing", headers=ALICE)).status_code == 404
+        assert (await http.get("/v1/environment-classes/preview", headers=ALICE)).status_code == 200
+    assert not evaluate(errors, registry_samples(REGISTRY), before=start)  # 4xx are the caller's
+
+    # The renderer is not running: every replay of its dead letters is a 503.
+    outage = registry_samples(REGISTRY)
+    for _ in range(3):
+        assert (await http.post("/v1/dead-letters/renderer/1/replay", headers=ADMIN)).status_code == 503
+    for _ in range(7):
+        assert (await http.get("/v1/environment-classes/preview", headers=ALICE)).status_code == 200
+    assert evaluate(errors, registry_samples(REGISTRY), before=outage) == {(): pytest.approx(0.3)}

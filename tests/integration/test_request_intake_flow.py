@@ -15,12 +15,11 @@ from libs.rpc import RpcClient, RpcError
 from libs.telemetry import REGISTRY
 from services.intake.adapters import metrics
 from services.intake.service_layer.handlers import IntakeService
-from tests.support.alerts import evaluate, registry_samples
+from tests.support.alerts import alert_expr, evaluate, registry_samples
 from tests.support.api_flows import PREVIEW
 from tests.support.bus import stream_events, wait_until
 from tests.support.seed_plans import QUOTAS
 from tests.support.services import catalog_replicated, running_services
-from tests.unit.test_observability_assets import alert_rules
 
 ALICE = Actor(subject="alice", actor="alice@example.com", role="requester", teams=["payments"])
 
@@ -243,7 +242,7 @@ async def test_a_request_retried_by_anti_entropy_keeps_aging_until_the_stuck_ale
 ) -> None:
     """Each retry asks again but is not progress: the oldest-age gauge counts from the last
     change before the first retry, so PlatformRequestsStuck fires for a request nothing renders."""
-    [rule] = [rule for rule in alert_rules() if rule["alert"] == "PlatformRequestsStuck"]
+    stuck = alert_expr("PlatformRequestsStuck")
     async with running_services(["policy", "intake", "approval"], platform_env) as kits:
         await catalog_replicated(rpc)
         created = await rpc.call("intake", "create_request", CreateRequest(body=PREVIEW, actor=ALICE))
@@ -275,7 +274,7 @@ async def test_a_request_retried_by_anti_entropy_keeps_aging_until_the_stuck_ale
         # Every retry just set updated_at, yet the age grew by the time between retries.
         assert ages[0] >= 0.3
         assert ages[2] - ages[0] >= 0.6, ages
-        assert not evaluate(rule["expr"], registry_samples(REGISTRY))
+        assert not evaluate(stuck, registry_samples(REGISTRY))
 
         # The request last changed an hour before the anti-entropy first found it stalled (and
         # the last retry is past the deadline, however quickly this test got here).
@@ -287,4 +286,4 @@ async def test_a_request_retried_by_anti_entropy_keeps_aging_until_the_stuck_ale
             )
         assert await service.retry_stalled(deadline_seconds=0.1) == 1
         assert await queued_age() > 3600
-        assert ("queued",) in evaluate(rule["expr"], registry_samples(REGISTRY))
+        assert ("queued",) in evaluate(stuck, registry_samples(REGISTRY))

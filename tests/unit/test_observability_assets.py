@@ -176,3 +176,19 @@ def test_runbooks_give_commands_to_confirm_with() -> None:
     assert len(runbook_commands("platformctl")) >= 5
     assert len(runbook_commands("curl")) >= 5
     assert len(runbook_commands("nats")) >= 4
+
+
+FIRED = re.compile(r'alert_expr\("(\w+)"\)')
+
+
+def test_every_alert_fires_in_a_test_that_creates_its_condition() -> None:
+    """A test that makes an alert's condition real names it through ``alert_expr``; an alert
+    added without one fails here."""
+    fired = {
+        name
+        for path in (ROOT / "tests").rglob("test_*.py")
+        if path.name != Path(__file__).name
+        for name in FIRED.findall(path.read_text())
+    }
+    assert fired
+    assert {rule["alert"] for rule in alert_rules()} - fired == set()

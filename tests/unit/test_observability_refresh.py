@@ -10,6 +10,7 @@ import pytest
 
 from libs import telemetry
 from libs.telemetry import REGISTRY, refresh_every
+from tests.support.alerts import Sample, alert_expr, evaluate, registry_samples
 
 
 def last_success() -> float:
@@ -27,8 +28,12 @@ async def test_an_outage_is_logged_once_when_it_starts_and_once_when_it_ends(
     stopping = asyncio.Event()
     before = last_success()  # another test in this process may have refreshed already
 
+    during_outage: list[Sample] = []
+
     async def refresh() -> None:
         timestamps.append(last_success())
+        if len(timestamps) == 6:  # the fifth failing refresh in a row
+            during_outage.extend(registry_samples(REGISTRY))
         outcome = next(outcomes, None)
         if outcome is not None:
             raise outcome
@@ -48,3 +53,11 @@ async def test_an_outage_is_logged_once_when_it_starts_and_once_when_it_ends(
     assert first_success > before
     assert set(timestamps[1:7]) == {first_success}  # frozen while every refresh failed
     assert last_success() > first_success
+
+    # The stale-metrics alert fires once the frozen timestamp is five minutes old, and not after
+    # the recovery.
+    stale = alert_expr("PlatformMetricsStale")
+    service = (telemetry._service_name,)
+    assert not evaluate(stale, during_outage, now=first_success + 60)
+    assert evaluate(stale, during_outage, now=first_success + 301) == {service: pytest.approx(301)}
+    assert not evaluate(stale, registry_samples(REGISTRY), now=last_success() + 1)
