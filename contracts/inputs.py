@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -356,6 +357,42 @@ class TeamBudgetInput(_Input):
     monthly_usd: Usd | None
 
 
+class ConsumerReplayInput(_Input):
+    """``POST /v1/consumers/{service}/replay``: where in the stream the service's consumers
+    replay from (one of ``from_sequence`` and ``from_time``), up to ``to_sequence`` (default:
+    the stream's last message when asked); ``dry_run`` counts and changes nothing."""
+
+    model_config = ConfigDict(title="consumer replay")
+
+    from_sequence: (
+        Annotated[int, Field(ge=1, description="A stream sequence (1: the oldest kept)")] | None
+    ) = None
+    from_time: (
+        Annotated[
+            AwareDatetime,
+            Field(
+                strict=False,
+                description="RFC 3339 time with its offset: the first message stored at or after it",
+            ),
+        ]
+        | None
+    ) = None
+    to_sequence: Annotated[int, Field(ge=1, description="The last stream sequence to replay")] | None = None
+    dry_run: bool = False
+
+    @model_validator(mode="after")
+    def _one_start(self) -> ConsumerReplayInput:
+        if (self.from_sequence is None) == (self.from_time is None):
+            raise PydanticCustomError("one_start", "give exactly one of from_sequence and from_time")
+        if (
+            self.to_sequence is not None
+            and self.from_sequence is not None
+            and self.to_sequence < self.from_sequence
+        ):
+            raise PydanticCustomError("order", "to_sequence must not be below from_sequence")
+        return self
+
+
 # -- the catalog -------------------------------------------------------------------------------
 
 CatalogName = Annotated[
@@ -607,6 +644,7 @@ PUBLIC_INPUTS: tuple[type[BaseModel], ...] = (
     EnvironmentClassInput,
     QuotaProfileInput,
     PolicyPackInput,
+    ConsumerReplayInput,
 )
 
 

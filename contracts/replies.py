@@ -7,6 +7,8 @@ schemas describe what really crosses the bus. The items are :mod:`contracts.mode
 
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
 
 from contracts.models import (
@@ -69,6 +71,39 @@ class DeadLetterList(msgspec.Struct, frozen=True, kw_only=True):
     """Reply of ``<service>.list_dead_letters``: newest first."""
 
     items: list[DeadLetterView]
+
+
+ReplayAction = Literal["re-execute", "skip"]
+
+
+class ReplayedType(msgspec.Struct, frozen=True, kw_only=True):
+    """One event type of one durable consumer in a replay: how many of its messages and what
+    the replay does with them (``re-execute`` the handler, or ``skip`` it), and why."""
+
+    consumer: str
+    event_type: str
+    messages: int
+    action: ReplayAction
+    reason: str
+
+
+class ReplayReport(msgspec.Struct, frozen=True, kw_only=True):
+    """Reply of ``<service>.replay_events``: what was (or, on a dry run, would be) replayed.
+
+    The stream is read from ``from_sequence`` through ``to_sequence`` (the stream's last
+    message when the replay began). A replay reads a bounded page per call: ``next_sequence``
+    is where the next call starts (same ``to_sequence``), null once the range is done.
+    Re-executed messages are handed to the consumers, which handle them shortly afterwards.
+    """
+
+    service: str
+    dry_run: bool
+    from_sequence: int | None
+    to_sequence: int
+    next_sequence: int | None = None
+    re_executed: int = 0
+    skipped: int = 0
+    types: list[ReplayedType] = []
 
 
 class ClassList(msgspec.Struct, frozen=True, kw_only=True):

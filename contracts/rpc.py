@@ -20,6 +20,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 import msgspec
 
 from contracts.inputs import (
+    ConsumerReplayInput,
     EnvironmentClassInput,
     EnvironmentRequestInput,
     ExtensionInput,
@@ -54,6 +55,7 @@ from contracts.replies import (
     QuotaProfileList,
     QuotaProfileUpsert,
     RejectionOutcome,
+    ReplayReport,
     RequestPage,
     Timeline,
 )
@@ -183,6 +185,14 @@ class ReplayDeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     """<service>.replay_dead_letter (every service): deliver the event to its consumer again."""
 
     id: int
+    replayed_by: str
+
+
+class ReplayEvents(msgspec.Struct, frozen=True, kw_only=True):
+    """<service>.replay_events (every service): re-drive the stream's messages its durables
+    consume, from a point, to their handlers (or count them: ``body.dry_run``)."""
+
+    body: ConsumerReplayInput
     replayed_by: str
 
 
@@ -343,6 +353,7 @@ REJECT = RpcVerb("approval", "reject", RejectRequest, RejectionOutcome)
 PING = RpcVerb(KIT, "ping", Ping, PingReply)
 LIST_DEAD_LETTERS = RpcVerb(KIT, "list_dead_letters", ListDeadLetters, DeadLetterList)
 REPLAY_DEAD_LETTER = RpcVerb(KIT, "replay_dead_letter", ReplayDeadLetter, DeadLetterView)
+REPLAY_EVENTS = RpcVerb(KIT, "replay_events", ReplayEvents, ReplayReport)
 LIST_CLASSES = RpcVerb("policy", "list_classes", ListClasses, ClassList)
 GET_CLASS = RpcVerb("policy", "get_class", GetClass, EnvironmentClass)
 UPSERT_CLASS = RpcVerb("policy", "upsert_class", UpsertClass, ClassUpsert)
@@ -374,6 +385,7 @@ RPC_VERBS: dict[str, RpcVerb[Any, Any]] = {
         PING,
         LIST_DEAD_LETTERS,
         REPLAY_DEAD_LETTER,
+        REPLAY_EVENTS,
         LIST_CLASSES,
         GET_CLASS,
         UPSERT_CLASS,

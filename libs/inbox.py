@@ -27,16 +27,27 @@ every time) is recorded as a dead letter from its advisory; an event of a newer
 While the service's database is away the consumer fetches nothing (see
 :meth:`EventConsumer._wait_for_database`): an outage longer than the retry budget costs
 time, never an event.
+
+Replay (:mod:`libs.replay`, ``platformctl events replay --consumer``): a copy of a stored
+event redriven to this durable with the :data:`REPLAY_HEADER` is not dropped as a duplicate.
+Each handler's registration declares what a replay does with it (:class:`ReplayPolicy`):
+a handler whose effects are idempotent (the same bundle, no new commit for an unchanged
+tree, an apply that changes nothing) runs again, with :func:`replaying` true so it can pass
+over its own "done already" shortcuts, and the events it stages are dropped (they were
+published when it ran first; a replay repairs effects, it does not move any request). Any
+other handler is skipped and counted. An event the durable never handled (no inbox row) is
+handled as a first delivery, events included.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
@@ -50,8 +61,8 @@ from opentelemetry.trace import SpanKind
 from psycopg import AsyncConnection
 
 from contracts.catalog import subject_matches
-from contracts.envelope import ContractError, Envelope, decode_envelope
-from contracts.events import LATEST_VERSIONS, EventData, RequestFailed, RequestStageRetrying
+from contracts.envelope import ContractError, Envelope, decode_envelope, new_event
+from contracts.events import EVENT_TYPE_OF, LATEST_VERSIONS, EventData, RequestFailed, RequestStageRetrying
 from libs.bus import Subjects, retry_jetstream
 from libs.database import Pool
 from libs.errors import is_database_unavailable, is_transient, public_message
@@ -61,13 +72,30 @@ from libs.telemetry import (
     CONSUMER_PENDING,
     CONSUMER_RECREATED,
     EVENTS_HANDLED,
+    EVENTS_REDELIVERED,
+    EVENTS_REPLAYED,
     HANDLER_SECONDS,
+    REPLAY_EVENTS_DROPPED,
     Stopwatch,
     bind_request,
     span_from_headers,
 )
 
 log = logging.getLogger(__name__)
+
+
+# Set while a replayed copy of an event this durable handled before is being re-executed.
+_replaying: contextvars.ContextVar[bool] = contextvars.ContextVar("replaying", default=False)
+
+
+def replaying() -> bool:
+    """Whether the handler running now re-executes a replayed event it handled before.
+
+    A handler declared :data:`REEXECUTE` reads it to pass over its "already done" shortcut
+    (a generation already published or applied) and redo its idempotent work; whatever it
+    stages meanwhile is dropped (:meth:`Tx.emit`).
+    """
+    return _replaying.get()
 
 
 @dataclass
@@ -77,9 +105,38 @@ class Tx:
     conn: AsyncConnection[Any]
     outbox: Outbox
     attempt: int = 1
+    # A replay's re-execution: the events were published when the handler ran first.
+    replaying: bool = False
 
     async def emit(self, subject: str, data: EventData) -> Envelope:
+        if self.replaying:
+            # Not staged: downstream consumers had the original; a copy would move requests.
+            REPLAY_EVENTS_DROPPED.labels(self.outbox.source, EVENT_TYPE_OF[type(data)]).inc()
+            return new_event(EVENT_TYPE_OF[type(data)], self.outbox.source, subject, data)
         return await self.outbox.add(self.conn, subject, data)
+
+
+@dataclass(frozen=True)
+class ReplayPolicy:
+    """What ``platformctl events replay --consumer`` does with one handler's events.
+
+    ``reexecute``: the handler runs again (its effects are idempotent); otherwise the
+    event is skipped and counted. ``reason`` says why, for the dry run and the docs.
+    """
+
+    reexecute: bool
+    reason: str
+
+    @property
+    def action(self) -> str:
+        return REEXECUTED if self.reexecute else SKIPPED
+
+
+# The header a replayed copy carries (its value: who asked for the replay).
+REPLAY_HEADER = "platform-replay"
+# Replay outcomes (the ``outcome`` label of platform_events_replayed_total).
+REEXECUTED, SKIPPED = "re_executed", "skipped"
+UNDECLARED = ReplayPolicy(False, "its registration does not declare it idempotent")
 
 
 class SideEffect(Protocol):
@@ -286,6 +343,7 @@ class EventConsumer:
         stream_config: StreamConfig | None = None,
         startup_timeout: float = 60.0,
         nc: NatsClient | None = None,
+        replay_policies: Mapping[str, ReplayPolicy] | None = None,
     ) -> None:
         self.name = name
         # Handlers of events about the same subject run one at a time, in stream order
@@ -304,6 +362,10 @@ class EventConsumer:
             subjects.replays(name),
         ]
         self.handlers = handlers
+        # What a replay does with each handled type; undeclared types are skipped.
+        self.replay_policies = {
+            event_type: (replay_policies or {}).get(event_type, UNDECLARED) for event_type in handlers
+        }
         self.pool = pool
         self.js = js
         self.nc: NatsClient = nc if nc is not None else js._nc
@@ -732,21 +794,36 @@ class EventConsumer:
                 await message.in_progress()
 
     def _event_type(self, message: Msg) -> str:
-        headers = message.headers or {}
-        return headers.get("ce-type") or self.subjects.event_type(message.subject)
+        # The subject names the type in both wire forms (a CloudEvents body carries no ce-type
+        # header, and its type is the reverse-DNS one), so routing needs no header and no body.
+        return self.subjects.event_type(message.subject)
 
     def _handles(self, message: Msg) -> bool:
         """A type with a handler, on its own subject or redriven to this durable."""
         addressee = self.subjects.replayed_for(message.subject)
         return addressee in (None, self.name) and self._event_type(message) in self.handlers
 
+    def _is_replay(self, message: Msg) -> bool:
+        """A replayed copy (not a dead letter's redrive) addressed to this durable."""
+        headers = message.headers or {}
+        return REPLAY_HEADER in headers and self.subjects.replayed_for(message.subject) == self.name
+
     async def _process(self, message: Msg) -> None:
         attempt = message.metadata.num_delivered or 1
+        if attempt > 1:
+            EVENTS_REDELIVERED.labels(self.name, self._event_type(message)).inc()
         # Routed before anything is decoded: what this consumer does not handle (a durable's
         # filter may still be broader during an upgrade, or on a server before 2.10) is
         # acknowledged unread.
         if not self._handles(message):
             EVENTS_HANDLED.labels(self.name, self._event_type(message), "skipped").inc()
+            await self._ack(message)
+            return
+        replay = self._is_replay(message)
+        if replay and not self.replay_policies[self._event_type(message)].reexecute:
+            # Staged before this code declared the handler not idempotent (an upgrade between
+            # the replay and its delivery): skipped here as the replay itself would have.
+            EVENTS_REPLAYED.labels(self.name, self._event_type(message), SKIPPED).inc()
             await self._ack(message)
             return
         try:
@@ -779,38 +856,54 @@ class EventConsumer:
                     "messaging.consumer.group.name": self.name,
                     "messaging.message.id": envelope.id,
                     "platform.attempt": attempt,
+                    "platform.replay": replay,
                 },
             ):
-                outcome = await self._handle(message, envelope, data, handler, attempt, lease)
+                outcome = await self._handle(message, envelope, data, handler, attempt, lease, replay)
         finally:
             keep_alive.cancel()
             bind_request(None)
             del token
         EVENTS_HANDLED.labels(self.name, envelope.type, outcome).inc()
         HANDLER_SECONDS.labels(self.name, envelope.type).observe(watch.elapsed())
+        if replay and outcome in ("ok", REEXECUTED):
+            EVENTS_REPLAYED.labels(self.name, envelope.type, REEXECUTED).inc()
 
     async def _handle(
-        self, message: Msg, envelope: Envelope, data: Any, handler: Handler, attempt: int, lease: _Lease
+        self,
+        message: Msg,
+        envelope: Envelope,
+        data: Any,
+        handler: Handler,
+        attempt: int,
+        lease: _Lease,
+        replay: bool = False,
     ) -> str:
         if self._subject_locks is None:
-            return await self._handle_in_time(message, envelope, data, handler, attempt, lease)
+            return await self._handle_in_time(message, envelope, data, handler, attempt, lease, replay)
         async with self._subject_locks.hold(envelope.subject):
-            return await self._handle_in_time(message, envelope, data, handler, attempt, lease)
+            return await self._handle_in_time(message, envelope, data, handler, attempt, lease, replay)
 
     async def _handle_in_time(
-        self, message: Msg, envelope: Envelope, data: Any, handler: Handler, attempt: int, lease: _Lease
+        self,
+        message: Msg,
+        envelope: Envelope,
+        data: Any,
+        handler: Handler,
+        attempt: int,
+        lease: _Lease,
+        replay: bool,
     ) -> str:
         timeout = self.retry.handler_timeout
         lease.deadline = asyncio.get_running_loop().time() + timeout
+        handle = self._replay_unordered if replay else self._handle_unordered
         try:
-            return await asyncio.wait_for(
-                self._handle_unordered(message, envelope, data, handler, attempt), timeout
-            )
+            return await asyncio.wait_for(handle(message, envelope, data, handler, attempt), timeout)
         except TimeoutError:
             # Only wait_for's own deadline gets here (the handler's errors are caught inside):
             # the handler was cancelled, its transaction rolled back; try again later.
             error = HandlerTimedOut(f"handler ran past its {timeout:g}s deadline")
-            return await self._on_error(message, envelope, data, error, attempt)
+            return await self._on_error(message, envelope, data, error, attempt, replay=replay)
 
     async def _seen(self, event_id: str) -> bool:
         async with self.pool.connection() as conn:
@@ -855,8 +948,38 @@ class EventConsumer:
         await self._ack(message)
         return "ok" if fresh else "duplicate"
 
+    async def _replay_unordered(
+        self, message: Msg, envelope: Envelope, data: Any, handler: Handler, attempt: int
+    ) -> str:
+        """Re-execute a replayed event: no duplicate check, and nothing staged if it was handled before.
+
+        Whether it was is known only inside the transaction (the inbox row), but a two-phase
+        handler's side effect runs before it: it runs in replay mode whenever the row is
+        there now, and a row that appears meanwhile (a concurrent first delivery) only
+        means the idempotent work ran twice.
+        """
+        seen = await self._seen(envelope.id)
+        token = _replaying.set(seen)
+        try:
+            prepared: Any = None
+            if not callable(handler):
+                prepared = await handler.prepare(envelope, data)
+            async with self.pool.connection() as conn, conn.transaction():
+                fresh = await self._claim(conn, envelope)
+                tx = Tx(conn, self.outbox, attempt, replaying=not fresh)
+                if callable(handler):
+                    await handler(envelope, data, tx)
+                else:
+                    await handler.apply(envelope, data, tx, prepared)
+        except Exception as exc:
+            return await self._on_error(message, envelope, data, exc, attempt, replay=True)
+        finally:
+            _replaying.reset(token)
+        await self._ack(message)
+        return "ok" if fresh else REEXECUTED
+
     async def _on_error(
-        self, message: Msg, envelope: Envelope, data: Any, exc: Exception, attempt: int
+        self, message: Msg, envelope: Envelope, data: Any, exc: Exception, attempt: int, replay: bool = False
     ) -> str:
         self._note_failure(exc)
         transient = is_transient(exc)
@@ -880,11 +1003,15 @@ class EventConsumer:
         log.error("handler failed for the last time; dead-lettering", extra={"fields": fields})
         try:
             async with self.pool.connection() as conn, conn.transaction():
-                if await self._claim(conn, envelope):
+                fresh = await self._claim(conn, envelope)
+                if fresh or replay:
                     letter = _Letter.of(message)
                     await self._insert_dead_letter(
                         conn, letter, envelope.id, envelope.type, exc, attempt, FAILED
                     )
+                if fresh:
+                    # A failed re-execution is kept as a dead letter only: the request it is
+                    # about was settled when the event was handled first, nothing to report.
                     await self.on_give_up(envelope, data, Tx(conn, self.outbox, attempt), exc, attempt)
         except Exception as give_up_error:
             # Could not even record the failure (database down?): keep the message alive.

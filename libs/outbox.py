@@ -22,7 +22,13 @@ from nats.js.errors import APIError, NoStreamResponseError
 from psycopg import AsyncConnection
 
 from contracts.catalog import subject_matches
-from contracts.envelope import Envelope, cloudevents_headers, encode_envelope, new_event
+from contracts.envelope import (
+    DEFAULT_SCHEMA_BASE_URL,
+    Envelope,
+    cloudevents_headers,
+    encode_envelope,
+    new_event,
+)
 from contracts.events import EVENT_TYPE_OF, EventData
 from libs.bus import Subjects
 from libs.database import Pool, check_schema_name, connect
@@ -67,10 +73,13 @@ def notify_channel(schema: str) -> str:
 class Outbox:
     """Writes events into the caller's transaction."""
 
-    def __init__(self, schema: str, source: str, subjects: Subjects) -> None:
+    def __init__(
+        self, schema: str, source: str, subjects: Subjects, *, schema_base: str = DEFAULT_SCHEMA_BASE_URL
+    ) -> None:
         self.channel = notify_channel(schema)
         self.source = source
         self.subjects = subjects
+        self.schema_base = schema_base
 
     async def add(self, conn: AsyncConnection[Any], subject: str, data: EventData) -> Envelope:
         """Stage ``data`` as an event about ``subject`` (a request id or class name).
@@ -91,7 +100,9 @@ class Outbox:
                 event_type,
                 self.subjects.event(event_type),
                 subject,
-                encode_envelope(envelope),
+                # Encoded now, in the form of this release: a row staged by an older release
+                # is relayed in its own form, which consumers still read (decode_envelope).
+                encode_envelope(envelope, self.schema_base),
                 json.dumps(headers),
                 self.channel,
             ],

@@ -23,7 +23,7 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
-from contracts.rpc import LIST_DEAD_LETTERS, PING, REPLAY_DEAD_LETTER, Ping, PingReply, RpcVerb
+from contracts.rpc import LIST_DEAD_LETTERS, PING, REPLAY_DEAD_LETTER, REPLAY_EVENTS, Ping, PingReply, RpcVerb
 from libs.bus import Subjects, connect_nats, durable_name, ensure_stream, stream_config
 from libs.database import DatabaseTimeouts, Pool, open_pool
 from libs.dead_letters import DeadLetters
@@ -32,6 +32,7 @@ from libs.inbox import (
     EventConsumer,
     GiveUpHook,
     Handler,
+    ReplayPolicy,
     RetryHook,
     RetryPolicy,
     StartFrom,
@@ -41,6 +42,7 @@ from libs.inbox import (
 from libs.migrations import discover, migrate
 from libs.ops_server import ReadinessCheck, run_checks
 from libs.outbox import Outbox, OutboxRelay
+from libs.replay import StreamReplay
 from libs.retention import Retention, kit_rules
 from libs.rpc import MoreProblems, ReplyT, RequestT, RpcHandler, RpcServer
 from libs.settings import PlatformSettings
@@ -126,7 +128,7 @@ class ServiceKit:
         self.nc = nc
         self.js = js
         self.subjects = Subjects.from_settings(settings)
-        self.outbox = Outbox(schema, service, self.subjects)
+        self.outbox = Outbox(schema, service, self.subjects, schema_base=settings.events_schema_base_url)
         self.relay = OutboxRelay(
             pool,
             js,
@@ -170,6 +172,20 @@ class ServiceKit:
         self.dead_letters = DeadLetters(pool, self.outbox.channel, self.subjects)
         self.rpc.route(LIST_DEAD_LETTERS, self.dead_letters.list)
         self.rpc.route(REPLAY_DEAD_LETTER, self.dead_letters.replay)
+        # ... and replay the stream to a service's own consumers (platformctl events replay --consumer).
+        self.stream_replay = StreamReplay(
+            service=service,
+            consumers=self.consumers,  # the list the registrations below fill
+            pool=pool,
+            js=js,
+            nc=nc,
+            subjects=self.subjects,
+            stream=settings.stream_name,
+            outbox_channel=self.outbox.channel,
+            # A page must be answered well within the RPC deadline, its commit included.
+            budget_seconds=settings.rpc_handler_timeout_seconds / 2,
+        )
+        self.rpc.route(REPLAY_EVENTS, self.stream_replay.replay)
         # Old rows of the kit's tables, and of service tables registered with retention.add.
         self.retention = Retention(
             pool,
@@ -213,6 +229,7 @@ class ServiceKit:
         concurrency: int | None = None,
         ordered_by_subject: bool = False,
         start_from: StartFrom = "new",
+        replay_policies: Mapping[str, ReplayPolicy] | None = None,
     ) -> EventConsumer:
         """Register a durable consumer ``<service>-<name>`` for the event types in ``handlers``.
 
@@ -222,6 +239,8 @@ class ServiceKit:
         ``event_filter`` names the consumer's interest (every handler must match it); the
         server delivers only the handlers' types. A new durable starts with new events
         (``start_from="all"``: the whole retained history); an existing one keeps its place.
+        ``replay_policies``: what ``platformctl events replay --consumer`` does with each type
+        (undeclared: skipped).
         """
         consumer = WatchedConsumer(
             name=durable_name(self.service, name),
@@ -242,6 +261,7 @@ class ServiceKit:
             stream_config=stream_config(self.settings),
             startup_timeout=self.settings.jetstream_startup_timeout_seconds,
             nc=self.nc,
+            replay_policies=replay_policies,
         )
         self.consumers.append(consumer)
         return consumer
@@ -266,6 +286,7 @@ class ServiceKit:
                 concurrency=(concurrency or {}).get(consumer.name),
                 ordered_by_subject=consumer.ordered_by_subject,
                 start_from=consumer.start_from,
+                replay_policies=consumer.replay_policies,
             )
 
     def route(

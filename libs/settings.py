@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from contracts.envelope import DEFAULT_SCHEMA_BASE_URL
+
 T = TypeVar("T")
 
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
@@ -514,6 +516,12 @@ class BusSettings(SettingsGroup):
     rpc_prefix: str = setting(
         "PLATFORM_RPC_SUBJECT_PREFIX", "platform.rpc", doc="Subject prefix of RPC endpoints."
     )
+    events_schema_base_url: str = setting(
+        "PLATFORM_EVENTS_SCHEMA_BASE_URL",
+        DEFAULT_SCHEMA_BASE_URL,
+        doc="Absolute http(s) URL where contracts/schemas/ is published: every event's CloudEvents "
+        "dataschema is <this>/data/<type>.v<n>.json.",
+    )
     stream_max_age_days: Annotated[float, Bounds(ge=0)] = setting(
         "PLATFORM_EVENTS_MAX_AGE_DAYS",
         30.0,
@@ -533,6 +541,14 @@ class BusSettings(SettingsGroup):
         problems = super().validate()
         if bool(self.nats_tls_cert_file) != bool(self.nats_tls_key_file):
             problems.append("PLATFORM_NATS_TLS_CERT_FILE and PLATFORM_NATS_TLS_KEY_FILE go together")
+        base = urlsplit(self.events_schema_base_url)
+        # CloudEvents requires dataschema to be an absolute URI; a query or fragment would end
+        # up in the middle of it.
+        if base.scheme not in ("http", "https") or not base.netloc or base.query or base.fragment:
+            problems.append(
+                "PLATFORM_EVENTS_SCHEMA_BASE_URL must be an absolute http(s) URL without query or "
+                f"fragment (got {self.events_schema_base_url!r})"
+            )
         return problems
 
 

@@ -41,6 +41,25 @@ EVENTS_HANDLED = Counter(
     ["consumer", "event_type", "outcome"],
     registry=REGISTRY,
 )
+EVENTS_REDELIVERED = Counter(
+    "platform_events_redelivered_total",
+    "Deliveries of an event after its first (a retry, a lapsed lease, a restart), by consumer and type.",
+    ["consumer", "event_type"],
+    registry=REGISTRY,
+)
+EVENTS_REPLAYED = Counter(
+    "platform_events_replayed_total",
+    "Stream events an operator replayed to a consumer, by outcome (re_executed, skipped).",
+    ["consumer", "event_type", "outcome"],
+    registry=REGISTRY,
+)
+REPLAY_EVENTS_DROPPED = Counter(
+    "platform_replay_events_dropped_total",
+    "Events a re-executed handler staged during a replay and that were not published (the "
+    "first run published them).",
+    ["service", "event_type"],
+    registry=REGISTRY,
+)
 HANDLER_SECONDS = Histogram(
     "platform_event_handler_seconds",
     "Time to handle one event including its transaction.",

@@ -10,6 +10,10 @@ to the service object at start (:meth:`libs.service_kit.ServiceKit.subscribe`).
 Keys are event classes, as in cosmicpython's ``EVENT_HANDLERS``: the type string and the
 subject follow from :data:`contracts.events.EVENT_TYPE_OF`, so a declaration cannot name an
 event that does not exist.
+
+Each handler is registered through :func:`reexecuted_on_replay` or :func:`skipped_on_replay`,
+which say what ``platformctl events replay --consumer`` does with it and why
+(:class:`libs.inbox.ReplayPolicy`); the dry run and docs/operations.md show those reasons.
 """
 
 from __future__ import annotations
@@ -20,12 +24,43 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from contracts.events import EVENT_TYPE_OF, EVENT_TYPES
-from libs.inbox import GiveUpHook, Handler, RetryHook, StartFrom, fail_request, report_retry
+from libs.inbox import (
+    UNDECLARED,
+    GiveUpHook,
+    Handler,
+    ReplayPolicy,
+    RetryHook,
+    StartFrom,
+    fail_request,
+    report_retry,
+)
 
 # A handler as the service class spells it: a method, or a property returning a
 # :class:`libs.inbox.SideEffect` (handlers whose git push or cluster apply runs before the
 # inbox transaction). Type checkers see both as callables taking the service object.
 HandlerRef = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A handler and what a replay does with it."""
+
+    handler: HandlerRef
+    replay: ReplayPolicy
+
+
+def reexecuted_on_replay(handler: HandlerRef, why: str) -> Registration:
+    """``handler`` runs again on a replay: its effects are idempotent (``why`` says how)."""
+    return Registration(handler, ReplayPolicy(True, why))
+
+
+def skipped_on_replay(handler: HandlerRef, why: str) -> Registration:
+    """A replay skips ``handler``: running it again would repeat an effect or move a request's state."""
+    return Registration(handler, ReplayPolicy(False, why))
+
+
+def _unwrapped(entry: HandlerRef | Registration) -> HandlerRef:
+    return entry.handler if isinstance(entry, Registration) else entry
 
 
 def events_under(namespace: str) -> tuple[type[Any], ...]:
@@ -73,7 +108,7 @@ class Consumer:
     """
 
     name: str
-    handlers: Mapping[type[Any], HandlerRef]
+    handlers: Mapping[type[Any], HandlerRef | Registration]
     ordered_by_subject: bool = False
     on_give_up: GiveUpHook = fail_request
     on_retry: RetryHook | None = report_retry
@@ -88,7 +123,17 @@ class Consumer:
         return event_filter(self.event_types)
 
     def bound_handlers(self, owner: object) -> dict[str, Handler]:
-        return {EVENT_TYPE_OF[model]: bind(handler, owner) for model, handler in self.handlers.items()}
+        return {
+            EVENT_TYPE_OF[model]: bind(_unwrapped(entry), owner) for model, entry in self.handlers.items()
+        }
+
+    @property
+    def replay_policies(self) -> dict[str, ReplayPolicy]:
+        """What a replay does with each handled type (a bare handler is skipped)."""
+        return {
+            EVENT_TYPE_OF[model]: entry.replay if isinstance(entry, Registration) else UNDECLARED
+            for model, entry in self.handlers.items()
+        }
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from services.gateway.adapters.tokens import authenticator_from_settings
 from services.gateway.entrypoints.approvals import ApprovalsController
 from services.gateway.entrypoints.auth_config import AuthConfigController
 from services.gateway.entrypoints.authentication import AuthenticationMiddleware
+from services.gateway.entrypoints.consumers import ConsumersController
 from services.gateway.entrypoints.dead_letters import DeadLettersController
 from services.gateway.entrypoints.dependencies import DEPENDENCIES, GatewayRuntime, initial_state
 from services.gateway.entrypoints.environment_classes import EnvironmentClassesController
@@ -29,6 +30,8 @@ from services.gateway.entrypoints.environment_requests import EnvironmentRequest
 from services.gateway.entrypoints.errors import EXCEPTION_HANDLERS, reject_control_characters
 from services.gateway.entrypoints.events import EventsController
 from services.gateway.entrypoints.health import healthz, metrics, readyz, status
+from services.gateway.entrypoints.http_headers import SingleValuedHeadersMiddleware, add_security_headers
+from services.gateway.entrypoints.http_server import protocol_class
 from services.gateway.entrypoints.identity import whoami
 from services.gateway.entrypoints.middleware import ResponseDeadlineMiddleware, TelemetryMiddleware
 from services.gateway.entrypoints.openapi import document_error_headers, document_etags, openapi_config
@@ -77,12 +80,16 @@ def create_app(settings: GatewaySettings, nc: NatsClient | None = None) -> Lites
         exception_handlers=EXCEPTION_HANDLERS,
         before_request=reject_control_characters,
         # Outermost first: the span covers the deadline's 503 and the refused tokens too;
-        # the deadline covers a stalling identity provider.
+        # the deadline covers a stalling identity provider. A repeated credential header is
+        # refused before anyone reads one of them.
         middleware=[
             TelemetryMiddleware(),
             ResponseDeadlineMiddleware(settings.http_write_timeout_seconds),
+            SingleValuedHeadersMiddleware(),
             AuthenticationMiddleware(authenticator),
         ],
+        # On every response, the router's 404s included.
+        before_send=[add_security_headers],
         lifespan=[nats_connection],
         state=initial_state(runtime),
         openapi_config=openapi_config(),
@@ -112,6 +119,7 @@ def route_handlers(settings: GatewaySettings) -> list[ControllerRouterHandler]:
         ApprovalsController,
         EventsController,
         DeadLettersController,
+        ConsumersController,
         EnvironmentClassesController,
         QuotaProfilesController,
         PolicyPacksController,
@@ -133,6 +141,8 @@ def uvicorn_config(settings: GatewaySettings, app: Litestar) -> uvicorn.Config:
         log_config=None,
         access_log=False,
         server_header=False,
+        # h11 with a header deadline, a connection cap and strict framing (http_server.py).
+        http=protocol_class(settings.http_read_header_timeout_seconds, settings.http_max_connections),
         timeout_keep_alive=max(1, round(settings.http_read_timeout_seconds)),
         # On SIGTERM uvicorn stops accepting, lets requests in flight finish for this long,
         # then runs the lifespan shutdown (NATS drain).

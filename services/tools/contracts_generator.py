@@ -4,11 +4,16 @@ services' bus declarations (who publishes and who consumes each event, read thro
 
 Writes, deterministically (sorted keys, 2-space indent, trailing newline):
 
-- ``contracts/schemas/events/<type>.v<n>.json``: JSON Schema (2020-12) of the full envelope
-  of every registered event version (:data:`contracts.events.EVENT_MODELS`);
+- ``contracts/schemas/data/<type>.v<n>.json``: JSON Schema (2020-12) of the ``data`` of every
+  registered event version (:data:`contracts.events.EVENT_MODELS`), the target of each
+  event's CloudEvents ``dataschema``;
+- ``contracts/schemas/events/<type>.v<n>.json``: JSON Schema of the envelope form events had
+  before CloudEvents structured mode (still read, and the form of the golden examples);
 - ``contracts/schemas/rpc/<service>.<verb>.json`` and ``reply.json``: JSON Schema of every
   RPC request (:data:`contracts.rpc.RPC_VERBS`) and of the reply;
-- ``contracts/asyncapi.json``: the AsyncAPI 3.0.0 document of the event bus;
+- ``contracts/asyncapi.json``: the AsyncAPI 3.0.0 document of the bus: every event as the
+  CloudEvents structured-mode message it is on the wire, and every RPC verb as an operation
+  with its ``reply``;
 - the event catalog table between the ``GENERATED`` markers of ``docs/contracts.md``.
 
 Golden examples (``contracts/examples/v<n>/<type>.json``) are the compatibility corpus
@@ -47,10 +52,23 @@ from typing import Any, Final
 import msgspec
 import msgspec.inspect as mi
 
-from contracts.envelope import ContractError, Envelope, cloudevents_headers, decode_envelope
+from contracts.catalog import SERVICES
+from contracts.envelope import (
+    CLOUDEVENTS_TYPE_PREFIX,
+    DATA_CONTENT_TYPE,
+    DEFAULT_SCHEMA_BASE_URL,
+    SPECVERSION,
+    STRUCTURED_CONTENT_TYPE,
+    ContractError,
+    Envelope,
+    cloudevents_headers,
+    cloudevents_type,
+    dataschema_url,
+    decode_envelope,
+)
 from contracts.events import EVENT_MODELS, EVENT_TYPES
 from contracts.inputs import json_schema_hook
-from contracts.rpc import RPC_VERBS, RpcReply
+from contracts.rpc import KIT, RPC_VERBS, RpcReply
 from libs.settings import PlatformSettings
 from services.tools.topology import consumers_of, producers_of
 
@@ -58,6 +76,7 @@ REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 CONTRACTS_DIR: Final = REPO_ROOT / "contracts"
 SCHEMAS_DIR: Final = CONTRACTS_DIR / "schemas"
 EVENT_SCHEMAS_DIR: Final = SCHEMAS_DIR / "events"
+DATA_SCHEMAS_DIR: Final = SCHEMAS_DIR / "data"
 RPC_SCHEMAS_DIR: Final = SCHEMAS_DIR / "rpc"
 EXAMPLES_DIR: Final = CONTRACTS_DIR / "examples"
 # The schemas as last released (events/ and rpc/ as under schemas/): running consumers and
@@ -70,7 +89,7 @@ ASYNCAPI_PATH: Final = CONTRACTS_DIR / "asyncapi.json"
 DOCS_PATH: Final = REPO_ROOT / "docs" / "contracts.md"
 
 JSON_SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
-SCHEMA_BASE_URL: Final = "https://platform.example.com/schemas"
+SCHEMA_BASE_URL: Final = DEFAULT_SCHEMA_BASE_URL
 PACKAGE_NAME: Final = "platform-control-plane"
 
 # Defaults of PLATFORM_EVENTS_SUBJECT_PREFIX / PLATFORM_RPC_SUBJECT_PREFIX / PLATFORM_EVENTS_STREAM.
@@ -88,7 +107,7 @@ _COMPONENTS_REF: Final = "#/components/schemas/{name}"
 _ALWAYS_PRESENT: Final = frozenset({"data_version", "data"})
 
 _ENVELOPE_FIELD_DOCS: Final[dict[str, str]] = {
-    "id": "Event id: a UUID, unique forever; also the Nats-Msg-Id and ce-id headers (dedup key).",
+    "id": "Event id: a UUID, unique forever; also the Nats-Msg-Id header (dedup key).",
     "type": "Event type; the subject is <events prefix>.<type>.",
     "source": "The service that published the event.",
     "time": "When the event happened (RFC 3339, UTC).",
@@ -112,22 +131,37 @@ _TRACE_HEADERS: Final[dict[str, dict[str, Any]]] = {
 _HEADER_DOCS: Final[dict[str, dict[str, Any]]] = {
     "Nats-Msg-Id": {
         "format": "uuid",
-        "description": "Equal to the envelope id: JetStream drops a republished duplicate in its window.",
+        "description": "Equal to the event id: JetStream drops a republished duplicate in its window.",
     },
-    "ce-specversion": {"description": "CloudEvents spec version (binary content mode)."},
-    "ce-id": {"format": "uuid", "description": "CloudEvents id: the envelope id."},
-    "ce-type": {"description": "CloudEvents type: the envelope type."},
-    "ce-source": {"description": "CloudEvents source: the producing service."},
-    "ce-time": {"format": "date-time", "description": "CloudEvents time: the envelope time."},
-    "ce-subject": {"description": "CloudEvents subject: the envelope subject (request id or class name)."},
-    "ce-dataschema": {"description": "platform:<type>:v<data_version>, naming the schema of the body."},
-    "ce-datacontenttype": {"description": "Content type of the body."},
+    "content-type": {
+        "description": (
+            "CloudEvents structured content mode: the body is one event in the CloudEvents JSON "
+            "format. No ce-* headers: the attributes are in the body."
+        )
+    },
 }
 
 # Headers whose value is the same for every event: fixed as const in the shared schema.
-_CONSTANT_HEADERS: Final = frozenset({"ce-specversion", "ce-datacontenttype"})
-# Headers whose value is fixed per event type and version: const in each message's schema.
-_PER_MESSAGE_HEADERS: Final = frozenset({"ce-type", "ce-dataschema"})
+_CONSTANT_HEADERS: Final = frozenset({"content-type"})
+
+_CLOUDEVENT_DOCS: Final[dict[str, str]] = {
+    "specversion": "CloudEvents specification version.",
+    "id": "Event id: a UUID, unique forever; also the Nats-Msg-Id header (dedup key).",
+    "type": (
+        f"CloudEvents type: {CLOUDEVENTS_TYPE_PREFIX}<platform type>; the subject is "
+        "<events prefix>.<platform type>."
+    ),
+    "source": "The service that published the event.",
+    "time": "When the event happened (RFC 3339, UTC).",
+    "subject": "The aggregate the event is about: the request id, or the class name for class.upserted.",
+    "datacontenttype": "Content type of data.",
+    "dataschema": (
+        "Absolute URI of the JSON Schema of data (contracts/schemas/data/<type>.v<n>.json); the "
+        f"base is PLATFORM_EVENTS_SCHEMA_BASE_URL, by default {DEFAULT_SCHEMA_BASE_URL}."
+    ),
+    "dataversion": "Extension attribute: version of the data model; a breaking change is a new version.",
+    "data": "The event payload.",
+}
 
 _SAMPLE_ID: Final = "00000000-0000-4000-8000-000000000000"
 _SAMPLE_TIME: Final = datetime(2025, 1, 1, tzinfo=UTC)
@@ -180,6 +214,10 @@ def event_schema_path(event_type: str, version: int) -> Path:
     return EVENT_SCHEMAS_DIR / f"{message_id(event_type, version)}.json"
 
 
+def data_schema_path(event_type: str, version: int) -> Path:
+    return DATA_SCHEMAS_DIR / f"{message_id(event_type, version)}.json"
+
+
 def rpc_schema_path(name: str) -> Path:
     return RPC_SCHEMAS_DIR / f"{name}.json"
 
@@ -203,7 +241,7 @@ def event_versions() -> list[tuple[str, int, type[Any]]]:
 class Components:
     """msgspec's schemas for a set of models, with shared, stable component names."""
 
-    refs: dict[type[Any], dict[str, Any]]
+    refs: dict[Any, dict[str, Any]]
     schemas: dict[str, Any]
     prefix: str
 
@@ -258,11 +296,12 @@ def components(ref_template: str) -> Components:
     among the types it sees together; per-file calls could name the same struct
     differently in different files.
     """
-    models: list[type[Any]] = []
+    models: list[Any] = []
     for model in (
         [m for _, _, m in event_versions()]
         + [RPC_VERBS[k].request_type for k in sorted(RPC_VERBS)]
         + [RpcReply]
+        + [typed_reply(RPC_VERBS[k]) for k in sorted(RPC_VERBS)]
     ):
         if model not in models:
             models.append(model)
@@ -274,6 +313,11 @@ def components(ref_template: str) -> Components:
         schemas=normalised_descriptions(dict(schemas)),
         prefix=ref_template.removesuffix("{name}"),
     )
+
+
+def typed_reply(verb: Any) -> Any:
+    """The reply of ``verb`` as its caller decodes it: ``RpcReply[<its reply type>]``."""
+    return RpcReply[verb.reply_type]
 
 
 # --- event envelope schemas -----------------------------------------------------------------
@@ -319,6 +363,33 @@ def envelope_schema(event_type: str, version: int, data_ref: Mapping[str, Any]) 
     return {"type": "object", "properties": properties, "required": required}
 
 
+def cloudevent_schema(event_type: str, version: int, data_ref: Mapping[str, Any]) -> dict[str, Any]:
+    """The CloudEvents structured-mode body of ``event_type`` v``version`` (what is on the wire).
+
+    Mirrors :class:`contracts.envelope.CloudEvent`; a test encodes an event and validates it
+    against this schema, so the two cannot drift apart.
+    """
+    properties: dict[str, Any] = {
+        "specversion": {"type": "string", "const": SPECVERSION},
+        "id": {"type": "string", "format": "uuid"},
+        "type": {"type": "string", "const": cloudevents_type(event_type)},
+        "source": {"type": "string", "minLength": 1},
+        "time": {"type": "string", "format": "date-time"},
+        "subject": {"type": "string"},
+        "datacontenttype": {"type": "string", "const": DATA_CONTENT_TYPE},
+        "dataschema": {
+            "type": "string",
+            "format": "uri",
+            "examples": [dataschema_url(event_type, version)],
+        },
+        "dataversion": {"type": "integer", "const": version},
+        "data": dict(data_ref),
+    }
+    for name, prop in properties.items():
+        prop["description"] = _CLOUDEVENT_DOCS[name]
+    return {"type": "object", "properties": properties, "required": list(properties)}
+
+
 def event_schema_document(
     event_type: str, version: int, model: type[Any], comps: Components
 ) -> dict[str, Any]:
@@ -327,11 +398,31 @@ def event_schema_document(
         "$schema": JSON_SCHEMA_DIALECT,
         "$id": f"{SCHEMA_BASE_URL}/events/{message_id(event_type, version)}.json",
         "title": f"{event_type} v{version}",
-        "description": event_description(event_type, model),
+        "description": (
+            f"{event_description(event_type, model)}\n\nThe envelope form events had before "
+            "CloudEvents structured mode; consumers still read it (events already in the stream, "
+            "dead letters, outbox rows of an older release). Events are published as CloudEvents "
+            f"now: their data is described by {dataschema_url(event_type, version)}."
+        ),
         **envelope_schema(event_type, version, data_ref),
     }
     document["$defs"] = comps.closure(data_ref)
     return document
+
+
+def data_schema_document(
+    event_type: str, version: int, model: type[Any], comps: Components
+) -> dict[str, Any]:
+    """The schema of an event's ``data``; its ``$id`` is the event's default ``dataschema``."""
+    ref = comps.refs[model]
+    return {
+        "$schema": JSON_SCHEMA_DIALECT,
+        "$id": dataschema_url(event_type, version),
+        "title": f"{event_type} v{version} data",
+        "description": event_description(event_type, model),
+        **ref,
+        "$defs": comps.closure(ref),
+    }
 
 
 def rpc_schema_document(name: str, model: type[Any], comps: Components) -> dict[str, Any]:
@@ -368,22 +459,15 @@ def rpc_reply_document(comps: Components) -> dict[str, Any]:
 # --- AsyncAPI ---------------------------------------------------------------------------------
 
 
-def _sample_headers(event_type: str, version: int) -> dict[str, str]:
+def _sample_headers() -> dict[str, str]:
     """The headers the publisher really sets (contracts.envelope.cloudevents_headers), for a sample."""
-    sample = Envelope(
-        id=_SAMPLE_ID,
-        type=event_type,
-        source="sample",
-        time=_SAMPLE_TIME,
-        subject="sample",
-        data_version=version,
-    )
+    sample = Envelope(id=_SAMPLE_ID, type="sample", source="sample", time=_SAMPLE_TIME, subject="sample")
     return cloudevents_headers(sample)
 
 
 def headers_schema() -> dict[str, Any]:
     """Shared schema of the NATS headers every event carries."""
-    sample = _sample_headers("sample", 1)
+    sample = _sample_headers()
     properties: dict[str, Any] = {}
     for name, value in sample.items():
         prop: dict[str, Any] = {"type": "string", **_HEADER_DOCS.get(name, {})}
@@ -394,9 +478,8 @@ def headers_schema() -> dict[str, Any]:
     return {
         "type": "object",
         "description": (
-            "NATS message headers: Nats-Msg-Id for JetStream dedup, W3C trace context, and "
-            "CloudEvents 1.0 binary-mode ce-* attributes so generic tooling can read events "
-            "without the platform's models."
+            "NATS message headers: content-type (CloudEvents structured mode), Nats-Msg-Id for "
+            "JetStream dedup and W3C trace context."
         ),
         "properties": properties,
         # Trace headers are optional: they are only set when a span is active.
@@ -413,45 +496,40 @@ def _producer_text(event_type: str) -> str:
     return f"Produced by the {', '.join(producers)} services: the one whose stage it reports."
 
 
-def asyncapi_document() -> dict[str, Any]:
-    comps = components(_COMPONENTS_REF)
+def _first_paragraph(text: str) -> str:
+    return " ".join(text.split("\n\n", 1)[0].split())
+
+
+def event_parts(comps: Components) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Schemas, messages, channels and operations of the events."""
     schemas: dict[str, Any] = {}
     messages: dict[str, Any] = {}
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
-
-    schemas["EventHeaders"] = headers_schema()
-    if "EventHeaders" in comps.schemas:
-        raise ContractError("a model named EventHeaders clashes with the AsyncAPI headers schema; rename it")
     versions_by_type: dict[str, list[int]] = {}
     for event_type, version, model in event_versions():
         versions_by_type.setdefault(event_type, []).append(version)
         msg = message_id(event_type, version)
         data_ref = comps.refs[model]
         if msg in comps.schemas:
-            raise ContractError(f"a model named {msg} clashes with the envelope schema of {msg}")
+            raise ContractError(f"a model named {msg} clashes with the event schema of {msg}")
         schemas.update(comps.closure(data_ref))
         schemas[msg] = {
-            "title": f"{event_type} v{version} envelope",
+            "title": f"{event_type} v{version} (CloudEvents)",
             "description": event_description(event_type, model),
-            **envelope_schema(event_type, version, data_ref),
+            **cloudevent_schema(event_type, version, data_ref),
         }
-        sample = _sample_headers(event_type, version)
         messages[msg] = {
             "name": msg,
             "title": f"{event_type} v{version}",
             "summary": event_summary(event_type),
             "description": f"{event_description(event_type, model)}\n\n{_producer_text(event_type)}",
-            "contentType": "application/json",
+            "contentType": STRUCTURED_CONTENT_TYPE,
             "correlationId": {
                 "description": "The request id (the class name for class.upserted).",
                 "location": "$message.payload#/subject",
             },
-            "headers": {
-                "type": "object",
-                "allOf": [{"$ref": "#/components/schemas/EventHeaders"}],
-                "properties": {name: {"const": sample[name]} for name in sorted(_PER_MESSAGE_HEADERS)},
-            },
+            "headers": {"$ref": "#/components/schemas/EventHeaders"},
             "payload": {"$ref": f"#/components/schemas/{msg}"},
         }
 
@@ -496,18 +574,132 @@ def asyncapi_document() -> dict[str, Any]:
                     "only after the service's own transaction committed."
                 ),
             }
+    return schemas, messages, channels, operations
 
+
+RPC_REPLY_CHANNEL: Final = "rpc.reply"
+
+
+def rpc_parts(comps: Components) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Schemas, messages, channels and operations of the RPC verbs (NATS request/reply).
+
+    Each verb is a ``receive`` operation of the service that serves it, with a ``reply`` on
+    the requester's inbox: the NATS reply subject of the request, which no header or payload
+    names, hence a reply channel without an address.
+    """
+    schemas: dict[str, Any] = {}
+    messages: dict[str, Any] = {}
+    channels: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    reply_messages: dict[str, Any] = {}
+    for key in sorted(RPC_VERBS):
+        verb = RPC_VERBS[key]
+        request_ref, reply_ref = comps.refs[verb.request_type], comps.refs[typed_reply(verb)]
+        schemas.update(comps.closure(request_ref, reply_ref))
+        request_msg, reply_msg = f"rpc.{key}.request", f"rpc.{key}.reply"
+        summary = _first_paragraph(docstring(verb.request_type) or f"The {key} request.")
+        messages[request_msg] = {
+            "name": request_msg,
+            "title": f"{key} request",
+            "summary": summary,
+            "contentType": "application/json",
+            "payload": dict(request_ref),
+        }
+        messages[reply_msg] = {
+            "name": reply_msg,
+            "title": f"{key} reply",
+            "summary": (
+                f'{{"ok": true, "data": <{verb.reply_type.__name__}>}} or {{"ok": false, "error": '
+                '{"code", "message", "details"}}.'
+            ),
+            "contentType": "application/json",
+            "payload": dict(reply_ref),
+        }
+        reply_messages[reply_msg] = {"$ref": f"#/components/messages/{reply_msg}"}
+        channel = f"rpc.{key}"
+        if verb.service == KIT:
+            address = f"{DEFAULT_RPC_PREFIX}.{{service}}.{verb.name}"
+            served_by = "every service (the kit serves it)"
+            parameters: dict[str, Any] = {
+                "parameters": {"service": {"enum": list(SERVICES), "description": "The service asked."}}
+            }
+        else:
+            address = f"{DEFAULT_RPC_PREFIX}.{key}"
+            served_by = f"the {verb.service} service"
+            parameters = {}
+        channels[channel] = {
+            "address": address,
+            "title": f"RPC {key}",
+            "summary": summary,
+            "description": (
+                f"Requests to {key}, served by {served_by} as a NATS micro endpoint in a queue "
+                f"group. The prefix {DEFAULT_RPC_PREFIX} is the default of PLATFORM_RPC_SUBJECT_PREFIX."
+            ),
+            "servers": [{"$ref": "#/servers/nats"}],
+            "messages": {request_msg: {"$ref": f"#/components/messages/{request_msg}"}},
+            **parameters,
+        }
+        operations[f"rpc.{key}"] = {
+            "action": "receive",
+            "channel": {"$ref": f"#/channels/{channel}"},
+            "messages": [{"$ref": f"#/channels/{channel}/messages/{request_msg}"}],
+            "title": f"Serve {key}",
+            "summary": summary,
+            "description": f"Served by {served_by}; the answer goes to the request's reply subject.",
+            "reply": {
+                "channel": {"$ref": f"#/channels/{RPC_REPLY_CHANNEL}"},
+                "messages": [{"$ref": f"#/channels/{RPC_REPLY_CHANNEL}/messages/{reply_msg}"}],
+            },
+        }
+    channels[RPC_REPLY_CHANNEL] = {
+        "address": None,
+        "title": "RPC replies",
+        "description": (
+            "The requester's inbox: the reply subject NATS request/reply gives each request "
+            "(_INBOX.… unless the requester's PLATFORM_NATS_INBOX_PREFIX says otherwise)."
+        ),
+        "servers": [{"$ref": "#/servers/nats"}],
+        "messages": reply_messages,
+    }
+    return schemas, messages, channels, operations
+
+
+def asyncapi_schema(node: Any) -> Any:
+    """``node`` with OpenAPI's ``discriminator: {"propertyName": p}`` (pydantic writes it for
+    the input models' tagged unions) in the AsyncAPI Schema Object's form, ``discriminator: p``."""
+    if isinstance(node, dict):
+        return {
+            key: value["propertyName"]
+            if key == "discriminator" and isinstance(value, dict) and "propertyName" in value
+            else asyncapi_schema(value)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [asyncapi_schema(value) for value in node]
+    return node
+
+
+def asyncapi_document() -> dict[str, Any]:
+    comps = components(_COMPONENTS_REF)
+    if "EventHeaders" in comps.schemas:
+        raise ContractError("a model named EventHeaders clashes with the AsyncAPI headers schema; rename it")
+    event_schemas, event_messages, event_channels, event_operations = event_parts(comps)
+    rpc_schemas, rpc_messages, rpc_channels, rpc_operations = rpc_parts(comps)
+    schemas = {"EventHeaders": headers_schema(), **event_schemas, **rpc_schemas}
     return {
         "asyncapi": "3.0.0",
         "info": {
             "title": "platform-control-plane events",
             "version": package_version(),
             "description": (
-                "Integration events of the platform control plane on NATS JetStream. Every event is "
-                "one JSON envelope {id, type, source, time, subject, data_version, data} published on "
-                f"<prefix>.<type> (default prefix {DEFAULT_EVENTS_PREFIX}, configurable with "
-                "PLATFORM_EVENTS_SUBJECT_PREFIX). Generated from contracts/ by `make contracts`; "
-                "do not edit by hand."
+                "Integration events and RPC endpoints of the platform control plane on NATS. Every "
+                "event is a CloudEvents 1.0 event in structured content mode (header content-type: "
+                f"{STRUCTURED_CONTENT_TYPE}; the body is the event in the CloudEvents JSON format with "
+                f"type {CLOUDEVENTS_TYPE_PREFIX}<type> and the extension attribute dataversion) published "
+                f"on <prefix>.<type> (default prefix {DEFAULT_EVENTS_PREFIX}, configurable with "
+                "PLATFORM_EVENTS_SUBJECT_PREFIX) in JetStream. RPC verbs are NATS request/reply on "
+                f"<rpc prefix>.<service>.<verb> (default prefix {DEFAULT_RPC_PREFIX}). Generated from "
+                "contracts/ by `make contracts`; do not edit by hand."
             ),
             "license": {"name": "Apache-2.0", "url": "https://www.apache.org/licenses/LICENSE-2.0"},
         },
@@ -519,9 +711,12 @@ def asyncapi_document() -> dict[str, Any]:
                 "description": "Placeholder (nats://localhost:4222): deployments set PLATFORM_NATS_URL.",
             }
         },
-        "channels": channels,
-        "operations": operations,
-        "components": {"schemas": dict(sorted(schemas.items())), "messages": messages},
+        "channels": {**event_channels, **rpc_channels},
+        "operations": {**event_operations, **rpc_operations},
+        "components": {
+            "schemas": asyncapi_schema(dict(sorted(schemas.items()))),
+            "messages": asyncapi_schema({**event_messages, **rpc_messages}),
+        },
     }
 
 
@@ -793,6 +988,9 @@ def generated_files() -> dict[Path, str]:
         files[event_schema_path(event_type, version)] = render_json(
             event_schema_document(event_type, version, model, comps)
         )
+        files[data_schema_path(event_type, version)] = render_json(
+            data_schema_document(event_type, version, model, comps)
+        )
     for name in sorted(RPC_VERBS):
         files[rpc_schema_path(name)] = render_json(
             rpc_schema_document(name, RPC_VERBS[name].request_type, comps)
@@ -806,15 +1004,19 @@ def generated_files() -> dict[Path, str]:
 
 def stale_schema_files(files: Mapping[Path, str]) -> list[Path]:
     """Committed schemas no model produces any more: a removed contract, never silently deleted."""
-    committed = sorted(EVENT_SCHEMAS_DIR.glob("*.json")) + sorted(RPC_SCHEMAS_DIR.glob("*.json"))
+    committed = [path for folder in _schema_dirs() for path in sorted(folder.glob("*.json"))]
     return [path for path in committed if path not in files]
+
+
+def _schema_dirs() -> tuple[Path, ...]:
+    return (EVENT_SCHEMAS_DIR, DATA_SCHEMAS_DIR, RPC_SCHEMAS_DIR)
 
 
 def schema_breaks(files: Mapping[Path, str]) -> dict[Path, list[str]]:
     """Existing schema files that the new content would change in a non-additive way."""
     breaks: dict[Path, list[str]] = {}
     for path, content in files.items():
-        if path.parent not in (EVENT_SCHEMAS_DIR, RPC_SCHEMAS_DIR) or not path.exists():
+        if path.parent not in _schema_dirs() or not path.exists():
             continue
         problems = breaking_changes(json.loads(path.read_text(encoding="utf-8")), json.loads(content))
         if problems:

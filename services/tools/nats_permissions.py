@@ -31,6 +31,7 @@ import yaml
 from contracts.catalog import subject_matches
 from contracts.rpc import KIT, RPC_VERBS
 from libs.bus import Subjects, durable_name
+from libs.replay import reader_name
 from libs.rpc import micro_name
 from libs.settings import BusSettings
 from services.tools.topology import bus_services, deployables, rpc_subjects, subjects_published, topology
@@ -109,8 +110,13 @@ def _service(service: str, subjects: Subjects, stream: str) -> Permissions:
     would reach every other consumer of them), its durables, the stream it creates when missing (a create never changes
     an existing stream: the server refuses one whose configuration differs), the message the
     server gave up on (``STREAM.MSG.GET``), the consumer list (intake's backlog check), its
-    RPC endpoints and micro discovery. Never a stream update: that is the provisioner's."""
+    RPC endpoints and micro discovery. Never a stream update: that is the provisioner's.
+
+    A replay (``platformctl events replay --consumer``, :mod:`libs.replay`) reads the stream
+    through a consumer of the service's own (created, pulled and deleted by name) and hands
+    the messages to its durables on the same replay subjects as the dead letters' redrives."""
     durables = _durables(service)
+    reader = reader_name(service)
     stream_api = [
         f"{JS_API}.INFO",
         f"{JS_API}.STREAM.INFO.{stream}",
@@ -125,6 +131,8 @@ def _service(service: str, subjects: Subjects, stream: str) -> Permissions:
         *(subject for durable in durables for subject in _consumer_api(stream, durable)),
         # A server before 2.10 takes a changed filter only on a new durable (libs.inbox).
         *(f"{JS_API}.CONSUMER.DELETE.{stream}.{durable}" for durable in durables),
+        *_consumer_api(stream, reader),
+        f"{JS_API}.CONSUMER.DELETE.{stream}.{reader}",
     ]
     subscribe = [
         f"{inbox_prefix(service)}.>",
@@ -166,15 +174,18 @@ def _gateway(subjects: Subjects) -> Permissions:
 
 def _subscriber(subjects: Subjects, stream: str) -> Permissions:
     """Read-only: durable pull consumers of its own on the events stream. Consumer names are
-    one subject token, so any name is allowed but the platform's own durables, which it may
-    neither create, change, pull nor acknowledge; no deletes at all."""
+    one subject token, so any name is allowed but the platform's own durables and the services'
+    replay readers, which it may neither create, change, pull nor acknowledge; no deletes at all."""
     any_name = "*"
     publish = [
         f"{JS_API}.INFO",
         f"{JS_API}.STREAM.INFO.{stream}",
         *_consumer_api(stream, any_name),
     ]
-    platform_durables = [durable for service in bus_services() for durable in _durables(service)]
+    platform_durables = [
+        *(durable for service in bus_services() for durable in _durables(service)),
+        *(reader_name(service) for service in bus_services()),
+    ]
     deny = [subject for durable in platform_durables for subject in _consumer_api(stream, durable)]
     subscribe = [f"{DEFAULT_INBOX}.>", subjects.all_events]
     return Permissions(tuple(publish), tuple(subscribe), publish_deny=tuple(deny))

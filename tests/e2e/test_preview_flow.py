@@ -126,8 +126,9 @@ def test_one_trace_spans_the_whole_lifecycle(stack: RunningStack) -> None:
     assert {headers["traceparent"].split("-")[1] for _, headers in events} == {trace_id}
     for envelope, headers in events:
         assert headers["Nats-Msg-Id"] == envelope.id
-        assert headers["ce-type"] == envelope.type
-        assert headers["ce-source"] == envelope.source
+        # CloudEvents structured mode: the attributes are in the body, none in ce-* headers.
+        assert headers["content-type"] == "application/cloudevents+json"
+        assert not [name for name in headers if name.lower().startswith("ce-")]
 
 
 def test_service_ops_ports_serve_health_and_metrics(stack: RunningStack) -> None:

@@ -12,7 +12,7 @@ from contracts.events import (
 )
 from contracts.rpc import APPROVE, REJECT
 from libs.service_kit import ServiceKit
-from libs.topology import Consumer, ServiceTopology
+from libs.topology import Consumer, ServiceTopology, skipped_on_replay
 from services.approval.service_layer.handlers import ApprovalService
 
 
@@ -24,7 +24,17 @@ def register(kit: ServiceKit, service: ApprovalService) -> None:
 
 TOPOLOGY = ServiceTopology(
     name="approval",
-    consumers=(Consumer("decisions", {RequestPolicyEvaluated: ApprovalService.on_policy_evaluated}),),
+    consumers=(
+        Consumer(
+            "decisions",
+            {
+                RequestPolicyEvaluated: skipped_on_replay(
+                    ApprovalService.on_policy_evaluated,
+                    "it decides whether the request waits for an approver: moves the request's state",
+                )
+            },
+        ),
+    ),
     publishes=(
         RequestApproved,
         RequestApprovalRecorded,

@@ -12,7 +12,7 @@ from contracts.events import (
     RequestUnpublished,
 )
 from libs.service_kit import ServiceKit
-from libs.topology import Consumer, ServiceTopology
+from libs.topology import Consumer, ServiceTopology, reexecuted_on_replay
 from services.cluster_bootstrapper.service_layer.handlers import ClusterBootstrapperService
 from services.cluster_bootstrapper.settings import ClusterBootstrapperSettings
 
@@ -35,10 +35,25 @@ TOPOLOGY = ServiceTopology(
     name="cluster_bootstrapper",
     consumers=(
         Consumer(
-            "published", {RequestPublished: ClusterBootstrapperService.publish}, ordered_by_subject=True
+            "published",
+            {
+                RequestPublished: reexecuted_on_replay(
+                    ClusterBootstrapperService.publish,
+                    "server-side apply of the same objects changes nothing (it restores what drifted); "
+                    "a superseded or torn-down generation is skipped",
+                )
+            },
+            ordered_by_subject=True,
         ),
         Consumer(
-            "unpublished", {RequestUnpublished: ClusterBootstrapperService.unpublish}, ordered_by_subject=True
+            "unpublished",
+            {
+                RequestUnpublished: reexecuted_on_replay(
+                    ClusterBootstrapperService.unpublish,
+                    "deleting objects that are gone already changes nothing",
+                )
+            },
+            ordered_by_subject=True,
         ),
     ),
     publishes=(

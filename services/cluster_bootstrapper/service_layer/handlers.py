@@ -42,7 +42,7 @@ from contracts.events import (
 from libs.database import Pool
 from libs.errors import TransientError
 from libs.health import DependencyCheck
-from libs.inbox import Tx
+from libs.inbox import Tx, replaying
 from libs.outbox import Outbox
 from libs.service_kit import BackgroundLoop
 from services.cluster_bootstrapper.adapters import repository
@@ -241,8 +241,14 @@ class ClusterBootstrapperService:
             )
         if current is not None and current.supersedes(data.generation):
             return Skip(f"superseded by generation {current.generation}")
-        if current is not None and current.generation == data.generation and current.scannable:
-            # Another delivery of this generation applied it already and reported it.
+        if (
+            current is not None
+            and current.generation == data.generation
+            and current.scannable
+            and not replaying()
+        ):
+            # Another delivery of this generation applied it already and reported it (a
+            # replay applies it again on purpose: it restores what changed in the cluster).
             return Skip("generation already applied")
         env = Environment(
             request_id=data.request_id,

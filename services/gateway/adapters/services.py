@@ -31,6 +31,7 @@ from contracts.replies import (
     CreateOutcome,
     EventFeed,
     RejectionOutcome,
+    ReplayReport,
     RequestPage,
     Timeline,
 )
@@ -51,6 +52,7 @@ from contracts.rpc import (
     REJECT,
     RENDER,
     REPLAY_DEAD_LETTER,
+    REPLAY_EVENTS,
     SET_TEAM_BUDGET,
     VALIDATE_REQUEST,
     ApproveRequest,
@@ -69,6 +71,7 @@ from contracts.rpc import (
     RejectRequest,
     RenderPreview,
     ReplayDeadLetter,
+    ReplayEvents,
     RpcVerb,
     SetTeamBudget,
 )
@@ -155,6 +158,9 @@ class Services:
 
     async def replay_dead_letter(self, service: str, command: ReplayDeadLetter) -> DeadLetter:
         return _kept_by(service, await self.rpc.ask(REPLAY_DEAD_LETTER, command, service=service))
+
+    async def replay_events(self, service: str, command: ReplayEvents) -> ReplayReport:
+        return await self.rpc.ask(REPLAY_EVENTS, command, service=service)
 
     # -- the catalog, budgets and plans (policy, renderer) ---------------------------------
 

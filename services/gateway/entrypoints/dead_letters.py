@@ -20,7 +20,7 @@ from services.gateway.entrypoints.openapi import answers, error_responses
 from services.gateway.service_layer import dead_letters
 
 
-def _service_name(service: str) -> str:
+def service_name(service: str) -> str:
     """``git-publisher`` or ``git_publisher`` -> ``git_publisher``; 400 for anything else."""
     normalized = service.replace("-", "_")
     if normalized not in BACKEND_SERVICES:
@@ -55,7 +55,7 @@ class DeadLettersController(Controller):
         `unavailable` (a single requested service that does not answer is a 503)."""
         query = ListDeadLetters(include_replayed=include_replayed, limit=limit)
         return await dead_letters.list_dead_letters(
-            services, _service_name(service) if service else None, query
+            services, service_name(service) if service else None, query
         )
 
     @post(
@@ -75,5 +75,5 @@ class DeadLettersController(Controller):
         """The event is delivered again to the consumer that gave up on it (others ignore the
         copy); 409 if it was replayed already. The dead letter is kept, marked `replayed_at`."""
         command = ReplayDeadLetter(id=dead_letter_id, replayed_by=actor.actor)
-        replayed = await dead_letters.replay(services, _service_name(service), command)
+        replayed = await dead_letters.replay(services, service_name(service), command)
         return Response(replayed, status_code=202)

@@ -13,6 +13,7 @@ from litestar.openapi.spec import OpenAPIMediaType, RequestBody, Schema
 from pydantic import BaseModel
 
 from contracts.inputs import (
+    ConsumerReplayInput,
     EnvironmentClassInput,
     EnvironmentRequestInput,
     ExtensionInput,
@@ -122,6 +123,12 @@ POLICY_PACK = model_body(
     "Rules (a closed set of types), manifests (NetworkPolicy, ConfigMap, LimitRange, "
     "ResourceQuota, PodDisruptionBudget; checked against the Kubernetes schemas), namespace "
     "labels and ConfigMap metadata. See docs/policy.md.",
+)
+CONSUMER_REPLAY = model_body(
+    ConsumerReplayInput,
+    {"from_sequence": 1, "dry_run": True},
+    "Where the replay starts: `from_sequence` (a stream sequence) or `from_time` (RFC 3339). "
+    "`dry_run` counts per event type what would be re-executed or skipped, and changes nothing.",
 )
 TEAM_BUDGET = model_body(
     TeamBudgetInput,

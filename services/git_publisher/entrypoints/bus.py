@@ -11,7 +11,7 @@ from contracts.events import (
     RequestUnpublished,
 )
 from libs.service_kit import ServiceKit
-from libs.topology import Consumer, ServiceTopology
+from libs.topology import Consumer, ServiceTopology, reexecuted_on_replay
 from services.git_publisher.service_layer.handlers import GitPublisherService
 
 
@@ -32,8 +32,15 @@ TOPOLOGY = ServiceTopology(
         Consumer(
             "requests",
             {
-                RequestRendered: GitPublisherService.publish,
-                RequestTeardownRequested: GitPublisherService.unpublish,
+                RequestRendered: reexecuted_on_replay(
+                    GitPublisherService.publish,
+                    "the request's directory is a pure function of the bundle: an unchanged tree makes "
+                    "no commit; a newer generation or a teardown on the branch wins",
+                ),
+                RequestTeardownRequested: reexecuted_on_replay(
+                    GitPublisherService.unpublish,
+                    "removing a directory that is gone already makes no commit",
+                ),
             },
             ordered_by_subject=True,
         ),

@@ -36,7 +36,7 @@ from contracts.events import (
     RequestUnpublished,
 )
 from libs.database import Pool
-from libs.inbox import Tx
+from libs.inbox import Tx, replaying
 from services.git_publisher.adapters import publications
 from services.git_publisher.domain.approvals import approvals_for_commit
 from services.git_publisher.domain.changes import Change, RefusedChange, remove_directory, write_directory
@@ -116,7 +116,10 @@ class PublishRendered:
 
     async def prepare(self, envelope: Envelope, data: RequestRendered) -> Skip | Outcome:
         async with self.service.pool.connection() as conn:
-            if await publications.get_publication(conn, data.request_id, data.generation) is not None:
+            # A replay redoes the push on purpose (it restores a directory changed on the
+            # branch since); an unchanged tree makes no commit.
+            done = await publications.get_publication(conn, data.request_id, data.generation)
+            if done is not None and not replaying():
                 return Skip("generation already published")
             newer = await publications.newer_generation(conn, data.request_id, data.generation)
         if newer is not None:
@@ -207,7 +210,8 @@ class UnpublishTeardown:
 
     async def prepare(self, envelope: Envelope, data: RequestTeardownRequested) -> Skip | Outcome:
         async with self.service.pool.connection() as conn:
-            if await publications.get_unpublication(conn, data.request_id, data.generation) is not None:
+            done = await publications.get_unpublication(conn, data.request_id, data.generation)
+            if done is not None and not replaying():
                 return Skip("generation already torn down")
         try:
             # Also for a request never rendered (empty path): there is no directory, but

@@ -22,7 +22,7 @@ from contracts.rpc import (
 )
 from libs.inbox import record_only
 from libs.service_kit import ServiceKit
-from libs.topology import Consumer, ServiceTopology, events_under
+from libs.topology import Consumer, ServiceTopology, events_under, skipped_on_replay
 from services.intake.service_layer.handlers import IntakeService
 
 
@@ -45,7 +45,12 @@ TOPOLOGY = ServiceTopology(
         # A class event is about no request: a failure has nothing to be reported on.
         Consumer(
             "classes",
-            {ClassUpserted: IntakeService.on_class_upserted},
+            {
+                ClassUpserted: skipped_on_replay(
+                    IntakeService.on_class_upserted,
+                    "an older class event would roll the replica of the class back",
+                )
+            },
             on_give_up=record_only,
             on_retry=None,
         ),
@@ -56,7 +61,13 @@ TOPOLOGY = ServiceTopology(
         # an event about the same request, whose projection would fail again, in a loop.
         Consumer(
             "requests",
-            dict.fromkeys(events_under("request"), IntakeService.on_request_event),
+            dict.fromkeys(
+                events_under("request"),
+                skipped_on_replay(
+                    IntakeService.on_request_event,
+                    "the request's status and timeline: a replayed event would be recorded again",
+                ),
+            ),
             ordered_by_subject=True,
             on_give_up=record_only,
             on_retry=None,

@@ -27,7 +27,7 @@ from contracts.rpc import (
     UPSERT_QUOTA_PROFILE,
 )
 from libs.service_kit import ServiceKit
-from libs.topology import Consumer, ServiceTopology
+from libs.topology import Consumer, ServiceTopology, skipped_on_replay
 from services.policy.service_layer.catalog import CatalogService, name_problems_of
 from services.policy.service_layer.handlers import PolicyService
 
@@ -53,11 +53,34 @@ def register(kit: ServiceKit, service: PolicyService, catalog: CatalogService) -
 TOPOLOGY = ServiceTopology(
     name="policy",
     consumers=(
-        Consumer("evaluate", {RequestSubmitted: PolicyService.on_request_submitted}),
+        Consumer(
+            "evaluate",
+            {
+                RequestSubmitted: skipped_on_replay(
+                    PolicyService.on_request_submitted,
+                    "it decides the request against today's catalog and budget: moves the request's state",
+                )
+            },
+        ),
         # An environment stops counting against its team's budget when an approver rejects it
         # or its teardown is requested (docs/policy.md "Budgets").
-        Consumer("rejections", {RequestRejected: PolicyService.on_request_rejected}),
-        Consumer("teardowns", {RequestTeardownRequested: PolicyService.on_teardown_requested}),
+        Consumer(
+            "rejections",
+            {
+                RequestRejected: skipped_on_replay(
+                    PolicyService.on_request_rejected, "it releases the request's share of its team's budget"
+                )
+            },
+        ),
+        Consumer(
+            "teardowns",
+            {
+                RequestTeardownRequested: skipped_on_replay(
+                    PolicyService.on_teardown_requested,
+                    "it releases the request's share of its team's budget",
+                )
+            },
+        ),
     ),
     publishes=(RequestPolicyEvaluated, ClassUpserted, RequestFailed, RequestStageRetrying),
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from contracts.events import RequestFailed, RequestReconcileRequested, RequestRendered, RequestStageRetrying
 from contracts.rpc import RENDER
 from libs.service_kit import ServiceKit
-from libs.topology import Consumer, ServiceTopology
+from libs.topology import Consumer, ServiceTopology, reexecuted_on_replay
 from services.renderer.service_layer.handlers import RendererService
 
 
@@ -17,6 +17,16 @@ def register(kit: ServiceKit, service: RendererService) -> None:
 
 TOPOLOGY = ServiceTopology(
     name="renderer",
-    consumers=(Consumer("reconcile", {RequestReconcileRequested: RendererService.on_reconcile_requested}),),
+    consumers=(
+        Consumer(
+            "reconcile",
+            {
+                RequestReconcileRequested: reexecuted_on_replay(
+                    RendererService.on_reconcile_requested,
+                    "a generation's bundle is stored once: the same bundle, the same digest",
+                )
+            },
+        ),
+    ),
     publishes=(RequestRendered, RequestFailed, RequestStageRetrying),
 )

@@ -1,4 +1,4 @@
-"""``platformctl events tail|dlq|replay``: follow the platform's events and handle dead letters.
+"""``platformctl events tail|dlq|replay``: follow the platform's events, replay them, handle dead letters.
 
 ``events tail`` follows ``GET /v1/events`` (the timelines intake records for every request
 the caller may see), so it needs only the API and a token, honours team scope, and shows
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -24,6 +25,19 @@ from services.tools.platformctl.tokens import parse_duration
 
 EVENTS = "/v1/events"
 DEAD_LETTERS = "/v1/dead-letters"
+CONSUMERS = "/v1/consumers"
+
+REPLAY_COLUMNS: list[Column] = [
+    ("CONSUMER", lambda d: d.get("consumer")),
+    ("TYPE", lambda d: d.get("event_type")),
+    ("MESSAGES", lambda d: d.get("messages")),
+    ("ACTION", lambda d: d.get("action")),
+    ("WHY", lambda d: d.get("reason")),
+]
+REPLAY_USAGE = (
+    "events replay: give --consumer SERVICE --from SEQ|TIME [--dry-run] (replay the stream to a "
+    "service's consumers) or --service SERVICE --id N (redrive a dead letter)"
+)
 
 DEAD_LETTER_COLUMNS: list[Column] = [
     ("SERVICE", lambda d: d.get("service")),
@@ -107,7 +121,95 @@ def events_dlq(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def events_replay(args: argparse.Namespace, ctx: Context) -> int:
+    """``--consumer S --from X``: replay the stream; ``--service S --id N``: redrive a dead letter."""
+    stream_form = args.consumer is not None or args.start is not None or args.dry_run
+    letter_form = args.service is not None or args.id is not None
+    if stream_form and letter_form:
+        raise UsageError(
+            "events replay: --consumer/--from/--dry-run (replay the stream) and --service/--id "
+            "(redrive a dead letter) are two different replays; give one"
+        )
+    if stream_form:
+        return _replay_stream(args, ctx)
+    if args.service is None or args.id is None:
+        raise UsageError(REPLAY_USAGE if not letter_form else "events replay: --service and --id go together")
     path = f"{DEAD_LETTERS}/{quote(args.service, safe='')}/{args.id}/replay"
     reply = ctx.api.request("POST", path)
     emit(ctx.stdout, reply.body, ctx.output)
     return EXIT_OK
+
+
+def parse_start(text: str, now: datetime | None = None) -> dict[str, Any]:
+    """``--from``: a stream sequence, an RFC 3339 time (no offset: UTC) or a duration ago."""
+    value = text.strip()
+    if value.isdigit():
+        if int(value) < 1:
+            raise UsageError("--from: stream sequences start at 1")
+        return {"from_sequence": int(value)}
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        pass
+    else:
+        return {"from_time": (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()}
+    try:
+        ago = parse_duration(value)
+    except ValueError:
+        raise UsageError(
+            f"--from: {text!r} is neither a stream sequence (1, 2, ...), an RFC 3339 time "
+            "(2026-01-31T12:00:00Z) nor a duration ago (30m, 2h, 1d)"
+        ) from None
+    return {"from_time": ((now or datetime.now(UTC)) - timedelta(seconds=ago)).isoformat()}
+
+
+def _replay_stream(args: argparse.Namespace, ctx: Context) -> int:
+    if args.consumer is None or args.start is None:
+        raise UsageError("events replay: --consumer and --from go together (" + REPLAY_USAGE + ")")
+    path = f"{CONSUMERS}/{quote(args.consumer, safe='')}/replay"
+    body: dict[str, Any] = {**parse_start(args.start), "dry_run": bool(args.dry_run)}
+    report = ctx.api.request("POST", path, json_body=body).body
+    # One call covers a page of the range: go on where it stopped, up to the same end.
+    pages = [report]
+    while report.get("next_sequence") is not None:
+        body = {
+            "from_sequence": report["next_sequence"],
+            "to_sequence": report["to_sequence"],
+            "dry_run": bool(args.dry_run),
+        }
+        report = ctx.api.request("POST", path, json_body=body).body
+        pages.append(report)
+    merged = _merged(pages)
+    if ctx.output == "table":
+        ctx.stdout.write(table(merged["types"], REPLAY_COLUMNS) + "\n")
+        verb = ("would be re-executed", "would be skipped") if args.dry_run else ("re-executed", "skipped")
+        ctx.stdout.write(
+            f"{merged['service']}: {merged['re_executed']} messages {verb[0]}, {merged['skipped']} {verb[1]}"
+            f" (stream sequence {merged['from_sequence']} to {merged['to_sequence']})"
+            + ("; dry run, nothing changed" if args.dry_run else "")
+            + "\n"
+        )
+        ctx.stdout.flush()
+    else:
+        emit(ctx.stdout, merged, ctx.output)
+    return EXIT_OK
+
+
+def _merged(pages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The pages' reports as one: counts added up per consumer and event type."""
+    types: dict[tuple[str, str], dict[str, Any]] = {}
+    for page in pages:
+        for item in page.get("types") or []:
+            key = (item["consumer"], item["event_type"])
+            if key in types:
+                types[key]["messages"] += item["messages"]
+            else:
+                types[key] = dict(item)
+    first = next((page["from_sequence"] for page in pages if page.get("from_sequence") is not None), None)
+    return {
+        **pages[-1],
+        "from_sequence": first,
+        "next_sequence": None,
+        "re_executed": sum(page.get("re_executed", 0) for page in pages),
+        "skipped": sum(page.get("skipped", 0) for page in pages),
+        "types": [types[key] for key in sorted(types)],
+    }

@@ -77,7 +77,11 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "platformctl events tail --from-start --count 10 -o json",
     ),
     "events dlq": ("platformctl events dlq --service intake -o table",),
-    "events replay": ("platformctl events replay --service intake --id 7",),
+    "events replay": (
+        "platformctl events replay --consumer git-publisher --from 1 --dry-run -o table",
+        "platformctl events replay --consumer cluster-bootstrapper --from 2h",
+        "platformctl events replay --service intake --id 7",
+    ),
     "completion": (
         'eval "$(platformctl completion bash)"          # in ~/.bashrc',
         'eval "$(platformctl completion zsh)"           # in ~/.zshrc',

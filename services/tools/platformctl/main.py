@@ -331,9 +331,26 @@ def add_event_commands(root: argparse._SubParsersAction[Parser]) -> None:
     dlq.add_argument("--all", action="store_true", help="include dead letters already replayed")
     dlq.add_argument("--limit", type=int, help="per service (default 100)")
 
-    replay = command(sub, "replay", event_commands.events_replay, "deliver a dead letter again (admin)")
-    replay.add_argument("--service", required=True, help="the service that holds it (see events dlq)")
-    replay.add_argument("--id", required=True, type=int, help="dead letter id (see events dlq)")
+    replay = command(
+        sub,
+        "replay",
+        event_commands.events_replay,
+        "replay the stream to a service's consumers (--consumer) or redrive a dead letter (--service --id)",
+    )
+    stream = replay.add_argument_group("replay the stream to a service's own consumers (admin)")
+    stream.add_argument("--consumer", metavar="SERVICE", help="the service whose consumers take the replay")
+    stream.add_argument(
+        "--from",
+        dest="start",
+        metavar="SEQ|TIME",
+        help="a stream sequence (1: the oldest kept), an RFC 3339 time or a duration ago (30m, 2h, 1d)",
+    )
+    stream.add_argument(
+        "--dry-run", action="store_true", help="count per event type what would be re-executed or skipped"
+    )
+    letter = replay.add_argument_group("redrive one dead letter (admin)")
+    letter.add_argument("--service", help="the service that holds it (see events dlq)")
+    letter.add_argument("--id", type=int, help="dead letter id (see events dlq)")
 
 
 def add_session_commands(root: argparse._SubParsersAction[Parser]) -> None:
