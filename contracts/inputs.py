@@ -157,10 +157,16 @@ def _not_nullable(model: type[BaseModel]) -> frozenset[str]:
 
 # -- shared value types ------------------------------------------------------------------------
 
+NAME_RULE = (
+    "must be a DNS-1123 label: lowercase letters, digits and '-', starting and ending with a "
+    f"letter or digit, at most {NAME_MAX_LENGTH} characters"
+)
+"""What an ``app`` or ``team`` name must be, wherever one is refused (a body, a filter, a URL)."""
+
 RequestName = Annotated[
     str,
     Field(max_length=NAME_MAX_LENGTH, pattern=_whole(DNS1123_LABEL)),
-    explained(f"must be a DNS-1123 label: lowercase letters, digits and '-', at most {NAME_MAX_LENGTH}"),
+    explained(NAME_RULE),
 ]
 """``app`` and ``team``: namespace names, label values and GitOps path segments."""
 

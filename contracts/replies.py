@@ -119,18 +119,29 @@ class PolicyPackList(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ClassUpsert(msgspec.Struct, frozen=True, kw_only=True):
-    """Reply of ``policy.upsert_class``: ``revision`` travels in ``class.upserted``."""
+    """Reply of ``policy.upsert_class``: ``revision`` travels in ``class.upserted``.
+
+    ``unchanged``: the class was stored with this content already; nothing was written, the
+    revision is the one it had and no ``class.upserted`` was published.
+    """
 
     created: bool
     revision: int
     environment_class: EnvironmentClass = msgspec.field(name="class")
+    unchanged: bool = False
 
 
 class QuotaProfileUpsert(msgspec.Struct, frozen=True, kw_only=True):
+    """Reply of ``policy.upsert_quota_profile``; ``unchanged`` as in :class:`ClassUpsert`."""
+
     created: bool
     profile: QuotaProfile
+    unchanged: bool = False
 
 
 class PolicyPackUpsert(msgspec.Struct, frozen=True, kw_only=True):
+    """Reply of ``policy.upsert_policy_pack``; ``unchanged`` as in :class:`ClassUpsert`."""
+
     created: bool
     pack: PolicyPack
+    unchanged: bool = False

@@ -43,3 +43,24 @@ def acts_for(actor: Actor, team: str) -> bool:
     """Whether ``actor`` may see or act on what belongs to ``team``."""
     scope = teams_in_scope(actor)
     return scope is None or team in scope
+
+
+def teams_phrase(teams: list[str] | frozenset[str]) -> str:
+    """``["payments"]`` -> "team payments"; ``["payments", "search"]`` -> "teams payments and search"."""
+    names = sorted(teams)
+    if len(names) == 1:
+        return f"team {names[0]}"
+    return f"teams {', '.join(names[:-1])} and {names[-1]}"
+
+
+def your_teams(actor: Actor) -> str:
+    """Whose teams ``actor`` acts for, in words for a refusal: "you act for team payments".
+
+    Only what the caller's own token says, so a refusal built from it tells them nothing new.
+    """
+    scope = teams_in_scope(actor)
+    if scope is None:
+        return "you act for every team"
+    if not scope:
+        return "your token names no teams"
+    return f"you act for {teams_phrase(scope)}"

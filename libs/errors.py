@@ -126,6 +126,11 @@ def _number(bound: Any) -> str:
     return f"{bound:,}" if isinstance(bound, int) and abs(bound) >= 10_000 else str(bound)
 
 
+def _tags(error: ErrorDetails) -> str:
+    """pydantic's ``"'a', 'b'"`` as people list names: ``a, b``."""
+    return ", ".join(tag.strip().strip("'") for tag in str(_ctx(error, "expected_tags")).split(","))
+
+
 def _items(count: Any) -> str:
     return "1 item" if count == 1 else f"{count} items"
 
@@ -164,9 +169,7 @@ _MESSAGES: Mapping[str, Callable[[ErrorDetails], str]] = {
     ),
     "too_long": lambda e: f"must have at most {_items(_ctx(e, 'max_length'))}",
     "literal_error": lambda e: f"must be {_ctx(e, 'expected')}",
-    "union_tag_invalid": lambda e: (
-        f"unknown type {echoed(_ctx(e, 'tag'))} (known: {_ctx(e, 'expected_tags')})"
-    ),
+    "union_tag_invalid": lambda e: f"unknown type {echoed(_ctx(e, 'tag'))} (known: {_tags(e)})",
     "union_tag_not_found": lambda e: "is required",
     "string_pattern_mismatch": lambda e: "has an invalid format",
     # Raised by the models' own validators: the message is already the rule, for people.

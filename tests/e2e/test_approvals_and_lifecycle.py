@@ -277,7 +277,10 @@ def test_reject_ends_the_request_with_the_reason_in_its_timeline(
 def test_reconcile_rules(stack: RunningStack, alice: httpx.Client, bob: httpx.Client) -> None:
     pending = pending_production(stack, alice, app="ledger-rec")
     body = assert_error(bob.post(f"/v1/environment-requests/{pending}/reconcile"), 409, "conflict")
-    assert "pending_approval" in body["error"]
+    assert (
+        body["error"]
+        == f"request {pending} is pending approval; it must be approved before it can be reconciled"
+    )
     # A requester may not reconcile a class that needs approval, even once approved.
     assert approve(bob, pending, BOB).status_code == 200
     body = assert_error(alice.post(f"/v1/environment-requests/{pending}/reconcile"), 403, "forbidden")

@@ -7,6 +7,7 @@ never a 5xx, and nothing may be stored.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -269,12 +270,29 @@ def test_a_bad_input_is_a_4xx_naming_the_field(
     assert "Traceback" not in response.text
     fields = {detail.get("field") for detail in body["details"] or []}
     assert case.field in fields, f"{case.name}: {body}"
+    assert_written_for_people(body)
     if before is not None:
         assert stored_requests(api) == before
     if case.target == "pending":
         assert (
             api.get(f"/v1/environment-requests/{targets['pending']}").json()["status"] == "pending_approval"
         )
+
+
+# What a message must not hold: a Python or msgspec value where a person reads a sentence.
+NOT_FOR_PEOPLE = re.compile(
+    r"Expected `|got `|known: '\w+', |\['\w[^']*', '|\{'\w+': |\bNone\b|=\[|allowed_roles"
+)
+
+
+def assert_written_for_people(body: dict[str, Any]) -> None:
+    """The error and every field's message read as sentences, and fields are named as the
+    client wrote them (``labels.tier``, never ``body.labels.tier``)."""
+    messages = [body["error"], *(str(detail.get("message")) for detail in body["details"] or [])]
+    for message in messages:
+        assert not NOT_FOR_PEOPLE.search(message), message
+    for detail in body["details"] or []:
+        assert not str(detail.get("field")).startswith("body."), detail
 
 
 def test_idempotent_create_over_http(api: httpx.Client) -> None:

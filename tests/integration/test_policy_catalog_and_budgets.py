@@ -163,7 +163,8 @@ async def test_seeding_never_overwrites_an_admin_edit(platform_env: dict[str, st
             "upsert_class",
             UpsertClass(name="preview", body=await class_body(rpc, "preview"), actor=ROOT),
         )
-        assert upsert["revision"] == 3  # no re-seed bumped it in between
+        # No re-seed bumped the revision in between, and the same content again is no edit.
+        assert (upsert["revision"], upsert["unchanged"]) == (2, True)
 
 
 async def test_a_request_over_the_team_budget_is_rejected_with_every_reason(

@@ -59,8 +59,10 @@ def test_valid_request_gets_defaults() -> None:
 def test_every_failing_field_of_the_body_is_reported_at_once() -> None:
     body = {**VALID, "app": "Payments", "team": "", "ttl_hours": 0, "repository": "ftp://x", "colour": "red"}
     assert failures(body) == {
-        "app": "must be a DNS-1123 label: lowercase letters, digits and '-', at most 40",
-        "team": "must be a DNS-1123 label: lowercase letters, digits and '-', at most 40",
+        "app": "must be a DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter"
+        " or digit, at most 40 characters",
+        "team": "must be a DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter"
+        " or digit, at most 40 characters",
         "ttl_hours": "must be at least 1",
         "repository": (
             "must be an https:// or ssh git URL "
@@ -75,7 +77,9 @@ def test_every_field_the_catalog_refuses_is_reported_at_once() -> None:
         "region": "not allowed for class preview (allowed: us-east-1, us-west-2)",
         "ttl_hours": "must be between 1 and 72 for class preview",
     }
-    assert failures({**VALID, "class": "gold"}) == {"class": "unknown environment class (known: preview)"}
+    assert failures({**VALID, "class": "gold"}) == {
+        "class": "unknown environment class 'gold' (known: preview)"
+    }
 
 
 def test_missing_fields_are_named() -> None:

@@ -73,6 +73,14 @@ def allowed_roles(action: Action) -> list[Role]:
     return [role for role in ROLES_BY_PRIVILEGE if role in PERMISSIONS[action]]
 
 
+def who_can(roles: list[Role]) -> str:
+    """``[admin, approver]`` -> "approvers and admins can": the end of a refusal, for people."""
+    plurals = [f"{role.value}s" for role in reversed(roles)]  # least privileged first, as people list them
+    if len(plurals) == 1:
+        return f"only {plurals[0]} can"
+    return f"{', '.join(plurals[:-1])} and {plurals[-1]} can"
+
+
 def most_privileged(candidates: list[str]) -> Role | None:
     """The most privileged valid role among ``candidates``; unknown names are ignored."""
     valid = {name.strip().lower() for name in candidates}

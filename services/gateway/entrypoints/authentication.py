@@ -21,7 +21,14 @@ from litestar.types import ASGIApp, Guard, Receive, Scope, Send
 
 from services.gateway.adapters.tokens import Authenticator
 from services.gateway.domain.errors import HttpError, PermissionDenied
-from services.gateway.domain.roles import ACTION_PHRASES, Action, allowed_roles, is_allowed, lacks_team_scope
+from services.gateway.domain.roles import (
+    ACTION_PHRASES,
+    Action,
+    allowed_roles,
+    is_allowed,
+    lacks_team_scope,
+    who_can,
+)
 from services.gateway.entrypoints.dependencies import caller_of, runtime_of
 from services.gateway.entrypoints.errors import send_error
 
@@ -76,18 +83,18 @@ def requires(action: Action, *, team_scoped: bool = False) -> Guard:
     async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         principal = caller_of(connection)
         if not is_allowed(principal.role, action):
-            allowed = [role.value for role in allowed_roles(action)]
+            allowed = allowed_roles(action)
             raise PermissionDenied(
-                f"the {principal.role.value} role cannot {ACTION_PHRASES[action]} "
-                f"(allowed: {', '.join(allowed)})",
-                details={"role": principal.role.value, "allowed_roles": allowed},
+                f"the {principal.role.value} role cannot {ACTION_PHRASES[action]}; {who_can(allowed)}",
+                details={"role": principal.role.value, "allowed_roles": [role.value for role in allowed]},
             )
         settings = runtime_of(connection).settings
         if team_scoped and lacks_team_scope(
             principal.role, principal.teams, enforced=settings.team_scope_enforced
         ):
             raise PermissionDenied(
-                f"team scoping is enforced and the token has no {settings.teams_claim!r} claim",
+                f"your token does not say which teams you act for (it has no {settings.teams_claim} "
+                "claim), and this API requires that",
                 details={"claim": settings.teams_claim},
             )
 

@@ -9,6 +9,8 @@ raises; :func:`send_error` covers the middleware that answers before any handler
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -111,6 +113,38 @@ def _wire_name(request: Request[Any, Any, Any], key: Any) -> Any:
     return alias if isinstance(alias, str) and alias else key
 
 
+# What Litestar (msgspec) says of a parameter it cannot convert -> what a person reads.
+_TYPE_WORDS = {
+    "int": "must be a whole number",
+    "float": "must be a number",
+    "bool": "must be true or false",
+    "str": "must be text",
+}
+_PARAMETER_MESSAGES: list[tuple[re.Pattern[str], Callable[[re.Match[str]], str]]] = [
+    (re.compile(r"Expected `(\w+)`, got `\w+`"), lambda m: _TYPE_WORDS.get(m[1], f"must be of type {m[1]}")),
+    (re.compile(r"Expected `\w+` >= (\S+)"), lambda m: f"must be at least {m[1]}"),
+    (re.compile(r"Expected `\w+` <= (\S+)"), lambda m: f"must be at most {m[1]}"),
+    (re.compile(r"Expected `\w+` > (\S+)"), lambda m: f"must be greater than {m[1]}"),
+    (re.compile(r"Expected `\w+` < (\S+)"), lambda m: f"must be less than {m[1]}"),
+    (re.compile(r"Expected `str` of length >= (\d+)"), lambda m: f"must be at least {m[1]} characters"),
+    (re.compile(r"Expected `str` of length <= (\d+)"), lambda m: f"must be at most {m[1]} characters"),
+    (re.compile(r"Invalid enum value (.*)"), lambda m: f"unknown value {m[1]}"),
+    (re.compile(r"Missing required"), lambda m: "is required"),
+]
+
+
+def parameter_message(message: Any) -> Any:
+    """Litestar's wording for a path, query or header value it refused (``Expected `int`,
+    got `str```), as the API words the same problems in a body (``must be a whole number``)."""
+    if not isinstance(message, str):
+        return message
+    for pattern, explain in _PARAMETER_MESSAGES:
+        match = pattern.match(message)
+        if match:
+            return explain(match)
+    return message
+
+
 def handle_framework_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:
     details: Any = None
     message = exc.detail
@@ -118,7 +152,7 @@ def handle_framework_error(request: Request[Any, Any, Any], exc: HTTPException) 
         details = [
             {
                 "field": _wire_name(request, item.get("key")),
-                "message": item.get("message"),
+                "message": parameter_message(item.get("message")),
                 "source": item.get("source"),
             }
             for item in exc.extra

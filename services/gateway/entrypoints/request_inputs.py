@@ -11,6 +11,7 @@ refuses 422 with every failing field named the way the services name them
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Annotated, Any, TypeVar
 
 import msgspec
@@ -60,12 +61,20 @@ async def read_json_object(request: Request[Any, Any, Any], settings: GatewaySet
         ) from None
     except ValueError as exc:  # msgspec.DecodeError/ValidationError (e.g. 1e400), invalid UTF-8
         raise BadRequest(
-            f"the request body is not valid JSON ({exc})", details=_body_problem("is not valid JSON")
+            f"the request body is not valid JSON: {_json_problem(exc)}",
+            details=_body_problem("is not valid JSON"),
         ) from None
     if not isinstance(value, dict):
         problem = f"must be a JSON object, not {json_type(value)}"
         raise BadRequest(f"the request body {problem}", details=_body_problem(problem))
     return value
+
+
+def _json_problem(exc: ValueError) -> str:
+    """msgspec's "JSON is malformed: invalid character (byte 4)" as "invalid character at byte 4"."""
+    text = str(exc).removeprefix("JSON is malformed: ")
+    text = re.sub(r" \(byte (\d+)\)$", r" at byte \1", text)
+    return text[:1].lower() + text[1:]
 
 
 def _body_problem(message: str) -> list[dict[str, str]]:

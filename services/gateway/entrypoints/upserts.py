@@ -1,8 +1,9 @@
 """The catalog's documents (classes, quota profiles, policy packs): one controller shape for all.
 
 Everyone lists and reads them (a read is tagged with a hash of the document,
-:mod:`.conditional`); admins PUT them whole (201 when new, 200 when replaced), the last
-writer winning: policy keeps no version a PUT could be made conditional on. A
+:mod:`.conditional`); admins PUT them whole (201 when new, 200 when replaced or unchanged,
+told apart by ``X-Platform-Change``), the last writer winning: policy keeps no version a
+PUT could be made conditional on. A
 body its :mod:`contracts.inputs` model refuses is still shown to policy, which adds what
 only it can judge (the name in the URL, the profile and packs a class refers to), so one
 422 names every failing field; policy validates a body the model accepts again, with the
@@ -39,6 +40,26 @@ from services.gateway.settings import GatewaySettings
 class _Upserted(Protocol):
     @property
     def created(self) -> bool: ...
+
+    @property
+    def unchanged(self) -> bool: ...
+
+
+# Every PUT of a catalog document says what it did, so a client (platformctl's "unchanged")
+# need not compare documents: 201 alone says created, but 200 is both a replace and a PUT of
+# the content already stored, which changes nothing (no revision, no event).
+CHANGE_HEADER = "X-Platform-Change"
+CHANGE_HEADER_DESCRIPTION = (
+    "What the PUT did: `created` (201), `replaced` (200, the content changed) or `unchanged` "
+    "(200, the same content was stored already: nothing was written)"
+)
+
+
+def change_of(outcome: _Upserted) -> str:
+    """The :data:`CHANGE_HEADER` value of an upsert's reply."""
+    if outcome.created:
+        return "created"
+    return "unchanged" if outcome.unchanged else "replaced"
 
 
 ReplyT = TypeVar("ReplyT", bound=_Upserted)
@@ -115,7 +136,10 @@ def catalog_controller(name: str, document: CatalogDocument[Any]) -> type[Contro
         operation_id=document.operation_id("NameUpsert", document.singular),
         operation_class=documented(
             body=document.body,
-            headers=dict.fromkeys(("200", "201"), document.headers) if document.headers else None,
+            headers={
+                status: {**document.headers, CHANGE_HEADER: CHANGE_HEADER_DESCRIPTION}
+                for status in ("200", "201")
+            },
         ),
         responses={
             200: _spec(item_type, "Replaced"),
@@ -145,7 +169,7 @@ def catalog_controller(name: str, document: CatalogDocument[Any]) -> type[Contro
         return Response(
             document.stored(outcome),
             status_code=201 if outcome.created else 200,
-            headers=document.header_values(outcome),
+            headers={**document.header_values(outcome), CHANGE_HEADER: change_of(outcome)},
         )
 
     return type(

@@ -25,7 +25,7 @@ def not_pending(view: EnvironmentRequestView) -> HttpError:
     return HttpError(
         409,
         "conflict",
-        f"request {view.id} is {view.status}, not {PENDING}",
+        f"request {view.id} is {view.status.replace('_', ' ')}, not waiting for approval",
         details={"status": view.status},
     )
 

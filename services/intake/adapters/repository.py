@@ -167,7 +167,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         return datetime.fromisoformat(created_at), request_id
     except (ValueError, UnicodeDecodeError):
         raise ValidationFailed(
-            "invalid cursor", details=[{"field": "cursor", "message": "not a cursor from next_cursor"}]
+            "invalid request parameters: cursor",
+            details=[{"field": "cursor", "message": "must be the next_cursor of an earlier page"}],
         ) from None
 
 
@@ -277,7 +278,8 @@ class FeedPosition:
         txid, dot, seq = cursor.partition(".")
         if not (dot and txid.isdigit() and seq.isdigit() and len(cursor) <= 41):
             raise ValidationFailed(
-                "invalid cursor", details=[{"field": "after", "message": "not a cursor from next_cursor"}]
+                "invalid request parameters: after",
+                details=[{"field": "after", "message": "must be the next_cursor of an earlier page"}],
             )
         return cls(int(txid), int(seq))
 

@@ -495,7 +495,7 @@ class EnvironmentRequest:
                 "ask an approver or admin"
             )
         if self.status not in RECONCILABLE:
-            raise Conflict(f"request {self.id} is {self.status}; {_why_not_reconcilable(self.status)}")
+            raise Conflict(f"request {self.id} is {_said(self.status)}; {_why_not_reconcilable(self.status)}")
         if self.plan is None:
             raise Conflict(f"request {self.id} has no policy plan to reconcile; create a new request")
         if self.requires_approval and self.approved_at is None:
@@ -510,7 +510,7 @@ class EnvironmentRequest:
         environment earlier than asked for, and each one is bounded by the class maximum.
         """
         if self.status in TEARING_DOWN | {Status.DELETED, Status.REJECTED}:
-            raise Conflict(f"request {self.id} is {self.status} and cannot be extended")
+            raise Conflict(f"request {self.id} is {_said(self.status)} and cannot be extended")
         previous = self.spec.ttl_hours
         self.spec = msgspec.structs.replace(self.spec, ttl_hours=ttl_hours)
         if self.expires_at is not None:
@@ -611,6 +611,11 @@ class EnvironmentRequest:
                 reason=reason,  # type: ignore[arg-type]
             )
         )
+
+
+def _said(status: Status) -> str:
+    """A status in a sentence: "pending approval", not the field value ``pending_approval``."""
+    return status.value.replace("_", " ")
 
 
 def _why_not_reconcilable(status: Status) -> str:

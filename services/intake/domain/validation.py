@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 from contracts.inputs import EnvironmentRequestInput, ExtensionInput
 from contracts.models import EnvironmentClass, RequestSpec
-from libs.errors import FieldError, ValidationFailed
+from libs.errors import FieldError, ValidationFailed, echoed
 
 
 def _ttl_problem(ttl_hours: int, environment_class: EnvironmentClass) -> FieldError | None:
@@ -44,8 +44,8 @@ def catalog_problems(
         return []
     environment_class = classes.get(class_name)
     if environment_class is None:
-        known = ", ".join(sorted(classes)) or "none"
-        return [FieldError("class", f"unknown environment class (known: {known})")]
+        known = f"known: {', '.join(sorted(classes))}" if classes else "there are none yet"
+        return [FieldError("class", f"unknown environment class {echoed(class_name)} ({known})")]
     errors = []
     if isinstance(region, str) and region not in environment_class.allowed_regions:
         allowed = ", ".join(environment_class.allowed_regions)

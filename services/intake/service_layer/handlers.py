@@ -21,11 +21,11 @@ from psycopg import AsyncConnection
 
 from contracts.envelope import Envelope
 from contracts.events import ClassUpserted, RequestSubmitted
-from contracts.inputs import NAME_MAX_LENGTH, EnvironmentRequestInput
+from contracts.inputs import NAME_MAX_LENGTH, NAME_RULE, EnvironmentRequestInput
 from contracts.kubernetes_names import is_dns1123_label
 from contracts.models import Actor, ApprovalView, EnvironmentRequestView, TimelineEntry, ValidatedRequest
 from contracts.replies import CreateOutcome, EventFeed, RequestPage, Timeline
-from contracts.roles import acts_for, teams_in_scope
+from contracts.roles import acts_for, teams_in_scope, your_teams
 from contracts.rpc import (
     CreateRequest,
     DeleteRequest,
@@ -167,18 +167,17 @@ def _check_visible(actor: Actor, request: EnvironmentRequest) -> None:
     if not acts_for(actor, request.spec.team):
         # SPEC: wrong team is 403 (as the original answered). Request ids are 64 random
         # bits, so confirming that one exists tells a caller nothing they could guess.
-        raise Forbidden(
-            f"environment request {request.id} belongs to team {request.spec.team}, not one of your teams",
-            details=[{"field": "team", "message": "not in the token's teams"}],
+        # The request's team is not named: what another team asks for is theirs to know.
+        message = (
+            f"environment request {request.id} belongs to a team you do not act for ({your_teams(actor)})"
         )
+        raise Forbidden(message, details=[{"field": "team", "message": message}])
 
 
 def _check_team(actor: Actor, team: str) -> None:
     if not acts_for(actor, team):
-        raise Forbidden(
-            f"team {team} is not one of your teams",
-            details=[{"field": "team", "message": "not in the token's teams"}],
-        )
+        message = f"{your_teams(actor)}; this request is for team {team}"
+        raise Forbidden(message, details=[{"field": "team", "message": message}])
 
 
 def _check_version(request: EnvironmentRequest, expected_version: int | None) -> None:
@@ -268,7 +267,9 @@ class IntakeService:
                 if existing is not None and existing[0] != _body_hash(command.body):
                     raise Conflict(
                         "Idempotency-Key was already used with a different body",
-                        details=[{"field": "Idempotency-Key", "message": "reused with a different body"}],
+                        details=[
+                            {"field": "Idempotency-Key", "message": "was already used with a different body"}
+                        ],
                     )
             spec = request_spec(command.body, await repository.classes(conn))
         _check_team(actor, spec.team)
@@ -285,7 +286,7 @@ class IntakeService:
         if stored_hash != body_hash:
             raise Conflict(
                 "Idempotency-Key was already used with a different body",
-                details=[{"field": "Idempotency-Key", "message": "reused with a different body"}],
+                details=[{"field": "Idempotency-Key", "message": "was already used with a different body"}],
             )
         request = await repository.get(conn, request_id)
         if request is None:
@@ -303,23 +304,25 @@ class IntakeService:
     async def list_requests(self, query: ListRequests) -> RequestPage:
         if not 1 <= query.limit <= MAX_PAGE_SIZE:
             raise ValidationFailed(
-                f"limit must be between 1 and {MAX_PAGE_SIZE}",
+                "invalid request parameters: limit",
                 details=[{"field": "limit", "message": f"must be between 1 and {MAX_PAGE_SIZE}"}],
             )
         if query.status is not None and query.status not in {s.value for s in Status}:
+            known = ", ".join(s.value for s in Status)
             raise ValidationFailed(
-                "unknown status",
-                details=[{"field": "status", "message": f"unknown status {echoed(query.status)}"}],
+                "invalid request parameters: status",
+                details=[
+                    {"field": "status", "message": f"unknown status {echoed(query.status)} (known: {known})"}
+                ],
             )
         if query.team is not None and not is_dns1123_label(query.team, NAME_MAX_LENGTH):
             raise ValidationFailed(
-                "invalid team filter", details=[{"field": "team", "message": "must be a DNS-1123 label"}]
+                "invalid request parameters: team",
+                details=[{"field": "team", "message": NAME_RULE}],
             )
         if query.team is not None and not acts_for(query.actor, query.team):
-            raise Forbidden(
-                f"team {query.team} is not one of your teams",
-                details=[{"field": "team", "message": "not in the token's teams"}],
-            )
+            message = f"{your_teams(query.actor)}; you asked for the requests of team {query.team}"
+            raise Forbidden(message, details=[{"field": "team", "message": message}])
         async with self.pool.connection() as conn:
             page, next_cursor = await repository.list_requests(
                 conn,

@@ -75,11 +75,23 @@ async def class_revision(conn: Conn, name: str) -> int:
     return int(row["revision"]) if row else 0
 
 
-async def upsert_class(conn: Conn, environment_class: EnvironmentClass, actor: str) -> tuple[int, bool]:
-    """Store an admin's class; returns (revision, created).
+@dataclass(frozen=True)
+class Stored:
+    """What an admin's upsert did: ``created`` a new document, replaced one, or left it
+    ``unchanged`` (the same content again); ``revision`` is a class's revision after it."""
+
+    created: bool
+    unchanged: bool
+    revision: int = 0
+
+
+async def upsert_class(conn: Conn, environment_class: EnvironmentClass, actor: str) -> Stored:
+    """Store an admin's class.
 
     The upsert locks the row, so concurrent edits get strictly increasing revisions and the
-    replicas (which keep the highest revision) converge on the last committed edit.
+    replicas (which keep the highest revision) converge on the last committed edit. The same
+    content again changes nothing: no new revision, no ``class.upserted``, and the row keeps
+    who last changed it and when.
     """
     cursor = await conn.execute(
         "INSERT INTO environment_classes (name, definition, revision, seeded, updated_at, updated_by)"
@@ -87,12 +99,21 @@ async def upsert_class(conn: Conn, environment_class: EnvironmentClass, actor: s
         " ON CONFLICT (name) DO UPDATE SET definition = EXCLUDED.definition,"
         " revision = environment_classes.revision + 1, seeded = false, updated_at = now(),"
         " updated_by = EXCLUDED.updated_by"
+        " WHERE environment_classes.definition IS DISTINCT FROM EXCLUDED.definition"
         " RETURNING revision, (xmax = 0) AS created",
         [environment_class.name, Jsonb(msgspec.to_builtins(environment_class)), actor],
     )
     row = await cursor.fetchone()
+    if row is not None:
+        return Stored(created=bool(row["created"]), unchanged=False, revision=int(row["revision"]))
+    # No row: the WHERE found the stored definition equal (and the conflict locked the row,
+    # so the revision read next is the one that definition has).
+    cursor = await conn.execute(
+        "SELECT revision FROM environment_classes WHERE name = %s", [environment_class.name]
+    )
+    row = await cursor.fetchone()
     assert row is not None
-    return int(row["revision"]), bool(row["created"])
+    return Stored(created=False, unchanged=True, revision=int(row["revision"]))
 
 
 # -- quota profiles ---------------------------------------------------------------------------------
@@ -114,18 +135,19 @@ async def quota_profile_names(conn: Conn) -> set[str]:
     return {row["name"] for row in await cursor.fetchall()}
 
 
-async def upsert_quota_profile(conn: Conn, profile: QuotaProfile, actor: str) -> bool:
-    """Store an admin's profile; True when it is new."""
+async def upsert_quota_profile(conn: Conn, profile: QuotaProfile, actor: str) -> Stored:
+    """Store an admin's profile; the same content again changes nothing (see :func:`upsert_class`)."""
     cursor = await conn.execute(
         "INSERT INTO quota_profiles (name, definition, seeded, updated_at, updated_by)"
         " VALUES (%s, %s, false, now(), %s)"
         " ON CONFLICT (name) DO UPDATE SET definition = EXCLUDED.definition, seeded = false,"
         " updated_at = now(), updated_by = EXCLUDED.updated_by"
+        " WHERE quota_profiles.definition IS DISTINCT FROM EXCLUDED.definition"
         " RETURNING (xmax = 0) AS created",
         [profile.name, Jsonb(msgspec.to_builtins(profile)), actor],
     )
     row = await cursor.fetchone()
-    return bool(row and row["created"])
+    return Stored(created=bool(row and row["created"]), unchanged=row is None)
 
 
 # -- policy packs -----------------------------------------------------------------------------------
@@ -157,18 +179,19 @@ async def policy_packs(conn: Conn, names: list[str] | None = None) -> dict[str, 
     return {pack.name: pack for pack in packs}
 
 
-async def upsert_policy_pack(conn: Conn, pack: PolicyPack, actor: str) -> bool:
-    """Store an admin's pack; True when it is new."""
+async def upsert_policy_pack(conn: Conn, pack: PolicyPack, actor: str) -> Stored:
+    """Store an admin's pack; the same content again changes nothing (see :func:`upsert_class`)."""
     cursor = await conn.execute(
         "INSERT INTO policy_packs (name, definition, seeded, updated_at, updated_by)"
         " VALUES (%s, %s, false, now(), %s)"
         " ON CONFLICT (name) DO UPDATE SET definition = EXCLUDED.definition, seeded = false,"
         " updated_at = now(), updated_by = EXCLUDED.updated_by"
+        " WHERE policy_packs.definition IS DISTINCT FROM EXCLUDED.definition"
         " RETURNING (xmax = 0) AS created",
         [pack.name, Jsonb(msgspec.to_builtins(pack)), actor],
     )
     row = await cursor.fetchone()
-    return bool(row and row["created"])
+    return Stored(created=bool(row and row["created"]), unchanged=row is None)
 
 
 # -- teams and the budget ledger ------------------------------------------------------------------------

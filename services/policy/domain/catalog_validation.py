@@ -19,6 +19,7 @@ from contracts.inputs import (
     CATALOG_NAME_MAX_LENGTH,
     CONFIGMAP_KEY,
     NAME_MAX_LENGTH,
+    NAME_RULE,
     EnvironmentClassInput,
     LimitRangeInput,
     PolicyPackInput,
@@ -203,10 +204,5 @@ def check_team(team: str) -> None:
     if not is_dns1123_label(team, NAME_MAX_LENGTH):
         raise ValidationFailed(
             "invalid team name",
-            details=[
-                {
-                    "field": "team",
-                    "message": f"must be a DNS-1123 label of at most {NAME_MAX_LENGTH} characters",
-                }
-            ],
+            details=[{"field": "team", "message": NAME_RULE}],
         )

@@ -1,7 +1,8 @@
 """Admin edits of the catalog (classes, quota profiles, policy packs) and team budgets.
 
 One transaction each. A class edit is announced as ``class.upserted`` (revision + 1) in
-the same transaction, so intake's replica follows every committed edit and no other.
+the same transaction, so intake's replica follows every committed edit and no other; the
+same content again is no edit (no revision, no event, the reply says ``unchanged``).
 Everything an admin sends is validated with every failing field named; references
 (profiles, packs) and the combination of a class's packs are checked against the catalog
 as it is inside the transaction.
@@ -26,7 +27,7 @@ from contracts.replies import (
     QuotaProfileList,
     QuotaProfileUpsert,
 )
-from contracts.roles import Role, acts_for
+from contracts.roles import Role, acts_for, your_teams
 from contracts.rpc import (
     GetPolicyPack,
     GetQuotaProfile,
@@ -123,10 +124,10 @@ def check_budget_readable(actor: Actor, team: str) -> None:
     """Every role reads every team's budget, except requesters: only their own teams'
     (docs/api.md); whose teams a caller acts for is the one rule of :mod:`contracts.roles`."""
     if actor.role == Role.REQUESTER and not acts_for(actor, team):
-        raise Forbidden(
-            f"team {team} is not one of your teams",
-            details=[{"field": "team", "message": "not in the token's teams"}],
+        message = (
+            f"{your_teams(actor)}; requesters read only the budgets of their own teams, not team {team}'s"
         )
+        raise Forbidden(message, details=[{"field": "team", "message": message}])
 
 
 @dataclass
@@ -156,11 +157,17 @@ class CatalogService:
                         {"field": "policy_packs", "message": conflict.message} for conflict in conflicts
                     ],
                 )
-            revision, created = await repository.upsert_class(conn, new_class, command.actor.actor)
-            await announce_class(
-                self.outbox, conn, new_class, revision=revision, updated_by=command.actor.actor
-            )
-        return ClassUpsert(created=created, revision=revision, environment_class=new_class)
+            stored = await repository.upsert_class(conn, new_class, command.actor.actor)
+            if not stored.unchanged:
+                await announce_class(
+                    self.outbox, conn, new_class, revision=stored.revision, updated_by=command.actor.actor
+                )
+        return ClassUpsert(
+            created=stored.created,
+            revision=stored.revision,
+            environment_class=new_class,
+            unchanged=stored.unchanged,
+        )
 
     async def class_problems_of(self, message: bytes) -> list[FieldError]:
         """For a class body that failed its model: what the URL's name and the catalog refuse
@@ -192,8 +199,8 @@ class CatalogService:
         """Create or replace a profile; classes that use it get the new values from their next request."""
         profile = quota_profile(command.name, command.body)
         async with self.pool.connection() as conn, conn.transaction():
-            created = await repository.upsert_quota_profile(conn, profile, command.actor.actor)
-        return QuotaProfileUpsert(created=created, profile=profile)
+            stored = await repository.upsert_quota_profile(conn, profile, command.actor.actor)
+        return QuotaProfileUpsert(created=stored.created, profile=profile, unchanged=stored.unchanged)
 
     # -- policy packs --------------------------------------------------------------------------------
 
@@ -231,8 +238,8 @@ class CatalogService:
                 raise ValidationFailed(
                     "invalid policy pack: it conflicts with other packs of a class", details=details
                 )
-            created = await repository.upsert_policy_pack(conn, pack, command.actor.actor)
-        return PolicyPackUpsert(created=created, pack=pack)
+            stored = await repository.upsert_policy_pack(conn, pack, command.actor.actor)
+        return PolicyPackUpsert(created=stored.created, pack=pack, unchanged=stored.unchanged)
 
     # -- teams and budgets ---------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ import json
 from typing import Any
 from urllib.parse import quote
 
-from services.tools.platformctl.client import CliError, UsageError
+from services.tools.platformctl.client import CliError, Reply, UsageError
 from services.tools.platformctl.context import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Context
 from services.tools.platformctl.files import load_documents
 from services.tools.platformctl.output import CLASS_COLUMNS, Column, emit
@@ -77,7 +77,7 @@ def apply_documents(args: argparse.Namespace, ctx: Context, collection: str, wha
         body = {key: value for key, value in document.items() if key != "name"}
         before = _current(ctx, _path(collection, name))
         reply = ctx.api.request("PUT", _path(collection, name), json_body=body)
-        ctx.note(f"{what} {name} {'created' if reply.status == 201 else 'configured'}")
+        ctx.note(f"{what} {name} {change_of(reply)}")
         reset = reset_by_omission(before, body, reply.body)
         if reset:
             ctx.note(
@@ -87,6 +87,18 @@ def apply_documents(args: argparse.Namespace, ctx: Context, collection: str, wha
         applied.append(reply.body)
     emit(ctx.stdout, {"items": applied}, ctx.output, COLUMNS_BY_COLLECTION.get(collection))
     return EXIT_OK
+
+
+# The gateway names what each PUT did (created, replaced or unchanged); 201 is "created" even
+# from a gateway that does not send the header yet, and any other answer without it "configured".
+CHANGE_HEADER = "X-Platform-Change"
+CHANGES = {"created": "created", "replaced": "configured", "unchanged": "unchanged"}
+
+
+def change_of(reply: Reply) -> str:
+    """``created``, ``configured`` or ``unchanged`` (kubectl's words) for an applied document."""
+    said = CHANGES.get(reply.headers.get(CHANGE_HEADER, ""))
+    return said or ("created" if reply.status == 201 else "configured")
 
 
 def _current(ctx: Context, path: str) -> dict[str, Any] | None:
@@ -165,12 +177,14 @@ def show_team(team: dict[str, Any], ctx: Context) -> None:
     if ctx.output != "table":
         emit(ctx.stdout, team, ctx.output)
         return
+    budget = team.get("monthly_budget_usd")
     lines = [
         f"team:      {team.get('team')}",
-        f"budget:    {_money(team.get('monthly_budget_usd'))}{' / month' if team.get('monthly_budget_usd') is not None else ''}",
+        f"budget:    {'not set (no limit)' if budget is None else _money(budget) + ' / month'}",
         f"spend:     {_money(team.get('spend_usd'))} / month (active environments)",
-        f"remaining: {_money(team.get('remaining_usd'))}",
     ]
+    if budget is not None:
+        lines.append(f"remaining: {_money(team.get('remaining_usd'))}")
     environments = team.get("active_environments") or []
     if environments:
         lines.append("environments:")
@@ -253,12 +267,7 @@ def _summarise(plan: dict[str, Any], ctx: Context) -> None:
             f"quota:     {details.get('quota_profile')} ({quota})",
             f"packs:     {', '.join(details.get('policy_packs') or [])}",
         ]
-    exceeded = " EXCEEDED" if budget.get("exceeded") else ""
-    lines.append(
-        f"cost:      {_money(budget.get('request_cost_usd'))} / month; team {budget.get('team')}: "
-        f"{_money(budget.get('active_spend_usd'))} active -> {_money(budget.get('projected_spend_usd'))} "
-        f"of {_money(budget.get('monthly_budget_usd'))}{exceeded}"
-    )
+    lines.append(f"cost:      {_money(budget.get('request_cost_usd'))} / month; {_budget_line(budget)}")
     manifests = plan.get("manifests")
     if manifests:
         lines.append(f"manifests: {manifests.get('gitops_path')}/ (digest {manifests.get('digest')})")
@@ -270,6 +279,16 @@ def _summarise(plan: dict[str, Any], ctx: Context) -> None:
     for file in (manifests or {}).get("files") or []:
         ctx.stdout.write(f"---\n# {file.get('name')}\n{file.get('content')}")
     ctx.stdout.flush()
+
+
+def _budget_line(budget: dict[str, Any]) -> str:
+    """The team's spend with this request, against its budget if it has one."""
+    team = budget.get("team")
+    spend = f"{_money(budget.get('active_spend_usd'))} active -> {_money(budget.get('projected_spend_usd'))}"
+    if budget.get("monthly_budget_usd") is None:
+        return f"team {team} has no budget set ({spend}, no limit)"
+    exceeded = ", over budget" if budget.get("exceeded") else ""
+    return f"team {team}: {spend} of {_money(budget['monthly_budget_usd'])}{exceeded}"
 
 
 COLUMNS_BY_COLLECTION: dict[str, list[Column]] = {

@@ -66,19 +66,41 @@ def redact(url: str) -> str:
 
 
 def describe_details(details: Any) -> str:
-    """``[{"field": "team", "message": "..."}]`` -> ``team: ...; region: ...``."""
-    if isinstance(details, list):
-        parts = []
-        for item in details:
-            if isinstance(item, dict) and "message" in item:
-                field = item.get("field")
-                parts.append(f"{field}: {item['message']}" if field else str(item["message"]))
-            else:
-                parts.append(str(item))
-        return "; ".join(parts)
-    if isinstance(details, dict):
-        return ", ".join(f"{key}={value}" for key, value in details.items())
-    return "" if details is None else str(details)
+    """``[{"field": "team", "message": "..."}]`` -> ``team: ...; region: ...``.
+
+    Only field problems are shown: details of any other shape (``{"role": ..., "allowed_roles":
+    [...]}``) are data for scripts, and the error's message already says the same for people.
+    """
+    if not isinstance(details, list):
+        return ""
+    parts = []
+    for item in details:
+        if isinstance(item, dict) and isinstance(item.get("message"), str):
+            field = item.get("field")
+            parts.append(f"{field}: {item['message']}" if field else item["message"])
+    return "; ".join(parts)
+
+
+def error_message(message: str, details: Any) -> str:
+    """The API's message with the field problems of ``details`` that it does not already say.
+
+    A validation error's message names the failing fields (``invalid environment request:
+    class, region``) and its details say what is wrong with each; shown together they would
+    name each field twice, so the details take the place of that list of names
+    (``invalid environment request: class: unknown environment class 'gold' ...``).
+    """
+    problems = [
+        item
+        for item in (details if isinstance(details, list) else [])
+        if isinstance(item, dict) and isinstance(item.get("message"), str)
+    ]
+    described = describe_details([item for item in problems if item["message"] not in message])
+    if not described:
+        return message
+    fields = ", ".join(dict.fromkeys(str(item.get("field")) for item in problems))
+    if fields and message.endswith(f": {fields}"):
+        return f"{message[: -len(fields)]}{described}"
+    return f"{message}; {described}"
 
 
 def error_from_response(response: httpx.Response) -> CliError:
@@ -87,10 +109,7 @@ def error_from_response(response: httpx.Response) -> CliError:
     except ValueError:
         body = None
     if isinstance(body, dict) and isinstance(body.get("error"), str):
-        message = body["error"]
-        details = describe_details(body.get("details"))
-        if details and details not in message:
-            message = f"{message}; {details}"
+        message = error_message(body["error"], body.get("details"))
         code = body.get("code") if isinstance(body.get("code"), str) else None
         return CliError(f"{message} (HTTP {response.status_code})", response.status_code, code)
     return CliError(f"the API answered HTTP {response.status_code}", response.status_code)
