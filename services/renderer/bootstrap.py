@@ -24,6 +24,7 @@ def build_renderer(settings: RendererSettings) -> BundleRenderer:
         gitops_revision=settings.git_branch,
         argocd_namespace=settings.argocd_namespace,
         argocd_project=settings.argocd_project,
+        argocd_baseline_project=settings.argocd_baseline_project,
         destination_server=settings.argocd_destination_server,
         app_path=settings.argocd_app_path,
     )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from contracts.kubernetes_names import DNS1123_SUBDOMAIN, is_dns1123_label
 from libs.settings import PlatformSettings, SecretUrl, setting
 from services.renderer.domain.git_urls import url_problem
+from services.renderer.domain.manifests import ENVIRONMENT_PROJECT
 
 # Rendered when no GitOps URL is configured (development): obviously not a real host
 # (.invalid is reserved), so an Application carrying it is recognisable at a glance.
@@ -45,7 +46,18 @@ class RendererSettings(PlatformSettings):
         "PLATFORM_ARGOCD_NAMESPACE", "argocd", doc="Namespace of the rendered Argo CD Applications."
     )
     argocd_project: str = setting(
-        "PLATFORM_ARGOCD_PROJECT", "default", doc="Argo CD project of the Applications."
+        "PLATFORM_ARGOCD_PROJECT",
+        ENVIRONMENT_PROJECT,
+        doc="Argo CD project of each environment's app Application. {environment}: one AppProject per"
+        " environment, rendered beside it (only the request's repository, only its namespace, no"
+        " cluster-scoped kinds, no quota/limits/network policies/RBAC). Any other value names a project"
+        " you manage; 'default' (anything goes) is refused in strict production mode.",
+    )
+    argocd_baseline_project: str = setting(
+        "PLATFORM_ARGOCD_BASELINE_PROJECT",
+        "default",
+        doc="Argo CD project of each environment's baseline Application, which syncs the platform's own"
+        " objects (Namespace, quota, limits, network policies) from the GitOps repository.",
     )
     argocd_destination_server: str = setting(
         "PLATFORM_ARGOCD_DESTINATION_SERVER",
@@ -75,8 +87,27 @@ class RendererSettings(PlatformSettings):
             problems.append("PLATFORM_LABEL_PREFIX must be a DNS subdomain (e.g. platform.example.com)")
         if not is_dns1123_label(self.argocd_namespace):
             problems.append("PLATFORM_ARGOCD_NAMESPACE must be a DNS-1123 label")
-        for variable, value in (
+        for variable, project in (
             ("PLATFORM_ARGOCD_PROJECT", self.argocd_project),
+            ("PLATFORM_ARGOCD_BASELINE_PROJECT", self.argocd_baseline_project),
+        ):
+            if project != ENVIRONMENT_PROJECT and (
+                len(project) > 253 or DNS1123_SUBDOMAIN.fullmatch(project) is None
+            ):
+                problems.append(
+                    f"{variable} must be {ENVIRONMENT_PROJECT} or an Argo CD project name (a DNS subdomain)"
+                )
+        if self.argocd_baseline_project == ENVIRONMENT_PROJECT:
+            problems.append(
+                "PLATFORM_ARGOCD_BASELINE_PROJECT must name a platform project: the environment's own"
+                " project refuses the objects the baseline Application syncs"
+            )
+        if self.is_strict and self.argocd_project == "default":
+            problems.append(
+                "PLATFORM_ARGOCD_PROJECT=default lets every app repository deploy anything anywhere;"
+                f" strict production mode needs {ENVIRONMENT_PROJECT} (the default) or a confined project"
+            )
+        for variable, value in (
             ("PLATFORM_GIT_BRANCH", self.git_branch),
             ("PLATFORM_ARGOCD_DESTINATION_SERVER", self.argocd_destination_server),
             ("PLATFORM_ARGOCD_APP_PATH", self.argocd_app_path),

@@ -365,7 +365,8 @@ def test_extend_within_the_class_maximum(
 def test_delete_tears_the_environment_down(stack: RunningStack, alice: httpx.Client) -> None:
     ready = ready_preview(stack, alice, "web-delete")
     path = f"/v1/environment-requests/{ready['id']}"
-    assert ready["gitops_path"] in stack.git("ls-tree", "-r", "--name-only", "main")
+    project_file = f"{ready['gitops_path']}/argocd-appproject.yaml"
+    assert project_file in stack.git("ls-tree", "-r", "--name-only", "main").split()
 
     deleting = alice.delete(path)
     assert deleting.status_code == 202, deleting.text
@@ -375,6 +376,7 @@ def test_delete_tears_the_environment_down(stack: RunningStack, alice: httpx.Cli
 
     gone = stack.wait_for_status(alice, ready["id"], {"deleted", "failed"})
     assert gone["status"] == "deleted", gone["last_error"]
+    # The environment's Argo CD project goes with it: nothing is left granting its repository.
     assert ready["gitops_path"] not in stack.git("ls-tree", "-r", "--name-only", "main")
     assert timeline_types(alice, ready["id"])[-3:] == [
         "request.teardown_requested",

@@ -81,6 +81,31 @@ def test_preview_request_becomes_ready_with_one_pushed_commit(stack: RunningStac
     assert application["kind"] == "Application"
     assert application["spec"]["destination"]["namespace"] == ready["namespace"]
     assert application["spec"]["syncPolicy"]["automated"] == {"prune": True, "selfHeal": True}
+    assert [source["repoURL"] for source in application["spec"]["sources"]] == [PREVIEW["repository"]]
+
+    # The environment's own Argo CD project is published beside it, and the Application is in
+    # it: only the request's repository, only the environment's namespace, nothing
+    # cluster-scoped, and the platform's guard rails out of the app repository's reach.
+    project = documents["argocd-appproject.yaml"]
+    assert project["kind"] == "AppProject"
+    assert application["spec"]["project"] == project["metadata"]["name"] != "default"
+    assert project["spec"]["sourceRepos"] == [PREVIEW["repository"]]
+    assert project["spec"]["destinations"] == [
+        {"server": "https://kubernetes.default.svc", "namespace": ready["namespace"]}
+    ]
+    assert project["spec"]["clusterResourceWhitelist"] == []
+    assert {entry["kind"] for entry in project["spec"]["namespaceResourceBlacklist"]} == {
+        "Namespace",
+        "ResourceQuota",
+        "LimitRange",
+        "NetworkPolicy",
+        "Role",
+        "RoleBinding",
+    }
+    # The platform's own objects reach the cluster through their own Application.
+    baseline = documents["argocd-baseline-application.yaml"]
+    assert baseline["spec"]["sources"][0]["path"] == path
+    assert baseline["spec"]["sources"][0]["directory"] == {"exclude": "argocd-*.yaml"}
 
 
 def test_timeline_lists_the_whole_pipeline(stack: RunningStack) -> None:

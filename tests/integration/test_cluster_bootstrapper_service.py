@@ -249,10 +249,13 @@ async def test_bootstrap_applies_the_bundle_and_the_drift_scan_heals_it(
         [],
     )
     assert bootstrapped.commit_sha == COMMIT
-    # No Argo CD CRD in this emulator: the Application is skipped, and the user is told why.
-    assert len(bootstrapped.notes) == 1
-    assert "Application argocd/payments-api-" in bootstrapped.notes[0]
-    assert "does not serve Application (argoproj.io/v1alpha1)" in bootstrapped.notes[0]
+    # No Argo CD CRDs in this emulator: the project and both Applications are skipped, and
+    # the user is told why.
+    assert len(bootstrapped.notes) == 3
+    assert "AppProject argocd/payments-api-" in bootstrapped.notes[0]
+    assert "does not serve AppProject (argoproj.io/v1alpha1)" in bootstrapped.notes[0]
+    assert "Application argocd/payments-api-" in bootstrapped.notes[2]
+    assert "does not serve Application (argoproj.io/v1alpha1)" in bootstrapped.notes[2]
 
     # What the emulator holds: every object, with the bundle's values.
     namespace = stored(emulator, "v1/namespaces", None, ns)
@@ -302,6 +305,8 @@ async def test_bootstrap_applies_the_bundle_and_the_drift_scan_heals_it(
         ("NetworkPolicy", "applied"),
         ("NetworkPolicy", "applied"),
         ("ConfigMap", "applied"),
+        ("AppProject", "skipped"),
+        ("Application", "skipped"),
         ("Application", "skipped"),
     ]
     assert rows[-1]["noted"]
@@ -362,17 +367,36 @@ async def test_teardown_deletes_the_argo_application_and_the_namespace(
         app_object = stored(emu, "argoproj.io/v1alpha1/applications", "argocd", application)
         assert app_object is not None
         assert app_object["spec"]["destination"]["namespace"] == ns
+        assert app_object["spec"]["project"] == application
+        # The environment's project is applied before the Applications that name it.
+        project = stored(emu, "argoproj.io/v1alpha1/appprojects", "argocd", application)
+        assert project is not None
+        assert project["spec"]["destinations"] == [
+            {"server": "https://kubernetes.default.svc", "namespace": ns}
+        ]
+        assert project["spec"]["clusterResourceWhitelist"] == []
+        argocd_writes = [path for _, path in writes(emu) if path.startswith("/apis/argoproj.io/")]
+        # (the emulator's apply falls back to a create: consecutive writes of one kind collapse)
+        kinds = [path.split("/")[6] for path in argocd_writes]
+        assert [kind for i, kind in enumerate(kinds) if i == 0 or kinds[i - 1] != kind] == [
+            "appprojects",
+            "applications",
+        ]
         assert writes(emu)[-1][1].startswith("/apis/argoproj.io/v1alpha1/namespaces/argocd/applications")
 
         await harness.publish(unpublished(bundle, 2))
         [torn_down] = await harness.wait_for("request.torn_down")
         assert (torn_down.generation, torn_down.cluster_status) == (2, "deleted")
         deletes = [path for method, path in writes(emu) if method == "DELETE"]
+        # The Applications before the project they name, the namespace last.
         assert deletes == [
             f"/apis/argoproj.io/v1alpha1/namespaces/argocd/applications/{application}",
+            f"/apis/argoproj.io/v1alpha1/namespaces/argocd/applications/{application}-baseline",
+            f"/apis/argoproj.io/v1alpha1/namespaces/argocd/appprojects/{application}",
             f"/api/v1/namespaces/{ns}",
         ]
         assert stored(emu, "argoproj.io/v1alpha1/applications", "argocd", application) is None
+        assert stored(emu, "argoproj.io/v1alpha1/appprojects", "argocd", application) is None
         assert stored(emu, "v1/namespaces", None, ns) is None
 
         # The publication of generation 1, delivered again after the teardown (a retry that

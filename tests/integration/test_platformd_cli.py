@@ -46,3 +46,24 @@ def test_config_shows_harmless_defaults_of_secret_settings() -> None:
     # No default at all reads as "-", not as a hidden value.
     assert lines["PLATFORM_JWT_HS256_SECRET"].split()[1] == "-"
     assert "(secret)" not in "\n".join(lines.values())
+
+
+def test_strict_production_refuses_to_start_the_renderer_with_the_default_argocd_project() -> None:
+    """Argo CD's `default` project lets an app repository deploy anything anywhere."""
+    strict = {
+        "PLATFORM_ENV": "prod",
+        "PLATFORM_POSTGRES_DSN": "postgresql://postgres@127.0.0.1:5432/postgres",
+        "PLATFORM_ARGOCD_GITOPS_REPO_URL": "https://git.example.com/platform/gitops.git",
+    }
+    done = subprocess.run(
+        [str(PLATFORMD), "renderer"],
+        capture_output=True,
+        text=True,
+        env={**clean_env(), **strict, "PLATFORM_ARGOCD_PROJECT": "default"},
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    [message] = done.stderr.splitlines()
+    assert message.startswith("platformd: invalid configuration: PLATFORM_ARGOCD_PROJECT=default ")
+    assert "strict production mode" in message

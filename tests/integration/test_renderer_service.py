@@ -9,6 +9,7 @@ import msgspec
 import nats
 import psycopg
 import pytest
+import yaml
 from nats.js import JetStreamContext
 from psycopg.rows import dict_row
 
@@ -17,6 +18,7 @@ from contracts.events import RequestFailed, RequestReconcileRequested, RequestRe
 from libs.service_kit import ServiceKit
 from libs.settings import load_settings
 from services.renderer.bootstrap import build_renderer
+from services.renderer.domain.argocd import APPPROJECT_SCHEMA, project_denial, structure_problems
 from services.renderer.settings import RendererSettings
 from tests.support.bus import publish_event, stream_events, wait_until
 from tests.support.rendered_bundles import CORE_FILES
@@ -188,3 +190,69 @@ async def test_an_invalid_plan_fails_the_request_without_retrying(
     assert await bundle_rows(environment) == []
     assert await published(js, environment, "request.rendered") == []
     assert await count_rows(environment, "dead_letters") == 0
+
+
+async def test_each_environment_gets_a_project_that_confines_its_application(
+    renderer: ServiceKit, js: JetStreamContext, environment: dict[str, str]
+) -> None:
+    """Two teams' environments: each Application is in its own project, and that project
+    refuses cluster-scoped kinds, the other team's namespace and the other team's repository."""
+    prefix = environment["PLATFORM_EVENTS_SUBJECT_PREFIX"]
+    requests = {
+        "req-00000000000000a1": seed_spec("preview"),
+        "req-00000000000000b2": seed_spec(
+            "preview", team="billing", app="ledger", repository="https://github.com/example/ledger.git"
+        ),
+    }
+    for request_id, spec in requests.items():
+        event = RequestReconcileRequested(
+            request_id=request_id, generation=1, spec=spec, plan=seed_plan("preview"), requested_by="system"
+        )
+        await publish_event(js, prefix, request_id, event, source="intake")
+
+    async def rendered_events() -> list[Envelope]:
+        events = await published(js, environment, "request.rendered")
+        return events if len(events) == len(requests) else []
+
+    bundles = {}
+    for envelope in await wait_until(rendered_events, what="both bundles on the stream"):
+        data = rendered_data(envelope)
+        files = {file.name: yaml.safe_load(file.content) for file in data.files}
+        bundles[data.request_id] = (data.namespace, files)
+
+    payments_namespace, payments = bundles["req-00000000000000a1"]
+    billing_namespace, billing = bundles["req-00000000000000b2"]
+    server = "https://kubernetes.default.svc"
+    for namespace, files in bundles.values():
+        project, application = files["argocd-appproject.yaml"], files["argocd-application.yaml"]
+        assert structure_problems(project, APPPROJECT_SCHEMA) == []
+        assert application["spec"]["project"] == project["metadata"]["name"]
+        [source] = application["spec"]["sources"]
+        own = {"repo_url": source["repoURL"], "server": server, "namespace": namespace}
+        assert project_denial(project, **own, group="apps", kind="Deployment") is None
+        assert (
+            project_denial(
+                project,
+                **{**own, "namespace": None},
+                group="rbac.authorization.k8s.io",
+                kind="ClusterRoleBinding",
+            )
+            == "cluster-scoped ClusterRoleBinding is not in the project's clusterResourceWhitelist"
+        )
+        assert project_denial(project, **own, group="", kind="ResourceQuota") is not None
+    payments_project = payments["argocd-appproject.yaml"]
+    assert payments_project["metadata"]["name"] != billing["argocd-appproject.yaml"]["metadata"]["name"]
+    into_billing = {"repo_url": "https://github.com/example/payments-api.git", "server": server}
+    assert (
+        project_denial(
+            payments_project, **into_billing, namespace=billing_namespace, group="apps", kind="Deployment"
+        )
+        == f"namespace {billing_namespace} on {server} is not one of the project's destinations"
+    )
+    from_billing = {"repo_url": "https://github.com/example/ledger.git", "server": server}
+    assert (
+        project_denial(
+            payments_project, **from_billing, namespace=payments_namespace, group="apps", kind="Deployment"
+        )
+        == "repository https://github.com/example/ledger.git is not one of the project's sourceRepos"
+    )

@@ -53,13 +53,15 @@ def serve_namespaces(emulator: kmock.KubernetesEmulator) -> None:
 
 
 def declare_argocd(emulator: kmock.KubernetesEmulator) -> None:
-    """Make the emulator serve ``argoproj.io/v1alpha1`` Applications, as if Argo CD's CRD were installed."""
-    emulator.resources["argoproj.io/v1alpha1/applications"] = kmock.ResourceInfo(
-        kind="Application",
-        singular="application",
-        namespaced=True,
-        verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
-    )
+    """Make the emulator serve ``argoproj.io/v1alpha1`` Applications and AppProjects, as if
+    Argo CD's CRDs were installed."""
+    for plural, kind in (("applications", "Application"), ("appprojects", "AppProject")):
+        emulator.resources[f"argoproj.io/v1alpha1/{plural}"] = kmock.ResourceInfo(
+            kind=kind,
+            singular=kind.lower(),
+            namespaced=True,
+            verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
+        )
 
 
 @contextlib.asynccontextmanager

@@ -16,6 +16,7 @@ from contracts.events import RenderedFile
 from tests.support.seed_plans import LIMITS, QUOTAS
 
 LABEL_PREFIX = "platform.example.com"
+APP_REPOSITORY = "https://github.com/example/payments-api.git"
 # The files of every bundle, in the renderer's order; a class's policy packs add theirs after them.
 CORE_FILES = [
     "namespace.yaml",
@@ -23,6 +24,8 @@ CORE_FILES = [
     "limitrange.yaml",
     "networkpolicy.yaml",
     "policypack.yaml",
+    "argocd-baseline-application.yaml",
+    "argocd-appproject.yaml",
     "argocd-application.yaml",
 ]
 
@@ -51,6 +54,7 @@ def preview_bundle(
 ) -> Bundle:
     """The preview class (small quota, one namespace); ``zero_trust`` adds the egress policies."""
     namespace = namespace or f"{team}-{app}-{request_id[-8:]}"
+    application = f"{team}-{app}-{request_id}"
     default, maximum = LIMITS["small"]
     labels = {
         f"{LABEL_PREFIX}/team": team,
@@ -147,19 +151,63 @@ def preview_bundle(
             ),
         ),
         RenderedFile(
+            name="argocd-baseline-application.yaml",
+            content=_dump(
+                {
+                    "apiVersion": "argoproj.io/v1alpha1",
+                    "kind": "Application",
+                    "metadata": meta(f"{application}-baseline", "argocd"),
+                    "spec": {
+                        "project": "default",
+                        "sources": [
+                            {
+                                "repoURL": "https://gitops.example.invalid/platform/gitops.git",
+                                "targetRevision": "main",
+                                "path": f"clusters/us-east-1/teams/{team}/{app}/{request_id}",
+                                "directory": {"exclude": "argocd-*.yaml"},
+                            }
+                        ],
+                        "destination": {"server": "https://kubernetes.default.svc", "namespace": namespace},
+                        "syncPolicy": {"automated": {"prune": True, "selfHeal": True}},
+                    },
+                }
+            ),
+        ),
+        RenderedFile(
+            name="argocd-appproject.yaml",
+            content=_dump(
+                {
+                    "apiVersion": "argoproj.io/v1alpha1",
+                    "kind": "AppProject",
+                    "metadata": meta(application, "argocd"),
+                    "spec": {
+                        "sourceRepos": [APP_REPOSITORY],
+                        "destinations": [
+                            {"server": "https://kubernetes.default.svc", "namespace": namespace}
+                        ],
+                        "clusterResourceWhitelist": [],
+                        "namespaceResourceBlacklist": [
+                            {"group": "", "kind": "Namespace"},
+                            {"group": "", "kind": "ResourceQuota"},
+                            {"group": "", "kind": "LimitRange"},
+                            {"group": "networking.k8s.io", "kind": "NetworkPolicy"},
+                            {"group": "rbac.authorization.k8s.io", "kind": "Role"},
+                            {"group": "rbac.authorization.k8s.io", "kind": "RoleBinding"},
+                        ],
+                    },
+                }
+            ),
+        ),
+        RenderedFile(
             name="argocd-application.yaml",
             content=_dump(
                 {
                     "apiVersion": "argoproj.io/v1alpha1",
                     "kind": "Application",
-                    "metadata": meta(f"{team}-{app}-{request_id}", "argocd"),
+                    "metadata": meta(application, "argocd"),
                     "spec": {
-                        "project": "default",
-                        "source": {
-                            "repoURL": "https://github.com/example/payments-api.git",
-                            "targetRevision": "main",
-                            "path": "deploy",
-                        },
+                        "project": application,
+                        "sources": [{"repoURL": APP_REPOSITORY, "targetRevision": "main", "path": "deploy"}],
                         "destination": {"server": "https://kubernetes.default.svc", "namespace": namespace},
                         "syncPolicy": {"automated": {"prune": True, "selfHeal": True}},
                     },

@@ -245,7 +245,7 @@ def test_apply_order_keeps_bundle_order_among_equals() -> None:
     assert kinds.index("LimitRange") < kinds.index("ServiceAccount") < kinds.index("NetworkPolicy")
 
 
-def test_the_plan_fills_in_the_namespace_and_marks_the_argo_application_optional() -> None:
+def test_the_plan_fills_in_the_namespace_and_marks_the_argo_objects_optional() -> None:
     files = [
         BUNDLE.files[0],
         RenderedFile(
@@ -258,10 +258,15 @@ def test_the_plan_fills_in_the_namespace_and_marks_the_argo_application_optional
     account = next(obj for obj in plan if obj.ref.kind == "ServiceAccount")
     assert account.ref == ObjectRef("v1", "ServiceAccount", "deployer", NS)
     assert account.manifest["metadata"]["namespace"] == NS
-    application = next(obj for obj in plan if obj.ref.kind == "Application")
-    assert application.optional
-    assert application.ref.namespace == "argocd"
-    assert not any(obj.optional for obj in plan if obj.ref.kind != "Application")
+    argocd = [obj for obj in plan if obj.ref.group == "argoproj.io"]
+    assert sorted(obj.ref.kind for obj in argocd) == ["AppProject", "Application", "Application"]
+    assert all(obj.optional and obj.ref.namespace == "argocd" for obj in argocd)
+    assert not any(obj.optional for obj in plan if obj.ref.group != "argoproj.io")
+    # The project exists before the Applications that name it, and outlives them at teardown.
+    kinds = [obj.ref.kind for obj in plan]
+    assert kinds[-3:] == ["AppProject", "Application", "Application"]
+    deleted = [ref.kind for ref in teardown_order(plan, NS)]
+    assert deleted == ["Application", "Application", "AppProject", "Namespace"]
     namespace = plan[0]
     assert namespace.ref == ObjectRef("v1", "Namespace", NS, None)
 
@@ -332,7 +337,13 @@ def test_a_bundle_without_its_namespace_is_refused() -> None:
 
 def test_teardown_deletes_objects_outside_the_namespace_before_the_namespace() -> None:
     refs = teardown_order(plan_bundle(BUNDLE.files, NS), NS)
-    assert [(ref.kind, ref.namespace) for ref in refs] == [("Application", "argocd"), ("Namespace", None)]
+    # Reverse apply order outside the namespace: the Applications before the project they name.
+    assert [(ref.kind, ref.namespace) for ref in refs] == [
+        ("Application", "argocd"),
+        ("Application", "argocd"),
+        ("AppProject", "argocd"),
+        ("Namespace", None),
+    ]
     assert refs[-1].name == NS
 
 
@@ -343,9 +354,12 @@ def test_teardown_deletes_what_any_generation_applied_once_each() -> None:
         DesiredObject(ObjectRef("argoproj.io/v1alpha1", "Application", "payments-api-old", "argocd"), {}),
     ]
     refs = teardown_order([*first, *first, *renamed], NS)
+    current = f"payments-api-{BUNDLE.request_id}"
     assert [(ref.kind, ref.namespace, ref.name) for ref in refs] == [
+        ("Application", "argocd", current),
+        ("Application", "argocd", f"{current}-baseline"),
+        ("AppProject", "argocd", current),
         ("Application", "argocd", "payments-api-old"),
-        ("Application", "argocd", f"payments-api-{BUNDLE.request_id}"),
         ("Namespace", None, "payments-api-old"),
         ("Namespace", None, NS),
     ]
@@ -354,8 +368,8 @@ def test_teardown_deletes_what_any_generation_applied_once_each() -> None:
 def test_the_test_bundle_is_valid_kubernetes() -> None:
     """The fixture the cluster tests apply must be what a real apiserver accepts."""
     for document in BUNDLE.objects():
-        if document["kind"] == "Application":
-            continue  # a CRD: no schema in the Kubernetes OpenAPI documents
+        if document["apiVersion"].startswith("argoproj.io/"):
+            continue  # CRDs: no schema in the Kubernetes OpenAPI documents
         kubernetes_validate.validate(document, "1.30.0", strict=True)
 
 

@@ -142,13 +142,21 @@ def test_rendered_files_are_exactly_the_intended_objects(
         "namespace": "argocd",
         "labels": platform,
     }
-    assert application["spec"]["sources"][0]["path"] == directory
-    assert application["spec"]["sources"][1] == {
-        "repoURL": "https://github.com/example/payments-api.git",
-        "targetRevision": revision,
-        "path": ".",
-    }
+    assert parsed["argocd-baseline-application.yaml"]["spec"]["sources"][0]["path"] == directory
+    assert application["spec"]["project"] == parsed["argocd-appproject.yaml"]["metadata"]["name"]
+    assert application["spec"]["sources"] == [
+        {
+            "repoURL": "https://github.com/example/payments-api.git",
+            "targetRevision": revision,
+            "path": ".",
+        }
+    ]
     assert application["spec"]["destination"]["namespace"] == bundle.namespace
+    project = parsed["argocd-appproject.yaml"]["spec"]
+    assert project["destinations"] == [
+        {"server": "https://kubernetes.default.svc", "namespace": bundle.namespace}
+    ]
+    assert project["clusterResourceWhitelist"] == []
 
 
 json_values = st.recursive(
@@ -306,11 +314,11 @@ def test_any_request_the_api_accepts_renders_exactly_the_intended_objects(
                 **plan.pack_metadata,
             },
         },
-        "argocd-application.yaml": {
+        "argocd-baseline-application.yaml": {
             "apiVersion": "argoproj.io/v1alpha1",
             "kind": "Application",
             "metadata": {
-                "name": f"{spec.team}-{spec.app}-{request_id}",
+                "name": f"{spec.team}-{spec.app}-{request_id}-baseline",
                 "namespace": "argocd",
                 "labels": platform,
             },
@@ -321,10 +329,48 @@ def test_any_request_the_api_accepts_renders_exactly_the_intended_objects(
                         "repoURL": "https://git.example.com/g.git",
                         "targetRevision": "main",
                         "path": directory,
-                        "directory": {"exclude": "argocd-application.yaml"},
+                        "directory": {"exclude": "argocd-*.yaml"},
                     },
-                    {"repoURL": spec.repository, "targetRevision": spec.revision, "path": "."},
                 ],
+                "destination": {"server": "https://kubernetes.default.svc", "namespace": namespace},
+                "syncPolicy": {"automated": {"prune": True, "selfHeal": True}},
+            },
+        },
+        "argocd-appproject.yaml": {
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "AppProject",
+            "metadata": {
+                "name": f"{spec.team}-{spec.app}-{request_id}",
+                "namespace": "argocd",
+                "labels": platform,
+            },
+            "spec": {
+                "description": f"Environment {spec.team}-{spec.app}-{request_id}: deploys"
+                f" {spec.team}/{spec.app} into namespace {namespace} only",
+                "sourceRepos": [spec.repository],
+                "destinations": [{"server": "https://kubernetes.default.svc", "namespace": namespace}],
+                "clusterResourceWhitelist": [],
+                "namespaceResourceBlacklist": [
+                    {"group": "", "kind": "Namespace"},
+                    {"group": "", "kind": "ResourceQuota"},
+                    {"group": "", "kind": "LimitRange"},
+                    {"group": "networking.k8s.io", "kind": "NetworkPolicy"},
+                    {"group": "rbac.authorization.k8s.io", "kind": "Role"},
+                    {"group": "rbac.authorization.k8s.io", "kind": "RoleBinding"},
+                ],
+            },
+        },
+        "argocd-application.yaml": {
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "Application",
+            "metadata": {
+                "name": f"{spec.team}-{spec.app}-{request_id}",
+                "namespace": "argocd",
+                "labels": platform,
+            },
+            "spec": {
+                "project": f"{spec.team}-{spec.app}-{request_id}",
+                "sources": [{"repoURL": spec.repository, "targetRevision": spec.revision, "path": "."}],
                 "destination": {"server": "https://kubernetes.default.svc", "namespace": namespace},
                 "syncPolicy": {"automated": {"prune": True, "selfHeal": True}},
             },

@@ -23,7 +23,7 @@ from contracts.models import LimitRangeValues, PackManifest
 from libs.settings import SettingsError, load_settings
 from services.renderer.adapters.templates import ManifestTemplates, RawValueInTemplate, manifest_environment
 from services.renderer.bootstrap import build_renderer
-from services.renderer.domain.argocd import structure_problems
+from services.renderer.domain.argocd import APPPROJECT_SCHEMA, project_denial, structure_problems
 from services.renderer.domain.bundle import Bundle, BundleInvalid, bundle_digest
 from services.renderer.domain.layout import namespace_name
 from services.renderer.service_layer.rendering import BundleRenderer
@@ -172,20 +172,142 @@ def test_argocd_application(renderer: BundleRenderer, class_name: str) -> None:
     assert application["metadata"]["name"] == f"payments-payments-api-{REQUEST_ID}"
     assert application["metadata"]["namespace"] == "argocd"
     assert application["spec"] == {
-        "project": "default",
+        "project": f"payments-payments-api-{REQUEST_ID}",
         "sources": [
-            {
-                "repoURL": GITOPS_URL,
-                "targetRevision": "main",
-                "path": bundle.gitops_path,
-                "directory": {"exclude": "argocd-application.yaml"},
-            },
             {"repoURL": "https://github.com/example/payments-api.git", "targetRevision": "main", "path": "."},
         ],
         "destination": {"server": "https://kubernetes.default.svc", "namespace": bundle.namespace},
         "syncPolicy": {"automated": {"prune": True, "selfHeal": True}},
     }
     assert structure_problems(application) == []
+
+
+@pytest.mark.parametrize("class_name", SEED_CLASSES)
+def test_the_baseline_application_syncs_the_directory_in_the_platform_project(
+    renderer: BundleRenderer, class_name: str
+) -> None:
+    bundle = render(renderer, class_name)
+    baseline = objects(bundle)["argocd-baseline-application.yaml"]
+    assert baseline["metadata"] == {
+        "name": f"payments-payments-api-{REQUEST_ID}-baseline",
+        "namespace": "argocd",
+        "labels": platform_labels(class_name),
+    }
+    assert baseline["spec"] == {
+        "project": "default",
+        "sources": [
+            {
+                "repoURL": GITOPS_URL,
+                "targetRevision": "main",
+                "path": bundle.gitops_path,
+                "directory": {"exclude": "argocd-*.yaml"},
+            }
+        ],
+        "destination": {"server": "https://kubernetes.default.svc", "namespace": bundle.namespace},
+        "syncPolicy": {"automated": {"prune": True, "selfHeal": True}},
+    }
+    assert structure_problems(baseline) == []
+
+
+def _permits(project: dict[str, Any], **target: Any) -> str | None:
+    where = {
+        "repo_url": "https://github.com/example/payments-api.git",
+        "server": "https://kubernetes.default.svc",
+        "namespace": "payments-payments-api-89abcdef",
+        "group": "apps",
+        "kind": "Deployment",
+    }
+    return project_denial(project, **{**where, **target})
+
+
+@pytest.mark.parametrize("class_name", SEED_CLASSES)
+def test_the_environment_project_confines_the_app_to_its_repository_and_namespace(
+    renderer: BundleRenderer, class_name: str
+) -> None:
+    parsed = objects(render(renderer, class_name))
+    project = parsed["argocd-appproject.yaml"]
+    assert project["apiVersion"] == "argoproj.io/v1alpha1"
+    assert project["kind"] == "AppProject"
+    assert project["metadata"]["name"] == parsed["argocd-application.yaml"]["spec"]["project"]
+    assert project["metadata"]["namespace"] == "argocd"
+    assert project["metadata"]["labels"] == platform_labels(class_name)
+    assert structure_problems(project, APPPROJECT_SCHEMA) == []
+    # What the app repository may do: its own kinds, in its own namespace, from itself.
+    assert _permits(project) is None
+    assert _permits(project, group="", kind="Secret") is None
+    # A cluster-scoped kind: the whitelist is empty.
+    assert project["spec"]["clusterResourceWhitelist"] == []
+    denial = _permits(project, namespace=None, group="rbac.authorization.k8s.io", kind="ClusterRoleBinding")
+    assert denial == "cluster-scoped ClusterRoleBinding is not in the project's clusterResourceWhitelist"
+    assert _permits(project, namespace=None, group="", kind="Namespace") is not None
+    # Another team's namespace, and another environment of the same team.
+    assert "is not one of the project's destinations" in str(
+        _permits(project, namespace="billing-api-01234567")
+    )
+    assert _permits(project, namespace="payments-payments-api-00000000") is not None
+    assert _permits(project, server="https://other-cluster.example.com") is not None
+    # A foreign repository.
+    assert "is not one of the project's sourceRepos" in str(
+        _permits(project, repo_url="https://github.com/attacker/cluster-admin.git")
+    )
+    # The platform's own objects in the namespace stay the platform's.
+    for group, kind in [
+        ("", "ResourceQuota"),
+        ("", "LimitRange"),
+        ("networking.k8s.io", "NetworkPolicy"),
+        ("rbac.authorization.k8s.io", "Role"),
+        ("rbac.authorization.k8s.io", "RoleBinding"),
+    ]:
+        assert (
+            _permits(project, group=group, kind=kind)
+            == f"{kind} is in the project's namespaceResourceBlacklist"
+        )
+
+
+def test_a_named_project_renders_no_appproject() -> None:
+    renderer = build_renderer(
+        load_settings(
+            RendererSettings,
+            {"PLATFORM_GITOPS_REPO_URL": GITOPS_URL, "PLATFORM_ARGOCD_PROJECT": "tenants-confined"},
+        )
+    )
+    parsed = objects(render(renderer, "preview"))
+    assert "argocd-appproject.yaml" not in parsed
+    assert parsed["argocd-application.yaml"]["spec"]["project"] == "tenants-confined"
+
+
+@pytest.mark.parametrize(
+    ("environment", "message"),
+    [
+        ({"PLATFORM_ENV": "prod", "PLATFORM_ARGOCD_PROJECT": "default"}, "PLATFORM_ARGOCD_PROJECT=default"),
+        ({"PLATFORM_STRICT_PRODUCTION": "true", "PLATFORM_ARGOCD_PROJECT": "default"}, "strict production"),
+        ({"PLATFORM_ARGOCD_PROJECT": "{team}"}, "PLATFORM_ARGOCD_PROJECT must be {environment} or"),
+        ({"PLATFORM_ARGOCD_PROJECT": "Tenants"}, "PLATFORM_ARGOCD_PROJECT must be {environment} or"),
+        ({"PLATFORM_ARGOCD_BASELINE_PROJECT": "{environment}"}, "PLATFORM_ARGOCD_BASELINE_PROJECT must name"),
+    ],
+)
+def test_project_settings_refuse_an_unconfined_or_malformed_project(
+    environment: dict[str, str], message: str
+) -> None:
+    strict = {
+        "PLATFORM_POSTGRES_DSN": "postgresql://db/x",
+        "PLATFORM_ARGOCD_GITOPS_REPO_URL": "https://git.example.com/platform/gitops.git",
+    }
+    with pytest.raises(SettingsError) as caught:
+        load_settings(RendererSettings, {**strict, **environment})
+    assert message in str(caught.value)
+
+
+def test_strict_production_starts_with_the_environment_projects() -> None:
+    settings = load_settings(
+        RendererSettings,
+        {
+            "PLATFORM_ENV": "prod",
+            "PLATFORM_POSTGRES_DSN": "postgresql://db/x",
+            "PLATFORM_ARGOCD_GITOPS_REPO_URL": "https://git.example.com/platform/gitops.git",
+        },
+    )
+    assert settings.argocd_project == "{environment}"
 
 
 def test_settings_shape_the_application_and_labels() -> None:
@@ -197,7 +319,7 @@ def test_settings_shape_the_application_and_labels() -> None:
                 "PLATFORM_ARGOCD_GITOPS_REPO_URL": "https://git.internal/platform/gitops.git",
                 "PLATFORM_GIT_BRANCH": "environments",
                 "PLATFORM_ARGOCD_NAMESPACE": "gitops",
-                "PLATFORM_ARGOCD_PROJECT": "tenants",
+                "PLATFORM_ARGOCD_BASELINE_PROJECT": "platform",
                 "PLATFORM_ARGOCD_DESTINATION_SERVER": "https://eks.us-east-1.example.com",
                 "PLATFORM_LABEL_PREFIX": "idp.acme.io",
             },
@@ -205,11 +327,15 @@ def test_settings_shape_the_application_and_labels() -> None:
     )
     parsed = objects(render(renderer, "preview"))
     application = parsed["argocd-application.yaml"]
+    baseline = parsed["argocd-baseline-application.yaml"]
+    project = parsed["argocd-appproject.yaml"]
     assert application["metadata"]["namespace"] == "gitops"
-    assert application["spec"]["project"] == "tenants"
-    assert application["spec"]["sources"][0]["repoURL"] == "https://git.internal/platform/gitops.git"
-    assert application["spec"]["sources"][0]["targetRevision"] == "environments"
+    assert project["metadata"]["namespace"] == "gitops"
+    assert baseline["spec"]["project"] == "platform"
+    assert baseline["spec"]["sources"][0]["repoURL"] == "https://git.internal/platform/gitops.git"
+    assert baseline["spec"]["sources"][0]["targetRevision"] == "environments"
     assert application["spec"]["destination"]["server"] == "https://eks.us-east-1.example.com"
+    assert project["spec"]["destinations"][0]["server"] == "https://eks.us-east-1.example.com"
     assert parsed["resourcequota.yaml"]["metadata"]["labels"]["idp.acme.io/team"] == "payments"
 
 
@@ -355,8 +481,10 @@ def test_golden_files_are_valid_kubernetes_with_the_spec_quota(class_name: str) 
         documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
         assert len(documents) == 1, path.name
         parsed[path.name] = documents[0]
-        if path.name == "argocd-application.yaml":
-            assert structure_problems(documents[0]) == []  # a CRD: no schema in kubernetes-validate
+        if path.name == "argocd-appproject.yaml":
+            assert structure_problems(documents[0], APPPROJECT_SCHEMA) == []  # CRDs: no schema in
+        elif path.name.startswith("argocd-"):  # kubernetes-validate
+            assert structure_problems(documents[0]) == []
         else:
             assert kubernetes_validate.validate(documents[0], "1.30.0", strict=True), path.name
     assert parsed["resourcequota.yaml"]["spec"]["hard"] == QUOTAS[class_name]
@@ -437,7 +565,7 @@ def test_hostile_owner_and_revision_stay_values(renderer: BundleRenderer, hostil
     assert parsed["namespace.yaml"]["metadata"]["annotations"] == {f"{PREFIX}/owner": hostile}
     assert set(parsed["namespace.yaml"]["metadata"]) == {"name", "labels", "annotations"}
     application = parsed["argocd-application.yaml"]
-    assert application["spec"]["sources"][1] == {
+    assert application["spec"]["sources"][0] == {
         "repoURL": "https://github.com/example/payments-api.git",
         "targetRevision": hostile,
         "path": ".",
@@ -647,14 +775,35 @@ def test_an_invalid_application_is_caught_by_the_structural_check() -> None:
     ]
 
 
+def test_an_invalid_appproject_is_caught_by_the_structural_check() -> None:
+    project = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "AppProject",
+        "metadata": {"name": "payments-api", "namespace": "argocd"},
+        "spec": {
+            "sourceRepos": [],
+            "destinations": [{"server": "https://kubernetes.default.svc", "namespace": "*"}],
+            "namespaceResourceBlacklist": [{"kind": "Role"}],
+            "roles": [],
+        },
+    }
+    assert structure_problems(project, APPPROJECT_SCHEMA) == [
+        "spec: clusterResourceWhitelist is required",
+        "spec.sourceRepos: must have at least 1 items",
+        "spec.destinations[0].namespace: has an invalid format",
+        "spec.namespaceResourceBlacklist[0]: group is required",
+        "spec.roles: unknown field",
+    ]
+
+
 # -- schema validation agrees with kubernetes-validate ------------------------------------------------------
 
 
 @pytest.mark.parametrize("class_name", SEED_CLASSES)
 def test_rendered_objects_pass_kubernetes_validate(renderer: BundleRenderer, class_name: str) -> None:
     for name, manifest in objects(render(renderer, class_name)).items():
-        if name == "argocd-application.yaml":
-            continue  # a CRD: kubernetes-validate has no schema for it
+        if name.startswith("argocd-"):
+            continue  # CRDs: kubernetes-validate has no schema for them (structure_problems does)
         assert kubernetes_validate.validate(manifest, renderer.schemas.version, strict=True)
         assert renderer.schemas.problems(manifest) == []
 

@@ -1,7 +1,7 @@
 {{/*
 What cluster-bootstrapper needs for in-cluster apply (docs/cluster-bootstrapper.md):
 server-side apply, read-back and delete of each bundle's objects in environment namespaces
-it creates itself (so a ClusterRole), namespaces themselves, and Argo CD Applications in
+it creates itself (so a ClusterRole), namespaces themselves, and Argo CD Applications and AppProjects in
 one namespace only (a Role there). Kinds that policy packs add go in rbac.extraRules.
 Granting a Role through a RoleBinding needs the Role's own permissions (or `bind`), which
 is why packs that bind roles need matching extraRules.
@@ -55,7 +55,7 @@ metadata:
     {{- include "platform-lib.labels" $ | nindent 4 }}
 rules:
   - apiGroups: ["argoproj.io"]
-    resources: ["applications"]
+    resources: ["applications", "appprojects"]
     verbs: {{ toJson $verbs }}
 ---
 apiVersion: rbac.authorization.k8s.io/v1

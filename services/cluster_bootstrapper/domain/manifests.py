@@ -27,8 +27,9 @@ ARGOCD_NAMESPACE = "argocd"
 # (404) until it exists. Quota and LimitRange come before anything that could start pods,
 # since both are enforced only at admission: pods admitted earlier escape them. Network
 # policies come before workloads so nothing runs even briefly without default-deny. The
-# Argo CD Application is last: it starts deploying the app, which must land in a
-# namespace whose guard rails are already in place.
+# Argo CD Applications are last: they start deploying the app, which must land in a
+# namespace whose guard rails are already in place; the environment's AppProject comes
+# just before them, since Argo CD refuses an Application whose project does not exist.
 _APPLY_RANK = {
     "Namespace": 0,
     "ResourceQuota": 10,
@@ -40,7 +41,10 @@ _APPLY_RANK = {
     "ConfigMap": 40,
 }
 _OTHER_NAMESPACED_RANK = 50
+_APPPROJECT_RANK = 99
 _APPLICATION_RANK = 100
+# Argo CD's kinds a bundle may carry, each in Argo CD's own namespace, not the environment's.
+_ARGOCD_RANKS = {"AppProject": _APPPROJECT_RANK, "Application": _APPLICATION_RANK}
 
 # Cluster-scoped kinds a bundle could plausibly carry. None of them is the environment's
 # to own: one environment must not change what every other tenant of the cluster sees.
@@ -101,8 +105,9 @@ class DesiredObject:
         return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def is_argocd_application(api_version: str, kind: str) -> bool:
-    return kind == "Application" and api_version.startswith(ARGOCD_GROUP + "/")
+def is_argocd_object(api_version: str, kind: str) -> bool:
+    """An Argo CD Application or AppProject (both live in Argo CD's namespace)."""
+    return kind in _ARGOCD_RANKS and api_version.startswith(ARGOCD_GROUP + "/")
 
 
 def _documents(file: RenderedFile) -> Iterable[dict[str, Any]]:
@@ -152,12 +157,12 @@ def _desired(document: dict[str, Any], file_name: str, namespace: str) -> Desire
         raise InvalidBundle(
             f"{file_name}: cluster-scoped {kind} {name} is outside what an environment may own"
         )
-    if is_argocd_application(api_version, kind):
-        # Argo CD watches Applications in its own namespace only; that is the one exception
-        # to "everything lives in the environment's namespace".
+    if is_argocd_object(api_version, kind):
+        # Argo CD watches Applications and AppProjects in its own namespace only; that is the
+        # one exception to "everything lives in the environment's namespace".
         target = declared_namespace or ARGOCD_NAMESPACE
         manifest["metadata"]["namespace"] = target
-        return DesiredObject(ObjectRef(api_version, kind, name, target), manifest, True, _APPLICATION_RANK)
+        return DesiredObject(ObjectRef(api_version, kind, name, target), manifest, True, _ARGOCD_RANKS[kind])
     if declared_namespace not in (None, namespace):
         raise InvalidBundle(
             f"{file_name}: {kind} {name} targets namespace {declared_namespace}, not {namespace}"
@@ -200,17 +205,18 @@ def teardown_order(objects: Iterable[DesiredObject], namespace: str) -> list[Obj
     """What teardown deletes: objects outside the namespace first, then the namespace itself.
 
     Deleting the namespace removes everything inside it; objects elsewhere (the Argo CD
-    Application) would otherwise outlive the environment and keep syncing a removed path.
+    Applications and AppProject) would otherwise outlive the environment and keep syncing a
+    removed path. They go in reverse apply order (Applications before their project), so no
+    Application is left pointing at a project that no longer exists.
     ``objects`` may hold several generations' objects (the same one twice is deleted once),
     including a Namespace of another name that an earlier generation created.
     """
     the_namespace = ObjectRef("v1", "Namespace", namespace)
-    outside = {
-        obj.ref
-        for obj in objects
-        if obj.ref.namespace != namespace and (obj.ref.kind, obj.ref.name) != ("Namespace", namespace)
-    }
-    return [*sorted(outside), the_namespace]
+    outside: dict[ObjectRef, int] = {}
+    for obj in objects:
+        if obj.ref.namespace != namespace and (obj.ref.kind, obj.ref.name) != ("Namespace", namespace):
+            outside[obj.ref] = max(obj.rank, outside.get(obj.ref, obj.rank))
+    return [*sorted(outside, key=lambda ref: (-outside[ref], ref)), the_namespace]
 
 
 def pruned_by(previous: Iterable[DesiredObject], current: Iterable[DesiredObject]) -> list[ObjectRef]:

@@ -23,6 +23,8 @@ TEMPLATE_NAMES = (
     "limitrange.yaml.j2",
     "networkpolicy.yaml.j2",
     "policypack.yaml.j2",
+    "argocd-baseline-application.yaml.j2",
+    "argocd-appproject.yaml.j2",
     "argocd-application.yaml.j2",
     "pack-manifest.yaml.j2",
 )

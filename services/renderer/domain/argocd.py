@@ -1,13 +1,23 @@
-"""A structural check of the Argo CD Application, which has no schema in kubernetes-validate.
+"""Structural checks of the Argo CD objects, which have no schema in kubernetes-validate,
+and the confinement an AppProject grants, as Argo CD evaluates it.
 
-:data:`APPLICATION_SCHEMA` is a small JSON-Schema-like description of the subset of
-``argoproj.io/v1alpha1`` Application the renderer writes: required fields, types, and no
-unknown keys, so a mistake in the template or the object builder fails here instead of in
-Argo CD. :func:`structure_problems` understands only the keywords used below.
+:data:`APPLICATION_SCHEMA` and :data:`APPPROJECT_SCHEMA` are small JSON-Schema-like
+descriptions of the subset of ``argoproj.io/v1alpha1`` Application and AppProject the
+renderer writes: required fields, types, and no unknown keys, so a mistake in the template or
+the object builder fails here instead of in Argo CD. They are written by hand after Argo CD's
+CRDs (field names and types as in ``appprojects.argoproj.io`` / ``applications.argoproj.io``
+v1alpha1), because no package from PyPI or npm ships those CRDs' schemas.
+:func:`structure_problems` understands only the keywords used below.
+
+:func:`project_denial` answers what Argo CD answers when an Application of a project syncs
+an object: whether the project lets that repository, destination and kind through. The
+renderer uses it to prove that each environment's project admits its own Application and
+nothing beyond its own namespace.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -97,6 +107,59 @@ APPLICATION_SCHEMA: Schema = {
     },
 }
 
+_GROUP_KIND = {
+    "type": "object",
+    "required": ["group", "kind"],
+    "additionalProperties": False,
+    "properties": {"group": {"type": "string"}, "kind": _STRING},
+}
+
+APPPROJECT_SCHEMA: Schema = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"type": "string", "enum": ["argoproj.io/v1alpha1"]},
+        "kind": {"type": "string", "enum": ["AppProject"]},
+        "metadata": APPLICATION_SCHEMA["properties"]["metadata"],
+        "spec": {
+            "type": "object",
+            # All four are required here although Argo CD defaults them: a project without
+            # its lists would allow more (or less) than the platform means to grant.
+            "required": [
+                "sourceRepos",
+                "destinations",
+                "clusterResourceWhitelist",
+                "namespaceResourceBlacklist",
+            ],
+            "additionalProperties": False,
+            "properties": {
+                "description": {"type": "string"},
+                "sourceRepos": {"type": "array", "minItems": 1, "items": _STRING},
+                "destinations": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["server", "namespace"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "server": _STRING,
+                            "namespace": {
+                                "type": "string",
+                                "maxLength": 63,
+                                "pattern": DNS1123_LABEL.pattern,
+                            },
+                        },
+                    },
+                },
+                "clusterResourceWhitelist": {"type": "array", "items": _GROUP_KIND},
+                "namespaceResourceBlacklist": {"type": "array", "items": _GROUP_KIND},
+            },
+        },
+    },
+}
+
 _TYPES: dict[str, tuple[type, ...]] = {
     "object": (dict,),
     "array": (list,),
@@ -140,3 +203,42 @@ def structure_problems(value: Any, schema: Schema = APPLICATION_SCHEMA, path: st
             elif isinstance(extra, Mapping):
                 problems += structure_problems(item, extra, child)
     return problems
+
+
+def _glob(pattern: str, value: str) -> bool:
+    # Argo CD matches project lists with globs ("*" also crosses "/"); the renderer writes
+    # exact values, so a pattern here only ever comes from an operator's hand-edited project.
+    return fnmatch.fnmatchcase(value, pattern)
+
+
+def _listed(entries: list[dict[str, str]], group: str, kind: str) -> bool:
+    return any(_glob(entry["group"], group) and _glob(entry["kind"], kind) for entry in entries)
+
+
+def project_denial(
+    project: Mapping[str, Any], *, repo_url: str, server: str, namespace: str | None, group: str, kind: str
+) -> str | None:
+    """Why Argo CD would refuse to sync ``group``/``kind`` from ``repo_url`` to ``namespace``
+    under ``project`` (an AppProject as a mapping), or None when the project permits it.
+
+    ``namespace`` None means a cluster-scoped kind. The rules are Argo CD's: the repository
+    must match ``sourceRepos``; the destination one of ``destinations`` (by server and
+    namespace); a cluster-scoped kind must be in ``clusterResourceWhitelist`` (empty or
+    absent: none); a namespaced kind must not be in ``namespaceResourceBlacklist``.
+    """
+    spec = project.get("spec", {})
+    if not any(_glob(pattern, repo_url) for pattern in spec.get("sourceRepos", [])):
+        return f"repository {repo_url} is not one of the project's sourceRepos"
+    if namespace is None:
+        if not _listed(spec.get("clusterResourceWhitelist") or [], group, kind):
+            return f"cluster-scoped {kind} is not in the project's clusterResourceWhitelist"
+        return None
+    destinations = spec.get("destinations", [])
+    if not any(
+        _glob(target.get("server", ""), server) and _glob(target.get("namespace", ""), namespace)
+        for target in destinations
+    ):
+        return f"namespace {namespace} on {server} is not one of the project's destinations"
+    if _listed(spec.get("namespaceResourceBlacklist") or [], group, kind):
+        return f"{kind} is in the project's namespaceResourceBlacklist"
+    return None

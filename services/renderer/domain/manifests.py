@@ -24,6 +24,7 @@ from contracts.kubernetes_names import (
 )
 from contracts.kubernetes_quantities import parse_quantity, quantity_problem, resource_name_problem
 from contracts.models import PACK_KINDS, EnvironmentPlan, LimitRangeValues, PackManifest, RequestSpec
+from services.renderer.domain.argocd import project_denial
 from services.renderer.domain.bundle import invalid_bundle
 from services.renderer.domain.git_urls import url_problem
 from services.renderer.domain.layout import (
@@ -37,6 +38,29 @@ PLATFORM_DEFAULTS = "platform-defaults"
 DEFAULT_DENY_INGRESS = "default-deny-ingress"
 POLICY_PACK_CONFIGMAP = "platform-policy-pack"
 APPLICATION_FILE = "argocd-application.yaml"
+APPPROJECT_FILE = "argocd-appproject.yaml"
+BASELINE_APPLICATION_FILE = "argocd-baseline-application.yaml"
+# The Argo CD objects of the directory: applied by whatever manages Applications (an
+# app-of-apps in a platform project), never synced by the environment's own Applications.
+ARGOCD_FILES = "argocd-*.yaml"
+BASELINE_SUFFIX = "-baseline"
+# PLATFORM_ARGOCD_PROJECT's value for "one AppProject per environment, rendered here".
+ENVIRONMENT_PROJECT = "{environment}"
+
+# Namespaced kinds that stay the platform's: the environment's guard rails (quota, limits,
+# default-deny) and who may do what in it. An app repository that could write them would
+# lift its own quota, open its network or grant itself rights. Cluster-scoped kinds
+# (Namespace, ClusterRole, ClusterRoleBinding, ...) need no entry: the project's
+# clusterResourceWhitelist is empty. Namespace is listed all the same, so a hand-widened
+# whitelist still leaves the environment's own Namespace alone.
+PLATFORM_CONTROLLED_KINDS: tuple[tuple[str, str], ...] = (
+    ("", "Namespace"),
+    ("", "ResourceQuota"),
+    ("", "LimitRange"),
+    ("networking.k8s.io", "NetworkPolicy"),
+    ("rbac.authorization.k8s.io", "Role"),
+    ("rbac.authorization.k8s.io", "RoleBinding"),
+)
 
 _CONFIGMAP_KEY = re.compile(r"[-._a-zA-Z0-9]{1,253}")
 _ECHO = 64  # at most this many characters of an offending value go into an error message
@@ -47,6 +71,7 @@ class Validation(StrEnum):
 
     KUBERNETES = "kubernetes"  # the Kubernetes OpenAPI schemas (kubernetes-validate)
     ARGOCD_APPLICATION = "argocd-application"  # services.renderer.domain.argocd
+    ARGOCD_APPPROJECT = "argocd-appproject"  # services.renderer.domain.argocd
 
 
 @dataclass(frozen=True)
@@ -57,7 +82,11 @@ class RenderOptions:
     label_prefix: str = "platform.example.com"
     gitops_revision: str = "main"
     argocd_namespace: str = "argocd"
-    argocd_project: str = "default"
+    # ENVIRONMENT_PROJECT renders one confined AppProject per environment; any other value
+    # names a project the operator manages, and no AppProject is rendered.
+    argocd_project: str = ENVIRONMENT_PROJECT
+    # The project of each environment's baseline Application (the platform's own objects).
+    argocd_baseline_project: str = "default"
     destination_server: str = "https://kubernetes.default.svc"
     app_path: str = "."
 
@@ -353,16 +382,100 @@ def _policy_pack_manifest(namespace: str, labels: dict[str, str], data: dict[str
     )
 
 
-def _application_manifest(
-    *, name: str, path: str, namespace: str, labels: dict[str, str], spec: RequestSpec, options: RenderOptions
+def project_name(application: str, options: RenderOptions) -> str:
+    """The Argo CD project of an environment: its own (named like its Application) or the configured one."""
+    return application if options.argocd_project == ENVIRONMENT_PROJECT else options.argocd_project
+
+
+def _appproject_manifest(
+    *, name: str, namespace: str, labels: dict[str, str], spec: RequestSpec, options: RenderOptions
 ) -> Manifest:
+    description = f"Environment {name}: deploys {spec.team}/{spec.app} into namespace {namespace} only"
+    blacklist = [{"group": group, "kind": kind} for group, kind in PLATFORM_CONTROLLED_KINDS]
+    project_spec = {
+        "description": description,
+        # The request's repository only: policy already held it to the class's packs (e.g.
+        # allowed_repository_hosts); the project makes Argo CD hold the Application to it.
+        "sourceRepos": [spec.repository],
+        "destinations": [{"server": options.destination_server, "namespace": namespace}],
+        "clusterResourceWhitelist": [],
+        "namespaceResourceBlacklist": blacklist,
+    }
+    return Manifest(
+        APPPROJECT_FILE,
+        "argocd-appproject.yaml.j2",
+        {
+            "name": name,
+            "namespace": options.argocd_namespace,
+            "labels": labels,
+            "description": description,
+            "source_repos": project_spec["sourceRepos"],
+            "destinations": project_spec["destinations"],
+            "namespace_resource_blacklist": blacklist,
+        },
+        {
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "AppProject",
+            "metadata": _metadata(name, options.argocd_namespace, labels),
+            "spec": project_spec,
+        },
+        Validation.ARGOCD_APPPROJECT,
+    )
+
+
+def _baseline_application_manifest(
+    *, name: str, path: str, namespace: str, labels: dict[str, str], options: RenderOptions
+) -> Manifest:
+    # The environment's own objects, from the GitOps repository, in a platform project: the
+    # tenant's project refuses exactly these kinds, so they cannot share its Application.
     gitops_source = {
         "repoURL": options.gitops_repo_url,
         "targetRevision": options.gitops_revision,
         "path": path,
-        # The Application is applied by whoever manages Applications, not by itself.
-        "directory": {"exclude": APPLICATION_FILE},
+        "directory": {"exclude": ARGOCD_FILES},
     }
+    return Manifest(
+        BASELINE_APPLICATION_FILE,
+        "argocd-baseline-application.yaml.j2",
+        {
+            "name": name,
+            "namespace": options.argocd_namespace,
+            "labels": labels,
+            "project": options.argocd_baseline_project,
+            "gitops_repo_url": options.gitops_repo_url,
+            "gitops_revision": options.gitops_revision,
+            "gitops_path": path,
+            "excluded_files": ARGOCD_FILES,
+            "destination_server": options.destination_server,
+            "destination_namespace": namespace,
+        },
+        {
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "Application",
+            "metadata": _metadata(name, options.argocd_namespace, labels),
+            "spec": {
+                "project": options.argocd_baseline_project,
+                "sources": [gitops_source],
+                "destination": {"server": options.destination_server, "namespace": namespace},
+                "syncPolicy": {"automated": {"prune": True, "selfHeal": True}},
+            },
+        },
+        Validation.ARGOCD_APPLICATION,
+    )
+
+
+def _application_manifest(
+    *,
+    name: str,
+    project: str,
+    namespace: str,
+    labels: dict[str, str],
+    spec: RequestSpec,
+    options: RenderOptions,
+) -> Manifest:
+    # The app repository only: the environment's own objects (this directory) are the
+    # baseline Application's, in a platform project; in the tenant's project Argo CD would
+    # refuse them, which is the point of the project.
     app_source = {"repoURL": spec.repository, "targetRevision": spec.revision, "path": options.app_path}
     return Manifest(
         APPLICATION_FILE,
@@ -371,11 +484,7 @@ def _application_manifest(
             "name": name,
             "namespace": options.argocd_namespace,
             "labels": labels,
-            "project": options.argocd_project,
-            "gitops_repo_url": options.gitops_repo_url,
-            "gitops_revision": options.gitops_revision,
-            "gitops_path": path,
-            "excluded_file": APPLICATION_FILE,
+            "project": project,
             "app_repo_url": spec.repository,
             "app_revision": spec.revision,
             "app_path": options.app_path,
@@ -387,14 +496,45 @@ def _application_manifest(
             "kind": "Application",
             "metadata": _metadata(name, options.argocd_namespace, labels),
             "spec": {
-                "project": options.argocd_project,
-                "sources": [gitops_source, app_source],
+                "project": project,
+                "sources": [app_source],
                 "destination": {"server": options.destination_server, "namespace": namespace},
                 "syncPolicy": {"automated": {"prune": True, "selfHeal": True}},
             },
         },
         Validation.ARGOCD_APPLICATION,
     )
+
+
+def _confinement_problems(project: Manifest, application: Manifest) -> list[str]:
+    """The project must admit its Application's own source and destination and nothing wider.
+
+    Checked on the objects the templates must reproduce, so a project that would lock its
+    Application out (Argo CD: "not permitted in project") or one that lets the tenant reach
+    the cluster or the platform's kinds never leaves the renderer.
+    """
+    spec = application.expected["spec"]
+    server = spec["destination"]["server"]
+    namespace = spec["destination"]["namespace"]
+    repo = spec["sources"][0]["repoURL"]
+    problems = []
+    workload = project_denial(
+        project.expected, repo_url=repo, server=server, namespace=namespace, group="apps", kind="Deployment"
+    )
+    if workload is not None:
+        problems.append(f"{APPPROJECT_FILE}: the project refuses its own Application ({workload})")
+    refusals = [
+        (group, kind, namespace) for group, kind in PLATFORM_CONTROLLED_KINDS if kind != "Namespace"
+    ] + [("", "Namespace", None), ("rbac.authorization.k8s.io", "ClusterRoleBinding", None)]
+    for group, kind, where in refusals:
+        if (
+            project_denial(
+                project.expected, repo_url=repo, server=server, namespace=where, group=group, kind=kind
+            )
+            is None
+        ):
+            problems.append(f"{APPPROJECT_FILE}: the project lets the app repository write {kind}")
+    return problems
 
 
 def _duplicate_problems(manifests: list[Manifest]) -> list[str]:
@@ -427,10 +567,21 @@ def desired_bundle(
         _limit_range_manifest(namespace, labels, plan.limit_range),
         _network_policy_manifest(namespace, labels),
         _policy_pack_manifest(namespace, labels, _policy_pack_data(plan, problems)),
-        _application_manifest(
-            name=app_name, path=path, namespace=namespace, labels=labels, spec=spec, options=options
+        _baseline_application_manifest(
+            name=app_name + BASELINE_SUFFIX, path=path, namespace=namespace, labels=labels, options=options
         ),
     ]
+    project = project_name(app_name, options)
+    if options.argocd_project == ENVIRONMENT_PROJECT:
+        manifests.append(
+            _appproject_manifest(name=project, namespace=namespace, labels=labels, spec=spec, options=options)
+        )
+    application = _application_manifest(
+        name=app_name, project=project, namespace=namespace, labels=labels, spec=spec, options=options
+    )
+    if options.argocd_project == ENVIRONMENT_PROJECT:
+        problems += _confinement_problems(manifests[-1], application)
+    manifests.append(application)
     for pack_manifest in plan.pack_manifests:
         manifest = _pack_manifest(pack_manifest, namespace, labels, problems)
         if manifest is not None:

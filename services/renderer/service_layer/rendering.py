@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from contracts.models import PACK_KINDS, EnvironmentPlan, RequestSpec
 from libs.kubernetes_schemas import KubernetesSchemas
 from services.renderer.adapters.templates import ManifestTemplates
-from services.renderer.domain.argocd import structure_problems
+from services.renderer.domain.argocd import APPLICATION_SCHEMA, APPPROJECT_SCHEMA, Schema, structure_problems
 from services.renderer.domain.bundle import Bundle, BundleFile, BundleInvalid, check_rendered, invalid_bundle
 from services.renderer.domain.manifests import RenderOptions, Validation, desired_bundle
 from services.renderer.domain.yaml_values import UnrepresentableValue
@@ -25,6 +25,11 @@ CORE_KINDS = [
     ("networking.k8s.io/v1", "NetworkPolicy"),
     ("v1", "ConfigMap"),
 ]
+
+_ARGOCD_SCHEMAS: dict[Validation, Schema] = {
+    Validation.ARGOCD_APPLICATION: APPLICATION_SCHEMA,
+    Validation.ARGOCD_APPPROJECT: APPPROJECT_SCHEMA,
+}
 
 
 @dataclass(frozen=True)
@@ -47,8 +52,9 @@ class BundleRenderer:
             except UnrepresentableValue as exc:
                 raise BundleInvalid(f"{manifest.file_name}: {exc}") from None
             check_rendered(manifest.file_name, text, manifest.expected)
-            if manifest.validation is Validation.ARGOCD_APPLICATION:
-                problems = structure_problems(manifest.expected)
+            argocd_schema = _ARGOCD_SCHEMAS.get(manifest.validation)
+            if argocd_schema is not None:
+                problems = structure_problems(manifest.expected, argocd_schema)
             else:
                 problems = self.schemas.problems(manifest.expected)
             if problems:
