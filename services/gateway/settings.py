@@ -9,6 +9,9 @@ onto uvicorn, which has no per-request read or write deadline of its own:
   idle connections) and how long reading a request body may take before a 408.
 - ``PLATFORM_HTTP_WRITE_TIMEOUT_SECONDS``: the deadline for producing a response; past it
   the request is cut off with a 503 so a stuck call cannot hold a connection forever.
+- ``PLATFORM_HTTP_READ_HEADER_TIMEOUT_SECONDS`` and ``PLATFORM_HTTP_MAX_CONNECTIONS``: what
+  uvicorn lacks, added by :mod:`services.gateway.entrypoints.http_server` (a connection
+  must send its request headers in time; connections beyond the cap are refused).
 """
 
 from __future__ import annotations
@@ -197,6 +200,18 @@ class GatewaySettings(ProcessSettings, TokenSettings, TelemetrySettings, BusSett
     )
     http_write_timeout_seconds: Annotated[float, Bounds(gt=0)] = setting(
         "PLATFORM_HTTP_WRITE_TIMEOUT_SECONDS", 30.0, doc="Deadline for producing a response (then 503)."
+    )
+    http_read_header_timeout_seconds: Annotated[float, Bounds(gt=0)] = setting(
+        "PLATFORM_HTTP_READ_HEADER_TIMEOUT_SECONDS",
+        10.0,
+        doc="Time a connection has to send a request's complete headers (from its start, or from the "
+        "request's first byte on a kept-alive connection); then it is closed (408 if part arrived).",
+    )
+    http_max_connections: Annotated[int, Bounds(ge=1)] = setting(
+        "PLATFORM_HTTP_MAX_CONNECTIONS",
+        1000,
+        doc="Open connections the gateway holds at most; one more is answered 503 with Retry-After "
+        "and closed. A backstop: limit per client in the reverse proxy (docs/security.md).",
     )
     readiness_timeout_seconds: Annotated[float, Bounds(gt=0)] = setting(
         "PLATFORM_READINESS_TIMEOUT_SECONDS",

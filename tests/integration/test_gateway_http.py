@@ -546,18 +546,20 @@ class AssetReferences(HTMLParser):
 
 async def test_the_api_reference_page_loads_nothing_from_other_hosts(http: httpx.AsyncClient) -> None:
     """Offline or in an air-gapped cluster the page must still work: every asset it references
-    is served by the gateway itself, without a token, like the page."""
+    is served by the gateway itself, without a token, like the page; it runs no inline script
+    (the Content-Security-Policy allows the gateway's own scripts only) and the start-up script
+    loads the gateway's OpenAPI document."""
     page = await http.get("/schema")
     assert page.status_code == 200
-    # The OpenAPI document embedded in the page may mention URLs (examples); the page
-    # around it may not.
-    document = (await http.get("/schema/openapi.json")).text
-    assert document in page.text
-    around = page.text.replace(document, "")
-    assert re.findall(r"(?:https?:)?//[\w.-]+", around) == []
+    assert re.findall(r"(?:https?:)?//[\w.-]+", page.text) == []
+    assert re.findall(r"<script(?![^>]*\bsrc=)[^>]*>", page.text) == [], "an inline script"
+    assert re.findall(r"<style", page.text) == []
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self';" in policy
+    assert "http" not in policy
     parser = AssetReferences()
-    parser.feed(around)
-    assert len(parser.urls) == 4, parser.urls  # bundle, preset, stylesheet, favicon
+    parser.feed(page.text)
+    assert len(parser.urls) == 5, parser.urls  # bundle, preset, stylesheet, favicon, start-up script
     expected_types = {".js": "javascript", ".css": "text/css", ".png": "image/png"}
     for url in parser.urls:
         assert url.startswith("/schema/static/"), url
@@ -566,6 +568,13 @@ async def test_the_api_reference_page_loads_nothing_from_other_hosts(http: httpx
         assert expected_types[url[url.rindex(".") :]] in asset.headers["content-type"], url
         assert len(asset.content) > 500, url
     assert "swagger-ui-bundle.js" in " ".join(parser.urls)
+    starter = (await http.get("/schema/static/api-reference.js")).text
+    assert "validatorUrl: null" in starter
+    assert re.findall(r"https?://", starter) == []
+    [document_url] = re.findall(r'data-openapi-url="([^"]+)"', page.text)
+    document = await http.get(document_url)
+    assert document.status_code == 200
+    assert document.json()["info"]["title"] == "platform-control-plane API"
     missing = await http.get("/schema/static/no-such-file.js")
     assert missing.status_code == 404
 

@@ -1,0 +1,154 @@
+"""The gateway's HTTP/1.1 connection handling: uvicorn's h11 protocol with the limits it lacks.
+
+uvicorn arms its keep-alive timeout only once a response has been sent, so a connection
+that sends nothing, or only part of its request headers, was held for ever; and h11 reads a
+request carrying both ``Content-Length`` and ``Transfer-Encoding: chunked`` by the chunked
+framing, which lets a front proxy that trusts ``Content-Length`` and this server disagree on
+where the request ends (request smuggling). :class:`GatewayHttpProtocol` adds:
+
+- a header deadline (``PLATFORM_HTTP_READ_HEADER_TIMEOUT_SECONDS``): a connection must
+  deliver a request's complete headers within it, counted from the connection's start or,
+  on a kept-alive connection, from the request's first byte (the wait before that byte is
+  uvicorn's keep-alive timeout). Past it the connection is closed (with a 408 when part of
+  a request had arrived);
+- a connection cap (``PLATFORM_HTTP_MAX_CONNECTIONS``): a connection beyond it is answered
+  503 (with ``Retry-After``) as soon as it is accepted and closed, before it is read, so
+  the open sockets, and with them the requests in flight (one per connection), stay
+  bounded. (uvicorn's ``limit_concurrency`` is not used: it still accepts and holds such a
+  connection, and once the count reaches the limit it answers 503 to requests on every
+  connection, the ones already open included);
+- a request with both ``Content-Length`` and ``Transfer-Encoding`` is refused with 400 and
+  the connection closed (RFC 9112 section 6.3), so nothing sent after it on that
+  connection is read as a request.
+
+``platformd gateway`` serves with it through ``services.gateway.bootstrap.uvicorn_config``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import h11
+import uvicorn
+from h11._connection import DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.server import ServerState
+
+from services.gateway.domain.errors import RETRY_AFTER_SECONDS
+
+log = logging.getLogger(__name__)
+
+HEADER_TIMEOUT_RESPONSE = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"connection: close\r\ncontent-length: 42\r\n\r\nthe request headers did not arrive in time"
+)
+_OVER_CAPACITY_BODY = b"too many connections; retry later"
+OVER_CAPACITY_RESPONSE = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    + f"retry-after: {RETRY_AFTER_SECONDS}\r\n".encode()
+    + f"connection: close\r\ncontent-length: {len(_OVER_CAPACITY_BODY)}\r\n\r\n".encode()
+    + _OVER_CAPACITY_BODY
+)
+AMBIGUOUS_LENGTH = "a request must not carry both Content-Length and Transfer-Encoding"
+
+
+class _StrictConnection(h11.Connection):
+    """h11's server connection that refuses ambiguous framing and reports each request's headers.
+
+    A refusal is a :class:`h11.RemoteProtocolError`, which uvicorn answers with 400 and
+    ``Connection: close``, then closes the transport: what follows on the connection is
+    never parsed. ``refusal`` keeps the reason for that answer.
+    """
+
+    def __init__(self, max_incomplete_event_size: int, on_request: Callable[[], None]) -> None:
+        super().__init__(h11.SERVER, max_incomplete_event_size)
+        self._on_request = on_request
+        self.refusal: str | None = None
+
+    def next_event(self) -> Any:
+        event = super().next_event()
+        if isinstance(event, h11.Request):
+            self._on_request()
+            names = {name for name, _ in event.headers}
+            if b"content-length" in names and b"transfer-encoding" in names:
+                # h11 would frame it by Transfer-Encoding; a proxy in front may have framed it
+                # by Content-Length. Either reading lets one of the two see a second request.
+                self.refusal = AMBIGUOUS_LENGTH
+                raise h11.RemoteProtocolError(AMBIGUOUS_LENGTH, error_status_hint=400)
+        return event
+
+
+class GatewayHttpProtocol(H11Protocol):
+    """uvicorn's h11 protocol with a header deadline, a connection cap and strict framing."""
+
+    # Set per server by protocol_class().
+    header_timeout_seconds: float = 10.0
+    max_connections: int = 1000
+
+    def __init__(self, config: uvicorn.Config, server_state: ServerState, **kwargs: Any) -> None:
+        super().__init__(config, server_state, **kwargs)
+        self.conn = _StrictConnection(
+            config.h11_max_incomplete_event_size or DEFAULT_MAX_INCOMPLETE_EVENT_SIZE,
+            self._disarm_header_deadline,
+        )
+        self._header_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            # Refused before it can hold a slot: answered at once, never read.
+            log.warning(
+                "connection refused: too many connections", extra={"fields": {"limit": self.max_connections}}
+            )
+            transport.write(OVER_CAPACITY_RESPONSE)
+            transport.close()
+            return
+        self._arm_header_deadline()
+
+    def data_received(self, data: bytes) -> None:
+        if self._header_deadline is None and self.conn.their_state is h11.IDLE:
+            # The first byte of the next request on a kept-alive connection: its headers are
+            # now due (uvicorn's keep-alive timer, which data cancels, covered the wait).
+            self._arm_header_deadline()
+        super().data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_deadline()
+        super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's 400 for a request it cannot read, saying what was wrong when we refused it."""
+        self._disarm_header_deadline()
+        refusal = self.conn.refusal if isinstance(self.conn, _StrictConnection) else None
+        super().send_400_response(refusal or msg)
+
+    def _arm_header_deadline(self) -> None:
+        self._disarm_header_deadline()
+        self._header_deadline = self.loop.call_later(
+            self.header_timeout_seconds, self._header_deadline_passed
+        )
+
+    def _disarm_header_deadline(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _header_deadline_passed(self) -> None:
+        self._header_deadline = None
+        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+            return
+        # Bytes of a request waiting in h11's buffer: a client trickling its headers
+        # (slowloris) is told why; an idle one is simply closed, as on keep-alive expiry.
+        if self.conn.trailing_data[0]:
+            self.transport.write(HEADER_TIMEOUT_RESPONSE)
+        log.info("connection closed: request headers not received in time")
+        self.transport.close()
+
+
+def protocol_class(header_timeout_seconds: float, max_connections: int) -> type[GatewayHttpProtocol]:
+    """The protocol class uvicorn instantiates per connection, with these limits."""
+    limits = {"header_timeout_seconds": header_timeout_seconds, "max_connections": max_connections}
+    return type("GatewayHttpProtocol", (GatewayHttpProtocol,), limits)
