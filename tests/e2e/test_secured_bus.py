@@ -29,13 +29,15 @@ from nats.aio.client import Client as NatsClient
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from libs.bus import durable_name
-from services.tools.platformd.registry import SERVICES
+from services.tools.platformd.registry import SERVICES, own_secrets, platform_secrets
 from tests.support.api_flows import SIGNATURE_HEADER, example, signature
 from tests.support.gateway import mint
 from tests.support.platformd_dev import DevStack, platformd_dev
 
 JWT_SECRET = "jwt-q7v3-distinctive-" + "j" * 24
 APPROVAL_SECRET = "approval-k2m9-distinctive-" + "a" * 24
+ATTESTATION_SECRET = "attestation-x4p8-distinctive-" + "t" * 24
+USER_TOKEN = "user-token-r5w1-distinctive"
 STREAM = "PLATFORM_EVENTS"
 EVENTS = "platform.events"
 ALICE = "alice@example.com"
@@ -45,7 +47,13 @@ SHORT = 1.0
 
 @pytest.fixture(scope="module")
 def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
-    secrets = {"PLATFORM_JWT_HS256_SECRET": JWT_SECRET, "PLATFORM_APPROVAL_HMAC_SECRET": APPROVAL_SECRET}
+    secrets = {
+        "PLATFORM_JWT_HS256_SECRET": JWT_SECRET,
+        "PLATFORM_APPROVAL_HMAC_SECRET": APPROVAL_SECRET,
+        "PLATFORM_ATTESTATION_HMAC_SECRET": ATTESTATION_SECRET,
+        # A user's own token in the shell that runs `make run`: no service reads it.
+        "PLATFORM_TOKEN": USER_TOKEN,
+    }
     with platformd_dev(
         tmp_path_factory.mktemp("secured"), environment=secrets, embedded_nats=True
     ) as running:
@@ -342,7 +350,7 @@ def test_no_secret_appears_in_logs_banners_errors_events_or_config(
         dev.seed_file(name).read_text().strip()
         for name in (*SERVICES, "subscriber", "operator", "provisioner")
     ]
-    secrets = [JWT_SECRET, APPROVAL_SECRET, *seeds]
+    secrets = [JWT_SECRET, APPROVAL_SECRET, ATTESTATION_SECRET, USER_TOKEN, *seeds]
     texts: dict[str, str] = {"banner and launcher output": dev.banner()}
     for log in sorted((dev.state_dir / "logs").glob("*.log")):
         texts[log.name] = log.read_text(errors="replace")
@@ -357,6 +365,31 @@ def test_no_secret_appears_in_logs_banners_errors_events_or_config(
     leaks = [(where, secret[:12]) for where, text in texts.items() for secret in secrets if secret in text]
     assert leaks == []
     assert sum(len(text) for text in texts.values()) > 10_000, "nothing much was checked"
+
+
+def test_each_process_holds_only_the_secrets_its_settings_declare(dev: DevStack) -> None:
+    """Read from /proc/<pid>/environ of every child: the launcher's environment held all of
+    them (and a user's token), each service got its own only."""
+    ledger = json.loads((dev.state_dir / "platformd.pids").read_text())
+    children = {entry["role"]: entry["pid"] for entry in ledger["processes"] if entry["role"] in SERVICES}
+    assert set(children) == set(SERVICES)
+    every_secret = platform_secrets()
+    held: dict[str, set[str]] = {}
+    for service, pid in children.items():
+        entries = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        names = {entry.split(b"=", 1)[0].decode() for entry in entries if entry}
+        held[service] = {name for name in names if name.removesuffix("_FILE") in every_secret}
+        declared = own_secrets(service)
+        assert {name.removesuffix("_FILE") for name in held[service]} <= declared, service
+    assert "PLATFORM_APPROVAL_HMAC_SECRET" not in held["gateway"]
+    assert "PLATFORM_ATTESTATION_HMAC_SECRET" not in held["gateway"]
+    assert "PLATFORM_POSTGRES_DSN" not in held["gateway"]
+    assert "PLATFORM_JWT_HS256_SECRET" in held["gateway"]
+    assert {"PLATFORM_APPROVAL_HMAC_SECRET", "PLATFORM_ATTESTATION_HMAC_SECRET"} <= held["approval"]
+    assert "PLATFORM_JWT_HS256_SECRET" not in held["intake"]
+    assert not any("PLATFORM_TOKEN" in names for names in held.values())
+    holders = {service for service, names in held.items() if "PLATFORM_ATTESTATION_HMAC_SECRET" in names}
+    assert holders == {"approval", "git_publisher"}
 
 
 def _stream_payloads(dev: DevStack) -> list[str]:

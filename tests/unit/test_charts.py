@@ -484,6 +484,24 @@ def test_releases_agree_on_shared_settings(rendered: Rendered, variant: str) -> 
     )
 
 
+@pytest.mark.parametrize(("chart", "variant"), CASES)
+def test_each_workload_references_only_its_own_services_secrets(
+    rendered: Rendered, chart: str, variant: str
+) -> None:
+    """Derived from the settings class: a release gets no Secret reference its service does
+    not read (the gateway never the approval or attestation key, nor the database DSN)."""
+    objects = rendered[chart, variant]
+    own = secret_settings(chart)
+    for workload in [one(objects, "Deployment"), *of_kind(objects, "Job")]:
+        env = effective_env(workload, objects)
+        referenced = {name.removesuffix("_FILE") for name, source in env.items() if source[0] == "secret"}
+        assert referenced, f"{chart}: no Secret referenced at all"
+        assert referenced <= own, f"{chart} {workload['kind']} references {referenced - own}"
+    if chart == "gateway":
+        assert not {"PLATFORM_APPROVAL_HMAC_SECRET", "PLATFORM_ATTESTATION_HMAC_SECRET"} & own
+        assert "PLATFORM_POSTGRES_DSN" not in own
+
+
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_only_approval_and_git_publisher_hold_the_attestation_key(rendered: Rendered, variant: str) -> None:
     """The attestation key signs (approval) and verifies (git-publisher) what approvers must not

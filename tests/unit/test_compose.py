@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from libs.settings import describe_settings
-from services.tools.platformd.registry import SERVICES, service_entry
+from services.tools.platformd.registry import SERVICES, own_secrets, platform_secrets, service_entry
 
 COMPOSE = Path(__file__).resolve().parents[2] / "compose.yaml"
 NAMES = [name.replace("_", "-") for name in SERVICES]
@@ -55,3 +55,14 @@ def test_service_command_healthcheck_and_settings(compose: dict[str, Any], name:
         if spec.metadata.get("secret")
     }
     assert set(environment) - known == set(), f"{name} does not read these"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_service_gets_only_its_own_secrets(compose: dict[str, Any], name: str) -> None:
+    environment = set(compose["services"][name]["environment"])
+    every_secret = platform_secrets()
+    given = {variable.removesuffix("_FILE") for variable in environment} & every_secret
+    assert given <= own_secrets(name), f"{name} is given secrets its settings do not declare"
+    if name == "gateway":
+        assert "PLATFORM_APPROVAL_HMAC_SECRET" not in given
+        assert "PLATFORM_POSTGRES_DSN" not in given

@@ -25,7 +25,7 @@ import httpx
 
 from libs.embedded import free_port
 from libs.settings import child_environment
-from services.tools.platformd.registry import BACKEND_SERVICES, SERVICES
+from services.tools.platformd.registry import BACKEND_SERVICES, SERVICES, own_secrets, platform_secrets
 
 # Settings that name a directory a process keeps for itself. Replicas must not share one:
 # two git-publishers in one working repository would overwrite each other's index, refs
@@ -64,9 +64,10 @@ class ServiceProcess:
 class ProcessStack:
     """Launches each process as ``python -m services.tools.platformd.main <service>``.
 
-    ``environment`` is shared by all services (database, NATS, stream, secrets); each
-    process also gets its own ops port, its own copy of :data:`PER_PROCESS_PATHS`, and
-    the gateway ``PLATFORM_ADDRESS``.
+    ``environment`` is shared by all services (database, NATS, stream, secrets), less the
+    secrets a service's settings do not declare (:func:`secrets_of_its_own`); each process
+    also gets its own ops port, its own copy of :data:`PER_PROCESS_PATHS`, and the gateway
+    ``PLATFORM_ADDRESS``.
     """
 
     environment: Mapping[str, str]
@@ -133,7 +134,7 @@ class ProcessStack:
         with service.log_path.open("ab") as log, self.spawning():
             service.process = subprocess.Popen(
                 [sys.executable, "-m", "services.tools.platformd.main", service.service],
-                env=child_environment(overrides),
+                env=secrets_of_its_own(service.service, child_environment(overrides)),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -308,6 +309,25 @@ class ProcessStack:
             return f"{name} {status} (its log {service.log_path} is empty)"
         shown = "\n".join(f"    {line}" for line in tail)
         return f"{name} {status}; last lines of {service.log_path}:\n{shown}"
+
+
+def secrets_of_its_own(service: str, environment: Mapping[str, str]) -> dict[str, str]:
+    """``environment`` without the secrets ``service``'s settings do not declare.
+
+    The stack's environment and the launcher's own hold every service's secrets; a process
+    gets only those of its settings class (derived from it, so a new secret setting needs
+    no list here), and no ``<NAME>_FILE`` of any other: the gateway never sees the approval
+    secret or the database DSN. A ``<NAME>_FILE`` beside ``<NAME>`` is dropped too: the
+    launcher read the file and passes the value, and a service refuses both at once.
+    """
+    own = own_secrets(service.replace("-", "_"))
+    foreign = platform_secrets() - own
+    dropped = (
+        foreign
+        | {f"{name}_FILE" for name in foreign}
+        | {f"{name}_FILE" for name in own if name in environment}
+    )
+    return {key: value for key, value in environment.items() if key not in dropped}
 
 
 def _can_listen(port: int) -> bool:

@@ -6,6 +6,8 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
+from libs.settings import secret_variables
+from services.tools.platformctl.settings import CliSettings
 from services.tools.topology import SERVICES_DIR, bus_services, deployables
 
 # Start order for the dev stack: the bus services in pipeline order, the gateway (which
@@ -48,3 +50,14 @@ def ops_port_order() -> tuple[str, ...]:
 def _default_port(settings_class: type[Any]) -> int:
     address: str = settings_class.health_address
     return int(address.rsplit(":", 1)[1])
+
+
+def own_secrets(name: str) -> frozenset[str]:
+    """The secret variables ``name``'s settings class declares: all a process of it may hold."""
+    return frozenset(secret_variables(service_entry(name).settings_class))
+
+
+def platform_secrets() -> frozenset[str]:
+    """Every secret variable of the platform's processes and of ``platformctl`` (a user's token
+    in the launcher's shell is a secret no service reads)."""
+    return frozenset(secret_variables(CliSettings)).union(*(own_secrets(name) for name in SERVICES))
