@@ -205,5 +205,30 @@ def cloudevents_headers(envelope: Envelope) -> dict[str, str]:
     return {"content-type": STRUCTURED_CONTENT_TYPE, "Nats-Msg-Id": envelope.id}
 
 
+# How a release writes events: ``cloudevents`` (structured mode), or ``envelope``, the form
+# releases before CloudEvents wrote and read, for the length of a rolling upgrade from one.
+WIRE_FORMS: Final = ("cloudevents", "envelope")
+
+
+def encode_earlier_form(envelope: Envelope) -> bytes:
+    """The message body as releases before CloudEvents wrote it: the envelope itself."""
+    return _ENCODER.encode(envelope)
+
+
+def earlier_form_headers(envelope: Envelope) -> dict[str, str]:
+    """The NATS headers releases before CloudEvents wrote (and whose ``ce-type`` they route on)."""
+    return {
+        "ce-specversion": SPECVERSION,
+        "ce-id": envelope.id,
+        "ce-type": envelope.type,
+        "ce-source": envelope.source,
+        "ce-time": envelope.time.isoformat().replace("+00:00", "Z"),
+        "ce-subject": envelope.subject,
+        "ce-dataschema": f"platform:{envelope.type}:v{envelope.data_version}",
+        "ce-datacontenttype": DATA_CONTENT_TYPE,
+        "Nats-Msg-Id": envelope.id,
+    }
+
+
 def to_builtins(value: Any) -> Any:
     return msgspec.to_builtins(value)

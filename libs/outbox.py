@@ -26,6 +26,8 @@ from contracts.envelope import (
     DEFAULT_SCHEMA_BASE_URL,
     Envelope,
     cloudevents_headers,
+    earlier_form_headers,
+    encode_earlier_form,
     encode_envelope,
     new_event,
 )
@@ -74,12 +76,24 @@ class Outbox:
     """Writes events into the caller's transaction."""
 
     def __init__(
-        self, schema: str, source: str, subjects: Subjects, *, schema_base: str = DEFAULT_SCHEMA_BASE_URL
+        self,
+        schema: str,
+        source: str,
+        subjects: Subjects,
+        *,
+        schema_base: str = DEFAULT_SCHEMA_BASE_URL,
+        wire_form: str = "cloudevents",
     ) -> None:
         self.channel = notify_channel(schema)
         self.source = source
         self.subjects = subjects
         self.schema_base = schema_base
+        self.earlier_form = wire_form == "envelope"
+
+    def _wire(self, envelope: Envelope) -> tuple[bytes, dict[str, str]]:
+        if self.earlier_form:
+            return encode_earlier_form(envelope), earlier_form_headers(envelope)
+        return encode_envelope(envelope, self.schema_base), cloudevents_headers(envelope)
 
     async def add(self, conn: AsyncConnection[Any], subject: str, data: EventData) -> Envelope:
         """Stage ``data`` as an event about ``subject`` (a request id or class name).
@@ -88,8 +102,11 @@ class Outbox:
         """
         event_type = EVENT_TYPE_OF[type(data)]
         envelope = new_event(event_type, self.source, subject, data)
+        # Encoded now, in the form this release writes: a row staged by an older release is
+        # relayed in its own form, which consumers still read (decode_envelope).
+        payload, wire_headers = self._wire(envelope)
         # Trace context is captured now, in the span that caused the event, not at relay time.
-        headers = inject_headers(cloudevents_headers(envelope))
+        headers = inject_headers(wire_headers)
         # One round trip for the row and the wake-up. NOTIFY is transactional: relays are
         # woken only when this transaction commits, and never for one that rolls back.
         await conn.execute(
@@ -100,9 +117,7 @@ class Outbox:
                 event_type,
                 self.subjects.event(event_type),
                 subject,
-                # Encoded now, in the form of this release: a row staged by an older release
-                # is relayed in its own form, which consumers still read (decode_envelope).
-                encode_envelope(envelope, self.schema_base),
+                payload,
                 json.dumps(headers),
                 self.channel,
             ],

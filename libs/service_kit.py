@@ -128,7 +128,13 @@ class ServiceKit:
         self.nc = nc
         self.js = js
         self.subjects = Subjects.from_settings(settings)
-        self.outbox = Outbox(schema, service, self.subjects, schema_base=settings.events_schema_base_url)
+        self.outbox = Outbox(
+            schema,
+            service,
+            self.subjects,
+            schema_base=settings.events_schema_base_url,
+            wire_form=settings.events_wire_form,
+        )
         self.relay = OutboxRelay(
             pool,
             js,

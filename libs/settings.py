@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from contracts.envelope import DEFAULT_SCHEMA_BASE_URL
+from contracts.envelope import DEFAULT_SCHEMA_BASE_URL, WIRE_FORMS
 
 T = TypeVar("T")
 
@@ -522,6 +522,13 @@ class BusSettings(SettingsGroup):
         doc="Absolute http(s) URL where contracts/schemas/ is published: every event's CloudEvents "
         "dataschema is <this>/data/<type>.v<n>.json.",
     )
+    events_wire_form: str = setting(
+        "PLATFORM_EVENTS_WIRE_FORM",
+        "cloudevents",
+        doc="How events are written: cloudevents (CloudEvents 1.0 structured mode), or envelope, the "
+        "form releases before CloudEvents read, while one of them may still be running during a "
+        "rolling upgrade. Both forms are always read.",
+    )
     stream_max_age_days: Annotated[float, Bounds(ge=0)] = setting(
         "PLATFORM_EVENTS_MAX_AGE_DAYS",
         30.0,
@@ -541,6 +548,10 @@ class BusSettings(SettingsGroup):
         problems = super().validate()
         if bool(self.nats_tls_cert_file) != bool(self.nats_tls_key_file):
             problems.append("PLATFORM_NATS_TLS_CERT_FILE and PLATFORM_NATS_TLS_KEY_FILE go together")
+        if self.events_wire_form not in WIRE_FORMS:
+            problems.append(
+                f"PLATFORM_EVENTS_WIRE_FORM must be one of {', '.join(WIRE_FORMS)} (got {self.events_wire_form!r})"
+            )
         base = urlsplit(self.events_schema_base_url)
         # CloudEvents requires dataschema to be an absolute URI; a query or fragment would end
         # up in the middle of it.

@@ -95,11 +95,13 @@ async def test_a_downstream_consumer_reads_request_submitted_with_the_cloudevent
     assert classic.data == data
 
 
+@pytest.mark.parametrize("wire_form", ["cloudevents", "envelope"])
 async def test_an_event_in_the_pre_cloudevents_form_is_still_handled(
-    platform_env: dict[str, str], rpc: RpcClient
+    platform_env: dict[str, str], rpc: RpcClient, wire_form: str
 ) -> None:
     """A request.submitted an older release left in the stream (envelope body, ce-* headers):
-    policy evaluates it, and what policy publishes in answer is a CloudEvent."""
+    policy evaluates it, and answers in the form it is set to write: a CloudEvent, or during a
+    rolling upgrade from such a release (PLATFORM_EVENTS_WIRE_FORM=envelope) that release's form."""
     stream, prefix = platform_env["PLATFORM_EVENTS_STREAM"], platform_env["PLATFORM_EVENTS_SUBJECT_PREFIX"]
     request_id = f"req-{uuid.uuid4().hex[:16]}"
     spec = RequestSpec(
@@ -140,7 +142,7 @@ async def test_an_event_in_the_pre_cloudevents_form_is_still_handled(
         "ce-datacontenttype": "application/json",
         "Nats-Msg-Id": event_id,
     }
-    async with running_services(["policy"], platform_env) as kits:
+    async with running_services(["policy"], {**platform_env, "PLATFORM_EVENTS_WIRE_FORM": wire_form}) as kits:
         js = kits["policy"].js
         await js.publish(f"{prefix}.request.submitted", legacy_body, headers=legacy_headers)
 
@@ -156,5 +158,12 @@ async def test_an_event_in_the_pre_cloudevents_form_is_still_handled(
         ]
 
     assert answer.decode_data().request_id == request_id
-    assert headers["content-type"] == "application/cloudevents+json"
-    assert json.loads(body)["type"] == "io.platform-control-plane.request.policy_evaluated"
+    if wire_form == "cloudevents":
+        assert headers["content-type"] == "application/cloudevents+json"
+        assert json.loads(body)["type"] == "io.platform-control-plane.request.policy_evaluated"
+    else:  # what the earlier release reads: its envelope, routed on ce-type
+        assert headers["ce-type"] == "request.policy_evaluated"
+        assert headers["ce-id"] == answer.id
+        earlier = json.loads(body)
+        assert set(earlier) == set(json.loads(legacy_body))
+        assert (earlier["type"], earlier["data_version"]) == ("request.policy_evaluated", 1)

@@ -26,6 +26,8 @@ from contracts.envelope import (
     Envelope,
     cloudevents_headers,
     decode_envelope,
+    earlier_form_headers,
+    encode_earlier_form,
     encode_envelope,
 )
 from contracts.rpc import RPC_VERBS
@@ -134,6 +136,22 @@ def test_a_schema_base_that_is_no_absolute_http_url_stops_start_up(value: str) -
         load_settings(BusSettings, {"PLATFORM_EVENTS_SCHEMA_BASE_URL": value})
 
     assert "PLATFORM_EVENTS_SCHEMA_BASE_URL" in str(raised.value)
+
+
+def test_an_unknown_wire_form_stops_start_up_naming_the_choices() -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings(BusSettings, {"PLATFORM_EVENTS_WIRE_FORM": "binary"})
+
+    assert "PLATFORM_EVENTS_WIRE_FORM must be one of cloudevents, envelope (got 'binary')" in str(
+        raised.value
+    )
+
+
+def test_the_earlier_form_round_trips_through_the_reader_of_both() -> None:
+    envelope = _golden(generate.example_path("request.rendered", 1))
+
+    assert decode_envelope(encode_earlier_form(envelope)) == envelope
+    assert earlier_form_headers(envelope)["ce-type"] == "request.rendered"
 
 
 def test_the_schema_base_defaults_to_where_the_schemas_say_they_live() -> None:
