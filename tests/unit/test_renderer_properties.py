@@ -114,7 +114,7 @@ def test_rendered_files_are_exactly_the_intended_objects(
         "metadata": {
             "name": bundle.namespace,
             "labels": {**labels, **platform},
-            "annotations": {f"{PREFIX}/owner": owner},
+            "annotations": {f"{PREFIX}/owner": owner, "argocd.argoproj.io/sync-options": "Prune=false"},
         },
     }
     for name in ("resourcequota.yaml", "limitrange.yaml", "networkpolicy.yaml", "policypack.yaml"):
@@ -273,7 +273,10 @@ def test_any_request_the_api_accepts_renders_exactly_the_intended_objects(
             "metadata": {
                 "name": namespace,
                 "labels": {**spec.labels, **plan.namespace_labels, **platform},
-                "annotations": {f"{PREFIX}/owner": spec.owner},
+                "annotations": {
+                    f"{PREFIX}/owner": spec.owner,
+                    "argocd.argoproj.io/sync-options": "Prune=false",
+                },
             },
         },
         "resourcequota.yaml": {

@@ -96,7 +96,11 @@ def test_namespace(renderer: BundleRenderer, class_name: str) -> None:
     assert namespace["kind"] == "Namespace"
     assert namespace["metadata"]["name"] == "payments-payments-api-89abcdef"
     assert "namespace" not in namespace["metadata"]
-    assert namespace["metadata"]["annotations"] == {f"{PREFIX}/owner": "alice@example.com"}
+    assert namespace["metadata"]["annotations"] == {
+        f"{PREFIX}/owner": "alice@example.com",
+        # Argo CD never prunes it (an earlier release's Application stops listing it).
+        "argocd.argoproj.io/sync-options": "Prune=false",
+    }
 
 
 @pytest.mark.parametrize("class_name", SEED_CLASSES)
@@ -562,7 +566,10 @@ HOSTILE = [
 def test_hostile_owner_and_revision_stay_values(renderer: BundleRenderer, hostile: str) -> None:
     bundle = render(renderer, "preview", owner=hostile, revision=hostile)
     parsed = objects(bundle)
-    assert parsed["namespace.yaml"]["metadata"]["annotations"] == {f"{PREFIX}/owner": hostile}
+    assert parsed["namespace.yaml"]["metadata"]["annotations"] == {
+        f"{PREFIX}/owner": hostile,
+        "argocd.argoproj.io/sync-options": "Prune=false",
+    }
     assert set(parsed["namespace.yaml"]["metadata"]) == {"name", "labels", "annotations"}
     application = parsed["argocd-application.yaml"]
     assert application["spec"]["sources"][0] == {

@@ -297,6 +297,9 @@ def _policy_pack_data(plan: EnvironmentPlan, problems: list[str]) -> dict[str, s
     return data
 
 
+ARGOCD_SYNC_OPTIONS = "argocd.argoproj.io/sync-options"
+
+
 def _namespace_manifest(
     name: str, spec: RequestSpec, plan: EnvironmentPlan, labels: dict[str, str], label_prefix: str
 ) -> Manifest:
@@ -304,7 +307,10 @@ def _namespace_manifest(
     # key (checked above); the platform's labels are applied last.
     all_labels = {**spec.labels, **plan.namespace_labels, **labels}
     # Label values cannot hold an e-mail address; operators still want to know whom to ask.
-    annotations = {f"{label_prefix}/owner": spec.owner}
+    # Argo CD never prunes the namespace: an Application that stops listing it (an earlier
+    # release's, which synced the baseline too, on its first sync after an upgrade) would
+    # otherwise delete it with every workload in it. Teardown deletes it explicitly.
+    annotations = {f"{label_prefix}/owner": spec.owner, ARGOCD_SYNC_OPTIONS: "Prune=false"}
     return Manifest(
         "namespace.yaml",
         "namespace.yaml.j2",
