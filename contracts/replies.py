@@ -36,9 +36,12 @@ class RequestPage(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Timeline(msgspec.Struct, frozen=True, kw_only=True):
-    """Reply of ``intake.list_events``: one request's events, oldest first."""
+    """Reply of ``intake.list_events``: one request's events, oldest first; pass ``next_cursor``
+    as ``after`` for the next page (null on the last page)."""
 
     items: list[TimelineEntry]
+    # Added (optional): absent from intakes that answered the whole timeline at once.
+    next_cursor: str | None = None
 
 
 class EventFeed(msgspec.Struct, frozen=True, kw_only=True):

@@ -62,8 +62,17 @@ from contracts.replies import (
 
 T = TypeVar("T")
 
+# ``reply_too_large``: the service's answer was larger than the bus carries (NATS's
+# ``max_payload``); it sent this instead, so the caller need not wait out its timeout.
 ErrorCode = Literal[
-    "validation", "not_found", "conflict", "forbidden", "unauthorized", "unavailable", "internal"
+    "validation",
+    "not_found",
+    "conflict",
+    "forbidden",
+    "unauthorized",
+    "unavailable",
+    "internal",
+    "reply_too_large",
 ]
 ERROR_CODES: tuple[str, ...] = ErrorCode.__args__  # type: ignore[attr-defined]
 
@@ -100,10 +109,22 @@ class CreateRequest(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class GetRequest(msgspec.Struct, frozen=True, kw_only=True):
-    """intake.get_request and intake.list_events."""
+    """intake.get_request."""
 
     id: str
     actor: Actor
+
+
+class ListRequestEvents(msgspec.Struct, frozen=True, kw_only=True):
+    """intake.list_events: one request's timeline, oldest first, a page at a time; ``after`` is
+    the ``next_cursor`` of the previous page. A page holds at most ``limit`` entries and never
+    more than fits in one reply on the bus. (Earlier gateways send ``id`` and ``actor`` only,
+    and get the first page.)"""
+
+    id: str
+    actor: Actor
+    after: str | None = None
+    limit: int = 100
 
 
 class ListRequests(msgspec.Struct, frozen=True, kw_only=True):
@@ -343,7 +364,7 @@ CREATE_REQUEST = RpcVerb("intake", "create_request", CreateRequest, CreateOutcom
 VALIDATE_REQUEST = RpcVerb("intake", "validate_request", CreateRequest, ValidatedRequest)
 GET_REQUEST = RpcVerb("intake", "get_request", GetRequest, EnvironmentRequestView)
 LIST_REQUESTS = RpcVerb("intake", "list_requests", ListRequests, RequestPage)
-LIST_EVENTS = RpcVerb("intake", "list_events", GetRequest, Timeline)
+LIST_EVENTS = RpcVerb("intake", "list_events", ListRequestEvents, Timeline)
 LIST_ALL_EVENTS = RpcVerb("intake", "list_all_events", ListAllEvents, EventFeed)
 RECONCILE = RpcVerb("intake", "reconcile", ReconcileRequest, EnvironmentRequestView)
 EXTEND = RpcVerb("intake", "extend", ExtendRequest, EnvironmentRequestView)

@@ -100,8 +100,12 @@ class EmbeddedNats:
         http_port: int | None = None,
         on_spawn: OnSpawn | None = None,
         authorization: str | None = None,
+        max_payload: int | None = None,
     ) -> None:
         self.store_dir = store_dir
+        # The largest message the server takes (nats-server's default: 1 MB); tests set it
+        # small to produce a reply the bus refuses without building a megabyte.
+        self.max_payload = max_payload
         # nats-server's ``authorization`` block (its users and their permissions); with it
         # the server refuses anonymous connections.
         self.authorization = authorization
@@ -130,8 +134,9 @@ class EmbeddedNats:
         # messages on power loss, which is acceptable for a dev stack, not for production.
         sync = "\n  sync_interval: always" if self.sync_always else ""
         monitoring = f'http: "127.0.0.1:{self.http_port}"\n' if self.http_port else ""
+        limits = f"max_payload: {self.max_payload}\n" if self.max_payload else ""
         config.write_text(
-            f'listen: "127.0.0.1:{self.port}"\n{monitoring}'
+            f'listen: "127.0.0.1:{self.port}"\n{monitoring}{limits}'
             f'jetstream {{\n  store_dir: "{self.store_dir / "jetstream"}"{sync}\n}}\n'
             f"{self.authorization or ''}"
         )

@@ -33,7 +33,7 @@ from opentelemetry.trace import SpanKind
 from contracts.inputs import decode_input, encode_input
 from contracts.rpc import KIT, RpcErrorBody, RpcReply, RpcVerb
 from libs.errors import FieldError, PlatformError, Unavailable, ValidationFailed, validation_failed
-from libs.telemetry import RPC_SECONDS, Stopwatch, inject_headers, span_from_headers
+from libs.telemetry import RPC_REPLIES_NOT_SENT, RPC_SECONDS, Stopwatch, inject_headers, span_from_headers
 
 log = logging.getLogger(__name__)
 
@@ -231,8 +231,37 @@ class RpcServer:
                 )
                 reply = RpcReply(ok=False, error=RpcErrorBody(code="internal", message="internal error"))
         RPC_SECONDS.labels(self.service_name, verb, code).observe(watch.elapsed())
+        await self._respond(verb, request, reply)
+
+    async def _respond(self, verb: str, request: Request, reply: RpcReply[Any]) -> None:
+        """Send ``reply``; when it cannot be sent (larger than the server's ``max_payload``, or
+        any other publish error), log it without its payload and send a small error instead,
+        so the caller is told at once rather than waiting out its timeout for an answer that
+        never comes."""
+        payload = _ENCODER.encode(reply)
+        limit = int(getattr(self.nc, "max_payload", 0) or 0)
+        try:
+            if limit and len(payload) > limit:
+                raise nats.errors.MaxPayloadError
+            await request.respond(payload)
+            return
+        except nats.errors.MaxPayloadError:
+            error = reply_too_large(self.service_name, len(payload), limit)
+            code = "reply_too_large"
+        except Exception as exc:
+            error = RpcErrorBody(code="internal", message="the reply could not be sent")
+            code = type(exc).__name__
+        log.error(
+            "rpc: the reply could not be sent; the caller gets an error instead",
+            extra={
+                "fields": {"verb": verb, "reply_bytes": len(payload), "max_payload": limit, "reason": code}
+            },
+        )
+        RPC_REPLIES_NOT_SENT.labels(self.service_name, verb).inc()
+        # The error is a few hundred bytes: if even that cannot be sent (connection closed),
+        # the caller's timeout is all that is left.
         with contextlib.suppress(Exception):
-            await request.respond(_ENCODER.encode(reply))
+            await request.respond(_ENCODER.encode(RpcReply(ok=False, error=error)))
 
     async def _invalid_message(
         self, verb: str, exc: msgspec.ValidationError, data: bytes, arrived: float
@@ -279,6 +308,26 @@ class RpcServer:
             return await asyncio.wait_for(call(), remaining)
         except TimeoutError:
             raise _DeadlineExceeded from None
+
+
+def reply_too_large(service: str, size: int, limit: int) -> RpcErrorBody:
+    """The error sent instead of a reply of ``size`` bytes over the bus's ``limit``."""
+    return RpcErrorBody(
+        code="reply_too_large",
+        message=(
+            f"the {service} service's reply was too large to send ({megabytes(size)} > {megabytes(limit)});"
+            " ask for a smaller page (a lower limit)"
+        ),
+        details={"reply_bytes": size, "max_payload": limit},
+    )
+
+
+def megabytes(size: int) -> str:
+    """``size`` bytes as people read it: 1.4 MB, 1 MB, 64 KB."""
+    for unit, scale in (("MB", 1024 * 1024), ("KB", 1024)):
+        if size >= scale:
+            return f"{size / scale:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{size} bytes"
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,14 @@ RPC_SECONDS = Histogram(
     ["service", "verb", "code"],
     registry=REGISTRY,
 )
+# Replies that could not be sent (over the server's max_payload, or a publish error); the
+# caller got a small error instead. A verb that keeps growing here needs a smaller page.
+RPC_REPLIES_NOT_SENT = Counter(
+    "platform_rpc_replies_not_sent_total",
+    "RPC replies that could not be sent (too large for the bus, or a publish error).",
+    ["service", "verb"],
+    registry=REGISTRY,
+)
 
 
 def bind_request(request_id: str | None) -> contextvars.Token[str | None]:

@@ -11,7 +11,7 @@ from libs.service_kit import ServiceKit
 from libs.telemetry import refresh_every
 from services.intake.adapters import metrics
 from services.intake.entrypoints.bus import register
-from services.intake.service_layer.handlers import IntakeService
+from services.intake.service_layer.handlers import PAGE_BYTES, IntakeService
 from services.intake.settings import IntakeSettings
 
 SCHEMA = "intake"
@@ -19,7 +19,10 @@ SCHEMA = "intake"
 
 async def bootstrap(settings: IntakeSettings) -> ServiceKit:
     kit = await ServiceKit.open(service="intake", schema=SCHEMA, settings=settings, package="services.intake")
-    service = IntakeService(pool=kit.pool, outbox=kit.outbox)
+    # A page of timeline entries stays within a quarter of what the bus carries (a server
+    # configured below NATS's default 1 MB gets smaller pages, not replies it must refuse).
+    page_bytes = min(PAGE_BYTES, kit.nc.max_payload // 4) if kit.nc.max_payload else PAGE_BYTES
+    service = IntakeService(pool=kit.pool, outbox=kit.outbox, page_bytes=page_bytes)
     register(kit, service)
     # Readiness, not a reported dependency: the catalog is intake's own replica (in its own
     # schema, filled by its own consumer), without it intake cannot validate any create, and

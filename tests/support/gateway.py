@@ -38,6 +38,7 @@ from contracts.rpc import (
     GetClass,
     GetRequest,
     ListClasses,
+    ListRequestEvents,
     ListRequests,
     Ping,
 )
@@ -167,7 +168,7 @@ class StandInIntake:
         ]
         return {"items": items[: query.limit], "next_cursor": "c-next" if len(items) > query.limit else None}
 
-    async def list_events(self, query: GetRequest) -> dict[str, Any]:
+    async def list_events(self, query: ListRequestEvents) -> dict[str, Any]:
         self.received.append(query)
         view = self._find(query.id)
         entry = TimelineEntry(

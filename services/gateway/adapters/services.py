@@ -63,6 +63,7 @@ from contracts.rpc import (
     GetTeam,
     ListAllEvents,
     ListDeadLetters,
+    ListRequestEvents,
     ListRequests,
     Ping,
     PingReply,
@@ -110,7 +111,7 @@ class Services:
     async def list_requests(self, query: ListRequests) -> RequestPage:
         return await self.rpc.ask(LIST_REQUESTS, query)
 
-    async def list_events(self, query: GetRequest) -> Timeline:
+    async def list_events(self, query: ListRequestEvents) -> Timeline:
         return await self.rpc.ask(LIST_EVENTS, query)
 
     async def list_all_events(self, query: ListAllEvents) -> EventFeed:

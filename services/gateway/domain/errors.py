@@ -28,6 +28,10 @@ STATUS_BY_CODE: dict[str, int] = {
     "unauthorized": 401,
     "unavailable": 503,
     "internal": 500,
+    # The service answered, but its answer cannot cross the bus: the upstream's reply is
+    # unusable (502), not a service that is down (503) nor a bug to hide (500). Retrying the
+    # same call gets the same answer; a smaller page does not.
+    "reply_too_large": 502,
 }
 
 # A problem's ``type``: this prefix and its code, a URI reference relative to the API's
@@ -43,6 +47,7 @@ TITLE_BY_CODE: dict[str, str] = {
     "unauthorized": "Not authenticated",
     "unavailable": "Temporarily unavailable",
     "internal": "Internal error",
+    "reply_too_large": "Reply too large to send",
     "method_not_allowed": "Method not allowed",
     "timeout": "Request body not received in time",
     "payload_too_large": "Request body too large",

@@ -18,7 +18,7 @@ from litestar.params import FromPath, HeaderParameter, QueryParameter
 from contracts.inputs import EnvironmentRequestInput, ExtensionInput
 from contracts.models import Actor, EnvironmentRequestView
 from contracts.replies import RequestPage, Timeline
-from contracts.rpc import CreateRequest, GetRequest, ListRequests
+from contracts.rpc import CreateRequest, GetRequest, ListRequestEvents, ListRequests
 from libs.errors import validation_failed
 from services.gateway.adapters.services import Services
 from services.gateway.domain.catalog import DryRunPlan
@@ -162,15 +162,26 @@ class EnvironmentRequestsController(Controller):
         "/{request_id:str}/events",
         summary="The request's timeline",
         guards=[requires(Action.READ, team_scoped=True)],
-        responses=error_responses(404),
+        responses=error_responses(404, 422, 502),
     )
     async def list_events(
-        self, actor: NamedDependency[Actor], services: NamedDependency[Services], request_id: FromPath[str]
+        self,
+        *,
+        actor: NamedDependency[Actor],
+        services: NamedDependency[Services],
+        request_id: FromPath[str],
+        after: Annotated[
+            str | None, QueryParameter(description="`next_cursor` of the previous page", max_length=19)
+        ] = None,
+        limit: Annotated[int, QueryParameter(description="Page size (1-500)")] = 100,
     ) -> Timeline:
         """Every event about the request in order, including late or duplicate ones that did not
-        change its status (``applied: false``). Attestation signatures are shown to approvers
-        and admins only."""
-        return await services.list_events(GetRequest(id=request_id, actor=actor))
+        change its status (``applied: false``), a page at a time: at most `limit` entries and
+        never more than one reply carries; `next_cursor` (null on the last page) passed as
+        `after` gets the next. Attestation signatures are shown to approvers and admins only."""
+        return await services.list_events(
+            ListRequestEvents(id=request_id, actor=actor, after=after, limit=limit)
+        )
 
     @post(
         "/{request_id:str}/reconcile",

@@ -30,7 +30,7 @@ class EventsController(Controller):
         "/",
         summary="Timeline entries of all visible requests",
         guards=[requires(Action.READ, team_scoped=True)],
-        responses=error_responses(422),
+        responses=error_responses(422, 502),
     )
     async def list_events(
         self,
@@ -40,10 +40,13 @@ class EventsController(Controller):
             str | None, QueryParameter(description="`next_cursor` of the previous page", max_length=41)
         ] = None,
         request_id: Annotated[str | None, QueryParameter(description="Only this request's entries")] = None,
-        limit: Annotated[int, QueryParameter(description="Page size (1-500)")] = 100,
+        limit: Annotated[
+            int, QueryParameter(description="Page size (1-500); a page also stops at what one reply carries")
+        ] = 100,
     ) -> EventFeed:
         """Oldest first. `next_cursor` is always set: poll with `after=<next_cursor>` to follow
-        new entries (what `platformctl events tail` does)."""
+        new entries (what `platformctl events tail` does). A page holds at most `limit` entries
+        and is cut short when they would not fit in one reply; the rest follow `next_cursor`."""
         return await services.list_all_events(
             ListAllEvents(actor=actor, after=after, request_id=request_id, limit=limit)
         )

@@ -47,6 +47,7 @@ ERROR_DESCRIPTIONS = {
     408: "The request body was not received in time",
     409: "Conflicting state (an illegal transition, a stale If-Match, a reused Idempotency-Key)",
     422: "Well-formed but invalid; details name every failing field",
+    502: "The service's answer was too large to send over the bus; ask for a smaller page",
     503: "A service or the identity provider is not answering; retry after Retry-After seconds",
 }
 # What any /v1 route may answer: a bad parameter (any route: control characters), the

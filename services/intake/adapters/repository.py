@@ -21,6 +21,7 @@ from contracts.events import Attestation
 from contracts.models import EnvironmentClass, EnvironmentPlan, RequestSpec
 from libs.errors import ConcurrentChange, ValidationFailed
 from services.intake.domain.model import EnvironmentRequest, Status
+from services.intake.domain.timeline import stored_form
 
 Conn = AsyncConnection[Any]
 
@@ -211,7 +212,8 @@ async def append_timeline(
     conn: Conn, request_id: str, envelope: Envelope, data: Any, *, applied: bool, status_after: str
 ) -> None:
     """Record one event in the timeline (the row also records its transaction, see
-    :func:`all_timelines` for why)."""
+    :func:`all_timelines` for why), in the timeline's own form: bundles by their files' names,
+    sizes and hashes, long text cut (:func:`~services.intake.domain.timeline.stored_form`)."""
     await conn.execute(
         "INSERT INTO request_timeline (request_id, event_id, event_type, source, occurred_at, generation,"
         " applied, status_after, data) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
@@ -225,9 +227,14 @@ async def append_timeline(
             getattr(data, "generation", None),
             applied,
             status_after,
-            Jsonb(msgspec.to_builtins(data)),
+            Jsonb(_stored_data(data)),
         ],
     )
+
+
+def _stored_data(data: Any) -> Any:
+    value = msgspec.to_builtins(data)
+    return stored_form(value) if isinstance(value, dict) else value
 
 
 async def due_for_expiry(
@@ -325,11 +332,16 @@ async def feed_end(conn: Conn) -> FeedPosition:
     return FeedPosition(int(row["horizon"]) if row else 0, 0)
 
 
-async def timeline(conn: Conn, request_id: str) -> list[dict[str, Any]]:
+async def timeline(
+    conn: Conn, request_id: str, *, after: int = 0, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """The request's timeline in order, from the entry after sequence number ``after``; at most
+    ``limit`` entries (all without one)."""
     cursor = await conn.execute(
         "SELECT seq, request_id, event_id, event_type, source, occurred_at, generation, applied,"
-        " status_after, data FROM request_timeline WHERE request_id = %s ORDER BY seq",
-        [request_id],
+        " status_after, data FROM request_timeline WHERE request_id = %s AND seq > %s ORDER BY seq"
+        " LIMIT %s",
+        [request_id, after, limit],
     )
     return list(await cursor.fetchall())
 

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,6 +33,7 @@ from contracts.rpc import (
     ExtendRequest,
     GetRequest,
     ListAllEvents,
+    ListRequestEvents,
     ListRequests,
     ReconcileRequest,
 )
@@ -49,6 +51,7 @@ from services.intake.domain.model import (
     Status,
     request_id_for,
 )
+from services.intake.domain.timeline import fitting, stored_form
 from services.intake.domain.validation import catalog_problems, extended_ttl, request_spec
 
 log = logging.getLogger(__name__)
@@ -59,6 +62,12 @@ MAX_PAGE_SIZE = 200
 # event was lost must not wait for it for ever.
 MAX_POSTPONED_DEADLINES = 3
 MAX_EVENTS_PAGE_SIZE = 500
+# Bytes of timeline entries per reply unless bootstrap says less: a quarter of NATS's default
+# max_payload (1 MB), so a page and its envelope always fit on the bus.
+PAGE_BYTES = 256 * 1024
+TIMELINE_CURSOR = re.compile(r"[0-9]{1,19}")
+BIGINT_MAX = 2**63 - 1
+_ENCODER = msgspec.json.Encoder()
 # Roles that see approval attestations (to audit them against the commit trailers). The
 # client's own approval signature is never stored, so nobody sees that.
 ATTESTATION_READERS = frozenset({"approver", "admin"})
@@ -193,6 +202,9 @@ def _check_version(request: EnvironmentRequest, expected_version: int | None) ->
 class IntakeService:
     pool: Pool
     outbox: Outbox
+    # Bytes of timeline entries one reply carries at most (a page is cut there, and its
+    # next_cursor continues after it): bootstrap keeps it well below the bus's max_payload.
+    page_bytes: int = PAGE_BYTES
 
     async def _stage(self, tx_conn: Any, request: EnvironmentRequest) -> None:
         for data in request.outgoing:
@@ -335,14 +347,25 @@ class IntakeService:
             )
         return RequestPage(items=[to_view(request, query.actor) for request in page], next_cursor=next_cursor)
 
-    async def list_events(self, query: GetRequest) -> Timeline:
+    async def list_events(self, query: ListRequestEvents) -> Timeline:
+        """One page of the request's timeline, oldest first: at most ``limit`` entries and at
+        most :attr:`page_bytes` of them; ``next_cursor`` continues after the page (null on the
+        last one)."""
+        _check_limit(query.limit)
+        after = _timeline_position(query.after)
         async with self.pool.connection() as conn:
             request = await repository.get(conn, query.id)
             if request is None:
                 raise NotFound(f"environment request {query.id} not found")
             _check_visible(query.actor, request)
-            rows = await repository.timeline(conn, query.id)
-        return Timeline(items=[_timeline_entry(row, query.actor) for row in rows])
+            rows = await repository.timeline(conn, query.id, after=after, limit=query.limit + 1)
+        entries = self._page([_timeline_entry(row, query.actor) for row in rows[: query.limit]])
+        more = len(entries) < len(rows)
+        return Timeline(items=entries, next_cursor=str(rows[len(entries) - 1]["seq"]) if more else None)
+
+    def _page(self, entries: list[TimelineEntry]) -> list[TimelineEntry]:
+        """The leading ``entries`` that fit in :attr:`page_bytes` (at least one)."""
+        return entries[: fitting((len(_ENCODER.encode(entry)) for entry in entries), self.page_bytes)]
 
     async def list_all_events(self, query: ListAllEvents) -> EventFeed:
         """Timeline entries of every request the actor may see, oldest first, after a cursor.
@@ -351,11 +374,7 @@ class IntakeService:
         on an empty page), so a follower polls with it and sees each entry once; ``after=end``
         answers only the current end, for followers that start from now.
         """
-        if not 1 <= query.limit <= MAX_EVENTS_PAGE_SIZE:
-            raise ValidationFailed(
-                f"limit must be between 1 and {MAX_EVENTS_PAGE_SIZE}",
-                details=[{"field": "limit", "message": f"must be between 1 and {MAX_EVENTS_PAGE_SIZE}"}],
-            )
+        _check_limit(query.limit)
         if query.after == "end":
             # Where a follower starts when it wants only what happens from now on.
             async with self.pool.connection() as conn:
@@ -369,9 +388,15 @@ class IntakeService:
                 request_id=query.request_id,
                 limit=query.limit,
             )
-        last = repository.FeedPosition(rows[-1]["txid"], rows[-1]["seq"]) if rows else after
-        next_cursor = last.encode()
-        return EventFeed(items=[_timeline_entry(row, query.actor) for row in rows], next_cursor=next_cursor)
+        # A page is cut at page_bytes as well as at limit: the cursor then points after the
+        # last entry sent, so a follower gets the rest on its next call.
+        entries = self._page([_timeline_entry(row, query.actor) for row in rows])
+        last = (
+            repository.FeedPosition(rows[len(entries) - 1]["txid"], rows[len(entries) - 1]["seq"])
+            if entries
+            else after
+        )
+        return EventFeed(items=entries, next_cursor=last.encode())
 
     # -- lifecycle commands ---------------------------------------------------------------------
     # Each locks the record (SELECT ... FOR UPDATE), so concurrent commands and the event
@@ -536,8 +561,32 @@ class IntakeService:
         )
 
 
+def _check_limit(limit: int) -> None:
+    if not 1 <= limit <= MAX_EVENTS_PAGE_SIZE:
+        raise ValidationFailed(
+            f"limit must be between 1 and {MAX_EVENTS_PAGE_SIZE}",
+            details=[{"field": "limit", "message": f"must be between 1 and {MAX_EVENTS_PAGE_SIZE}"}],
+        )
+
+
+def _timeline_position(after: str | None) -> int:
+    """The sequence number a timeline page continues after (``next_cursor`` of the last page)."""
+    if after is None:
+        return 0
+    # ASCII digits only (str.isdigit() takes "²", which int() refuses), within a bigint.
+    if not (TIMELINE_CURSOR.fullmatch(after) and int(after) <= BIGINT_MAX):
+        raise ValidationFailed(
+            "invalid request parameters: after",
+            details=[{"field": "after", "message": "must be the next_cursor of an earlier page"}],
+        )
+    return int(after)
+
+
 def _timeline_entry(row: dict[str, Any], actor: Actor) -> TimelineEntry:
-    data = row["data"] if shows_attestations(actor) else redact_signatures(row["data"])
+    # Rows written before the timeline kept bundles by reference still hold them whole: they
+    # are answered in today's form (stored_form is idempotent on newer rows).
+    stored = stored_form(row["data"]) if isinstance(row["data"], dict) else row["data"]
+    data = stored if shows_attestations(actor) else redact_signatures(stored)
     return TimelineEntry(
         event_id=str(row["event_id"]),
         type=row["event_type"],

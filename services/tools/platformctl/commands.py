@@ -204,8 +204,30 @@ def request_get(args: argparse.Namespace, ctx: Context) -> int:
     return EXIT_OK
 
 
+# Entries asked for per page of a timeline: the API's largest (a page may still stop earlier,
+# at what one reply carries; next_cursor then continues).
+TIMELINE_PAGE_LIMIT = 500
+
+
 def request_events(args: argparse.Namespace, ctx: Context) -> int:
-    emit(ctx.stdout, ctx.api.get(f"{request_path(args.id)}/events"), ctx.output, EVENT_COLUMNS)
+    """The whole timeline: every page, following ``next_cursor``, printed as one list."""
+    path = f"{request_path(args.id)}/events"
+    params: dict[str, Any] = {"limit": TIMELINE_PAGE_LIMIT}
+    items: list[Any] = []
+    seen: set[str] = set()
+    while True:
+        page = ctx.api.get(path, params=params)
+        if not isinstance(page, dict):
+            raise CliError("the API answered a timeline page that is not an object")
+        items += page.get("items") or []
+        cursor = page.get("next_cursor")
+        if not isinstance(cursor, str):
+            break
+        if cursor in seen:  # an API that does not move on would keep us here for ever
+            raise CliError(f"the API answered the same timeline page twice (cursor {cursor})")
+        seen.add(cursor)
+        params = {"limit": TIMELINE_PAGE_LIMIT, "after": cursor}
+    emit(ctx.stdout, {"items": items}, ctx.output, EVENT_COLUMNS)
     return EXIT_OK
 
 
