@@ -280,11 +280,41 @@ async def test_jsonpath_picks_fields(stack: GatewayStack) -> None:
         env=api_env(stack),
     )
     assert mixed.stdout == f"first={first} labels={json.dumps(PREVIEW['labels'])}\n"
+    # Keys with dots and slashes, in brackets; items of [*] lacking the field are left out.
+    labelled = await platformctl(
+        "request", "list", "-o", "jsonpath={.items[*].labels['pr']}|{.items[*].nothing}|", env=api_env(stack)
+    )
+    assert (labelled.code, labelled.stdout) == (0, f"{PREVIEW['labels']['pr']} {PREVIEW['labels']['pr']}||\n")
+    # A path that finds nothing prints nothing and says so; the exit code stays the call's.
     misspelt = await platformctl(
         "request", "get", "--id", first, "-o", "jsonpath={.stauts}", env=api_env(stack)
     )
-    assert (misspelt.code, misspelt.stdout) == (2, "")
-    assert "no field 'stauts'" in misspelt.stderr
+    assert (misspelt.code, misspelt.stdout) == (0, "\n")
+    assert (
+        "platformctl: warning: -o jsonpath={.stauts}: {.stauts} found nothing in the answer"
+        in misspelt.stderr
+    )
     outside = await platformctl("request", "get", "--id", first, "-o", "jsonpath={..id}", env=api_env(stack))
-    assert outside.code == 2
-    assert "only .field, [n] and [*] are supported" in outside.stderr
+    assert (outside.code, outside.stdout) == (2, "")  # refused before anything is sent
+    assert "only .field, ['key'], [n] and [*] are supported" in outside.stderr
+
+
+async def test_a_create_whose_output_path_finds_nothing_still_exits_0(stack: GatewayStack) -> None:
+    """The request was created: a script must not take it for a usage error and create again."""
+    result = await platformctl(
+        "request", "create", "-f", "-", "-o", "jsonpath={.idd}", stdin=json.dumps(PREVIEW), env=api_env(stack)
+    )
+    assert result.code == 0, result.stderr
+    assert "{.idd} found nothing" in result.stderr
+    assert len(stack.intake.requests) == 1
+
+
+async def test_a_request_file_that_is_not_utf8_is_a_usage_error(stack: GatewayStack, tmp_path: Path) -> None:
+    latin1 = tmp_path / "request.yaml"
+    latin1.write_bytes(yaml.safe_dump({**PREVIEW, "owner": "andre@example.com"}).encode() + b"# Andr\xe9\n")
+    for args, stdin in (((str(latin1),), None), (("-",), latin1.read_bytes())):
+        result = await platformctl("request", "create", "-f", *args, stdin=stdin, env=api_env(stack))
+        assert result.code == 2, result.stderr
+        assert "not UTF-8 text" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert stack.intake.requests == {}

@@ -62,7 +62,7 @@ def run_platformctl(*args: str, env: dict[str, str] | None = None, timeout: floa
 
 
 async def platformctl(
-    *args: str, env: dict[str, str] | None = None, limit_seconds: float = 30, stdin: str | None = None
+    *args: str, env: dict[str, str] | None = None, limit_seconds: float = 30, stdin: str | bytes | None = None
 ) -> Result:
     """Run platformctl without blocking the event loop (the gateway under test may share it);
     ``stdin``: what it reads there (else it reads nothing: stdin is closed)."""
@@ -74,7 +74,7 @@ async def platformctl(
         stderr=asyncio.subprocess.PIPE,
         env=env if env is not None else clean_env(),
     )
-    sent = stdin.encode() if stdin is not None else None
+    sent = stdin.encode() if isinstance(stdin, str) else stdin
     stdout, stderr = await asyncio.wait_for(process.communicate(sent), limit_seconds)
     assert process.returncode is not None
     return Result(process.returncode, stdout.decode(), stderr.decode())

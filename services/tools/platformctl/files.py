@@ -16,10 +16,15 @@ def load_documents(source: str) -> list[Any]:
     """Every YAML document of ``source`` (JSON is YAML too); nothing was sent yet, so a file
     that cannot be read or parsed is a usage error."""
     try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+        raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+        text = raw.decode("utf-8")
     except OSError as exc:
         raise CliError(
             f"-f {source}: cannot read the file ({exc.strerror or 'unreadable'})", exit_code=EXIT_USAGE
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise CliError(
+            f"-f {source}: not UTF-8 text (byte {exc.start} cannot be decoded)", exit_code=EXIT_USAGE
         ) from None
     try:
         return [document for document in yaml.safe_load_all(text) if document is not None]

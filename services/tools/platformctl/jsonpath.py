@@ -1,10 +1,12 @@
 """``-o jsonpath='{.status}'``: a small subset of kubectl's JSONPath templates.
 
 The subset: text with ``{...}`` expressions in it; an expression is a path of ``.field``
-steps, ``[n]`` indexes (``[-1]`` counts from the end) and ``[*]`` (every item), optionally
-starting with ``$``. ``{.items[*].id}`` prints every id, separated by spaces. A string is
-printed as it is, anything else as compact JSON, null as nothing. A field that is not there
-is an error, so a misspelt path fails the script instead of printing an empty value.
+steps, ``['key']`` steps (keys with dots or slashes, ``['app.kubernetes.io/name']``),
+``[n]`` indexes (``[-1]`` counts from the end) and ``[*]`` (every item), optionally starting
+with ``$``. ``{.items[*].id}`` prints every id, separated by spaces. A string is printed as
+it is, anything else as compact JSON, null as nothing. As in kubectl, a field or item that
+is not there prints nothing (an item of ``[*]`` lacking it is left out); :meth:`unmatched`
+names the expressions that found nothing at all, so a misspelt path can be reported.
 Filters (``?()``), slices and recursive descent (``..``) are not supported.
 """
 
@@ -17,13 +19,13 @@ from typing import Any
 
 PREFIX = "jsonpath="
 _EXPRESSION = re.compile(r"\{([^{}]*)\}")
-_STEP = re.compile(r"\.([A-Za-z_][\w-]*)|\[(\*|-?\d+)\]")
+_STEP = re.compile(r"\.([A-Za-z_][\w-]*)|\['([^']*)'\]|\[(\*|-?\d+)\]")
 
 Step = str | int | None  # a field, an index, or None for [*]
 
 
 class JsonPathError(ValueError):
-    """A template outside the subset, or a path the value does not have."""
+    """A template outside the subset."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,12 @@ class Template:
 
     def render(self, value: Any) -> str:
         return "".join(part if isinstance(part, str) else _shown(select(value, part)) for part in self.parts)
+
+    def unmatched(self, value: Any) -> list[str]:
+        """The expressions that found nothing in ``value`` (a misspelt field, most likely)."""
+        expressions = [match.group(0) for match in _EXPRESSION.finditer(self.text)]
+        paths = [part for part in self.parts if not isinstance(part, str)]
+        return [text for text, path in zip(expressions, paths, strict=True) if not select(value, path)]
 
 
 def parse(text: str) -> Template:
@@ -59,10 +67,13 @@ def parse_path(expression: str) -> tuple[Step, ...]:
         match = _STEP.match(path, position)
         if match is None:
             raise JsonPathError(
-                f"{{{expression}}}: only .field, [n] and [*] are supported (at {path[position:]!r})"
+                f"{{{expression}}}: only .field, ['key'], [n] and [*] are supported (at {path[position:]!r})"
             )
-        field, index = match.groups()
-        steps.append(field if field is not None else (None if index == "*" else int(index)))
+        field, key, index = match.groups()
+        if field is not None or key is not None:
+            steps.append(field if field is not None else key)
+        else:
+            steps.append(None if index == "*" else int(index))
         position = match.end()
     return tuple(steps)
 
@@ -76,19 +87,14 @@ def select(value: Any, path: tuple[Step, ...]) -> list[Any]:
 
 
 def _step(value: Any, step: Step) -> list[Any]:
+    """What one step leads to from ``value``: nothing when it is not there."""
     if step is None:
         if isinstance(value, list):
             return list(value)
-        if isinstance(value, dict):
-            return list(value.values())
-        raise JsonPathError("[*] applies to a list or an object")
+        return list(value.values()) if isinstance(value, dict) else []
     if isinstance(step, int):
-        if not isinstance(value, list) or not -len(value) <= step < len(value):
-            raise JsonPathError(f"no item [{step}]")
-        return [value[step]]
-    if not isinstance(value, dict) or step not in value:
-        raise JsonPathError(f"no field {step!r}")
-    return [value[step]]
+        return [value[step]] if isinstance(value, list) and -len(value) <= step < len(value) else []
+    return [value[step]] if isinstance(value, dict) and step in value else []
 
 
 def _shown(values: list[Any]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -103,9 +104,15 @@ def render(value: Any, fmt: str, columns: list[Column] | None = None) -> str:
     """``value`` in ``fmt``; tables use ``columns`` for lists (``{"items": [...]}``) of resources."""
     if fmt.startswith(jsonpath.PREFIX):
         try:
-            return jsonpath.parse(fmt.removeprefix(jsonpath.PREFIX)).render(value)
+            template = jsonpath.parse(fmt.removeprefix(jsonpath.PREFIX))
         except jsonpath.JsonPathError as exc:
             raise UsageError(f"-o {fmt}: {exc}") from None
+        # The answer is printed whatever the template finds: the call was made, and a script
+        # must not take it for one that was not (nor retry a create). A path that found
+        # nothing at all is said on stderr.
+        for expression in template.unmatched(value):
+            sys.stderr.write(f"platformctl: warning: -o {fmt}: {expression} found nothing in the answer\n")
+        return template.render(value)
     if fmt == "json":
         return json.dumps(value, indent=2, ensure_ascii=False)
     if fmt == "yaml":
