@@ -366,6 +366,11 @@ class EventConsumer:
         self.replay_policies = {
             event_type: (replay_policies or {}).get(event_type, UNDECLARED) for event_type in handlers
         }
+        # The give-up outcomes exist at 0 from the start: Prometheus's increase() needs a
+        # sample before the first dead letter, or the first one of a type never alerts.
+        for event_type in handlers:
+            for outcome in ("dead_letter", "parked"):
+                EVENTS_HANDLED.labels(name, event_type, outcome)
         self.pool = pool
         self.js = js
         self.nc: NatsClient = nc if nc is not None else js._nc

@@ -193,8 +193,12 @@ class StreamReplay:
             try:
                 messages = await subscription.fetch(min(FETCH_BATCH, PAGE_MESSAGES - read), timeout=0.5)
             except TimeoutError:
-                page.done = True  # nothing more in the range
-                return page
+                # A slow or busy server answers a pull late: the range is over only when the
+                # reader has nothing left to deliver, not when one pull came back empty.
+                if not (await subscription.consumer_info()).num_pending:
+                    page.done = True
+                    return page
+                continue
             for message in messages:
                 sequence = message.metadata.sequence.stream
                 if sequence > to_sequence:

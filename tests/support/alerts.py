@@ -3,8 +3,9 @@
 Covers the PromQL our alerts use, evaluated at one instant over one scrape (``after``) and,
 for ``increase``/``rate``, the scrape before the condition was created (``before``): the
 range of a range selector is taken to span exactly those two scrapes, so
-``increase(x[15m])`` is ``after - before`` per series (a series missing before counts from
-0) and ``rate`` divides that by the range. ``time()`` is ``now``, so an alert that needs time
+``increase(x[15m])`` is ``after - before`` per series and ``rate`` divides that by the
+range. As in Prometheus, a series needs a sample in both scrapes: one that first appears in
+``after`` has no increase (so a counter created at its first increment never alerts). ``time()`` is ``now``, so an alert that needs time
 to pass (a gauge that stopped moving) is evaluated at the later instant instead of waited for.
 Aggregations (``sum``/``max``/``min``, with or without ``by``), arithmetic between vectors
 with the same labels and scalars, and a comparison with a number at the top. ``for:`` is
@@ -135,7 +136,7 @@ def _call(call: Any, scrapes: _Scrapes) -> Vector | float:
     after = _selected(matrix.vector_selector, scrapes.after)
     before = _selected(matrix.vector_selector, scrapes.before)
     seconds = matrix.range.total_seconds() if name == "rate" else 1.0
-    return {labels: (value - before.get(labels, 0.0)) / seconds for labels, value in after.items()}
+    return {labels: (value - before[labels]) / seconds for labels, value in after.items() if labels in before}
 
 
 def _aggregate(node: Any, scrapes: _Scrapes) -> Vector:
