@@ -28,6 +28,7 @@ from tests.support.platformd_dev import DevStack, platformd_dev
 pytestmark = [pytest.mark.e2e]
 
 HEADER_TIMEOUT = 1.0
+BODY_TIMEOUT = 2.0
 MAX_CONNECTIONS = 24
 # What a connection the gateway is done with must have seen by then, at the latest.
 GRACE = 4.0
@@ -38,6 +39,7 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
     limits = {
         "PLATFORM_HTTP_READ_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT),
         "PLATFORM_HTTP_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
+        "PLATFORM_HTTP_READ_TIMEOUT_SECONDS": str(BODY_TIMEOUT),
     }
     with platformd_dev(tmp_path_factory.mktemp("edge"), environment=limits) as running:
         yield running
@@ -158,6 +160,59 @@ def test_headers_trickling_in_slower_than_the_deadline_are_cut_off_with_408(dev:
     assert b"headers did not arrive in time" in cut.received
     assert sent < 40, "every header line was accepted"
     assert cut.seconds <= HEADER_TIMEOUT + GRACE
+
+
+@pytest.mark.parametrize(("credentials", "status"), [((), 401), (("requester",), 408)])
+def test_a_body_trickling_in_is_answered_and_its_connection_closed(
+    dev: DevStack, credentials: tuple[str, ...], status: int
+) -> None:
+    """A kept-alive POST whose body comes a byte at a time: refused before the body (401) or
+    when the body is late (408), and the connection closed, not held while bytes keep coming."""
+    token = [
+        f"Authorization: Bearer {mint(role, teams=['payments'], secret=DEV_JWT_SECRET)}"
+        for role in credentials
+    ]
+    head = "\r\n".join(
+        [
+            "POST /v1/environment-requests HTTP/1.1",
+            "Host: localhost",
+            "Content-Type: application/json",
+            "Content-Length: 65000",
+            *token,
+        ]
+    )
+
+    async def trickle() -> tuple[Exchange, int]:
+        started = time.monotonic()
+        reader, writer = await asyncio.open_connection(*address(dev))
+        received, closed, sent = b"", False, 0
+        try:
+            writer.write(f"{head}\r\n\r\n{{".encode())
+            for _ in range(40):  # 12 s of body if nobody stops it
+                try:
+                    chunk = await asyncio.wait_for(reader.read(65536), 0.3)
+                except TimeoutError:
+                    chunk = None
+                if chunk == b"":
+                    closed = True
+                    break
+                received += chunk or b""
+                try:
+                    writer.write(b" ")
+                    await writer.drain()
+                except ConnectionError:
+                    closed = True
+                    break
+                sent += 1
+        finally:
+            writer.close()
+        return Exchange(received, closed, time.monotonic() - started), sent
+
+    answered, sent = asyncio.run(trickle())
+    assert answered.statuses == [status]
+    assert answered.closed, "the connection is still held while the body trickles in"
+    assert sent < 40
+    assert answered.seconds <= BODY_TIMEOUT + GRACE
 
 
 def test_connections_beyond_the_cap_get_503_and_the_gateway_serves_again_after(dev: DevStack) -> None:

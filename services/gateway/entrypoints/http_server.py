@@ -19,7 +19,11 @@ where the request ends (request smuggling). :class:`GatewayHttpProtocol` adds:
   connection, the ones already open included);
 - a request with both ``Content-Length`` and ``Transfer-Encoding`` is refused with 400 and
   the connection closed (RFC 9112 section 6.3), so nothing sent after it on that
-  connection is read as a request.
+  connection is read as a request;
+- a response sent before the request's body was all read (a 401 before the body, the 408
+  for a body that did not arrive in time) closes the connection: uvicorn would keep it for
+  the rest of the body, and every byte a client trickles in restarts its keep-alive timer,
+  so one client could hold the connection, and with many of them every slot, for ever.
 
 ``platformd gateway`` serves with it through ``services.gateway.bootstrap.uvicorn_config``.
 """
@@ -118,6 +122,14 @@ class GatewayHttpProtocol(H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_deadline()
         super().connection_lost(exc)
+
+    def on_response_complete(self) -> None:
+        if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
+            # Answered with the body still coming: the rest is never read (h11 cannot start
+            # the next request before it), so waiting for it only holds the slot.
+            log.info("connection closed: answered before the request body was read")
+            self.transport.close()
+        super().on_response_complete()
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's 400 for a request it cannot read, saying what was wrong when we refused it."""
