@@ -39,7 +39,7 @@ import sys
 import sysconfig
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -101,8 +101,12 @@ class EmbeddedNats:
         on_spawn: OnSpawn | None = None,
         authorization: str | None = None,
         max_payload: int | None = None,
+        environment: Mapping[str, str] | None = None,
     ) -> None:
         self.store_dir = store_dir
+        # The server's environment (None: this process's); the launcher passes only what a
+        # server needs, never its secrets (libs.settings.server_environment).
+        self.environment = environment
         # The largest message the server takes (nats-server's default: 1 MB); tests set it
         # small to produce a reply the bus refuses without building a megabyte.
         self.max_payload = max_payload
@@ -143,6 +147,7 @@ class EmbeddedNats:
         log = self.store_dir / "nats-server.log"
         self.process = subprocess.Popen(
             [str(binary), "-c", str(config), "-l", str(log)],
+            env=self.environment,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -420,8 +425,10 @@ class EmbeddedPostgres:
         port: int | None = None,
         fast_unsafe: bool = False,
         on_spawn: OnSpawn | None = None,
+        environment: Mapping[str, str] | None = None,
     ) -> None:
         self.data_dir = data_dir
+        self.environment = environment  # as EmbeddedNats's, for postgres and initdb
         self.port = port
         self.fast_unsafe = fast_unsafe
         self.on_spawn = on_spawn
@@ -590,6 +597,7 @@ class EmbeddedPostgres:
         with log_path.open("ab") as server_log:
             self.process = subprocess.Popen(
                 args,
+                env=self.environment,
                 stdout=server_log,
                 stderr=subprocess.STDOUT,
                 cwd=location,
@@ -630,6 +638,7 @@ class EmbeddedPostgres:
                 "--no-sync",
                 "--no-instructions",
             ],
+            env=self.environment,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

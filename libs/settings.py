@@ -816,9 +816,32 @@ class AttestationSettings(SecuritySettings):
 def split_address(address: str, variable: str) -> tuple[str, int]:
     """Parse ``host:port`` (or ``:port``) for listeners; errors name ``variable``."""
     host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
+    if not sep or not (port.isascii() and port.isdigit()):
         raise SettingsError([f"{variable}: expected host:port, got {address!r}"])
     return (host or "0.0.0.0"), int(port)  # noqa: S104 - an empty host means all interfaces
+
+
+# What an embedded server (nats-server, postgres, initdb) is given of this process's
+# environment: where to find programs and libraries, its locale and temporary directory.
+# Nothing else: the launcher's environment holds the platform's secrets and whatever else
+# the user exported (cloud keys, tokens), none of which a server needs.
+SERVER_VARIABLES = (
+    "PATH",
+    "LD_LIBRARY_PATH",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LC_COLLATE",
+    "LC_MESSAGES",
+    "TZ",
+    "TMPDIR",
+)
+
+
+def server_environment() -> dict[str, str]:
+    """The environment an embedded server process starts with (:data:`SERVER_VARIABLES`)."""
+    return {name: os.environ[name] for name in SERVER_VARIABLES if name in os.environ}
 
 
 def child_environment(overrides: Mapping[str, str]) -> dict[str, str]:

@@ -29,6 +29,8 @@ from nats.aio.client import Client as NatsClient
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from libs.bus import durable_name
+from libs.settings import SERVER_VARIABLES
+from services.tools.platformd.dev_stack import NATS_ROLE, POSTGRES_ROLE
 from services.tools.platformd.registry import SERVICES, own_secrets, platform_secrets
 from tests.support.api_flows import SIGNATURE_HEADER, example, signature
 from tests.support.gateway import mint
@@ -390,6 +392,23 @@ def test_each_process_holds_only_the_secrets_its_settings_declare(dev: DevStack)
     assert not any("PLATFORM_TOKEN" in names for names in held.values())
     holders = {service for service, names in held.items() if "PLATFORM_ATTESTATION_HMAC_SECRET" in names}
     assert holders == {"approval", "git_publisher"}
+
+
+def test_the_embedded_servers_hold_no_secret_of_the_launchers(dev: DevStack) -> None:
+    """nats-server (and postgres, when embedded) inherited the launcher's whole environment."""
+    ledger = json.loads((dev.state_dir / "platformd.pids").read_text())
+    servers = {
+        entry["role"]: entry["pid"]
+        for entry in ledger["processes"]
+        if entry["role"] in (NATS_ROLE, POSTGRES_ROLE)
+    }
+    assert NATS_ROLE in servers
+    for role, pid in servers.items():
+        environment = Path(f"/proc/{pid}/environ").read_bytes()
+        names = {entry.split(b"=", 1)[0].decode() for entry in environment.split(b"\0") if entry}
+        assert names <= set(SERVER_VARIABLES), (role, names - set(SERVER_VARIABLES))
+        for secret in (JWT_SECRET, APPROVAL_SECRET, ATTESTATION_SECRET, USER_TOKEN):
+            assert secret.encode() not in environment, role
 
 
 def _stream_payloads(dev: DevStack) -> list[str]:

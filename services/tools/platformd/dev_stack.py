@@ -52,6 +52,7 @@ from libs.settings import (
     child_environment,
     load_settings,
     reveal,
+    server_environment,
     setting,
     split_address,
 )
@@ -504,6 +505,7 @@ def run_dev_stack(replicas: int | None = None) -> int:
                 http_port=_preferred_port(settings.nats_http_port) or free_port(),
                 on_spawn=lambda process: ledger.record(NATS_ROLE, process.pid),
                 authorization=identities.authorization if identities is not None else None,
+                environment=server_environment(),
             )
             nats.start()
             nats_url = nats.url
@@ -516,6 +518,7 @@ def run_dev_stack(replicas: int | None = None) -> int:
                 state / "postgres",
                 port=_preferred_port(settings.postgres_port),
                 on_spawn=lambda process: ledger.record(POSTGRES_ROLE, process.pid),
+                environment=server_environment(),
             )
             postgres.start()
             if postgres.process is None:
