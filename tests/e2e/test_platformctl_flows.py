@@ -197,7 +197,7 @@ def test_approval_errors_are_one_line(
     viewer = cli("request", "reconcile", "--id", request_id, token=mint("viewer", "vic@example.com"), **api)
     one_line_error(viewer, "viewer", "HTTP 403")
     pending = cli("request", "reconcile", "--id", request_id, token=tokens["bob"], **api)
-    one_line_error(pending, "pending_approval", "HTTP 409")
+    one_line_error(pending, "is pending approval", "HTTP 409")
 
 
 def test_a_rejected_request_makes_wait_fail(api: dict[str, str], tokens: dict[str, str]) -> None:

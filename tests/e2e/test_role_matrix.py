@@ -166,6 +166,15 @@ ROUTES = [
         fresh=True,
         team_scoped=False,
     ),
+    Route(
+        "replay a consumer (dry run)",
+        "POST",
+        "/v1/consumers/intake/replay",
+        frozenset({"admin"}),
+        200,
+        team_scoped=False,
+        body=lambda _: {"from_sequence": 1, "dry_run": True},
+    ),
     # Catalog administration and budgets (docs/policy.md).
     Route(
         "upsert class",
