@@ -39,6 +39,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from contracts.git_names import REVISION_PATTERN, REVISION_RULE, revision_problem, url_endpoint_problem
 from contracts.kubernetes_names import (
     DNS1123_LABEL,
     DNS1123_SUBDOMAIN,
@@ -95,7 +96,6 @@ _OWNER = re.compile(r"[A-Za-z0-9@._+ '-]*[A-Za-z0-9@._+'-][A-Za-z0-9@._+ '-]*")
 _HTTPS_URL = re.compile(r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?/[A-Za-z0-9._~/-]+")
 _SSH_URL = re.compile(r"ssh://([A-Za-z0-9._-]+@)?[A-Za-z0-9.-]+(:[0-9]{1,5})?/[A-Za-z0-9._~/-]+")
 _SCP_URL = re.compile(r"[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[A-Za-z0-9._~-][A-Za-z0-9._~/-]*")
-_REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 _NO_CONTROL_CHARACTERS = r"^[^\x00-\x08\x0b-\x1f\x7f]*$"
 
 
@@ -219,20 +219,12 @@ ResourceName = Annotated[str, _checked(_resource_name_problem)]
 # -- environment requests ----------------------------------------------------------------------
 
 
-def revision_problem(revision: str) -> str | None:
-    """Why ``revision`` is not a sane git ref or commit (git check-ref-format rules), or None."""
-    if _REF_FORBIDDEN.search(revision) or ".." in revision or "@{" in revision or "//" in revision:
-        return "must be a git branch, tag or commit (no spaces, '..', '~', '^', ':', '?', '*', '[' or '\\')"
-    if revision.startswith(("-", "/", ".")) or revision.endswith(("/", ".", ".lock")) or revision == "@":
-        return "must be a git branch, tag or commit"
-    if any(part.startswith(".") for part in revision.split("/")):
-        return "ref components must not start with '.'"
-    return None
-
-
 def repository_problem(repository: str) -> str | None:
     """Why ``repository`` is not a git URL the platform will clone (no credentials, no local
-    paths, no transports that run commands), or None."""
+    paths, no transports that run commands, no option-like user or host), or None."""
+    endpoint = url_endpoint_problem(repository)
+    if endpoint is not None:
+        return endpoint
     if repository.startswith("https://"):
         authority = repository.removeprefix("https://").split("/", 1)[0]
         if "@" in authority:
@@ -322,12 +314,19 @@ class EnvironmentRequestInput(_Input):
         _checked(repository_problem),
     ]
     revision: (
-        Annotated[str, Field(min_length=1, max_length=REVISION_MAX_LENGTH), _checked(revision_problem)] | None
+        Annotated[
+            str,
+            Field(min_length=1, max_length=REVISION_MAX_LENGTH, pattern=REVISION_PATTERN),
+            explained(REVISION_RULE),
+            _checked(revision_problem),
+        ]
+        | None
     ) = Field(
         default=None,
         description=(
-            "A git branch, tag or commit (git check-ref-format rules: no spaces, '..', '~', '^', ':', "
-            "'?', '*', '[' or '\\'; no component starting with '.'); main when left out"
+            "A git branch, tag or commit id: ASCII letters, digits, '.', '_', '+', '-' and '/' in "
+            "git check-ref-format's rules (no '..', '//', leading '-', '.' or '/', no component "
+            "starting or ending with '.' or ending in '.lock'); main when left out"
         ),
     )
     labels: RequestLabels | None = None

@@ -138,6 +138,11 @@ class ListRequests(msgspec.Struct, frozen=True, kw_only=True):
     limit: int = 50
 
 
+# ``after`` of the event feed: a ``next_cursor`` ("<transaction>.<sequence>", each a bigint in
+# ASCII digits) or ``end`` (only what happens from now on).
+FEED_CURSOR_PATTERN = r"^(?:end|([0-9]{1,19})\.([0-9]{1,19}))$"
+
+
 class ListAllEvents(msgspec.Struct, frozen=True, kw_only=True):
     """intake.list_all_events: the timelines of every request the actor may see, in the order
     intake recorded them; ``after`` is the ``next_cursor`` of the previous page."""

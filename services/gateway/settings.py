@@ -52,12 +52,24 @@ class TokenSettings(SecuritySettings):
         list(HMAC_ALGORITHMS),
         doc="Algorithms accepted with the static secret (HMAC only), comma separated.",
     )
-    jwt_issuer: str | None = setting("PLATFORM_JWT_ISSUER", None, doc="Required `iss` of tokens, when set.")
+    jwt_issuer: str | None = setting(
+        "PLATFORM_JWT_ISSUER",
+        None,
+        doc="Required `iss` of static-secret tokens, when set (must be set in strict mode).",
+    )
     jwt_audience: str | None = setting(
-        "PLATFORM_JWT_AUDIENCE", None, doc="Required `aud` of tokens, when set."
+        "PLATFORM_JWT_AUDIENCE",
+        None,
+        doc="Required `aud` of static-secret tokens, when set (must be set in strict mode).",
     )
     jwt_leeway_seconds: Annotated[float, Bounds(ge=0)] = setting(
         "PLATFORM_JWT_LEEWAY_SECONDS", 30.0, doc="Clock skew tolerated on `exp`, `nbf` and `iat`."
+    )
+    jwt_max_lifetime_seconds: Annotated[float, Bounds(gt=0)] = setting(
+        "PLATFORM_JWT_MAX_LIFETIME_SECONDS",
+        86400.0,
+        doc="Longest a token may be valid, from its `iat` or `nbf` (else now) to its `exp`; "
+        "longer-lived tokens are refused (401). Applies to static and OIDC tokens.",
     )
     allow_static_jwt_in_prod: bool = setting(
         "PLATFORM_ALLOW_STATIC_JWT_IN_PROD",
@@ -178,6 +190,16 @@ class TokenSettings(SecuritySettings):
                     "unless PLATFORM_ALLOW_STATIC_JWT_IN_PROD=true"
                 )
             problems += self.short_secret_problems("PLATFORM_JWT_HS256_SECRET", self.jwt_secret)
+            # A shared secret often signs tokens for more than one service: without an issuer
+            # and audience check, a token minted for another of them would be accepted here.
+            problems += [
+                f"{variable} is required with PLATFORM_JWT_HS256_SECRET in strict production mode"
+                for variable, value in (
+                    ("PLATFORM_JWT_ISSUER", self.jwt_issuer),
+                    ("PLATFORM_JWT_AUDIENCE", self.jwt_audience),
+                )
+                if not value
+            ]
         return problems
 
 

@@ -221,7 +221,7 @@ async def test_a_misspelt_role_mints_no_token_and_names_the_valid_roles() -> Non
     )
     assert_one_line_error(result, "'aprover'", "'viewer'", "'requester'", "'approver'", "'admin'")
     assert result.code == 2
-    # Roles are case-insensitive, as the gateway reads them.
+    # platformctl takes the role in any case and mints it in the exact form the gateway accepts.
     upper = await platformctl(
         "token", "mint", "--role", "Approver", "--actor", "a@example.com", "--secret", JWT_SECRET
     )

@@ -61,8 +61,12 @@ def test_unknown_roles_are_ignored() -> None:
     assert principal.role is Role.VIEWER
 
 
-def test_role_names_are_case_insensitive() -> None:
-    assert resolve_principal({"sub": "u", "role": "Requester"}, NAMES).role is Role.REQUESTER
+@pytest.mark.parametrize("name", ["ADMIN", "Admin", " admin", "admin "])
+def test_role_names_match_exactly(name: str) -> None:
+    """Regression: ``ADMIN`` (an identity provider's group of that name) granted admin."""
+    with pytest.raises(PermissionDenied):
+        resolve_principal({"sub": "u", "role": name}, NAMES)
+    assert resolve_principal({"sub": "u", "role": [name, "viewer"]}, NAMES).role is Role.VIEWER
 
 
 @pytest.mark.parametrize("roles", [None, "superuser", ["root"], [], 7])
@@ -361,8 +365,43 @@ def test_strict_production_does_not_ask_the_stateless_gateway_for_postgres() -> 
     loaded = settings(
         PLATFORM_ENV="prod",
         PLATFORM_ALLOW_STATIC_JWT_IN_PROD="true",
+        PLATFORM_JWT_ISSUER="https://ci.example.com",
+        PLATFORM_JWT_AUDIENCE="platform-api",
         PLATFORM_OIDC_ISSUER_URL="https://idp.example.com",
         PLATFORM_OIDC_AUDIENCE="platform",
     )
     assert loaded.is_strict
     assert loaded.team_scope_enforced
+
+
+@pytest.mark.parametrize(
+    ("claims", "problem"),
+    [
+        # Regression: the email went into created_by, approvals and commit trailers unchecked.
+        ({"sub": "u-1", "email": "a" * 243 + "@example.com"}, "'email' claim is longer than 254 characters"),
+        ({"sub": "u" * 256}, "'sub' claim is longer than 255 characters"),
+        ({"sub": "u-1", "email": "alice@example.com\u0085x"}, "'email' claim contains control characters"),
+        ({"sub": "u-1", "email": "alice@example.com\u2028x"}, "'email' claim contains control characters"),
+        ({"sub": "u-1", "email": "alice\u202e@example.com"}, "'email' claim contains bidirectional"),
+        ({"sub": "\ufeffu-1"}, "'sub' claim contains bidirectional"),
+        ({"sub": "u-1", "teams": ["t" * 256]}, "'teams' claim is longer than 255 characters"),
+        ({"sub": "u-1", "teams": [f"t{i}" for i in range(1001)]}, "'teams' claim lists more than 1000 teams"),
+    ],
+)
+def test_a_claim_too_long_or_with_hidden_characters_invalidates_the_token(
+    claims: dict[str, Any], problem: str
+) -> None:
+    with pytest.raises(Unauthenticated) as caught:
+        resolve_principal({**claims, "role": "approver"}, NAMES)
+    assert problem in caught.value.message
+
+
+def test_claims_at_their_bounds_are_accepted() -> None:
+    email = "a" * 242 + "@example.com"
+    principal = resolve_principal({"sub": "u" * 255, "email": email, "role": "viewer"}, NAMES)
+    assert (len(principal.actor), len(principal.subject)) == (254, 255)
+
+
+def test_a_null_teams_claim_means_no_team_not_every_team() -> None:
+    """Regression: ``teams: null`` made the token unrestricted, like a token without the claim."""
+    assert resolve_principal({"sub": "u", "role": "requester", "teams": None}, NAMES).teams == []

@@ -240,7 +240,7 @@ def test_any_request_the_api_accepts_renders_exactly_the_intended_objects(
     except (pydantic.ValidationError, ValidationFailed):
         assume(False)
         return
-    request_id = request_id_for(actor, idempotency_key or None)
+    request_id = request_id_for(actor, idempotency_key or None, b"installation key")
     plan = catalog_plan(spec.class_name, spec)
     bundle = RENDERER.render(request_id, 1, spec, plan)
 

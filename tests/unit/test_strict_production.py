@@ -84,7 +84,13 @@ def test_team_scoping_cannot_be_switched_off() -> None:
 
 
 def test_static_jwt_secrets_only_when_allowed() -> None:
-    [problem] = refusals(GatewaySettings, {**STRICT_GATEWAY, "PLATFORM_JWT_HS256_SECRET": LONG_SECRET})
+    static = {
+        **STRICT_GATEWAY,
+        "PLATFORM_JWT_HS256_SECRET": LONG_SECRET,
+        "PLATFORM_JWT_ISSUER": "https://ci.example.com",
+        "PLATFORM_JWT_AUDIENCE": "platform-api",
+    }
+    [problem] = refusals(GatewaySettings, static)
     assert problem == (
         "PLATFORM_JWT_HS256_SECRET is refused in strict production mode unless PLATFORM_ALLOW_STATIC_JWT_IN_PROD=true"
     )
@@ -92,8 +98,24 @@ def test_static_jwt_secrets_only_when_allowed() -> None:
         **STRICT_GATEWAY,
         "PLATFORM_JWT_HS256_SECRET": LONG_SECRET,
         "PLATFORM_ALLOW_STATIC_JWT_IN_PROD": "true",
+        "PLATFORM_JWT_ISSUER": "https://ci.example.com",
+        "PLATFORM_JWT_AUDIENCE": "platform-api",
     }
     assert reveal(load_settings(GatewaySettings, allowed).jwt_secret) == LONG_SECRET
+
+
+def test_static_jwt_secrets_need_an_issuer_and_audience_in_strict_mode() -> None:
+    """Regression: a static secret was accepted in strict mode without any iss/aud check, so a
+    token minted with the same secret for another service was valid here."""
+    env = {
+        **STRICT_GATEWAY,
+        "PLATFORM_JWT_HS256_SECRET": LONG_SECRET,
+        "PLATFORM_ALLOW_STATIC_JWT_IN_PROD": "true",
+    }
+    assert refusals(GatewaySettings, env) == [
+        "PLATFORM_JWT_ISSUER is required with PLATFORM_JWT_HS256_SECRET in strict production mode",
+        "PLATFORM_JWT_AUDIENCE is required with PLATFORM_JWT_HS256_SECRET in strict production mode",
+    ]
 
 
 def test_short_static_secrets_are_refused() -> None:
@@ -101,6 +123,8 @@ def test_short_static_secrets_are_refused() -> None:
         **STRICT_GATEWAY,
         "PLATFORM_JWT_HS256_SECRET": "s" * 31,
         "PLATFORM_ALLOW_STATIC_JWT_IN_PROD": "true",
+        "PLATFORM_JWT_ISSUER": "https://ci.example.com",
+        "PLATFORM_JWT_AUDIENCE": "platform-api",
     }
     [problem] = refusals(GatewaySettings, env)
     assert problem == "PLATFORM_JWT_HS256_SECRET must be at least 32 bytes in strict production mode"

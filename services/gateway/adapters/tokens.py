@@ -13,13 +13,25 @@ then picks the verifier by the token's ``alg`` header: HMAC algorithms go to the
 secret only and asymmetric ones to the provider's keys only, so neither verifier ever sees
 a token of the other kind; that is what makes algorithm confusion (an RS256 public key used
 as an HS256 secret) impossible, and ``none`` or any other algorithm is refused outright.
+
+Whichever verifier checks it, a token is also refused (401) when it is not in canonical
+compact form (three unpadded base64url segments, each exactly as its bytes encode: an extra
+``=`` or altered spare bits would give one token many spellings), when ``exp``, ``iat`` or
+``nbf`` is not a number, or when it is valid for longer than
+``PLATFORM_JWT_MAX_LIFETIME_SECONDS`` (from ``iat`` or ``nbf``, the earlier, to ``exp``;
+from now when it has neither): a token leaked from a careless issuer with ``exp`` in the
+year 3000 is not a key for ever.
 :class:`Authenticator` turns an ``Authorization`` header into a :class:`Principal`.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
+import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import jwt
@@ -116,16 +128,71 @@ class StaticSecretVerifier:
             )
 
 
-class TokenRouter:
-    """Sends each token to the verifier for its algorithm family (see the module docstring)."""
+# The signature may be empty (an unsigned token): the router then names "alg none" as the problem.
+_COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+_TIME_CLAIMS = ("exp", "iat", "nbf")
+DEFAULT_MAX_LIFETIME_SECONDS = 24 * 3600.0
 
-    def __init__(self, static: StaticSecretVerifier | None, oidc: OidcVerifier | None) -> None:
+
+def _canonical_segment(segment: str) -> bool:
+    """``segment`` is exactly the unpadded base64url encoding of what it decodes to."""
+    try:
+        decoded = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError):
+        return False
+    return base64.urlsafe_b64encode(decoded).rstrip(b"=").decode() == segment
+
+
+def check_compact_form(token: str) -> None:
+    """Refuse a token that is not three canonical, unpadded base64url segments."""
+    if _COMPACT.fullmatch(token) is None or not all(_canonical_segment(part) for part in token.split(".")):
+        raise InvalidToken("the token is not a compact JWT (three unpadded base64url segments)")
+
+
+def check_lifetime(claims: Mapping[str, Any], max_lifetime_seconds: float, now: float) -> None:
+    """``exp``, ``iat`` and ``nbf`` are numbers, and the token is valid for at most
+    ``max_lifetime_seconds`` (see the module docstring)."""
+    for name in _TIME_CLAIMS:
+        value = claims.get(name)
+        if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise InvalidToken(f"the token's {name!r} claim must be a number (seconds since 1970)")
+    if "exp" not in claims:
+        raise InvalidToken("the token has no 'exp' claim")
+    starts = [float(claims[name]) for name in ("iat", "nbf") if name in claims]
+    start = min(starts) if starts else now
+    if float(claims["exp"]) - start > max_lifetime_seconds:
+        raise InvalidToken(
+            f"the token is valid for longer than the {max_lifetime_seconds:g} seconds this API accepts "
+            "(PLATFORM_JWT_MAX_LIFETIME_SECONDS); ask for a shorter-lived token"
+        )
+
+
+class TokenRouter:
+    """Sends each token to the verifier for its algorithm family (see the module docstring),
+    and applies the checks both share: canonical form, numeric times, maximum lifetime."""
+
+    def __init__(
+        self,
+        static: StaticSecretVerifier | None,
+        oidc: OidcVerifier | None,
+        *,
+        max_lifetime_seconds: float = DEFAULT_MAX_LIFETIME_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         if static is None and oidc is None:
             raise ValueError("at least one token verifier is required")
         self.static = static
         self.oidc = oidc
+        self.max_lifetime_seconds = max_lifetime_seconds
+        self._clock = clock
 
     async def verify(self, token: str) -> Mapping[str, Any]:
+        check_compact_form(token)
+        claims = await self._verify_signed(token)
+        check_lifetime(claims, self.max_lifetime_seconds, self._clock())
+        return claims
+
+    async def _verify_signed(self, token: str) -> Mapping[str, Any]:
         try:
             algorithm = jwt.get_unverified_header(token).get("alg")
         except jwt.PyJWTError:
@@ -204,4 +271,5 @@ def authenticator_from_settings(settings: GatewaySettings) -> Authenticator:
             leeway_seconds=settings.jwt_leeway_seconds,
             http_timeout_seconds=settings.oidc_http_timeout_seconds,
         )
-    return Authenticator(TokenRouter(static, oidc), names, oidc=oidc)
+    router = TokenRouter(static, oidc, max_lifetime_seconds=settings.jwt_max_lifetime_seconds)
+    return Authenticator(router, names, oidc=oidc)

@@ -4,9 +4,13 @@
   unknown names are ignored, and a token without any valid role is refused (403: the
   caller is known, it is just not allowed anything).
 - actor: from the actor claim (``email``), falling back to the subject claim (``sub``).
-- teams: from the teams claim, a list of strings; absent means unrestricted.
-- actor, subject and teams are text the gateway echoes and stores: one with control
-  characters makes the token invalid (401).
+- teams: from the teams claim, a list of strings (or one string); absent means unrestricted
+  (unless team scoping is enforced), ``null`` means no team.
+- actor, subject and teams are text the gateway echoes and stores (``created_by``, approvals,
+  commit trailers): one with control characters, bidi controls or a BOM, or longer than its
+  bound (the actor claim 254 characters, an e-mail address's limit; the subject 255; a team
+  255), makes the token invalid (401). A token that could never be written into a commit
+  must not be able to approve.
 
 Claim names may be dotted paths (``realm_access.roles``) for identity providers that
 nest them; a literal key with dots (``https://example.com/roles``) is tried first.
@@ -22,7 +26,13 @@ from contracts.models import Actor
 from contracts.roles import Role
 from services.gateway.domain.errors import PermissionDenied, Unauthenticated
 from services.gateway.domain.roles import ROLES_BY_PRIVILEGE, most_privileged
-from services.gateway.domain.text import has_control_characters
+from services.gateway.domain.text import has_control_characters, has_format_characters
+
+# Longest accepted claims used as text (RFC 5321 limits an address to 254 characters).
+MAX_ACTOR_LENGTH = 254
+MAX_SUBJECT_LENGTH = 255
+MAX_TEAM_LENGTH = 255
+MAX_TEAMS = 1000
 
 
 @dataclass(frozen=True)
@@ -66,18 +76,27 @@ def claim(claims: Mapping[str, Any], name: str) -> Any:
     return current
 
 
-def _printable(value: str, name: str) -> str:
-    """``value`` stripped; a claim with control characters makes the whole token invalid,
-    as a path or query value with them makes the request invalid."""
+def _printable(value: str, name: str, max_length: int) -> str:
+    """``value`` stripped; a claim with control or bidi characters, or too long, makes the whole
+    token invalid, as a path or query value with them makes the request invalid."""
     if has_control_characters(value):
         raise Unauthenticated(f"the token's {name!r} claim contains control characters", token_presented=True)
+    if has_format_characters(value):
+        raise Unauthenticated(
+            f"the token's {name!r} claim contains bidirectional control characters or a byte-order mark",
+            token_presented=True,
+        )
+    if len(value.strip()) > max_length:
+        raise Unauthenticated(
+            f"the token's {name!r} claim is longer than {max_length} characters", token_presented=True
+        )
     return value.strip()
 
 
-def _text(claims: Mapping[str, Any], name: str) -> str | None:
+def _text(claims: Mapping[str, Any], name: str, max_length: int) -> str | None:
     value = claim(claims, name)
     if isinstance(value, str) and value.strip():
-        return _printable(value, name)
+        return _printable(value, name, max_length)
     return None
 
 
@@ -100,14 +119,22 @@ def resolve_role(claims: Mapping[str, Any], names: ClaimNames) -> Role:
 
 def resolve_teams(claims: Mapping[str, Any], names: ClaimNames) -> list[str] | None:
     raw = claim(claims, names.teams)
-    if raw is _MISSING or raw is None:
+    if raw is _MISSING:
         return None
+    if raw is None:
+        # The claim is there and lists nothing: no team, not every team (an identity provider
+        # writing null for a user without groups must not make them unrestricted).
+        return []
     # A single team sent as a plain string is common with identity providers that
     # flatten one-element lists.
     if isinstance(raw, str):
         raw = [raw]
+    if isinstance(raw, list) and len(raw) > MAX_TEAMS:
+        raise Unauthenticated(
+            f"the token's {names.teams!r} claim lists more than {MAX_TEAMS} teams", token_presented=True
+        )
     if isinstance(raw, list) and all(isinstance(item, str) for item in raw):
-        return [_printable(item, names.teams) for item in raw if item.strip()]
+        return [_printable(item, names.teams, MAX_TEAM_LENGTH) for item in raw if item.strip()]
     raise Unauthenticated(
         f"the token's {names.teams!r} claim must be a list of strings", token_presented=True
     )
@@ -120,8 +147,8 @@ def resolve_principal(claims: Mapping[str, Any], names: ClaimNames) -> Principal
     malformed or a claim used as text carries control characters, :class:`PermissionDenied`
     when it carries no valid role.
     """
-    subject = _text(claims, names.subject)
-    actor = _text(claims, names.actor) or subject
+    subject = _text(claims, names.subject, MAX_SUBJECT_LENGTH)
+    actor = _text(claims, names.actor, MAX_ACTOR_LENGTH) or subject
     if actor is None:
         raise Unauthenticated(
             f"the token has neither an {names.actor!r} nor a {names.subject!r} claim", token_presented=True

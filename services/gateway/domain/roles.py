@@ -82,8 +82,11 @@ def who_can(roles: list[Role]) -> str:
 
 
 def most_privileged(candidates: list[str]) -> Role | None:
-    """The most privileged valid role among ``candidates``; unknown names are ignored."""
-    valid = {name.strip().lower() for name in candidates}
+    """The most privileged valid role among ``candidates``; unknown names are ignored.
+
+    Names match exactly (``admin``, not ``ADMIN`` or `` admin``): a role is a grant, and an
+    identity provider whose group ``ADMIN`` is someone else's must not grant it by accident."""
+    valid = set(candidates)
     return next((role for role in ROLES_BY_PRIVILEGE if role.value in valid), None)
 
 

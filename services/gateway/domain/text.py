@@ -6,8 +6,18 @@ from __future__ import annotations
 
 import re
 
-_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+# C0, DEL and C1 (U+0085 NEL among them), and the Unicode line and paragraph separators:
+# each can end a line in some reader.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Invisible format characters a name has no use for: bidi embeddings, overrides and
+# isolates (text shown in another order than stored) and the byte-order mark.
+_FORMAT_CHARACTERS = re.compile(r"[\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 
 
 def has_control_characters(value: str) -> bool:
     return _CONTROL_CHARACTERS.search(value) is not None
+
+
+def has_format_characters(value: str) -> bool:
+    """Bidi controls or a BOM: ``value`` would read differently from what it is."""
+    return _FORMAT_CHARACTERS.search(value) is not None

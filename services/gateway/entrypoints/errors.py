@@ -34,16 +34,49 @@ log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 
 
+# Problems one answer lists at most: a body of 5,000 unknown keys is refused just as well
+# by naming 20 of them, and its answer stays a few kilobytes instead of hundreds.
+MAX_LISTED_PROBLEMS = 20
+# Longest field name repeated back (a key of 60,000 characters is named by its start).
+MAX_FIELD_NAME_LENGTH = 64
+
+
+def _short(name: Any) -> Any:
+    if isinstance(name, str) and len(name) > MAX_FIELD_NAME_LENGTH:
+        return name[: MAX_FIELD_NAME_LENGTH - 3] + "..."
+    return name
+
+
+def listed(message: str, details: Any) -> tuple[str, Any]:
+    """``message`` and ``details`` with at most :data:`MAX_LISTED_PROBLEMS` problems and every
+    field name cut to :data:`MAX_FIELD_NAME_LENGTH`; the message ("invalid <what>: <fields>")
+    then names the listed fields and says how many more there are."""
+    if not isinstance(details, list) or not all(isinstance(item, dict) for item in details):
+        return message, details
+    shown = [{**item, "field": _short(item["field"])} if "field" in item else item for item in details]
+    hidden = len(shown) - MAX_LISTED_PROBLEMS
+    if hidden <= 0 and shown == details:
+        return message, details
+    shown = shown[:MAX_LISTED_PROBLEMS]
+    what, colon, listing = message.partition(": ")
+    if colon and listing.startswith(str(details[0].get("field"))):  # "invalid <what>: <fields>"
+        message = f"{what}: " + ", ".join(dict.fromkeys(str(item.get("field")) for item in shown))
+    if hidden > 0:
+        message += f" and {hidden} more (the first {MAX_LISTED_PROBLEMS} problems are listed)"
+    return message, shown
+
+
 def error_body(error: HttpError, scope: Scope) -> ErrorBody:
     """``error`` as a problem about the request of ``scope`` (its path is the ``instance``)."""
+    message, details = listed(error.message, error.details)
     return ErrorBody(
-        error=error.message,
+        error=message,
         code=error.code,
-        details=error.details,
+        details=details,
         type=error.problem_type,
         title=error.title,
         status=error.status,
-        detail=error.message,
+        detail=message,
         # Percent-encoded again: the ASGI path is decoded, ``instance`` is a URI reference.
         instance=quote(scope.get("root_path", "") + scope["path"], safe="/:@!$&'()*+,;="),
     )
@@ -129,6 +162,8 @@ _PARAMETER_MESSAGES: list[tuple[re.Pattern[str], Callable[[re.Match[str]], str]]
     (re.compile(r"Expected `str` of length >= (\d+)"), lambda m: f"must be at least {m[1]} characters"),
     (re.compile(r"Expected `str` of length <= (\d+)"), lambda m: f"must be at most {m[1]} characters"),
     (re.compile(r"Invalid enum value (.*)"), lambda m: f"unknown value {m[1]}"),
+    # The pattern itself is in the API reference; "after", the one such parameter, says what it takes.
+    (re.compile(r"Expected `str` matching regex"), lambda m: "is not in the form this parameter takes"),
     (re.compile(r"Missing required"), lambda m: "is required"),
 ]
 

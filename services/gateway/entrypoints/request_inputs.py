@@ -87,7 +87,7 @@ def parse_if_match(value: str | None) -> int | None:
     if value is None or value.strip() in {"", "*"}:
         return None
     text = value.strip().removeprefix("W/").strip('"')
-    if not text.isdigit() or len(text) > 9:
+    if not (text.isascii() and text.isdigit()) or len(text) > 9:
         raise BadRequest(
             'If-Match must be the request\'s version (e.g. "3")',
             details=[{"field": "If-Match", "message": "must be a request version number"}],

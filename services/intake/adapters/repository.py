@@ -8,6 +8,7 @@ that both read version N cannot both win.
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,6 +20,7 @@ from psycopg.types.json import Jsonb
 from contracts.envelope import Envelope
 from contracts.events import Attestation
 from contracts.models import EnvironmentClass, EnvironmentPlan, RequestSpec
+from contracts.rpc import FEED_CURSOR_PATTERN
 from libs.errors import ConcurrentChange, ValidationFailed
 from services.intake.domain.model import EnvironmentRequest, Status
 from services.intake.domain.timeline import stored_form
@@ -264,6 +266,9 @@ async def stalled(conn: Conn, statuses: list[str], before: datetime, limit: int)
     return [_from_row(row) for row in await cursor.fetchall()]
 
 
+FEED_CURSOR = re.compile(FEED_CURSOR_PATTERN)
+BIGINT_MAX = 2**63 - 1
+
 _TIMELINE_COLUMNS = (
     "t.seq, t.request_id, t.event_id, t.event_type, t.source, t.occurred_at, t.generation,"
     " t.applied, t.status_after, t.data"
@@ -282,13 +287,15 @@ class FeedPosition:
 
     @classmethod
     def decode(cls, cursor: str) -> FeedPosition:
-        txid, dot, seq = cursor.partition(".")
-        if not (dot and txid.isdigit() and seq.isdigit() and len(cursor) <= 41):
+        # ASCII digits only: str.isdigit() also accepts "²", which int() then refuses; and each
+        # part must fit the bigint it is compared with, or Postgres would fail the query.
+        match = FEED_CURSOR.fullmatch(cursor)
+        if match is None or match[1] is None or max(int(match[1]), int(match[2])) > BIGINT_MAX:
             raise ValidationFailed(
                 "invalid request parameters: after",
                 details=[{"field": "after", "message": "must be the next_cursor of an earlier page"}],
             )
-        return cls(int(txid), int(seq))
+        return cls(int(match[1]), int(match[2]))
 
 
 async def all_timelines(
@@ -371,6 +378,15 @@ async def count_classes(conn: Conn) -> int:
     cursor = await conn.execute("SELECT count(*) AS n FROM environment_classes")
     row = await cursor.fetchone()
     return int(row["n"]) if row else 0
+
+
+async def request_id_key(conn: Conn) -> bytes:
+    """The installation's secret for deriving the ids of Idempotency-Key creates (migration 0011)."""
+    cur = await conn.execute("SELECT key FROM request_id_key")
+    row = await cur.fetchone()
+    if row is None:
+        raise RuntimeError("intake's request id key is missing (migration 0011 did not run)")
+    return str(row["key"]).encode()
 
 
 async def find_idempotency_key(conn: Conn, actor: str, key: str) -> tuple[str, str] | None:

@@ -18,6 +18,7 @@ environment being removed can no longer move the status.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import secrets
 from dataclasses import dataclass, field
@@ -128,16 +129,18 @@ def new_request_id() -> str:
 PLACEHOLDER_REQUEST_ID = "req-0000000000000000"
 
 
-def request_id_for(actor: str, idempotency_key: str | None) -> str:
+def request_id_for(actor: str, idempotency_key: str | None, secret: bytes) -> str:
     """The id of the request ``actor`` creates with ``idempotency_key`` (random without a key).
 
     Derived from both, so a dry run with the key shows exactly the namespace, paths and
-    manifests the real create with that key will commit.
+    manifests the real create with that key will commit; keyed with the installation's
+    ``secret`` (an HMAC), so nobody who knows an actor and a key they use can tell the id
+    of their request before they see it.
     """
     if not idempotency_key:
         return new_request_id()
     # JSON keeps the pair unambiguous whatever characters either part contains.
-    digest = hashlib.sha256(json.dumps([actor, idempotency_key]).encode()).hexdigest()
+    digest = hmac.new(secret, json.dumps([actor, idempotency_key]).encode(), hashlib.sha256).hexdigest()
     return "req-" + digest[:16]
 
 

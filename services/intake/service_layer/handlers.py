@@ -13,7 +13,7 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -205,6 +205,8 @@ class IntakeService:
     # Bytes of timeline entries one reply carries at most (a page is cut there, and its
     # next_cursor continues after it): bootstrap keeps it well below the bus's max_payload.
     page_bytes: int = PAGE_BYTES
+    # Read from the database on first use (IntakeService._id_key).
+    _request_id_key: bytes | None = field(default=None, init=False, repr=False)
 
     async def _stage(self, tx_conn: Any, request: EnvironmentRequest) -> None:
         for data in request.outgoing:
@@ -231,7 +233,7 @@ class IntakeService:
                         return await self._replay(conn, existing, body_hash, actor)
                 spec = request_spec(command.body, await repository.classes(conn))
                 _check_team(actor, spec.team)
-                request_id = request_id_for(actor.actor, command.idempotency_key)
+                request_id = request_id_for(actor.actor, command.idempotency_key, await self._id_key(conn))
                 if command.idempotency_key and await repository.get(conn, request_id) is not None:
                     # Only if the key's record is gone while its request stayed.
                     raise Conflict(
@@ -284,9 +286,12 @@ class IntakeService:
                         ],
                     )
             spec = request_spec(command.body, await repository.classes(conn))
+            id_key = await self._id_key(conn)
         _check_team(actor, spec.team)
         keyed = bool(command.idempotency_key)
-        request_id = request_id_for(actor.actor, command.idempotency_key) if keyed else PLACEHOLDER_REQUEST_ID
+        request_id = (
+            request_id_for(actor.actor, command.idempotency_key, id_key) if keyed else PLACEHOLDER_REQUEST_ID
+        )
         return ValidatedRequest(
             request_id=request_id, placeholder_id=not keyed, spec=spec, created_by=actor.actor
         )
@@ -303,7 +308,16 @@ class IntakeService:
         request = await repository.get(conn, request_id)
         if request is None:
             raise NotFound(f"environment request {request_id} not found")
+        # The same check as a read: a token whose teams no longer include the request's team
+        # (moved to another team, a narrower token) must not read it back through its key.
+        _check_visible(actor, request)
         return CreateOutcome(created=False, request=to_view(request, actor))
+
+    async def _id_key(self, conn: Any) -> bytes:
+        """The request id key, read once: it never changes after migration 0011 wrote it."""
+        if self._request_id_key is None:
+            self._request_id_key = await repository.request_id_key(conn)
+        return self._request_id_key
 
     async def get_request(self, query: GetRequest) -> EnvironmentRequestView:
         async with self.pool.connection() as conn:

@@ -1,4 +1,6 @@
-"""Git URLs that may be written into the GitOps repository: never one carrying credentials.
+"""Git URLs that may be written into the GitOps repository: never one carrying credentials,
+nor one whose user or host git would pass to ssh as an option or whose port is out of range
+(the rule the request model applies too: :func:`contracts.git_names.url_endpoint_problem`).
 
 Rendered files are committed and read by everyone with access to the GitOps repository,
 so an ``https://user:token@host`` URL there would publish the token. SSH user names
@@ -9,6 +11,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from contracts.git_names import url_endpoint_problem
+
 MAX_URL_LENGTH = 2048
 
 
@@ -18,6 +22,9 @@ def url_problem(url: str) -> str | None:
         return "must not be empty"
     if len(url) > MAX_URL_LENGTH:
         return f"must be at most {MAX_URL_LENGTH} characters"
+    endpoint = url_endpoint_problem(url)
+    if endpoint is not None:
+        return endpoint
     if "://" not in url:
         return None  # scp-like "user@host:path" or a local path: no place for a password
     try:

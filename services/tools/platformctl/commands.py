@@ -128,7 +128,7 @@ def parse_labels(text: str | None) -> dict[str, str] | None:
 def parse_hours(text: str) -> int:
     """``24`` or ``24h`` -> 24."""
     value = text.strip().lower().removesuffix("h")
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         raise UsageError(f"--ttl: expected whole hours (24 or 24h), got {text!r}")
     return int(value)
 

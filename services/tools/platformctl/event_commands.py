@@ -142,7 +142,7 @@ def events_replay(args: argparse.Namespace, ctx: Context) -> int:
 def parse_start(text: str, now: datetime | None = None) -> dict[str, Any]:
     """``--from``: a stream sequence, an RFC 3339 time (no offset: UTC) or a duration ago."""
     value = text.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         if int(value) < 1:
             raise UsageError("--from: stream sequences start at 1")
         return {"from_sequence": int(value)}
