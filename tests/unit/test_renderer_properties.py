@@ -360,6 +360,8 @@ def test_any_request_the_api_accepts_renders_exactly_the_intended_objects(
                     {"group": "networking.k8s.io", "kind": "NetworkPolicy"},
                     {"group": "rbac.authorization.k8s.io", "kind": "Role"},
                     {"group": "rbac.authorization.k8s.io", "kind": "RoleBinding"},
+                    {"group": "argoproj.io", "kind": "*"},
+                    {"group": "*.fluxcd.io", "kind": "*"},
                 ],
             },
         },

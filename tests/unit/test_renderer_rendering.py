@@ -261,6 +261,12 @@ def test_the_environment_project_confines_the_app_to_its_repository_and_namespac
         ("networking.k8s.io", "NetworkPolicy"),
         ("rbac.authorization.k8s.io", "Role"),
         ("rbac.authorization.k8s.io", "RoleBinding"),
+        # GitOps controllers' kinds would deploy more, under their own identity and projects.
+        ("argoproj.io", "Application"),
+        ("argoproj.io", "ApplicationSet"),
+        ("argoproj.io", "AppProject"),
+        ("kustomize.toolkit.fluxcd.io", "Kustomization"),
+        ("helm.toolkit.fluxcd.io", "HelmRelease"),
     ]:
         assert (
             _permits(project, group=group, kind=kind)

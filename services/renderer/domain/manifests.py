@@ -60,6 +60,11 @@ PLATFORM_CONTROLLED_KINDS: tuple[tuple[str, str], ...] = (
     ("networking.k8s.io", "NetworkPolicy"),
     ("rbac.authorization.k8s.io", "Role"),
     ("rbac.authorization.k8s.io", "RoleBinding"),
+    # GitOps controllers' own kinds: an Application, ApplicationSet or AppProject (Argo CD),
+    # a Kustomization or HelmRelease (Flux) in the app repository would deploy more, under
+    # that controller's identity and projects, not this one's.
+    ("argoproj.io", "*"),
+    ("*.fluxcd.io", "*"),
 )
 
 _CONFIGMAP_KEY = re.compile(r"[-._a-zA-Z0-9]{1,253}")
