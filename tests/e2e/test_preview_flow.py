@@ -94,13 +94,15 @@ def test_preview_request_becomes_ready_with_one_pushed_commit(stack: RunningStac
         {"server": "https://kubernetes.default.svc", "namespace": ready["namespace"]}
     ]
     assert project["spec"]["clusterResourceWhitelist"] == []
-    assert {entry["kind"] for entry in project["spec"]["namespaceResourceBlacklist"]} == {
-        "Namespace",
-        "ResourceQuota",
-        "LimitRange",
-        "NetworkPolicy",
-        "Role",
-        "RoleBinding",
+    assert {(entry["group"], entry["kind"]) for entry in project["spec"]["namespaceResourceBlacklist"]} == {
+        ("", "Namespace"),
+        ("", "ResourceQuota"),
+        ("", "LimitRange"),
+        ("networking.k8s.io", "NetworkPolicy"),
+        ("rbac.authorization.k8s.io", "Role"),
+        ("rbac.authorization.k8s.io", "RoleBinding"),
+        ("argoproj.io", "*"),
+        ("*.fluxcd.io", "*"),
     }
     # The platform's own objects reach the cluster through their own Application.
     baseline = documents["argocd-baseline-application.yaml"]
