@@ -11,6 +11,7 @@ repeated credential headers; and what every response carries.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import Iterator
@@ -213,6 +214,47 @@ def test_a_body_trickling_in_is_answered_and_its_connection_closed(
     assert answered.closed, "the connection is still held while the body trickles in"
     assert sent < 40
     assert answered.seconds <= BODY_TIMEOUT + GRACE
+
+
+def test_a_client_still_sending_an_oversized_body_reads_the_answer_not_a_reset(dev: DevStack) -> None:
+    """The answer comes before the body is read; the connection is closed lingering (what
+    still arrives is read and dropped), so the client reads the 400 rather than a reset."""
+    token = f"Authorization: Bearer {mint('requester', teams=['payments'], secret=DEV_JWT_SECRET)}"
+    body = b"{" + b" " * 2_000_000 + b"}"
+    head = "\r\n".join(
+        [
+            "POST /v1/environment-requests HTTP/1.1",
+            "Host: localhost",
+            "Content-Type: application/json",
+            f"Content-Length: {len(body)}",
+            token,
+        ]
+    ).encode()
+
+    async def oversized() -> Exchange:
+        started = time.monotonic()
+        reader, writer = await asyncio.open_connection(*address(dev))
+
+        async def send() -> None:
+            with contextlib.suppress(ConnectionError):
+                writer.write(head + b"\r\n\r\n")
+                for offset in range(0, len(body), 65536):
+                    writer.write(body[offset : offset + 65536])
+                    await writer.drain()
+
+        sending = asyncio.create_task(send())
+        try:
+            received, closed = await read_until_closed(reader, GRACE + 2)
+        finally:
+            sending.cancel()
+            writer.close()
+        return Exchange(received, closed, time.monotonic() - started)
+
+    for _ in range(5):
+        answered = asyncio.run(oversized())
+        assert answered.statuses == [400], answered.received[:200]
+        assert b"larger than" in answered.received
+        assert answered.closed
 
 
 def test_connections_beyond_the_cap_get_503_and_the_gateway_serves_again_after(dev: DevStack) -> None:

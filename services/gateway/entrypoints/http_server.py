@@ -24,6 +24,9 @@ where the request ends (request smuggling). :class:`GatewayHttpProtocol` adds:
   for a body that did not arrive in time) closes the connection: uvicorn would keep it for
   the rest of the body, and every byte a client trickles in restarts its keep-alive timer,
   so one client could hold the connection, and with many of them every slot, for ever.
+  Such a connection, and one refused for the cap, is closed lingering: what the client
+  still sends is read and dropped for ``LINGER_SECONDS``, so it reads the answer instead of
+  a reset.
 
 ``platformd gateway`` serves with it through ``services.gateway.bootstrap.uvicorn_config``.
 """
@@ -56,6 +59,9 @@ OVER_CAPACITY_RESPONSE = (
     + f"connection: close\r\ncontent-length: {len(_OVER_CAPACITY_BODY)}\r\n\r\n".encode()
     + _OVER_CAPACITY_BODY
 )
+# How long a connection being closed after its answer still reads (and drops) what the
+# client sends, so the client gets the answer rather than a reset.
+LINGER_SECONDS = 1.0
 AMBIGUOUS_LENGTH = "a request must not carry both Content-Length and Transfer-Encoding"
 
 
@@ -99,6 +105,7 @@ class GatewayHttpProtocol(H11Protocol):
             self._disarm_header_deadline,
         )
         self._header_deadline: asyncio.TimerHandle | None = None
+        self._lingering: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -108,19 +115,14 @@ class GatewayHttpProtocol(H11Protocol):
                 "connection refused: too many connections", extra={"fields": {"limit": self.max_connections}}
             )
             transport.write(OVER_CAPACITY_RESPONSE)
-            transport.close()
+            self._close_lingering()
             return
         self._arm_header_deadline()
 
-    def data_received(self, data: bytes) -> None:
-        if self._header_deadline is None and self.conn.their_state is h11.IDLE:
-            # The first byte of the next request on a kept-alive connection: its headers are
-            # now due (uvicorn's keep-alive timer, which data cancels, covered the wait).
-            self._arm_header_deadline()
-        super().data_received(data)
-
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_deadline()
+        if self._lingering is not None:
+            self._lingering.cancel()
         super().connection_lost(exc)
 
     def on_response_complete(self) -> None:
@@ -128,8 +130,27 @@ class GatewayHttpProtocol(H11Protocol):
             # Answered with the body still coming: the rest is never read (h11 cannot start
             # the next request before it), so waiting for it only holds the slot.
             log.info("connection closed: answered before the request body was read")
-            self.transport.close()
+            self._close_lingering()
         super().on_response_complete()
+
+    def data_received(self, data: bytes) -> None:
+        if self._lingering is not None:
+            return  # the rest of a body already answered: read only to be thrown away
+        if self._header_deadline is None and self.conn.their_state is h11.IDLE:
+            # The first byte of the next request on a kept-alive connection: its headers are
+            # now due (uvicorn's keep-alive timer, which data cancels, covered the wait).
+            self._arm_header_deadline()
+        super().data_received(data)
+
+    def _close_lingering(self) -> None:
+        """Close after the answer, but read and drop what the client still sends for a moment
+        first (a lingering close): closing with its bytes unread makes the kernel reset the
+        connection, and a client still sending its body would lose the answer to the reset."""
+        if self._lingering is not None:
+            return
+        if self.transport.can_write_eof():
+            self.transport.write_eof()  # the answer is all there is; the client sees it end
+        self._lingering = self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's 400 for a request it cannot read, saying what was wrong when we refused it."""
