@@ -5,8 +5,9 @@ for ``increase``/``rate``, the scrape before the condition was created (``before
 range of a range selector is taken to span exactly those two scrapes, so
 ``increase(x[15m])`` is ``after - before`` per series and ``rate`` divides that by the
 range. As in Prometheus, a series needs a sample in both scrapes: one that first appears in
-``after`` has no increase (so a counter created at its first increment never alerts). ``time()`` is ``now``, so an alert that needs time
-to pass (a gauge that stopped moving) is evaluated at the later instant instead of waited for.
+``after`` has no increase (so a counter created at its first increment never alerts).
+``time()`` is ``now``, so an alert that needs time to pass (a gauge that stopped moving) is
+evaluated at the later instant instead of waited for.
 Aggregations (``sum``/``max``/``min``, with or without ``by``), arithmetic between vectors
 with the same labels and scalars, and a comparison with a number at the top. ``for:`` is
 not evaluated: a test shows the condition holds, not for how long.
