@@ -51,6 +51,9 @@ BASE = {"sub": "u-1", "email": "alice@example.com", "role": "requester"}
     ("claims", "words"),
     [
         ({**BASE, "iat": NOW, "exp": 10**30}, ("valid for longer than the 86400 seconds",)),
+        # Regression: beyond a float's range, converting it was a 500.
+        ({**BASE, "iat": NOW, "exp": 10**400}, ("'exp' claim is not a time",)),
+        ({**BASE, "iat": -(10**400), "exp": NOW + 3600}, ("'iat' claim is not a time",)),
         ({**BASE, "exp": NOW + 2 * 86400}, ("valid for longer than",)),  # no iat: from now
         ({**BASE, "iat": NOW - 30 * 86400, "exp": NOW + 3600}, ("valid for longer than",)),
         ({**BASE, "iat": NOW, "nbf": NOW - 86400, "exp": NOW + 3600}, ("valid for longer than",)),
@@ -61,6 +64,8 @@ BASE = {"sub": "u-1", "email": "alice@example.com", "role": "requester"}
     ],
     ids=[
         "exp-1e30",
+        "exp-beyond-a-float",
+        "iat-beyond-a-float",
         "two-days-without-iat",
         "issued-a-month-ago",
         "nbf-a-day-early",

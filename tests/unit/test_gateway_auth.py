@@ -382,8 +382,14 @@ def test_strict_production_does_not_ask_the_stateless_gateway_for_postgres() -> 
         ({"sub": "u" * 256}, "'sub' claim is longer than 255 characters"),
         ({"sub": "u-1", "email": "alice@example.com\u0085x"}, "'email' claim contains control characters"),
         ({"sub": "u-1", "email": "alice@example.com\u2028x"}, "'email' claim contains control characters"),
-        ({"sub": "u-1", "email": "alice\u202e@example.com"}, "'email' claim contains bidirectional"),
-        ({"sub": "\ufeffu-1"}, "'sub' claim contains bidirectional"),
+        (
+            {"sub": "u-1", "email": "alice\u202e@example.com"},
+            "'email' claim contains invisible format characters (bidirectional",
+        ),
+        ({"sub": "\ufeffu-1"}, "'sub' claim contains invisible format characters"),
+        # Regression: a zero-width space made an actor that reads exactly like another.
+        ({"sub": "u-1", "email": "alice\u200b@example.com"}, "'email' claim contains invisible"),
+        ({"sub": "u-1", "email": "ali\u2060ce@example.com"}, "'email' claim contains invisible"),
         ({"sub": "u-1", "teams": ["t" * 256]}, "'teams' claim is longer than 255 characters"),
         ({"sub": "u-1", "teams": [f"t{i}" for i in range(1001)]}, "'teams' claim lists more than 1000 teams"),
     ],

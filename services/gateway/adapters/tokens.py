@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -149,6 +150,10 @@ def check_compact_form(token: str) -> None:
         raise InvalidToken("the token is not a compact JWT (three unpadded base64url segments)")
 
 
+# JSON integers have no size limit; a time claim beyond a float's range is no time at all.
+_LARGEST_TIME = sys.float_info.max
+
+
 def check_lifetime(claims: Mapping[str, Any], max_lifetime_seconds: float, now: float) -> None:
     """``exp``, ``iat`` and ``nbf`` are numbers, and the token is valid for at most
     ``max_lifetime_seconds`` (see the module docstring)."""
@@ -156,6 +161,8 @@ def check_lifetime(claims: Mapping[str, Any], max_lifetime_seconds: float, now: 
         value = claims.get(name)
         if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
             raise InvalidToken(f"the token's {name!r} claim must be a number (seconds since 1970)")
+        if isinstance(value, int) and not -_LARGEST_TIME <= value <= _LARGEST_TIME:
+            raise InvalidToken(f"the token's {name!r} claim is not a time (seconds since 1970)")
     if "exp" not in claims:
         raise InvalidToken("the token has no 'exp' claim")
     starts = [float(claims[name]) for name in ("iat", "nbf") if name in claims]

@@ -83,7 +83,8 @@ def _printable(value: str, name: str, max_length: int) -> str:
         raise Unauthenticated(f"the token's {name!r} claim contains control characters", token_presented=True)
     if has_format_characters(value):
         raise Unauthenticated(
-            f"the token's {name!r} claim contains bidirectional control characters or a byte-order mark",
+            f"the token's {name!r} claim contains invisible format characters (bidirectional "
+            "controls, zero-width characters or a byte-order mark)",
             token_presented=True,
         )
     if len(value.strip()) > max_length:

@@ -5,13 +5,11 @@ or an escape sequence echoed into a log or a terminal is a forgery."""
 from __future__ import annotations
 
 import re
+import unicodedata
 
 # C0, DEL and C1 (U+0085 NEL among them), and the Unicode line and paragraph separators:
 # each can end a line in some reader.
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-# Invisible format characters a name has no use for: bidi embeddings, overrides and
-# isolates (text shown in another order than stored) and the byte-order mark.
-_FORMAT_CHARACTERS = re.compile(r"[\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 
 
 def has_control_characters(value: str) -> bool:
@@ -19,5 +17,7 @@ def has_control_characters(value: str) -> bool:
 
 
 def has_format_characters(value: str) -> bool:
-    """Bidi controls or a BOM: ``value`` would read differently from what it is."""
-    return _FORMAT_CHARACTERS.search(value) is not None
+    """Invisible format characters (Unicode category Cf: bidi controls, zero-width spaces
+    and joiners, the BOM): ``value`` would read differently from what it is, or like
+    another name."""
+    return any(unicodedata.category(character) == "Cf" for character in value)
