@@ -316,7 +316,8 @@ def reply_too_large(service: str, size: int, limit: int) -> RpcErrorBody:
         code="reply_too_large",
         message=(
             f"the {service} service's reply was too large to send ({megabytes(size)} > {megabytes(limit)});"
-            " ask for a smaller page (a lower limit)"
+            " ask for a smaller page (a lower limit) where the call takes one; a change it asked"
+            " for was made all the same: read the resource to see it"
         ),
         details={"reply_bytes": size, "max_payload": limit},
     )
