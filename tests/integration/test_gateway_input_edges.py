@@ -18,10 +18,12 @@ TOKEN_TTL = 4 * 3600
 ALICE = auth("requester", teams=["payments"], ttl=TOKEN_TTL)
 
 
-@pytest.fixture
-async def http(platform_env: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
+@pytest.fixture(scope="module")
+async def http(stack_env: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
+    """One gateway and its services for the module: each case is a refusal or a request of
+    its own (its own app name or idempotency key), so the cases do not share what they read."""
     async with (
-        gateway_with_services(platform_env, ["policy", "intake", "renderer"]) as (base_url, _),
+        gateway_with_services(stack_env, ["policy", "intake", "renderer"]) as (base_url, _),
         httpx.AsyncClient(base_url=base_url, timeout=10) as client,
     ):
         yield client
