@@ -52,12 +52,6 @@ async def stack(nats_url: str, isolation: Any) -> AsyncIterator[GatewayStack]:
                 await subscription.unsubscribe()
 
 
-@pytest.fixture
-async def http(stack: GatewayStack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as client:
-        yield client
-
-
 def fields(response: httpx.Response) -> set[str]:
     assert response.status_code == 422, response.text
     return {detail["field"] for detail in response.json()["details"]}

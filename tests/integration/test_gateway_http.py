@@ -27,18 +27,6 @@ PROBLEM_MEMBERS = {"error", "code", "details", "type", "title", "status", "detai
 PUBLIC_API_PATHS = {"/v1/auth/config"}
 
 
-@pytest.fixture
-async def stack(nats_url: str, isolation: Any) -> AsyncIterator[GatewayStack]:
-    async with gateway_stack(nats_url, isolation.rpc_prefix) as running:
-        yield running
-
-
-@pytest.fixture
-async def http(stack: GatewayStack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as client:
-        yield client
-
-
 @pytest.fixture(params=["stand-in intake", "real intake"])
 async def api(
     request: pytest.FixtureRequest, nats_url: str, isolation: Any

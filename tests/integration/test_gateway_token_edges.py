@@ -6,7 +6,6 @@ or a 403 for a token that carries no platform role.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -14,18 +13,6 @@ import jwt
 import pytest
 
 from tests.support.gateway import JWT_SECRET, GatewayStack, gateway_stack, mint
-
-
-@pytest.fixture
-async def stack(nats_url: str, isolation: Any) -> AsyncIterator[GatewayStack]:
-    async with gateway_stack(nats_url, isolation.rpc_prefix) as running:
-        yield running
-
-
-@pytest.fixture
-async def http(stack: GatewayStack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as client:
-        yield client
 
 
 def signed(claims: dict[str, Any]) -> str:

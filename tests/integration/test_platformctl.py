@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import pty
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,14 +17,8 @@ import yaml
 
 from libs.embedded import free_port
 from tests.support.api_flows import request_body
-from tests.support.gateway import JWT_SECRET, GatewayStack, gateway_stack, mint
+from tests.support.gateway import JWT_SECRET, GatewayStack, mint
 from tests.support.platformctl import PLATFORMCTL, Result, clean_env, platformctl
-
-
-@pytest.fixture
-async def stack(nats_url: str, isolation: Any) -> AsyncIterator[GatewayStack]:
-    async with gateway_stack(nats_url, isolation.rpc_prefix) as running:
-        yield running
 
 
 def api_env(stack: GatewayStack, role: str = "requester", **claims: Any) -> dict[str, str]:

@@ -12,7 +12,6 @@ import json
 import re
 import shutil
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +19,13 @@ import pytest
 import yaml
 
 from libs.embedded import free_port
-from tests.support.gateway import GatewayStack, gateway_stack, mint
+from tests.support.gateway import GatewayStack, mint
 from tests.support.platformctl import clean_env, platformctl
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 PREVIEW = json.loads((REPOSITORY / "examples" / "preview.json").read_text())
 # HH:MM:SS, the time since the wait began, what changed.
 PROGRESS_LINE = re.compile(r"^\d\d:\d\d:\d\d  \+\d+\.\ds  (?P<change>.+)$")
-
-
-@pytest.fixture
-async def stack(nats_url: str, isolation: Any) -> AsyncIterator[GatewayStack]:
-    async with gateway_stack(nats_url, isolation.rpc_prefix) as running:
-        yield running
 
 
 def api_env(stack: GatewayStack, role: str = "requester", **claims: Any) -> dict[str, str]:
