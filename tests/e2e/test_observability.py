@@ -110,14 +110,15 @@ def wait_for(
 def test_every_dashboard_and_alert_metric_is_exported_and_the_request_is_counted(
     stack: RunningStack, ready_request: TracedRequest
 ) -> None:
-    # Database facts are recomputed every few seconds: wait for the ready request to show.
-    # (The gauge exists at 0 before the refresh that counts the request.)
+    # Database facts are recomputed every few seconds, by intake and by policy each on its own
+    # loop: wait until both count the ready request. (The gauges exist at 0 before that.)
     current = wait_for(
         lambda: (
             (s := scrape(stack)).values("platform_requests", status="ready", **{"class": "preview"}) == [1.0]
+            and sum(s.values("platform_team_monthly_spend_usd", team="payments")) > 0
             and s
         ),
-        "intake counts the ready preview request once",
+        "intake counts the ready preview request once and policy its team's spend",
     )
     missing = {
         f"{where}: {name}"
