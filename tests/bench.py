@@ -1,44 +1,82 @@
-"""``make bench``: throughput and latency percentiles of the platform's hot paths.
+"""``make bench``: throughput, latency and CPU per request of the platform, measured, not asserted.
 
-Measured, not asserted: these numbers depend on the machine. Each benchmark uses the
-same real servers as the tests (``PLATFORM_TEST_POSTGRES_DSN`` / ``PLATFORM_TEST_NATS_URL``,
-else embedded ones) in its own database and stream.
+The numbers depend on the machine; nothing here is a test. Three parts:
 
-1. outbox relay: events staged in Postgres → published to JetStream (commit → PubAck);
-2. inbox consumer: events on the stream → handled in one transaction each and acked;
-3. end to end: preview requests over HTTP through all seven processes to ``ready``.
+1. micro-benchmarks of the kit (``--skip-micro`` leaves them out): the outbox relay (events
+   staged in Postgres → published to JetStream) and the inbox consumer (events on the
+   stream → handled in one transaction each and acked);
+2. a burst of ``--requests`` preview requests over HTTP through every process of the
+   system, into a GitOps remote that already holds ``--existing`` environment directories
+   (seeded with one ``git fast-import`` commit), then the same burst into a remote of
+   ``--compare-existing`` (10) directories, so the cost of the repository's size shows;
+3. or, with ``--rate R --duration S``, a steady offered load of R requests/s for S seconds
+   instead of the burst, reporting the submit→ready percentiles.
 
-Sizes: ``--events`` (default 5000) and ``--requests`` (default 200); ``make bench
-BENCH_ARGS="--requests 50"`` passes them through.
+Each end-to-end run starts its own Postgres and nats-server (embedded, private to the
+bench) unless ``--shared-servers`` points it at ``PLATFORM_TEST_POSTGRES_DSN`` /
+``PLATFORM_TEST_NATS_URL``: with private servers the CPU of every process is the bench's
+alone. CPU comes from ``/proc/<pid>/stat`` before and after (utime + stime): every service
+process, its git children (``cutime``/``cstime`` of the service: reaped children), all the
+Postgres processes (the postmaster, its live backends, and its reaped ones), and
+nats-server. The load generator (this process) is shown apart and not in the total.
+
+``--profile DIR`` also records each service with ``py-spy record --format raw`` during the
+burst (py-spy must be on PATH or in the venv; it is not a dependency of the project) and
+prints the top frames by self and total time.
+
+Examples::
+
+    make bench                                           # defaults: a few minutes
+    make bench BENCH_ARGS="--skip-micro --requests 2000 --existing 10000"   # the issue's case
+    make bench BENCH_ARGS="--skip-micro --rate 50 --duration 60 --existing 10000"
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import contextlib
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from datetime import datetime
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import nats
+import psycopg
+from psycopg.rows import dict_row
 
 from contracts.envelope import Envelope, cloudevents_headers, encode_envelope, new_event
 from contracts.events import RequestFailed
 from libs.bus import Subjects, ensure_stream
 from libs.database import open_pool
+from libs.embedded import EmbeddedNats, EmbeddedPostgres
 from libs.inbox import EventConsumer, RetryPolicy, Tx
 from libs.migrations import discover, migrate
 from libs.outbox import Outbox, OutboxRelay
 from libs.settings import PlatformSettings, load_settings
+from services.tools.platformd.process_stack import git_init_bare
 from tests.support.infrastructure import nats_server, postgres_server
 from tests.support.isolation import Isolation, delete_stream, fresh_database, platform_environment
-from tests.support.stack import running_stack
+from tests.support.stack import RunningStack, running_stack
 
 SCHEMA = "bench"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+TERMINAL = {"ready", "failed", "rejected", "deleted"}
+# A run stops waiting when nothing changed for this long, and says where requests are.
+STALL_SECONDS = 90.0
 
 
 def percentiles(samples: list[float]) -> str:
@@ -53,7 +91,14 @@ def percentiles(samples: list[float]) -> str:
 
 
 def report(name: str, count: int, seconds: float, latencies: list[float]) -> None:
-    print(f"{name:<34} {count:>6} in {seconds:6.2f} s = {count / seconds:8.0f}/s   {percentiles(latencies)}")
+    print(f"{name:<36} {count:>6} in {seconds:6.2f} s = {count / seconds:8.1f}/s   {percentiles(latencies)}")
+
+
+def load_average() -> str:
+    return "load average " + " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+# --- kit micro-benchmarks ---------------------------------------------------------------
 
 
 def failure(n: int) -> RequestFailed:
@@ -148,71 +193,502 @@ async def bench_consumer(settings: PlatformSettings, events: int) -> None:
     await pool.close()
 
 
-def bench_end_to_end(admin_dsn: str, nats_url: str, requests: int) -> None:
-    with ExitStack() as stack:
+def run_micro(admin_dsn: str, nats_url: str, events: int) -> None:
+    print(f"kit micro-benchmarks ({load_average()})")
+    for bench in (bench_outbox_relay, bench_consumer):
         isolation = Isolation.new()
-        dsn = stack.enter_context(fresh_database(admin_dsn))
-        env = platform_environment(dsn, nats_url, isolation)
+        with fresh_database(admin_dsn) as dsn:
+            settings = load_settings(PlatformSettings, platform_environment(dsn, nats_url, isolation))
+            asyncio.run(bench(settings, events))
+        asyncio.run(delete_stream(nats_url, isolation.stream))
+    print()
+
+
+# --- CPU accounting from /proc ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProcTimes:
+    """Clock ticks of one process: its own (utime + stime) and its reaped children's."""
+
+    own: int
+    children: int
+
+
+def proc_times(pid: int) -> ProcTimes | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    # fields[0] is field 3 (state); utime, stime, cutime, cstime are fields 14..17.
+    utime, stime, cutime, cstime = (int(value) for value in fields[11:15])
+    return ProcTimes(utime + stime, cutime + cstime)
+
+
+def _comm_and_parent(pid: int) -> tuple[str, int] | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.index("(") + 1 : stat.rindex(")")], int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+def _all_pids() -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
+@dataclass
+class CpuProbe:
+    """What to sum: service processes by name, and how to find Postgres and NATS."""
+
+    services: Mapping[str, int]
+    postmaster: int | None  # None: every process named postgres on the machine
+    nats: int | None  # None: every process named nats-server
+
+    def sample(self) -> dict[str, int]:
+        ticks: dict[str, int] = {}
+        git = 0
+        for name, pid in self.services.items():
+            times = proc_times(pid)
+            if times is not None:
+                ticks[name] = times.own
+                git += times.children
+        ticks["git (children of services)"] = git
+        ticks["postgres (all processes)"] = self._postgres()
+        ticks["nats-server"] = self._nats()
+        bench = proc_times(os.getpid())
+        ticks["load generator (bench)"] = bench.own if bench else 0
+        return ticks
+
+    def _postgres(self) -> int:
+        processes = {pid: info for pid in _all_pids() if (info := _comm_and_parent(pid)) is not None}
+        total = 0
+        for pid, (comm, parent) in processes.items():
+            if self.postmaster is None:
+                mine = comm == "postgres"
+                postmaster = mine and processes.get(parent, ("", 0))[0] != "postgres"
+            else:
+                postmaster = pid == self.postmaster
+                mine = postmaster or parent == self.postmaster
+            times = proc_times(pid) if mine else None
+            if times is None:
+                continue
+            # A postmaster's reaped children are the backends of connections that closed.
+            total += times.own + (times.children if postmaster else 0)
+        return total
+
+    def _nats(self) -> int:
+        pids = (
+            [self.nats]
+            if self.nats is not None
+            else [pid for pid in _all_pids() if (_comm_and_parent(pid) or ("", 0))[0] == "nats-server"]
+        )
+        return sum(times.own for pid in pids if (times := proc_times(pid)) is not None)
+
+
+def cpu_table(before: dict[str, int], after: dict[str, int], requests: int) -> dict[str, float]:
+    """Milliseconds of CPU per request by process, printed; the system's total is returned too."""
+    per_request: dict[str, float] = {}
+    for name, ticks in after.items():
+        delta = ticks - before.get(name, 0)
+        per_request[name] = delta * 1000 / CLOCK_TICKS / requests
+    system = {name: ms for name, ms in per_request.items() if name != "load generator (bench)"}
+    total = sum(system.values())
+    print(f"  CPU ms per request (/proc utime+stime, {1000 // CLOCK_TICKS} ms ticks):")
+    for name, ms in sorted(system.items(), key=lambda item: -item[1]):
+        print(f"    {name:<28} {ms:7.2f}  {ms / total * 100 if total else 0:5.1f} %")
+    print(f"    {'total (system)':<28} {total:7.2f}")
+    print(f"    {'load generator (not in total)':<28} {per_request.get('load generator (bench)', 0):7.2f}")
+    per_request["total"] = total
+    return per_request
+
+
+# --- the GitOps remote's seed -----------------------------------------------------------
+
+
+SEED_FILES = (
+    "namespace.yaml",
+    "resourcequota.yaml",
+    "limitrange.yaml",
+    "networkpolicy.yaml",
+    "argocd-application.yaml",
+    "argocd-appproject.yaml",
+)
+
+
+def seed_remote(remote: Path, environments: int, region: str) -> None:
+    """``environments`` directories laid out as the publisher writes them, with their generation
+    markers, in one commit on ``main`` made by one ``git fast-import`` run."""
+    git_init_bare(remote)
+    if environments <= 0:
+        return
+    rng = random.Random(environments)
+    stream = bytearray()
+
+    def data(content: bytes) -> None:
+        stream.extend(b"data %d\n" % len(content))
+        stream.extend(content)
+        stream.extend(b"\n")
+
+    stream.extend(b"commit refs/heads/main\nmark :1\n")
+    stream.extend(b"committer seed <seed@example.com> 1700000000 +0000\n")
+    data(b"bench: seed environments\n")
+    for n in range(environments):
+        request_id = f"req-{rng.getrandbits(64):016x}"
+        team, app = f"seed-{n % 100:03d}", f"app-{n}"
+        directory = f"clusters/{region}/teams/{team}/{app}/{request_id}"
+        namespace = f"{team}-{app}-{request_id[-8:]}"
+        for name in SEED_FILES:
+            content = (
+                f"# {name}\napiVersion: v1\nkind: Seeded\nmetadata:\n  name: {namespace}\n"
+                f"  namespace: {namespace}\n  labels:\n    platform.example.com/request-id: {request_id}\n"
+                f"    platform.example.com/team: {team}\nspec:\n  owner: seed@example.com\n"
+                f"  repository: https://github.com/example/{app}.git\n  revision: main\n"
+            ).encode()
+            stream.extend(f"M 100644 inline {directory}/{name}\n".encode())
+            data(content)
+        stream.extend(f"M 100644 inline .platform/generations/{request_id[4:6]}/{request_id}\n".encode())
+        data(b"generation: 1\nstate: published\n")
+    stream.extend(b"\n")
+    subprocess.run(
+        ["git", "--git-dir", str(remote), "fast-import", "--quiet"], input=bytes(stream), check=True
+    )
+    subprocess.run(["git", "--git-dir", str(remote), "gc", "--quiet"], check=True)
+
+
+def directory_size(path: Path) -> int:
+    return sum(entry.stat().st_size for entry in path.rglob("*") if entry.is_file())
+
+
+# --- the end-to-end run -----------------------------------------------------------------
+
+
+@dataclass
+class Servers:
+    admin_dsn: str
+    nats_url: str
+    postmaster: int | None
+    nats: int | None
+
+
+@contextlib.contextmanager
+def private_servers(folder: Path) -> Iterator[Servers]:
+    postgres = EmbeddedPostgres(folder / "postgres")
+    broker = EmbeddedNats(folder / "nats")
+    try:
+        postgres.start()
+        broker.start()
+        assert postgres.process is not None
+        assert broker.process is not None
+        yield Servers(postgres.dsn(), broker.url, postgres.process.pid, broker.process.pid)
+    finally:
+        broker.stop()
+        postgres.remove_data()
+
+
+@contextlib.contextmanager
+def shared_servers() -> Iterator[Servers]:
+    with postgres_server() as admin_dsn, nats_server() as nats_url:
+        yield Servers(admin_dsn, nats_url, None, None)
+
+
+@dataclass
+class Load:
+    """What the load generator saw: when each request was accepted, or why not."""
+
+    ids: list[str] = field(default_factory=list)
+    create_latencies: list[float] = field(default_factory=list)
+    refusals: collections.Counter[str] = field(default_factory=collections.Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def create(self, api: httpx.Client, body: dict[str, Any]) -> None:
+        started = time.perf_counter()
+        try:
+            response = api.post("/v1/environment-requests", json=body)
+        except httpx.HTTPError as exc:
+            with self.lock:
+                self.refusals[f"{type(exc).__name__}: {exc}"] += 1
+            return
+        elapsed = time.perf_counter() - started
+        with self.lock:
+            if response.status_code in (200, 201, 202):
+                self.ids.append(str(response.json()["id"]))
+                self.create_latencies.append(elapsed)
+            else:
+                self.refusals[f"HTTP {response.status_code}: {response.text[:300]}"] += 1
+
+
+def request_body(n: int, team: str, prefix: str) -> dict[str, Any]:
+    return {
+        "app": f"{prefix}-{n}",
+        "team": team,
+        "class": "preview",
+        "region": "us-east-1",
+        "ttl_hours": 1,
+        "owner": "bench@example.com",
+        "repository": "https://github.com/example/bench.git",
+    }
+
+
+def raise_budgets(admin: httpx.Client, teams: list[str], running: RunningStack) -> None:
+    """A budget no burst can exhaust, so a default budget or a spend cap refuses no bench request."""
+    for team in teams:
+        for attempt in range(10):
+            response = admin.put(f"/v1/teams/{team}/budget", json={"monthly_usd": 1_000_000_000})
+            if response.status_code < 500:
+                break
+            time.sleep(0.5 * (attempt + 1))
+        if response.status_code != 200:
+            print(f"  note: budget of {team} not raised: HTTP {response.status_code} {response.text[:200]}")
+            print("  policy's log ends:\n" + running.processes.log_tail("policy"))
+
+
+def wait_terminal(dsn: str, ids: list[str], timeout: float) -> list[dict[str, Any]]:
+    """Poll intake's table (one query, not one API call per request) until every request is
+    ready, failed or rejected; stops early when nothing moves for STALL_SECONDS."""
+    deadline = time.monotonic() + timeout
+    last_change, last_counts = time.monotonic(), None
+    with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
+        while True:
+            rows = conn.execute(
+                "SELECT status, count(*) AS n FROM intake.requests WHERE id = ANY(%s) GROUP BY status",
+                [ids],
+            ).fetchall()
+            counts = {row["status"]: row["n"] for row in rows}
+            if counts != last_counts:
+                last_counts, last_change = counts, time.monotonic()
+            finished = sum(n for status, n in counts.items() if status in TERMINAL)
+            now = time.monotonic()
+            if finished >= len(ids) or now > deadline or now - last_change > STALL_SECONDS:
+                break
+            time.sleep(0.1)
+        if finished < len(ids):
+            print(f"  stopped waiting: {len(ids) - finished} requests not finished; by status {counts}")
+        return conn.execute(
+            "SELECT id, status, created_at, last_reconciled_at, last_error, gitops_path"
+            " FROM intake.requests WHERE id = ANY(%s)",
+            [ids],
+        ).fetchall()
+
+
+def summarise(rows: list[dict[str, Any]], running: RunningStack) -> list[float]:
+    """Prints failures (with their reasons) and whether every ready request is on the remote head;
+    returns the submit→ready seconds of the ready ones (server-side timestamps)."""
+    by_status = collections.Counter(row["status"] for row in rows)
+    if set(by_status) - {"ready"}:
+        print(f"  by status: {dict(by_status)}")
+        reasons = collections.Counter(
+            f"{row['status']}: {row['last_error']}" for row in rows if row["status"] != "ready"
+        )
+        for reason, count in reasons.most_common(5):
+            print(f"    {count} × {reason}")
+    ready = [row for row in rows if row["status"] == "ready"]
+    head = set(running.git("ls-tree", "-d", "-r", "--name-only", "main").split())
+    missing = [row["id"] for row in ready if row["gitops_path"] not in head]
+    print(f"  on the remote head: {len(ready) - len(missing)} of {len(ready)} ready requests' directories")
+    return [(row["last_reconciled_at"] - row["created_at"]).total_seconds() for row in ready]
+
+
+@dataclass
+class Profiler:
+    """py-spy record on every service process while the burst runs (``--profile DIR``)."""
+
+    folder: Path
+    pids: Mapping[str, int]
+    processes: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+
+    @staticmethod
+    def binary() -> str:
+        found = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        if not Path(found).exists():
+            raise SystemExit(
+                "--profile needs py-spy: .venv/bin/pip install py-spy (not a project dependency)"
+            )
+        return found
+
+    def start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for name, pid in self.pids.items():
+            output = self.folder / f"{name}.txt"
+            process = subprocess.Popen(
+                [
+                    self.binary(),
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--format",
+                    "raw",
+                    "--rate",
+                    "200",
+                    "--nonblocking",
+                    "--output",
+                    str(output),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            self.processes.append((name, process))
+
+    def stop(self) -> None:
+        for _, process in self.processes:
+            process.send_signal(signal.SIGINT)
+        for _, process in self.processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        for name, _ in self.processes:
+            summarise_profile(self.folder / f"{name}.txt", name)
+
+
+def summarise_profile(path: Path, name: str, top: int = 12) -> None:
+    """Top frames of a py-spy raw (collapsed stacks) file, by self time and by total time."""
+    if not path.exists():
+        print(f"  profile of {name}: none recorded")
+        return
+    own: collections.Counter[str] = collections.Counter()
+    total: collections.Counter[str] = collections.Counter()
+    samples = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        samples += count
+        frames = [frame for frame in stack.split(";") if frame]
+        if not frames:
+            continue
+        own[_short(frames[-1])] += count
+        for frame in {_short(frame) for frame in frames}:
+            total[frame] += count
+    print(f"  profile of {name}: {samples} samples ({path})")
+    print("    self:")
+    for frame, count in own.most_common(top):
+        print(f"      {count / samples * 100:5.1f} %  {frame}")
+    print("    total (inclusive):")
+    for frame, count in total.most_common(top + 8)[: top + 8]:
+        print(f"      {count / samples * 100:5.1f} %  {frame}")
+
+
+def _short(frame: str) -> str:
+    """``function (path/to/module.py:line)`` → ``function (module.py)``: one entry per function."""
+    function, _, where = frame.partition(" (")
+    location = where.rstrip(")").rsplit(":", 1)[0]
+    parts = Path(location).parts
+    short = "/".join(parts[-2:]) if parts else location
+    return f"{function} ({short})"
+
+
+def end_to_end(args: argparse.Namespace, existing: int, *, steady: bool, idle: int) -> dict[str, float]:
+    with ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pcp-bench-")))
-        running = stack.enter_context(running_stack(env, admin_dsn, folder))
-        stack.callback(lambda: asyncio.run(delete_stream(nats_url, isolation.stream)))
-        create_latencies: list[float] = []
-        with running.client() as api:
-            # Latency of one request on an idle system: the path itself, no queueing.
-            idle: list[float] = []
+        servers = stack.enter_context(
+            shared_servers() if args.shared_servers else private_servers(folder / "servers")
+        )
+        isolation = Isolation.new()
+        dsn = stack.enter_context(fresh_database(servers.admin_dsn))
+        env = platform_environment(dsn, servers.nats_url, isolation)
+        started = time.perf_counter()
+        seed_remote(folder / "gitops-remote.git", existing, "us-east-1")
+        seeded = time.perf_counter() - started
+        running = stack.enter_context(running_stack(env, servers.admin_dsn, folder, extra=args.setting))
+        stack.callback(lambda: asyncio.run(delete_stream(servers.nats_url, isolation.stream)))
+        print(
+            f"remote with {existing} environments (seeded in {seeded:.1f} s,"
+            f" {directory_size(running.remote) / 1e6:.1f} MB); {load_average()}"
+        )
+        pids = {
+            name: process.process.pid
+            for name, process in running.processes.services.items()
+            if process.process is not None
+        }
+        probe = CpuProbe(pids, servers.postmaster, servers.nats)
+        count = args.rate * args.duration if steady else args.requests
+        teams = [f"bench-{n:03d}" for n in range((count + args.per_team - 1) // args.per_team)]
+        with running.client() as api, running.client("root@example.com", "admin") as admin:
+            raise_budgets(admin, [*teams, "idle"], running)
+            if idle:
+                idle_load = Load()
+                for n in range(idle):
+                    idle_load.create(api, request_body(n, "idle", "idle"))
+                    if idle_load.ids:
+                        wait_terminal(dsn, idle_load.ids[-1:], timeout=60)
+                for refusal, times in idle_load.refusals.items():
+                    print(f"  refused {times} ×: {refusal}")
+                rows = wait_terminal(dsn, idle_load.ids, timeout=60)
+                latencies = [
+                    (row["last_reconciled_at"] - row["created_at"]).total_seconds()
+                    for row in rows
+                    if row["status"] == "ready"
+                ]
+                print(f"  one at a time, idle system: create → ready  {percentiles(latencies)}")
+            profiler = Profiler(args.profile / f"existing-{existing}", pids) if args.profile else None
+            load = Load()
+            before = probe.sample()
+            if profiler:
+                profiler.start()
             started = time.perf_counter()
-            for n in range(20):
-                body = {
-                    "app": f"idle-{n}",
-                    "team": "idle",
-                    "class": "preview",
-                    "region": "us-east-1",
-                    "ttl_hours": 1,
-                    "owner": "bench@example.com",
-                    "repository": "https://github.com/example/bench.git",
-                }
-                request_id = api.post("/v1/environment-requests", json=body).json()["id"]
-                ready = running.wait_for_status(api, request_id, {"ready"}, timeout=60)
-                # Server-side timestamps: the client's polling interval must not count.
-                idle.append(
-                    (
-                        datetime.fromisoformat(ready["last_reconciled_at"])
-                        - datetime.fromisoformat(ready["created_at"])
-                    ).total_seconds()
-                )
-            report("one at a time: create → ready", 20, time.perf_counter() - started, idle)
-
-            def create(n: int) -> str:
-                body = {
-                    "app": f"bench-{n}",
-                    "team": "bench",
-                    "class": "preview",
-                    "region": "us-east-1",
-                    "ttl_hours": 1,
-                    "owner": "bench@example.com",
-                    "repository": "https://github.com/example/bench.git",
-                }
-                started = time.perf_counter()
-                response = api.post("/v1/environment-requests", json=body)
-                create_latencies.append(time.perf_counter() - started)
-                response.raise_for_status()
-                return str(response.json()["id"])
-
-            started = time.perf_counter()
-            with ThreadPoolExecutor(8) as pool:
-                ids = list(pool.map(create, range(requests)))
-            created = time.perf_counter() - started
-            report("HTTP create (8 clients)", requests, created, create_latencies)
-            ready = [running.wait_for_status(api, request_id, {"ready"}, timeout=300) for request_id in ids]
+            if steady:
+                submit_at_rate(api, load, args.rate, args.duration, teams, args.per_team)
+            else:
+                with ThreadPoolExecutor(args.clients) as pool:
+                    list(
+                        pool.map(
+                            lambda n: load.create(api, request_body(n, teams[n // args.per_team], "bench")),
+                            range(count),
+                        )
+                    )
+            submitted = time.perf_counter() - started
+            rows = wait_terminal(running.dsn, load.ids, timeout=args.timeout)
             elapsed = time.perf_counter() - started
-        to_ready = [
-            (
-                datetime.fromisoformat(r["last_reconciled_at"]) - datetime.fromisoformat(r["created_at"])
-            ).total_seconds()
-            for r in ready
-        ]
-        report("end to end: create → ready", requests, elapsed, to_ready)
-        print(f"{'':<34} git commits in the remote: {len(running.git('rev-list', 'main').split())}")
+            after = probe.sample()
+            if profiler:
+                profiler.stop()
+        for refusal, times in load.refusals.most_common(5):
+            print(f"  refused {times} ×: {refusal}")
+        mode = f"steady {args.rate}/s for {args.duration} s" if steady else f"burst of {count}"
+        print(f"  {mode}: {len(load.ids)} accepted; {load_average()}")
+        report("  HTTP create", len(load.ids), submitted, load.create_latencies)
+        to_ready = summarise(rows, running)
+        ready_rows = [row for row in rows if row["status"] == "ready"]
+        if ready_rows:
+            first = min(row["created_at"] for row in ready_rows)
+            last = max(row["last_reconciled_at"] for row in ready_rows)
+            span = max((last - first).total_seconds(), 1e-3)
+            print(
+                f"  {'end to end: submit → ready':<34} {len(ready_rows):>6} in {span:6.2f} s ="
+                f" {len(ready_rows) / span:8.1f}/s   {percentiles(to_ready)}"
+            )
+        print(f"  (bench wall clock {elapsed:.1f} s)")
+        cpu = cpu_table(before, after, max(1, len(load.ids)))
+        size = directory_size(running.remote)
+        commits = len(running.git("rev-list", "main").split())
+        print(f"  git remote: {size / 1e6:.1f} MB, {commits} commits on main\n")
+        cpu["throughput"] = len(ready_rows) / span if ready_rows else 0.0
+        cpu["p50"] = sorted(to_ready)[len(to_ready) // 2] if to_ready else 0.0
+        return cpu
+
+
+def submit_at_rate(
+    api: httpx.Client, load: Load, rate: int, duration: int, teams: list[str], per_team: int
+) -> None:
+    """Open loop: request n is sent at n / rate seconds, whether or not earlier ones answered."""
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max(8, rate // 2)) as pool:
+        for n in range(rate * duration):
+            delay = started + n / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            pool.submit(load.create, api, request_body(n, teams[n // per_team], "steady"))
+
+
+def setting_pair(text: str) -> tuple[str, str]:
+    name, equals, value = text.partition("=")
+    if not equals or not name.startswith("PLATFORM_"):
+        raise argparse.ArgumentTypeError("expected PLATFORM_NAME=value")
+    return name, value
 
 
 def main() -> None:
@@ -220,17 +696,65 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--events", type=int, default=5000, help="events for the outbox and consumer runs")
-    parser.add_argument("--requests", type=int, default=200, help="requests for the end-to-end run")
+    parser.add_argument("--skip-micro", action="store_true", help="leave out the outbox and consumer runs")
+    parser.add_argument("--requests", type=int, default=300, help="requests in the burst (default 300)")
+    parser.add_argument("--existing", type=int, default=10000, help="environments already in the remote")
+    parser.add_argument(
+        "--compare-existing", type=int, default=10, help="the same run into a remote this size (-1: none)"
+    )
+    parser.add_argument("--clients", type=int, default=16, help="concurrent HTTP clients of the burst")
+    parser.add_argument(
+        "--per-team", type=int, default=20, help="requests per team (each team gets a budget)"
+    )
+    parser.add_argument("--idle", type=int, default=10, help="requests one at a time first (idle latency)")
+    parser.add_argument(
+        "--rate", type=int, default=0, help="steady load: requests per second (with --duration)"
+    )
+    parser.add_argument("--duration", type=int, default=60, help="steady load: seconds")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for the run to finish")
+    parser.add_argument(
+        "--shared-servers",
+        action="store_true",
+        help="use PLATFORM_TEST_POSTGRES_DSN / PLATFORM_TEST_NATS_URL (CPU of Postgres and NATS then includes others')",
+    )
+    parser.add_argument("--profile", type=Path, help="record each service with py-spy into this folder")
+    parser.add_argument(
+        "--setting",
+        type=setting_pair,
+        action="append",
+        default=[],
+        help="PLATFORM_NAME=value for every service of the stack (repeatable)",
+    )
     args = parser.parse_args()
-    with postgres_server() as admin_dsn, nats_server() as nats_url:
-        print("platform-control-plane benchmarks (wall clock; latency percentiles per item)\n")
-        for bench in (bench_outbox_relay, bench_consumer):
-            isolation = Isolation.new()
-            with fresh_database(admin_dsn) as dsn:
-                settings = load_settings(PlatformSettings, platform_environment(dsn, nats_url, isolation))
-                asyncio.run(bench(settings, args.events))
-            asyncio.run(delete_stream(nats_url, isolation.stream))
-        bench_end_to_end(admin_dsn, nats_url, args.requests)
+    args.setting = dict(args.setting)
+    print(f"platform-control-plane benchmarks: {os.cpu_count()} CPUs, {cpu_model()}\n")
+    if not args.skip_micro:
+        with postgres_server() as admin_dsn, nats_server() as nats_url:
+            run_micro(admin_dsn, nats_url, args.events)
+    steady = args.rate > 0
+    sizes = [args.existing]
+    if args.compare_existing >= 0 and args.compare_existing != args.existing:
+        sizes.append(args.compare_existing)
+    results = {
+        size: end_to_end(args, size, steady=steady, idle=args.idle if n == 0 else 0)
+        for n, size in enumerate(sizes)
+    }
+    if len(results) == 2:
+        large, small = (results[size] for size in sizes)
+        print(
+            f"{sizes[0]} vs {sizes[1]} environments: CPU per request {large['total']:.1f} vs"
+            f" {small['total']:.1f} ms ({large['total'] / max(small['total'], 1e-9):.2f}×), git-publisher"
+            f" + git {large.get('git_publisher', 0) + large['git (children of services)']:.1f} vs"
+            f" {small.get('git_publisher', 0) + small['git (children of services)']:.1f} ms, throughput"
+            f" {large['throughput']:.1f} vs {small['throughput']:.1f}/s"
+        )
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
 
 
 if __name__ == "__main__":
