@@ -358,6 +358,60 @@ def seed_remote(remote: Path, environments: int, region: str) -> None:
     subprocess.run(["git", "--git-dir", str(remote), "gc", "--quiet"], check=True)
 
 
+def database_counters(dsn: str, statements: bool) -> dict[str, int]:
+    """Transactions of the bench's database, and with ``--statements`` the calls of each statement."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()
+        counters = {"transactions": int(row[0]) if row else 0}
+        if statements:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            for role, query, calls in conn.execute(
+                "SELECT r.rolname, s.query, s.calls FROM pg_stat_statements s"
+                " JOIN pg_roles r ON r.oid = s.userid WHERE s.dbid ="
+                " (SELECT oid FROM pg_database WHERE datname = current_database())"
+            ):
+                service = role.removeprefix("svc_").rsplit("_", 1)[0]
+                key = f"{service}\t{' '.join(query.split())[:110]}"
+                counters[key] = counters.get(key, 0) + int(calls)
+    return counters
+
+
+def work_table(
+    before: dict[str, int], after: dict[str, int], requests: int, running: RunningStack, statements: bool
+) -> None:
+    # The database's own statistics lag a little behind the commits (sent at the end of a
+    # transaction's backend idle time); the figure is close, not exact.
+    transactions = (after["transactions"] - before.get("transactions", 0)) / requests
+    print(f"  Postgres transactions per request: {transactions:.1f}")
+    if not statements:
+        return
+    calls = {key: after[key] - before.get(key, 0) for key in after if key != "transactions"}
+    by_service: collections.Counter[str] = collections.Counter()
+    for key, count in calls.items():
+        by_service[key.split("\t")[0]] += count
+    print(
+        "  SQL statements per request by service: "
+        + ", ".join(f"{service} {count / requests:.1f}" for service, count in by_service.most_common())
+    )
+    for key, count in sorted(calls.items(), key=lambda item: -item[1])[:25]:
+        service, query = key.split("\t")
+        print(f"    {count / requests:5.1f}  {service:<20} {query}")
+
+
+def stream_messages(running: RunningStack) -> int:
+    async def count() -> int:
+        nc = await nats.connect(running.environment["PLATFORM_NATS_URL"])
+        try:
+            info = await nc.jetstream().stream_info(running.environment["PLATFORM_EVENTS_STREAM"])
+            return int(info.state.messages)
+        finally:
+            await nc.close()
+
+    return asyncio.run(count())
+
+
 def directory_size(path: Path) -> int:
     return sum(entry.stat().st_size for entry in path.rglob("*") if entry.is_file())
 
@@ -374,11 +428,17 @@ class Servers:
 
 
 @contextlib.contextmanager
-def private_servers(folder: Path) -> Iterator[Servers]:
+def private_servers(folder: Path, statements: bool) -> Iterator[Servers]:
     postgres = EmbeddedPostgres(folder / "postgres")
     broker = EmbeddedNats(folder / "nats")
     try:
         postgres.start()
+        if statements:
+            # pg_stat_statements loads only at server start: configure it, then restart.
+            with psycopg.connect(postgres.dsn(), autocommit=True) as conn:
+                conn.execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+            postgres.stop()
+            postgres.start()
         broker.start()
         assert postgres.process is not None
         assert broker.process is not None
@@ -556,20 +616,28 @@ def summarise_profile(path: Path, name: str, top: int = 12) -> None:
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        samples += count
         frames = [frame for frame in stack.split(";") if frame]
-        if not frames:
+        if not frames or _short(frames[-1]) in IDLE_FRAMES:
             continue
+        samples += count
         own[_short(frames[-1])] += count
         for frame in {_short(frame) for frame in frames}:
             total[frame] += count
-    print(f"  profile of {name}: {samples} samples ({path})")
+    print(f"  profile of {name}: {samples} busy samples, idle waits left out ({path})")
+    if not samples:
+        return
     print("    self:")
     for frame, count in own.most_common(top):
         print(f"      {count / samples * 100:5.1f} %  {frame}")
     print("    total (inclusive):")
     for frame, count in total.most_common(top + 8)[: top + 8]:
         print(f"      {count / samples * 100:5.1f} %  {frame}")
+
+
+# Leaf frames of a thread that waits (py-spy samples some of them as running): not CPU.
+IDLE_FRAMES = frozenset(
+    {"EpollSelector.select (selectors.py)", "_worker (futures/thread.py)", "wait (threading.py)"}
+)
 
 
 def _short(frame: str) -> str:
@@ -585,7 +653,7 @@ def end_to_end(args: argparse.Namespace, existing: int, *, steady: bool, idle: i
     with ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pcp-bench-")))
         servers = stack.enter_context(
-            shared_servers() if args.shared_servers else private_servers(folder / "servers")
+            shared_servers() if args.shared_servers else private_servers(folder / "servers", args.statements)
         )
         isolation = Isolation.new()
         dsn = stack.enter_context(fresh_database(servers.admin_dsn))
@@ -626,6 +694,8 @@ def end_to_end(args: argparse.Namespace, existing: int, *, steady: bool, idle: i
                 print(f"  one at a time, idle system: create → ready  {percentiles(latencies)}")
             profiler = Profiler(args.profile / f"existing-{existing}", pids) if args.profile else None
             load = Load()
+            counters_before = database_counters(dsn, args.statements)
+            messages_before = stream_messages(running)
             before = probe.sample()
             if profiler:
                 profiler.start()
@@ -644,6 +714,7 @@ def end_to_end(args: argparse.Namespace, existing: int, *, steady: bool, idle: i
             rows = wait_terminal(running.dsn, load.ids, timeout=args.timeout)
             elapsed = time.perf_counter() - started
             after = probe.sample()
+            counters_after = database_counters(dsn, args.statements)
             if profiler:
                 profiler.stop()
         for refusal, times in load.refusals.most_common(5):
@@ -663,6 +734,9 @@ def end_to_end(args: argparse.Namespace, existing: int, *, steady: bool, idle: i
             )
         print(f"  (bench wall clock {elapsed:.1f} s)")
         cpu = cpu_table(before, after, max(1, len(load.ids)))
+        work_table(counters_before, counters_after, max(1, len(load.ids)), running, args.statements)
+        events = stream_messages(running) - messages_before
+        print(f"  events on the stream per request: {events / max(1, len(load.ids)):.1f}")
         size = directory_size(running.remote)
         commits = len(running.git("rev-list", "main").split())
         print(f"  git remote: {size / 1e6:.1f} MB, {commits} commits on main\n")
@@ -716,6 +790,9 @@ def main() -> None:
         "--shared-servers",
         action="store_true",
         help="use PLATFORM_TEST_POSTGRES_DSN / PLATFORM_TEST_NATS_URL (CPU of Postgres and NATS then includes others')",
+    )
+    parser.add_argument(
+        "--statements", action="store_true", help="count SQL statements per service (pg_stat_statements)"
     )
     parser.add_argument("--profile", type=Path, help="record each service with py-spy into this folder")
     parser.add_argument(
