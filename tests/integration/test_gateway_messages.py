@@ -33,7 +33,7 @@ ADMIN = auth("admin", email="root@example.com", sub="root", ttl=TOKEN_TTL)
 ALICE = auth("requester", teams=["payments"], ttl=TOKEN_TTL)
 BOB = auth("approver", email="bob@example.com", sub="bob", ttl=TOKEN_TTL)
 BILLING = auth("requester", email="bo@example.com", sub="bo", teams=["billing", "search"], ttl=TOKEN_TTL)
-KNOWN_CLASSES = "preview, production, shared-staging"
+SEEDED_CLASSES = {"preview", "production", "shared-staging"}
 PROBLEM_MEMBERS = {"error", "code", "details", "type", "title", "status", "detail", "instance"}
 
 
@@ -63,13 +63,15 @@ class Stack:
         return [upsert.revision for upsert in upserts if isinstance(upsert, ClassUpserted)]
 
 
-@pytest.fixture
-async def stack(platform_env: dict[str, str]) -> AsyncIterator[Stack]:
+@pytest.fixture(scope="module")
+async def stack(stack_env: dict[str, str]) -> AsyncIterator[Stack]:
+    """One gateway and its services for the module: each test writes only what is its own (its
+    own request, a class, a team's budget or a catalog document no other test reads back)."""
     async with (
-        gateway_with_services(platform_env, ["policy", "intake", "approval", "renderer"]) as (base_url, kits),
+        gateway_with_services(stack_env, ["policy", "intake", "approval", "renderer"]) as (base_url, kits),
         httpx.AsyncClient(base_url=base_url, timeout=10) as http,
     ):
-        yield Stack(http, base_url, platform_env, kits)
+        yield Stack(http, base_url, stack_env, kits)
 
 
 async def cli(stack: Stack, *args: str, role: str = "admin", **claims: Any) -> tuple[int, str, str]:
@@ -133,13 +135,17 @@ async def test_a_refused_role_is_told_who_can(stack: Stack, tmp_path: Path) -> N
 
 
 async def test_an_unknown_class_is_named_once_with_the_known_ones(stack: Stack) -> None:
+    # The catalog's classes as they are now: other tests of the module add classes of their own.
+    listed = (await stack.http.get("/v1/environment-classes", headers=ALICE)).json()["items"]
+    known_classes = ", ".join(sorted(item["name"] for item in listed))
+    assert {item["name"] for item in listed} >= SEEDED_CLASSES
     body = problem(
         await stack.http.post("/v1/environment-requests", json={**PREVIEW, "class": "gold"}, headers=ALICE),
         422,
     )
     assert body["error"] == "invalid environment request: class"
     assert body["details"] == [
-        {"field": "class", "message": f"unknown environment class 'gold' (known: {KNOWN_CLASSES})"}
+        {"field": "class", "message": f"unknown environment class 'gold' (known: {known_classes})"}
     ]
 
     code, _, err = await cli(
@@ -153,7 +159,7 @@ async def test_an_unknown_class_is_named_once_with_the_known_ones(stack: Stack) 
     assert code == 3
     assert err.strip() == (
         "platformctl: invalid environment request: class: unknown environment class 'gold' "
-        f"(known: {KNOWN_CLASSES}) (HTTP 422)"
+        f"(known: {known_classes}) (HTTP 422)"
     )
 
 
@@ -306,42 +312,40 @@ async def test_approving_a_request_that_is_not_waiting_says_its_status_in_words(
 async def test_a_team_without_a_budget_says_so(stack: Stack) -> None:
     code, out, err = await cli(
         stack,
-        *("request", "create", "--app", "payments-api", "--team", "payments", "--class", "preview"),
+        *("request", "create", "--app", "payments-api", "--team", "ledger", "--class", "preview"),
         *("--region", "us-east-1", "--ttl", "24", "--owner", "alice@example.com"),
         *("--repo", "https://github.com/example/payments-api.git", "--dry-run", "-o", "table"),
         role="requester",
-        teams=["payments"],
+        teams=["ledger"],
     )
     assert code == 0, err
     cost = next(line for line in out.splitlines() if line.startswith("cost:"))
     assert (
         cost
-        == "cost:      $150.00 / month; team payments has no budget set ($0.00 active -> $150.00, no limit)"
+        == "cost:      $150.00 / month; team ledger has no budget set ($0.00 active -> $150.00, no limit)"
     )
 
-    code, out, err = await cli(stack, "teams", "get", "--team", "payments", "-o", "table")
+    code, out, err = await cli(stack, "teams", "get", "--team", "ledger", "-o", "table")
     assert code == 0, err
     assert out.splitlines()[:3] == [
-        "team:      payments",
+        "team:      ledger",
         "budget:    not set (no limit)",
         "spend:     $0.00 / month (active environments)",
     ]
     assert "none" not in out
 
-    await stack.http.put("/v1/teams/payments/budget", json={"monthly_usd": 100}, headers=ADMIN)
+    await stack.http.put("/v1/teams/ledger/budget", json={"monthly_usd": 100}, headers=ADMIN)
     code, out, _ = await cli(
         stack,
-        *("request", "create", "--app", "payments-api", "--team", "payments", "--class", "preview"),
+        *("request", "create", "--app", "payments-api", "--team", "ledger", "--class", "preview"),
         *("--region", "us-east-1", "--ttl", "24", "--owner", "alice@example.com"),
         *("--repo", "https://github.com/example/payments-api.git", "--dry-run", "-o", "table"),
         role="requester",
-        teams=["payments"],
+        teams=["ledger"],
     )
     assert code == 1  # rejected by the budget
     cost = next(line for line in out.splitlines() if line.startswith("cost:"))
-    assert (
-        cost == "cost:      $150.00 / month; team payments: $0.00 active -> $150.00 of $100.00, over budget"
-    )
+    assert cost == "cost:      $150.00 / month; team ledger: $0.00 active -> $150.00 of $100.00, over budget"
 
 
 # -- unchanged catalog documents ---------------------------------------------------------------------
@@ -387,7 +391,7 @@ async def test_putting_a_profile_or_pack_unchanged_says_so(stack: Stack, collect
 async def test_platformctl_says_unchanged_for_a_file_applied_twice(stack: Stack, tmp_path: Path) -> None:
     classes = tmp_path / "classes.yaml"
     document = {
-        "name": "load-test",
+        "name": "load-test-cli",
         "allowed_regions": ["us-east-1"],
         "max_ttl_hours": 8,
         "quota_profile": "small",
@@ -396,11 +400,11 @@ async def test_platformctl_says_unchanged_for_a_file_applied_twice(stack: Stack,
     for said in ("created", "unchanged", "unchanged"):
         code, _, err = await cli(stack, "classes", "apply", "-f", str(classes))
         assert code == 0, err
-        assert err.splitlines() == [f"environment class load-test {said}"]
+        assert err.splitlines() == [f"environment class load-test-cli {said}"]
     classes.write_text(yaml.safe_dump({**document, "max_ttl_hours": 9}))
     code, _, err = await cli(stack, "classes", "apply", "-f", str(classes))
-    assert err.splitlines() == ["environment class load-test configured"]
-    assert await stack.class_revisions("load-test") == [1, 2]  # the unchanged applies made none
+    assert err.splitlines() == ["environment class load-test-cli configured"]
+    assert await stack.class_revisions("load-test-cli") == [1, 2]  # the unchanged applies made none
 
     profiles = tmp_path / "profiles.yaml"
     code, out, err = await cli(stack, "quota-profiles", "get", "--name", "small", "-o", "yaml")
