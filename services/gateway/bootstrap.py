@@ -19,6 +19,7 @@ from libs.bus import connect_nats
 from libs.telemetry import configure_logging, configure_telemetry, shutdown_telemetry
 from services.gateway.adapters.services import Services
 from services.gateway.adapters.tokens import authenticator_from_settings
+from services.gateway.domain.rate_limits import RateLimits
 from services.gateway.entrypoints.approvals import ApprovalsController
 from services.gateway.entrypoints.auth_config import AuthConfigController
 from services.gateway.entrypoints.authentication import AuthenticationMiddleware
@@ -34,7 +35,12 @@ from services.gateway.entrypoints.http_headers import SingleValuedHeadersMiddlew
 from services.gateway.entrypoints.http_server import protocol_class
 from services.gateway.entrypoints.identity import whoami
 from services.gateway.entrypoints.middleware import ResponseDeadlineMiddleware, TelemetryMiddleware
-from services.gateway.entrypoints.openapi import document_error_headers, document_etags, openapi_config
+from services.gateway.entrypoints.openapi import (
+    document_error_headers,
+    document_etags,
+    document_rate_limits,
+    openapi_config,
+)
 from services.gateway.entrypoints.policy_packs import PolicyPacksController
 from services.gateway.entrypoints.quota_profiles import QuotaProfilesController
 from services.gateway.entrypoints.teams import TeamsController
@@ -55,6 +61,9 @@ def create_app(settings: GatewaySettings, nc: NatsClient | None = None) -> Lites
         settings=settings,
         authenticator=authenticator,
         health=GatewayHealth(authenticator.oidc, settings.readiness_timeout_seconds),
+        rate_limits=RateLimits.per_minute(
+            subject=settings.rate_limit_subject_per_minute, team=settings.rate_limit_team_per_minute
+        ),
     )
 
     @contextlib.asynccontextmanager
@@ -86,7 +95,7 @@ def create_app(settings: GatewaySettings, nc: NatsClient | None = None) -> Lites
             TelemetryMiddleware(),
             ResponseDeadlineMiddleware(settings.http_write_timeout_seconds),
             SingleValuedHeadersMiddleware(),
-            AuthenticationMiddleware(authenticator),
+            AuthenticationMiddleware(authenticator, runtime.rate_limits),
         ],
         # On every response, the router's 404s included.
         before_send=[add_security_headers],
@@ -104,6 +113,7 @@ def create_app(settings: GatewaySettings, nc: NatsClient | None = None) -> Lites
     # are added once.
     document_error_headers(app.openapi_schema)
     document_etags(app.openapi_schema)
+    document_rate_limits(app.openapi_schema)
     return app
 
 

@@ -246,6 +246,18 @@ class GatewaySettings(ProcessSettings, TokenSettings, TelemetrySettings, BusSett
     max_body_bytes: Annotated[int, Bounds(ge=1)] = setting(
         "PLATFORM_MAX_BODY_BYTES", 65536, doc="Largest accepted request body."
     )
+    rate_limit_subject_per_minute: Annotated[int, Bounds(ge=0)] = setting(
+        "PLATFORM_RATE_LIMIT_SUBJECT_PER_MINUTE",
+        300,
+        doc="Changes (POST, PUT, PATCH, DELETE) one caller (token subject) may make a minute, all at "
+        "once at most; more are answered 429 with Retry-After. Per gateway replica; 0 turns it off.",
+    )
+    rate_limit_team_per_minute: Annotated[int, Bounds(ge=0)] = setting(
+        "PLATFORM_RATE_LIMIT_TEAM_PER_MINUTE",
+        120,
+        doc="Environment requests (creates, not dry runs) one team may submit a minute, whoever sends "
+        "them; more are answered 429 with Retry-After. Per gateway replica; 0 turns it off.",
+    )
 
     def validate(self) -> list[str]:
         problems = super().validate()

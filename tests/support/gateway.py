@@ -272,11 +272,12 @@ async def gateway_stack(nats_url: str, rpc_prefix: str, **extra_env: str) -> Asy
 
 @contextlib.asynccontextmanager
 async def gateway_with_services(
-    environment: Mapping[str, str], names: Sequence[str]
+    environment: Mapping[str, str], names: Sequence[str], **gateway_env: str
 ) -> AsyncIterator[tuple[str, dict[str, ServiceKit]]]:
     """The gateway in front of the real ``names`` services (run in this process through their
     composition roots), once each answers ``ping`` as ready: intake is ready once policy's
-    class catalog has reached it. Yields the gateway's base URL and the services' kits."""
+    class catalog has reached it. ``gateway_env`` adds settings of the gateway alone. Yields the
+    gateway's base URL and the services' kits."""
     nats_url, rpc_prefix = environment["PLATFORM_NATS_URL"], environment["PLATFORM_RPC_SUBJECT_PREFIX"]
     async with running_services(list(names), environment) as kits:
         nc = await nats.connect(nats_url)
@@ -285,5 +286,5 @@ async def gateway_with_services(
             await wait_until(lambda: answering(rpc, *names), what=f"{', '.join(names)} answering as ready")
         finally:
             await nc.close()
-        async with serve(create_app(gateway_settings(nats_url, rpc_prefix))) as base_url:
+        async with serve(create_app(gateway_settings(nats_url, rpc_prefix, **gateway_env))) as base_url:
             yield base_url, kits

@@ -11,6 +11,7 @@ a service may mention hosts, DSNs or file paths, and none of that belongs in a r
 
 from __future__ import annotations
 
+import math
 from http import HTTPStatus
 from typing import Any
 
@@ -143,3 +144,18 @@ def from_framework_status(status: int, message: str, details: Any = None) -> Htt
     code = CODE_BY_STATUS.get(status, "bad_request")
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else None
     return HttpError(status, code, message, details, headers)
+
+
+class RateLimited(HttpError):
+    """Over a rate limit: 429 with ``Retry-After`` (whole seconds, rounded up) and the limit
+    in ``details``, so a client knows both when to retry and how fast it may go."""
+
+    def __init__(self, message: str, *, limit: str, per_minute: int, retry_after_seconds: float) -> None:
+        retry_after = max(1, math.ceil(retry_after_seconds))
+        super().__init__(
+            429,
+            "rate_limited",
+            f"{message}; retry in {retry_after} s",
+            details={"limit": limit, "per_minute": per_minute, "retry_after_seconds": retry_after},
+            headers={"Retry-After": str(retry_after)},
+        )

@@ -21,6 +21,7 @@ from litestar.types import ASGIApp, Guard, Receive, Scope, Send
 
 from services.gateway.adapters.tokens import Authenticator
 from services.gateway.domain.errors import HttpError, PermissionDenied
+from services.gateway.domain.rate_limits import RateLimits
 from services.gateway.domain.roles import (
     ACTION_PHRASES,
     Action,
@@ -33,6 +34,8 @@ from services.gateway.entrypoints.dependencies import caller_of, runtime_of
 from services.gateway.entrypoints.errors import send_error
 
 SECURITY_SCHEME = "BearerAuth"
+# The methods that change something: what a caller's rate limit counts.
+CHANGING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 SECURITY: list[dict[str, list[str]]] = [{SECURITY_SCHEME: []}]
 
 
@@ -49,13 +52,15 @@ def _is_public(scope: Scope) -> bool:
 
 
 class AuthenticationMiddleware(ASGIMiddleware):
-    """Verifies the token once and sets ``scope["user"]`` to the :class:`Principal`."""
+    """Verifies the token once and sets ``scope["user"]`` to the :class:`Principal`; then
+    counts a change against its subject's rate limit (reads are not limited here)."""
 
     scopes = (ScopeType.HTTP,)
     should_bypass_for_scope = staticmethod(_is_public)
 
-    def __init__(self, authenticator: Authenticator) -> None:
+    def __init__(self, authenticator: Authenticator, rate_limits: RateLimits) -> None:
         self.authenticator = authenticator
+        self.rate_limits = rate_limits
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         authorization = next(
@@ -68,6 +73,12 @@ class AuthenticationMiddleware(ASGIMiddleware):
             # is counted and traced with its real status.
             await send_error(scope, send, refused)
             return
+        if scope.get("method") in CHANGING_METHODS:
+            try:
+                self.rate_limits.count_change(principal.subject, principal.actor)
+            except HttpError as refused:
+                await send_error(scope, send, refused)
+                return
         scope["user"] = principal
         await next_app(scope, receive, send)
 

@@ -19,6 +19,7 @@ from services.gateway.adapters.services import Services
 from services.gateway.adapters.tokens import Authenticator
 from services.gateway.domain.claims import Principal
 from services.gateway.domain.errors import HttpError, Unauthenticated
+from services.gateway.domain.rate_limits import RateLimits
 from services.gateway.entrypoints.request_inputs import IfMatch, parse_if_match
 from services.gateway.service_layer.health import GatewayHealth
 from services.gateway.service_layer.lifecycle import RequestChange
@@ -32,6 +33,7 @@ class GatewayRuntime:
     settings: GatewaySettings
     authenticator: Authenticator
     health: GatewayHealth
+    rate_limits: RateLimits
     services: Services | None = None
 
     def require_services(self) -> Services:
@@ -101,10 +103,15 @@ async def provide_settings(request: Request[Any, Any, Any]) -> GatewaySettings:
     return runtime_of(request).settings
 
 
+async def provide_rate_limits(request: Request[Any, Any, Any]) -> RateLimits:
+    return runtime_of(request).rate_limits
+
+
 DEPENDENCIES = {
     "actor": Provide(provide_actor),
     "change": Provide(provide_change),
     "principal": Provide(provide_principal),
+    "rate_limits": Provide(provide_rate_limits),
     "services": Provide(provide_services),
     "settings": Provide(provide_settings),
 }

@@ -22,6 +22,7 @@ from contracts.rpc import CreateRequest, GetRequest, ListRequestEvents, ListRequ
 from libs.errors import validation_failed
 from services.gateway.adapters.services import Services
 from services.gateway.domain.catalog import DryRunPlan
+from services.gateway.domain.rate_limits import RateLimits
 from services.gateway.domain.roles import Action
 from services.gateway.entrypoints import request_bodies
 from services.gateway.entrypoints.authentication import SECURITY, requires
@@ -79,6 +80,7 @@ class EnvironmentRequestsController(Controller):
         actor: NamedDependency[Actor],
         services: NamedDependency[Services],
         settings: NamedDependency[GatewaySettings],
+        rate_limits: NamedDependency[RateLimits],
         dry_run_only: Annotated[
             bool,
             QueryParameter(
@@ -103,6 +105,7 @@ class EnvironmentRequestsController(Controller):
         command = CreateRequest(body=request_input, actor=actor, idempotency_key=idempotency_key or None)
         if dry_run_only:
             return Response(await dry_run(services, command), status_code=200)
+        rate_limits.count_create(actor, request_input.team)
         outcome = await services.create_request(command)
         if outcome.created:
             return Response(

@@ -34,7 +34,7 @@ from litestar.openapi.spec import (
 from services.gateway.domain.resources import ErrorBody
 from services.gateway.domain.roles import Action
 from services.gateway.entrypoints.api_reference import SelfHostedSwaggerRenderPlugin
-from services.gateway.entrypoints.authentication import SECURITY, SECURITY_SCHEME, requires
+from services.gateway.entrypoints.authentication import CHANGING_METHODS, SECURITY, SECURITY_SCHEME, requires
 from services.gateway.entrypoints.errors import PROBLEM_JSON
 
 SCHEMA_PATH = "/schema"
@@ -47,6 +47,7 @@ ERROR_DESCRIPTIONS = {
     408: "The request body was not received in time",
     409: "Conflicting state (an illegal transition, a stale If-Match, a reused Idempotency-Key)",
     422: "Well-formed but invalid; details name every failing field",
+    429: "Over the caller's (or, on a create, the team's) rate limit; retry after Retry-After seconds",
     502: "The service's answer was too large to send over the bus; ask for a smaller page",
     503: "A service or the identity provider is not answering; retry after Retry-After seconds",
 }
@@ -69,6 +70,8 @@ ERROR_HEADERS: dict[str, dict[str, OpenAPIHeader]] = {
         )
     },
 }
+ERROR_HEADERS["429"] = ERROR_HEADERS["503"]
+CHANGING_OPERATIONS = sorted(method.lower() for method in CHANGING_METHODS)
 
 
 ETAG_HEADER = OpenAPIHeader(
@@ -153,6 +156,23 @@ def document_error_headers(document: OpenAPI) -> None:
             for status, response in ((operation.responses or {}) if operation else {}).items():
                 if status in ERROR_HEADERS and _is_error_body(response):
                     response.headers = {**(response.headers or {}), **ERROR_HEADERS[status]}
+
+
+def document_rate_limits(document: OpenAPI) -> None:
+    """A ``429`` on every authenticated operation that changes something: each counts against
+    the caller's rate limit. Added to the built document (like the other shared headers)
+    rather than to each route, so a new route cannot forget it."""
+    for path_item in (document.paths or {}).values():
+        for method in CHANGING_OPERATIONS:
+            operation: Operation | None = getattr(path_item, method)
+            responses = (operation.responses or {}) if operation else {}
+            refused = responses.get("401")
+            if _is_error_body(refused):
+                responses["429"] = OpenAPIResponse(
+                    description=ERROR_DESCRIPTIONS[429],
+                    content=refused.content,
+                    headers={**ERROR_HEADERS["429"]},
+                )
 
 
 def document_etags(document: OpenAPI) -> None:

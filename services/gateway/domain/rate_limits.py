@@ -1,0 +1,107 @@
+"""Rate limits: how often one caller, and one team, may change things.
+
+A token bucket per key: it holds at most ``per_minute`` tokens, refills at ``per_minute``
+a minute, and each counted request takes one. So a caller may send a burst of up to
+``per_minute`` requests at once and then ``per_minute / 60`` a second; a request that
+finds the bucket empty is refused with the time until the next token (``Retry-After``).
+
+The buckets live in the gateway process: each replica limits what reaches it (see
+docs/security.md "Rate limits"). Keys whose bucket has refilled completely carry no
+information (a new bucket is full too) and are dropped when the table grows, so memory
+stays bounded by the callers active in the last minute.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from contracts.models import Actor
+from contracts.roles import acts_for
+from services.gateway.domain.errors import RateLimited
+
+# Past this many keys, full buckets are dropped (a pass over the table, amortised over as
+# many requests as the table then holds).
+PRUNE_AT = 10_000
+
+
+@dataclass
+class TokenBuckets:
+    """One bucket per key; ``per_minute`` 0 turns the limit off."""
+
+    per_minute: int
+    clock: Callable[[], float] = time.monotonic
+    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)  # key -> (tokens, at)
+    _prune_at: int = PRUNE_AT
+
+    @property
+    def enabled(self) -> bool:
+        return self.per_minute > 0
+
+    def _tokens(self, key: str, now: float) -> float:
+        tokens, at = self._buckets.get(key, (float(self.per_minute), now))
+        return min(float(self.per_minute), tokens + (now - at) * self.per_minute / 60.0)
+
+    def take(self, key: str) -> float:
+        """Take a token for ``key``: 0 when there was one, else the seconds until there is."""
+        if not self.enabled:
+            return 0.0
+        now = self.clock()
+        tokens = self._tokens(key, now)
+        if tokens < 1.0:
+            self._buckets[key] = (tokens, now)
+            return (1.0 - tokens) * 60.0 / self.per_minute
+        self._buckets[key] = (tokens - 1.0, now)
+        if len(self._buckets) > self._prune_at:
+            self._prune(now)
+        return 0.0
+
+    def _prune(self, now: float) -> None:
+        full = float(self.per_minute)
+        self._buckets = {key: state for key, state in self._buckets.items() if self._tokens(key, now) < full}
+        self._prune_at = max(PRUNE_AT, 2 * len(self._buckets))
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+@dataclass
+class RateLimits:
+    """The gateway's limits: every change a caller makes, and every environment a team creates."""
+
+    per_subject: TokenBuckets
+    per_team: TokenBuckets
+
+    @classmethod
+    def per_minute(cls, *, subject: int, team: int) -> RateLimits:
+        return cls(per_subject=TokenBuckets(subject), per_team=TokenBuckets(team))
+
+    def count_change(self, subject: str, actor: str) -> None:
+        """Count a change by ``subject``; :class:`RateLimited` when it is over its limit."""
+        wait = self.per_subject.take(subject)
+        if wait:
+            raise RateLimited(
+                f"too many changes from {actor}: at most {self.per_subject.per_minute} a minute",
+                limit="subject",
+                per_minute=self.per_subject.per_minute,
+                retry_after_seconds=wait,
+            )
+
+    def count_create(self, actor: Actor, team: str) -> None:
+        """Count an environment request for ``team``; :class:`RateLimited` when over its limit.
+
+        A create for a team the caller does not act for is not counted: intake refuses it,
+        and it must not use up that team's allowance (one team could otherwise stop another
+        from creating anything by sending refused requests in its name).
+        """
+        if not acts_for(actor, team):
+            return
+        wait = self.per_team.take(team)
+        if wait:
+            raise RateLimited(
+                f"too many environment requests for team {team}: at most {self.per_team.per_minute} a minute",
+                limit="team",
+                per_minute=self.per_team.per_minute,
+                retry_after_seconds=wait,
+            )
