@@ -68,6 +68,7 @@ DESCRIPTION_MAX_LENGTH = 1000
 MAX_TTL_HOURS = 24 * 365
 MAX_NAMESPACES = 100
 MAX_APPROVALS = 10
+MAX_ENVIRONMENTS_PER_TEAM = 100_000
 MAX_LIST_ITEMS = 100
 MAX_QUOTA_VALUE = 1_000_000
 MAX_METADATA_VALUE_LENGTH = 4096
@@ -431,6 +432,12 @@ class EnvironmentClassInput(_Input):
     quota_profile: str = Field(max_length=CATALOG_NAME_MAX_LENGTH)
     policy_packs: Annotated[list[str], Field(max_length=MAX_LIST_ITEMS), AfterValidator(_no_repeats)] = []
     estimated_monthly_cost_usd: Usd = 0.0
+    max_environments_per_team: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_ENVIRONMENTS_PER_TEAM,
+        description="Live environments of this class one team may have at once; null: no cap",
+    )
 
     @field_validator("approvals_required")
     @classmethod

@@ -36,6 +36,9 @@ class EnvironmentClass(msgspec.Struct, frozen=True, kw_only=True):
     quota_profile: str
     policy_packs: list[str] = []
     estimated_monthly_cost_usd: float = 0.0
+    # Live (allowed, not yet torn down or rejected) environments of this class one team may
+    # have at once; None: no cap.
+    max_environments_per_team: int | None = None
 
 
 class PolicyReason(msgspec.Struct, frozen=True, kw_only=True):
@@ -340,7 +343,10 @@ class TeamBudgetView(msgspec.Struct, frozen=True, kw_only=True):
     """GET /v1/teams/{team}: the team's budget and the estimated spend of its active environments."""
 
     team: str
+    # The budget that applies: the team's own, else the default for teams without one.
     monthly_budget_usd: float | None = None
+    # Where monthly_budget_usd comes from: "team" (an admin set it), "default", "none".
+    budget_source: Literal["team", "default", "none"] = "none"
     spend_usd: float
     remaining_usd: float | None = None
     active_environments: list[TeamEnvironment] = []

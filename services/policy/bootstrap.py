@@ -21,8 +21,22 @@ async def bootstrap(settings: PolicySettings) -> ServiceKit:
     # an admin saves (about half a second): pack edits are rare, service starts are not.
     schemas = load_schemas(settings.kubernetes_schema_version)
     kit = await ServiceKit.open(service="policy", schema=SCHEMA, settings=settings, package="services.policy")
-    service = PolicyService(pool=kit.pool, outbox=kit.outbox)
+    service = PolicyService(
+        pool=kit.pool, outbox=kit.outbox, default_budget_usd=settings.default_team_budget_usd
+    )
     await service.seed_catalog()
-    register(kit, service, CatalogService(pool=kit.pool, outbox=kit.outbox, schemas=schemas))
-    kit.background(refresh_every(functools.partial(metrics.refresh, kit.pool)), name="metrics")
+    register(
+        kit,
+        service,
+        CatalogService(
+            pool=kit.pool,
+            outbox=kit.outbox,
+            schemas=schemas,
+            default_budget_usd=settings.default_team_budget_usd,
+        ),
+    )
+    kit.background(
+        refresh_every(functools.partial(metrics.refresh, kit.pool, settings.default_team_budget_usd)),
+        name="metrics",
+    )
     return kit

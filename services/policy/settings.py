@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
-from libs.settings import PlatformSettings, setting
+from libs.settings import Bounds, PlatformSettings, setting
 
 
 @dataclass(frozen=True)
@@ -18,4 +19,10 @@ class PolicySettings(PlatformSettings):
         "1.30.0",
         doc="Kubernetes version whose OpenAPI schemas policy-pack manifests are checked against when an"
         " admin saves a pack (the renderer validates every rendered manifest against the same version).",
+    )
+    default_team_budget_usd: Annotated[float | None, Bounds(ge=0)] = setting(
+        "PLATFORM_DEFAULT_TEAM_BUDGET_USD",
+        10000.0,
+        doc="Monthly budget (USD) of every team an admin has not given one (PUT /v1/teams/{team}/budget);"
+        " empty: such teams have no budget.",
     )

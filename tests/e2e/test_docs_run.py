@@ -88,7 +88,11 @@ def _user_path() -> str:
 
 @pytest.fixture(scope="module")
 def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
-    with platformd_dev(tmp_path_factory.mktemp("docs-stack")) as running:
+    # Every page's blocks run one after another against this one stack, so team payments ends
+    # up with far more live previews than a reader of any one page makes: its default budget
+    # is raised so the later pages are not refused for what the earlier ones created.
+    budget = {"PLATFORM_DEFAULT_TEAM_BUDGET_USD": "1000000"}
+    with platformd_dev(tmp_path_factory.mktemp("docs-stack"), environment=budget) as running:
         yield running
 
 

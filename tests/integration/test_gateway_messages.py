@@ -309,7 +309,7 @@ async def test_approving_a_request_that_is_not_waiting_says_its_status_in_words(
 # -- dry runs and budgets in platformctl -----------------------------------------------------------
 
 
-async def test_a_team_without_a_budget_says_so(stack: Stack) -> None:
+async def test_a_team_without_a_budget_of_its_own_says_so(stack: Stack) -> None:
     code, out, err = await cli(
         stack,
         *("request", "create", "--app", "payments-api", "--team", "ledger", "--class", "preview"),
@@ -320,19 +320,15 @@ async def test_a_team_without_a_budget_says_so(stack: Stack) -> None:
     )
     assert code == 0, err
     cost = next(line for line in out.splitlines() if line.startswith("cost:"))
-    assert (
-        cost
-        == "cost:      $150.00 / month; team ledger has no budget set ($0.00 active -> $150.00, no limit)"
-    )
+    assert cost == "cost:      $150.00 / month; team ledger: $0.00 active -> $150.00 of $10,000.00"
 
     code, out, err = await cli(stack, "teams", "get", "--team", "ledger", "-o", "table")
     assert code == 0, err
     assert out.splitlines()[:3] == [
         "team:      ledger",
-        "budget:    not set (no limit)",
+        "budget:    $10,000.00 / month (the default: the team has no budget of its own)",
         "spend:     $0.00 / month (active environments)",
     ]
-    assert "none" not in out
 
     await stack.http.put("/v1/teams/ledger/budget", json={"monthly_usd": 100}, headers=ADMIN)
     code, out, _ = await cli(

@@ -75,9 +75,9 @@ async def create(rpc: RpcClient, **changes: Any) -> str:
     return str(created["request"]["id"])
 
 
-async def settled(rpc: RpcClient, request_id: str) -> dict[str, Any]:
+async def settled(rpc: RpcClient, request_id: str, actor: Actor = ALICE) -> dict[str, Any]:
     async def decided() -> Any:
-        current = await rpc.call("intake", "get_request", GetRequest(id=request_id, actor=ALICE))
+        current = await rpc.call("intake", "get_request", GetRequest(id=request_id, actor=actor))
         return current if current["status"] in SETTLED else None
 
     result: dict[str, Any] = await wait_until(decided, what=f"{request_id} decided")
@@ -255,6 +255,82 @@ async def test_concurrent_requests_cannot_both_squeeze_under_the_budget(
         assert sorted(outcomes) == ["allowed"] * 3 + ["rejected"] * 5
         team = await rpc.call("policy", "get_team", GetTeam(team="payments", actor=ROOT))
         assert team["spend_usd"] == 450.0
+
+
+async def test_a_team_without_a_budget_of_its_own_gets_the_default(
+    platform_env: dict[str, str], rpc: RpcClient
+) -> None:
+    # Room for two previews of $150 under the default; no admin ever set payments a budget.
+    environment = {**platform_env, "PLATFORM_DEFAULT_TEAM_BUDGET_USD": "300"}
+    async with running_services(["policy", "intake", "approval"], environment):
+        await catalog_replicated(rpc)
+        first, second = [await settled(rpc, await create(rpc, app=f"app-{n}")) for n in range(2)]
+        assert (first["status"], second["status"]) == ("queued", "queued")
+        third = await settled(rpc, await create(rpc, app="app-3"))
+        assert third["status"] == "rejected"
+        assert [r["code"] for r in third["policy_decision"]["reasons"]] == ["team_budget_exceeded"]
+        assert "over its budget of $300.00" in third["last_error"]
+        team = await rpc.call("policy", "get_team", GetTeam(team="payments", actor=ALICE))
+        assert (team["monthly_budget_usd"], team["budget_source"], team["remaining_usd"]) == (
+            300.0,
+            "default",
+            0.0,
+        )
+        # The team's own budget overrides the default, upwards too.
+        assert (await set_budget(rpc, 450))["budget_source"] == "team"
+        assert (await settled(rpc, await create(rpc, app="app-4")))["status"] == "queued"
+
+
+async def test_without_a_default_budget_teams_have_none(platform_env: dict[str, str], rpc: RpcClient) -> None:
+    environment = {**platform_env, "PLATFORM_DEFAULT_TEAM_BUDGET_USD": ""}
+    async with running_service("policy", environment):
+        await wait_until(lambda: answering(rpc, "policy"), what="policy answering")
+        team = await rpc.call("policy", "get_team", GetTeam(team="payments", actor=ALICE))
+        assert (team["monthly_budget_usd"], team["budget_source"], team["remaining_usd"]) == (
+            None,
+            "none",
+            None,
+        )
+
+
+async def test_a_team_cannot_hold_more_live_environments_of_a_class_than_it_caps(
+    platform_env: dict[str, str], rpc: RpcClient
+) -> None:
+    # Two policy replicas evaluating at once: the team's row lock makes the count exact.
+    async with policy_replicas(platform_env), running_services(["intake", "approval"], platform_env):
+        await catalog_replicated(rpc)
+        body = await class_body(rpc, "preview", max_environments_per_team=2)
+        await rpc.call("policy", "upsert_class", UpsertClass(name="preview", body=body, actor=ROOT))
+        assert (await rpc.call("policy", "get_class", GetClass(name="preview")))[
+            "max_environments_per_team"
+        ] == 2
+        ids = await asyncio.gather(*(create(rpc, app=f"app-{n}") for n in range(5)))
+        decided = [await settled(rpc, request_id) for request_id in ids]
+        assert sorted(r["status"] for r in decided) == ["queued"] * 2 + ["rejected"] * 3
+        refused = next(r for r in decided if r["status"] == "rejected")
+        assert [r["code"] for r in refused["policy_decision"]["reasons"]] == ["team_environment_limit"]
+        assert (
+            "team payments already has 2 live preview environments, the most class preview allows per team (2)"
+            in refused["last_error"]
+        )
+        # Another team's allowance is its own.
+        bob = Actor(subject="bob", actor="bob@example.com", role="requester", teams=["search"])
+        other = await rpc.call(
+            "intake", "create_request", CreateRequest(body={**PREVIEW, "team": "search"}, actor=bob)
+        )
+        assert (await settled(rpc, other["request"]["id"], bob))["status"] == "queued"
+        # Deleting one of the team's environments frees its place.
+        allowed = next(r["id"] for r in decided if r["status"] == "queued")
+        await rpc.call("intake", "delete", DeleteRequest(id=allowed, actor=ALICE))
+        await wait_until(
+            lambda: team_spend_is(rpc, "payments", 150.0), what="the deleted environment released"
+        )
+        assert (await settled(rpc, await create(rpc, app="app-after")))["status"] == "queued"
+
+
+async def team_spend_is(rpc: RpcClient, team: str, spend: float) -> bool:
+    view = await rpc.call("policy", "get_team", GetTeam(team=team, actor=ROOT))
+    return bool(view["spend_usd"] == spend)
 
 
 async def test_rejected_and_torn_down_environments_stop_counting(
@@ -455,11 +531,13 @@ async def test_team_reads_are_scoped_for_requesters_and_budgets_are_validated(
         assert forbidden.value.code == "forbidden"
         viewer = Actor(subject="v", actor="v@example.com", role="viewer", teams=["payments"])
         empty = await rpc.call("policy", "get_team", GetTeam(team="billing", actor=viewer))
+        # No budget of its own: the default for such teams applies (PLATFORM_DEFAULT_TEAM_BUDGET_USD).
         assert empty == {
             "team": "billing",
-            "monthly_budget_usd": None,
+            "monthly_budget_usd": 10000.0,
+            "budget_source": "default",
             "spend_usd": 0.0,
-            "remaining_usd": None,
+            "remaining_usd": 10000.0,
             "active_environments": [],
             "budget_updated_at": None,
             "budget_updated_by": None,
@@ -473,7 +551,9 @@ async def test_team_reads_are_scoped_for_requesters_and_budgets_are_validated(
         assert invalid.value.code == "validation"
         assert invalid.value.details == [{"field": "monthly_usd", "message": "must be a number"}]
         updated = await set_budget(rpc, 1234.5, team="billing")
-        assert updated["monthly_budget_usd"] == 1234.5
+        assert (updated["monthly_budget_usd"], updated["budget_source"]) == (1234.5, "team")
         assert updated["budget_updated_by"] == "root@example.com"
         assert datetime.fromisoformat(updated["budget_updated_at"]) <= datetime.now(UTC)
-        assert (await set_budget(rpc, None, team="billing"))["monthly_budget_usd"] is None
+        # Removing the team's own budget puts it back on the default.
+        removed = await set_budget(rpc, None, team="billing")
+        assert (removed["monthly_budget_usd"], removed["budget_source"]) == (10000.0, "default")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from libs.database import Pool
 from libs.telemetry import replace_samples, table_gauge
+from services.policy.domain.budgets import team_budget
 
 SPEND = table_gauge(
     "platform_team_monthly_spend_usd",
@@ -15,11 +16,13 @@ SPEND = table_gauge(
     "team",
 )
 BUDGET = table_gauge(
-    "platform_team_monthly_budget_usd", "A team's monthly budget, for teams an admin gave one.", "team"
+    "platform_team_monthly_budget_usd",
+    "The monthly budget that applies to a team: its own, else the default for teams without one.",
+    "team",
 )
 
 
-async def refresh(pool: Pool) -> None:
+async def refresh(pool: Pool, default_budget_usd: float | None) -> None:
     """Recompute the gauges from the budget ledger (every team policy has seen has a row)."""
     async with pool.connection() as conn:
         cursor = await conn.execute(
@@ -30,4 +33,5 @@ async def refresh(pool: Pool) -> None:
         )
         rows = await cursor.fetchall()
     replace_samples(SPEND, (((row["team"],), row["spend"]) for row in rows))
-    replace_samples(BUDGET, (((row["team"],), row["budget"]) for row in rows if row["budget"] is not None))
+    budgets = (((row["team"],), team_budget(row["budget"], default_budget_usd)[0]) for row in rows)
+    replace_samples(BUDGET, ((labels, budget) for labels, budget in budgets if budget is not None))

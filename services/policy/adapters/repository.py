@@ -258,6 +258,17 @@ async def active_spend(conn: Conn, team: str, *, excluding: str | None = None) -
     return float(row["spend"]) if row else 0.0
 
 
+async def live_in_class(conn: Conn, team: str, class_name: str, *, excluding: str | None = None) -> int:
+    """How many of the team's active environments are of ``class_name`` (without ``excluding``)."""
+    cursor = await conn.execute(
+        "SELECT count(*) AS n FROM environments WHERE team = %s AND class = %s AND released_at IS NULL"
+        " AND request_id IS DISTINCT FROM %s",
+        [team, class_name, excluding],
+    )
+    row = await cursor.fetchone()
+    return int(row["n"]) if row else 0
+
+
 async def active_environments(conn: Conn, team: str) -> list[TeamEnvironment]:
     cursor = await conn.execute(
         "SELECT request_id, class, estimated_monthly_cost_usd, reserved_at FROM environments"

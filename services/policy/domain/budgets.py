@@ -11,6 +11,7 @@ itself from events (docs/policy.md "Budgets").
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from contracts.models import BudgetCheck
 
@@ -18,11 +19,25 @@ from contracts.models import BudgetCheck
 @dataclass(frozen=True)
 class TeamSpend:
     """The team's budget (None: no budget) and the cost of its active environments, without
-    the request being evaluated."""
+    the request being evaluated; and how many of them are of the request's class."""
 
     team: str
     monthly_budget_usd: float | None
     active_spend_usd: float
+    live_in_class: int = 0
+
+
+BudgetSource = Literal["team", "default", "none"]
+
+
+def team_budget(own_usd: float | None, default_usd: float | None) -> tuple[float | None, BudgetSource]:
+    """The budget that applies to a team and where it comes from: the team's own (an admin
+    set it), else the default (``PLATFORM_DEFAULT_TEAM_BUDGET_USD``), else none."""
+    if own_usd is not None:
+        return own_usd, "team"
+    if default_usd is not None:
+        return default_usd, "default"
+    return None, "none"
 
 
 def budget_check(spend: TeamSpend, request_cost_usd: float) -> BudgetCheck:

@@ -117,6 +117,7 @@ def environment_class(
         quota_profile=body.quota_profile,
         policy_packs=list(body.policy_packs),
         estimated_monthly_cost_usd=body.estimated_monthly_cost_usd,
+        max_environments_per_team=body.max_environments_per_team,
     )
 
 

@@ -82,6 +82,24 @@ def class_rule_reasons(spec: RequestSpec, environment_class: EnvironmentClass) -
     return reasons
 
 
+def environment_cap_reasons(
+    spec: RequestSpec, environment_class: EnvironmentClass, live_in_class: int
+) -> list[PolicyReason]:
+    """The class's cap on one team's live environments: ``live_in_class`` (the team's others
+    of this class) must leave room for this one."""
+    cap = environment_class.max_environments_per_team
+    if cap is None or live_in_class < cap:
+        return []
+    return [
+        PolicyReason(
+            code="team_environment_limit",
+            message=f"team {spec.team} already has {live_in_class} live {environment_class.name} "
+            f"environments, the most class {environment_class.name} allows per team ({cap}); delete one "
+            "or ask an admin to raise the class's max_environments_per_team",
+        )
+    ]
+
+
 def approvals_needed(environment_class: EnvironmentClass) -> int:
     if not environment_class.requires_approval:
         return 0
@@ -150,6 +168,7 @@ def evaluate(
         )
 
     reasons = class_rule_reasons(spec, environment_class)
+    reasons += environment_cap_reasons(spec, environment_class, spend.live_in_class)
     contributions = compose(class_packs)
     reasons += [
         PolicyReason(code="policy_pack_conflict", message=conflict.message)

@@ -45,6 +45,7 @@ from libs.kubernetes_schemas import KubernetesSchemas
 from libs.outbox import Outbox
 from libs.rpc import MoreProblems, message_fields
 from services.policy.adapters import repository
+from services.policy.domain.budgets import team_budget
 from services.policy.domain.catalog_validation import (
     check_team,
     environment_class,
@@ -135,6 +136,8 @@ class CatalogService:
     pool: Pool
     outbox: Outbox
     schemas: KubernetesSchemas
+    # PLATFORM_DEFAULT_TEAM_BUDGET_USD: what a team's view shows while it has no budget of its own.
+    default_budget_usd: float | None = None
 
     # -- classes -------------------------------------------------------------------------------------
 
@@ -247,10 +250,11 @@ class CatalogService:
         row = await repository.get_team(conn, team)
         environments = await repository.active_environments(conn, team)
         spend = round(sum(environment.estimated_monthly_cost_usd for environment in environments), 2)
-        budget = row.monthly_budget_usd
+        budget, source = team_budget(row.monthly_budget_usd, self.default_budget_usd)
         return TeamBudgetView(
             team=team,
             monthly_budget_usd=budget,
+            budget_source=source,
             spend_usd=spend,
             remaining_usd=None if budget is None else round(budget - spend, 2),
             active_environments=environments,

@@ -26,7 +26,7 @@ from libs.database import Pool
 from libs.inbox import Tx
 from libs.outbox import Outbox
 from services.policy.adapters import catalog_files, repository
-from services.policy.domain.budgets import TeamSpend
+from services.policy.domain.budgets import TeamSpend, team_budget
 from services.policy.domain.evaluation import Decision, evaluate
 from services.policy.service_layer.catalog import announce_class, read_one
 
@@ -50,6 +50,7 @@ async def decide(
         team=spec.team,
         monthly_budget_usd=budget,
         active_spend_usd=await repository.active_spend(conn, spec.team, excluding=request_id),
+        live_in_class=await repository.live_in_class(conn, spec.team, spec.class_name, excluding=request_id),
     )
     return evaluate(spec, environment_class, profile, packs or {}, spend)
 
@@ -58,6 +59,8 @@ async def decide(
 class PolicyService:
     pool: Pool
     outbox: Outbox
+    # PLATFORM_DEFAULT_TEAM_BUDGET_USD: the budget of teams an admin has not given one.
+    default_budget_usd: float | None = None
 
     async def seed_catalog(self) -> list[str]:
         """Insert the shipped profiles, packs and classes that do not exist yet; announce new classes.
@@ -93,7 +96,8 @@ class PolicyService:
         """The decision and plan ``query.spec`` would get now; reads only, stores nothing."""
         async with self.pool.connection() as conn:
             team = await repository.get_team(conn, query.spec.team)
-            decision = await decide(conn, query.request_id, query.spec, team.monthly_budget_usd)
+            budget, _ = team_budget(team.monthly_budget_usd, self.default_budget_usd)
+            decision = await decide(conn, query.request_id, query.spec, budget)
         assert decision.budget is not None
         return PolicyPlanView(
             request_id=query.request_id, decision=decision.view(), plan=decision.plan, budget=decision.budget
@@ -106,7 +110,8 @@ class PolicyService:
         # Taken before the team's spend is read and held until commit: the next evaluation
         # of this team waits here and then sees this request's reservation.
         team = await repository.lock_team(tx.conn, spec.team)
-        decision = await decide(tx.conn, data.request_id, spec, team.monthly_budget_usd)
+        budget, _ = team_budget(team.monthly_budget_usd, self.default_budget_usd)
+        decision = await decide(tx.conn, data.request_id, spec, budget)
         await repository.record_decision(
             tx.conn,
             request_id=data.request_id,

@@ -178,9 +178,15 @@ def show_team(team: dict[str, Any], ctx: Context) -> None:
         emit(ctx.stdout, team, ctx.output)
         return
     budget = team.get("monthly_budget_usd")
+    if budget is None:
+        budget_text = "not set (no limit)"
+    elif team.get("budget_source") == "default":
+        budget_text = f"{_money(budget)} / month (the default: the team has no budget of its own)"
+    else:
+        budget_text = f"{_money(budget)} / month"
     lines = [
         f"team:      {team.get('team')}",
-        f"budget:    {'not set (no limit)' if budget is None else _money(budget) + ' / month'}",
+        f"budget:    {budget_text}",
         f"spend:     {_money(team.get('spend_usd'))} / month (active environments)",
     ]
     if budget is not None:
