@@ -294,6 +294,19 @@ def gateways(
         yield {False: stack.api_url, True: url}
 
 
+@pytest.fixture(scope="module")
+def clients(gateways: dict[bool, str]) -> Iterator[dict[bool, httpx.Client]]:
+    """One client per gateway for the whole matrix: making a client per cell cost more than
+    the cell's request. Each cell still gets a connection of its own (none is kept alive, so
+    none is reused as the gateway closes it) and sends its own credentials and no cookies."""
+    fresh_connections = httpx.Limits(max_keepalive_connections=0)
+    with (
+        httpx.Client(base_url=gateways[False], timeout=15, limits=fresh_connections) as open_gateway,
+        httpx.Client(base_url=gateways[True], timeout=15, limits=fresh_connections) as enforcing_gateway,
+    ):
+        yield {False: open_gateway, True: enforcing_gateway}
+
+
 class Targets:
     """Requests (and dead letters) for the cells, made up front in bulk: one per acting cell,
     plus one shared per kind for the cells that only read or are refused."""
@@ -366,7 +379,7 @@ def targets(stack: RunningStack, stack_env: dict[str, str]) -> Targets:
 
 
 @pytest.mark.parametrize("cell", CELLS, ids=[cell.id for cell in CELLS])
-def test_cell(cell: Cell, gateways: dict[bool, str], targets: Targets) -> None:
+def test_cell(cell: Cell, clients: dict[bool, httpx.Client], targets: Targets) -> None:
     route = cell.route
     target = targets.for_cell(cell) if route.target else ""
     path = route.path.replace("{id}", target)
@@ -381,15 +394,16 @@ def test_cell(cell: Cell, gateways: dict[bool, str], targets: Targets) -> None:
     body = route.body(target) if route.body else None
     if route.body_from is not None:
         admin = {"Authorization": f"Bearer {mint_token(ACTORS['admin'], 'admin')}"}
-        current = httpx.get(gateways[False] + route.body_from, headers=admin, timeout=15).json()
+        current = clients[False].get(route.body_from, headers=admin).json()
         body = {key: value for key, value in current.items() if key != "name"}
-    response = httpx.request(
+    client = clients[cell.enforced]
+    client.cookies.clear()
+    response = client.request(
         route.method,
-        gateways[cell.enforced] + path,
+        path,
         headers=headers,
         params=route.params,
         content=json.dumps(body).encode() if body is not None else None,
-        timeout=15,
     )
     assert response.status_code == cell.status, f"{cell.id}: {response.status_code} {response.text[:300]}"
     if response.status_code >= 400:
