@@ -7,6 +7,7 @@ entries are written through intake's own repository, as its event handler writes
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -40,7 +41,7 @@ from services.intake.domain.model import EnvironmentRequest
 from tests.support.gateway import gateway_settings, gateway_with_services, mint
 from tests.support.http import serve
 from tests.support.platformctl import clean_env, platformctl
-from tests.support.rendered_bundles import preview_bundle
+from tests.support.rendered_bundles import Bundle, preview_bundle
 
 NATS_DEFAULT_MAX_PAYLOAD = 1024 * 1024
 TEAM = "payments"
@@ -187,9 +188,15 @@ async def stored_request(pool: Pool, request_id: str) -> EnvironmentRequest:
     return request
 
 
+@functools.cache
+def bundle_of(request_id: str) -> Bundle:
+    """The request's real bundle, the same in every generation: rendered once, not per event."""
+    return preview_bundle(request_id, TEAM, "api")
+
+
 def generation_events(request_id: str, generation: int) -> list[tuple[str, str, Any]]:
     """One reconcile as the pipeline reports it: (type, source, data), with the real bundle."""
-    bundle = preview_bundle(request_id, TEAM, "api")
+    bundle = bundle_of(request_id)
     path = f"clusters/us-east-1/teams/{TEAM}/api/{request_id}"
     sha = f"{generation:040x}"
     return [
