@@ -25,10 +25,12 @@ VIEWER = auth("viewer", teams=["payments"], ttl=TOKEN_TTL)
 PROBLEM_MEMBERS = {"error", "code", "details", "type", "title", "status", "detail", "instance"}
 
 
-@pytest.fixture
-async def http(platform_env: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
+@pytest.fixture(scope="module")
+async def http(stack_env: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
+    """One gateway and its services for the module: each test reads its own request or
+    compares what it reads before and after its own change, so none depends on another."""
     async with (
-        gateway_with_services(platform_env, ["policy", "intake"]) as (base_url, _),
+        gateway_with_services(stack_env, ["policy", "intake"]) as (base_url, _),
         httpx.AsyncClient(base_url=base_url, timeout=10) as client,
     ):
         yield client
