@@ -28,6 +28,16 @@ While the service's database is away the consumer fetches nothing (see
 :meth:`EventConsumer._wait_for_database`): an outage longer than the retry budget costs
 time, never an event.
 
+Batches (``batched=True``, for handlers that only touch Postgres): the messages of one
+fetch whose subjects nobody else is handling are handled in one transaction, in fetch
+order: one inbox insert claims them all, each handler runs as it would alone, one commit,
+then each is acknowledged. Per message that saves the transaction's own round trips
+(``BEGIN``, the claim, ``COMMIT``), most of a consumer's statements when its handlers are
+small. Anything out of the ordinary goes the one-by-one way above, with all its
+guarantees: a redelivery, a replay, an event that does not decode, and every message of a
+batch in which any handler failed (the batch rolls back as a whole, then each is tried
+alone, in order).
+
 Replay (:mod:`libs.replay`, ``platformctl events replay --consumer``): a copy of a stored
 event redriven to this durable with the :data:`REPLAY_HEADER` is not dropped as a duplicate.
 Each handler's registration declares what a replay does with it (:class:`ReplayPolicy`):
@@ -47,7 +57,8 @@ import contextvars
 import dataclasses
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
@@ -159,6 +170,10 @@ GiveUpHook = Callable[[Envelope, Any, Tx, BaseException, int], Awaitable[None]]
 RetryHook = Callable[[Envelope, Any, Tx, BaseException, int, datetime], Awaitable[None]]
 StartFrom = Literal["new", "all"]
 
+# A batched consumer fetches up to this many messages per free slot, and at most MAX_BATCH
+# (within the durable's max_ack_pending): one transaction then claims and handles them.
+BATCH_FETCH_FACTOR = 8
+MAX_BATCH = 64
 # The first failed attempt is not reported: most failures are gone at the next one.
 REPORT_RETRY_FROM_ATTEMPT = 2
 # Dead-letter kinds (the ``kind`` column): why the event is there and what replaying needs.
@@ -312,6 +327,28 @@ class KeyedLocks:
             else:
                 self._locks[key] = (lock, users - 1)
 
+    def free(self, key: str) -> bool:
+        """Nobody holds the lock of ``key`` nor waits for it."""
+        return key not in self._locks
+
+    async def take_free(self, keys: Iterable[str]) -> None:
+        """Hold the locks of ``keys``, every one :meth:`free`: an uncontended acquire never
+        suspends, so nobody can queue in between (a later task waits behind the holder)."""
+        for key in keys:
+            lock = asyncio.Lock()
+            self._locks[key] = (lock, 1)
+            await lock.acquire()
+
+    def release(self, keys: Iterable[str]) -> None:
+        """Let go of locks taken with :meth:`take_free`."""
+        for key in keys:
+            lock, users = self._locks[key]
+            lock.release()
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
 
 def supports_filter_subjects(nc: NatsClient) -> bool:
     """Whether the connected server takes several filters per consumer (NATS 2.10 and later)."""
@@ -344,8 +381,11 @@ class EventConsumer:
         startup_timeout: float = 60.0,
         nc: NatsClient | None = None,
         replay_policies: Mapping[str, ReplayPolicy] | None = None,
+        batched: bool = False,
     ) -> None:
         self.name = name
+        # Messages of one fetch handled in one transaction (see the module docstring).
+        self.batched = batched
         # Handlers of events about the same subject run one at a time, in stream order
         # (asyncio locks are FIFO and tasks start in fetch order), so a later fact about a
         # request never overtakes an earlier one inside this process.
@@ -716,7 +756,9 @@ class EventConsumer:
             try:
                 # A short pull keeps shutdown prompt; an idle consumer costs the server a
                 # couple of cheap pull requests per second.
-                messages = await self._subscription.fetch(capacity, timeout=0.5)
+                # A batched consumer's fetch becomes one task: it may take more at once.
+                wanted = min(capacity * BATCH_FETCH_FACTOR, MAX_BATCH) if self.batched else capacity
+                messages = await self._subscription.fetch(wanted, timeout=0.5)
             except TimeoutError:  # asyncio's and nats-py's: nothing arrived in this pull
                 messages = []
             except Exception as exc:
@@ -728,15 +770,152 @@ class EventConsumer:
                 await self._recover()
                 await asyncio.sleep(0.5)
                 continue
+            if self.batched and len(messages) > 1:
+                batch, keys, rest = self._take_batch(messages)
+                if len(batch) > 1:
+                    await self._take_subjects(keys)
+                    self._spawn(self._process_batch(batch, keys))
+                    messages = rest
             for message in messages:
-                task = asyncio.create_task(self._process(message))
-                self._inflight.add(task)
-                task.add_done_callback(self._inflight.discard)
+                self._spawn(self._process(message))
             if loop.time() - last_lag_check > 10:
                 last_lag_check = loop.time()
                 await self._record_lag()
         if self._inflight:
             await asyncio.wait(self._inflight)
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    def _batchable(self, message: Msg) -> bool:
+        """A first delivery, not a replay, of a type whose handler only touches Postgres."""
+        if (message.metadata.num_delivered or 1) > 1 or REPLAY_HEADER in (message.headers or {}):
+            return False
+        return self._handles(message) and callable(self.handlers.get(self._event_type(message)))
+
+    def _take_batch(self, messages: list[Msg]) -> tuple[list[tuple[Msg, Envelope]], list[str], list[Msg]]:
+        """Split a fetch into a batch (in fetch order, decoded), its subjects, and the rest.
+
+        A subject goes into the batch with all its messages of this fetch, or not at all, so
+        its events stay in order; only subjects nobody is handling qualify (an earlier
+        message still running or waiting keeps its turn).
+        """
+        by_subject: dict[str, list[tuple[Msg, Envelope]]] = {}
+        undecoded: list[Msg] = []
+        for message in messages:
+            try:
+                envelope = decode_envelope(message.data)
+            except ContractError:
+                undecoded.append(message)  # dead-lettered one by one
+                continue
+            by_subject.setdefault(envelope.subject, []).append((message, envelope))
+        keys = [
+            subject
+            for subject, group in by_subject.items()
+            if (self._subject_locks is None or self._subject_locks.free(subject))
+            and all(self._batchable(message) for message, _ in group)
+        ]
+        batch = [item for subject in keys for item in by_subject[subject]]
+        batch.sort(key=lambda item: item[0].metadata.sequence.stream)
+        chosen = set(keys)
+        rest = [
+            message for subject, group in by_subject.items() if subject not in chosen for message, _ in group
+        ]
+        rest = sorted([*rest, *undecoded], key=lambda message: message.metadata.sequence.stream)
+        return batch, keys, rest
+
+    async def _take_subjects(self, keys: list[str]) -> None:
+        if self._subject_locks is not None:
+            await self._subject_locks.take_free(keys)
+
+    async def _process_batch(self, batch: list[tuple[Msg, Envelope]], keys: list[str]) -> None:
+        """Handle ``batch`` in one transaction; if that fails, each alone, in order."""
+        try:
+            try:
+                handled = await asyncio.wait_for(self._handle_batch(batch), self.retry.handler_timeout)
+            except Exception as exc:
+                log.info(
+                    "batch failed; handling its events one by one",
+                    extra={
+                        "fields": {
+                            "consumer": self.name,
+                            "events": len(batch),
+                            "error_type": type(exc).__name__,
+                        }
+                    },
+                )
+                handled = False
+            if not handled:
+                for message, _ in batch:
+                    await self._process(message, locked=True)
+        finally:
+            if self._subject_locks is not None:
+                self._subject_locks.release(keys)
+
+    async def _handle_batch(self, batch: list[tuple[Msg, Envelope]]) -> bool:
+        """True once every message's handler ran in one committed transaction and each is
+        acknowledged; False, with nothing done, when one of them needs the one-by-one way."""
+        items: list[tuple[Msg, Envelope, Any, Callable[[Envelope, Any, Tx], Awaitable[None]], str]] = []
+        for message, envelope in batch:
+            try:
+                if envelope.data_version > LATEST_VERSIONS.get(envelope.type, envelope.data_version):
+                    return False
+                data = envelope.decode_data()
+                event_id = str(uuid.UUID(envelope.id))
+            except (ContractError, ValueError):
+                return False
+            handler = self.handlers.get(envelope.type)
+            if handler is None or not callable(handler):
+                return False
+            items.append((message, envelope, data, handler, event_id))
+        watch = Stopwatch()
+        outcomes: list[str] = []
+        async with self.pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(
+                "INSERT INTO inbox (consumer, event_id, event_type)"
+                " SELECT %s, event_id, event_type FROM unnest(%s::uuid[], %s::text[]) AS e(event_id, event_type)"
+                " ON CONFLICT DO NOTHING RETURNING event_id::text",
+                [self.name, [item[4] for item in items], [item[1].type for item in items]],
+            )
+            claimed = {
+                row[0] if isinstance(row, tuple) else row["event_id"] for row in await cursor.fetchall()
+            }
+            for message, envelope, data, handler, event_id in items:
+                if event_id not in claimed:
+                    outcomes.append("duplicate")  # handled before (or twice in this fetch)
+                    continue
+                claimed.discard(event_id)
+                token = bind_request(envelope.subject)
+                try:
+                    with span_from_headers(
+                        f"{self.name} {envelope.type}",
+                        message.headers,
+                        SpanKind.CONSUMER,
+                        **{
+                            "messaging.system": "nats",
+                            "messaging.operation.type": "process",
+                            "messaging.destination.name": message.subject,
+                            "messaging.consumer.group.name": self.name,
+                            "messaging.message.id": envelope.id,
+                            "messaging.batch.message_count": len(items),
+                            "platform.attempt": 1,
+                            "platform.replay": False,
+                        },
+                    ):
+                        await handler(envelope, data, Tx(conn, self.outbox, 1))
+                finally:
+                    bind_request(None)
+                    del token
+                outcomes.append("ok")
+        # Acknowledged only after the commit, as one by one.
+        elapsed = watch.elapsed()
+        for (message, envelope, *_), outcome in zip(items, outcomes, strict=True):
+            await self._ack(message)
+            EVENTS_HANDLED.labels(self.name, envelope.type, outcome).inc()
+            HANDLER_SECONDS.labels(self.name, envelope.type).observe(elapsed)
+        return True
 
     @property
     def waiting_for_database(self) -> bool:
@@ -813,7 +992,7 @@ class EventConsumer:
         headers = message.headers or {}
         return REPLAY_HEADER in headers and self.subjects.replayed_for(message.subject) == self.name
 
-    async def _process(self, message: Msg) -> None:
+    async def _process(self, message: Msg, locked: bool = False) -> None:
         attempt = message.metadata.num_delivered or 1
         if attempt > 1:
             EVENTS_REDELIVERED.labels(self.name, self._event_type(message)).inc()
@@ -864,7 +1043,7 @@ class EventConsumer:
                     "platform.replay": replay,
                 },
             ):
-                outcome = await self._handle(message, envelope, data, handler, attempt, lease, replay)
+                outcome = await self._handle(message, envelope, data, handler, attempt, lease, replay, locked)
         finally:
             keep_alive.cancel()
             bind_request(None)
@@ -883,8 +1062,10 @@ class EventConsumer:
         attempt: int,
         lease: _Lease,
         replay: bool = False,
+        locked: bool = False,
     ) -> str:
-        if self._subject_locks is None:
+        # ``locked``: the caller (a batch handled one by one after all) holds the subject.
+        if self._subject_locks is None or locked:
             return await self._handle_in_time(message, envelope, data, handler, attempt, lease, replay)
         async with self._subject_locks.hold(envelope.subject):
             return await self._handle_in_time(message, envelope, data, handler, attempt, lease, replay)

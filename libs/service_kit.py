@@ -236,6 +236,7 @@ class ServiceKit:
         ordered_by_subject: bool = False,
         start_from: StartFrom = "new",
         replay_policies: Mapping[str, ReplayPolicy] | None = None,
+        batched: bool = False,
     ) -> EventConsumer:
         """Register a durable consumer ``<service>-<name>`` for the event types in ``handlers``.
 
@@ -268,6 +269,7 @@ class ServiceKit:
             startup_timeout=self.settings.jetstream_startup_timeout_seconds,
             nc=self.nc,
             replay_policies=replay_policies,
+            batched=batched,
         )
         self.consumers.append(consumer)
         return consumer
@@ -293,6 +295,7 @@ class ServiceKit:
                 ordered_by_subject=consumer.ordered_by_subject,
                 start_from=consumer.start_from,
                 replay_policies=consumer.replay_policies,
+                batched=consumer.batched,
             )
 
     def route(

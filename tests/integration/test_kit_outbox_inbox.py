@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -293,3 +294,72 @@ async def test_an_event_whose_id_is_not_a_uuid_is_dead_lettered_at_once(
     [letter] = letters
     assert letter["event_id"] is None
     assert "id is not a UUID" in letter["error"]
+
+
+async def test_a_batched_consumer_handles_each_event_once_in_order_also_when_a_batch_fails(
+    settings: PlatformSettings, kit_db: Any, js: Any
+) -> None:
+    """Batches (one transaction per fetch) keep the guarantees of one event at a time: each
+    effect once, a subject's events in stream order, and a failing handler costs its batch a
+    rollback and the one-by-one way, not an event."""
+    async with kit_db.connection() as conn:
+        await conn.execute(
+            "CREATE TABLE ordered_effects (seq bigserial, event_id text PRIMARY KEY,"
+            " request_id text NOT NULL, generation integer NOT NULL)"
+        )
+    events = [
+        new_event("request.failed", "test", f"req-{n % 5:016x}", failure(n % 5, generation=n // 5 + 1))
+        for n in range(60)
+    ]
+    failing = events[23].id
+    calls: dict[str, int] = {}
+
+    async def handler(envelope: Envelope, data: Any, tx: Tx) -> None:
+        calls[envelope.id] = calls.get(envelope.id, 0) + 1
+        await tx.conn.execute(
+            "INSERT INTO ordered_effects (event_id, request_id, generation) VALUES (%s, %s, %s)",
+            [envelope.id, data.request_id, data.generation],
+        )
+        await tx.emit(data.request_id, replace(data, stage="echo"))
+        if envelope.id == failing and calls[envelope.id] == 1:
+            raise RuntimeError("fails once")
+
+    for envelope in events:
+        await publish_raw(js, settings, envelope, envelope.id)
+    # The first event published again (a lost ack's redelivery would look the same).
+    await publish_raw(js, settings, events[0], "again")
+    subjects = Subjects.from_settings(settings)
+    consumer = EventConsumer(
+        name=CONSUMER,
+        event_filter="request.failed",
+        handlers={"request.failed": handler},
+        pool=kit_db,
+        js=js,
+        outbox=Outbox(SCHEMA, "kit-test", subjects),
+        subjects=subjects,
+        stream=settings.stream_name,
+        retry=RetryPolicy(max_attempts=5, backoff_seconds=0.1, max_backoff_seconds=0.2, ack_wait_seconds=5),
+        concurrency=4,
+        ordered_by_subject=True,
+        start_from="all",
+        batched=True,
+    )
+    await consumer.start()
+    await wait_until(lambda: consumer_settled(js, settings.stream_name, CONSUMER, past_seq=61))
+    await consumer.stop()
+
+    assert await count(kit_db, "SELECT count(*) AS n FROM ordered_effects") == 60
+    assert await count(kit_db, "SELECT count(*) AS n FROM outbox") == 60
+    assert await count(kit_db, "SELECT count(*) AS n FROM dead_letters") == 0
+    async with kit_db.connection() as conn:
+        rows = await (
+            await conn.execute(
+                "SELECT request_id, generation, xmin::text AS tx FROM ordered_effects ORDER BY seq"
+            )
+        ).fetchall()
+    for n in range(5):
+        generations = [row["generation"] for row in rows if row["request_id"] == f"req-{n:016x}"]
+        assert generations == sorted(generations) == list(range(1, 13))
+    # Batched indeed: some transaction committed the effects of several events.
+    assert max(collections.Counter(row["tx"] for row in rows).values()) > 1
+    assert calls[failing] == 2

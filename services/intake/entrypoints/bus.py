@@ -69,6 +69,8 @@ TOPOLOGY = ServiceTopology(
                 ),
             ),
             ordered_by_subject=True,
+            # Seven events per request: one transaction per fetch, not per event.
+            batched=True,
             on_give_up=record_only,
             on_retry=None,
         ),
