@@ -9,6 +9,7 @@ console script with its own config file in the test's directory.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import stat
 import time
@@ -24,6 +25,7 @@ import yaml
 
 from libs.embedded import free_port
 from tests.support.gateway import GatewayStack, gateway_stack, mint
+from tests.support.isolation import Isolation
 from tests.support.oidc_provider import Provider, oidc_provider
 from tests.support.platformctl import Result, clean_env, platformctl, scripted_browser, started_platformctl
 
@@ -43,17 +45,34 @@ def signing_in_env(provider: Provider, **extra: str) -> dict[str, str]:
     }
 
 
-@pytest.fixture
-async def provider() -> AsyncIterator[Provider]:
+@pytest.fixture(scope="module")
+async def module_provider() -> AsyncIterator[Provider]:
     async with oidc_provider() as running:
-        running.user = dict(OLIVIA)
+        yield running
+
+
+@pytest.fixture(scope="module")
+async def module_gateway(nats_url: str, module_provider: Provider) -> AsyncIterator[GatewayStack]:
+    """One gateway for the module: it keeps nothing of a sign-in (each test has its own
+    config and token cache), and it trusts the module's provider only."""
+    rpc_prefix = Isolation.new().rpc_prefix
+    async with gateway_stack(nats_url, rpc_prefix, **signing_in_env(module_provider)) as running:
         yield running
 
 
 @pytest.fixture
-async def gateway(nats_url: str, isolation: Any, provider: Provider) -> AsyncIterator[GatewayStack]:
-    async with gateway_stack(nats_url, isolation.rpc_prefix, **signing_in_env(provider)) as running:
-        yield running
+def provider(module_provider: Provider) -> Provider:
+    """The module's provider as a new one starts: no sign-ins, grants, tokens or settings of
+    an earlier test (its keys and address stay, as the gateway knows them)."""
+    fresh = Provider(issuer=module_provider.issuer, keys=module_provider.keys, user=dict(OLIVIA))
+    for field in dataclasses.fields(Provider):
+        setattr(module_provider, field.name, getattr(fresh, field.name))
+    return module_provider
+
+
+@pytest.fixture
+def gateway(module_gateway: GatewayStack, provider: Provider) -> GatewayStack:
+    return module_gateway
 
 
 @pytest.fixture
