@@ -33,6 +33,7 @@ TOPOLOGY = ServiceTopology(
                     "it decides whether the request waits for an approver: moves the request's state",
                 )
             },
+            batched=True,
         ),
     ),
     publishes=(

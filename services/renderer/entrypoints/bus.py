@@ -26,6 +26,8 @@ TOPOLOGY = ServiceTopology(
                     "a generation's bundle is stored once: the same bundle, the same digest",
                 )
             },
+            # Renders one after another in one transaction per fetch (CPU-bound either way).
+            batched=True,
         ),
     ),
     publishes=(RequestRendered, RequestFailed, RequestStageRetrying),
