@@ -126,7 +126,7 @@ async def observe_progress(
     stage = _stage_reached(envelope.type, before, request.status)
     if stage is None:
         return
-    started = request.created_at if stage == "approved" else await _began(conn, request, stage)
+    started = request.created_at if stage == "approved" else await _began(conn, request, stage, envelope.id)
     class_name = request.spec.class_name
     if started is not None:
         STAGE_SECONDS.labels(class_name, stage).observe(_seconds(started, envelope.time))
@@ -142,12 +142,13 @@ def _stage_reached(event_type: str, before: Status, after: Status) -> str | None
     return {"request.rendered": "rendered", "request.published": "published"}.get(event_type)
 
 
-async def _began(conn: Conn, request: EnvironmentRequest, stage: str) -> datetime | None:
+async def _began(conn: Conn, request: EnvironmentRequest, stage: str, event_id: str) -> datetime | None:
+    # Not the event being projected: its timeline row is written with the request already.
     rows = await _fetch(
         conn,
         "SELECT max(occurred_at) AS at FROM request_timeline"
-        " WHERE request_id = %s AND event_type = %s AND generation = %s",
-        [request.id, STAGE_STARTED_BY[stage], request.generation],
+        " WHERE request_id = %s AND event_type = %s AND generation = %s AND event_id <> %s::uuid",
+        [request.id, STAGE_STARTED_BY[stage], request.generation, event_id],
     )
     at: datetime | None = rows[0]["at"] if rows else None
     return at

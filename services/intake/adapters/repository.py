@@ -143,17 +143,54 @@ async def add(conn: Conn, request: EnvironmentRequest) -> None:
     await conn.execute(f"INSERT INTO requests ({', '.join(columns)}) VALUES ({placeholders})", values)  # noqa: S608
 
 
-async def save(conn: Conn, request: EnvironmentRequest) -> None:
-    """Write ``request`` back if nobody changed it since it was read; bumps ``version``."""
+@dataclass(frozen=True)
+class TimelineRow:
+    """One event for the timeline, written by :func:`append_timeline` or with :func:`save`."""
+
+    envelope: Envelope
+    data: Any
+    applied: bool
+    status_after: str
+
+    def values(self, request_id: str) -> list[Any]:
+        return [
+            request_id,
+            self.envelope.id,
+            self.envelope.type,
+            self.envelope.source,
+            self.envelope.time,
+            getattr(self.data, "generation", None),
+            self.applied,
+            self.status_after,
+            Jsonb(_stored_data(self.data)),
+        ]
+
+
+_INSERT_TIMELINE = (
+    "INSERT INTO request_timeline (request_id, event_id, event_type, source, occurred_at, generation,"
+    " applied, status_after, data) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " ON CONFLICT (event_id) DO NOTHING"
+)
+
+
+async def save(conn: Conn, request: EnvironmentRequest, timeline: TimelineRow | None = None) -> None:
+    """Write ``request`` back if nobody changed it since it was read; bumps ``version``.
+
+    ``timeline``: the event that changed it, recorded in the same statement (one round trip
+    less per projected event; a concurrent change rolls both back with the transaction)."""
     expected = request.version
     request.version += 1
     # ttl_hours is the one field of the spec that can change after creation (extend).
     assignments = ", ".join(f"{column} = %s" for column in [*_COLUMNS, "ttl_hours"])
     values = [*(_column_value(request, column) for column in _COLUMNS), request.spec.ttl_hours]
-    cursor = await conn.execute(
-        f"UPDATE requests SET {assignments} WHERE id = %s AND version = %s",  # noqa: S608
-        [*values, request.id, expected],
-    )
+    update = f"UPDATE requests SET {assignments} WHERE id = %s AND version = %s"  # noqa: S608
+    if timeline is None:
+        cursor = await conn.execute(update, [*values, request.id, expected])
+    else:
+        cursor = await conn.execute(
+            f"WITH entry AS ({_INSERT_TIMELINE}) {update}",
+            [*timeline.values(request.id), *values, request.id, expected],
+        )
     if cursor.rowcount != 1:
         request.version = expected
         raise ConcurrentChange(f"request {request.id} was changed concurrently; retry")
@@ -216,22 +253,8 @@ async def append_timeline(
     """Record one event in the timeline (the row also records its transaction, see
     :func:`all_timelines` for why), in the timeline's own form: bundles by their files' names,
     sizes and hashes, long text cut (:func:`~services.intake.domain.timeline.stored_form`)."""
-    await conn.execute(
-        "INSERT INTO request_timeline (request_id, event_id, event_type, source, occurred_at, generation,"
-        " applied, status_after, data) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-        " ON CONFLICT (event_id) DO NOTHING",
-        [
-            request_id,
-            envelope.id,
-            envelope.type,
-            envelope.source,
-            envelope.time,
-            getattr(data, "generation", None),
-            applied,
-            status_after,
-            Jsonb(_stored_data(data)),
-        ],
-    )
+    entry = TimelineRow(envelope, data, applied, status_after)
+    await conn.execute(_INSERT_TIMELINE, entry.values(request_id))
 
 
 def _stored_data(data: Any) -> Any:

@@ -561,18 +561,21 @@ class IntakeService:
             return
         before = request.status
         changed = request.apply(data, utcnow())
-        if changed:
-            await repository.save(tx.conn, request)
-            await self._stage(tx.conn, request)
-            await metrics.observe_progress(tx.conn, request, envelope, before)
         # Intake's own events were applied when they were emitted.
         applied = changed or envelope.source == self.outbox.source
         # What this event led to: an approval shows "approved" even when the class's automatic
         # reconcile queued the request in the same step (request.reconcile_requested follows).
         status_after = request.reached if changed and request.reached is not None else request.status
-        await repository.append_timeline(
-            tx.conn, request.id, envelope, data, applied=applied, status_after=str(status_after)
-        )
+        entry = repository.TimelineRow(envelope, data, applied, str(status_after))
+        if not changed:
+            await repository.append_timeline(
+                tx.conn, request.id, envelope, data, applied=applied, status_after=str(status_after)
+            )
+            return
+        # The record and its timeline entry in one statement.
+        await repository.save(tx.conn, request, timeline=entry)
+        await self._stage(tx.conn, request)
+        await metrics.observe_progress(tx.conn, request, envelope, before)
 
 
 def _check_limit(limit: int) -> None:
