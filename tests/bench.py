@@ -395,7 +395,7 @@ def work_table(
         "  SQL statements per request by service: "
         + ", ".join(f"{service} {count / requests:.1f}" for service, count in by_service.most_common())
     )
-    for key, count in sorted(calls.items(), key=lambda item: -item[1])[:25]:
+    for key, count in sorted(calls.items(), key=lambda item: -item[1])[:45]:
         service, query = key.split("\t")
         print(f"    {count / requests:5.1f}  {service:<20} {query}")
 
@@ -610,6 +610,7 @@ def summarise_profile(path: Path, name: str, top: int = 12) -> None:
         return
     own: collections.Counter[str] = collections.Counter()
     total: collections.Counter[str] = collections.Counter()
+    packages: collections.Counter[str] = collections.Counter()
     samples = 0
     for line in path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -621,11 +622,16 @@ def summarise_profile(path: Path, name: str, top: int = 12) -> None:
             continue
         samples += count
         own[_short(frames[-1])] += count
+        packages[_package(frames[-1])] += count
         for frame in {_short(frame) for frame in frames}:
             total[frame] += count
     print(f"  profile of {name}: {samples} busy samples, idle waits left out ({path})")
     if not samples:
         return
+    print(
+        "    self time by package: "
+        + ", ".join(f"{package} {count / samples * 100:.0f} %" for package, count in packages.most_common(10))
+    )
     print("    self:")
     for frame, count in own.most_common(top):
         print(f"      {count / samples * 100:5.1f} %  {frame}")
@@ -638,6 +644,16 @@ def summarise_profile(path: Path, name: str, top: int = 12) -> None:
 IDLE_FRAMES = frozenset(
     {"EpollSelector.select (selectors.py)", "_worker (futures/thread.py)", "wait (threading.py)"}
 )
+
+
+def _package(frame: str) -> str:
+    """What a frame's file belongs to, as py-spy names it: ``psycopg``, ``asyncio``,
+    ``libs/inbox``, ``services/intake``, or a bare module (``selectors``)."""
+    where = frame.partition(" (")[2].rstrip(")").rsplit(":", 1)[0]
+    parts = where.split("/")
+    if parts[0] in ("libs", "services", "contracts") and len(parts) > 1:
+        return f"{parts[0]}/{parts[1].removesuffix('.py')}"
+    return parts[0].removesuffix(".py")
 
 
 def _short(frame: str) -> str:
