@@ -70,9 +70,17 @@ from libs.settings import PlatformSettings, load_settings
 from services.tools.platformd.process_stack import git_init_bare
 from tests.support.infrastructure import nats_server, postgres_server
 from tests.support.isolation import Isolation, delete_stream, fresh_database, platform_environment
-from tests.support.stack import RunningStack, running_stack
+from tests.support.stack import RunningStack, mint_token, running_stack
 
 SCHEMA = "bench"
+# A load test is one client sending far more than any caller's fair share: the gateway's
+# per-caller and per-team limits are off unless --setting turns them on again (each team's
+# requests are also sent by an actor of its own).
+BENCH_SETTINGS = {
+    "PLATFORM_RATE_LIMIT_SUBJECT_PER_MINUTE": "0",
+    "PLATFORM_RATE_LIMIT_SUBJECT_GENERATIONS_PER_MINUTE": "0",
+    "PLATFORM_RATE_LIMIT_TEAM_PER_MINUTE": "0",
+}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 TERMINAL = {"ready", "failed", "rejected", "deleted"}
 # A run stops waiting when nothing changed for this long, and says where requests are.
@@ -463,10 +471,11 @@ class Load:
     refusals: collections.Counter[str] = field(default_factory=collections.Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def create(self, api: httpx.Client, body: dict[str, Any]) -> None:
+    def create(self, api: httpx.Client, body: dict[str, Any], token: str | None = None) -> None:
         started = time.perf_counter()
+        headers = {"Authorization": f"Bearer {token}"} if token else None
         try:
-            response = api.post("/v1/environment-requests", json=body)
+            response = api.post("/v1/environment-requests", json=body, headers=headers)
         except httpx.HTTPError as exc:
             with self.lock:
                 self.refusals[f"{type(exc).__name__}: {exc}"] += 1
@@ -677,7 +686,9 @@ def end_to_end(args: argparse.Namespace, existing: int, *, steady: bool, idle: i
         started = time.perf_counter()
         seed_remote(folder / "gitops-remote.git", existing, "us-east-1")
         seeded = time.perf_counter() - started
-        running = stack.enter_context(running_stack(env, servers.admin_dsn, folder, extra=args.setting))
+        running = stack.enter_context(
+            running_stack(env, servers.admin_dsn, folder, extra={**BENCH_SETTINGS, **args.setting})
+        )
         stack.callback(lambda: asyncio.run(delete_stream(servers.nats_url, isolation.stream)))
         print(
             f"remote with {existing} environments (seeded in {seeded:.1f} s,"
@@ -691,6 +702,7 @@ def end_to_end(args: argparse.Namespace, existing: int, *, steady: bool, idle: i
         probe = CpuProbe(pids, servers.postmaster, servers.nats)
         count = args.rate * args.duration if steady else args.requests
         teams = [f"bench-{n:03d}" for n in range((count + args.per_team - 1) // args.per_team)]
+        tokens = {team: mint_token(f"{team}@example.com", "requester") for team in teams}
         with running.client() as api, running.client("root@example.com", "admin") as admin:
             raise_budgets(admin, [*teams, "idle"], running)
             if idle:
@@ -717,12 +729,16 @@ def end_to_end(args: argparse.Namespace, existing: int, *, steady: bool, idle: i
                 profiler.start()
             started = time.perf_counter()
             if steady:
-                submit_at_rate(api, load, args.rate, args.duration, teams, args.per_team)
+                submit_at_rate(api, load, args.rate, args.duration, teams, tokens, args.per_team)
             else:
                 with ThreadPoolExecutor(args.clients) as pool:
                     list(
                         pool.map(
-                            lambda n: load.create(api, request_body(n, teams[n // args.per_team], "bench")),
+                            lambda n: load.create(
+                                api,
+                                request_body(n, teams[n // args.per_team], "bench"),
+                                tokens[teams[n // args.per_team]],
+                            ),
                             range(count),
                         )
                     )
@@ -762,7 +778,13 @@ def end_to_end(args: argparse.Namespace, existing: int, *, steady: bool, idle: i
 
 
 def submit_at_rate(
-    api: httpx.Client, load: Load, rate: int, duration: int, teams: list[str], per_team: int
+    api: httpx.Client,
+    load: Load,
+    rate: int,
+    duration: int,
+    teams: list[str],
+    tokens: Mapping[str, str],
+    per_team: int,
 ) -> None:
     """Open loop: request n is sent at n / rate seconds, whether or not earlier ones answered."""
     started = time.perf_counter()
@@ -771,7 +793,8 @@ def submit_at_rate(
             delay = started + n / rate - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-            pool.submit(load.create, api, request_body(n, teams[n // per_team], "steady"))
+            team = teams[n // per_team]
+            pool.submit(load.create, api, request_body(n, team, "steady"), tokens[team])
 
 
 def setting_pair(text: str) -> tuple[str, str]:
