@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 from collections.abc import AsyncIterator
@@ -27,24 +26,35 @@ PROBLEM_MEMBERS = {"error", "code", "details", "type", "title", "status", "detai
 PUBLIC_API_PATHS = {"/v1/auth/config"}
 
 
+@pytest.fixture
+async def stand_in_intake(nats_url: str, isolation: Any) -> AsyncIterator[str]:
+    """The gateway in front of the stand-in intake, for one test."""
+    async with gateway_stack(nats_url, isolation.rpc_prefix) as running:
+        yield running.base_url
+
+
+@pytest.fixture(scope="module")
+async def real_intake(stack_env: dict[str, str]) -> AsyncIterator[str]:
+    """The gateway in front of the real intake and policy, once for the module: each test
+    reads only the requests it made itself (the listing one, a team of its own)."""
+    async with gateway_with_services(stack_env, ["policy", "intake"]) as (base_url, _):
+        yield base_url
+
+
 @pytest.fixture(params=["stand-in intake", "real intake"])
-async def api(
-    request: pytest.FixtureRequest, nats_url: str, isolation: Any
-) -> AsyncIterator[httpx.AsyncClient]:
+def gateway_url(request: pytest.FixtureRequest) -> str:
     """The gateway in front of the stand-in intake, then of the real intake (and policy, whose
     catalog intake replicates): the tests using it are what the gateway promises whichever
     intake answers."""
-    async with contextlib.AsyncExitStack() as running:
-        if request.param == "stand-in intake":
-            base_url = (
-                await running.enter_async_context(gateway_stack(nats_url, isolation.rpc_prefix))
-            ).base_url
-        else:
-            environment = request.getfixturevalue("platform_env")
-            base_url, _ = await running.enter_async_context(
-                gateway_with_services(environment, ["policy", "intake"])
-            )
-        yield await running.enter_async_context(httpx.AsyncClient(base_url=base_url, timeout=10))
+    return str(
+        request.getfixturevalue("stand_in_intake" if request.param == "stand-in intake" else "real_intake")
+    )
+
+
+@pytest.fixture
+async def api(gateway_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=gateway_url, timeout=10) as client:
+        yield client
 
 
 def assert_error_body(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
@@ -237,14 +247,16 @@ async def test_a_forbidden_reply_is_403(api: httpx.AsyncClient) -> None:
 
 
 async def test_get_list_and_events(api: httpx.AsyncClient) -> None:
-    created = (await api.post("/v1/environment-requests", json=request_body(), headers=auth())).json()
+    # A team no other test makes requests for: the list is this test's request only.
+    body = request_body(team="listing")
+    created = (await api.post("/v1/environment-requests", json=body, headers=auth())).json()
     viewer = auth("viewer")
     got = await api.get(f"/v1/environment-requests/{created['id']}", headers=viewer)
     assert got.status_code == 200
     # The real request moves on (policy decides it); who it is does not.
     identity = ("id", "app", "team", "class", "region", "created_by", "created_at")
     assert {key: got.json()[key] for key in identity} == {key: created[key] for key in identity}
-    page = await api.get("/v1/environment-requests", params={"team": "payments", "limit": 10}, headers=viewer)
+    page = await api.get("/v1/environment-requests", params={"team": "listing", "limit": 10}, headers=viewer)
     assert page.status_code == 200
     assert [item["id"] for item in page.json()["items"]] == [created["id"]]
     assert page.json()["next_cursor"] is None
