@@ -6,6 +6,7 @@ or a 403 for a token that carries no platform role.
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -13,6 +14,21 @@ import jwt
 import pytest
 
 from tests.support.gateway import JWT_SECRET, GatewayStack, gateway_stack, mint
+from tests.support.isolation import Isolation
+
+
+@pytest.fixture(scope="module")
+async def stack(nats_url: str) -> AsyncIterator[GatewayStack]:
+    """One gateway with its stand-ins for the module: checking a token keeps nothing, and a
+    case that creates a request answers only for its own."""
+    async with gateway_stack(nats_url, Isolation.new().rpc_prefix) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+async def http(stack: GatewayStack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=10) as client:
+        yield client
 
 
 def signed(claims: dict[str, Any]) -> str:
