@@ -62,7 +62,9 @@ def create_app(settings: GatewaySettings, nc: NatsClient | None = None) -> Lites
         authenticator=authenticator,
         health=GatewayHealth(authenticator.oidc, settings.readiness_timeout_seconds),
         rate_limits=RateLimits.per_minute(
-            subject=settings.rate_limit_subject_per_minute, team=settings.rate_limit_team_per_minute
+            subject=settings.rate_limit_subject_per_minute,
+            generations=settings.rate_limit_subject_generations_per_minute,
+            team=settings.rate_limit_team_per_minute,
         ),
     )
 

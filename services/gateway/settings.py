@@ -252,6 +252,13 @@ class GatewaySettings(ProcessSettings, TokenSettings, TelemetrySettings, BusSett
         doc="Changes (POST, PUT, PATCH, DELETE) one caller (token subject) may make a minute, all at "
         "once at most; more are answered 429 with Retry-After. Per gateway replica; 0 turns it off.",
     )
+    rate_limit_subject_generations_per_minute: Annotated[int, Bounds(ge=0)] = setting(
+        "PLATFORM_RATE_LIMIT_SUBJECT_GENERATIONS_PER_MINUTE",
+        30,
+        doc="Creates and reconciles (each a new generation: a commit and work for every service) one "
+        "caller may make a minute, all at once at most; more are answered 429 with Retry-After. Per "
+        "gateway replica; 0 turns it off.",
+    )
     rate_limit_team_per_minute: Annotated[int, Bounds(ge=0)] = setting(
         "PLATFORM_RATE_LIMIT_TEAM_PER_MINUTE",
         120,

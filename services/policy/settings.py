@@ -22,7 +22,7 @@ class PolicySettings(PlatformSettings):
     )
     default_team_budget_usd: Annotated[float | None, Bounds(ge=0)] = setting(
         "PLATFORM_DEFAULT_TEAM_BUDGET_USD",
-        10000.0,
+        50000.0,
         doc="Monthly budget (USD) of every team an admin has not given one (PUT /v1/teams/{team}/budget);"
         " empty: such teams have no budget.",
     )

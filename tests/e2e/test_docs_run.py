@@ -88,11 +88,15 @@ def _user_path() -> str:
 
 @pytest.fixture(scope="module")
 def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
-    # Every page's blocks run one after another against this one stack, so team payments ends
-    # up with far more live previews than a reader of any one page makes: its default budget
-    # is raised so the later pages are not refused for what the earlier ones created.
-    budget = {"PLATFORM_DEFAULT_TEAM_BUDGET_USD": "1000000"}
-    with platformd_dev(tmp_path_factory.mktemp("docs-stack"), environment=budget) as running:
+    # Every page's blocks run one after another against this one stack, within minutes, so
+    # team payments ends up with far more live previews, made far faster, than a reader of
+    # any one page makes: its default budget and the callers' creates a minute are raised so
+    # the later pages are not refused for what the earlier ones did.
+    limits = {
+        "PLATFORM_DEFAULT_TEAM_BUDGET_USD": "1000000",
+        "PLATFORM_RATE_LIMIT_SUBJECT_GENERATIONS_PER_MINUTE": "0",
+    }
+    with platformd_dev(tmp_path_factory.mktemp("docs-stack"), environment=limits) as running:
         yield running
 
 

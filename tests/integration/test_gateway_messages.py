@@ -320,13 +320,13 @@ async def test_a_team_without_a_budget_of_its_own_says_so(stack: Stack) -> None:
     )
     assert code == 0, err
     cost = next(line for line in out.splitlines() if line.startswith("cost:"))
-    assert cost == "cost:      $150.00 / month; team ledger: $0.00 active -> $150.00 of $10,000.00"
+    assert cost == "cost:      $150.00 / month; team ledger: $0.00 active -> $150.00 of $50,000.00"
 
     code, out, err = await cli(stack, "teams", "get", "--team", "ledger", "-o", "table")
     assert code == 0, err
     assert out.splitlines()[:3] == [
         "team:      ledger",
-        "budget:    $10,000.00 / month (the default: the team has no budget of its own)",
+        "budget:    $50,000.00 / month (the default: the team has no budget of its own)",
         "spend:     $0.00 / month (active environments)",
     ]
 

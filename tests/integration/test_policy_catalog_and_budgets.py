@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,7 +16,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 
 from contracts.envelope import new_event
-from contracts.events import RequestRejected, RequestSubmitted, RequestTeardownRequested
+from contracts.events import ClassUpserted, RequestRejected, RequestSubmitted, RequestTeardownRequested
 from contracts.models import Actor, RequestSpec
 from contracts.rpc import (
     CreateRequest,
@@ -165,6 +165,55 @@ async def test_seeding_never_overwrites_an_admin_edit(platform_env: dict[str, st
         )
         # No re-seed bumped the revision in between, and the same content again is no edit.
         assert (upsert["revision"], upsert["unchanged"]) == (2, True)
+
+
+async def test_an_upgrade_caps_the_unedited_seed_classes_and_leaves_edited_ones_alone(
+    platform_env: dict[str, str], rpc: RpcClient, nc: NatsClient
+) -> None:
+    async with running_service("policy", platform_env):
+        await wait_until(lambda: answering(rpc, "policy"), what="policy answering")
+        body = await class_body(rpc, "shared-staging", max_environments_per_team=None)
+        await rpc.call("policy", "upsert_class", UpsertClass(name="shared-staging", body=body, actor=ROOT))
+    # The classes as a release before the cap stored them.
+    pool = await open_pool(platform_env["PLATFORM_POSTGRES_DSN"], "policy", "policy-test")
+    async with pool.connection() as conn:
+        await conn.execute(
+            "UPDATE environment_classes SET definition = definition - 'max_environments_per_team'"
+        )
+    await pool.close()
+
+    async with running_service("policy", platform_env):
+        await wait_until(lambda: answering(rpc, "policy"), what="policy answering")
+        preview = await rpc.call("policy", "get_class", GetClass(name="preview"))
+        assert preview["max_environments_per_team"] == 50
+        staging = await rpc.call("policy", "get_class", GetClass(name="shared-staging"))
+        assert staging["max_environments_per_team"] is None  # an admin's class stays theirs
+
+        async def announced() -> list[int]:
+            events = await stream_events(
+                nc.jetstream(),
+                platform_env["PLATFORM_EVENTS_STREAM"],
+                platform_env["PLATFORM_EVENTS_SUBJECT_PREFIX"],
+                "class.upserted",
+            )
+            data = [event.decode_data() for event in events if event.subject == "preview"]
+            return [upserted.revision for upserted in data if isinstance(upserted, ClassUpserted)]
+
+        await wait_until(lambda: announced_is(announced, [1, 2]), what="the upgraded class announced")
+
+    # A second start finds nothing left to upgrade.
+    async with running_service("policy", platform_env):
+        await wait_until(lambda: answering(rpc, "policy"), what="policy answering")
+        upsert = await rpc.call(
+            "policy",
+            "upsert_class",
+            UpsertClass(name="preview", body=await class_body(rpc, "preview"), actor=ROOT),
+        )
+        assert (upsert["revision"], upsert["unchanged"]) == (2, True)
+
+
+async def announced_is(announced: Callable[[], Awaitable[list[int]]], revisions: list[int]) -> bool:
+    return await announced() == revisions
 
 
 async def test_a_request_over_the_team_budget_is_rejected_with_every_reason(
@@ -534,10 +583,10 @@ async def test_team_reads_are_scoped_for_requesters_and_budgets_are_validated(
         # No budget of its own: the default for such teams applies (PLATFORM_DEFAULT_TEAM_BUDGET_USD).
         assert empty == {
             "team": "billing",
-            "monthly_budget_usd": 10000.0,
+            "monthly_budget_usd": 50000.0,
             "budget_source": "default",
             "spend_usd": 0.0,
-            "remaining_usd": 10000.0,
+            "remaining_usd": 50000.0,
             "active_environments": [],
             "budget_updated_at": None,
             "budget_updated_by": None,
@@ -556,4 +605,4 @@ async def test_team_reads_are_scoped_for_requesters_and_budgets_are_validated(
         assert datetime.fromisoformat(updated["budget_updated_at"]) <= datetime.now(UTC)
         # Removing the team's own budget puts it back on the default.
         removed = await set_budget(rpc, None, team="billing")
-        assert (removed["monthly_budget_usd"], removed["budget_source"]) == (10000.0, "default")
+        assert (removed["monthly_budget_usd"], removed["budget_source"]) == (50000.0, "default")

@@ -100,6 +100,11 @@ def platform_environment(dsn: str, nats_url: str, isolation: Isolation) -> dict[
         "PLATFORM_JWT_HS256_SECRET": TEST_JWT_SECRET,
         "PLATFORM_APPROVAL_HMAC_SECRET": TEST_APPROVAL_SECRET,
         "PLATFORM_ATTESTATION_HMAC_SECRET": TEST_ATTESTATION_SECRET,
+        # Suites send requests far faster than people: the gateway's rate limits are off in
+        # the shared stacks and tested on their own (tests/integration/test_gateway_rate_limits.py).
+        "PLATFORM_RATE_LIMIT_SUBJECT_PER_MINUTE": "0",
+        "PLATFORM_RATE_LIMIT_SUBJECT_GENERATIONS_PER_MINUTE": "0",
+        "PLATFORM_RATE_LIMIT_TEAM_PER_MINUTE": "0",
     }
 
 

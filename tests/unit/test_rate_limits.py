@@ -57,3 +57,17 @@ def test_refilled_buckets_are_dropped_when_the_table_grows(monkeypatch: pytest.M
     # The dropped keys start again from a full bucket, as they would have anyway.
     assert [buckets.take("old-1") for _ in range(60)] == [0.0] * 60
     assert buckets.take("busy") == 0.0
+
+
+def test_a_token_given_back_is_there_again_but_never_beyond_the_size() -> None:
+    clock = Clock()
+    buckets = TokenBuckets(2, clock)
+    assert [buckets.take("a"), buckets.take("a")] == [0.0, 0.0]
+    assert buckets.take("a") > 0
+    buckets.give_back("a")
+    assert buckets.take("a") == 0.0
+    buckets.give_back("a")
+    buckets.give_back("a")
+    buckets.give_back("a")
+    assert [buckets.take("a") for _ in range(3)][:2] == [0.0, 0.0]
+    assert buckets.take("a") > 0

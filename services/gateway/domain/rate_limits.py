@@ -6,7 +6,7 @@ a minute, and each counted request takes one. So a caller may send a burst of up
 finds the bucket empty is refused with the time until the next token (``Retry-After``).
 
 The buckets live in the gateway process: each replica limits what reaches it (see
-docs/security.md "Rate limits"). Keys whose bucket has refilled completely carry no
+docs/security.md "Quotas and rate limits"). Keys whose bucket has refilled completely carry no
 information (a new bucket is full too) and are dropped when the table grows, so memory
 stays bounded by the callers active in the last minute.
 """
@@ -57,6 +57,12 @@ class TokenBuckets:
             self._prune(now)
         return 0.0
 
+    def give_back(self, key: str) -> None:
+        """Return the token a request took that in the end did nothing worth counting."""
+        if self.enabled and key in self._buckets:
+            tokens, at = self._buckets[key]
+            self._buckets[key] = (min(float(self.per_minute), tokens + 1.0), at)
+
     def _prune(self, now: float) -> None:
         full = float(self.per_minute)
         self._buckets = {key: state for key, state in self._buckets.items() if self._tokens(key, now) < full}
@@ -68,14 +74,26 @@ class TokenBuckets:
 
 @dataclass
 class RateLimits:
-    """The gateway's limits: every change a caller makes, and every environment a team creates."""
+    """The gateway's limits on what callers change.
+
+    - ``per_subject``: every change (``POST``, ``PUT``, ``PATCH``, ``DELETE``) of one caller;
+    - ``generations_per_subject``: the changes of one caller that make a new generation, so a
+      commit and work for every service: creates and reconciles;
+    - ``per_team``: the environment requests created for one team, whoever sends them.
+
+    Only what the platform goes on to do is counted: a create or reconcile refused (by the
+    gateway, intake or policy's validation) or answered from an earlier one (an idempotent
+    replay) gives its tokens back, so neither a caller's mistakes nor a flood of refused
+    requests uses up a team's allowance.
+    """
 
     per_subject: TokenBuckets
+    generations_per_subject: TokenBuckets
     per_team: TokenBuckets
 
     @classmethod
-    def per_minute(cls, *, subject: int, team: int) -> RateLimits:
-        return cls(per_subject=TokenBuckets(subject), per_team=TokenBuckets(team))
+    def per_minute(cls, *, subject: int, generations: int, team: int) -> RateLimits:
+        return cls(TokenBuckets(subject), TokenBuckets(generations), TokenBuckets(team))
 
     def count_change(self, subject: str, actor: str) -> None:
         """Count a change by ``subject``; :class:`RateLimited` when it is over its limit."""
@@ -88,20 +106,50 @@ class RateLimits:
                 retry_after_seconds=wait,
             )
 
-    def count_create(self, actor: Actor, team: str) -> None:
-        """Count an environment request for ``team``; :class:`RateLimited` when over its limit.
-
-        A create for a team the caller does not act for is not counted: intake refuses it,
-        and it must not use up that team's allowance (one team could otherwise stop another
-        from creating anything by sending refused requests in its name).
-        """
-        if not acts_for(actor, team):
-            return
-        wait = self.per_team.take(team)
+    def count_generation(self, actor: Actor) -> None:
+        """Count a reconcile (or the caller's part of a create); :class:`RateLimited` when over."""
+        wait = self.generations_per_subject.take(actor.subject)
         if wait:
+            self.per_subject.give_back(actor.subject)
             raise RateLimited(
-                f"too many environment requests for team {team}: at most {self.per_team.per_minute} a minute",
-                limit="team",
-                per_minute=self.per_team.per_minute,
+                f"too many creates and reconciles from {actor.actor}: at most "
+                f"{self.generations_per_subject.per_minute} a minute",
+                limit="generations",
+                per_minute=self.generations_per_subject.per_minute,
                 retry_after_seconds=wait,
             )
+
+    def give_back_generation(self, actor: Actor) -> None:
+        self.generations_per_subject.give_back(actor.subject)
+
+    def count_create(self, actor: Actor, team: str) -> None:
+        """Count an environment request of ``actor`` for ``team``: against the team's limit
+        and the caller's generations; :class:`RateLimited` (and nothing counted) when over one.
+
+        A create for a team the caller does not act for is not counted against the team:
+        intake refuses it, and it must not use up that team's allowance.
+        """
+        counts_for_team = acts_for(actor, team)
+        if counts_for_team:
+            wait = self.per_team.take(team)
+            if wait:
+                self.per_subject.give_back(actor.subject)
+                raise RateLimited(
+                    f"too many environment requests for team {team}: at most "
+                    f"{self.per_team.per_minute} a minute",
+                    limit="team",
+                    per_minute=self.per_team.per_minute,
+                    retry_after_seconds=wait,
+                )
+        try:
+            self.count_generation(actor)
+        except RateLimited:
+            if counts_for_team:
+                self.per_team.give_back(team)
+            raise
+
+    def give_back_create(self, actor: Actor, team: str) -> None:
+        """The create did not make a request (refused, or an idempotent replay): return its tokens."""
+        if acts_for(actor, team):
+            self.per_team.give_back(team)
+        self.give_back_generation(actor)

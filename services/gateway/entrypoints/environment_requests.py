@@ -106,7 +106,13 @@ class EnvironmentRequestsController(Controller):
         if dry_run_only:
             return Response(await dry_run(services, command), status_code=200)
         rate_limits.count_create(actor, request_input.team)
-        outcome = await services.create_request(command)
+        try:
+            outcome = await services.create_request(command)
+        except Exception:  # refused (or not answered): no request, nothing to count
+            rate_limits.give_back_create(actor, request_input.team)
+            raise
+        if not outcome.created:
+            rate_limits.give_back_create(actor, request_input.team)
         if outcome.created:
             return Response(
                 outcome.request, status_code=201, headers={"Location": f"{PATH}/{outcome.request.id}"}
@@ -200,12 +206,20 @@ class EnvironmentRequestsController(Controller):
         ),
     )
     async def reconcile(
-        self, services: NamedDependency[Services], change: NamedDependency[RequestChange]
+        self,
+        services: NamedDependency[Services],
+        change: NamedDependency[RequestChange],
+        rate_limits: NamedDependency[RateLimits],
     ) -> Response[EnvironmentRequestView]:
         """From `approved`, `ready` or `failed` only (409 while pending approval, queued or
         reconciling). Requesters may reconcile their own teams' requests in classes without
         approval; approvers and admins any."""
-        return Response(await lifecycle.reconcile(services, change), status_code=202)
+        rate_limits.count_generation(change.actor)
+        try:
+            return Response(await lifecycle.reconcile(services, change), status_code=202)
+        except Exception:  # refused (409 while reconciling, 404, ...): no new generation
+            rate_limits.give_back_generation(change.actor)
+            raise
 
     @patch(
         "/{request_id:str}",

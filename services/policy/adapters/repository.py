@@ -41,6 +41,25 @@ async def insert_seed_class(conn: Conn, environment_class: EnvironmentClass) -> 
     return cursor.rowcount == 1
 
 
+async def upgrade_seed_class(conn: Conn, environment_class: EnvironmentClass, added: str) -> int | None:
+    """Give a stored seed class that no admin has edited the field ``added`` of the shipped
+    seed, which a release before it did not have; the new revision, or None when there was
+    nothing to upgrade (edited by an admin, or the field present already)."""
+    cursor = await conn.execute(
+        "UPDATE environment_classes SET definition = definition || %s, revision = revision + 1,"
+        " updated_at = now(), updated_by = %s"
+        " WHERE name = %s AND seeded AND NOT (definition ? %s) RETURNING revision",
+        [
+            Jsonb({added: msgspec.to_builtins(getattr(environment_class, added))}),
+            SEED_ACTOR,
+            environment_class.name,
+            added,
+        ],
+    )
+    row = await cursor.fetchone()
+    return int(row["revision"]) if row else None
+
+
 async def insert_seed_definition(
     conn: Conn, table: Literal["quota_profiles", "policy_packs"], definition: QuotaProfile | PolicyPack
 ) -> bool:

@@ -32,6 +32,10 @@ from services.policy.service_layer.catalog import announce_class, read_one
 
 log = logging.getLogger(__name__)
 
+# Fields the shipped seed classes gained after their first release, in the order they came:
+# an unedited seed class stored before gets each (:meth:`PolicyService.seed_catalog`).
+SEED_FIELDS_ADDED = ("max_environments_per_team",)
+
 
 async def decide(
     conn: AsyncConnection[Any], request_id: str, spec: RequestSpec, budget: float | None
@@ -81,7 +85,25 @@ class PolicyService:
                     await announce_class(
                         self.outbox, conn, environment_class, revision=1, updated_by=repository.SEED_ACTOR
                     )
+                    continue
+                await self._upgrade_seed_class(conn, environment_class)
         return seeded
+
+    async def _upgrade_seed_class(
+        self, conn: AsyncConnection[Any], environment_class: EnvironmentClass
+    ) -> None:
+        """A seed class stored by an earlier release, never edited, gets the fields the shipped
+        seed gained since (today ``max_environments_per_team``), as a new announced revision.
+        A class an admin edited is theirs: left alone, whatever it lacks."""
+        for added in SEED_FIELDS_ADDED:
+            revision = await repository.upgrade_seed_class(conn, environment_class, added)
+            if revision is not None:
+                log.info("seed class upgraded", extra={"class": environment_class.name, "field": added})
+                stored = await repository.get_class(conn, environment_class.name)
+                assert stored is not None
+                await announce_class(
+                    self.outbox, conn, stored, revision=revision, updated_by=repository.SEED_ACTOR
+                )
 
     # -- queries -------------------------------------------------------------------------------------
 
