@@ -238,6 +238,8 @@ class UpsertClass(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     body: EnvironmentClassInput
     actor: Actor
+    # The client's If-Match (entity tags of what it read, or *): write only if it holds.
+    if_match: str | None = None
 
 
 class GetQuotaProfile(msgspec.Struct, frozen=True, kw_only=True):
@@ -256,6 +258,8 @@ class UpsertQuotaProfile(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     body: QuotaProfileInput
     actor: Actor
+    # The client's If-Match (entity tags of what it read, or *): write only if it holds.
+    if_match: str | None = None
 
 
 class GetPolicyPack(msgspec.Struct, frozen=True, kw_only=True):
@@ -274,6 +278,8 @@ class UpsertPolicyPack(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     body: PolicyPackInput
     actor: Actor
+    # The client's If-Match (entity tags of what it read, or *): write only if it holds.
+    if_match: str | None = None
 
 
 class GetTeam(msgspec.Struct, frozen=True, kw_only=True):
@@ -289,6 +295,8 @@ class SetTeamBudget(msgspec.Struct, frozen=True, kw_only=True):
     team: str
     body: TeamBudgetInput
     actor: Actor
+    # The client's If-Match (entity tags of what it read, or *): write only if it holds.
+    if_match: str | None = None
 
 
 class PlanRequest(msgspec.Struct, frozen=True, kw_only=True):

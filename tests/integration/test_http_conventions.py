@@ -179,6 +179,89 @@ async def test_a_tag_changes_when_the_document_does(http: httpx.AsyncClient) -> 
     assert after.headers["etag"] != before.headers["etag"]
 
 
+def without_name(document: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    return {**{key: value for key, value in document.items() if key != "name"}, **changes}
+
+
+@pytest.mark.parametrize(
+    ("path", "change"),
+    [
+        ("/v1/environment-classes/if-match-class", {"description": "second"}),
+        ("/v1/quota-profiles/if-match-profile", {"description": "second"}),
+        ("/v1/policy-packs/if-match-pack", {"description": "second"}),
+    ],
+)
+async def test_a_catalog_put_with_if_match_writes_only_over_what_was_read(
+    http: httpx.AsyncClient, path: str, change: dict[str, Any]
+) -> None:
+    source = {
+        "environment-classes": "/v1/environment-classes/preview",
+        "quota-profiles": "/v1/quota-profiles/small",
+        "policy-packs": "/v1/policy-packs/preview-networking",
+    }[path.split("/")[2]]
+    seed = without_name((await http.get(source, headers=ADMIN)).json())
+    # Nothing there yet: `If-Match: *` (update only) does not hold, and nothing is created.
+    missing = await http.put(path, json=seed, headers={**ADMIN, "If-Match": "*"})
+    assert_problem(missing, 409, "conflict", path)
+    assert (await http.get(path, headers=ADMIN)).status_code == 404
+    assert (await http.put(path, json=seed, headers=ADMIN)).status_code == 201
+
+    read = await http.get(path, headers=ADMIN)
+    etag = read.headers["etag"]
+    first = await http.put(
+        path, json=without_name(read.json(), **change), headers={**ADMIN, "If-Match": etag}
+    )
+    assert first.status_code == 200, first.text
+    # Someone else's write came first: the tag read before it no longer holds.
+    lost = await http.put(
+        path, json=without_name(read.json(), description="lost update"), headers={**ADMIN, "If-Match": etag}
+    )
+    body = assert_problem(lost, 409, "conflict", path)
+    current = await http.get(path, headers=ADMIN)
+    assert f"its ETag is now {current.headers['etag']}" in body["error"]
+    assert current.json()["description"] == "second"
+    # A weak tag never matches (strong comparison); a list matches when one of its tags does.
+    weak = await http.put(
+        path, json=without_name(current.json()), headers={**ADMIN, "If-Match": f"W/{current.headers['etag']}"}
+    )
+    assert_problem(weak, 409, "conflict", path)
+    listed = await http.put(
+        path,
+        json=without_name(current.json(), description="third"),
+        headers={**ADMIN, "If-Match": f'"other", {current.headers["etag"]}'},
+    )
+    assert listed.status_code == 200, listed.text
+    assert (await http.get(path, headers=ADMIN)).json()["description"] == "third"
+
+
+async def test_a_budget_put_with_if_match_writes_only_over_what_was_read(http: httpx.AsyncClient) -> None:
+    path = "/v1/teams/if-match-team"
+    read = await http.get(path, headers=ADMIN)
+    etag = read.headers["etag"]
+    first = await http.put(f"{path}/budget", json={"monthly_usd": 700}, headers={**ADMIN, "If-Match": etag})
+    assert first.status_code == 200, first.text
+    stale = await http.put(f"{path}/budget", json={"monthly_usd": 9}, headers={**ADMIN, "If-Match": etag})
+    assert_problem(stale, 409, "conflict", f"{path}/budget")
+    assert (await http.get(path, headers=ADMIN)).json()["monthly_budget_usd"] == 700
+    # The tag covers the spend: an environment counted since the read makes it stale too.
+    before = (await http.get(path, headers=ADMIN)).headers["etag"]
+    created = await http.post(
+        "/v1/environment-requests", json={**PREVIEW, "team": "if-match-team"}, headers=ADMIN
+    )
+    assert created.status_code == 201, created.text
+
+    async def counted() -> bool:
+        return bool((await http.get(path, headers=ADMIN)).json()["active_environments"])
+
+    await wait_until(counted, what="the new environment counted in the team's spend")
+    stale = await http.put(f"{path}/budget", json={"monthly_usd": 9}, headers={**ADMIN, "If-Match": before})
+    assert_problem(stale, 409, "conflict", f"{path}/budget")
+    current = (await http.get(path, headers=ADMIN)).headers["etag"]
+    assert (
+        await http.put(f"{path}/budget", json={"monthly_usd": 800}, headers={**ADMIN, "If-Match": current})
+    ).status_code == 200
+
+
 async def test_server_errors_fire_the_error_rate_alert_and_client_errors_do_not(
     http: httpx.AsyncClient,
 ) -> None:

@@ -2,19 +2,22 @@
 Modified`` (no body, the ``ETag`` again) when the caller's ``If-None-Match`` names it.
 
 An environment request's tag is its ``version`` (``"7"``), the value ``If-Match`` takes on
-its writes (:mod:`.request_inputs`). Catalog documents and teams have no version a client
-could send back, so their tag is a hash of the representation: it changes exactly when
-what a ``GET`` returns changes (a team's spend included).
+its writes (:mod:`.request_inputs`). A catalog document's or a team's tag is a hash of the
+representation (:mod:`contracts.etags`): it changes exactly when what a ``GET`` returns
+changes (a team's spend included), and policy checks a PUT's ``If-Match`` against it in the
+transaction that writes.
 """
 
 from __future__ import annotations
 
-import hashlib
 from typing import Annotated, Any
 
-import msgspec
 from litestar import Response
 from litestar.params import HeaderParameter
+
+from contracts.etags import content_tag
+
+__all__ = ["CatalogIfMatch", "IfNoneMatch", "content_tag", "tagged", "version_tag"]
 
 IfNoneMatch = Annotated[
     str | None,
@@ -26,13 +29,19 @@ IfNoneMatch = Annotated[
 ]
 
 
+CatalogIfMatch = Annotated[
+    str | None,
+    HeaderParameter(
+        name="If-Match",
+        description="Replace only if the current `ETag` is one of these (or, `*`, if it exists at all); "
+        "else 409 and nothing changes",
+        max_length=1024,
+    ),
+]
+
+
 def version_tag(version: int) -> str:
     return f'"{version}"'
-
-
-def content_tag(body: Any) -> str:
-    # Sorted keys: the same document gets the same tag whatever order a service sent it in.
-    return f'"{hashlib.sha256(msgspec.json.encode(body, order="sorted")).hexdigest()[:32]}"'
 
 
 def tagged(body: Any, etag: str, if_none_match: str | None) -> Response[Any]:

@@ -17,7 +17,7 @@ from services.gateway.domain.claims import Principal
 from services.gateway.domain.roles import Action
 from services.gateway.entrypoints import request_bodies
 from services.gateway.entrypoints.authentication import SECURITY, requires
-from services.gateway.entrypoints.conditional import IfNoneMatch, content_tag, tagged
+from services.gateway.entrypoints.conditional import CatalogIfMatch, IfNoneMatch, content_tag, tagged
 from services.gateway.entrypoints.openapi import BODY_ERRORS, documented, error_responses, tagged_answers
 from services.gateway.entrypoints.request_inputs import read_input
 from services.gateway.settings import GatewaySettings
@@ -54,7 +54,7 @@ class TeamsController(Controller):
         operation_class=documented(body=request_bodies.TEAM_BUDGET),
         responses={
             200: ResponseSpec(data_container=TeamBudgetView, description="The team", generate_examples=False),
-            **error_responses(*BODY_ERRORS),
+            **error_responses(409, *BODY_ERRORS),
         },
     )
     async def set_budget(
@@ -64,7 +64,11 @@ class TeamsController(Controller):
         services: NamedDependency[Services],
         settings: NamedDependency[GatewaySettings],
         team: FromPath[str],
+        if_match: CatalogIfMatch = None,
     ) -> TeamBudgetView:
-        """Applies to the next request evaluated; environments already allowed keep running."""
+        """Applies to the next request evaluated; environments already allowed keep running.
+        With `If-Match` (the team's `ETag`), only if the team still reads as it did (409 else)."""
         body = await read_input(request, settings, TeamBudgetInput)
-        return await services.set_team_budget(SetTeamBudget(team=team, body=body, actor=principal.to_actor()))
+        return await services.set_team_budget(
+            SetTeamBudget(team=team, body=body, actor=principal.to_actor(), if_match=if_match)
+        )

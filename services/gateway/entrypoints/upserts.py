@@ -2,8 +2,9 @@
 
 Everyone lists and reads them (a read is tagged with a hash of the document,
 :mod:`.conditional`); admins PUT them whole (201 when new, 200 when replaced or unchanged,
-told apart by ``X-Platform-Change``), the last writer winning: policy keeps no version a
-PUT could be made conditional on. A
+told apart by ``X-Platform-Change``), the last writer winning unless the PUT sends
+``If-Match`` with the ``ETag`` it read (then policy writes only if that is still the current
+one, else 409). A
 body its :mod:`contracts.inputs` model refuses is still shown to policy, which adds what
 only it can judge (the name in the URL, the profile and packs a class refers to), so one
 422 names every failing field; policy validates a body the model accepts again, with the
@@ -31,7 +32,7 @@ from services.gateway.adapters.services import Services
 from services.gateway.domain.claims import Principal
 from services.gateway.domain.roles import Action
 from services.gateway.entrypoints.authentication import SECURITY, requires
-from services.gateway.entrypoints.conditional import IfNoneMatch, content_tag, tagged
+from services.gateway.entrypoints.conditional import CatalogIfMatch, IfNoneMatch, content_tag, tagged
 from services.gateway.entrypoints.openapi import BODY_ERRORS, documented, error_responses, tagged_answers
 from services.gateway.entrypoints.request_inputs import read_json_object
 from services.gateway.settings import GatewaySettings
@@ -144,7 +145,7 @@ def catalog_controller(name: str, document: CatalogDocument[Any]) -> type[Contro
         responses={
             200: _spec(item_type, "Replaced"),
             201: _spec(item_type, "Created"),
-            **error_responses(*BODY_ERRORS),
+            **error_responses(409, *BODY_ERRORS),
         },
     )
     async def upsert_document(
@@ -154,6 +155,7 @@ def catalog_controller(name: str, document: CatalogDocument[Any]) -> type[Contro
         services: NamedDependency[Services],
         settings: NamedDependency[GatewaySettings],
         name: FromPath[str],
+        if_match: CatalogIfMatch = None,
     ) -> Response[Any]:
         raw = await read_json_object(request, settings)
         actor = principal.to_actor()
@@ -164,7 +166,8 @@ def catalog_controller(name: str, document: CatalogDocument[Any]) -> type[Contro
                 document.upsert_verb, {"name": name, "body": raw, "actor": actor}, validation_failed(exc)
             )
         outcome = await services.ask(
-            document.upsert_verb, document.upsert_verb.request_type(name=name, body=body, actor=actor)
+            document.upsert_verb,
+            document.upsert_verb.request_type(name=name, body=body, actor=actor, if_match=if_match),
         )
         return Response(
             document.stored(outcome),

@@ -77,6 +77,18 @@ async def insert_seed_definition(
 # -- classes ----------------------------------------------------------------------------------------
 
 
+async def locked_definition(
+    conn: Conn, table: Literal["environment_classes", "quota_profiles", "policy_packs"], name: str
+) -> dict[str, Any] | None:
+    """The stored definition called ``name``, its row locked until the transaction ends (so a
+    conditional write compares with what it then replaces); None when there is none."""
+    cursor = await conn.execute(
+        sql.SQL("SELECT definition FROM {} WHERE name = %s FOR UPDATE").format(sql.Identifier(table)), [name]
+    )
+    row = await cursor.fetchone()
+    return dict(row["definition"]) if row else None
+
+
 async def get_class(conn: Conn, name: str) -> EnvironmentClass | None:
     cursor = await conn.execute("SELECT definition FROM environment_classes WHERE name = %s", [name])
     row = await cursor.fetchone()

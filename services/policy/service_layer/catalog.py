@@ -14,10 +14,12 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
+import msgspec
 from psycopg import AsyncConnection
 
+from contracts.etags import content_tag, if_match_holds
 from contracts.events import ClassUpserted
 from contracts.models import Actor, EnvironmentClass, PolicyPack, QuotaProfile, TeamBudgetView
 from contracts.replies import (
@@ -40,7 +42,7 @@ from contracts.rpc import (
     UpsertQuotaProfile,
 )
 from libs.database import Pool
-from libs.errors import FieldError, Forbidden, NotFound, ValidationFailed
+from libs.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
 from libs.kubernetes_schemas import KubernetesSchemas
 from libs.outbox import Outbox
 from libs.rpc import MoreProblems, message_fields
@@ -99,6 +101,38 @@ async def announce_class(
     )
 
 
+def check_if_match(if_match: str | None, current: Any, what: str) -> None:
+    """A conditional write (``If-Match``) goes ahead only if ``current`` (the stored document
+    as a ``GET`` shows it, None when there is none) still has one of the tags the client sent."""
+    if if_match is None:
+        return
+    if current is None:
+        raise Conflict(f"{what} does not exist, so If-Match: {if_match} does not hold; nothing was changed")
+    # Tagged as the gateway tags it: the answer as it arrives there, decoded from the wire
+    # (where a spend of 0 is 0.0, a timestamp text in the one RFC 3339 form).
+    tag = content_tag(msgspec.json.decode(msgspec.json.encode(current), type=type(current)))
+    if not if_match_holds(if_match, tag):
+        raise Conflict(
+            f"{what} changed since you read it (its ETag is now {tag}); nothing was changed: "
+            "read it again and apply your change to what it is now"
+        )
+
+
+async def check_stored_if_match(
+    conn: Conn,
+    if_match: str | None,
+    table: Literal["environment_classes", "quota_profiles", "policy_packs"],
+    name: str,
+    shape: type[Any],
+    what: str,
+) -> None:
+    """:func:`check_if_match` against the stored ``table`` row called ``name`` (locked)."""
+    if if_match is None:
+        return
+    stored = await repository.locked_definition(conn, table, name)
+    check_if_match(if_match, None if stored is None else msgspec.convert(stored, shape), what)
+
+
 async def read_one(pool: Pool, read: Callable[[Conn, str], Awaitable[T | None]], name: str, what: str) -> T:
     """``read(conn, name)``: the catalog item called ``name``, or :class:`NotFound` for ``what``."""
     async with pool.connection() as conn:
@@ -144,6 +178,14 @@ class CatalogService:
     async def upsert_class(self, command: UpsertClass) -> ClassUpsert:
         """Create or replace a class; intake's replica follows through ``class.upserted``."""
         async with self.pool.connection() as conn, conn.transaction():
+            await check_stored_if_match(
+                conn,
+                command.if_match,
+                "environment_classes",
+                command.name,
+                EnvironmentClass,
+                f"environment class {command.name}",
+            )
             packs = await repository.policy_packs(conn)
             new_class = environment_class(
                 command.name,
@@ -202,6 +244,14 @@ class CatalogService:
         """Create or replace a profile; classes that use it get the new values from their next request."""
         profile = quota_profile(command.name, command.body)
         async with self.pool.connection() as conn, conn.transaction():
+            await check_stored_if_match(
+                conn,
+                command.if_match,
+                "quota_profiles",
+                command.name,
+                QuotaProfile,
+                f"quota profile {command.name}",
+            )
             stored = await repository.upsert_quota_profile(conn, profile, command.actor.actor)
         return QuotaProfileUpsert(created=stored.created, profile=profile, unchanged=stored.unchanged)
 
@@ -225,6 +275,14 @@ class CatalogService:
                 details=details,
             )
         async with self.pool.connection() as conn, conn.transaction():
+            await check_stored_if_match(
+                conn,
+                command.if_match,
+                "policy_packs",
+                command.name,
+                PolicyPack,
+                f"policy pack {command.name}",
+            )
             packs = {**await repository.policy_packs(conn), pack.name: pack}
             for environment_class in await repository.list_classes(conn):
                 if pack.name not in environment_class.policy_packs:
@@ -274,5 +332,12 @@ class CatalogService:
         check_team(command.team)
         monthly_usd = command.body.monthly_usd
         async with self.pool.connection() as conn, conn.transaction():
+            if command.if_match is not None:
+                # The team's row lock (taken by every evaluation too) holds its spend still
+                # while the answer the client read is compared with the current one.
+                await repository.lock_team(conn, command.team)
+                check_if_match(
+                    command.if_match, await self._team_view(conn, command.team), f"team {command.team}"
+                )
             await repository.set_team_budget(conn, command.team, monthly_usd, command.actor.actor)
             return await self._team_view(conn, command.team)
