@@ -24,6 +24,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from contracts.rpc import LIST_DEAD_LETTERS, PING, REPLAY_DEAD_LETTER, REPLAY_EVENTS, Ping, PingReply, RpcVerb
+from libs import certificates
 from libs.bus import Subjects, connect_nats, durable_name, ensure_stream, stream_config
 from libs.database import DatabaseTimeouts, Pool, open_pool
 from libs.dead_letters import DeadLetters
@@ -46,6 +47,7 @@ from libs.replay import StreamReplay
 from libs.retention import Retention, kit_rules
 from libs.rpc import MoreProblems, ReplyT, RequestT, RpcHandler, RpcServer
 from libs.settings import PlatformSettings
+from libs.telemetry import refresh_every
 from libs.topology import ServiceTopology
 
 log = logging.getLogger(__name__)
@@ -201,6 +203,9 @@ class ServiceKit:
         )
         if settings.retention_interval_seconds > 0:
             self.background(self.retention.run, name="retention")
+        self.background(
+            refresh_every(certificates.refresher(settings), certificates.REFRESH_SECONDS), name="certificates"
+        )
 
     @classmethod
     async def open(cls, *, service: str, schema: str, settings: PlatformSettings, package: str) -> ServiceKit:

@@ -6,6 +6,7 @@ request/reply, and nothing else. ``platformd gateway`` calls :func:`run`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -15,8 +16,9 @@ from litestar import Litestar
 from litestar.types import ControllerRouterHandler
 from nats.aio.client import Client as NatsClient
 
+from libs import certificates
 from libs.bus import connect_nats
-from libs.telemetry import configure_logging, configure_telemetry, shutdown_telemetry
+from libs.telemetry import configure_logging, configure_telemetry, refresh_every, shutdown_telemetry
 from services.gateway.adapters.services import Services
 from services.gateway.adapters.tokens import authenticator_from_settings
 from services.gateway.domain.rate_limits import RateLimits
@@ -69,6 +71,19 @@ def create_app(settings: GatewaySettings, nc: NatsClient | None = None) -> Lites
     )
 
     @contextlib.asynccontextmanager
+    async def certificate_expiries(_: Litestar) -> AsyncIterator[None]:
+        """Report when the TLS files the gateway is given expire (libs.certificates)."""
+        stopping = asyncio.Event()
+        loop = asyncio.create_task(
+            refresh_every(certificates.refresher(settings), certificates.REFRESH_SECONDS)(stopping)
+        )
+        try:
+            yield
+        finally:
+            stopping.set()
+            await loop
+
+    @contextlib.asynccontextmanager
     async def nats_connection(_: Litestar) -> AsyncIterator[None]:
         client = nc if nc is not None else await connect_nats(settings, "platform-gateway")
         runtime.services = Services(client, settings.rpc_prefix, settings.rpc_timeout_seconds)
@@ -101,7 +116,7 @@ def create_app(settings: GatewaySettings, nc: NatsClient | None = None) -> Lites
         ],
         # On every response, the router's 404s included.
         before_send=[add_security_headers],
-        lifespan=[nats_connection],
+        lifespan=[certificate_expiries, nats_connection],
         state=initial_state(runtime),
         openapi_config=openapi_config(),
         request_max_body_size=settings.max_body_bytes,
