@@ -7,6 +7,8 @@ service's SQL never names a schema and cannot reach another service's tables by 
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -164,6 +166,10 @@ async def open_pool(
         if isinstance(conn, DeadlineConnection):
             conn.answer_timeout = timeouts.answer
 
+    async def reset(conn: AsyncConnection[Any]) -> None:
+        # Back in the pool, every connection opens transactions again (see without_transaction).
+        await conn.set_autocommit(False)
+
     pool: Pool = AsyncConnectionPool(
         service_conninfo(dsn, schema, application_name, timeouts),
         min_size=1,
@@ -171,6 +177,7 @@ async def open_pool(
         kwargs={"row_factory": dict_row},
         connection_class=DeadlineConnection,
         configure=bound,
+        reset=reset,
         timeout=timeouts.pool_wait,
         open=False,
         # No check query on every checkout: it doubles the round trips of every transaction.
@@ -179,6 +186,21 @@ async def open_pool(
     )
     await pool.open(wait=True, timeout=30)
     return pool
+
+
+@asynccontextmanager
+async def without_transaction(pool: Pool) -> AsyncIterator[AsyncConnection[dict[str, Any]]]:
+    """A pool connection in autocommit mode, for reads and single self-contained writes.
+
+    A pool connection otherwise wraps even one statement in ``BEGIN`` … ``COMMIT``: three
+    round trips where one does. Each statement here commits on its own and reads its own
+    snapshot, as it would in a READ COMMITTED transaction; what must commit together still
+    belongs in ``conn.transaction()``. The pool's reset hook gives the connection back its
+    usual mode when it returns.
+    """
+    async with pool.connection() as conn:
+        await conn.set_autocommit(True)
+        yield conn
 
 
 async def connect(

@@ -75,7 +75,7 @@ from contracts.catalog import subject_matches
 from contracts.envelope import ContractError, Envelope, decode_envelope, new_event
 from contracts.events import EVENT_TYPE_OF, LATEST_VERSIONS, EventData, RequestFailed, RequestStageRetrying
 from libs.bus import Subjects, retry_jetstream
-from libs.database import Pool
+from libs.database import Pool, without_transaction
 from libs.errors import is_database_unavailable, is_transient, public_message
 from libs.outbox import Outbox
 from libs.settings import ConsumerSettings
@@ -1092,7 +1092,7 @@ class EventConsumer:
             return await self._on_error(message, envelope, data, error, attempt, replay=replay)
 
     async def _seen(self, event_id: str) -> bool:
-        async with self.pool.connection() as conn:
+        async with without_transaction(self.pool) as conn:
             cursor = await conn.execute(
                 "SELECT 1 FROM inbox WHERE consumer = %s AND event_id = %s", [self.name, event_id]
             )

@@ -39,7 +39,7 @@ from contracts.events import (
     RequestTornDown,
     RequestUnpublished,
 )
-from libs.database import Pool
+from libs.database import Pool, without_transaction
 from libs.errors import TransientError
 from libs.health import DependencyCheck
 from libs.inbox import Tx, replaying
@@ -189,7 +189,7 @@ class ClusterBootstrapperService:
     # -- the lease -----------------------------------------------------------------------------
 
     async def _try_claim(self, request_id: str, holder: str) -> bool:
-        async with self.pool.connection() as conn:
+        async with without_transaction(self.pool) as conn:
             return await repository.claim_lease(conn, request_id, holder, self.lease_seconds)
 
     async def claim(self, request_id: str, holder: str) -> None:
@@ -209,7 +209,7 @@ class ClusterBootstrapperService:
     async def release(self, request_id: str, holder: str) -> None:
         """Give the lease back outside any transaction; best effort (an unreleased claim lapses)."""
         try:
-            async with self.pool.connection() as conn:
+            async with without_transaction(self.pool) as conn:
                 await repository.release_lease(conn, request_id, holder)
         except Exception as exc:
             log.warning(
@@ -230,7 +230,7 @@ class ClusterBootstrapperService:
 
     async def bootstrap(self, data: RequestPublished) -> Skip | Bootstrapped:
         """The cluster work of a publication; the caller holds the environment's lease."""
-        async with self.pool.connection() as conn:
+        async with without_transaction(self.pool) as conn:
             current = await repository.get_environment(conn, data.request_id)
             # Every earlier generation's objects, not only the latest one's: a generation the
             # cluster rejected half-way never pruned what the one before it applied.

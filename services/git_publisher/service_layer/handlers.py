@@ -35,7 +35,7 @@ from contracts.events import (
     RequestTeardownRequested,
     RequestUnpublished,
 )
-from libs.database import Pool
+from libs.database import Pool, without_transaction
 from libs.inbox import Tx, replaying
 from services.git_publisher.adapters import publications
 from services.git_publisher.domain.approvals import approvals_for_commit
@@ -115,7 +115,7 @@ class PublishRendered:
     service: GitPublisherService
 
     async def prepare(self, envelope: Envelope, data: RequestRendered) -> Skip | Outcome:
-        async with self.service.pool.connection() as conn:
+        async with without_transaction(self.service.pool) as conn:
             # A replay redoes the push on purpose (it restores a directory changed on the
             # branch since); an unchanged tree makes no commit.
             done = await publications.get_publication(conn, data.request_id, data.generation)
@@ -209,7 +209,7 @@ class UnpublishTeardown:
     service: GitPublisherService
 
     async def prepare(self, envelope: Envelope, data: RequestTeardownRequested) -> Skip | Outcome:
-        async with self.service.pool.connection() as conn:
+        async with without_transaction(self.service.pool) as conn:
             done = await publications.get_unpublication(conn, data.request_id, data.generation)
             if done is not None and not replaying():
                 return Skip("generation already torn down")
