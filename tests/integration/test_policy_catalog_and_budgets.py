@@ -475,7 +475,7 @@ async def handle_teardown(service: PolicyService, pool: Pool, data: RequestTeard
 
 async def spend_and_active(pool: Pool) -> tuple[float, list[str]]:
     async with pool.connection() as conn:
-        spend = await repository.active_spend(conn, "payments")
+        spend, _ = await repository.team_usage(conn, "payments", "preview")
         active = [e.request_id for e in await repository.active_environments(conn, "payments")]
     return spend, active
 

@@ -278,26 +278,19 @@ async def set_team_budget(conn: Conn, team: str, monthly_usd: float | None, acto
     return _team(await cursor.fetchone(), team)
 
 
-async def active_spend(conn: Conn, team: str, *, excluding: str | None = None) -> float:
-    """The estimated monthly cost of the team's active environments (without ``excluding``)."""
+async def team_usage(
+    conn: Conn, team: str, class_name: str, *, excluding: str | None = None
+) -> tuple[float, int]:
+    """The estimated monthly cost of the team's active environments and how many of them are
+    of ``class_name``, leaving ``excluding`` out: one statement over the team's active rows."""
     cursor = await conn.execute(
-        "SELECT coalesce(sum(estimated_monthly_cost_usd), 0) AS spend FROM environments"
+        "SELECT coalesce(sum(estimated_monthly_cost_usd), 0) AS spend,"
+        " count(*) FILTER (WHERE class = %s) AS in_class FROM environments"
         " WHERE team = %s AND released_at IS NULL AND request_id IS DISTINCT FROM %s",
-        [team, excluding],
+        [class_name, team, excluding],
     )
     row = await cursor.fetchone()
-    return float(row["spend"]) if row else 0.0
-
-
-async def live_in_class(conn: Conn, team: str, class_name: str, *, excluding: str | None = None) -> int:
-    """How many of the team's active environments are of ``class_name`` (without ``excluding``)."""
-    cursor = await conn.execute(
-        "SELECT count(*) AS n FROM environments WHERE team = %s AND class = %s AND released_at IS NULL"
-        " AND request_id IS DISTINCT FROM %s",
-        [team, class_name, excluding],
-    )
-    row = await cursor.fetchone()
-    return int(row["n"]) if row else 0
+    return (float(row["spend"]), int(row["in_class"])) if row else (0.0, 0)
 
 
 async def active_environments(conn: Conn, team: str) -> list[TeamEnvironment]:

@@ -50,11 +50,11 @@ async def decide(
     if environment_class is not None:
         profile = await repository.get_quota_profile(conn, environment_class.quota_profile)
         packs = await repository.policy_packs(conn, list(environment_class.policy_packs))
+    active_spend, live_in_class = await repository.team_usage(
+        conn, spec.team, spec.class_name, excluding=request_id
+    )
     spend = TeamSpend(
-        team=spec.team,
-        monthly_budget_usd=budget,
-        active_spend_usd=await repository.active_spend(conn, spec.team, excluding=request_id),
-        live_in_class=await repository.live_in_class(conn, spec.team, spec.class_name, excluding=request_id),
+        team=spec.team, monthly_budget_usd=budget, active_spend_usd=active_spend, live_in_class=live_in_class
     )
     return evaluate(spec, environment_class, profile, packs or {}, spend)
 
