@@ -10,6 +10,7 @@ tag (``W/"..."``) never matches.
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 import msgspec
@@ -27,3 +28,18 @@ def if_match_holds(if_match: str, current: str | None) -> bool:
         return False
     tags = [tag.strip() for tag in if_match.split(",")]
     return "*" in tags or current in tags
+
+
+# One entity tag (RFC 9110 §8.8.3): optionally weak, quoted, of visible characters but `"`.
+_ENTITY_TAG = re.compile(r'(?:W/)?"[\x21\x23-\x7e\x80-\xff]*"')
+
+
+def if_match_value(lines: list[str]) -> str:
+    """The If-Match condition of a request, its header lines taken as one comma-separated list
+    (RFC 9110 §5.3): ``*`` alone, or entity tags. ValueError, naming what is wrong, otherwise."""
+    members = [member.strip() for line in lines for member in line.split(",")]
+    if members == ["*"]:
+        return "*"
+    if not members or any(not _ENTITY_TAG.fullmatch(member) for member in members):
+        raise ValueError('must be * or entity tags as the ETag header gives them ("...", W/"...")')
+    return ", ".join(members)

@@ -234,6 +234,40 @@ async def test_a_catalog_put_with_if_match_writes_only_over_what_was_read(
     assert (await http.get(path, headers=ADMIN)).json()["description"] == "third"
 
 
+async def test_if_match_lines_are_one_list_and_a_malformed_one_is_a_400(http: httpx.AsyncClient) -> None:
+    path = "/v1/quota-profiles/if-match-lines"
+    seed = without_name((await http.get("/v1/quota-profiles/small", headers=ADMIN)).json())
+    created = await http.put(path, json=seed, headers=ADMIN)
+    assert created.status_code == 201, created.text
+    # The PUT's answer carries the stored document's tag, as its GET does.
+    etag = created.headers["etag"]
+    assert etag == (await http.get(path, headers=ADMIN)).headers["etag"]
+    # Two header lines are one list (RFC 9110 §5.3): the current tag on the second line holds.
+    two_lines = await http.put(
+        path,
+        json=without_name(seed, description="two lines"),
+        headers=[*ADMIN.items(), ("If-Match", '"other"'), ("If-Match", etag)],
+    )
+    assert two_lines.status_code == 200, two_lines.text
+    for malformed in ("", "nope", etag.strip('"'), f"w/{etag}", f"*, {etag}"):
+        refused = await http.put(path, json=seed, headers={**ADMIN, "If-Match": malformed})
+        body = assert_problem(refused, 400, "validation", path)
+        assert body["details"][0]["field"] == "If-Match", malformed
+    assert (await http.get(path, headers=ADMIN)).json()["description"] == "two lines"
+
+
+async def test_an_invalid_body_is_refused_whatever_if_match_says(http: httpx.AsyncClient) -> None:
+    path = "/v1/environment-classes/preview"
+    read = await http.get(path, headers=ADMIN)
+    unknown_profile = without_name(read.json(), quota_profile="no-such-profile")
+    refused = await http.put(path, json=unknown_profile, headers={**ADMIN, "If-Match": '"stale"'})
+    body = assert_problem(refused, 422, "validation", path)
+    assert [detail["field"] for detail in body["details"]] == ["quota_profile"]
+    stale = await http.put(path, json=without_name(read.json()), headers={**ADMIN, "If-Match": '"stale"'})
+    conflict = assert_problem(stale, 409, "conflict", path)
+    assert conflict["details"] == {"etag": read.headers["etag"]}
+
+
 async def test_a_budget_put_with_if_match_writes_only_over_what_was_read(http: httpx.AsyncClient) -> None:
     path = "/v1/teams/if-match-team"
     read = await http.get(path, headers=ADMIN)

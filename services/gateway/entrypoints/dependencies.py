@@ -13,13 +13,15 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.params import FromPath
 
+from contracts.etags import if_match_value
 from contracts.models import Actor
 from libs.ops_server import ReadinessCheck
 from services.gateway.adapters.services import Services
 from services.gateway.adapters.tokens import Authenticator
 from services.gateway.domain.claims import Principal
-from services.gateway.domain.errors import HttpError, Unauthenticated
+from services.gateway.domain.errors import BadRequest, HttpError, Unauthenticated
 from services.gateway.domain.rate_limits import RateLimits
+from services.gateway.entrypoints.conditional import CatalogIfMatch
 from services.gateway.entrypoints.request_inputs import IfMatch, parse_if_match
 from services.gateway.service_layer.health import GatewayHealth
 from services.gateway.service_layer.lifecycle import RequestChange
@@ -95,6 +97,21 @@ async def provide_change(
     )
 
 
+async def provide_catalog_if_match(
+    request: Request[Any, Any, Any], if_match: CatalogIfMatch = None
+) -> str | None:
+    """The ``If-Match`` of a catalog or budget ``PUT``: every line of the header as one list
+    (RFC 9110 §5.3), ``*`` alone or entity tags; a 400 naming the header otherwise."""
+    if if_match is None:
+        return None
+    try:
+        return if_match_value(request.headers.getall("if-match"))
+    except ValueError as exc:
+        raise BadRequest(
+            f"invalid If-Match header: {exc}", details=[{"field": "If-Match", "message": str(exc)}]
+        ) from None
+
+
 async def provide_services(request: Request[Any, Any, Any]) -> Services:
     return runtime_of(request).require_services()
 
@@ -109,6 +126,7 @@ async def provide_rate_limits(request: Request[Any, Any, Any]) -> RateLimits:
 
 DEPENDENCIES = {
     "actor": Provide(provide_actor),
+    "catalog_if_match": Provide(provide_catalog_if_match),
     "change": Provide(provide_change),
     "principal": Provide(provide_principal),
     "rate_limits": Provide(provide_rate_limits),

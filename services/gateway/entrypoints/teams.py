@@ -17,7 +17,7 @@ from services.gateway.domain.claims import Principal
 from services.gateway.domain.roles import Action
 from services.gateway.entrypoints import request_bodies
 from services.gateway.entrypoints.authentication import SECURITY, requires
-from services.gateway.entrypoints.conditional import CatalogIfMatch, IfNoneMatch, content_tag, tagged
+from services.gateway.entrypoints.conditional import IfNoneMatch, content_tag, tagged
 from services.gateway.entrypoints.openapi import BODY_ERRORS, documented, error_responses, tagged_answers
 from services.gateway.entrypoints.request_inputs import read_input
 from services.gateway.settings import GatewaySettings
@@ -64,11 +64,13 @@ class TeamsController(Controller):
         services: NamedDependency[Services],
         settings: NamedDependency[GatewaySettings],
         team: FromPath[str],
-        if_match: CatalogIfMatch = None,
-    ) -> TeamBudgetView:
+        catalog_if_match: NamedDependency[str | None],
+    ) -> Response[TeamBudgetView]:
         """Applies to the next request evaluated; environments already allowed keep running.
         With `If-Match` (the team's `ETag`), only if the team still reads as it did (409 else)."""
         body = await read_input(request, settings, TeamBudgetInput)
-        return await services.set_team_budget(
-            SetTeamBudget(team=team, body=body, actor=principal.to_actor(), if_match=if_match)
+        view = await services.set_team_budget(
+            SetTeamBudget(team=team, body=body, actor=principal.to_actor(), if_match=catalog_if_match)
         )
+        # The team's tag now, as its GET would give it: the If-Match of the next PUT.
+        return Response(view, headers={"ETag": content_tag(view)})

@@ -32,7 +32,7 @@ from services.gateway.adapters.services import Services
 from services.gateway.domain.claims import Principal
 from services.gateway.domain.roles import Action
 from services.gateway.entrypoints.authentication import SECURITY, requires
-from services.gateway.entrypoints.conditional import CatalogIfMatch, IfNoneMatch, content_tag, tagged
+from services.gateway.entrypoints.conditional import IfNoneMatch, content_tag, tagged
 from services.gateway.entrypoints.openapi import BODY_ERRORS, documented, error_responses, tagged_answers
 from services.gateway.entrypoints.request_inputs import read_json_object
 from services.gateway.settings import GatewaySettings
@@ -155,7 +155,7 @@ def catalog_controller(name: str, document: CatalogDocument[Any]) -> type[Contro
         services: NamedDependency[Services],
         settings: NamedDependency[GatewaySettings],
         name: FromPath[str],
-        if_match: CatalogIfMatch = None,
+        catalog_if_match: NamedDependency[str | None],
     ) -> Response[Any]:
         raw = await read_json_object(request, settings)
         actor = principal.to_actor()
@@ -167,12 +167,18 @@ def catalog_controller(name: str, document: CatalogDocument[Any]) -> type[Contro
             )
         outcome = await services.ask(
             document.upsert_verb,
-            document.upsert_verb.request_type(name=name, body=body, actor=actor, if_match=if_match),
+            document.upsert_verb.request_type(name=name, body=body, actor=actor, if_match=catalog_if_match),
         )
+        stored = document.stored(outcome)
         return Response(
-            document.stored(outcome),
+            stored,
             status_code=201 if outcome.created else 200,
-            headers={**document.header_values(outcome), CHANGE_HEADER: change_of(outcome)},
+            # The stored document's tag, as its GET would give it: the If-Match of the next PUT.
+            headers={
+                **document.header_values(outcome),
+                CHANGE_HEADER: change_of(outcome),
+                "ETag": content_tag(stored),
+            },
         )
 
     return type(

@@ -114,7 +114,8 @@ def check_if_match(if_match: str | None, current: Any, what: str) -> None:
     if not if_match_holds(if_match, tag):
         raise Conflict(
             f"{what} changed since you read it (its ETag is now {tag}); nothing was changed: "
-            "read it again and apply your change to what it is now"
+            "read it again and apply your change to what it is now",
+            details={"etag": tag},
         )
 
 
@@ -178,14 +179,6 @@ class CatalogService:
     async def upsert_class(self, command: UpsertClass) -> ClassUpsert:
         """Create or replace a class; intake's replica follows through ``class.upserted``."""
         async with self.pool.connection() as conn, conn.transaction():
-            await check_stored_if_match(
-                conn,
-                command.if_match,
-                "environment_classes",
-                command.name,
-                EnvironmentClass,
-                f"environment class {command.name}",
-            )
             packs = await repository.policy_packs(conn)
             new_class = environment_class(
                 command.name,
@@ -202,6 +195,16 @@ class CatalogService:
                         {"field": "policy_packs", "message": conflict.message} for conflict in conflicts
                     ],
                 )
+            # A body policy refuses is refused whatever If-Match says; a valid one is written only
+            # if If-Match holds (the same order for every catalog document and the budget).
+            await check_stored_if_match(
+                conn,
+                command.if_match,
+                "environment_classes",
+                command.name,
+                EnvironmentClass,
+                f"environment class {command.name}",
+            )
             stored = await repository.upsert_class(conn, new_class, command.actor.actor)
             if not stored.unchanged:
                 await announce_class(
@@ -275,14 +278,6 @@ class CatalogService:
                 details=details,
             )
         async with self.pool.connection() as conn, conn.transaction():
-            await check_stored_if_match(
-                conn,
-                command.if_match,
-                "policy_packs",
-                command.name,
-                PolicyPack,
-                f"policy pack {command.name}",
-            )
             packs = {**await repository.policy_packs(conn), pack.name: pack}
             for environment_class in await repository.list_classes(conn):
                 if pack.name not in environment_class.policy_packs:
@@ -299,6 +294,14 @@ class CatalogService:
                 raise ValidationFailed(
                     "invalid policy pack: it conflicts with other packs of a class", details=details
                 )
+            await check_stored_if_match(
+                conn,
+                command.if_match,
+                "policy_packs",
+                command.name,
+                PolicyPack,
+                f"policy pack {command.name}",
+            )
             stored = await repository.upsert_policy_pack(conn, pack, command.actor.actor)
         return PolicyPackUpsert(created=stored.created, pack=pack, unchanged=stored.unchanged)
 

@@ -75,8 +75,11 @@ def apply_documents(args: argparse.Namespace, ctx: Context, collection: str, wha
     for document in read_documents(args.file):
         name = document["name"]
         body = {key: value for key, value in document.items() if key != "name"}
-        before = _current(ctx, _path(collection, name))
-        reply = ctx.api.request("PUT", _path(collection, name), json_body=body)
+        before, etag = _current(ctx, _path(collection, name))
+        # Only over what was just read: a change someone made in between is a refusal (409)
+        # naming it, not silently replaced (nor reported as "back to the default").
+        conditional = {"If-Match": etag} if etag else None
+        reply = ctx.api.request("PUT", _path(collection, name), json_body=body, headers=conditional)
         ctx.note(f"{what} {name} {change_of(reply)}")
         reset = reset_by_omission(before, body, reply.body)
         if reset:
@@ -101,15 +104,16 @@ def change_of(reply: Reply) -> str:
     return said or ("created" if reply.status == 201 else "configured")
 
 
-def _current(ctx: Context, path: str) -> dict[str, Any] | None:
-    """The object as stored now, or None if there is none yet."""
+def _current(ctx: Context, path: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The object as stored now and its ETag, or (None, None) if there is none yet."""
     try:
-        current = ctx.api.get(path)
+        reply = ctx.api.request("GET", path)
     except CliError as exc:
         if exc.status == 404:
-            return None
+            return None, None
         raise
-    return current if isinstance(current, dict) else None
+    current = reply.body if isinstance(reply.body, dict) else None
+    return current, reply.headers.get("ETag") if current is not None else None
 
 
 def reset_by_omission(
