@@ -47,7 +47,7 @@ from contracts.replies import ReplayedType, ReplayReport
 from contracts.rpc import ReplayEvents
 from libs.bus import Subjects, durable_name
 from libs.database import Pool
-from libs.errors import ValidationFailed
+from libs.errors import Unavailable, ValidationFailed
 from libs.inbox import REPLAY_HEADER, SKIPPED, EventConsumer, supports_filter_subjects
 from libs.telemetry import EVENTS_REPLAYED
 
@@ -277,6 +277,12 @@ class StreamReplay:
         next_sequence = None if page.done or page.last is None else page.last + 1
         if page.last is None and not page.done:
             # Read nothing within the budget (a very slow server): try again from the same place.
+            if command.body.from_sequence is None:
+                # A time has no sequence to continue from, and "no next" would read as "done".
+                raise Unavailable(
+                    f"the stream delivered nothing from {command.body.from_time} within "
+                    f"{self.budget_seconds:g} s, so nothing was replayed; run the replay again"
+                )
             next_sequence = command.body.from_sequence
         report = ReplayReport(
             service=self.service,
