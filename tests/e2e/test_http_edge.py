@@ -159,6 +159,7 @@ def test_headers_trickling_in_slower_than_the_deadline_are_cut_off_with_408(dev:
     assert cut.closed
     assert cut.statuses == [408]
     assert b"headers did not arrive in time" in cut.received
+    assert_security_headers(cut)
     assert sent < 40, "every header line was accepted"
     assert cut.seconds <= HEADER_TIMEOUT + GRACE
 
@@ -273,6 +274,7 @@ def test_connections_beyond_the_cap_get_503_and_the_gateway_serves_again_after(d
     beyond, status_after = asyncio.run(flood())
     assert beyond.statuses == [503]
     assert beyond.header("Retry-After") == "5"
+    assert_security_headers(beyond)
     assert beyond.closed
     assert beyond.seconds < HEADER_TIMEOUT, "answered at once, not after holding the connection"
     assert status_after == 200
@@ -296,6 +298,7 @@ def test_content_length_with_transfer_encoding_is_400_and_the_smuggled_request_n
     assert refused.closed
     assert refused.statuses == [400], refused.received  # one answer: the smuggled GET got none
     assert b"Content-Length and Transfer-Encoding" in refused.received
+    assert_security_headers(refused)
     assert b'"status":"ok"' not in refused.received
 
 

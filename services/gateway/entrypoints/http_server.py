@@ -45,17 +45,24 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
 
 from services.gateway.domain.errors import RETRY_AFTER_SECONDS
+from services.gateway.entrypoints.http_headers import SECURITY_HEADERS
 
 log = logging.getLogger(__name__)
 
+# The answers given before any request reaches the app carry the same security headers as
+# the app's own (http_headers.SECURITY_HEADERS).
+_SECURITY_LINES = "".join(f"{name.lower()}: {value}\r\n" for name, value in SECURITY_HEADERS.items()).encode()
+_SECURITY_FIELDS = [(name.lower().encode(), value.encode()) for name, value in SECURITY_HEADERS.items()]
 HEADER_TIMEOUT_RESPONSE = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
-    b"connection: close\r\ncontent-length: 42\r\n\r\nthe request headers did not arrive in time"
+    + _SECURITY_LINES
+    + b"connection: close\r\ncontent-length: 42\r\n\r\nthe request headers did not arrive in time"
 )
 _OVER_CAPACITY_BODY = b"too many connections; retry later"
 OVER_CAPACITY_RESPONSE = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
     + f"retry-after: {RETRY_AFTER_SECONDS}\r\n".encode()
+    + _SECURITY_LINES
     + f"connection: close\r\ncontent-length: {len(_OVER_CAPACITY_BODY)}\r\n\r\n".encode()
     + _OVER_CAPACITY_BODY
 )
@@ -153,10 +160,22 @@ class GatewayHttpProtocol(H11Protocol):
         self._lingering = self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
     def send_400_response(self, msg: str) -> None:
-        """uvicorn's 400 for a request it cannot read, saying what was wrong when we refused it."""
+        """uvicorn's 400 for a request it cannot read (as uvicorn sends it, with the security
+        headers), saying what was wrong when we refused it."""
         self._disarm_header_deadline()
         refusal = self.conn.refusal if isinstance(self.conn, _StrictConnection) else None
-        super().send_400_response(refusal or msg)
+        headers = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            *_SECURITY_FIELDS,
+            (b"connection", b"close"),
+        ]
+        for event in (
+            h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+            h11.Data(data=(refusal or msg).encode("ascii", "replace")),
+            h11.EndOfMessage(),
+        ):
+            self.transport.write(self.conn.send(event) or b"")
+        self.transport.close()
 
     def _arm_header_deadline(self) -> None:
         self._disarm_header_deadline()
