@@ -91,6 +91,10 @@ contracts: $(STAMP) ## Regenerate JSON Schemas and the AsyncAPI document from th
 bench: $(STAMP) ## Throughput and latency benchmarks (outbox relay, consumers, end to end)
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
+.PHONY: bench-reads
+bench-reads: $(STAMP) ## The gateway's reads at a fixed rate (GET /v1/environment-requests/{id}, JWT each)
+	$(BIN)/python -m tests.bench_reads $(BENCH_ARGS)
+
 # The same tests run in `make test` at PLATFORM_CHAOS_SCALE=small; PLATFORM_CHAOS_SEED=<n>
 # replays a run's random choices (each run prints its seed).
 .PHONY: chaos
