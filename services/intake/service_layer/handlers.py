@@ -37,7 +37,7 @@ from contracts.rpc import (
     ListRequests,
     ReconcileRequest,
 )
-from libs.database import Pool, safe_database_error
+from libs.database import Pool, safe_database_error, without_transaction
 from libs.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed, echoed
 from libs.inbox import Tx
 from libs.outbox import Outbox
@@ -264,7 +264,7 @@ class IntakeService:
         body = message_fields(message).get("body")
         if not isinstance(body, dict):
             return []
-        async with self.pool.connection() as conn:
+        async with without_transaction(self.pool) as conn:
             classes = await repository.classes(conn)
         return catalog_problems(body.get("class"), body.get("region"), body.get("ttl_hours"), classes)
 
@@ -320,7 +320,7 @@ class IntakeService:
         return self._request_id_key
 
     async def get_request(self, query: GetRequest) -> EnvironmentRequestView:
-        async with self.pool.connection() as conn:
+        async with without_transaction(self.pool) as conn:
             request = await repository.get(conn, query.id)
         if request is None:
             raise NotFound(f"environment request {query.id} not found")
@@ -349,7 +349,7 @@ class IntakeService:
         if query.team is not None and not acts_for(query.actor, query.team):
             message = f"{your_teams(query.actor)}; you asked for the requests of team {query.team}"
             raise Forbidden(message, details=[{"field": "team", "message": message}])
-        async with self.pool.connection() as conn:
+        async with without_transaction(self.pool) as conn:
             page, next_cursor = await repository.list_requests(
                 conn,
                 team=query.team,
@@ -367,7 +367,7 @@ class IntakeService:
         last one)."""
         _check_limit(query.limit)
         after = _timeline_position(query.after)
-        async with self.pool.connection() as conn:
+        async with without_transaction(self.pool) as conn:
             request = await repository.get(conn, query.id)
             if request is None:
                 raise NotFound(f"environment request {query.id} not found")
@@ -391,10 +391,10 @@ class IntakeService:
         _check_limit(query.limit)
         if query.after == "end":
             # Where a follower starts when it wants only what happens from now on.
-            async with self.pool.connection() as conn:
+            async with without_transaction(self.pool) as conn:
                 return EventFeed(items=[], next_cursor=(await repository.feed_end(conn)).encode())
         after = repository.FeedPosition.decode(query.after) if query.after else repository.FeedPosition(0, 0)
-        async with self.pool.connection() as conn:
+        async with without_transaction(self.pool) as conn:
             rows = await repository.all_timelines(
                 conn,
                 teams_in_scope=teams_in_scope(query.actor),
@@ -541,7 +541,7 @@ class IntakeService:
                 await asyncio.wait_for(stopping.wait(), timeout=interval)
 
     async def catalog_replicated(self) -> None:
-        async with self.pool.connection() as conn:
+        async with without_transaction(self.pool) as conn:
             if await repository.count_classes(conn) == 0:
                 raise LookupError("class catalog not replicated yet")
 

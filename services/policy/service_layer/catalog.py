@@ -41,7 +41,7 @@ from contracts.rpc import (
     UpsertPolicyPack,
     UpsertQuotaProfile,
 )
-from libs.database import Pool
+from libs.database import Pool, without_transaction
 from libs.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed
 from libs.kubernetes_schemas import KubernetesSchemas
 from libs.outbox import Outbox
@@ -136,7 +136,7 @@ async def check_stored_if_match(
 
 async def read_one(pool: Pool, read: Callable[[Conn, str], Awaitable[T | None]], name: str, what: str) -> T:
     """``read(conn, name)``: the catalog item called ``name``, or :class:`NotFound` for ``what``."""
-    async with pool.connection() as conn:
+    async with without_transaction(pool) as conn:
         found = await read(conn, name)
     if found is None:
         raise NotFound(f"{what} {name} not found")
@@ -224,7 +224,7 @@ class CatalogService:
         body = fields.get("body")
         if not isinstance(body, dict):
             return []
-        async with self.pool.connection() as conn:
+        async with without_transaction(self.pool) as conn:
             known_profiles = await repository.quota_profile_names(conn)
             known_packs = await repository.policy_pack_names(conn)
         return name_problems(str(fields.get("name", "")), body.get("name"), "class") + reference_problems(
@@ -237,7 +237,7 @@ class CatalogService:
     # -- quota profiles ------------------------------------------------------------------------------
 
     async def list_quota_profiles(self, _: ListQuotaProfiles) -> QuotaProfileList:
-        async with self.pool.connection() as conn:
+        async with without_transaction(self.pool) as conn:
             return QuotaProfileList(items=await repository.list_quota_profiles(conn))
 
     async def get_quota_profile(self, query: GetQuotaProfile) -> QuotaProfile:
@@ -261,7 +261,7 @@ class CatalogService:
     # -- policy packs --------------------------------------------------------------------------------
 
     async def list_policy_packs(self, _: ListPolicyPacks) -> PolicyPackList:
-        async with self.pool.connection() as conn:
+        async with without_transaction(self.pool) as conn:
             return PolicyPackList(items=await repository.list_policy_packs(conn))
 
     async def get_policy_pack(self, query: GetPolicyPack) -> PolicyPack:
@@ -327,7 +327,7 @@ class CatalogService:
         """Any valid team name answers (a team with no budget and no environments has spend 0)."""
         check_team(query.team)
         check_budget_readable(query.actor, query.team)
-        async with self.pool.connection() as conn:
+        async with without_transaction(self.pool) as conn:
             return await self._team_view(conn, query.team)
 
     async def set_team_budget(self, command: SetTeamBudget) -> TeamBudgetView:

@@ -22,7 +22,7 @@ from contracts.events import (
 from contracts.models import EnvironmentClass, PolicyPlanView, RequestSpec
 from contracts.replies import ClassList
 from contracts.rpc import GetClass, ListClasses, PlanRequest
-from libs.database import Pool
+from libs.database import Pool, without_transaction
 from libs.inbox import Tx
 from libs.outbox import Outbox
 from services.policy.adapters import catalog_files, repository
@@ -108,7 +108,7 @@ class PolicyService:
     # -- queries -------------------------------------------------------------------------------------
 
     async def list_classes(self, _: ListClasses) -> ClassList:
-        async with self.pool.connection() as conn:
+        async with without_transaction(self.pool) as conn:
             return ClassList(items=await repository.list_classes(conn))
 
     async def get_class(self, query: GetClass) -> EnvironmentClass:
@@ -116,7 +116,7 @@ class PolicyService:
 
     async def plan(self, query: PlanRequest) -> PolicyPlanView:
         """The decision and plan ``query.spec`` would get now; reads only, stores nothing."""
-        async with self.pool.connection() as conn:
+        async with without_transaction(self.pool) as conn:
             team = await repository.get_team(conn, query.spec.team)
             budget, _ = team_budget(team.monthly_budget_usd, self.default_budget_usd)
             decision = await decide(conn, query.request_id, query.spec, budget)
