@@ -382,6 +382,39 @@ async def team_spend_is(rpc: RpcClient, team: str, spend: float) -> bool:
     return bool(view["spend_usd"] == spend)
 
 
+async def test_batches_of_several_teams_on_two_replicas_keep_every_budget_exact(
+    platform_env: dict[str, str], rpc: RpcClient
+) -> None:
+    # Each replica evaluates a fetch in one transaction, taking the lock of every team in it:
+    # batches spanning the same teams in other orders may deadlock, and are then evaluated one
+    # by one. Either way every team ends with exactly what its budget allows.
+    teams = [f"team-{n}" for n in range(4)]
+    members = {
+        team: Actor(subject=team, actor=f"{team}@example.com", role="requester", teams=[team])
+        for team in teams
+    }
+    async with policy_replicas(platform_env), running_services(["intake", "approval"], platform_env):
+        await catalog_replicated(rpc)
+        for team in teams:
+            await set_budget(rpc, 450, team=team)  # room for exactly three previews of $150
+
+        async def create_for(team: str, n: int) -> str:
+            command = CreateRequest(body={**PREVIEW, "team": team, "app": f"app-{n}"}, actor=members[team])
+            created = await rpc.call("intake", "create_request", command)
+            return str(created["request"]["id"])
+
+        made = await asyncio.gather(*(create_for(teams[n % 4], n) for n in range(24)))
+        outcomes: dict[str, list[str]] = {team: [] for team in teams}
+        for n, request_id in enumerate(made):
+            team = teams[n % 4]
+            decided = await settled(rpc, request_id, members[team])
+            outcomes[team].append(decided["policy_decision"]["outcome"])
+        for team in teams:
+            assert sorted(outcomes[team]) == ["allowed"] * 3 + ["rejected"] * 3, team
+            view = await rpc.call("policy", "get_team", GetTeam(team=team, actor=ROOT))
+            assert view["spend_usd"] == 450.0, team
+
+
 async def test_rejected_and_torn_down_environments_stop_counting(
     platform_env: dict[str, str], rpc: RpcClient
 ) -> None:

@@ -61,6 +61,11 @@ TOPOLOGY = ServiceTopology(
                     "it decides the request against today's catalog and budget: moves the request's state",
                 )
             },
+            # One transaction per fetch: evaluations of one team in a batch see each other's
+            # reservations (one transaction holds the team's lock). Two replicas' batches that
+            # lock two teams in opposite orders deadlock; Postgres aborts one, and the kit
+            # handles that batch again one event at a time.
+            batched=True,
         ),
         # An environment stops counting against its team's budget when an approver rejects it
         # or its teardown is requested (docs/policy.md "Budgets").
