@@ -12,6 +12,7 @@ both agree.
 from __future__ import annotations
 
 import functools
+import json
 import re
 from typing import Any
 
@@ -72,6 +73,32 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"{path}: {message}"
 
 
+# Shapes of valid manifests remembered per schema set (each a few hundred bytes).
+VALID_SHAPES_KEPT = 4096
+# The metadata fields whose string values the schemas check by type alone.
+_TYPE_ONLY_METADATA = ("name", "namespace", "generateName")
+_TYPE_ONLY_MAPS = ("labels", "annotations")
+
+
+def _shape(manifest: dict[str, Any]) -> str:
+    """``manifest`` as JSON with the type-only strings of its metadata blanked: equal for two
+    manifests the schemas cannot tell apart."""
+    metadata = manifest.get("metadata")
+    if isinstance(metadata, dict):
+        blanked = {
+            key: ("" if isinstance(value, str) else value) if key in _TYPE_ONLY_METADATA else value
+            for key, value in metadata.items()
+        }
+        for field in _TYPE_ONLY_MAPS:
+            values = metadata.get(field)
+            if isinstance(values, dict):
+                blanked[field] = {
+                    key: "" if isinstance(value, str) else value for key, value in values.items()
+                }
+        manifest = {**manifest, "metadata": blanked}
+    return json.dumps(manifest, sort_keys=True, separators=(",", ":"), default=repr)
+
+
 class KubernetesSchemas:
     """Strict OpenAPI validation of built-in kinds for one Kubernetes version."""
 
@@ -81,6 +108,7 @@ class KubernetesSchemas:
                 f"no schemas for Kubernetes {version} (available: {', '.join(supported_versions())})"
             )
         self.version = version
+        self._valid: set[str] = set()
 
     def warm_up(self, kinds: list[tuple[str, str]]) -> None:
         """Load the schemas of ``kinds`` (apiVersion, kind) now rather than on the first event."""
@@ -88,7 +116,23 @@ class KubernetesSchemas:
             _validator(self.version, api_version, kind)
 
     def problems(self, manifest: dict[str, Any]) -> list[str]:
-        """Every schema violation of ``manifest`` (empty when valid), most specific path first."""
+        """Every schema violation of ``manifest`` (empty when valid), most specific path first.
+
+        A manifest shaped like one already found valid is valid: the schemas constrain
+        ``metadata``'s strings (name, namespace, label and annotation values) by type only, so
+        manifests that differ only there (the same objects of another request of the class)
+        get the same answer, remembered rather than validated again. Only valid answers are
+        remembered, so a message never names another manifest's values.
+        """
+        key = _shape(manifest)
+        if key in self._valid:
+            return []
+        found = self._problems(manifest)
+        if not found and len(self._valid) < VALID_SHAPES_KEPT:
+            self._valid.add(key)
+        return found
+
+    def _problems(self, manifest: dict[str, Any]) -> list[str]:
         api_version, kind = str(manifest.get("apiVersion", "")), str(manifest.get("kind", ""))
         # Both become part of a schema file name: only well-formed values get that far.
         known_shape = _KIND.fullmatch(kind) is not None and _API_VERSION.fullmatch(api_version) is not None
