@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.chaos import Chaos, chaos_scale, chaos_seed
-from tests.support.fault_load import SteadyLoad, assert_each_ready_exactly_once
+from tests.support.fault_load import SteadyLoad, assert_each_ready_exactly_once, without_team_limits
 from tests.support.isolation import Isolation, platform_environment
 from tests.support.private_servers import private_nats, private_postgres
 from tests.support.stack import running_stack
@@ -65,6 +65,7 @@ def test_requests_survive_replica_broker_and_database_crashes(tmp_path: Path) ->
     with private_nats(sync_always=True) as broker, private_postgres() as database:
         environment = platform_environment(database.dsn("platform"), broker.url, Isolation.new())
         with running_stack(environment, database.dsn(), tmp_path, replicas=2) as stack, stack.client() as api:
+            without_team_limits(stack)
             chaos = Chaos.with_servers(
                 stack.processes,
                 rng,

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.fault_load import create_with_retries
+from tests.support.fault_load import create_with_retries, without_team_limits
 from tests.support.stack import RunningStack
 
 OUTAGE_SECONDS = float(os.environ.get("PLATFORM_GIT_OUTAGE_SECONDS", "20"))
@@ -59,6 +59,7 @@ def preview(n: int) -> dict[str, object]:
 
 def test_a_remote_outage_under_load_costs_only_time(stack: RunningStack, moved_away: Path) -> None:
     with stack.client() as api, httpx.Client(base_url=stack.api_url, timeout=5) as probe:
+        without_team_limits(stack)
         warm = create_with_retries(api, preview(0), "outage-0", time.monotonic() + 30)
         assert stack.wait_for_status(api, warm, {"ready", "failed"}, timeout=60)["status"] == "ready"
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.chaos import chaos_scale
-from tests.support.fault_load import SteadyLoad, assert_each_ready_exactly_once
+from tests.support.fault_load import SteadyLoad, assert_each_ready_exactly_once, without_team_limits
 from tests.support.isolation import Isolation, fresh_database, platform_environment
 from tests.support.nats_cluster import nats_cluster
 from tests.support.stack import running_stack
@@ -67,6 +67,7 @@ def test_a_node_killed_under_load_loses_and_duplicates_nothing(tmp_path: Path, p
             print(f"stack ready {time.monotonic() - came_up:.1f}s after the cluster came up", flush=True)
             assert cluster.stream_replicas(isolation.stream) == 3
 
+            without_team_limits(stack)
             load = SteadyLoad(api, "cluster", SIZE.requests, SIZE.interval, give_up_after=SIZE.settle_seconds)
             load.start()
             wait_for(

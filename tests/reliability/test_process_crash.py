@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from services.tools.platformd.registry import BACKEND_SERVICES
-from tests.support.fault_load import create_with_retries
+from tests.support.fault_load import create_with_retries, without_team_limits
 from tests.support.stack import RunningStack
 
 BURST = 30
@@ -31,6 +31,7 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(stack: RunningStack, vi
     lock = threading.Lock()
 
     with stack.client() as api:
+        without_team_limits(stack)
 
         def submit(n: int) -> str:
             nonlocal submitted

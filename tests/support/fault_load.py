@@ -36,6 +36,21 @@ def preview_body(app: str) -> dict[str, object]:
     }
 
 
+def without_team_limits(stack: RunningStack, team: str = TEAM) -> None:
+    """Lift the preview class's cap on a team's live environments and give ``team`` a budget
+    no load exhausts: the fault tests send one team far more previews than those limits allow,
+    and test faults, not limits (which have tests of their own)."""
+    with stack.client("root@example.com", "admin") as admin:
+        preview = admin.get("/v1/environment-classes/preview")
+        assert preview.status_code == 200, preview.text
+        uncapped = {**preview.json(), "max_environments_per_team": None}
+        uncapped.pop("name")
+        lifted = admin.put("/v1/environment-classes/preview", json=uncapped)
+        assert lifted.status_code == 200, lifted.text
+        budget = admin.put(f"/v1/teams/{team}/budget", json={"monthly_usd": 1_000_000_000})
+        assert budget.status_code == 200, budget.text
+
+
 def create_with_retries(api: httpx.Client, body: dict[str, object], key: str, deadline: float) -> str:
     """What a careful client does: retry 5xx and connection errors with the same Idempotency-Key."""
     while True:
