@@ -68,7 +68,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy, StreamConfig
 from nats.js.errors import APIError, NotFoundError
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import Span, SpanKind
 from psycopg import AsyncConnection
 
 from contracts.catalog import subject_matches
@@ -889,20 +889,8 @@ class EventConsumer:
                 claimed.discard(event_id)
                 token = bind_request(envelope.subject)
                 try:
-                    with span_from_headers(
-                        f"{self.name} {envelope.type}",
-                        message.headers,
-                        SpanKind.CONSUMER,
-                        **{
-                            "messaging.system": "nats",
-                            "messaging.operation.type": "process",
-                            "messaging.destination.name": message.subject,
-                            "messaging.consumer.group.name": self.name,
-                            "messaging.message.id": envelope.id,
-                            "messaging.batch.message_count": len(items),
-                            "platform.attempt": 1,
-                            "platform.replay": False,
-                        },
+                    with self._span(
+                        message, envelope, 1, False, **{"messaging.batch.message_count": len(items)}
                     ):
                         await handler(envelope, data, Tx(conn, self.outbox, 1))
                 finally:
@@ -1029,20 +1017,7 @@ class EventConsumer:
         lease = _Lease()
         keep_alive = asyncio.create_task(self._keep_alive(message, lease))
         try:
-            with span_from_headers(
-                f"{self.name} {envelope.type}",
-                message.headers,
-                SpanKind.CONSUMER,
-                **{
-                    "messaging.system": "nats",
-                    "messaging.operation.type": "process",
-                    "messaging.destination.name": message.subject,
-                    "messaging.consumer.group.name": self.name,
-                    "messaging.message.id": envelope.id,
-                    "platform.attempt": attempt,
-                    "platform.replay": replay,
-                },
-            ):
+            with self._span(message, envelope, attempt, replay):
                 outcome = await self._handle(message, envelope, data, handler, attempt, lease, replay, locked)
         finally:
             keep_alive.cancel()
@@ -1308,6 +1283,26 @@ class EventConsumer:
         EVENTS_HANDLED.labels(self.name, "unknown", "dead_letter").inc()
         with contextlib.suppress(Exception):
             await message.term()
+
+    def _span(
+        self, message: Msg, envelope: Envelope, attempt: int, replay: bool, **attributes: Any
+    ) -> contextlib.AbstractContextManager[Span]:
+        """The consumer span of handling ``message``, continuing the trace its headers carry."""
+        return span_from_headers(
+            f"{self.name} {envelope.type}",
+            message.headers,
+            SpanKind.CONSUMER,
+            **{
+                "messaging.system": "nats",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": message.subject,
+                "messaging.consumer.group.name": self.name,
+                "messaging.message.id": envelope.id,
+                "platform.attempt": attempt,
+                "platform.replay": replay,
+                **attributes,
+            },
+        )
 
     async def _ack(self, message: Msg) -> None:
         # A lost ack is harmless (the redelivery hits the inbox), so it is not retried here.

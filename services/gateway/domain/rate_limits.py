@@ -97,27 +97,20 @@ class RateLimits:
 
     def count_change(self, subject: str, actor: str) -> None:
         """Count a change by ``subject``; :class:`RateLimited` when it is over its limit."""
-        wait = self.per_subject.take(subject)
-        if wait:
-            raise RateLimited(
-                f"too many changes from {actor}: at most {self.per_subject.per_minute} a minute",
-                limit="subject",
-                per_minute=self.per_subject.per_minute,
-                retry_after_seconds=wait,
-            )
+        _take_or_refuse(self.per_subject, subject, f"too many changes from {actor}", "subject")
 
     def count_generation(self, actor: Actor) -> None:
         """Count a reconcile (or the caller's part of a create); :class:`RateLimited` when over."""
-        wait = self.generations_per_subject.take(actor.subject)
-        if wait:
-            self.per_subject.give_back(actor.subject)
-            raise RateLimited(
-                f"too many creates and reconciles from {actor.actor}: at most "
-                f"{self.generations_per_subject.per_minute} a minute",
-                limit="generations",
-                per_minute=self.generations_per_subject.per_minute,
-                retry_after_seconds=wait,
+        try:
+            _take_or_refuse(
+                self.generations_per_subject,
+                actor.subject,
+                f"too many creates and reconciles from {actor.actor}",
+                "generations",
             )
+        except RateLimited:
+            self.per_subject.give_back(actor.subject)
+            raise
 
     def give_back_generation(self, actor: Actor) -> None:
         self.generations_per_subject.give_back(actor.subject)
@@ -131,16 +124,11 @@ class RateLimits:
         """
         counts_for_team = acts_for(actor, team)
         if counts_for_team:
-            wait = self.per_team.take(team)
-            if wait:
+            try:
+                _take_or_refuse(self.per_team, team, f"too many environment requests for team {team}", "team")
+            except RateLimited:
                 self.per_subject.give_back(actor.subject)
-                raise RateLimited(
-                    f"too many environment requests for team {team}: at most "
-                    f"{self.per_team.per_minute} a minute",
-                    limit="team",
-                    per_minute=self.per_team.per_minute,
-                    retry_after_seconds=wait,
-                )
+                raise
         try:
             self.count_generation(actor)
         except RateLimited:
@@ -153,3 +141,15 @@ class RateLimits:
         if acts_for(actor, team):
             self.per_team.give_back(team)
         self.give_back_generation(actor)
+
+
+def _take_or_refuse(buckets: TokenBuckets, key: str, what: str, limit: str) -> None:
+    """Take a token of ``key``, or raise :class:`RateLimited` saying ``what`` and when to retry."""
+    wait = buckets.take(key)
+    if wait:
+        raise RateLimited(
+            f"{what}: at most {buckets.per_minute} a minute",
+            limit=limit,
+            per_minute=buckets.per_minute,
+            retry_after_seconds=wait,
+        )
