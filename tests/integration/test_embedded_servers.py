@@ -254,12 +254,20 @@ def test_a_start_interrupted_during_initdb_leaves_a_cluster_the_next_start_creat
     )
     try:
         deadline = time.monotonic() + 60
-        while not any(Path(program).name == "initdb" for _, program in _children(starting.pid)):
+        initdb: list[int] = []
+        while not initdb:
+            initdb = [pid for pid, program in _children(starting.pid) if Path(program).name == "initdb"]
             assert starting.poll() is None, "the start ended before initdb ran"
             assert time.monotonic() < deadline, "initdb did not start"
             time.sleep(0.01)
-        # Ctrl-C once initdb has begun writing the cluster (PG_VERSION comes first).
-        while not list(EmbeddedPostgres(data_dir).data_location().glob("pgdata*/PG_VERSION")):
+        # Ctrl-C once initdb has begun writing the cluster (PG_VERSION comes first). initdb (its
+        # own process group) is held still while that is checked, so a busy machine cannot let
+        # it finish between the check and the signal: the start is always interrupted half-way.
+        while True:
+            os.killpg(initdb[0], signal.SIGSTOP)
+            if list(EmbeddedPostgres(data_dir).data_location().glob("pgdata*/PG_VERSION")):
+                break
+            os.killpg(initdb[0], signal.SIGCONT)
             assert time.monotonic() < deadline, "initdb wrote nothing"
             time.sleep(0.01)
         starting.send_signal(signal.SIGINT)
