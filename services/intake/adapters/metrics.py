@@ -76,9 +76,9 @@ STAGE_SECONDS = Histogram(
     registry=REGISTRY,
 )
 
-# Stage reached by an event -> the timeline event (of the same generation) that began it.
+# Stage reached by an event -> the event (of the same generation) whose time began it. The
+# reconcile request is intake's own: its time is the record's queued_at.
 STAGE_STARTED_BY = {
-    "rendered": "request.reconcile_requested",
     "published": "request.rendered",
     "ready": "request.published",
 }
@@ -117,21 +117,27 @@ def _oldest_unsettled(in_play: list[dict[str, Any]], now: datetime) -> list[tupl
     return [((status,), (now - at).total_seconds()) for status, at in sorted(since.items())]
 
 
-async def observe_progress(
-    conn: Conn, request: EnvironmentRequest, envelope: Envelope, before: Status
-) -> None:
+def observe_progress(request: EnvironmentRequest, envelope: Envelope, before: Status) -> None:
     """Observe the stage latency (and, the first time it is ready, the end-to-end latency) of
-    a change just projected. A retried projection may observe twice; that is rare (a
-    concurrent change) and far cheaper than deferring to after the commit."""
+    a change being projected, and mark on ``request`` (saved with it) the times later stages
+    are measured from. A retried projection may observe twice; that is rare (a concurrent
+    change) and far cheaper than deferring to after the commit."""
+    marks = request.stage_marks
+    if marks.get("generation") != request.generation:
+        marks.clear()
+        marks["generation"] = request.generation
     stage = _stage_reached(envelope.type, before, request.status)
-    if stage is None:
-        return
-    started = request.created_at if stage == "approved" else await _began(conn, request, stage, envelope.id)
-    class_name = request.spec.class_name
-    if started is not None:
-        STAGE_SECONDS.labels(class_name, stage).observe(_seconds(started, envelope.time))
-    if stage == "ready" and not await _was_ready_before(conn, request.id, envelope.id):
-        READY_SECONDS.labels(class_name).observe(_seconds(request.created_at, envelope.time))
+    if stage is not None:
+        class_name = request.spec.class_name
+        # Read before this event is marked: a stage is never measured from its own event.
+        started = _began(request, stage)
+        if started is not None:
+            STAGE_SECONDS.labels(class_name, stage).observe(_seconds(started, envelope.time))
+        if stage == "ready" and request.first_ready_at is None:
+            request.first_ready_at = envelope.time
+            READY_SECONDS.labels(class_name).observe(_seconds(request.created_at, envelope.time))
+    if envelope.type in STAGE_STARTED_BY.values():
+        marks[envelope.type] = envelope.time.isoformat()
 
 
 def _stage_reached(event_type: str, before: Status, after: Status) -> str | None:
@@ -142,26 +148,13 @@ def _stage_reached(event_type: str, before: Status, after: Status) -> str | None
     return {"request.rendered": "rendered", "request.published": "published"}.get(event_type)
 
 
-async def _began(conn: Conn, request: EnvironmentRequest, stage: str, event_id: str) -> datetime | None:
-    # Not the event being projected: its timeline row is written with the request already.
-    rows = await _fetch(
-        conn,
-        "SELECT max(occurred_at) AS at FROM request_timeline"
-        " WHERE request_id = %s AND event_type = %s AND generation = %s AND event_id <> %s::uuid",
-        [request.id, STAGE_STARTED_BY[stage], request.generation, event_id],
-    )
-    at: datetime | None = rows[0]["at"] if rows else None
-    return at
-
-
-async def _was_ready_before(conn: Conn, request_id: str, event_id: str) -> bool:
-    rows = await _fetch(
-        conn,
-        "SELECT EXISTS (SELECT 1 FROM request_timeline WHERE request_id = %s"
-        " AND status_after = 'ready' AND event_id <> %s::uuid) AS seen",
-        [request_id, event_id],
-    )
-    return bool(rows[0]["seen"])
+def _began(request: EnvironmentRequest, stage: str) -> datetime | None:
+    if stage == "approved":
+        return request.created_at
+    if stage == "rendered":
+        return request.queued_at
+    marked = request.stage_marks.get(STAGE_STARTED_BY[stage])
+    return datetime.fromisoformat(marked) if marked else None
 
 
 def _seconds(started: datetime, ended: datetime) -> float:

@@ -70,8 +70,18 @@ _COLUMNS = [
     "git_removal_commit_sha",
     "deleted_at",
     "namespace_deleted",
+    "stage_marks",
+    "first_ready_at",
 ]
-_JSON_COLUMNS = {"approvals", "drift_summary", "policy_packs", "policy_decision", "plan", "attestations"}
+_JSON_COLUMNS = {
+    "approvals",
+    "drift_summary",
+    "policy_packs",
+    "policy_decision",
+    "plan",
+    "attestations",
+    "stage_marks",
+}
 
 
 def _column_value(request: EnvironmentRequest, column: str) -> Any:

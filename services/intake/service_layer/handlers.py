@@ -572,10 +572,10 @@ class IntakeService:
                 tx.conn, request.id, envelope, data, applied=applied, status_after=str(status_after)
             )
             return
+        metrics.observe_progress(request, envelope, before)
         # The record and its timeline entry in one statement.
         await repository.save(tx.conn, request, timeline=entry)
         await self._stage(tx.conn, request)
-        await metrics.observe_progress(tx.conn, request, envelope, before)
 
 
 def _check_limit(limit: int) -> None:
