@@ -5,6 +5,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Test processes for `make test` (pytest-xdist, one module per process at a time, so a
+# module's stack is started once). A test mostly waits on its stack, so two workers pay
+# even on two cores; TEST_WORKERS=0 runs the suite in this one process.
+TEST_WORKERS ?= 2
 RUN_ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -65,7 +69,7 @@ run: $(STAMP) ## Run the whole system locally (embedded NATS + Postgres, all sev
 
 .PHONY: test
 test: $(STAMP) ## Run the whole test suite (unit, integration, e2e, reliability)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 .PHONY: test-unit
 test-unit: $(STAMP) ## Run only the fast unit tests
