@@ -36,7 +36,11 @@ then each is acknowledged. Per message that saves the transaction's own round tr
 small. Anything out of the ordinary goes the one-by-one way above, with all its
 guarantees: a redelivery, a replay, an event that does not decode, and every message of a
 batch in which any handler failed (the batch rolls back as a whole, then each is tried
-alone, in order).
+alone, in order). A batched consumer may also declare a *preload*: one read, in the batch's
+transaction before its handlers run, of what they would each read (intake locks all the
+batch's requests with one ``SELECT … FOR UPDATE``), shared through :attr:`Tx.loaded`; a
+handler finds there what the handlers before it in the batch made of it, and on the
+one-by-one way ``loaded`` is empty and each handler reads for itself.
 
 Replay (:mod:`libs.replay`, ``platformctl events replay --consumer``): a copy of a stored
 event redriven to this durable with the :data:`REPLAY_HEADER` is not dropped as a duplicate.
@@ -118,6 +122,9 @@ class Tx:
     attempt: int = 1
     # A replay's re-execution: the events were published when the handler ran first.
     replaying: bool = False
+    # What the consumer's preload read for a whole batch, by subject (a locked record, say),
+    # shared by the batch's handlers; empty outside a batch, where each handler reads its own.
+    loaded: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     async def emit(self, subject: str, data: EventData) -> Envelope:
         if self.replaying:
@@ -165,6 +172,9 @@ class SideEffect(Protocol):
 
 
 Handler = Callable[[Envelope, Any, Tx], Awaitable[None]] | SideEffect
+# A batched consumer's read of what its handlers need, once for the whole batch (the
+# envelopes the batch claimed), into :attr:`Tx.loaded`.
+Preload = Callable[[list[Envelope], Tx], Awaitable[None]]
 GiveUpHook = Callable[[Envelope, Any, Tx, BaseException, int], Awaitable[None]]
 # (envelope, data, tx, error, attempt, next_attempt_at): stages the report of a pending retry.
 RetryHook = Callable[[Envelope, Any, Tx, BaseException, int, datetime], Awaitable[None]]
@@ -382,10 +392,13 @@ class EventConsumer:
         nc: NatsClient | None = None,
         replay_policies: Mapping[str, ReplayPolicy] | None = None,
         batched: bool = False,
+        preload: Preload | None = None,
     ) -> None:
         self.name = name
-        # Messages of one fetch handled in one transaction (see the module docstring).
+        # Messages of one fetch handled in one transaction (see the module docstring), and
+        # what is read for all of them at once before their handlers run.
         self.batched = batched
+        self.preload = preload
         # Handlers of events about the same subject run one at a time, in stream order
         # (asyncio locks are FIFO and tasks start in fetch order), so a later fact about a
         # request never overtakes an earlier one inside this process.
@@ -872,6 +885,7 @@ class EventConsumer:
             items.append((message, envelope, data, handler, event_id))
         watch = Stopwatch()
         outcomes: list[str] = []
+        loaded: dict[str, Any] = {}
         async with self.pool.connection() as conn, conn.transaction():
             cursor = await conn.execute(
                 "INSERT INTO inbox (consumer, event_id, event_type)"
@@ -882,6 +896,9 @@ class EventConsumer:
             claimed = {
                 row[0] if isinstance(row, tuple) else row["event_id"] for row in await cursor.fetchall()
             }
+            if self.preload is not None and claimed:
+                fresh = [envelope for _, envelope, _, _, event_id in items if event_id in claimed]
+                await self.preload(fresh, Tx(conn, self.outbox, 1, loaded=loaded))
             for message, envelope, data, handler, event_id in items:
                 if event_id not in claimed:
                     outcomes.append("duplicate")  # handled before (or twice in this fetch)
@@ -892,7 +909,7 @@ class EventConsumer:
                     with self._span(
                         message, envelope, 1, False, **{"messaging.batch.message_count": len(items)}
                     ):
-                        await handler(envelope, data, Tx(conn, self.outbox, 1))
+                        await handler(envelope, data, Tx(conn, self.outbox, 1, loaded=loaded))
                 finally:
                     bind_request(None)
                     del token

@@ -33,6 +33,7 @@ from libs.inbox import (
     EventConsumer,
     GiveUpHook,
     Handler,
+    Preload,
     ReplayPolicy,
     RetryHook,
     RetryPolicy,
@@ -242,6 +243,7 @@ class ServiceKit:
         start_from: StartFrom = "new",
         replay_policies: Mapping[str, ReplayPolicy] | None = None,
         batched: bool = False,
+        preload: Preload | None = None,
     ) -> EventConsumer:
         """Register a durable consumer ``<service>-<name>`` for the event types in ``handlers``.
 
@@ -275,6 +277,7 @@ class ServiceKit:
             nc=self.nc,
             replay_policies=replay_policies,
             batched=batched,
+            preload=preload,
         )
         self.consumers.append(consumer)
         return consumer
@@ -301,6 +304,7 @@ class ServiceKit:
                 start_from=consumer.start_from,
                 replay_policies=consumer.replay_policies,
                 batched=consumer.batched,
+                preload=consumer.bound_preload(owner),
             )
 
     def route(

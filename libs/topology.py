@@ -28,6 +28,7 @@ from libs.inbox import (
     UNDECLARED,
     GiveUpHook,
     Handler,
+    Preload,
     ReplayPolicy,
     RetryHook,
     StartFrom,
@@ -113,6 +114,9 @@ class Consumer:
     # The messages of one fetch in one transaction (handlers that only touch Postgres; see
     # libs.inbox): fewer round trips for a consumer of many small events.
     batched: bool = False
+    # For a batched consumer: what its handlers would each read, read once per batch into
+    # ``tx.loaded`` (a method of the service, like the handlers).
+    preload: HandlerRef | None = None
     on_give_up: GiveUpHook = fail_request
     on_retry: RetryHook | None = report_retry
     start_from: StartFrom = "new"
@@ -129,6 +133,9 @@ class Consumer:
         return {
             EVENT_TYPE_OF[model]: bind(_unwrapped(entry), owner) for model, entry in self.handlers.items()
         }
+
+    def bound_preload(self, owner: object) -> Preload | None:
+        return cast(Preload, types.MethodType(self.preload, owner)) if self.preload else None
 
     @property
     def replay_policies(self) -> dict[str, ReplayPolicy]:

@@ -363,3 +363,87 @@ async def test_a_batched_consumer_handles_each_event_once_in_order_also_when_a_b
     # Batched indeed: some transaction committed the effects of several events.
     assert max(collections.Counter(row["tx"] for row in rows).values()) > 1
     assert calls[failing] == 2
+
+
+async def test_a_batch_preload_is_read_once_and_shared_by_its_handlers_and_the_one_by_one_way_reads_alone(
+    settings: PlatformSettings, kit_db: Any, js: Any
+) -> None:
+    """A batched consumer's preload reads every record its batch needs in one statement; each
+    handler sees what the handlers before it in the batch wrote, and a batch that failed is
+    handled one by one with nothing preloaded (each handler reads its own record)."""
+    async with kit_db.connection() as conn:
+        await conn.execute("CREATE TABLE counters (id text PRIMARY KEY, n integer NOT NULL)")
+        for n in range(4):
+            await conn.execute("INSERT INTO counters VALUES (%s, 0)", [f"req-{n:016x}"])
+    events = [new_event("request.failed", "test", f"req-{n % 4:016x}", failure(n % 4)) for n in range(40)]
+    failing = events[37].id
+    preloads: list[int] = []
+    seen = {"preloaded": 0, "read": 0, "failed": 0}
+
+    async def preload(envelopes: list[Envelope], tx: Tx) -> None:
+        preloads.append(len(envelopes))
+        cursor = await tx.conn.execute(
+            "SELECT id, n FROM counters WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
+            [sorted({e.subject for e in envelopes})],
+        )
+        for row in await cursor.fetchall():
+            tx.loaded[row["id"]] = {"n": row["n"]}
+
+    async def handler(envelope: Envelope, data: Any, tx: Tx) -> None:
+        counter = tx.loaded.get(envelope.subject)
+        if counter is None:
+            seen["read"] += 1
+            cursor = await tx.conn.execute(
+                "SELECT n FROM counters WHERE id = %s FOR UPDATE", [envelope.subject]
+            )
+            counter = {"n": (await cursor.fetchone())["n"]}
+        else:
+            seen["preloaded"] += 1
+        counter["n"] += 1
+        await tx.conn.execute("UPDATE counters SET n = %s WHERE id = %s", [counter["n"], envelope.subject])
+        if envelope.id == failing and not seen["failed"]:
+            seen["failed"] = 1
+            raise RuntimeError("fails once")
+
+    async def counts() -> list[int]:
+        async with kit_db.connection() as conn:
+            rows = await (await conn.execute("SELECT id, n FROM counters ORDER BY id")).fetchall()
+        return [row["n"] for row in rows]
+
+    subjects = Subjects.from_settings(settings)
+    consumer = EventConsumer(
+        name=CONSUMER,
+        event_filter="request.failed",
+        handlers={"request.failed": handler},
+        pool=kit_db,
+        js=js,
+        outbox=Outbox(SCHEMA, "kit-test", subjects),
+        subjects=subjects,
+        stream=settings.stream_name,
+        retry=RetryPolicy(max_attempts=5, backoff_seconds=0.1, max_backoff_seconds=0.2, ack_wait_seconds=5),
+        concurrency=4,
+        ordered_by_subject=True,
+        start_from="all",
+        batched=True,
+        preload=preload,
+    )
+    # Twenty events in the stream before the consumer starts: its first fetches are batches
+    # holding several events of each request.
+    for envelope in events[:20]:
+        await publish_raw(js, settings, envelope, envelope.id)
+    await consumer.start()
+    await wait_until(lambda: consumer_settled(js, settings.stream_name, CONSUMER, past_seq=20))
+    # Each counted once although most handlers never read the row: the record a handler
+    # changed is the one the next handler of its request in the batch got.
+    assert await counts() == [5, 5, 5, 5]
+    assert len(preloads) < 20
+    assert seen == {"preloaded": 20, "read": 0, "failed": 0}
+
+    # A batch with a failing handler rolls back and goes one by one, where nothing is preloaded.
+    for envelope in events[20:]:
+        await publish_raw(js, settings, envelope, envelope.id)
+    await wait_until(lambda: consumer_settled(js, settings.stream_name, CONSUMER, past_seq=40))
+    await consumer.stop()
+    assert await counts() == [10, 10, 10, 10]
+    assert seen["failed"] == 1
+    assert seen["read"] >= 1

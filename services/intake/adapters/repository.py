@@ -121,6 +121,15 @@ async def get(conn: Conn, request_id: str, *, for_update: bool = False) -> Envir
     return _from_row(row) if row else None
 
 
+async def lock_many(conn: Conn, request_ids: list[str]) -> list[EnvironmentRequest]:
+    """The requests of ``request_ids`` that exist, locked ``FOR UPDATE`` in id order: two
+    transactions locking overlapping sets this way never wait on each other crosswise."""
+    cursor = await conn.execute(
+        "SELECT * FROM requests WHERE id = ANY(%s) ORDER BY id FOR UPDATE", [sorted(request_ids)]
+    )
+    return [_from_row(row) for row in await cursor.fetchall()]
+
+
 async def add(conn: Conn, request: EnvironmentRequest) -> None:
     spec = request.spec
     columns = [

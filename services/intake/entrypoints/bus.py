@@ -69,8 +69,10 @@ TOPOLOGY = ServiceTopology(
                 ),
             ),
             ordered_by_subject=True,
-            # Seven events per request: one transaction per fetch, not per event.
+            # Seven events per request: one transaction per fetch, not per event, and one
+            # statement locking the fetch's requests, not one per event.
             batched=True,
+            preload=IntakeService.lock_requests,
             on_give_up=record_only,
             on_retry=None,
         ),

@@ -550,9 +550,17 @@ class IntakeService:
     async def on_class_upserted(self, envelope: Envelope, data: ClassUpserted, tx: Tx) -> None:
         await repository.upsert_class(tx.conn, data.environment_class, data.revision)
 
+    async def lock_requests(self, envelopes: list[Envelope], tx: Tx) -> None:
+        """A batch's requests, locked with one statement for its projections to share: a
+        record one event changed is what the next event of that request in the batch sees."""
+        for request in await repository.lock_many(tx.conn, list({e.subject for e in envelopes})):
+            tx.loaded[request.id] = request
+
     async def on_request_event(self, envelope: Envelope, data: Any, tx: Tx) -> None:
         """Project any ``request.*`` event onto the request record and its timeline."""
-        request = await repository.get(tx.conn, envelope.subject, for_update=True)
+        request = tx.loaded.get(envelope.subject) or await repository.get(
+            tx.conn, envelope.subject, for_update=True
+        )
         if request is None:
             # Not ours (or not yet visible): keep the fact in the timeline for the audit trail.
             await repository.append_timeline(
