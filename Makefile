@@ -100,7 +100,8 @@ bench-reads: $(STAMP) ## The gateway's reads at a fixed rate (GET /v1/environmen
 	$(BIN)/python -m tests.bench_reads $(BENCH_ARGS)
 
 # The same tests run in `make test` at PLATFORM_CHAOS_SCALE=small; PLATFORM_CHAOS_SEED=<n>
-# replays a run's random choices (each run prints its seed).
+# replays a run's random choices (each run prints its seed: here on the terminal, in
+# `make test` in a failure's captured output).
 .PHONY: chaos
 chaos: $(STAMP) ## Fault suite at full size: crashes of replicas, NATS, Postgres, a cluster node, a 2-minute git outage
 	PLATFORM_CHAOS_SCALE=full PLATFORM_GIT_OUTAGE_SECONDS=120 $(BIN)/pytest -s tests/reliability/test_chaos.py \

@@ -3,11 +3,13 @@ the whole stack as processes once per module for the end-to-end and reliability 
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from libs.embedded import EXTERNAL_BASE_NAME, EXTERNAL_PARENTS
 from tests.support.infrastructure import nats_server, postgres_server
 from tests.support.isolation import (
     Isolation,
@@ -19,9 +21,34 @@ from tests.support.isolation import (
 from tests.support.stack import RunningStack, running_stack
 
 TESTS = Path(__file__).resolve().parent
+COPIES_BEFORE = pytest.StashKey[set[Path]]()
 # The folder a test lives in is its layer; its marker follows, so `-m unit` cannot miss a module
 # that forgot to say so.
 FOLDER_MARKERS = ("unit", "integration", "e2e", "reliability")
+
+
+def _installation_copies() -> set[Path]:
+    """Copies of Postgres' binaries that embedded servers run from when the virtualenv is out of
+    the server user's reach (root): a cache in /var/tmp shared by checkouts and processes."""
+    return {copy for parent in EXTERNAL_PARENTS for copy in (parent / EXTERNAL_BASE_NAME).glob("pginstall-*")}
+
+
+def _is_controller(config: pytest.Config) -> bool:
+    """Not one of pytest-xdist's workers: the process that runs first and ends last."""
+    return not hasattr(config, "workerinput")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if _is_controller(session.config):
+        session.config.stash[COPIES_BEFORE] = _installation_copies()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # Removed once every worker is done (a test of one may run from a copy another made), and
+    # only those this run made, so a run leaves nothing behind in /var/tmp.
+    if _is_controller(session.config) and COPIES_BEFORE in session.config.stash:
+        for copy in _installation_copies() - session.config.stash[COPIES_BEFORE]:
+            shutil.rmtree(copy, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

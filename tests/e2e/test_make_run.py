@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from libs.embedded import EXTERNAL_BASE_NAME, EXTERNAL_PARENTS, EmbeddedPostgres, free_port
+from libs.embedded import EmbeddedPostgres, free_port
 from services.intake.domain.model import Status
 from services.tools.platformd.dev_stack import DEV_JWT_SECRET, OPS_PORT_ORDER
 from tests.support.api_flows import PREVIEW
@@ -48,19 +48,13 @@ START_SECONDS = 150  # a first start: initdb, migrations, seven services, on a b
 STOP_SECONDS = 60
 
 
-def _installation_copies() -> set[Path]:
-    return {copy for parent in EXTERNAL_PARENTS for copy in (parent / EXTERNAL_BASE_NAME).glob("pginstall-*")}
-
-
 @pytest.fixture(scope="module")
 def checkout() -> Iterator[Path]:
-    copies_before = _installation_copies()
+    # As root with this virtualenv out of nobody's reach, Postgres runs from a copy in
+    # /var/tmp, a cache shared by checkouts: the suite removes the copies it made when it ends
+    # (tests/conftest.py), not here, where another worker's test may be using it.
     with fresh_checkout() as folder:
         yield folder
-    # As root with this virtualenv out of nobody's reach, Postgres ran from a copy in /var/tmp:
-    # a cache shared by checkouts, so only the one these tests made goes.
-    for copy in _installation_copies() - copies_before:
-        shutil.rmtree(copy, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -289,7 +283,6 @@ def _make_clean(checkout: Path, **extra_env: str) -> subprocess.CompletedProcess
         shutil.rmtree(venv, ignore_errors=True)
 
 
-@pytest.mark.usefixtures("checkout")  # removes a copy of Postgres' binaries the test made
 def test_make_clean_does_not_delete_what_a_forged_data_location_names() -> None:
     with fresh_checkout() as other, tempfile.TemporaryDirectory() as precious:
         (Path(precious) / "work.txt").write_text("keep me\n")
@@ -305,7 +298,6 @@ def test_make_clean_does_not_delete_what_a_forged_data_location_names() -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root keeps the cluster outside the state directory")
-@pytest.mark.usefixtures("checkout")  # removes a copy of Postgres' binaries the test made
 def test_make_clean_removes_a_cluster_kept_outside_the_state() -> None:
     with fresh_checkout() as other, tempfile.TemporaryDirectory() as private:
         # A state directory `nobody` cannot enter: the cluster lives under /var/tmp.

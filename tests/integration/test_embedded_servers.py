@@ -55,7 +55,6 @@ def private_dir() -> Iterator[Path]:
     """A directory only its owner can enter, like root's home or what ``mktemp -d`` makes."""
     folder = Path(tempfile.mkdtemp(prefix="pcp-private-"))
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
-    copies_before = _all_installation_copies()
     try:
         yield folder
         # A test that failed half-way may have left a cluster outside `folder`.
@@ -64,10 +63,8 @@ def private_dir() -> Iterator[Path]:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         # The copy of Postgres' binaries (made when the virtualenv is out of nobody's reach)
-        # is a cache shared by every checkout with the same binaries: drop only the one this
-        # test made, so a test run leaves nothing in /var/tmp.
-        for copy in _all_installation_copies() - copies_before:
-            shutil.rmtree(copy, ignore_errors=True)
+        # is a cache shared by every checkout, and another worker's test may be running from
+        # it: the suite removes the copies it made when it ends (tests/conftest.py).
 
 
 @pytest.fixture
@@ -86,10 +83,6 @@ def project_in_private_dir(private_dir: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(embedded, "_postgres_bin_dirs", lambda: [installation / "bin"])
     monkeypatch.chdir(private_dir)
     return private_dir
-
-
-def _all_installation_copies() -> set[Path]:
-    return {copy for parent in DEFAULT_PARENTS for copy in _installation_copies(parent)}
 
 
 def _installation_copies(parent: Path) -> set[Path]:

@@ -38,44 +38,6 @@ async def test_migrations_apply_once_in_order(database: str) -> None:
     assert await applied_versions(database, "intake") == first
 
 
-async def test_upgrading_intake_keeps_an_environment_that_was_ready_from_counting_as_ready_again(
-    database: str,
-) -> None:
-    """0012 moved "was it ever ready" from the timeline onto the record: a request that was
-    ready before the upgrade gets the time it first was, one that never was gets none."""
-    migrations = discover("services.intake")
-    upgrade = next(i for i, m in enumerate(migrations) if m.version == "0012_stage_marks")
-    await migrate(database, "intake", migrations[:upgrade])
-    async with await psycopg.AsyncConnection.connect(database, autocommit=True) as conn:
-        await conn.execute("SET search_path TO intake")
-        await conn.execute("SET TimeZone TO 'UTC'")
-        for request_id in ("req-wasready", "req-neverready"):
-            await conn.execute(
-                "INSERT INTO requests (id, app, team, class, region, ttl_hours, owner, repository, revision,"
-                " status, created_at, created_by, updated_at) VALUES (%s, 'api', 'payments', 'preview',"
-                " 'us-east-1', 24, 'alice', 'https://github.com/example/api.git', 'main', 'queued',"
-                " '2026-12-01T10:00:00Z', 'alice', '2026-12-01T10:00:00Z')",
-                [request_id],
-            )
-        for event_type, status, at in (
-            ("request.bootstrapped", "ready", "2026-12-01T10:00:09Z"),
-            ("request.bootstrapped", "ready", "2026-12-01T11:00:00Z"),
-            ("request.reconcile_requested", "queued", "2026-12-01T12:00:00Z"),
-        ):
-            await conn.execute(
-                "INSERT INTO request_timeline (request_id, event_id, event_type, source, occurred_at,"
-                " generation, applied, status_after, data) VALUES ('req-wasready', gen_random_uuid(), %s,"
-                " 'test', %s, 1, true, %s, '{}')",
-                [event_type, at, status],
-            )
-        assert await migrate(database, "intake", migrations) == [m.version for m in migrations[upgrade:]]
-        cursor = await conn.execute("SELECT id, first_ready_at::text, stage_marks FROM requests ORDER BY id")
-        assert await cursor.fetchall() == [
-            ("req-neverready", None, {}),
-            ("req-wasready", "2026-12-01 10:00:09+00", {}),
-        ]
-
-
 async def test_two_migrators_racing_apply_each_migration_once(database: str) -> None:
     slow = [
         Migration("0001_slow", "SELECT pg_sleep(0.3); CREATE TABLE slow (id int);"),

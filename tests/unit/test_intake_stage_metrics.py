@@ -32,8 +32,9 @@ def project(request: EnvironmentRequest, data: Any, seconds: float) -> Envelope:
         new_event(EVENT_TYPE_OF[type(data)], "test", request.id, data), time=NOW + timedelta(seconds=seconds)
     )
     before = request.status
+    was_ready_before = request.last_reconciled_at is not None
     if request.apply(data, envelope.time):
-        observe_progress(request, envelope, before)
+        observe_progress(request, envelope, before, was_ready_before=was_ready_before)
     return envelope
 
 
@@ -111,7 +112,6 @@ def test_each_stage_is_measured_from_the_event_that_began_it_and_ready_only_the_
     assert delta == {"approved": (1, 1.0), "rendered": (1, 2.0), "published": (1, 3.0), "ready": (1, 4.0)}
     count, total = observed("platform_request_ready_seconds")
     assert (count - ready_before[0], total - ready_before[1]) == (1, 10.0)
-    assert request.first_ready_at == NOW + timedelta(seconds=10)
 
     # A second generation: its stages are measured from its own events, and being ready again
     # is not the first time.
@@ -124,7 +124,6 @@ def test_each_stage_is_measured_from_the_event_that_began_it_and_ready_only_the_
     assert again["published"][1] - after["published"][1] == 3.0
     assert again["ready"][1] - after["ready"][1] == 4.0
     assert observed("platform_request_ready_seconds")[0] - ready_before[0] == 1
-    assert request.first_ready_at == NOW + timedelta(seconds=10)
     assert request.stage_marks["generation"] == 2
 
 
@@ -156,3 +155,21 @@ def test_a_stage_whose_start_was_not_seen_in_this_generation_is_not_observed() -
         "generation": request.generation,
         "request.published": (NOW + timedelta(seconds=7)).isoformat(),
     }
+
+
+def test_an_environment_ready_before_the_upgrade_is_not_ready_for_the_first_time_again() -> None:
+    """A record written before the stage marks existed (or by an older replica during a rolling
+    upgrade) has none; that it was ready once is on the record all the same."""
+    spec = msgspec.structs.replace(SPEC, class_name=CLASS)
+    request = EnvironmentRequest.submit(spec, "alice", NOW, request_id="req-stagemetrics03")
+    request.outgoing.clear()
+    project(request, evaluated(), 0.5)
+    project(request, RequestApproved(request_id=request.id, automatic=True, approved_by=["system"]), 1)
+    run_pipeline(request, start=1)
+    assert request.status is Status.READY
+    request.stage_marks = {}  # as an older release left it
+    ready_before = observed("platform_request_ready_seconds")
+    request.reconcile(actor="alice", role="requester", now=NOW + timedelta(days=3))
+    run_pipeline(request, start=3 * 86400)
+    assert request.status is Status.READY
+    assert observed("platform_request_ready_seconds") == ready_before

@@ -117,11 +117,14 @@ def _oldest_unsettled(in_play: list[dict[str, Any]], now: datetime) -> list[tupl
     return [((status,), (now - at).total_seconds()) for status, at in sorted(since.items())]
 
 
-def observe_progress(request: EnvironmentRequest, envelope: Envelope, before: Status) -> None:
+def observe_progress(
+    request: EnvironmentRequest, envelope: Envelope, before: Status, *, was_ready_before: bool
+) -> None:
     """Observe the stage latency (and, the first time it is ready, the end-to-end latency) of
     a change being projected, and mark on ``request`` (saved with it) the times later stages
-    are measured from. A retried projection may observe twice; that is rare (a concurrent
-    change) and far cheaper than deferring to after the commit."""
+    are measured from. ``was_ready_before``: whether the environment had been ready before
+    this event (``last_reconciled_at`` was set). A retried projection may observe twice; that
+    is rare (a concurrent change) and far cheaper than deferring to after the commit."""
     marks = request.stage_marks
     if marks.get("generation") != request.generation:
         marks.clear()
@@ -133,8 +136,7 @@ def observe_progress(request: EnvironmentRequest, envelope: Envelope, before: St
         started = _began(request, stage)
         if started is not None:
             STAGE_SECONDS.labels(class_name, stage).observe(_seconds(started, envelope.time))
-        if stage == "ready" and request.first_ready_at is None:
-            request.first_ready_at = envelope.time
+        if stage == "ready" and not was_ready_before:
             READY_SECONDS.labels(class_name).observe(_seconds(request.created_at, envelope.time))
     if envelope.type in STAGE_STARTED_BY.values():
         marks[envelope.type] = envelope.time.isoformat()

@@ -71,7 +71,6 @@ _COLUMNS = [
     "deleted_at",
     "namespace_deleted",
     "stage_marks",
-    "first_ready_at",
 ]
 _JSON_COLUMNS = {
     "approvals",

@@ -201,10 +201,9 @@ class EnvironmentRequest:
     namespace_deleted: bool | None = None
     # What the stage-latency histograms measure from, kept with the record so observing a
     # stage reads nothing: the times the current generation's pipeline events happened
-    # ("generation" says which generation they belong to), and when the environment was first
-    # ready. Written by services.intake.adapters.metrics; not shown.
+    # ("generation" says which generation they belong to). Written by
+    # services.intake.adapters.metrics; not shown.
     stage_marks: dict[str, Any] = field(default_factory=dict, repr=False)
-    first_ready_at: datetime | None = None
     # The status the event being applied led to, before anything that follows from it
     # automatically in the same step (an auto_reconcile class is queued as soon as it is
     # approved): what the timeline shows for that event. Not stored.

@@ -568,6 +568,7 @@ class IntakeService:
             )
             return
         before = request.status
+        was_ready_before = request.last_reconciled_at is not None
         changed = request.apply(data, utcnow())
         # Intake's own events were applied when they were emitted.
         applied = changed or envelope.source == self.outbox.source
@@ -580,7 +581,7 @@ class IntakeService:
                 tx.conn, request.id, envelope, data, applied=applied, status_after=str(status_after)
             )
             return
-        metrics.observe_progress(request, envelope, before)
+        metrics.observe_progress(request, envelope, before, was_ready_before=was_ready_before)
         # The record and its timeline entry in one statement.
         await repository.save(tx.conn, request, timeline=entry)
         await self._stage(tx.conn, request)
