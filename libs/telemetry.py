@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import json
 import logging
 import re
@@ -207,7 +208,11 @@ def shutdown_telemetry() -> None:
         _exporting.pop().shutdown()
 
 
+@functools.cache
 def tracer() -> trace.Tracer:
+    """The process's tracer. Asked for once: ``get_tracer`` builds a scope and installs a
+    warnings filter on every call (2 % of intake's CPU when it was asked per span). One taken
+    before :func:`configure_telemetry` is the API's proxy, which follows the provider set later."""
     return trace.get_tracer("platform-control-plane")
 
 
