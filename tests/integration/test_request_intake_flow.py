@@ -76,6 +76,12 @@ async def test_preview_request_is_evaluated_approved_and_queued(
 
         timeline = await rpc.call("intake", "list_events", GetRequest(id=request["id"], actor=ALICE))
         assert [entry["type"] for entry in timeline["items"]] == types
+        # Each entry is the event itself: its id and its time to the microsecond, however the
+        # row was written (a projected event's entry goes in with the record's update).
+        ours = [e for e in events if e.subject == request["id"]]
+        assert [(entry["event_id"], entry["time"]) for entry in timeline["items"]] == [
+            (e.id, e.time.isoformat().replace("+00:00", "Z")) for e in ours
+        ]
         # The automatic approval is a step of its own: "approved", then the reconcile queues it.
         assert [(entry["status_after"], entry["applied"]) for entry in timeline["items"]] == [
             ("submitted", True),
