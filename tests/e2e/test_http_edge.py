@@ -258,6 +258,46 @@ def test_a_client_still_sending_an_oversized_body_reads_the_answer_not_a_reset(d
         assert answered.closed
 
 
+def test_a_client_that_reads_only_after_sending_a_slow_oversized_body_still_gets_the_answer(
+    dev: DevStack,
+) -> None:
+    """An HTTP client on a busy machine: the body goes out in pieces with pauses between them,
+    and the answer is read only once all of it is sent, three seconds after the gateway
+    answered. The connection keeps lingering while pieces keep coming, so the answer is
+    still there to read, not lost to a reset."""
+    token = f"Authorization: Bearer {mint('requester', teams=['payments'], secret=DEV_JWT_SECRET)}"
+    body = b"{" + b" " * 499_998 + b"}"
+    head = "\r\n".join(
+        [
+            "POST /v1/environment-requests HTTP/1.1",
+            "Host: localhost",
+            "Content-Type: application/json",
+            f"Content-Length: {len(body)}",
+            token,
+        ]
+    ).encode()
+
+    async def slow() -> Exchange:
+        started = time.monotonic()
+        reader, writer = await asyncio.open_connection(*address(dev))
+        try:
+            writer.write(head + b"\r\n\r\n")
+            with contextlib.suppress(ConnectionError):
+                for offset in range(0, len(body), 100_000):
+                    await asyncio.sleep(0.6)
+                    writer.write(body[offset : offset + 100_000])
+                    await writer.drain()
+            received, closed = await read_until_closed(reader, GRACE + 2)
+        finally:
+            writer.close()
+        return Exchange(received, closed, time.monotonic() - started)
+
+    answered = asyncio.run(slow())
+    assert answered.statuses == [400], answered.received[:200]
+    assert b"larger than" in answered.received
+    assert answered.closed
+
+
 def test_connections_beyond_the_cap_get_503_and_the_gateway_serves_again_after(dev: DevStack) -> None:
     async def flood() -> tuple[Exchange, int]:
         held = [await asyncio.open_connection(*address(dev)) for _ in range(MAX_CONNECTIONS)]

@@ -25,8 +25,8 @@ where the request ends (request smuggling). :class:`GatewayHttpProtocol` adds:
   the rest of the body, and every byte a client trickles in restarts its keep-alive timer,
   so one client could hold the connection, and with many of them every slot, for ever.
   Such a connection, and one refused for the cap, is closed lingering: what the client
-  still sends is read and dropped for ``LINGER_SECONDS``, so it reads the answer instead of
-  a reset.
+  still sends is read and dropped until it has been quiet for ``LINGER_SECONDS`` (at most
+  ``LINGER_MAX_SECONDS``), so it reads the answer instead of a reset.
 
 ``platformd gateway`` serves with it through ``services.gateway.bootstrap.uvicorn_config``.
 """
@@ -66,9 +66,12 @@ OVER_CAPACITY_RESPONSE = (
     + f"connection: close\r\ncontent-length: {len(_OVER_CAPACITY_BODY)}\r\n\r\n".encode()
     + _OVER_CAPACITY_BODY
 )
-# How long a connection being closed after its answer still reads (and drops) what the
-# client sends, so the client gets the answer rather than a reset.
+# A connection being closed after its answer still reads (and drops) what the client sends,
+# so the client gets the answer rather than a reset: until the client has sent nothing for
+# LINGER_SECONDS (a client on a busy machine may still be writing the body it began), and
+# for LINGER_MAX_SECONDS at most, so a client trickling bytes cannot keep the socket.
 LINGER_SECONDS = 1.0
+LINGER_MAX_SECONDS = 5.0
 AMBIGUOUS_LENGTH = "a request must not carry both Content-Length and Transfer-Encoding"
 
 
@@ -113,6 +116,7 @@ class GatewayHttpProtocol(H11Protocol):
         )
         self._header_deadline: asyncio.TimerHandle | None = None
         self._lingering: asyncio.TimerHandle | None = None
+        self._linger_ends = 0.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -142,12 +146,25 @@ class GatewayHttpProtocol(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._lingering is not None:
-            return  # the rest of a body already answered: read only to be thrown away
+            # The rest of a body already answered: read only to be thrown away, and the
+            # close put off until the client is quiet (within the lingering's limit).
+            self._lingering.cancel()
+            self._lingering = self.loop.call_at(
+                min(self.loop.time() + LINGER_SECONDS, self._linger_ends), self.transport.close
+            )
+            return
         if self._header_deadline is None and self.conn.their_state is h11.IDLE:
             # The first byte of the next request on a kept-alive connection: its headers are
             # now due (uvicorn's keep-alive timer, which data cancels, covered the wait).
             self._arm_header_deadline()
         super().data_received(data)
+
+    def timeout_keep_alive_handler(self) -> None:
+        # uvicorn's keep-alive timer (armed after every answer) would close a lingering
+        # connection in the middle of the body the client is still sending: the lingering
+        # closes it.
+        if self._lingering is None:
+            super().timeout_keep_alive_handler()
 
     def _close_lingering(self) -> None:
         """Close after the answer, but read and drop what the client still sends for a moment
@@ -157,6 +174,7 @@ class GatewayHttpProtocol(H11Protocol):
             return
         if self.transport.can_write_eof():
             self.transport.write_eof()  # the answer is all there is; the client sees it end
+        self._linger_ends = self.loop.time() + LINGER_MAX_SECONDS
         self._lingering = self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
     def send_400_response(self, msg: str) -> None:
