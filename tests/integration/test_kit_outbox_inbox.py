@@ -324,35 +324,44 @@ async def test_a_batched_consumer_handles_each_event_once_in_order_also_when_a_b
         if envelope.id == failing and calls[envelope.id] == 1:
             raise RuntimeError("fails once")
 
-    # The first twenty before the consumer starts: its first fetch is a batch with several
-    # events of each request and no failure, which commits as one. The rest, the failing one
-    # among them, follow once those are handled.
+    subjects = Subjects.from_settings(settings)
+
+    def consumer() -> EventConsumer:
+        return EventConsumer(
+            name=CONSUMER,
+            event_filter="request.failed",
+            handlers={"request.failed": handler},
+            pool=kit_db,
+            js=js,
+            outbox=Outbox(SCHEMA, "kit-test", subjects),
+            subjects=subjects,
+            stream=settings.stream_name,
+            retry=RetryPolicy(
+                max_attempts=5, backoff_seconds=0.1, max_backoff_seconds=0.2, ack_wait_seconds=5
+            ),
+            concurrency=4,
+            ordered_by_subject=True,
+            start_from="all",
+            batched=True,
+        )
+
+    # Each part is in the stream before a consumer starts on it, so it comes in whole fetches:
+    # the first twenty, without a failure, commit as a batch; the rest hold the failing event
+    # in a batch, which rolls back and goes one by one.
     for envelope in events[:20]:
         await publish_raw(js, settings, envelope, envelope.id)
-    subjects = Subjects.from_settings(settings)
-    consumer = EventConsumer(
-        name=CONSUMER,
-        event_filter="request.failed",
-        handlers={"request.failed": handler},
-        pool=kit_db,
-        js=js,
-        outbox=Outbox(SCHEMA, "kit-test", subjects),
-        subjects=subjects,
-        stream=settings.stream_name,
-        retry=RetryPolicy(max_attempts=5, backoff_seconds=0.1, max_backoff_seconds=0.2, ack_wait_seconds=5),
-        concurrency=4,
-        ordered_by_subject=True,
-        start_from="all",
-        batched=True,
-    )
-    await consumer.start()
+    first = consumer()
+    await first.start()
     await wait_until(lambda: consumer_settled(js, settings.stream_name, CONSUMER, past_seq=20))
+    await first.stop()
     for envelope in events[20:]:
         await publish_raw(js, settings, envelope, envelope.id)
     # The first event published again (a lost ack's redelivery would look the same).
     await publish_raw(js, settings, events[0], "again")
+    second = consumer()
+    await second.start()
     await wait_until(lambda: consumer_settled(js, settings.stream_name, CONSUMER, past_seq=61))
-    await consumer.stop()
+    await second.stop()
 
     assert await count(kit_db, "SELECT count(*) AS n FROM ordered_effects") == 60
     assert await count(kit_db, "SELECT count(*) AS n FROM outbox") == 60

@@ -219,6 +219,7 @@ async def save(conn: Conn, request: EnvironmentRequest, timeline: TimelineRow | 
         cursor = await conn.execute(_UPDATE, [*values, request.id, expected])
     else:
         entry = dict(zip(_TIMELINE_FIELDS.split(", "), timeline.values(request.id), strict=True))
+        entry["occurred_at"] = timeline.envelope.time.isoformat()  # JSON of any encoder
         cursor = await conn.execute(_UPDATE_WITH_ENTRY, [Jsonb(entry), *values, request.id, expected])
     if cursor.rowcount != 1:
         request.version = expected
