@@ -296,6 +296,9 @@ def test_a_client_that_reads_only_after_sending_a_slow_oversized_body_still_gets
     assert answered.statuses == [400], answered.received[:200]
     assert b"larger than" in answered.received
     assert answered.closed
+    # Said in the answer, so a client does not send its next request on this connection (the
+    # gateway only drops what still arrives on it, and that request would get no answer).
+    assert answered.header("connection") == "close"
 
 
 def test_connections_beyond_the_cap_get_503_and_the_gateway_serves_again_after(dev: DevStack) -> None:

@@ -24,7 +24,8 @@ where the request ends (request smuggling). :class:`GatewayHttpProtocol` adds:
   for a body that did not arrive in time) closes the connection: uvicorn would keep it for
   the rest of the body, and every byte a client trickles in restarts its keep-alive timer,
   so one client could hold the connection, and with many of them every slot, for ever.
-  Such a connection, and one refused for the cap, is closed lingering: what the client
+  Such an answer says ``Connection: close`` (so the client sends nothing more on that
+  connection). Such a connection, and one refused for the cap, is closed lingering: what the client
   still sends is read and dropped until it has been quiet for ``LINGER_SECONDS`` (at most
   ``LINGER_MAX_SECONDS``), so it reads the answer instead of a reset.
 
@@ -87,6 +88,9 @@ class _StrictConnection(h11.Connection):
         super().__init__(h11.SERVER, max_incomplete_event_size)
         self._on_request = on_request
         self.refusal: str | None = None
+        # Set when an answer went out before the request's body was all read: the connection
+        # is closed after it (lingering), and the answer said so.
+        self.answered_early = False
 
     def next_event(self) -> Any:
         event = super().next_event()
@@ -99,6 +103,17 @@ class _StrictConnection(h11.Connection):
                 self.refusal = AMBIGUOUS_LENGTH
                 raise h11.RemoteProtocolError(AMBIGUOUS_LENGTH, error_status_hint=400)
         return event
+
+    def send(self, event: Any) -> bytes | None:  # type: ignore[override]
+        data: bytes | None = super().send(event)
+        if isinstance(event, h11.Response) and self.their_state is h11.SEND_BODY and data is not None:
+            # Answered before the body was read: the connection is closed after this answer,
+            # and the client must know, or it would send its next request on a connection
+            # that only drops what it reads (and get no answer at all).
+            self.answered_early = True
+            if b"\r\nconnection:" not in data.lower():
+                data = data[:-2] + b"connection: close\r\n\r\n"
+        return data
 
 
 class GatewayHttpProtocol(H11Protocol):
@@ -137,7 +152,8 @@ class GatewayHttpProtocol(H11Protocol):
         super().connection_lost(exc)
 
     def on_response_complete(self) -> None:
-        if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
+        early = self.conn.their_state is h11.SEND_BODY or getattr(self.conn, "answered_early", False)
+        if early and not self.transport.is_closing():
             # Answered with the body still coming: the rest is never read (h11 cannot start
             # the next request before it), so waiting for it only holds the slot.
             log.info("connection closed: answered before the request body was read")
