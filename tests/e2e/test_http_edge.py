@@ -217,20 +217,25 @@ def test_a_body_trickling_in_is_answered_and_its_connection_closed(
     assert answered.seconds <= BODY_TIMEOUT + GRACE
 
 
-def test_a_client_still_sending_an_oversized_body_reads_the_answer_not_a_reset(dev: DevStack) -> None:
-    """The answer comes before the body is read; the connection is closed lingering (what
-    still arrives is read and dropped), so the client reads the 400 rather than a reset."""
+def create_head(content_length: int) -> bytes:
+    """The head (without its closing blank line) of a requester's create with this body size."""
     token = f"Authorization: Bearer {mint('requester', teams=['payments'], secret=DEV_JWT_SECRET)}"
-    body = b"{" + b" " * 2_000_000 + b"}"
-    head = "\r\n".join(
+    return "\r\n".join(
         [
             "POST /v1/environment-requests HTTP/1.1",
             "Host: localhost",
             "Content-Type: application/json",
-            f"Content-Length: {len(body)}",
+            f"Content-Length: {content_length}",
             token,
         ]
     ).encode()
+
+
+def test_a_client_still_sending_an_oversized_body_reads_the_answer_not_a_reset(dev: DevStack) -> None:
+    """The answer comes before the body is read; the connection is closed lingering (what
+    still arrives is read and dropped), so the client reads the 400 rather than a reset."""
+    body = b"{" + b" " * 2_000_000 + b"}"
+    head = create_head(len(body))
 
     async def oversized() -> Exchange:
         started = time.monotonic()
@@ -265,17 +270,8 @@ def test_a_client_that_reads_only_after_sending_a_slow_oversized_body_still_gets
     and the answer is read only once all of it is sent, three seconds after the gateway
     answered. The connection keeps lingering while pieces keep coming, so the answer is
     still there to read, not lost to a reset."""
-    token = f"Authorization: Bearer {mint('requester', teams=['payments'], secret=DEV_JWT_SECRET)}"
     body = b"{" + b" " * 499_998 + b"}"
-    head = "\r\n".join(
-        [
-            "POST /v1/environment-requests HTTP/1.1",
-            "Host: localhost",
-            "Content-Type: application/json",
-            f"Content-Length: {len(body)}",
-            token,
-        ]
-    ).encode()
+    head = create_head(len(body))
 
     async def slow() -> Exchange:
         started = time.monotonic()

@@ -53,6 +53,19 @@ def stages() -> dict[str, tuple[float, float]]:
     }
 
 
+def published(request: EnvironmentRequest) -> RequestPublished:
+    """The publication of the request's current generation."""
+    return RequestPublished(
+        request_id=request.id,
+        generation=request.generation,
+        gitops_path="envs/x",
+        namespace="ns",
+        region="us-east-1",
+        commit_sha="abc",
+        branch="main",
+    )
+
+
 def run_pipeline(request: EnvironmentRequest, start: float) -> None:
     generation = request.generation
     files: list[Any] = []
@@ -71,15 +84,7 @@ def run_pipeline(request: EnvironmentRequest, start: float) -> None:
     )
     project(
         request,
-        RequestPublished(
-            request_id=request.id,
-            generation=generation,
-            gitops_path="envs/x",
-            namespace="ns",
-            region="us-east-1",
-            commit_sha="abc",
-            branch="main",
-        ),
+        published(request),
         start + 5,
     )
     project(
@@ -139,15 +144,7 @@ def test_a_stage_whose_start_was_not_seen_in_this_generation_is_not_observed() -
     published_before = observed("platform_request_stage_seconds", stage="published")
     project(
         request,
-        RequestPublished(
-            request_id=request.id,
-            generation=request.generation,
-            gitops_path="envs/x",
-            namespace="ns",
-            region="us-east-1",
-            commit_sha="abc",
-            branch="main",
-        ),
+        published(request),
         7,
     )
     assert observed("platform_request_stage_seconds", stage="published") == published_before
