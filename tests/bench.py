@@ -2,9 +2,13 @@
 
 The numbers depend on the machine; nothing here is a test. Three parts:
 
-1. micro-benchmarks of the kit (``--skip-micro`` leaves them out): the outbox relay (events
-   staged in Postgres → published to JetStream) and the inbox consumer (events on the
-   stream → handled in one transaction each and acked);
+1. micro-benchmarks of the kit (``--skip-micro`` leaves them out), on a private Postgres
+   and nats-server, each with its CPU per event (this process, Postgres, NATS): the outbox
+   relay (events staged in Postgres → published to JetStream), the inbox consumer (events on
+   the stream → handled in one transaction each and acked; this process also publishes
+   them), and one whole pipeline hop (delivered, the next event staged in the inbox
+   transaction, acked, relayed), with a transaction per event and per fetch: the least any
+   stage of a request costs;
 2. a burst of ``--requests`` preview requests over HTTP through every process of the
    system, into a GitOps remote that already holds ``--existing`` environment directories
    (seeded with one ``git fast-import`` commit), then the same burst into a remote of
@@ -50,18 +54,21 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import nats
 import psycopg
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
 from psycopg.rows import dict_row
 
 from contracts.envelope import Envelope, cloudevents_headers, encode_envelope, new_event
-from contracts.events import RequestFailed
+from contracts.events import RequestFailed, RequestStageRetrying
 from libs.bus import Subjects, ensure_stream
-from libs.database import open_pool
+from libs.database import Pool, open_pool
 from libs.embedded import EmbeddedNats, EmbeddedPostgres
 from libs.inbox import EventConsumer, RetryPolicy, Tx
 from libs.migrations import discover, migrate
@@ -113,17 +120,58 @@ def failure(n: int) -> RequestFailed:
     return RequestFailed(request_id=f"req-{n:016x}", generation=1, stage="bench", error="x", attempts=1)
 
 
-async def bench_outbox_relay(settings: PlatformSettings, events: int) -> None:
-    dsn = settings.require_dsn()
+@dataclass(frozen=True)
+class MicroContext:
+    """What a kit micro-benchmark runs against, and whose CPU it counts."""
+
+    settings: PlatformSettings
+    events: int
+    cpu: CpuProbe
+
+    def report_cpu(self, before: dict[str, int], count: int) -> None:
+        """CPU per event since ``before``: this process (the kit's code), Postgres and NATS."""
+        after = self.cpu.sample()
+        names = {
+            "load generator (bench)": "kit (this process)",
+            "postgres (all processes)": "postgres",
+            "nats-server": "nats-server",
+        }
+        parts = {
+            label: (after[name] - before[name]) * 1000 / CLOCK_TICKS / count for name, label in names.items()
+        }
+        shares = ", ".join(f"{label} {ms:.3f}" for label, ms in parts.items())
+        print(f"  CPU ms per event: {sum(parts.values()):.3f} ({shares})")
+
+
+async def _open(context: MicroContext, pool_size: int) -> tuple[str, Pool, NatsClient, JetStreamContext]:
+    dsn = context.settings.require_dsn()
     await migrate(dsn, SCHEMA, discover(None))
-    pool = await open_pool(dsn, SCHEMA, "bench", max_size=4)
-    nc = await nats.connect(settings.nats_url.reveal())
+    pool = await open_pool(dsn, SCHEMA, "bench", max_size=pool_size)
+    nc = await nats.connect(context.settings.nats_url.reveal())
     js = nc.jetstream()
-    await ensure_stream(js, settings)
-    outbox = Outbox(SCHEMA, "bench", Subjects.from_settings(settings))
+    await ensure_stream(js, context.settings)
+    return dsn, pool, nc, js
+
+
+async def _wait_relayed(pool: Pool) -> None:
+    while True:
+        async with pool.connection() as conn:
+            row = await (
+                await conn.execute("SELECT count(*) AS n FROM outbox WHERE published_at IS NULL")
+            ).fetchone()
+        if row is not None and row["n"] == 0:
+            return
+        await asyncio.sleep(0.02)
+
+
+async def bench_outbox_relay(context: MicroContext) -> None:
+    events = context.events
+    dsn, pool, nc, js = await _open(context, pool_size=4)
+    outbox = Outbox(SCHEMA, "bench", Subjects.from_settings(context.settings))
     # Staging cost: one transaction per 50 events, as a busy service would produce them, about
     # many requests (a request's own events are published one after another, in order, so
     # events all about one request would measure one PubAck round trip each).
+    before = context.cpu.sample()
     started = time.perf_counter()
     for batch in range(0, events, 50):
         async with pool.connection() as conn, conn.transaction():
@@ -131,32 +179,45 @@ async def bench_outbox_relay(settings: PlatformSettings, events: int) -> None:
                 await outbox.add(conn, f"req-bench-{n % 500}", failure(n))
     staged = time.perf_counter() - started
     report("outbox: stage (50 per transaction)", events, staged, [])
-    relay = OutboxRelay(pool, js, dsn=dsn, schema=SCHEMA, stream=settings.stream_name, poll_seconds=0.05)
+    context.report_cpu(before, events)
+    relay = OutboxRelay(
+        pool, js, dsn=dsn, schema=SCHEMA, stream=context.settings.stream_name, poll_seconds=0.05
+    )
+    before = context.cpu.sample()
     started = time.perf_counter()
     await relay.start()
-    while True:
-        async with pool.connection() as conn:
-            row = await (
-                await conn.execute("SELECT count(*) AS n FROM outbox WHERE published_at IS NULL")
-            ).fetchone()
-        if row is not None and row["n"] == 0:
-            break
-        await asyncio.sleep(0.02)
+    await _wait_relayed(pool)
     elapsed = time.perf_counter() - started
     await relay.stop()
     report("outbox relay: publish + PubAck", events, elapsed, [])
+    context.report_cpu(before, events)
     await nc.close()
     await pool.close()
 
 
-async def bench_consumer(settings: PlatformSettings, events: int) -> None:
-    dsn = settings.require_dsn()
-    await migrate(dsn, SCHEMA, discover(None))
-    pool = await open_pool(dsn, SCHEMA, "bench-consumer", max_size=10)
-    nc = await nats.connect(settings.nats_url.reveal())
-    js = nc.jetstream()
-    await ensure_stream(js, settings)
-    subjects = Subjects.from_settings(settings)
+async def _publish(js: JetStreamContext, subjects: Subjects, events: int) -> dict[str, float]:
+    """``events`` request.failed events on the stream, about 500 requests; when each was sent."""
+    published_at: dict[str, float] = {}
+    acks = []
+    for n in range(events):
+        envelope = new_event("request.failed", "bench", f"req-{n % 500:016x}", failure(n))
+        published_at[envelope.id] = time.perf_counter()
+        acks.append(
+            await js.publish_async(
+                subjects.event("request.failed"),
+                encode_envelope(envelope),
+                headers=cloudevents_headers(envelope),
+            )
+        )
+    await asyncio.gather(*acks)
+    return published_at
+
+
+async def bench_consumer(context: MicroContext) -> None:
+    """Events published while the consumer runs: delivery, an empty handler's transaction, ack."""
+    events = context.events
+    _, pool, nc, js = await _open(context, pool_size=10)
+    subjects = Subjects.from_settings(context.settings)
     published_at: dict[str, float] = {}
     latencies: list[float] = []
     done = asyncio.Event()
@@ -175,40 +236,97 @@ async def bench_consumer(settings: PlatformSettings, events: int) -> None:
         js=js,
         outbox=Outbox(SCHEMA, "bench", subjects),
         subjects=subjects,
-        stream=settings.stream_name,
+        stream=context.settings.stream_name,
         retry=RetryPolicy(),
         concurrency=8,
     )
     await consumer.start()
+    before = context.cpu.sample()
     started = time.perf_counter()
-    acks = []
-    for n in range(events):
-        envelope = new_event("request.failed", "bench", f"req-{n:016x}", failure(n))
-        published_at[envelope.id] = time.perf_counter()
-        acks.append(
-            await js.publish_async(
-                subjects.event("request.failed"),
-                encode_envelope(envelope),
-                headers=cloudevents_headers(envelope),
-            )
-        )
-    await asyncio.gather(*acks)
+    published_at.update(await _publish(js, subjects, events))
     await asyncio.wait_for(done.wait(), timeout=300)
     elapsed = time.perf_counter() - started
     await consumer.stop()
     report("inbox consumer: tx + ack (8 workers)", events, elapsed, latencies)
+    context.report_cpu(before, events)
     await nc.close()
     await pool.close()
 
 
-def run_micro(admin_dsn: str, nats_url: str, events: int) -> None:
-    print(f"kit micro-benchmarks ({load_average()})")
-    for bench in (bench_outbox_relay, bench_consumer):
+async def bench_hop(context: MicroContext) -> None:
+    """One pipeline hop, whole: an event delivered, its handler staging the next event in the
+    inbox transaction, the ack, and the relay publishing what was staged. Every stage of a
+    request costs at least this; the handler here does nothing else. The events are on the
+    stream before the clock starts, so the stream's write is not counted, and the hop runs
+    both ways the services' consumers do: a transaction per event, and per fetch."""
+    dsn, pool, nc, js = await _open(context, pool_size=10)
+    outbox = Outbox(SCHEMA, "bench", Subjects.from_settings(context.settings))
+    relay = OutboxRelay(
+        pool, js, dsn=dsn, schema=SCHEMA, stream=context.settings.stream_name, poll_seconds=0.05
+    )
+    await relay.start()
+    for batched in (False, True):
+        await _hop(context, pool, js, outbox, batched=batched)
+        await js.purge_stream(context.settings.stream_name)
+    await relay.stop()
+    await nc.close()
+    await pool.close()
+
+
+async def _hop(
+    context: MicroContext, pool: Pool, js: JetStreamContext, outbox: Outbox, *, batched: bool
+) -> None:
+    events = context.events
+    await _publish(js, outbox.subjects, events)
+    handled = 0
+    done = asyncio.Event()
+    now = datetime.now(UTC)
+
+    async def handler(envelope: Envelope, data: RequestFailed, tx: Tx) -> None:
+        nonlocal handled
+        retrying = RequestStageRetrying(
+            request_id=data.request_id, generation=1, stage="bench", error="x", attempt=2, next_attempt_at=now
+        )
+        await tx.emit(envelope.subject, retrying)
+        handled += 1
+        if handled >= events:
+            done.set()
+
+    consumer = EventConsumer(
+        name=f"bench-hop-{'batched' if batched else 'single'}",
+        event_filter="request.failed",
+        handlers={"request.failed": handler},
+        pool=pool,
+        js=js,
+        outbox=outbox,
+        subjects=outbox.subjects,
+        stream=context.settings.stream_name,
+        retry=RetryPolicy(),
+        concurrency=8,
+        start_from="all",
+        batched=batched,
+    )
+    before = context.cpu.sample()
+    started = time.perf_counter()
+    await consumer.start()
+    await asyncio.wait_for(done.wait(), timeout=300)
+    await _wait_relayed(pool)
+    elapsed = time.perf_counter() - started
+    await consumer.stop()
+    way = "a transaction per fetch" if batched else "a transaction per event"
+    report(f"hop: deliver, stage, ack, relay ({way})", events, elapsed, [])
+    context.report_cpu(before, events)
+
+
+def run_micro(servers: Servers, events: int) -> None:
+    print(f"kit micro-benchmarks ({load_average()}); private Postgres and nats-server")
+    probe = CpuProbe(services={}, postmaster=servers.postmaster, nats=servers.nats)
+    for bench in (bench_outbox_relay, bench_consumer, bench_hop):
         isolation = Isolation.new()
-        with fresh_database(admin_dsn) as dsn:
-            settings = load_settings(PlatformSettings, platform_environment(dsn, nats_url, isolation))
-            asyncio.run(bench(settings, events))
-        asyncio.run(delete_stream(nats_url, isolation.stream))
+        with fresh_database(servers.admin_dsn) as dsn:
+            settings = load_settings(PlatformSettings, platform_environment(dsn, servers.nats_url, isolation))
+            asyncio.run(bench(MicroContext(settings, events, probe)))
+        asyncio.run(delete_stream(servers.nats_url, isolation.stream))
     print()
 
 
@@ -845,8 +963,11 @@ def main() -> None:
     args.setting = dict(args.setting)
     print(f"platform-control-plane benchmarks: {os.cpu_count()} CPUs, {cpu_model()}\n")
     if not args.skip_micro:
-        with postgres_server() as admin_dsn, nats_server() as nats_url:
-            run_micro(admin_dsn, nats_url, args.events)
+        with (
+            tempfile.TemporaryDirectory(prefix="pcp-bench-micro-") as folder,
+            private_servers(Path(folder), statements=False) as servers,
+        ):
+            run_micro(servers, args.events)
     steady = args.rate > 0
     sizes = [args.existing]
     if args.compare_existing >= 0 and args.compare_existing != args.existing:
