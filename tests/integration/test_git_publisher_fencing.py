@@ -50,13 +50,13 @@ class HeldPushRepository(GitRepository):
         self.rejected_pushes = 0
         self._held = False
 
-    async def push(self, commit: str) -> None:
+    async def push(self, commit: str, base: str | None) -> None:
         if not self._held:
             self._held = True
             self.push_waiting.set()
             await self.release.wait()
         try:
-            await super().push(commit)
+            await super().push(commit, base)
         except PushRejected:
             self.rejected_pushes += 1
             raise
@@ -187,6 +187,113 @@ async def test_changes_of_one_request_in_one_batch_are_fenced_in_order(
     ]
     assert generations_in_history(remote, 1) == ["2", "3"]
     assert remote.files(directory(1)) == []
+
+
+# -- the head a publisher has just pushed, used without a fetch ----------------------------------------
+
+
+class CountingRepository(GitRepository):
+    """A replica's repository that counts its fetches and its pushes the remote rejected."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fetches = 0
+        self.rejected_pushes = 0
+
+    async def fetch(self) -> str | None:
+        self.fetches += 1
+        return await super().fetch()
+
+    async def push(self, commit: str, base: str | None) -> None:
+        try:
+            await super().push(commit, base)
+        except PushRejected:
+            self.rejected_pushes += 1
+            raise
+
+
+async def counting_replica(folder: Path, remote: BareRemote) -> tuple[DirectPublisher, CountingRepository]:
+    publisher = await replica(folder, remote, CountingRepository)
+    assert isinstance(publisher.repository, CountingRepository)
+    return publisher, publisher.repository
+
+
+async def test_a_batch_right_after_a_push_builds_on_it_without_a_fetch(
+    tmp_path: Path, remote: BareRemote
+) -> None:
+    a, repository = await counting_replica(tmp_path / "replica-a.git", remote)
+    [first] = applied(await a.publish([bundle(1, 1)]))
+    [second] = applied(await a.publish([bundle(2, 1)]))
+
+    assert repository.fetches == 1
+    assert remote.commits() == [second.commit_sha, first.commit_sha]
+    assert remote.pushes() == 2
+    assert remote.files(directory(1)) == remote.files(directory(2)) == sorted(CORE_FILES)
+
+
+async def test_a_head_another_replica_moved_costs_one_rejected_push_and_the_fence_holds(
+    tmp_path: Path, remote: BareRemote
+) -> None:
+    a, repository = await counting_replica(tmp_path / "replica-a.git", remote)
+    b = await replica(tmp_path / "replica-b.git", remote)
+    applied(await a.publish([bundle(1, 1)]))
+    # Replica B tears generation 3 down right after; A still takes its own push for the head.
+    [torn_down] = applied(await b.publish([teardown(1, 3)]))
+
+    # A's next batch is built on that stale head: its push is rejected, and the batch is
+    # rebuilt on the fetched head, where generation 2 meets the tombstone.
+    stale, other = await a.publish([bundle(1, 2, variant=" g2"), bundle(2, 1)])
+
+    assert repository.rejected_pushes == 1
+    assert stale == publishing.Superseded(3)
+    assert isinstance(other, publishing.Published)
+    assert other.committed
+    assert remote.commits()[:2] == [other.commit_sha, torn_down.commit_sha]
+    assert remote.files(directory(1)) == []
+    assert generations_in_history(remote, 1) == ["1", "3"]
+    # A second writer is at work: A fetches before its next batches, so B moving the head
+    # again costs A no second rejected push.
+    applied(await b.publish([bundle(3, 1)]))
+    applied(await a.publish([bundle(4, 1)]))
+    assert repository.rejected_pushes == 1
+    assert remote.files(directory(3)) == remote.files(directory(4)) == sorted(CORE_FILES)
+
+
+async def test_a_branch_reset_by_hand_is_not_undone_by_the_next_batch(
+    tmp_path: Path, remote: BareRemote
+) -> None:
+    a, repository = await counting_replica(tmp_path / "replica-a.git", remote)
+    [first] = applied(await a.publish([bundle(1, 1)]))
+    applied(await a.publish([bundle(2, 1)]))
+    # An operator resets the branch to before request 2's commit, right away.
+    remote.git("update-ref", "refs/heads/main", first.commit_sha)
+
+    # The next batch is built on the head A pushed. A fast-forward from the reset branch
+    # would bring request 2's commit back; the push expects A's head and is rejected.
+    [third] = applied(await a.publish([bundle(3, 1)]))
+
+    assert repository.rejected_pushes == 1
+    assert remote.commits() == [third.commit_sha, first.commit_sha]
+    assert remote.files(directory(2)) == []
+    assert remote.files(directory(3)) == sorted(CORE_FILES)
+
+
+async def test_a_change_in_place_at_an_assumed_head_is_checked_against_the_remote(
+    tmp_path: Path, remote: BareRemote
+) -> None:
+    a, repository = await counting_replica(tmp_path / "replica-a.git", remote)
+    [first] = applied(await a.publish([bundle(1, 1)]))
+    applied(await a.publish([bundle(2, 1)]))
+    remote.git("update-ref", "refs/heads/main", first.commit_sha)
+
+    # Request 2's bundle again (a redelivery): in place at the head A pushed, but no push
+    # would prove that head current, so A fetches and finds it gone.
+    [again] = applied(await a.publish([bundle(2, 1)]))
+
+    assert repository.fetches == 2
+    assert again.committed
+    assert remote.commits() == [again.commit_sha, first.commit_sha]
+    assert remote.files(directory(2)) == sorted(CORE_FILES)
 
 
 # -- the handler's outcome for a fenced change (real NATS, Postgres, git) -----------------------------

@@ -56,7 +56,7 @@ async def test_a_remote_gone_during_the_push_fails_it_transiently(tmp_path: Path
     commit = commit_in(local.path)
     shutil.rmtree(remote.path)  # the remote is unreachable now
     with pytest.raises(GitError) as raised:
-        await local.push(commit)
+        await local.push(commit, None)
     assert not isinstance(raised.value, PushRejected)
     assert is_transient(raised.value)
 
@@ -69,7 +69,7 @@ async def test_a_commit_refused_by_the_remote_fails_for_good(tmp_path: Path) -> 
     local = repository(tmp_path / "local.git", remote.url)
     await local.prepare()
     with pytest.raises(PushRejected) as raised:
-        await local.push(commit_in(local.path))
+        await local.push(commit_in(local.path), None)
     assert raised.value.message == "git push rejected by the remote"
     assert not is_transient(raised.value)
     assert remote.pushes() == 0

@@ -340,10 +340,18 @@ class GitRepository:
         self._batches += 1
         return [by_mark[f":{index}"].strip() for index in range(1, len(changes) + 1)]
 
-    async def push(self, commit: str) -> None:
-        """Push ``commit`` to the remote branch; :class:`PushRejected` if that is not a fast-forward."""
+    async def push(self, commit: str, base: str | None) -> None:
+        """Push ``commit`` to the remote branch if the branch still points at ``base`` (None:
+        if it does not exist yet); :class:`PushRejected` if not.
+
+        The remote compares and sets the branch in one step (``--force-with-lease`` with the
+        expected commit), so a branch another writer moved on, or reset to an older commit,
+        since ``base`` was read is a rejection, never an overwrite or a fast-forward that
+        brings back what the reset removed. ``commit`` descends from ``base``.
+        """
+        lease = f"--force-with-lease={self.branch_ref}:{base or ''}"
         result = await self.run(
-            "push", "--porcelain", "--quiet", "origin", f"{commit}:{self.branch_ref}", check=False
+            "push", "--porcelain", "--quiet", lease, "origin", f"{commit}:{self.branch_ref}", check=False
         )
         if result.returncode != 0:
             output = (result.stdout + result.stderr).decode(errors="replace")

@@ -1,4 +1,4 @@
-"""Direct mode: commit a list of changes on the remote branch's fresh head and push them.
+"""Direct mode: commit a list of changes on the remote branch's head and push them.
 
 One call is one batch: one fetch, one ``git fast-import`` (one commit per change), one
 push. A change whose desired directory state the base already holds (with its generation
@@ -8,9 +8,16 @@ the redelivered bundle finds itself on the remote and gets the original commit b
 
 A change whose request's marker at the base names a newer generation is not applied
 (:class:`Superseded`): the remote is the fence between replicas
-(:mod:`~services.git_publisher.domain.generation_markers`). The base is always the freshly
-fetched head and the push is fast-forward only; a rejected push rebuilds the whole batch on
-a new base, so every change is checked again against what the remote holds then.
+(:mod:`~services.git_publisher.domain.generation_markers`). The base is the remote's head
+and the push is fast-forward only; a rejected push rebuilds the whole batch on a freshly
+fetched base, so every change is checked again against what the remote holds then.
+
+The fetch is skipped right after a batch: the head this publisher has just pushed (or
+fetched) is the remote's, unless another writer moved it since, which the fast-forward-only
+push finds out. So a batch within :data:`KNOWN_HEAD_SECONDS` of the last builds on that
+head, as long as each of its changes makes a commit the push then proves (a change found in
+place, superseded or behind an unreadable marker is decided on a fetched head); after a push
+lost against another writer, batches fetch first again for a while (:data:`CONTENDED_BATCHES`).
 
 A batch the remote's own checks refuse (a hook, secret scanning, a size limit) is bisected:
 each half is published on its own fresh base, down to the single changes the remote refuses,
@@ -62,6 +69,11 @@ GC_FAILURES = Counter(
     "git gc --auto runs that failed after a batch (the batch's results stand).",
     registry=REGISTRY,
 )
+FETCHES_SKIPPED = Counter(
+    "platform_git_fetches_skipped_total",
+    "Batches built on the head this publisher had just pushed or fetched, without a fetch.",
+    registry=REGISTRY,
+)
 SUPERSEDED = Counter(
     "platform_git_changes_superseded_total",
     "Changes not applied because the branch already holds a newer generation of the request.",
@@ -108,6 +120,14 @@ class GenerationMarkerUnreadable(Conflict):
         self.path = path
 
 
+# How long the head a batch pushed (or fetched) stands for the remote's, without a fetch. A
+# burst's batches follow each other well within it; a longer quiet starts with a fetch, so
+# a branch reset by hand meanwhile is seen.
+KNOWN_HEAD_SECONDS = 2.0
+# After a push lost against another writer, this many batches fetch first.
+CONTENDED_BATCHES = 16
+
+
 # One per change of a batch: what became of it, or the error that change alone failed with.
 ChangeOutcome = PublishResult | GitError | GenerationMarkerUnreadable
 
@@ -132,6 +152,9 @@ class DirectPublisher:
         self.repository = repository
         self.push_attempts = push_attempts
         self.retry_backoff_seconds = retry_backoff_seconds
+        # The remote's head as this publisher last saw it (pushed or fetched), and when.
+        self._known_head: tuple[str, float] | None = None
+        self._contended_batches = 0
 
     @property
     def branch(self) -> str:
@@ -257,23 +280,50 @@ class DirectPublisher:
                 extra={"fields": {"error": str(error), "detail": getattr(error, "detail", "")}},
             )
 
-    async def _base(self) -> str | None:
+    async def _base(self) -> tuple[str | None, bool]:
+        """The commit to build on, and whether it is only assumed to be the remote's head."""
         repository = self.repository
         if repository.push_enabled:
-            # Always the remote's current head: building on anything older guarantees a
-            # rejected push, and a local branch may hold commits a failed push never delivered.
-            return await repository.fetch()
+            # The remote's current head: building on anything older guarantees a rejected
+            # push, and a local branch may hold commits a failed push never delivered. The
+            # head this publisher just pushed or fetched is that head unless another writer
+            # moved it, which the fast-forward-only push then finds out.
+            known = self._recent_head()
+            if known is not None:
+                FETCHES_SKIPPED.inc()
+                return known, True
+            self._contended_batches = max(0, self._contended_batches - 1)
+            return await repository.fetch(), False
         local = await repository.resolve(repository.branch_ref)
         if local is None and repository.remote_url is not None:
             # Push disabled but a remote configured: start the local history from its head.
-            return await repository.resolve(repository.tracking_ref)
-        return local
+            return await repository.resolve(repository.tracking_ref), False
+        return local, False
+
+    def _recent_head(self) -> str | None:
+        if self._known_head is None or self._contended_batches:
+            return None
+        head, seen_at = self._known_head
+        return head if time.monotonic() - seen_at <= KNOWN_HEAD_SECONDS else None
 
     async def _attempt(self, changes: Sequence[Change]) -> list[ChangeOutcome]:
+        try:
+            outcomes, head = await self._build_and_push(changes)
+        except GitError as error:
+            # Whatever the remote holds now is unknown: the next round fetches.
+            self._known_head = None
+            if isinstance(error, PushRejected) and error.transient:
+                self._contended_batches = CONTENDED_BATCHES
+            raise
+        self._known_head = (head, time.monotonic()) if head is not None else None
+        return outcomes
+
+    async def _build_and_push(self, changes: Sequence[Change]) -> tuple[list[ChangeOutcome], str | None]:
+        """The batch's outcomes, and the branch's head after it."""
         repository = self.repository
-        base = await self._base()
-        # Both read from the base just fetched: the fence is only as fresh as the base the
-        # commits are built on, and the fast-forward push proves that base is still the head.
+        base, assumed = await self._base()
+        # Both read from the base: the fence is only as fresh as the base the commits are
+        # built on, and the fast-forward push proves that base is still the head.
         trees = await repository.trees_at(base, [c.path for c in changes if c.path is not None])
         markers = await repository.blobs_at(base, [change.marker_path for change in changes])
         last_touch: dict[str, int] = {}
@@ -304,14 +354,20 @@ class DirectPublisher:
             markers[change.marker_path] = change.marker
             if change.path is not None:
                 trees[change.path] = change.desired_tree
+        if assumed and any(plan.commit_index is None for plan in planned):
+            # An outcome rests on the base alone (already in place, superseded, an unreadable
+            # marker), and no push will prove an assumed base current: decide on a fetched one.
+            self._known_head = None
+            return await self._build_and_push(changes)
         commits: list[str] = []
         if to_commit:
             commits = await repository.import_commits(base, to_commit)
             if repository.push_enabled:
-                await repository.push(commits[-1])
+                await repository.push(commits[-1], base)
             else:
                 await repository.advance_branch(commits[-1], base)
-        return [await self._result(plan, base, commits) for plan in planned]
+        outcomes = [await self._result(plan, base, commits) for plan in planned]
+        return outcomes, commits[-1] if commits else base
 
     async def _result(self, plan: _Planned, base: str | None, commits: list[str]) -> ChangeOutcome:
         if plan.unreadable_marker:
