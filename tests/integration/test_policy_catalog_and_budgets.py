@@ -306,6 +306,20 @@ async def test_concurrent_requests_cannot_both_squeeze_under_the_budget(
         assert team["spend_usd"] == 450.0
 
 
+async def test_a_new_teams_first_requests_at_once_cannot_both_squeeze_under_the_default(
+    platform_env: dict[str, str], rpc: RpcClient
+) -> None:
+    # No row for the team yet: the concurrent first evaluations create it, then queue on its lock.
+    environment = {**platform_env, "PLATFORM_DEFAULT_TEAM_BUDGET_USD": "450"}
+    async with policy_replicas(environment), running_services(["intake", "approval"], environment):
+        await catalog_replicated(rpc)
+        ids = await asyncio.gather(*(create(rpc, app=f"app-{n}") for n in range(8)))
+        outcomes = [(await settled(rpc, request_id))["policy_decision"]["outcome"] for request_id in ids]
+        assert sorted(outcomes) == ["allowed"] * 3 + ["rejected"] * 5
+        team = await rpc.call("policy", "get_team", GetTeam(team="payments", actor=ROOT))
+        assert (team["spend_usd"], team["budget_source"]) == (450.0, "default")
+
+
 async def test_a_team_without_a_budget_of_its_own_gets_the_default(
     platform_env: dict[str, str], rpc: RpcClient
 ) -> None:

@@ -242,6 +242,9 @@ def _team(row: dict[str, Any] | None, team: str) -> TeamRow:
     return TeamRow(row["team"], row["monthly_budget_usd"], row["budget_updated_at"], row["budget_updated_by"])
 
 
+_LOCK_TEAM = "SELECT team, monthly_budget_usd, budget_updated_at, budget_updated_by FROM teams WHERE team = %s FOR UPDATE"
+
+
 async def lock_team(conn: Conn, team: str) -> TeamRow:
     """The team's row, locked until the transaction ends (created without a budget if new).
 
@@ -249,13 +252,12 @@ async def lock_team(conn: Conn, team: str) -> TeamRow:
     spend, so evaluations of one team run one after another and each sees the reservations
     of those before it.
     """
-    await conn.execute("INSERT INTO teams (team) VALUES (%s) ON CONFLICT (team) DO NOTHING", [team])
-    cursor = await conn.execute(
-        "SELECT team, monthly_budget_usd, budget_updated_at, budget_updated_by FROM teams"
-        " WHERE team = %s FOR UPDATE",
-        [team],
-    )
-    return _team(await cursor.fetchone(), team)
+    row = await (await conn.execute(_LOCK_TEAM, [team])).fetchone()
+    if row is None:
+        # A team's first request: the row is created once, then locked like any other.
+        await conn.execute("INSERT INTO teams (team) VALUES (%s) ON CONFLICT (team) DO NOTHING", [team])
+        row = await (await conn.execute(_LOCK_TEAM, [team])).fetchone()
+    return _team(row, team)
 
 
 async def get_team(conn: Conn, team: str) -> TeamRow:
