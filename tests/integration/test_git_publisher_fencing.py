@@ -19,6 +19,7 @@ from nats.js import JetStreamContext
 
 from contracts.events import RenderedFile, RequestRendered
 from contracts.models import RequestSpec
+from libs.telemetry import REGISTRY
 from services.git_publisher.adapters.git_repository import GitRepository, PushRejected
 from services.git_publisher.service_layer import publisher as publishing
 from services.git_publisher.service_layer.publisher import DirectPublisher
@@ -218,17 +219,59 @@ async def counting_replica(folder: Path, remote: BareRemote) -> tuple[DirectPubl
     return publisher, publisher.repository
 
 
+def fetches_skipped() -> float:
+    return REGISTRY.get_sample_value("platform_git_fetches_skipped_total") or 0.0
+
+
 async def test_a_batch_right_after_a_push_builds_on_it_without_a_fetch(
     tmp_path: Path, remote: BareRemote
 ) -> None:
     a, repository = await counting_replica(tmp_path / "replica-a.git", remote)
+    skipped = fetches_skipped()
     [first] = applied(await a.publish([bundle(1, 1)]))
     [second] = applied(await a.publish([bundle(2, 1)]))
 
     assert repository.fetches == 1
+    assert fetches_skipped() == skipped + 1
     assert remote.commits() == [second.commit_sha, first.commit_sha]
     assert remote.pushes() == 2
     assert remote.files(directory(1)) == remote.files(directory(2)) == sorted(CORE_FILES)
+    # A redelivery makes no commit, so no push proves the head it would assume: it fetches,
+    # and the metric does not count it as a batch without a fetch.
+    [again] = applied(await a.publish([bundle(2, 1)]))
+    assert again == publishing.Published(second.commit_sha, committed=False)
+    assert (repository.fetches, fetches_skipped()) == (2, skipped + 1)
+
+
+class CancelledAfterLanding(CountingRepository):
+    """A repository whose next push lands on the remote, and then the caller is cancelled."""
+
+    cancel_next_push = False
+
+    async def push(self, commit: str, base: str | None) -> None:
+        await super().push(commit, base)
+        if self.cancel_next_push:
+            self.cancel_next_push = False
+            raise asyncio.CancelledError
+
+
+async def test_a_batch_cancelled_after_its_push_landed_leaves_no_head_assumed(
+    tmp_path: Path, remote: BareRemote
+) -> None:
+    a = await replica(tmp_path / "replica-a.git", remote, CancelledAfterLanding)
+    repository = a.repository
+    assert isinstance(repository, CancelledAfterLanding)
+    applied(await a.publish([bundle(1, 1)]))
+    repository.cancel_next_push = True
+    with pytest.raises(asyncio.CancelledError):
+        await a.publish([bundle(2, 1)])
+
+    # Redelivered: found on the remote (fetched, not assumed), the commit the push made.
+    [again] = applied(await a.publish([bundle(2, 1)]))
+
+    assert again == publishing.Published(remote.commits()[0], committed=False)
+    assert len(remote.commits()) == 2
+    assert repository.rejected_pushes == 0
 
 
 async def test_a_head_another_replica_moved_costs_one_rejected_push_and_the_fence_holds(

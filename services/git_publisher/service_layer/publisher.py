@@ -8,19 +8,20 @@ the redelivered bundle finds itself on the remote and gets the original commit b
 
 A change whose request's marker at the base names a newer generation is not applied
 (:class:`Superseded`): the remote is the fence between replicas
-(:mod:`~services.git_publisher.domain.generation_markers`). The base is the remote's head
-and the push is fast-forward only; a rejected push rebuilds the whole batch on a freshly
-fetched base, so every change is checked again against what the remote holds then.
+(:mod:`~services.git_publisher.domain.generation_markers`). The base is the remote's head,
+and the push moves the branch only if it still points at that base (a lease the remote
+checks and sets in one step); a rejected push rebuilds the whole batch on a freshly fetched
+base, so every change is checked again against what the remote holds then.
 
 The fetch is skipped right after a batch: the head this publisher has just pushed (or
-fetched) is the remote's, unless another writer moved it since, which the fast-forward-only
-push finds out. So a batch within :data:`KNOWN_HEAD_SECONDS` of the last builds on that
-head, as long as each of its changes makes a commit the push then proves (a change found in
-place, superseded or behind an unreadable marker is decided on a fetched head); after a push
-lost against another writer, batches fetch first again for a while (:data:`CONTENDED_BATCHES`).
+fetched) is the remote's, unless another writer moved it since, which the leased push finds
+out. So a batch within :data:`KNOWN_HEAD_SECONDS` of the last builds on that head, as long
+as each of its changes makes a commit the push then proves (a change found in place,
+superseded or behind an unreadable marker is decided on a fetched head); after a push lost
+against another writer, the next :data:`CONTENDED_BATCHES` rounds fetch first.
 
 A batch the remote's own checks refuse (a hook, secret scanning, a size limit) is bisected:
-each half is published on its own fresh base, down to the single changes the remote refuses,
+each half is published on its own base (fenced again), down to the single changes the remote refuses,
 so only those fail and every other change of the batch lands. A change whose marker cannot be
 read fails on its own too (:class:`GenerationMarkerUnreadable`); the rest of its batch goes on.
 """
@@ -124,7 +125,7 @@ class GenerationMarkerUnreadable(Conflict):
 # burst's batches follow each other well within it; a longer quiet starts with a fetch, so
 # a branch reset by hand meanwhile is seen.
 KNOWN_HEAD_SECONDS = 2.0
-# After a push lost against another writer, this many batches fetch first.
+# After a push lost against another writer, this many rounds fetch first.
 CONTENDED_BATCHES = 16
 
 
@@ -223,7 +224,7 @@ class DirectPublisher:
             # The remote's checks refused the batch's tip, which holds every change: find the
             # change(s) it refuses, instead of failing the innocent ones with them. Halves in
             # order, the first pushed before the second is built, so a request's changes still
-            # land in order; each half fetches its own base and is fenced again.
+            # land in order; each half is built on the head the one before left and fenced again.
             BISECTIONS.inc()
             log.warning(
                 "the remote refused a batch; publishing its halves apart",
@@ -287,10 +288,11 @@ class DirectPublisher:
             # The remote's current head: building on anything older guarantees a rejected
             # push, and a local branch may hold commits a failed push never delivered. The
             # head this publisher just pushed or fetched is that head unless another writer
-            # moved it, which the fast-forward-only push then finds out.
+            # moved it, which the leased push then finds out. Taken, not kept: only a round
+            # that succeeds says what the head is next (see _attempt).
             known = self._recent_head()
+            self._known_head = None
             if known is not None:
-                FETCHES_SKIPPED.inc()
                 return known, True
             self._contended_batches = max(0, self._contended_batches - 1)
             return await repository.fetch(), False
@@ -309,10 +311,10 @@ class DirectPublisher:
     async def _attempt(self, changes: Sequence[Change]) -> list[ChangeOutcome]:
         try:
             outcomes, head = await self._build_and_push(changes)
-        except GitError as error:
-            # Whatever the remote holds now is unknown: the next round fetches.
-            self._known_head = None
-            if isinstance(error, PushRejected) and error.transient:
+        except PushRejected as error:
+            # Whatever the remote holds now is unknown (_base took the known head, so the next
+            # round fetches, as after any failure); a branch that moved means another writer.
+            if error.transient:
                 self._contended_batches = CONTENDED_BATCHES
             raise
         self._known_head = (head, time.monotonic()) if head is not None else None
@@ -323,7 +325,7 @@ class DirectPublisher:
         repository = self.repository
         base, assumed = await self._base()
         # Both read from the base: the fence is only as fresh as the base the commits are
-        # built on, and the fast-forward push proves that base is still the head.
+        # built on, and the leased push proves that base is still the head.
         trees = await repository.trees_at(base, [c.path for c in changes if c.path is not None])
         markers = await repository.blobs_at(base, [change.marker_path for change in changes])
         last_touch: dict[str, int] = {}
@@ -357,8 +359,9 @@ class DirectPublisher:
         if assumed and any(plan.commit_index is None for plan in planned):
             # An outcome rests on the base alone (already in place, superseded, an unreadable
             # marker), and no push will prove an assumed base current: decide on a fetched one.
-            self._known_head = None
             return await self._build_and_push(changes)
+        if assumed:
+            FETCHES_SKIPPED.inc()
         commits: list[str] = []
         if to_commit:
             commits = await repository.import_commits(base, to_commit)
