@@ -366,32 +366,46 @@ def _all_pids() -> list[int]:
 
 
 GIT = "git (children of services)"
-GIT_HOST = "git host (the remote's receive side)"
+GIT_HOST = "git host (the remote's side)"
 LOAD_GENERATOR = "load generator (bench)"
 
 
 def log_remote_side(folder: Path) -> Path:
-    """Have the publisher's clone (``folder/publisher-repo``) run the remote's side of each push
-    through a wrapper that logs its CPU; the log's path is returned.
+    """Have the publisher's clone (``folder/publisher-repo``) run the remote's side of each
+    push and fetch through wrappers that log its CPU; the log's path is returned.
 
-    The bench's remote is a local path, so ``git push`` starts the remote's ``receive-pack``
-    (and the connectivity check under it) as its own child: without the wrapper, the git
-    host's work would count as the platform's. A hosted remote does it on its own servers.
+    The bench's remote is a local path, so ``git push`` and ``git fetch`` start the remote's
+    ``receive-pack`` (with the connectivity check under it) and ``upload-pack`` as their own
+    children: without the wrappers, the git host's work would count as the platform's. A
+    hosted remote does it on its own servers. Each wrapper is a bash (its ``times`` reports
+    children's CPU to the millisecond; dash's rounds each part down to 10 ms ticks); the
+    wrapper's own few milliseconds stay in the platform's git.
     """
-    log = folder / "receive-pack-times.log"
-    wrapper = folder / "receive-pack"
-    wrapper.write_text(f'#!/bin/sh\ngit receive-pack "$@"\nstatus=$?\ntimes >> "{log}"\nexit $status\n')
-    wrapper.chmod(0o755)
+    log = folder / "remote-side-times.log"
     clone = folder / "publisher-repo"
     git_init_bare(clone)
-    subprocess.run(
-        ["git", "--git-dir", str(clone), "config", "remote.origin.receivepack", str(wrapper)], check=True
-    )
+    for side in ("receive-pack", "upload-pack"):
+        wrapper = folder / side
+        wrapper.write_text(
+            f'#!/usr/bin/env bash\ngit {side} "$@"\nstatus=$?\ntimes >> "{log}"\nexit $status\n'
+        )
+        wrapper.chmod(0o755)
+        subprocess.run(
+            [
+                "git",
+                "--git-dir",
+                str(clone),
+                "config",
+                f"remote.origin.{side.replace('-', '')}",
+                str(wrapper),
+            ],
+            check=True,
+        )
     return log
 
 
-def receive_side_ticks(log: Path) -> int:
-    """Clock ticks of every receive-pack the wrapper ran (its children's line of ``times``)."""
+def remote_side_ticks(log: Path) -> int:
+    """Clock ticks of every receive-pack and upload-pack the wrappers ran (the children's line of ``times``)."""
     lines = log.read_text().splitlines() if log.exists() else []
     seconds = 0.0
     # Each ``times`` prints the shell's own user and system time, then its children's.
@@ -419,7 +433,7 @@ class CpuProbe:
             if times is not None:
                 ticks[name] = times.own
                 git += times.children
-        host = receive_side_ticks(self.remote_log) if self.remote_log else 0
+        host = remote_side_ticks(self.remote_log) if self.remote_log else 0
         ticks[GIT] = git - host
         ticks[GIT_HOST] = host
         ticks["postgres (all processes)"] = self._postgres()
@@ -1033,7 +1047,7 @@ def main() -> None:
         print(
             f"{sizes[0]} vs {sizes[1]} environments: CPU per request {large['total']:.1f} vs"
             f" {small['total']:.1f} ms ({large['total'] / max(small['total'], 1e-9):.2f}×), git-publisher"
-            f" + git {git_side(large):.1f} vs {git_side(small):.1f} ms, the git host's receive side"
+            f" + git {git_side(large):.1f} vs {git_side(small):.1f} ms, the git host's side"
             f" {large[GIT_HOST]:.1f} vs {small[GIT_HOST]:.1f} ms, throughput"
             f" {large['throughput']:.1f} vs {small['throughput']:.1f}/s"
         )
