@@ -471,7 +471,7 @@ class CpuProbe:
 def cpu_table(before: dict[str, int], after: dict[str, int], requests: int) -> dict[str, float]:
     """Milliseconds of CPU per request by process, printed; the system's total is returned too.
 
-    The system is every process of the platform, Postgres and NATS; the git host's receive
+    The system is every process of the platform, Postgres and NATS; the git host's
     side and the load generator are shown apart.
     """
     per_request: dict[str, float] = {}
