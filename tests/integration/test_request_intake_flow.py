@@ -9,6 +9,7 @@ import msgspec
 import nats
 import pytest
 
+from contracts.events import RequestExtended
 from contracts.models import Actor
 from contracts.rpc import CreateRequest, GetRequest, ListClasses, ListRequests
 from libs.rpc import RpcClient, RpcError
@@ -89,6 +90,69 @@ async def test_preview_request_is_evaluated_approved_and_queued(
             ("approved", True),
             ("queued", True),
         ]
+
+
+async def test_own_events_an_earlier_release_staged_without_an_entry_are_recorded(
+    platform_env: dict[str, str], rpc: RpcClient
+) -> None:
+    """Intake records its own events as it stages them, and its consumer no longer takes them
+    back. A release before recorded them only on the way back, so during a rolling upgrade
+    what its replicas stage is found in the outbox and recorded by the sweeper's pass."""
+    environment = {**platform_env, "PLATFORM_EXPIRY_SWEEP_INTERVAL_SECONDS": "0"}  # passes run here
+    async with running_services(["policy", "intake", "approval"], environment) as kits:
+        await catalog_replicated(rpc)
+        created = await rpc.call("intake", "create_request", CreateRequest(body=PREVIEW, actor=ALICE))
+        request_id = created["request"]["id"]
+
+        async def queued() -> Any:
+            current = await rpc.call("intake", "get_request", GetRequest(id=request_id, actor=ALICE))
+            return current if current["status"] == "queued" else None
+
+        await wait_until(queued, what="request queued")
+        pool, outbox = kits["intake"].pool, kits["intake"].outbox
+
+        async def staged_by_an_older_replica(ttl_hours: int) -> str:
+            async with pool.connection() as conn, conn.transaction():
+                envelope = await outbox.add(
+                    conn,
+                    request_id,
+                    RequestExtended(
+                        request_id=request_id,
+                        ttl_hours=ttl_hours,
+                        previous_ttl_hours=24,
+                        extended_by="bob@example.com",
+                    ),
+                )
+            return envelope.id
+
+        async def settle(event_id: str) -> None:
+            async with pool.connection() as conn:
+                await conn.execute(
+                    "UPDATE outbox SET created_at = now() - interval '2 minutes' WHERE event_id = %s",
+                    [event_id],
+                )
+
+        async def timeline() -> list[dict[str, Any]]:
+            reply = await rpc.call("intake", "list_events", GetRequest(id=request_id, actor=ALICE))
+            return list(reply["items"])
+
+        service = IntakeService(pool=pool, outbox=outbox)
+        first = await staged_by_an_older_replica(48)
+        await settle(first)
+        second = await staged_by_an_older_replica(72)  # staged just now: not settled yet
+
+        assert await service.record_staged_events() == 1
+        [entry] = [e for e in await timeline() if e["type"] == "request.extended"]
+        assert (entry["event_id"], entry["applied"], entry["status_after"]) == (first, True, "queued")
+
+        # The unsettled one is checked once it has settled, and nothing is recorded twice.
+        await settle(second)
+        assert await service.record_staged_events() == 1
+        assert await service.record_staged_events() == 0
+        recorded = [e["event_id"] for e in await timeline() if e["type"] == "request.extended"]
+        assert recorded == [first, second]
+        # Events from this release were recorded when staged: the pass found nothing else.
+        assert [e["type"] for e in await timeline()][:2] == ["request.submitted", "request.policy_evaluated"]
 
 
 async def test_production_request_waits_for_approval(platform_env: dict[str, str], rpc: RpcClient) -> None:

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from contracts.catalog import SERVICES
-from contracts.events import EVENT_TYPES
+from contracts.events import EVENT_TYPE_OF, EVENT_TYPES
 from libs.bus import Subjects
 from libs.topology import event_filter
+from services.intake.entrypoints import bus as intake_bus
 from services.tools import topology
 from services.tools.platformd.registry import ops_port_order, service_entry
 
@@ -75,9 +76,17 @@ def test_every_event_has_a_producer_unless_reserved(event_type: str) -> None:
         assert producers, f"no service declares that it publishes {event_type}"
 
 
+# Intake records the events it publishes in the request's timeline as it stages them.
+RECORDED_BY_THEIR_PRODUCER = {EVENT_TYPE_OF[model] for model in intake_bus.OWN_EVENTS}
+
+
 @pytest.mark.parametrize("event_type", list(EVENT_TYPES))
-def test_every_event_is_consumed(event_type: str) -> None:
-    assert topology.consumers_of(event_type), f"no service consumes {event_type}"
+def test_every_event_is_consumed_or_recorded_by_its_producer(event_type: str) -> None:
+    if event_type in RECORDED_BY_THEIR_PRODUCER:
+        assert topology.producers_of(event_type) == ["intake"]
+        assert "intake" not in topology.consumers_of(event_type)
+    else:
+        assert topology.consumers_of(event_type), f"no service consumes {event_type}"
 
 
 def test_the_bus_services_are_the_declared_ones() -> None:
@@ -97,8 +106,14 @@ def test_consumer_filters_are_derived_from_their_event_classes() -> None:
     intake = {consumer.name: consumer for consumer in topology.topology("intake").consumers}
     assert intake["requests"].event_filter == "request.>"
     assert set(intake["requests"].event_types) == {
-        name for name in EVENT_TYPES if name.startswith("request.")
+        name for name in EVENT_TYPES if name.startswith("request.") and name not in RECORDED_BY_THEIR_PRODUCER
     }
+    assert {
+        "request.submitted",
+        "request.reconcile_requested",
+        "request.teardown_requested",
+        "request.extended",
+    } == RECORDED_BY_THEIR_PRODUCER
     assert intake["classes"].event_filter == "class.upserted"
     assert event_filter(["request.rendered", "request.teardown_requested"]) == "request.>"
     assert event_filter(["request.rendered", "class.upserted"]) == ">"

@@ -277,6 +277,30 @@ async def list_requests(
     return page, next_cursor
 
 
+async def outbox_position_before(conn: Conn, seconds: float) -> int:
+    """The outbox position just before the first event staged in the last ``seconds`` (the
+    newest position if none was)."""
+    cursor = await conn.execute(
+        "SELECT coalesce((SELECT min(seq) - 1 FROM outbox WHERE created_at >= now() - make_interval(secs => %s)),"
+        " (SELECT max(seq) FROM outbox), 0) AS seq",
+        [seconds],
+    )
+    row = await cursor.fetchone()
+    return int(row["seq"]) if row else 0
+
+
+async def staged_after(conn: Conn, position: int, settled_seconds: float, limit: int) -> list[dict[str, Any]]:
+    """Outbox rows after ``position`` staged at least ``settled_seconds`` ago (so none staged
+    before them is still uncommitted), in order, each saying whether the timeline has it."""
+    cursor = await conn.execute(
+        "SELECT o.seq, o.payload, EXISTS (SELECT 1 FROM request_timeline t WHERE t.event_id = o.event_id) AS recorded"
+        " FROM outbox o WHERE o.seq > %s AND o.created_at < now() - make_interval(secs => %s)"
+        " ORDER BY o.seq LIMIT %s",
+        [position, settled_seconds, limit],
+    )
+    return await cursor.fetchall()
+
+
 async def append_timeline(
     conn: Conn, request_id: str, envelope: Envelope, data: Any, *, applied: bool, status_after: str
 ) -> None:

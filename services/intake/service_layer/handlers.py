@@ -20,7 +20,7 @@ from typing import Any, cast
 import msgspec
 from psycopg import AsyncConnection
 
-from contracts.envelope import Envelope
+from contracts.envelope import ContractError, Envelope, decode_envelope
 from contracts.events import ClassUpserted, RequestSubmitted
 from contracts.inputs import NAME_MAX_LENGTH, NAME_RULE, EnvironmentRequestInput
 from contracts.kubernetes_names import is_dns1123_label
@@ -62,6 +62,11 @@ MAX_PAGE_SIZE = 200
 # event was lost must not wait for it for ever.
 MAX_POSTPONED_DEADLINES = 3
 MAX_EVENTS_PAGE_SIZE = 500
+# record_staged_events: how far back its first pass looks (a rolling upgrade's length, and
+# then some), and how old a staged event must be before it is checked (no transaction that
+# staged one before it is still open then).
+STAGED_LOOKBACK_SECONDS = 30 * 60
+STAGED_SETTLED_SECONDS = 60.0
 # Bytes of timeline entries per reply unless bootstrap says less: a quarter of NATS's default
 # max_payload (1 MB), so a page and its envelope always fit on the bus.
 PAGE_BYTES = 256 * 1024
@@ -207,10 +212,17 @@ class IntakeService:
     page_bytes: int = PAGE_BYTES
     # Read from the database on first use (IntakeService._id_key).
     _request_id_key: bytes | None = field(default=None, init=False, repr=False)
+    # How far record_staged_events has checked the outbox (None: not yet, since the start).
+    _staged_checked: int | None = field(default=None, init=False, repr=False)
 
     async def _stage(self, tx_conn: Any, request: EnvironmentRequest) -> None:
+        """Stage the request's new events, each with its timeline entry: intake's consumer
+        does not take its own events back (see :meth:`record_staged_events`)."""
         for data in request.outgoing:
-            await self.outbox.add(tx_conn, request.id, data)
+            envelope = await self.outbox.add(tx_conn, request.id, data)
+            await repository.append_timeline(
+                tx_conn, request.id, envelope, data, applied=True, status_after=str(request.status)
+            )
         request.outgoing.clear()
 
     # -- commands and queries -----------------------------------------------------------------
@@ -458,6 +470,50 @@ class IntakeService:
             await self._commit_change(conn, request)
         return to_view(request, command.actor)
 
+    # -- intake's own events in the timeline -----------------------------------------------------
+
+    async def record_staged_events(self, batch: int = 500) -> int:
+        """Timeline entries for intake's own events staged without one; returns how many.
+
+        This release records each event it stages in the same transaction (:meth:`_stage`),
+        and its consumer no longer takes intake's own events back from the stream. A release
+        before it recorded them only when its consumer did: during a rolling upgrade, events
+        that older replicas stage (or staged shortly before) would never be recorded. This
+        pass finds them in the outbox: from :data:`STAGED_LOOKBACK_SECONDS` before the
+        process's first pass, then whatever is staged after, once settled.
+        """
+        recorded = 0
+        while True:
+            async with self.pool.connection() as conn, conn.transaction():
+                if self._staged_checked is None:
+                    self._staged_checked = await repository.outbox_position_before(
+                        conn, STAGED_LOOKBACK_SECONDS
+                    )
+                rows = await repository.staged_after(
+                    conn, self._staged_checked, STAGED_SETTLED_SECONDS, batch
+                )
+                for row in rows:
+                    if not row["recorded"]:
+                        recorded += await self._record_staged(conn, row["payload"])
+            if rows:
+                self._staged_checked = int(rows[-1]["seq"])
+            if len(rows) < batch:
+                return recorded
+
+    async def _record_staged(self, conn: AsyncConnection[Any], payload: bytes) -> int:
+        try:
+            envelope = decode_envelope(payload)
+            data = envelope.decode_data()
+        except ContractError as exc:
+            log.warning("staged event unreadable; not recorded", extra={"fields": {"error": str(exc)}})
+            return 0
+        request = await repository.get(conn, envelope.subject)
+        status_after = str(request.status) if request is not None else "unknown"
+        await repository.append_timeline(
+            conn, envelope.subject, envelope, data, applied=request is not None, status_after=status_after
+        )
+        return 1
+
     # -- expiry (DESIGN.md section 5) -----------------------------------------------------------
 
     async def expire_due(self, batch: int = 100) -> int:
@@ -517,6 +573,11 @@ class IntakeService:
                 count = await self.expire_due(batch)
                 if count:
                     log.info("expired environments", extra={"fields": {"count": count}})
+                recorded = await self.record_staged_events()
+                if recorded:
+                    log.info(
+                        "recorded events an earlier release staged", extra={"fields": {"count": recorded}}
+                    )
                 behind = await backlog(deadline_seconds) if backlog and deadline_seconds > 0 else []
                 if not behind:
                     postponed_since = None
@@ -570,20 +631,19 @@ class IntakeService:
         before = request.status
         was_ready_before = request.last_reconciled_at is not None
         changed = request.apply(data, utcnow())
-        # Intake's own events were applied when they were emitted.
-        applied = changed or envelope.source == self.outbox.source
         # What this event led to: an approval shows "approved" even when the class's automatic
         # reconcile queued the request in the same step (request.reconcile_requested follows).
-        status_after = request.reached if changed and request.reached is not None else request.status
-        entry = repository.TimelineRow(envelope, data, applied, str(status_after))
         if not changed:
             await repository.append_timeline(
-                tx.conn, request.id, envelope, data, applied=applied, status_after=str(status_after)
+                tx.conn, request.id, envelope, data, applied=False, status_after=str(request.status)
             )
             return
+        status_after = request.reached if request.reached is not None else request.status
         metrics.observe_progress(request, envelope, before, was_ready_before=was_ready_before)
         # The record and its timeline entry in one statement.
-        await repository.save(tx.conn, request, timeline=entry)
+        await repository.save(
+            tx.conn, request, timeline=repository.TimelineRow(envelope, data, True, str(status_after))
+        )
         await self._stage(tx.conn, request)
 
 
