@@ -554,15 +554,20 @@ def database_counters(dsn: str, statements: bool) -> dict[str, int]:
         counters = {"transactions": int(row[0]) if row else 0}
         if statements:
             conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-            for role, query, calls in conn.execute(
-                "SELECT r.rolname, s.query, s.calls FROM pg_stat_statements s"
+            for role, query, calls, exec_ms in conn.execute(
+                "SELECT r.rolname, s.query, s.calls, s.total_exec_time FROM pg_stat_statements s"
                 " JOIN pg_roles r ON r.oid = s.userid WHERE s.dbid ="
                 " (SELECT oid FROM pg_database WHERE datname = current_database())"
             ):
                 service = role.removeprefix("svc_").rsplit("_", 1)[0]
                 key = f"{service}\t{' '.join(query.split())[:110]}"
                 counters[key] = counters.get(key, 0) + int(calls)
+                # Microseconds the server spent executing it (planning and the protocol aside).
+                counters[EXEC_TIME + key] = counters.get(EXEC_TIME + key, 0) + round(exec_ms * 1000)
     return counters
+
+
+EXEC_TIME = "exec µs\t"
 
 
 def work_table(
@@ -574,17 +579,27 @@ def work_table(
     print(f"  Postgres transactions per request: {transactions:.1f}")
     if not statements:
         return
-    calls = {key: after[key] - before.get(key, 0) for key in after if key != "transactions"}
+    delta = {key: after[key] - before.get(key, 0) for key in after if key != "transactions"}
+    calls = {key: count for key, count in delta.items() if not key.startswith(EXEC_TIME)}
     by_service: collections.Counter[str] = collections.Counter()
+    exec_by_service: collections.Counter[str] = collections.Counter()
     for key, count in calls.items():
         by_service[key.split("\t")[0]] += count
+        exec_by_service[key.split("\t")[0]] += delta.get(EXEC_TIME + key, 0)
     print(
         "  SQL statements per request by service: "
         + ", ".join(f"{service} {count / requests:.1f}" for service, count in by_service.most_common())
     )
-    for key, count in sorted(calls.items(), key=lambda item: -item[1])[:45]:
+    print(
+        "  Postgres execution ms per request by service (pg_stat_statements; planning, parsing and"
+        " the protocol aside): "
+        + ", ".join(f"{service} {us / 1000 / requests:.2f}" for service, us in exec_by_service.most_common())
+    )
+    print("    calls   exec ms  per request")
+    for key, count in sorted(calls.items(), key=lambda item: -delta.get(EXEC_TIME + item[0], 0))[:45]:
         service, query = key.split("\t")
-        print(f"    {count / requests:5.1f}  {service:<20} {query}")
+        exec_ms = delta.get(EXEC_TIME + key, 0) / 1000 / requests
+        print(f"    {count / requests:5.1f}  {exec_ms:7.3f}  {service:<20} {query}")
 
 
 def stream_messages(running: RunningStack) -> int:
