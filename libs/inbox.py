@@ -400,8 +400,15 @@ class EventConsumer:
         self.batched = batched
         self.preload = preload
         # Handlers of events about the same subject run one at a time, in stream order
-        # (asyncio locks are FIFO and tasks start in fetch order), so a later fact about a
-        # request never overtakes an earlier one inside this process.
+        # (asyncio locks are FIFO and tasks start in fetch order), so inside this process a
+        # later fact about a request is not handled before an earlier one that was delivered
+        # first. Not across a failure: an event whose handler fails is nak'd and comes back
+        # after its backoff, and a later event of its request may be handled meanwhile (or by
+        # another replica). Holding the later one back would spend its deliveries, and the
+        # server's max_deliver, on waiting. Handlers therefore tolerate an order a retry
+        # changed: intake's projection moves a status forward only and raises OutOfOrder for
+        # an event that needs an earlier one; git-publisher's fence is the branch's
+        # generation markers.
         self._subject_locks: KeyedLocks | None = KeyedLocks() if ordered_by_subject else None
         outside = [event_type for event_type in handlers if not subject_matches(event_filter, event_type)]
         if outside:

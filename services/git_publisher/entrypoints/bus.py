@@ -22,9 +22,10 @@ def register(kit: ServiceKit, service: GitPublisherService, service_concurrency:
 TOPOLOGY = ServiceTopology(
     name="git_publisher",
     consumers=(
-        # One consumer for both event types, ordered by request: a teardown must never be
-        # overtaken by that request's rendered bundle (or an older bundle by a newer one), or
-        # the branch would end up holding a directory that should be gone or stale. The
+        # One consumer for both event types, ordered by request: a teardown normally
+        # follows that request's rendered bundle (and an older bundle a newer one). A retry
+        # can change that order; the generation markers on the branch then fence the older
+        # change out, so the branch never holds a directory that should be gone or stale. The
         # server delivers only these two types (the durable's filter subjects come from the
         # handlers). Handlers mostly wait for a shared, batched push and hold no database
         # connection meanwhile (two-phase handlers), so many can be in flight to fill each
