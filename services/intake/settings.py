@@ -17,7 +17,9 @@ class IntakeSettings(PlatformSettings):
     expiry_sweep_interval_seconds: Annotated[float, Bounds(ge=0)] = setting(
         "PLATFORM_EXPIRY_SWEEP_INTERVAL_SECONDS",
         60.0,
-        doc="How often ready environments past their expires_at are torn down (0 turns the sweeper off).",
+        doc="How often ready environments past their expires_at are torn down (0 turns the sweeper off, "
+        "and with it the anti-entropy pass and the one that records events older replicas staged "
+        "during an upgrade).",
     )
     expiry_sweep_batch: Annotated[int, Bounds(ge=1)] = setting(
         "PLATFORM_EXPIRY_SWEEP_BATCH", 100, doc="Requests expired per sweeper transaction."

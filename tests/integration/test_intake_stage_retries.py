@@ -99,8 +99,8 @@ async def test_a_projection_that_keeps_failing_is_dead_lettered_once(
             info = await kits["intake"].js.consumer_info(stream, "intake-requests")
             return bool(info.num_pending == 0 and info.num_ack_pending == 0)
 
-        # The request's own events (intake projects what it publishes) are all in before its
-        # record is broken, so the only event that can fail is the one this test sends.
+        # The request's events so far are all projected before its record is broken, so the
+        # only event that can fail is the one this test sends.
         dsn = platform_env["PLATFORM_POSTGRES_DSN"]
         await wait_until(lambda: outbox_drained(dsn, "intake"), what="intake's events published")
         await wait_until(caught_up, what="intake caught up")

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 import nats
 import pytest
 
-from contracts.events import RequestExtended
+from contracts.envelope import encode_envelope, new_event
+from contracts.events import RequestExtended, RequestFailed
 from contracts.models import Actor
 from contracts.rpc import CreateRequest, GetRequest, ListClasses, ListRequests
+from libs.outbox import Outbox
 from libs.rpc import RpcClient, RpcError
 from libs.telemetry import REGISTRY
 from services.intake.adapters import metrics
@@ -92,13 +97,42 @@ async def test_preview_request_is_evaluated_approved_and_queued(
         ]
 
 
-async def test_own_events_an_earlier_release_staged_without_an_entry_are_recorded(
-    platform_env: dict[str, str], rpc: RpcClient
-) -> None:
-    """Intake records its own events as it stages them, and its consumer no longer takes them
-    back. A release before recorded them only on the way back, so during a rolling upgrade
-    what its replicas stage is found in the outbox and recorded by the sweeper's pass."""
-    environment = {**platform_env, "PLATFORM_EXPIRY_SWEEP_INTERVAL_SECONDS": "0"}  # passes run here
+@dataclass
+class OlderReplica:
+    """Stages events into intake's outbox as a replica of the release before did: without a
+    timeline entry (its consumer recorded them on the way back)."""
+
+    pool: Any
+    outbox: Outbox
+    rpc: RpcClient
+    request_id: str
+
+    async def stage(self, data: Any = None, *, age_seconds: float = 0) -> str:
+        extended = RequestExtended(
+            request_id=self.request_id, ttl_hours=48, previous_ttl_hours=24, extended_by="bob@example.com"
+        )
+        async with self.pool.connection() as conn, conn.transaction():
+            envelope = await self.outbox.add(conn, self.request_id, data or extended)
+        await self.age(envelope.id, age_seconds)
+        return envelope.id
+
+    async def age(self, event_id: str, seconds: float) -> None:
+        """As if the row had been staged ``seconds`` ago (its transaction's start, as now() says)."""
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE outbox SET created_at = now() - make_interval(secs => %s) WHERE event_id = %s",
+                [seconds, event_id],
+            )
+
+    async def timeline(self, event_type: str = "request.extended") -> list[dict[str, Any]]:
+        reply = await self.rpc.call("intake", "list_events", GetRequest(id=self.request_id, actor=ALICE))
+        return [entry for entry in reply["items"] if entry["type"] == event_type]
+
+
+@contextlib.asynccontextmanager
+async def older_replica(platform_env: dict[str, str], rpc: RpcClient) -> AsyncIterator[OlderReplica]:
+    """A queued preview request, intake (sweeper off: the tests run its passes), and an older replica."""
+    environment = {**platform_env, "PLATFORM_EXPIRY_SWEEP_INTERVAL_SECONDS": "0"}
     async with running_services(["policy", "intake", "approval"], environment) as kits:
         await catalog_replicated(rpc)
         created = await rpc.call("intake", "create_request", CreateRequest(body=PREVIEW, actor=ALICE))
@@ -109,50 +143,102 @@ async def test_own_events_an_earlier_release_staged_without_an_entry_are_recorde
             return current if current["status"] == "queued" else None
 
         await wait_until(queued, what="request queued")
-        pool, outbox = kits["intake"].pool, kits["intake"].outbox
+        pool = kits["intake"].pool
+        async with pool.connection() as conn:
+            # A pass stops at the first row younger than a minute (the request's own events):
+            # as if they had been staged two minutes ago.
+            await conn.execute("UPDATE outbox SET created_at = created_at - interval '2 minutes'")
+        yield OlderReplica(pool, kits["intake"].outbox, rpc, request_id)
 
-        async def staged_by_an_older_replica(ttl_hours: int) -> str:
-            async with pool.connection() as conn, conn.transaction():
-                envelope = await outbox.add(
-                    conn,
-                    request_id,
-                    RequestExtended(
-                        request_id=request_id,
-                        ttl_hours=ttl_hours,
-                        previous_ttl_hours=24,
-                        extended_by="bob@example.com",
-                    ),
-                )
-            return envelope.id
 
-        async def settle(event_id: str) -> None:
-            async with pool.connection() as conn:
-                await conn.execute(
-                    "UPDATE outbox SET created_at = now() - interval '2 minutes' WHERE event_id = %s",
-                    [event_id],
-                )
-
-        async def timeline() -> list[dict[str, Any]]:
-            reply = await rpc.call("intake", "list_events", GetRequest(id=request_id, actor=ALICE))
-            return list(reply["items"])
-
-        service = IntakeService(pool=pool, outbox=outbox)
-        first = await staged_by_an_older_replica(48)
-        await settle(first)
-        second = await staged_by_an_older_replica(72)  # staged just now: not settled yet
+async def test_own_events_an_earlier_release_staged_without_an_entry_are_recorded(
+    platform_env: dict[str, str], rpc: RpcClient
+) -> None:
+    """Intake records its own events as it stages them, and its consumer no longer takes them
+    back. A release before recorded them only on the way back, so during a rolling upgrade
+    what its replicas stage is found in the outbox and recorded by the sweeper's pass."""
+    async with older_replica(platform_env, rpc) as older:
+        service = IntakeService(pool=older.pool, outbox=older.outbox)
+        first = await older.stage(age_seconds=120)
+        second = await older.stage()  # staged just now: not settled yet
 
         assert await service.record_staged_events() == 1
-        [entry] = [e for e in await timeline() if e["type"] == "request.extended"]
+        [entry] = await older.timeline()
         assert (entry["event_id"], entry["applied"], entry["status_after"]) == (first, True, "queued")
 
         # The unsettled one is checked once it has settled, and nothing is recorded twice.
-        await settle(second)
+        await older.age(second, 120)
         assert await service.record_staged_events() == 1
         assert await service.record_staged_events() == 0
-        recorded = [e["event_id"] for e in await timeline() if e["type"] == "request.extended"]
-        assert recorded == [first, second]
+        assert [entry["event_id"] for entry in await older.timeline()] == [first, second]
         # Events from this release were recorded when staged: the pass found nothing else.
-        assert [e["type"] for e in await timeline()][:2] == ["request.submitted", "request.policy_evaluated"]
+        [submitted] = await older.timeline("request.submitted")
+        assert (submitted["applied"], submitted["status_after"]) == (True, "submitted")
+
+
+async def test_an_unsettled_row_holds_back_the_rows_staged_after_it(
+    platform_env: dict[str, str], rpc: RpcClient
+) -> None:
+    # R is staged (inserted) first, by a transaction that began 30 s ago; S after it, by one
+    # that began 61 s ago. S has settled, R has not: passing S would pass R by for good.
+    async with older_replica(platform_env, rpc) as older:
+        service = IntakeService(pool=older.pool, outbox=older.outbox)
+        r = await older.stage(age_seconds=30)
+        s = await older.stage(age_seconds=61)
+
+        assert await service.record_staged_events() == 0
+        await older.age(r, 61)
+        assert await service.record_staged_events() == 2
+        assert {entry["event_id"] for entry in await older.timeline()} == {r, s}
+
+
+async def test_the_first_pass_looks_back_thirty_minutes(platform_env: dict[str, str], rpc: RpcClient) -> None:
+    async with older_replica(platform_env, rpc) as older:
+        long_ago = await older.stage(age_seconds=2 * 3600)  # its own release recorded it then
+        recent = await older.stage(age_seconds=600)
+
+        assert await IntakeService(pool=older.pool, outbox=older.outbox).record_staged_events() == 1
+        assert [entry["event_id"] for entry in await older.timeline()] == [recent]
+        assert long_ago != recent
+
+
+async def test_a_redriven_copy_of_another_services_event_is_not_recorded_by_the_pass(
+    platform_env: dict[str, str], rpc: RpcClient
+) -> None:
+    # A dead letter's redrive stages a copy in intake's outbox (a fresh row id, the event
+    # unchanged); the event is another service's, which intake's consumer projects.
+    async with older_replica(platform_env, rpc) as older:
+        failed = RequestFailed(
+            request_id=older.request_id, generation=1, stage="renderer", error="boom", attempts=5
+        )
+        envelope = new_event("request.failed", "renderer", older.request_id, failed)
+        async with older.pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO outbox (event_id, event_type, subject, ordering_key, payload, created_at)"
+                " VALUES (gen_random_uuid(), %s, %s, %s, %s, now() - interval '5 minutes')",
+                ["request.failed", "copy", older.request_id, encode_envelope(envelope)],
+            )
+
+        assert await IntakeService(pool=older.pool, outbox=older.outbox).record_staged_events() == 0
+        assert await older.timeline("request.failed") == []
+
+
+async def test_a_staged_event_that_cannot_be_recorded_is_passed_by(
+    platform_env: dict[str, str], rpc: RpcClient
+) -> None:
+    async with older_replica(platform_env, rpc) as older:
+        service = IntakeService(pool=older.pool, outbox=older.outbox)
+        unreadable = await older.stage(age_seconds=120)
+        async with older.pool.connection() as conn:
+            # Its payload no longer decodes (a foreign writer, a damaged row).
+            await conn.execute(
+                "UPDATE outbox SET payload = %s WHERE event_id = %s", [b"{not json", unreadable]
+            )
+        good = await older.stage(age_seconds=120)
+
+        assert await service.record_staged_events() == 1
+        assert await service.record_staged_events() == 0
+        assert [entry["event_id"] for entry in await older.timeline()] == [good]
 
 
 async def test_production_request_waits_for_approval(platform_env: dict[str, str], rpc: RpcClient) -> None:

@@ -19,7 +19,7 @@ from contracts.catalog import SERVICES
 from contracts.events import EVENT_TYPE_OF, EVENT_TYPES
 from libs.bus import Subjects
 from libs.topology import event_filter
-from services.intake.entrypoints import bus as intake_bus
+from services.intake.domain.model import OWN_EVENTS
 from services.tools import topology
 from services.tools.platformd.registry import ops_port_order, service_entry
 
@@ -77,7 +77,7 @@ def test_every_event_has_a_producer_unless_reserved(event_type: str) -> None:
 
 
 # Intake records the events it publishes in the request's timeline as it stages them.
-RECORDED_BY_THEIR_PRODUCER = {EVENT_TYPE_OF[model] for model in intake_bus.OWN_EVENTS}
+RECORDED_BY_THEIR_PRODUCER = {EVENT_TYPE_OF[model] for model in OWN_EVENTS}
 
 
 @pytest.mark.parametrize("event_type", list(EVENT_TYPES))

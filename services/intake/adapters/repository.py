@@ -278,37 +278,41 @@ async def list_requests(
 
 
 async def outbox_position_before(conn: Conn, seconds: float) -> int:
-    """The outbox position just before the first event staged in the last ``seconds`` (the
-    newest position if none was)."""
+    """The newest outbox position staged more than ``seconds`` ago (0 if none was): found by
+    walking the positions back from the newest, so it reads the last ``seconds`` only."""
     cursor = await conn.execute(
-        "SELECT coalesce((SELECT min(seq) - 1 FROM outbox WHERE created_at >= now() - make_interval(secs => %s)),"
-        " (SELECT max(seq) FROM outbox), 0) AS seq",
+        "SELECT coalesce((SELECT seq FROM outbox WHERE created_at < now() - make_interval(secs => %s)"
+        " ORDER BY seq DESC LIMIT 1), 0) AS seq",
         [seconds],
     )
     row = await cursor.fetchone()
     return int(row["seq"]) if row else 0
 
 
-async def staged_after(conn: Conn, position: int, settled_seconds: float, limit: int) -> list[dict[str, Any]]:
-    """Outbox rows after ``position`` staged at least ``settled_seconds`` ago (so none staged
-    before them is still uncommitted), in order, each saying whether the timeline has it."""
+async def staged_after(
+    conn: Conn, position: int, event_types: list[str], settled_seconds: float, limit: int
+) -> list[dict[str, Any]]:
+    """Outbox rows of ``event_types`` after ``position``, in order: each with whether it was
+    staged at least ``settled_seconds`` ago and whether the timeline has its event."""
     cursor = await conn.execute(
-        "SELECT o.seq, o.payload, EXISTS (SELECT 1 FROM request_timeline t WHERE t.event_id = o.event_id) AS recorded"
-        " FROM outbox o WHERE o.seq > %s AND o.created_at < now() - make_interval(secs => %s)"
-        " ORDER BY o.seq LIMIT %s",
-        [position, settled_seconds, limit],
+        "SELECT o.seq, o.payload, o.created_at < now() - make_interval(secs => %s) AS settled,"
+        " EXISTS (SELECT 1 FROM request_timeline t WHERE t.event_id = o.event_id) AS recorded"
+        " FROM outbox o WHERE o.seq > %s AND o.event_type = ANY(%s) ORDER BY o.seq LIMIT %s",
+        [settled_seconds, position, event_types, limit],
     )
     return await cursor.fetchall()
 
 
 async def append_timeline(
     conn: Conn, request_id: str, envelope: Envelope, data: Any, *, applied: bool, status_after: str
-) -> None:
+) -> bool:
     """Record one event in the timeline (the row also records its transaction, see
     :func:`all_timelines` for why), in the timeline's own form: bundles by their files' names,
-    sizes and hashes, long text cut (:func:`~services.intake.domain.timeline.stored_form`)."""
+    sizes and hashes, long text cut (:func:`~services.intake.domain.timeline.stored_form`).
+    Whether it was new."""
     values = TimelineRow(envelope, data, applied, status_after).values(request_id)
-    await conn.execute(_INSERT_TIMELINE, [*values[:-1], Jsonb(values[-1])])
+    cursor = await conn.execute(_INSERT_TIMELINE, [*values[:-1], Jsonb(values[-1])])
+    return cursor.rowcount == 1  # False: the timeline had the event already
 
 
 def _stored_data(data: Any) -> Any:

@@ -91,6 +91,9 @@ EXPIRY_ACTOR = "system:expiry"
 # lost event costs time, never a stuck environment). Awaiting promotion waits for people.
 STALLED = frozenset({Status.QUEUED, Status.RECONCILING, Status.EXPIRING, Status.DELETING})
 ANTI_ENTROPY_ACTOR = "system:anti-entropy"
+# The events a request emits (``outgoing``): intake publishes them, and records each in the
+# timeline as it stages it, so its consumer does not take them back from the stream.
+OWN_EVENTS = (RequestSubmitted, RequestReconcileRequested, RequestTeardownRequested, RequestExtended)
 # Who rejected a request the policy service denied (``rejected_by`` on the record).
 POLICY_ACTOR = "system:policy"
 

@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-from contracts.events import (
-    ClassUpserted,
-    RequestExtended,
-    RequestReconcileRequested,
-    RequestSubmitted,
-    RequestTeardownRequested,
-)
+from contracts.events import ClassUpserted
 from contracts.rpc import (
     CREATE_REQUEST,
     DELETE,
@@ -23,6 +17,7 @@ from contracts.rpc import (
 from libs.inbox import record_only
 from libs.service_kit import ServiceKit
 from libs.topology import Consumer, ServiceTopology, events_under, skipped_on_replay
+from services.intake.domain.model import OWN_EVENTS
 from services.intake.service_layer.handlers import IntakeService
 
 
@@ -39,10 +34,6 @@ def register(kit: ServiceKit, service: IntakeService) -> None:
     kit.subscribe(TOPOLOGY, service)
 
 
-# What intake publishes about requests. It records each in the timeline as it stages it,
-# so its consumer does not take them back (two deliveries fewer per request).
-OWN_EVENTS = (RequestSubmitted, RequestReconcileRequested, RequestTeardownRequested, RequestExtended)
-
 TOPOLOGY = ServiceTopology(
     name="intake",
     consumers=(
@@ -58,7 +49,8 @@ TOPOLOGY = ServiceTopology(
             on_give_up=record_only,
             on_retry=None,
         ),
-        # Every request event but its own: intake projects the lifecycle status from all of
+        # Every request event but its own (OWN_EVENTS: recorded as they are staged, two
+        # deliveries fewer per request): intake projects the lifecycle status from all of
         # them, those added later included. Events of one request are applied in stream order (ordered
         # by subject). A projection that keeps failing is dead-lettered and reported nowhere
         # else: reporting it as request.failed (or request.stage_retrying) would feed intake

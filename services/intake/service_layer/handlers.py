@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import re
@@ -18,10 +19,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import msgspec
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, OperationalError
 
-from contracts.envelope import ContractError, Envelope, decode_envelope
-from contracts.events import ClassUpserted, RequestSubmitted
+from contracts.envelope import Envelope, decode_envelope
+from contracts.events import EVENT_TYPE_OF, ClassUpserted, RequestSubmitted
 from contracts.inputs import NAME_MAX_LENGTH, NAME_RULE, EnvironmentRequestInput
 from contracts.kubernetes_names import is_dns1123_label
 from contracts.models import Actor, ApprovalView, EnvironmentRequestView, TimelineEntry, ValidatedRequest
@@ -38,13 +39,14 @@ from contracts.rpc import (
     ReconcileRequest,
 )
 from libs.database import Pool, safe_database_error, without_transaction
-from libs.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed, echoed
+from libs.errors import Conflict, FieldError, Forbidden, NotFound, ValidationFailed, echoed, public_message
 from libs.inbox import Tx
 from libs.outbox import Outbox
 from libs.rpc import message_fields
 from services.intake.adapters import metrics, repository
 from services.intake.domain.model import (
     EXPIRABLE,
+    OWN_EVENTS,
     PLACEHOLDER_REQUEST_ID,
     STALLED,
     EnvironmentRequest,
@@ -67,6 +69,7 @@ MAX_EVENTS_PAGE_SIZE = 500
 # staged one before it is still open then).
 STAGED_LOOKBACK_SECONDS = 30 * 60
 STAGED_SETTLED_SECONDS = 60.0
+OWN_EVENT_TYPES = [EVENT_TYPE_OF[model] for model in OWN_EVENTS]
 # Bytes of timeline entries per reply unless bootstrap says less: a quarter of NATS's default
 # max_payload (1 MB), so a page and its envelope always fit on the bus.
 PAGE_BYTES = 256 * 1024
@@ -479,8 +482,11 @@ class IntakeService:
         and its consumer no longer takes intake's own events back from the stream. A release
         before it recorded them only when its consumer did: during a rolling upgrade, events
         that older replicas stage (or staged shortly before) would never be recorded. This
-        pass finds them in the outbox: from :data:`STAGED_LOOKBACK_SECONDS` before the
-        process's first pass, then whatever is staged after, once settled.
+        pass finds them in the outbox, in order: from :data:`STAGED_LOOKBACK_SECONDS` before
+        the process's first pass, then whatever is staged after, each once it has settled
+        (the first row that has not ends the pass, so no row staged before it is passed by
+        while its transaction is still open). An entry recorded this way comes late: after
+        the events that followed it, with the status of the moment it was recorded.
         """
         recorded = 0
         while True:
@@ -489,30 +495,58 @@ class IntakeService:
                     self._staged_checked = await repository.outbox_position_before(
                         conn, STAGED_LOOKBACK_SECONDS
                     )
+                checked = self._staged_checked
                 rows = await repository.staged_after(
-                    conn, self._staged_checked, STAGED_SETTLED_SECONDS, batch
+                    conn, checked, OWN_EVENT_TYPES, STAGED_SETTLED_SECONDS, batch
                 )
-                for row in rows:
+                settled = list(itertools.takewhile(lambda row: row["settled"], rows))
+                for row in settled:
                     if not row["recorded"]:
                         recorded += await self._record_staged(conn, row["payload"])
-            if rows:
-                self._staged_checked = int(rows[-1]["seq"])
-            if len(rows) < batch:
+                    checked = int(row["seq"])
+            self._staged_checked = checked
+            if len(settled) < batch:
                 return recorded
 
-    async def _record_staged(self, conn: AsyncConnection[Any], payload: bytes) -> int:
+    async def _record_staged_or_log(self) -> None:
+        # Apart from the other sweeps: a failure here must not hold up anti-entropy.
         try:
-            envelope = decode_envelope(payload)
-            data = envelope.decode_data()
-        except ContractError as exc:
-            log.warning("staged event unreadable; not recorded", extra={"fields": {"error": str(exc)}})
+            recorded = await self.record_staged_events()
+        except Exception as exc:
+            log.warning(
+                "recording staged events failed", extra={"fields": {"error": safe_database_error(exc)}}
+            )
+            return
+        if recorded:
+            log.info("recorded events an earlier release staged", extra={"fields": {"count": recorded}})
+
+    async def _record_staged(self, conn: AsyncConnection[Any], payload: bytes) -> int:
+        """1 if the staged event was not in the timeline and is now; 0 if it was (a redrive's
+        copy of a recorded event) or cannot be recorded (logged, and passed by)."""
+        try:
+            # A savepoint: a row that cannot be recorded leaves the rest of the pass alone.
+            async with conn.transaction():
+                envelope = decode_envelope(payload)
+                data = envelope.decode_data()
+                request = await repository.get(conn, envelope.subject)
+                status_after = str(request.status) if request is not None else "unknown"
+                new = await repository.append_timeline(
+                    conn,
+                    envelope.subject,
+                    envelope,
+                    data,
+                    applied=request is not None,
+                    status_after=status_after,
+                )
+        except OperationalError:
+            raise  # the database went away: the pass fails and the next one tries again
+        except Exception as exc:
+            log.warning(
+                "staged event cannot be recorded in the timeline; passed by",
+                extra={"fields": {"error_type": type(exc).__name__, "error": public_message(exc)}},
+            )
             return 0
-        request = await repository.get(conn, envelope.subject)
-        status_after = str(request.status) if request is not None else "unknown"
-        await repository.append_timeline(
-            conn, envelope.subject, envelope, data, applied=request is not None, status_after=status_after
-        )
-        return 1
+        return 1 if new else 0
 
     # -- expiry (DESIGN.md section 5) -----------------------------------------------------------
 
@@ -573,11 +607,7 @@ class IntakeService:
                 count = await self.expire_due(batch)
                 if count:
                     log.info("expired environments", extra={"fields": {"count": count}})
-                recorded = await self.record_staged_events()
-                if recorded:
-                    log.info(
-                        "recorded events an earlier release staged", extra={"fields": {"count": recorded}}
-                    )
+                await self._record_staged_or_log()
                 behind = await backlog(deadline_seconds) if backlog and deadline_seconds > 0 else []
                 if not behind:
                     postponed_since = None
