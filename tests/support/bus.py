@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import ServiceUnavailableError
 from psycopg import sql
 
 from contracts.envelope import Envelope, cloudevents_headers, decode_envelope, encode_envelope, new_event
@@ -43,9 +45,27 @@ async def stream_events(
 
 
 async def stream_messages(
-    js: JetStreamContext, stream: str, events_prefix: str, event_type: str = ">"
+    js: JetStreamContext, stream: str, events_prefix: str, event_type: str = ">", *, patience: float = 30.0
 ) -> list[tuple[Envelope, dict[str, str]]]:
-    """Like :func:`stream_events`, with each message's headers."""
+    """Like :func:`stream_events`, with each message's headers.
+
+    A clustered stream just after a node came back may answer 503 while its consumers find
+    their leader: the read starts over (a fresh consumer, from the first message) for up to
+    ``patience`` seconds.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return await _read_stream(js, stream, events_prefix, event_type)
+        except ServiceUnavailableError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def _read_stream(
+    js: JetStreamContext, stream: str, events_prefix: str, event_type: str
+) -> list[tuple[Envelope, dict[str, str]]]:
     info = await js.stream_info(stream)
     if info.state.messages == 0:
         return []
