@@ -302,14 +302,22 @@ async def test_a_head_another_replica_moved_costs_one_rejected_push_and_the_fenc
     assert remote.files(directory(3)) == remote.files(directory(4)) == sorted(CORE_FILES)
 
 
-async def test_a_branch_reset_by_hand_is_not_undone_by_the_next_batch(
+async def reset_by_hand_after_two_batches(
     tmp_path: Path, remote: BareRemote
-) -> None:
+) -> tuple[DirectPublisher, CountingRepository, publishing.Published]:
+    """Replica A publishes requests 1 and 2 in two batches; right away, an operator resets the
+    branch to before request 2's commit. Returns A, its repository and request 1's result."""
     a, repository = await counting_replica(tmp_path / "replica-a.git", remote)
     [first] = applied(await a.publish([bundle(1, 1)]))
     applied(await a.publish([bundle(2, 1)]))
-    # An operator resets the branch to before request 2's commit, right away.
     remote.git("update-ref", "refs/heads/main", first.commit_sha)
+    return a, repository, first
+
+
+async def test_a_branch_reset_by_hand_is_not_undone_by_the_next_batch(
+    tmp_path: Path, remote: BareRemote
+) -> None:
+    a, repository, first = await reset_by_hand_after_two_batches(tmp_path, remote)
 
     # The next batch is built on the head A pushed. A fast-forward from the reset branch
     # would bring request 2's commit back; the push expects A's head and is rejected.
@@ -324,10 +332,7 @@ async def test_a_branch_reset_by_hand_is_not_undone_by_the_next_batch(
 async def test_a_change_in_place_at_an_assumed_head_is_checked_against_the_remote(
     tmp_path: Path, remote: BareRemote
 ) -> None:
-    a, repository = await counting_replica(tmp_path / "replica-a.git", remote)
-    [first] = applied(await a.publish([bundle(1, 1)]))
-    applied(await a.publish([bundle(2, 1)]))
-    remote.git("update-ref", "refs/heads/main", first.commit_sha)
+    a, repository, first = await reset_by_hand_after_two_batches(tmp_path, remote)
 
     # Request 2's bundle again (a redelivery): in place at the head A pushed, but no push
     # would prove that head current, so A fetches and finds it gone.

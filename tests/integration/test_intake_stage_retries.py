@@ -12,11 +12,10 @@ import pytest
 
 from contracts.events import RequestDriftDetected, RequestPublished, RequestStageRetrying
 from contracts.models import Actor
-from contracts.rpc import CreateRequest, GetRequest, ListDeadLetters
+from contracts.rpc import GetRequest, ListDeadLetters
 from libs.rpc import RpcClient
-from tests.support.api_flows import PREVIEW
 from tests.support.bus import outbox_drained, publish_event, stream_events, wait_until
-from tests.support.services import catalog_replicated, running_services
+from tests.support.services import queued_preview, running_services
 
 ALICE = Actor(subject="alice", actor="alice@example.com", role="requester", teams=["payments"])
 
@@ -28,24 +27,12 @@ async def rpc(platform_env: dict[str, str]) -> AsyncIterator[RpcClient]:
     await nc.close()
 
 
-async def queued_request(rpc: RpcClient) -> dict[str, Any]:
-    await catalog_replicated(rpc)
-    created = await rpc.call("intake", "create_request", CreateRequest(body=PREVIEW, actor=ALICE))
-    request_id = created["request"]["id"]
-
-    async def queued() -> Any:
-        current = await rpc.call("intake", "get_request", GetRequest(id=request_id, actor=ALICE))
-        return current if current["status"] == "queued" else None
-
-    return dict(await wait_until(queued, what="request queued"))
-
-
 async def test_a_retrying_stage_shows_on_the_request_until_it_succeeds(
     platform_env: dict[str, str], rpc: RpcClient
 ) -> None:
     prefix = platform_env["PLATFORM_EVENTS_SUBJECT_PREFIX"]
     async with running_services(["policy", "intake", "approval"], platform_env) as kits:
-        request = await queued_request(rpc)
+        request = await queued_preview(rpc, ALICE)
         request_id, generation = request["id"], request["generation"]
         assert request["next_attempt_at"] is None
         next_attempt_at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=60)
@@ -93,7 +80,7 @@ async def test_a_projection_that_keeps_failing_is_dead_lettered_once(
     environment = {**platform_env, "PLATFORM_RECONCILE_MAX_ATTEMPTS": "2"}
     prefix, stream = platform_env["PLATFORM_EVENTS_SUBJECT_PREFIX"], platform_env["PLATFORM_EVENTS_STREAM"]
     async with running_services(["policy", "intake", "approval"], environment) as kits:
-        request = await queued_request(rpc)
+        request = await queued_preview(rpc, ALICE)
 
         async def caught_up() -> bool:
             info = await kits["intake"].js.consumer_info(stream, "intake-requests")

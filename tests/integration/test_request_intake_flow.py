@@ -25,7 +25,7 @@ from tests.support.alerts import alert_expr, evaluate, registry_samples
 from tests.support.api_flows import PREVIEW
 from tests.support.bus import stream_events, wait_until
 from tests.support.seed_plans import QUOTAS
-from tests.support.services import catalog_replicated, running_services
+from tests.support.services import catalog_replicated, queued_preview, running_services
 
 ALICE = Actor(subject="alice", actor="alice@example.com", role="requester", teams=["payments"])
 
@@ -134,15 +134,7 @@ async def older_replica(platform_env: dict[str, str], rpc: RpcClient) -> AsyncIt
     """A queued preview request, intake (sweeper off: the tests run its passes), and an older replica."""
     environment = {**platform_env, "PLATFORM_EXPIRY_SWEEP_INTERVAL_SECONDS": "0"}
     async with running_services(["policy", "intake", "approval"], environment) as kits:
-        await catalog_replicated(rpc)
-        created = await rpc.call("intake", "create_request", CreateRequest(body=PREVIEW, actor=ALICE))
-        request_id = created["request"]["id"]
-
-        async def queued() -> Any:
-            current = await rpc.call("intake", "get_request", GetRequest(id=request_id, actor=ALICE))
-            return current if current["status"] == "queued" else None
-
-        await wait_until(queued, what="request queued")
+        request_id = (await queued_preview(rpc, ALICE))["id"]
         pool = kits["intake"].pool
         async with pool.connection() as conn:
             # A pass stops at the first row younger than a minute (the request's own events):
@@ -318,15 +310,7 @@ async def test_a_request_stuck_in_the_pipeline_is_asked_for_again(
     """Anti-entropy: no renderer answers (as if its event were lost); past the deadline intake
     asks again as a new generation, and the new request.reconcile_requested is on the stream."""
     async with running_services(["policy", "intake", "approval"], platform_env) as kits:
-        await catalog_replicated(rpc)
-        created = await rpc.call("intake", "create_request", CreateRequest(body=PREVIEW, actor=ALICE))
-        request_id = created["request"]["id"]
-
-        async def queued() -> Any:
-            current = await rpc.call("intake", "get_request", GetRequest(id=request_id, actor=ALICE))
-            return current if current["status"] == "queued" else None
-
-        await wait_until(queued, what="request queued")
+        request_id = (await queued_preview(rpc, ALICE))["id"]
         service = IntakeService(pool=kits["intake"].pool, outbox=kits["intake"].outbox)
         assert await service.retry_stalled(deadline_seconds=3600) == 0  # not stalled yet
         await asyncio.sleep(0.2)
@@ -400,15 +384,7 @@ async def test_a_request_retried_by_anti_entropy_keeps_aging_until_the_stuck_ale
     change before the first retry, so PlatformRequestsStuck fires for a request nothing renders."""
     stuck = alert_expr("PlatformRequestsStuck")
     async with running_services(["policy", "intake", "approval"], platform_env) as kits:
-        await catalog_replicated(rpc)
-        created = await rpc.call("intake", "create_request", CreateRequest(body=PREVIEW, actor=ALICE))
-        request_id = created["request"]["id"]
-
-        async def queued() -> Any:
-            current = await rpc.call("intake", "get_request", GetRequest(id=request_id, actor=ALICE))
-            return current if current["status"] == "queued" else None
-
-        await wait_until(queued, what="request queued")  # no renderer runs: it stays queued
+        request_id = (await queued_preview(rpc, ALICE))["id"]  # no renderer runs: it stays queued
         pool = kits["intake"].pool
         service = IntakeService(pool=pool, outbox=kits["intake"].outbox)
 

@@ -6,12 +6,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
+from contracts.models import Actor
+from contracts.rpc import CreateRequest, GetRequest
 from libs.errors import PlatformError
 from libs.rpc import RpcClient
 from libs.service_kit import ServiceKit
 from libs.settings import load_settings
 from services.tools.platformd.registry import service_entry
+from tests.support.api_flows import PREVIEW
 from tests.support.bus import wait_until
 
 
@@ -57,6 +61,20 @@ async def answering(rpc: RpcClient, *services: str) -> bool:
     except PlatformError:
         return False
     return all(reply["ready"] for reply in replies)
+
+
+async def queued_preview(rpc: RpcClient, actor: Actor) -> dict[str, Any]:
+    """A preview request created by ``actor`` once intake takes requests, as it is when queued
+    (policy, intake and approval running; nothing renders it, so it stays queued)."""
+    await catalog_replicated(rpc)
+    created = await rpc.call("intake", "create_request", CreateRequest(body=PREVIEW, actor=actor))
+    request_id = created["request"]["id"]
+
+    async def queued() -> Any:
+        current = await rpc.call("intake", "get_request", GetRequest(id=request_id, actor=actor))
+        return current if current["status"] == "queued" else None
+
+    return dict(await wait_until(queued, what="request queued"))
 
 
 async def catalog_replicated(rpc: RpcClient) -> None:
