@@ -289,7 +289,11 @@ async def pages(
 
 @pytest.fixture
 async def api(platform_env: dict[str, str]) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
-    async with gateway_with_services(platform_env, ["policy", "intake"]) as (base_url, _):
+    # The production RPC deadline (5 s), not the test gateway's 2 s: a 500-entry page takes
+    # 0.04-0.16 s here, but once took over 2 s in CI with both workers busy.
+    async with gateway_with_services(
+        platform_env, ["policy", "intake"], PLATFORM_RPC_TIMEOUT_SECONDS="5"
+    ) as (base_url, _):
         headers = {"Authorization": f"Bearer {mint('admin', teams=[TEAM])}"}
         async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=15) as http:
             yield http, base_url
